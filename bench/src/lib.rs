@@ -1,0 +1,1 @@
+//! Benchmarks for Sluice: criterion micro-benchmarks (`benches/`) and the load generator.
