@@ -1,1 +1,7 @@
-//! See the crate documentation.
+//! Connection buffers: the lazily allocated byte ring used for send and receive data, and
+//! the bounded out-of-order assembler that tracks which bytes past the receive point have
+//! arrived.
+
+pub mod ring;
+
+pub use ring::RingBuffer;
