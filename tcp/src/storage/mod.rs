@@ -2,6 +2,8 @@
 //! the bounded out-of-order assembler that tracks which bytes past the receive point have
 //! arrived.
 
+pub mod assembler;
 pub mod ring;
 
+pub use assembler::{Assembler, TooManyHoles};
 pub use ring::RingBuffer;
