@@ -10,9 +10,17 @@ use core::fmt;
 
 pub use core::net::Ipv4Addr;
 
+pub mod arp;
 pub mod checksum;
+pub mod ethernet;
+pub mod icmpv4;
+pub mod ipv4;
 pub mod tcp;
 
+pub use arp::{ArpOperation, ArpPacket, ArpRepr};
+pub use ethernet::{EtherType, EthernetFrame, EthernetRepr};
+pub use icmpv4::{DstUnreachable, Icmpv4Packet, Icmpv4Repr, OriginalDatagram};
+pub use ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
 pub use tcp::{SackBlock, SackBlocks, TcpFlags, TcpOptions, TcpPacket, TcpRepr, TcpTimestamps};
 
 /// What was wrong with a packet (on parse) or with a buffer (on emit).
@@ -150,14 +158,12 @@ pub(crate) fn write_u32(buf: &mut [u8], at: usize, value: u32) {
 
 /// Reads an IPv4 address at `at`; out of range reads 0.0.0.0.
 #[inline]
-#[allow(dead_code)]
 pub(crate) fn read_ipv4(buf: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::from(read_u32(buf, at))
 }
 
 /// Writes an IPv4 address at `at`; out of range is a no-op.
 #[inline]
-#[allow(dead_code)]
 pub(crate) fn write_ipv4(buf: &mut [u8], at: usize, addr: Ipv4Addr) {
     write_u32(buf, at, u32::from(addr));
 }
