@@ -26,3 +26,5 @@ pub mod wire;
 
 pub use seq::SeqNumber;
 pub use time::Instant;
+#[doc(hidden)]
+pub mod testing;

@@ -17,9 +17,9 @@ impl Tcb {
         if self.pending & P_RST != 0 {
             self.pending &= !P_RST;
             ctr.resets_sent += 1;
-            // RFC 9293 3.10.5 ABORT: <SEQ=SND.NXT><CTL=RST>.
+            // RFC 9293 3.10.5 ABORT: <SEQ=SND.NXT><CTL=RST> (SND.MAX if SND.NXT was rewound).
             return Some(OutSegment {
-                seq: self.snd_nxt,
+                seq: self.snd_max,
                 ack: self.rcv_nxt,
                 flags: Flags::RST | Flags::ACK,
                 ..OutSegment::default()
@@ -32,12 +32,12 @@ impl Tcb {
                     return Some(self.send_syn(cfg, now, ctr));
                 }
                 if self.pending & P_ACK != 0 && self.state == State::SynReceived {
-                    return Some(self.build(cfg, now, self.snd_nxt, Flags::ACK, 0));
+                    return Some(self.build(cfg, now, self.snd_max, Flags::ACK, 0));
                 }
                 None
             }
             State::TimeWait => (self.pending & P_ACK != 0)
-                .then(|| self.build(cfg, now, self.snd_nxt, Flags::ACK, 0)),
+                .then(|| self.build(cfg, now, self.snd_max, Flags::ACK, 0)),
             _ => self.dispatch_synchronized(cfg, now, buf, ctr),
         }
     }
@@ -305,7 +305,9 @@ impl Tcb {
 
         // 5. A pure ACK (window update, delayed ACK expiry, duplicate, challenge).
         if self.pending & P_ACK != 0 {
-            let seq = self.snd_nxt;
+            // SND.MAX, not a rewound SND.NXT: the peer may already hold what we are
+            // resending, and an ACK below its RCV.NXT would fail its acceptability test.
+            let seq = self.snd_max;
             return Some(self.build(cfg, now, seq, Flags::NONE, 0));
         }
         None
