@@ -19,6 +19,7 @@ pub mod conn;
 pub mod cookie;
 pub mod iface;
 pub mod seq;
+pub mod stack;
 pub mod storage;
 pub mod table;
 pub mod time;

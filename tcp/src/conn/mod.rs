@@ -321,6 +321,8 @@ pub struct Tcb {
     // --- options
     ts_on: bool,
     ts_recent: u32,
+    /// Added to our millisecond clock for TSval (RFC 7323 5.4 / RFC 6528-style offset).
+    ts_offset: u32,
     sack_on: bool,
     /// Peer SACKed ranges above SND.UNA (RFC 6675 scoreboard), sorted, disjoint.
     sacked: SackList,
@@ -397,6 +399,7 @@ impl Tcb {
             rcv_unacked: 0,
             ts_on: false,
             ts_recent: 0,
+            ts_offset: iss.0,
             sack_on: false,
             sacked: SackList::default(),
             high_rxt: iss,
@@ -464,6 +467,8 @@ impl Tcb {
             sack,
         } = *cookie;
         let mut t = Tcb::blank(cfg, now, iss, State::Established);
+        // The cookie SYN-ACK's TSval came from the bare clock: keep using it.
+        t.ts_offset = 0;
         t.passive = true;
         t.irs = irs;
         t.rcv_nxt = irs + 1u32;
@@ -504,6 +509,24 @@ impl Tcb {
     /// Takes the pending events (coalesced since the last call).
     pub fn take_events(&mut self) -> Events {
         core::mem::take(&mut self.events)
+    }
+
+    /// Takes one pending event, in the order ESTABLISHED, READABLE, WRITABLE,
+    /// PEER_CLOSED, CLOSED.
+    pub fn take_event(&mut self) -> Option<Events> {
+        for e in [
+            Events::ESTABLISHED,
+            Events::READABLE,
+            Events::WRITABLE,
+            Events::PEER_CLOSED,
+            Events::CLOSED,
+        ] {
+            if self.events.contains(e) {
+                self.events = Events(self.events.0 & !e.0);
+                return Some(e);
+            }
+        }
+        None
     }
 
     /// Events pending without taking them.
@@ -641,8 +664,14 @@ impl Tcb {
     /// Shuts down the sending side: a FIN follows the queued data (RFC 9293 3.10.4).
     pub fn shutdown(&mut self, now: Instant) {
         match self.state {
-            State::Listen | State::SynSent => self.enter_closed(now, CloseReason::Normal),
-            State::SynReceived | State::Established => {
+            State::Listen => self.enter_closed(now, CloseReason::Normal),
+            // RFC 9293 3.10.4: in SYN-SENT with nothing queued, delete the TCB;
+            // otherwise (and in SYN-RECEIVED) queue the FIN for after ESTABLISHED.
+            State::SynSent if self.snd_buf.is_empty() => {
+                self.enter_closed(now, CloseReason::Normal)
+            }
+            State::SynSent | State::SynReceived => self.fin_queued = true,
+            State::Established => {
                 self.fin_queued = true;
                 self.state = State::FinWait1;
             }
@@ -724,9 +753,13 @@ impl Tcb {
         if self.state == State::Closed {
             return;
         }
+        let was_time_wait = self.state == State::TimeWait;
         self.state = State::Closed;
-        self.reason = Some(reason);
-        self.events = Events(self.events.0 | Events::CLOSED.0);
+        if !was_time_wait {
+            // (Leaving TIME_WAIT already reported CLOSED on entering it.)
+            self.reason = Some(reason);
+            self.events = Events(self.events.0 | Events::CLOSED.0);
+        }
         self.rto_at = None;
         self.delack_at = None;
         self.persist_at = None;
@@ -738,6 +771,9 @@ impl Tcb {
 
     fn enter_time_wait(&mut self, cfg: &ConnConfig, now: Instant) {
         self.state = State::TimeWait;
+        // For the application the connection is over; TIME_WAIT is the stack's business.
+        self.reason = Some(CloseReason::Normal);
+        self.add_event(Events::CLOSED);
         self.rto_at = None;
         self.persist_at = None;
         self.delack_at = None;
@@ -761,7 +797,7 @@ impl Tcb {
     /// Our timestamp clock: milliseconds (RFC 7323 5.4: 1 ms to 1 s per tick), offset
     /// by the ISS so that it does not reveal the host clock.
     fn ts_now(&self, now: Instant) -> u32 {
-        (now.total_millis() as u32).wrapping_add(self.iss.0)
+        (now.total_millis() as u32).wrapping_add(self.ts_offset)
     }
 
     /// Bytes in flight (RFC 6675 pipe is approximated with SACKed bytes removed).
@@ -784,7 +820,7 @@ impl Tcb {
 }
 
 /// Window-scale shift we offer: enough for the receive buffer (RFC 7323 2.3, max 14).
-fn our_wscale(cfg: &ConnConfig) -> u8 {
+pub(crate) fn our_wscale(cfg: &ConnConfig) -> u8 {
     if !cfg.window_scaling {
         return 0;
     }

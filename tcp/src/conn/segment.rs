@@ -152,25 +152,26 @@ pub struct Options {
 }
 
 impl Options {
-    /// Bytes these options take in a header, padded to 4.
+    /// Bytes these options take in a header, in Linux's layout (the one `wire`
+    /// emits): MSS 4, SACK-permitted + timestamps 12 (or NOP NOP + either), NOP +
+    /// window scale 4, NOP NOP + SACK blocks 4 + 8n; at most 40.
     pub fn wire_len(&self) -> usize {
         let mut n = 0;
         if self.mss.is_some() {
             n += 4;
         }
-        if self.window_scale.is_some() {
-            n += 3;
-        }
-        if self.sack_permitted {
-            n += 2;
-        }
         if self.timestamps.is_some() {
-            n += 10;
+            n += 12;
+        } else if self.sack_permitted {
+            n += 4;
+        }
+        if self.window_scale.is_some() {
+            n += 4;
         }
         if !self.sack.is_empty() {
-            n += 2 + 8 * self.sack.len();
+            n += 4 + 8 * self.sack.len();
         }
-        (n + 3) & !3
+        n.min(40)
     }
 }
 

@@ -401,6 +401,28 @@ fn syn_sent_retries_exhausted_times_out() {
 }
 
 #[test]
+fn syn_sent_shutdown_with_queued_data_sends_fin_after_handshake() {
+    let c = cfg();
+    let mut t = Tcb::connect(&c, t0(), SeqNumber(ISS_A));
+    t.send(&c, b"early").unwrap();
+    t.shutdown(t0());
+    assert_eq!(t.state(), State::SynSent);
+    drain(&mut t, &c, t0());
+    feed(
+        &mut t,
+        &c,
+        t0(),
+        &seg(ISS_B, ISS_A + 1, Flags::SYN | Flags::ACK),
+    );
+    assert_eq!(t.state(), State::FinWait1);
+    let out = drain(&mut t, &c, t0());
+    assert!(
+        out.iter().any(|s| s.payload == b"early" && s.h.flags.fin()),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn syn_sent_close_moves_to_closed() {
     let c = cfg();
     let mut t = Tcb::connect(&c, t0(), SeqNumber(ISS_A));
@@ -504,7 +526,8 @@ fn syn_received_close_moves_to_fin_wait_1() {
     let c = cfg();
     let mut t = syn_received(&c);
     t.close(t0());
-    assert_eq!(t.state(), State::FinWait1);
+    // RFC 9293 3.10.4: the FIN is queued until the handshake completes.
+    assert_eq!(t.state(), State::SynReceived);
     feed(&mut t, &c, t0(), &seg(ISS_A + 1, ISS_B + 1, Flags::ACK));
     assert_eq!(t.state(), State::FinWait1);
     let out = drain(&mut t, &c, t0());

@@ -5,6 +5,7 @@
 
 pub mod conn_sim;
 pub mod link;
+pub mod stack_sim;
 
 pub use link::{Link, LinkConfig, LinkStats, Packet};
 
