@@ -9,6 +9,8 @@
 mod input;
 mod ooo;
 mod output;
+#[cfg(test)]
+mod proptests;
 mod rtt;
 pub mod segment;
 #[cfg(test)]

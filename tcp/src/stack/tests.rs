@@ -383,3 +383,54 @@ fn stack_small_mtu_connects() {
         b.iface_stats()
     );
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// A stack fed real frames with arbitrary bit flips, truncations and injected
+        /// garbage, interleaved with timeouts and socket calls, never panics.
+        #[test]
+        fn stack_mangled_frames_never_panic(
+            muts in proptest::collection::vec((any::<u16>(), any::<u8>(), any::<bool>(), 0u16..2000), 1..40),
+            junk in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..5),
+        ) {
+            let (mut a, mut b) = pair();
+            b.listen(80, 0).unwrap();
+            let ha = a.connect(t(0), B, 80).unwrap();
+            let mut now = t(0);
+            for (i, (pos, x, trunc, adv)) in muts.into_iter().enumerate() {
+                let _ = a.send(ha, &[i as u8; 700]);
+                for mut f in out(&mut a, now) {
+                    let p = usize::from(pos) % f.len().max(1);
+                    if let Some(byte) = f.get_mut(p) {
+                        *byte ^= x;
+                    }
+                    if trunc {
+                        f.truncate(p);
+                    }
+                    b.handle_frame(now, &mut f);
+                }
+                for mut f in out(&mut b, now) {
+                    a.handle_frame(now, &mut f);
+                }
+                while let Some(ev) = b.poll_event() {
+                    if let Event::Accepted { conn, .. } = ev {
+                        let _ = b.send(conn, b"hello");
+                    }
+                }
+                let _ = a.poll_event();
+                now += Duration::from_millis(u64::from(adv));
+                a.handle_timeout(now);
+                b.handle_timeout(now);
+            }
+            for mut j in junk {
+                b.handle_frame(now, &mut j);
+            }
+            let _ = out(&mut b, now);
+        }
+    }
+}
