@@ -2,6 +2,7 @@
 //! mitigations and RFC 7323 PAWS.
 
 use super::*;
+use crate::cc::CongestionControl;
 
 /// Zero-copy receive hook: offered in-order payload straight from the frame, returns
 /// how many bytes the application consumed.
@@ -100,7 +101,7 @@ impl Tcb {
         } else {
             self.ts_on = false;
         }
-        self.cc = Cc::new(cfg.congestion, u32::from(self.mss), cfg.initial_window);
+        self.cc = Congestion::new(cfg.congestion, u32::from(self.mss));
     }
 
     /// RFC 9293 3.10.7.3 (SYN-SENT).
@@ -542,18 +543,19 @@ impl Tcb {
                 if seg.ack >= self.recover {
                     // RFC 6582 3.2 step 3: full acknowledgment, leave recovery.
                     self.in_recovery = false;
-                    let ss = self.cc.ssthresh();
-                    self.cc.set_cwnd(ss.min(self.flight() + self.cc.mss()));
+                    let flight = self.flight();
+                    self.cc.on_recovery_exit(now, flight);
                     self.dupacks = 0;
                 } else {
                     // Partial acknowledgment: retransmit the next hole, deflate.
                     self.pending |= P_RTX;
-                    let cw = self.cc.cwnd().saturating_sub(acked) + self.cc.mss();
-                    self.cc.set_cwnd(cw);
+                    self.cc.on_partial_ack(acked);
                 }
             } else {
                 self.dupacks = 0;
-                self.cc.on_ack(acked, now, self.rtt.srtt());
+                let before =
+                    (self.snd_max.distance(self.snd_una).max(0) as u32).saturating_add(acked);
+                self.cc.on_ack(now, acked, before, self.rtt.srtt());
             }
         } else if seg.ack == self.snd_una
             && seg.payload.is_empty()
@@ -565,14 +567,13 @@ impl Tcb {
             self.dupacks = self.dupacks.saturating_add(1);
             if self.in_recovery {
                 // RFC 5681 3.2 step 4: inflate.
-                let cw = self.cc.cwnd() + self.cc.mss();
-                self.cc.set_cwnd(cw);
+                self.cc.on_dup_acks_in_recovery(1);
                 if self.sack_on {
                     self.pending |= P_RTX;
                 }
             } else if self.dupacks >= 3 || (self.sack_on && self.sacked_bytes() > 3 * self.cc.mss())
             {
-                self.enter_recovery(ctr);
+                self.enter_recovery(now, ctr);
             }
         }
         // RFC 9293 3.10.7.4: update the send window if the segment is newer.
@@ -593,14 +594,15 @@ impl Tcb {
     }
 
     /// RFC 6582 3.2 step 2 / RFC 6675 5 (4): enter fast recovery.
-    fn enter_recovery(&mut self, ctr: &mut Counters) {
+    fn enter_recovery(&mut self, now: Instant, ctr: &mut Counters) {
         // RFC 6582 4.1: only if the cumulative ACK covers the previous recovery point.
         if self.snd_una < self.recover && self.recover != self.iss {
             return;
         }
         let flight = self.snd_max.distance(self.snd_una).max(0) as u32;
-        let ss = self.cc.on_loss(flight);
-        self.cc.set_cwnd(ss + 3 * self.cc.mss());
+        // RFC 5681 3.2 step 2 (ssthresh, cwnd = ssthresh) and step 3 (+3 SMSS).
+        self.cc.on_congestion_event(now, flight);
+        self.cc.on_dup_acks_in_recovery(3);
         self.in_recovery = true;
         self.recover = self.snd_max;
         self.high_rxt = self.snd_una;

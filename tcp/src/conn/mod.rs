@@ -6,10 +6,11 @@
 //! [`Tcb::poll_timeout`] / [`Tcb::handle_timeout`]. Buffers are allocated lazily, so
 //! an idle connection costs only the TCB itself.
 
-mod cc;
 mod input;
 mod ooo;
 mod output;
+#[cfg(test)]
+mod proptests;
 mod rtt;
 pub mod segment;
 #[cfg(test)]
@@ -18,12 +19,12 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-pub use cc::Algorithm;
+pub use crate::cc::Algorithm;
 pub use segment::{reset_for, Flags, Options, OutSegment, SackList, Segment, Timestamps};
 
+use crate::cc::{Congestion, CongestionControl};
 use crate::seq::SeqNumber;
 use crate::time::Instant;
-use cc::Cc;
 use ooo::Ooo;
 use rtt::Rtt;
 
@@ -97,8 +98,6 @@ pub struct ConnConfig {
     pub sack: bool,
     /// Congestion control algorithm.
     pub congestion: Algorithm,
-    /// Initial window in segments (RFC 6928: 10).
-    pub initial_window: u32,
     /// Maximum segment lifetime; TIME_WAIT lasts twice this.
     pub msl: Duration,
     /// How long FIN_WAIT_2 waits for the peer's FIN after the application closed.
@@ -139,7 +138,6 @@ impl Default for ConnConfig {
             timestamps: true,
             sack: true,
             congestion: Algorithm::Cubic,
-            initial_window: 10,
             msl: Duration::from_secs(30),
             fin_wait_2_timeout: Duration::from_secs(60),
             rto_initial: Duration::from_secs(1),
@@ -339,7 +337,7 @@ pub struct Tcb {
     keepalive_probes: u8,
 
     // --- congestion
-    cc: Cc,
+    cc: Congestion,
     dupacks: u8,
     in_recovery: bool,
     recover: SeqNumber,
@@ -409,7 +407,7 @@ impl Tcb {
             retries: 0,
             persist_backoff: 0,
             keepalive_probes: 0,
-            cc: Cc::new(cfg.congestion, 536, cfg.initial_window),
+            cc: Congestion::new(cfg.congestion, 536),
             dupacks: 0,
             in_recovery: false,
             recover: iss,
@@ -476,7 +474,7 @@ impl Tcb {
         t.snd_nxt = t.snd_una;
         t.snd_max = t.snd_una;
         t.mss = mss.min(cfg.mss).max(64);
-        t.cc = Cc::new(cfg.congestion, u32::from(t.mss), cfg.initial_window);
+        t.cc = Congestion::new(cfg.congestion, u32::from(t.mss));
         if let (Some(ws), true) = (snd_wscale, cfg.window_scaling) {
             t.snd_wscale = ws.min(14);
             t.ws_ok = true;

@@ -1,6 +1,7 @@
 //! Segment generation (RFC 9293 3.8 / 3.10.2, RFC 5681, RFC 6675) and timers.
 
 use super::*;
+use crate::cc::CongestionControl;
 
 impl Tcb {
     /// Produces the next segment this connection wants to send, if any, writing its
@@ -222,7 +223,7 @@ impl Tcb {
             && unsent > 0
             && now.saturating_since(self.last_send) > self.current_rto(cfg)
         {
-            self.cc.on_idle_restart();
+            self.cc.on_idle_restart(now);
         }
         let wnd_end = self.snd_una + self.snd_wnd;
         let usable = wnd_end.distance(self.snd_nxt).max(0) as usize;
@@ -400,7 +401,7 @@ impl Tcb {
                 self.retries += 1;
                 self.backoff = self.backoff.saturating_add(1);
                 let flight = self.snd_max.distance(self.snd_una).max(0) as u32;
-                self.cc.on_rto(flight);
+                self.cc.on_rto(now, flight);
                 // RFC 6582 4.1 / RFC 6675 5.1: recovery ends; remember the high mark.
                 self.in_recovery = false;
                 self.recover = self.snd_max;

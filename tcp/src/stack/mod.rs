@@ -259,7 +259,7 @@ impl Stack {
     }
 
     /// Stack-wide counters.
-    pub fn stats(&self) -> &StackStats {
+    pub fn counters(&self) -> &StackStats {
         &self.stats
     }
 
@@ -1034,8 +1034,8 @@ impl Stack {
         Ok(())
     }
 
-    /// Protocol statistics of one connection.
-    pub fn conn_stats(&self, h: ConnHandle) -> Result<ConnStats, SocketError> {
+    /// Protocol statistics of one connection (state, windows, cwnd, RTT, bytes).
+    pub fn stats(&self, h: ConnHandle) -> Result<ConnStats, SocketError> {
         self.table
             .get(h.0)
             .map(|e| e.tcb.stats(&self.cfg.conn))

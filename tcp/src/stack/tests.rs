@@ -125,13 +125,13 @@ fn stack_connect_accept_exchange_data_and_close() {
     assert!(events(&mut a).contains(&Event::Closed(ha)));
     assert_eq!(b.connection_count(), 0, "LAST-ACK side freed");
     assert_eq!(a.connection_count(), 1, "TIME-WAIT kept");
-    assert_eq!(a.stats().time_wait, 1);
+    assert_eq!(a.counters().time_wait, 1);
     let at = run_until(&mut a, &mut b, t(4), t(200_000), |a, _| {
         a.connection_count() == 0
     });
     assert!(at >= t(4) + Duration::from_secs(60), "2 MSL");
     assert_eq!(a.connection_count(), 0);
-    assert_eq!(a.stats().time_wait, 0);
+    assert_eq!(a.counters().time_wait, 0);
     assert_eq!(a.send(ha, b"x"), Err(SocketError::Closed), "stale handle");
 }
 
@@ -140,7 +140,7 @@ fn stack_closed_port_answered_with_rst_and_reset_event() {
     let (mut a, mut b) = pair();
     let ha = a.connect(t(0), B, 81).unwrap();
     exchange(&mut a, &mut b, t(0));
-    assert_eq!(b.stats().no_listener, 1);
+    assert_eq!(b.counters().no_listener, 1);
     assert!(events(&mut a).contains(&Event::Reset(ha)));
     assert_eq!(a.connection_count(), 0);
 }
@@ -160,8 +160,8 @@ fn stack_syn_backlog_full_cookie_handshake_connects() {
     b.listen(80, 0).unwrap();
     let ha = a.connect(t(0), B, 80).unwrap();
     exchange(&mut a, &mut b, t(0));
-    assert_eq!(b.stats().syn_cookies_sent, 1);
-    assert_eq!(b.stats().syn_cookies_validated, 1);
+    assert_eq!(b.counters().syn_cookies_sent, 1);
+    assert_eq!(b.counters().syn_cookies_validated, 1);
     assert!(events(&mut a).contains(&Event::Established(ha)));
     let hb = accepted(&events(&mut b)).expect("accepted from cookie");
     a.send(ha, &[1u8; 5000]).unwrap();
@@ -170,7 +170,7 @@ fn stack_syn_backlog_full_cookie_handshake_connects() {
     b.send(hb, &[2u8; 5000]).unwrap();
     exchange(&mut a, &mut b, t(2));
     assert_eq!(read_all(&mut a, ha).len(), 5000);
-    let st = b.conn_stats(hb).unwrap();
+    let st = b.stats(hb).unwrap();
     assert_eq!(st.state, State::Established);
 }
 
@@ -193,7 +193,7 @@ fn stack_forged_cookie_ack_answered_with_rst() {
         ..Segment::default()
     };
     b.on_listener(t(0), tuple, &seg);
-    assert_eq!(b.stats().syn_cookies_invalid, 1);
+    assert_eq!(b.counters().syn_cookies_invalid, 1);
     assert_eq!(b.connection_count(), 0);
     let f = out(&mut b, t(0));
     assert_eq!(f.len(), 1, "ARP request (reply waits for resolution)");
@@ -214,7 +214,7 @@ fn stack_accept_backlog_full_resets_extra_connections() {
         ea.contains(&Event::Reset(h1)) || ea.contains(&Event::Reset(h2)),
         "{ea:?}"
     );
-    assert_eq!(b.stats().accept_backlog_drops, 1);
+    assert_eq!(b.counters().accept_backlog_drops, 1);
     let eb = events(&mut b);
     assert_eq!(
         eb.iter()
@@ -284,7 +284,7 @@ fn stack_lost_syn_retransmitted_by_timer() {
         est
     });
     assert!(at >= t(1000), "initial RTO is 1 s");
-    assert_eq!(a.stats().conn.retransmits, 1);
+    assert_eq!(a.counters().conn.retransmits, 1);
 }
 
 #[test]
@@ -296,12 +296,12 @@ fn stack_time_wait_newer_syn_reuses_tuple() {
     exchange(&mut a, &mut b, t(1));
     a.close(ha).unwrap();
     exchange(&mut a, &mut b, t(2));
-    assert_eq!(b.stats().time_wait, 1);
+    assert_eq!(b.counters().time_wait, 1);
     assert_eq!(a.connection_count(), 0);
     a.listen(9, 0).unwrap(); // keep a's port chooser honest
     let h2 = a.connect_from(t(5000), tuple.local_port, B, 80).unwrap();
     exchange(&mut a, &mut b, t(5000));
-    assert_eq!(b.stats().time_wait_reused, 1);
+    assert_eq!(b.counters().time_wait_reused, 1);
     assert!(events(&mut a).contains(&Event::Established(h2)));
 }
 
@@ -317,7 +317,7 @@ fn stack_time_wait_cap_drops_extra_entries() {
     exchange(&mut a, &mut b, t(1));
     b.close(hb).unwrap();
     exchange(&mut a, &mut b, t(2));
-    assert_eq!(a.stats().time_wait_drops, 1);
+    assert_eq!(a.counters().time_wait_drops, 1);
     assert_eq!(a.connection_count(), 0);
 }
 
@@ -355,15 +355,15 @@ fn stack_conn_stats_report_progress() {
     exchange(&mut a, &mut b, t(1));
     // The Nagle-held tail waits for the delayed ACK.
     run_until(&mut a, &mut b, t(1), t(1000), |a, _| {
-        a.conn_stats(ha).unwrap().bytes_out == 10_000
+        a.stats(ha).unwrap().bytes_out == 10_000
     });
-    let sa = a.conn_stats(ha).unwrap();
-    let sb = b.conn_stats(hb).unwrap();
+    let sa = a.stats(ha).unwrap();
+    let sb = b.stats(hb).unwrap();
     assert_eq!(sa.bytes_out, 10_000);
     assert_eq!(sb.bytes_in, 10_000);
     assert_eq!(sa.state, State::Established);
     assert!(sa.cwnd >= 10 * 1448);
-    assert!(a.stats().segments_out >= 8);
+    assert!(a.counters().segments_out >= 8);
 }
 
 #[test]
@@ -377,9 +377,60 @@ fn stack_small_mtu_connects() {
     assert!(
         ev.contains(&Event::Established(ha)),
         "{ev:?} {:?} {:?} {:?} {:?}",
-        a.stats(),
+        a.counters(),
         a.iface_stats(),
-        b.stats(),
+        b.counters(),
         b.iface_stats()
     );
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// A stack fed real frames with arbitrary bit flips, truncations and injected
+        /// garbage, interleaved with timeouts and socket calls, never panics.
+        #[test]
+        fn stack_mangled_frames_never_panic(
+            muts in proptest::collection::vec((any::<u16>(), any::<u8>(), any::<bool>(), 0u16..2000), 1..40),
+            junk in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..5),
+        ) {
+            let (mut a, mut b) = pair();
+            b.listen(80, 0).unwrap();
+            let ha = a.connect(t(0), B, 80).unwrap();
+            let mut now = t(0);
+            for (i, (pos, x, trunc, adv)) in muts.into_iter().enumerate() {
+                let _ = a.send(ha, &[i as u8; 700]);
+                for mut f in out(&mut a, now) {
+                    let p = usize::from(pos) % f.len().max(1);
+                    if let Some(byte) = f.get_mut(p) {
+                        *byte ^= x;
+                    }
+                    if trunc {
+                        f.truncate(p);
+                    }
+                    b.handle_frame(now, &mut f);
+                }
+                for mut f in out(&mut b, now) {
+                    a.handle_frame(now, &mut f);
+                }
+                while let Some(ev) = b.poll_event() {
+                    if let Event::Accepted { conn, .. } = ev {
+                        let _ = b.send(conn, b"hello");
+                    }
+                }
+                let _ = a.poll_event();
+                now += Duration::from_millis(u64::from(adv));
+                a.handle_timeout(now);
+                b.handle_timeout(now);
+            }
+            for mut j in junk {
+                b.handle_frame(now, &mut j);
+            }
+            let _ = out(&mut b, now);
+        }
+    }
 }

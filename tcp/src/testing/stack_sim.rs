@@ -318,8 +318,8 @@ pub fn run(cfg: &StackSimConfig) -> Result<StackSimReport, String> {
     };
     Ok(StackSimReport {
         elapsed: now.saturating_since(start),
-        a: a.stack.stats().clone(),
-        b: b.stack.stats().clone(),
+        a: a.stack.counters().clone(),
+        b: b.stack.counters().clone(),
         link_ab: ab.stats,
         link_ba: ba.stats,
         hash_ab: hash(&b),
