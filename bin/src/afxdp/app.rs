@@ -1,0 +1,291 @@
+//! The per-queue worker body: a [`tcp::stack::Stack`] driven by the dataplane's poll loop,
+//! serving one of the simple TCP applications on every listening port.
+//!
+//! [`StackWorker`] implements [`dataplane::Handler`]: each received frame goes to
+//! [`Stack::handle_frame_with`] (discard and source consume in-order payload straight from
+//! the frame), and after each batch [`StackWorker::poll`] runs due timers, hands events to
+//! the application and builds every segment due into the device's TX buffers.
+
+use std::collections::HashMap;
+
+use dataplane::Handler;
+use tcp::iface::TxQueue as StackTxQueue;
+use tcp::stack::{ConnHandle, Event, Stack};
+use tcp::Instant;
+
+/// The application served on every listening port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpApp {
+    /// Echo every byte back; after the peer's FIN, finish echoing and send ours.
+    Echo,
+    /// Read and drop everything; close once the peer has closed.
+    Discard,
+    /// Send [`source_byte`] for offsets 0, 1, 2, ... until the peer closes; drop what it sends.
+    Source,
+}
+
+/// Byte `offset` of the stream `tcp-source` sends: `offset mod 251` (251 is prime, so the
+/// pattern does not line up with any power-of-two buffer or segment size). The kernel
+/// backend sends the same pattern.
+pub fn source_byte(offset: u64) -> u8 {
+    (offset % 251) as u8
+}
+
+/// Length of the precomputed pattern: whole periods, so any offset's slice starts inside.
+const PATTERN_LEN: usize = 251 * 64;
+/// Copy buffer for echo (bytes moved from the receive to the send buffer per call).
+const ECHO_CHUNK: usize = 64 * 1024;
+
+/// Adapts the device's transmit half to the engine's [`StackTxQueue`], counting frames.
+#[derive(Debug)]
+pub struct DeviceTx<'a, T> {
+    inner: &'a mut T,
+    /// Frames handed to the device so far.
+    pub frames: usize,
+}
+
+impl<'a, T: dataplane::TxQueue> DeviceTx<'a, T> {
+    /// Wraps `inner`.
+    pub fn new(inner: &'a mut T) -> DeviceTx<'a, T> {
+        DeviceTx { inner, frames: 0 }
+    }
+}
+
+impl<T: dataplane::TxQueue> StackTxQueue for DeviceTx<'_, T> {
+    fn transmit<F: FnOnce(&mut [u8]) -> usize>(&mut self, len: usize, fill: F) -> bool {
+        let sent = self.inner.transmit(len, fill);
+        if sent {
+            self.frames += 1;
+        }
+        sent
+    }
+}
+
+/// What the application remembers about one connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct ConnState {
+    /// `tcp-source`: bytes of the pattern queued so far.
+    offset: u64,
+    /// Our FIN has been requested (`shutdown`).
+    shut: bool,
+}
+
+/// One worker's stack and application.
+#[derive(Debug)]
+pub struct StackWorker {
+    stack: Stack,
+    app: TcpApp,
+    ports: Vec<u16>,
+    conns: HashMap<ConnHandle, ConnState>,
+    scratch: Vec<u8>,
+    pattern: Vec<u8>,
+    stopping: bool,
+}
+
+impl StackWorker {
+    /// A worker serving `app` on `ports` (already listening or not: `listen` is called here).
+    pub fn new(mut stack: Stack, app: TcpApp, ports: &[u16]) -> Result<StackWorker, String> {
+        for &port in ports {
+            stack
+                .listen(port, 0)
+                .map_err(|e| format!("cannot listen on port {port}: {e:?}"))?;
+        }
+        Ok(StackWorker {
+            stack,
+            app,
+            ports: ports.to_vec(),
+            conns: HashMap::new(),
+            scratch: vec![0; ECHO_CHUNK],
+            pattern: (0..PATTERN_LEN as u64).map(source_byte).collect(),
+            stopping: false,
+        })
+    }
+
+    /// The stack, e.g. for its counters.
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Accepted { conn, .. } | Event::Established(conn) => {
+                if self.stopping {
+                    let _ = self.stack.abort(conn);
+                    return;
+                }
+                self.conns.insert(conn, ConnState::default());
+                self.serve(conn);
+            }
+            Event::Readable(conn) | Event::Writable(conn) | Event::PeerClosed(conn) => {
+                self.serve(conn)
+            }
+            Event::Closed(conn) => {
+                // Anything still buffered is read (and for echo, there is nobody left to
+                // send it to): release the handle.
+                self.conns.remove(&conn);
+                let _ = self.stack.close(conn);
+            }
+            Event::Reset(conn) | Event::TimedOut(conn) => {
+                self.conns.remove(&conn);
+            }
+        }
+    }
+
+    /// Moves data for one connection as far as the buffers allow.
+    fn serve(&mut self, conn: ConnHandle) {
+        let Some(mut state) = self.conns.get(&conn).copied() else {
+            return;
+        };
+        let done = match self.app {
+            TcpApp::Echo => self.serve_echo(conn, &mut state),
+            TcpApp::Discard => self.serve_discard(conn),
+            TcpApp::Source => self.serve_source(conn, &mut state),
+        };
+        match done {
+            Ok(false) => {
+                self.conns.insert(conn, state);
+            }
+            // Finished (closed by us) or the handle went stale.
+            Ok(true) | Err(_) => {
+                self.conns.remove(&conn);
+            }
+        }
+    }
+
+    /// Echo: copy receive buffer to send buffer while both allow; after the peer's FIN and
+    /// the last byte echoed, send our FIN (the connection then closes in order).
+    fn serve_echo(
+        &mut self,
+        conn: ConnHandle,
+        state: &mut ConnState,
+    ) -> Result<bool, tcp::stack::Error> {
+        loop {
+            let room = self.stack.send_capacity(conn)?.min(self.scratch.len());
+            if room == 0 {
+                return Ok(false);
+            }
+            let Some(buf) = self.scratch.get_mut(..room) else {
+                return Ok(false);
+            };
+            let n = self.stack.recv(conn, buf)?;
+            if n == 0 {
+                break;
+            }
+            let data = self.scratch.get(..n).unwrap_or_default();
+            let queued = self.stack.send(conn, data)?;
+            debug_assert_eq!(queued, n, "send capacity was checked");
+        }
+        if self.stack.at_eof(conn)? && !state.shut {
+            // RFC 9293 3.6: the peer's FIN closes only its direction; ours follows the
+            // echoed data.
+            self.stack.shutdown(conn)?;
+            state.shut = true;
+        }
+        Ok(false)
+    }
+
+    /// Discard: drop whatever is buffered; close once the peer has closed.
+    fn serve_discard(&mut self, conn: ConnHandle) -> Result<bool, tcp::stack::Error> {
+        while self.stack.recv_with(conn, |data| data.len())? > 0 {}
+        if self.stack.at_eof(conn)? {
+            self.stack.close(conn)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Source: keep the send buffer full of the pattern; drop what the peer sends; close
+    /// once the peer has closed.
+    fn serve_source(
+        &mut self,
+        conn: ConnHandle,
+        state: &mut ConnState,
+    ) -> Result<bool, tcp::stack::Error> {
+        while self.stack.recv_with(conn, |data| data.len())? > 0 {}
+        if self.stack.at_eof(conn)? {
+            self.stack.close(conn)?;
+            return Ok(true);
+        }
+        loop {
+            let room = self.stack.send_capacity(conn)?;
+            if room == 0 {
+                return Ok(false);
+            }
+            let start = (state.offset % 251) as usize;
+            let end = (start + room).min(self.pattern.len());
+            let Some(chunk) = self.pattern.get(start..end) else {
+                return Ok(false);
+            };
+            let n = self.stack.send(conn, chunk)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            state.offset += n as u64;
+        }
+    }
+}
+
+impl Handler for StackWorker {
+    type Message = ();
+
+    fn on_frame<T: dataplane::TxQueue>(&mut self, now: Instant, frame: &mut [u8], tx: &mut T) {
+        let _ = tx;
+        match self.app {
+            // Consumed in place from the frame: nothing is copied into receive buffers.
+            TcpApp::Discard | TcpApp::Source => {
+                self.stack
+                    .handle_frame_with(now, frame, &mut |_, data| data.len())
+            }
+            TcpApp::Echo => self.stack.handle_frame(now, frame),
+        }
+    }
+
+    fn poll<T: dataplane::TxQueue>(&mut self, now: Instant, tx: &mut T) -> bool {
+        let mut worked = false;
+        if self.stack.poll_timeout().is_some_and(|at| at <= now) {
+            self.stack.handle_timeout(now);
+        }
+        while let Some(event) = self.stack.poll_event() {
+            self.on_event(event);
+            worked = true;
+        }
+        let mut tx = DeviceTx::new(tx);
+        self.stack.poll_transmit(now, &mut tx);
+        worked || tx.frames > 0
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.stack.poll_timeout()
+    }
+
+    fn on_stop(&mut self, _now: Instant) {
+        // Stop accepting, then close every connection in order (queued data is still
+        // delivered; unread data turns a close into a reset).
+        self.stopping = true;
+        for &port in &self.ports {
+            self.stack.unlisten(port);
+        }
+        for (conn, _) in self.conns.drain() {
+            let _ = self.stack.close(conn);
+        }
+    }
+
+    fn drained(&self) -> bool {
+        let time_wait = usize::try_from(self.stack.counters().time_wait).unwrap_or(usize::MAX);
+        self.stack.connection_count() <= time_wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn source_byte_period_251() {
+        assert_eq!(source_byte(0), 0);
+        assert_eq!(source_byte(250), 250);
+        assert_eq!(source_byte(251), 0);
+        assert_eq!(source_byte(251 * 1000 + 7), 7);
+    }
+}

@@ -1,0 +1,83 @@
+//! Root lab tests: `sluice run --backend afxdp` against the Linux kernel's own ICMP, ARP and
+//! TCP in a peer namespace. The stack side has no kernel address; everything the peer gets
+//! back comes from Sluice.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/lab.rs"]
+mod lab;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::time::Duration;
+
+use lab::{Lab, STACK_IP};
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn afxdp_ping_answered_arp_resolved_dynamically() {
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let sluice = lab.sluice("tcp-echo", &[7], &[]);
+    assert!(sluice.listening.contains("backend=afxdp"), "{}", sluice.listening);
+    assert!(sluice.listening.contains("mode=copy"), "{}", sluice.listening);
+
+    // No static neighbour entry: the kernel must ARP for the stack's address.
+    let neigh = lab.peer_ok(&["ip", "neigh", "show", &STACK_IP.to_string()]);
+    assert!(!neigh.contains("PERMANENT"), "{neigh}");
+    let ping = lab.peer_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &STACK_IP.to_string()]);
+    assert!(ping.contains("3 received"), "{ping}");
+    let neigh = lab.peer_ok(&["ip", "neigh", "show", &STACK_IP.to_string()]);
+    assert!(
+        neigh.contains(&lab.stack_mac),
+        "ARP did not resolve to the stack's MAC {}: {neigh}",
+        lab.stack_mac
+    );
+    assert!(!neigh.contains("PERMANENT"), "{neigh}");
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn afxdp_kernel_client_echo_options_negotiated() {
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let _sluice = lab.sluice("tcp-echo", &[7], &[]);
+    let mut conn = lab.connect(7).expect("connect to tcp-echo");
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+
+    let msg = b"hello over AF_XDP";
+    conn.write_all(msg).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    conn.read_exact(&mut back).unwrap();
+    assert_eq!(&back, msg);
+
+    // `ss -tin` while the connection is open: the kernel's view of the negotiation.
+    let ss = lab.peer_ok(&["ss", "-tin", "dst", &STACK_IP.to_string()]);
+    assert!(ss.contains("ESTAB"), "{ss}");
+    assert!(ss.contains(" ts "), "timestamps not negotiated: {ss}");
+    assert!(ss.contains(" sack "), "SACK not negotiated: {ss}");
+    assert!(ss.contains("wscale:"), "window scaling not negotiated: {ss}");
+    assert!(ss.contains("mss:1448"), "MSS (1460 less 12 for timestamps) not seen: {ss}");
+
+    // Half-close: the echo finishes and then closes its side too.
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn afxdp_closed_port_connect_refused() {
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let _sluice = lab.sluice("tcp-echo", &[7], &[]);
+    let err = lab.connect(9).expect_err("port 9 is closed");
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    // The listener still works afterwards.
+    let mut conn = lab.connect(7).expect("connect to tcp-echo");
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    conn.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"x");
+}
