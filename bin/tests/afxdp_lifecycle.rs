@@ -1,0 +1,204 @@
+//! Root lab tests: connection close variants seen from the Linux peer, graceful stop,
+//! kill -9 and restart, and one-line startup errors of `sluice --backend afxdp`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/lab.rs"]
+mod lab;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddrV4, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use lab::{Lab, STACK_IP};
+
+/// `ss -tan` lines in the peer namespace towards the stack's `port`.
+fn peer_states(lab: &Lab, port: u16) -> String {
+    let out = lab.peer_ok(&["ss", "-tan"]);
+    out.lines()
+        .filter(|l| l.contains(&format!("{STACK_IP}:{port}")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn afxdp_sluice_closes_first_on_sigterm_peer_in_close_wait_exit_zero() {
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let mut sluice = lab.sluice("tcp-echo", &[7], &[]);
+    let mut conn = lab.connect(7).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.write_all(b"ping").unwrap();
+    let mut b = [0u8; 4];
+    conn.read_exact(&mut b).unwrap();
+
+    sluice.signal("TERM");
+    // Sluice's FIN arrives: end of stream, and the peer sits in CLOSE-WAIT.
+    assert_eq!(conn.read(&mut b).unwrap(), 0);
+    let states = peer_states(&lab, 7);
+    assert!(states.contains("CLOSE-WAIT"), "{states}");
+    drop(conn);
+    let status = sluice
+        .wait_exit(Duration::from_secs(15))
+        .expect("sluice did not stop on SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn afxdp_peer_closes_first_peer_holds_time_wait() {
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let _sluice = lab.sluice("tcp-echo", &[7], &[]);
+    let mut conn = lab.connect(7).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.write_all(b"bye").unwrap();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    conn.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"bye");
+    drop(conn);
+    let states = peer_states(&lab, 7);
+    assert!(states.contains("TIME-WAIT"), "{states}");
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn afxdp_half_close_data_keeps_flowing_back() {
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let _sluice = lab.sluice("tcp-echo", &[7], &[]);
+    let (sent, got, states) = {
+        let lab_states = |l: &Lab| peer_states(l, 7);
+        let c = lab.connect(7).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut reader = c.try_clone().unwrap();
+        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i * 31 % 253) as u8).collect();
+        let expect = data.clone();
+        let rd = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            reader.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut w = c;
+        w.write_all(&data).unwrap();
+        // Our side is closed; the echo keeps sending the rest of the data back.
+        w.shutdown(Shutdown::Write).unwrap();
+        let states = lab_states(&lab);
+        let got = rd.join().unwrap();
+        (expect, got, states)
+    };
+    assert!(
+        states.contains("FIN-WAIT") || states.contains("TIME-WAIT"),
+        "{states}"
+    );
+    assert_eq!(got.len(), sent.len());
+    assert!(got == sent, "echo after half-close differs");
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn afxdp_peer_reset_mid_transfer_then_next_connection_served() {
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let _sluice = lab.sluice("tcp-source", &[19], &[]);
+    let mut conn = lab.connect(19).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 100_000];
+    conn.read_exact(&mut buf).unwrap();
+    // Closing with unread data makes the kernel send RST (RFC 2525 2.17).
+    std::thread::sleep(Duration::from_millis(100));
+    drop(conn);
+    std::thread::sleep(Duration::from_millis(200));
+    let states = peer_states(&lab, 19);
+    assert!(!states.contains("ESTAB"), "{states}");
+
+    let mut conn = lab.connect(19).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.read_exact(&mut buf[..1000]).unwrap();
+    for (i, &b) in buf[..1000].iter().enumerate() {
+        assert_eq!(b, (i % 251) as u8);
+    }
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn afxdp_kill_9_mid_transfer_next_start_attaches() {
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let sluice = lab.sluice("tcp-source", &[19], &[]);
+    let mut conn = lab.connect(19).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    conn.read_exact(&mut buf).unwrap();
+    sluice.signal("KILL");
+    drop(sluice);
+    drop(conn);
+
+    // The bpf_link died with the process: no program is left on the interface.
+    let link = Command::new("ip")
+        .args(["-n", &lab.stack_ns, "link", "show", &lab.stack_if])
+        .output()
+        .unwrap();
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(!link.contains("prog/xdp"), "stale XDP program: {link}");
+
+    let _again = lab.sluice("tcp-source", &[19], &[]);
+    let mut conn = lab.connect(19).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.read_exact(&mut buf[..1000]).unwrap();
+    assert_eq!(buf[250], 250);
+}
+
+/// Runs `sluice run --backend afxdp` with `args` in the lab's stack namespace and expects a
+/// quick failure: returns (exit code, stderr).
+fn start_fails(lab: &Lab, args: &[&str]) -> (i32, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.stack_ns, env!("CARGO_BIN_EXE_sluice")])
+        .args(["run", "--backend", "afxdp", "--app", "tcp-echo", "--port", "7"])
+        .args(["--log-level", "error"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn afxdp_startup_errors_one_line_nonzero_exit() {
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let ip = format!("{STACK_IP}/24");
+
+    let (code, err) = start_fails(&lab, &["--iface", "nosuchif0", "--ip", &ip]);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no such interface"), "{err}");
+
+    let (code, err) = start_fails(&lab, &["--iface", &lab.stack_if, "--ip", &ip, "--queues", "0,5"]);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("out of range"), "{err}");
+
+    // A second instance on the same interface finds Sluice's program attached.
+    let _first = lab.sluice("tcp-echo", &[7], &[]);
+    let (code, err) = start_fails(&lab, &["--iface", &lab.stack_if, "--ip", &ip]);
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("attached"), "{err}");
+
+    // The first one still serves.
+    let _ = lab.in_peer(|| {
+        let mut c = TcpStream::connect(SocketAddrV4::new(STACK_IP, 7)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"ok").unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"ok");
+    });
+}
