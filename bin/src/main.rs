@@ -1,74 +1,16 @@
 //! `sluice`: the kernel-bypass TCP/WebSocket gateway.
 
 mod afxdp;
+mod cli;
+mod kernel;
 
-use std::net::Ipv4Addr;
-
-use clap::{Parser, Subcommand, ValueEnum};
-
-/// Sluice: a kernel-bypass TCP/IP stack and WebSocket gateway on AF_XDP.
-#[derive(Debug, Parser)]
-#[command(name = "sluice", version, about, long_about = None)]
-struct Cli {
-    /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print the build's version and enabled components.
-    Info,
-    /// Serve an application until SIGINT/SIGTERM; prints one `listening` line when ready.
-    Run(RunArgs),
-}
-
-/// Packet I/O backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Backend {
-    /// AF_XDP rings with the userspace TCP stack.
-    Afxdp,
-}
-
-/// Application served on every port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum App {
-    /// Echo every TCP byte back.
-    TcpEcho,
-    /// Read and drop everything.
-    TcpDiscard,
-    /// Send the byte pattern `offset % 251` until the peer closes.
-    TcpSource,
-}
-
-#[derive(Debug, clap::Args)]
-struct RunArgs {
-    #[arg(long, value_name = "IF")]
-    iface: Option<String>,
-    #[arg(long, value_name = "N|LIST")]
-    queues: Option<String>,
-    #[arg(long, value_name = "LIST")]
-    cores: Option<String>,
-    #[arg(long, value_name = "ADDR[/PREFIX]")]
-    ip: String,
-    #[arg(long, value_name = "ADDR")]
-    gateway_ip: Option<Ipv4Addr>,
-    #[arg(long, value_name = "MAC")]
-    mac: Option<String>,
-    #[arg(long, value_enum, default_value = "afxdp")]
-    backend: Backend,
-    #[arg(long = "port", value_name = "PORT", required = true)]
-    ports: Vec<u16>,
-    #[arg(long, value_enum)]
-    app: App,
-}
+use clap::Parser;
+use cli::{App, Backend, Cli, Command, RunArgs};
+use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -76,9 +18,11 @@ fn main() {
     let result = match cli.command {
         Command::Info => {
             println!("sluice {}", env!("CARGO_PKG_VERSION"));
+            println!("backends: afxdp (tcp-echo tcp-discard tcp-source), kernel");
+            println!("apps: tcp-echo tcp-discard tcp-source ws-echo (gateway: not yet)");
             Ok(())
         }
-        Command::Run(args) => run_afxdp(&args),
+        Command::Run(args) => run(*args),
     };
     if let Err(e) = result {
         eprintln!("sluice: error: {e:#}");
@@ -86,31 +30,67 @@ fn main() {
     }
 }
 
-fn run_afxdp(args: &RunArgs) -> anyhow::Result<()> {
-    let Backend::Afxdp = args.backend;
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.config.is_some() {
+        anyhow::bail!("--config is not supported yet; pass options on the command line");
+    }
+    if args.app == App::Gateway {
+        anyhow::bail!("--app gateway is not available yet");
+    }
+    match args.backend {
+        Backend::Afxdp => afxdp::run(&afxdp_options(&args)?),
+        Backend::Kernel => {
+            if args.pcap.is_some() {
+                anyhow::bail!("--pcap is only supported by the afxdp backend");
+            }
+            kernel::run(&args)
+        }
+    }
+}
+
+/// The AF_XDP backend's options from `sluice run` (the `afxdp` module owns the rest).
+fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
+    if args.pcap.is_some() {
+        anyhow::bail!("--pcap is not supported yet");
+    }
     let iface = args
         .iface
         .clone()
         .ok_or_else(|| anyhow::anyhow!("--backend afxdp needs --iface"))?;
-    let (addr, prefix_len) = afxdp::parse_ipv4_prefix(&args.ip).map_err(anyhow::Error::msg)?;
+    let std::net::IpAddr::V4(addr) = args.ip else {
+        anyhow::bail!("--backend afxdp needs an IPv4 --ip");
+    };
+    if addr.is_unspecified() {
+        anyhow::bail!("--backend afxdp needs --ip ADDR/PREFIX (the stack's own address)");
+    }
+    // `cli::parse_ip` keeps only the address; the prefix is read from the same argument.
+    let prefix_len = afxdp::prefix_len_from_args(std::env::args()).unwrap_or(32);
+    let gateway = match args.gateway_ip {
+        None => None,
+        Some(std::net::IpAddr::V4(g)) => Some(g),
+        Some(_) => anyhow::bail!("--gateway-ip must be IPv4"),
+    };
     let mac = match &args.mac {
         Some(m) => Some(afxdp::parse_mac(m).map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let opts = afxdp::Options {
+    let app = match args.app {
+        App::TcpEcho => afxdp::TcpApp::Echo,
+        App::TcpDiscard => afxdp::TcpApp::Discard,
+        App::TcpSource => afxdp::TcpApp::Source,
+        other => anyhow::bail!(
+            "--backend afxdp serves tcp-echo, tcp-discard and tcp-source, not {other:?}"
+        ),
+    };
+    Ok(afxdp::Options {
         iface,
         addr,
         prefix_len,
-        gateway: args.gateway_ip,
+        gateway,
         mac,
         queues: args.queues.clone(),
         cores: args.cores.clone(),
         ports: args.ports.clone(),
-        app: match args.app {
-            App::TcpEcho => afxdp::TcpApp::Echo,
-            App::TcpDiscard => afxdp::TcpApp::Discard,
-            App::TcpSource => afxdp::TcpApp::Source,
-        },
-    };
-    afxdp::run(&opts)
+        app,
+    })
 }

@@ -18,13 +18,30 @@ fn afxdp_ping_answered_arp_resolved_dynamically() {
     let _serial = lab::serial();
     let lab = Lab::up(1);
     let sluice = lab.sluice("tcp-echo", &[7], &[]);
-    assert!(sluice.listening.contains("backend=afxdp"), "{}", sluice.listening);
-    assert!(sluice.listening.contains("mode=copy"), "{}", sluice.listening);
+    assert!(
+        sluice.listening.contains("backend=afxdp"),
+        "{}",
+        sluice.listening
+    );
+    assert!(
+        sluice.listening.contains("mode=copy"),
+        "{}",
+        sluice.listening
+    );
 
     // No static neighbour entry: the kernel must ARP for the stack's address.
     let neigh = lab.peer_ok(&["ip", "neigh", "show", &STACK_IP.to_string()]);
     assert!(!neigh.contains("PERMANENT"), "{neigh}");
-    let ping = lab.peer_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &STACK_IP.to_string()]);
+    let ping = lab.peer_ok(&[
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        &STACK_IP.to_string(),
+    ]);
     assert!(ping.contains("3 received"), "{ping}");
     let neigh = lab.peer_ok(&["ip", "neigh", "show", &STACK_IP.to_string()]);
     assert!(
@@ -42,7 +59,8 @@ fn afxdp_kernel_client_echo_options_negotiated() {
     let lab = Lab::up(1);
     let _sluice = lab.sluice("tcp-echo", &[7], &[]);
     let mut conn = lab.connect(7).expect("connect to tcp-echo");
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
 
     let msg = b"hello over AF_XDP";
     conn.write_all(msg).unwrap();
@@ -55,8 +73,14 @@ fn afxdp_kernel_client_echo_options_negotiated() {
     assert!(ss.contains("ESTAB"), "{ss}");
     assert!(ss.contains(" ts "), "timestamps not negotiated: {ss}");
     assert!(ss.contains(" sack "), "SACK not negotiated: {ss}");
-    assert!(ss.contains("wscale:"), "window scaling not negotiated: {ss}");
-    assert!(ss.contains("mss:1448"), "MSS (1460 less 12 for timestamps) not seen: {ss}");
+    assert!(
+        ss.contains("wscale:"),
+        "window scaling not negotiated: {ss}"
+    );
+    assert!(
+        ss.contains("mss:1448"),
+        "MSS (1460 less 12 for timestamps) not seen: {ss}"
+    );
 
     // Half-close: the echo finishes and then closes its side too.
     conn.shutdown(Shutdown::Write).unwrap();
@@ -75,7 +99,8 @@ fn afxdp_closed_port_connect_refused() {
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
     // The listener still works afterwards.
     let mut conn = lab.connect(7).expect("connect to tcp-echo");
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     conn.write_all(b"x").unwrap();
     let mut b = [0u8; 1];
     conn.read_exact(&mut b).unwrap();

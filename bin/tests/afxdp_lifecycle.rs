@@ -28,7 +28,8 @@ fn afxdp_sluice_closes_first_on_sigterm_peer_in_close_wait_exit_zero() {
     let lab = Lab::up(1);
     let mut sluice = lab.sluice("tcp-echo", &[7], &[]);
     let mut conn = lab.connect(7).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     conn.write_all(b"ping").unwrap();
     let mut b = [0u8; 4];
     conn.read_exact(&mut b).unwrap();
@@ -52,7 +53,8 @@ fn afxdp_peer_closes_first_peer_holds_time_wait() {
     let lab = Lab::up(1);
     let _sluice = lab.sluice("tcp-echo", &[7], &[]);
     let mut conn = lab.connect(7).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     conn.write_all(b"bye").unwrap();
     conn.shutdown(Shutdown::Write).unwrap();
     let mut back = Vec::new();
@@ -104,7 +106,8 @@ fn afxdp_peer_reset_mid_transfer_then_next_connection_served() {
     let lab = Lab::up(1);
     let _sluice = lab.sluice("tcp-source", &[19], &[]);
     let mut conn = lab.connect(19).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = vec![0u8; 100_000];
     conn.read_exact(&mut buf).unwrap();
     // Closing with unread data makes the kernel send RST (RFC 2525 2.17).
@@ -115,7 +118,8 @@ fn afxdp_peer_reset_mid_transfer_then_next_connection_served() {
     assert!(!states.contains("ESTAB"), "{states}");
 
     let mut conn = lab.connect(19).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     conn.read_exact(&mut buf[..1000]).unwrap();
     for (i, &b) in buf[..1000].iter().enumerate() {
         assert_eq!(b, (i % 251) as u8);
@@ -129,7 +133,8 @@ fn afxdp_kill_9_mid_transfer_next_start_attaches() {
     let lab = Lab::up(1);
     let sluice = lab.sluice("tcp-source", &[19], &[]);
     let mut conn = lab.connect(19).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = vec![0u8; 1 << 20];
     conn.read_exact(&mut buf).unwrap();
     sluice.signal("KILL");
@@ -146,7 +151,8 @@ fn afxdp_kill_9_mid_transfer_next_start_attaches() {
 
     let _again = lab.sluice("tcp-source", &[19], &[]);
     let mut conn = lab.connect(19).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     conn.read_exact(&mut buf[..1000]).unwrap();
     assert_eq!(buf[250], 250);
 }
@@ -156,7 +162,15 @@ fn afxdp_kill_9_mid_transfer_next_start_attaches() {
 fn start_fails(lab: &Lab, args: &[&str]) -> (i32, String) {
     let out = Command::new("ip")
         .args(["netns", "exec", &lab.stack_ns, env!("CARGO_BIN_EXE_sluice")])
-        .args(["run", "--backend", "afxdp", "--app", "tcp-echo", "--port", "7"])
+        .args([
+            "run",
+            "--backend",
+            "afxdp",
+            "--app",
+            "tcp-echo",
+            "--port",
+            "7",
+        ])
         .args(["--log-level", "error"])
         .args(args)
         .stdin(Stdio::null())
@@ -180,7 +194,10 @@ fn afxdp_startup_errors_one_line_nonzero_exit() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("no such interface"), "{err}");
 
-    let (code, err) = start_fails(&lab, &["--iface", &lab.stack_if, "--ip", &ip, "--queues", "0,5"]);
+    let (code, err) = start_fails(
+        &lab,
+        &["--iface", &lab.stack_if, "--ip", &ip, "--queues", "0,5"],
+    );
     assert_ne!(code, 0);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("out of range"), "{err}");

@@ -133,6 +133,8 @@ pub struct Connection {
     compress_min: usize,
     mask_state: u64,
     scratch: Vec<u8>,
+    /// A data message was just completed: return from `read` so it is answered in order.
+    message_ready: bool,
 }
 
 impl Connection {
@@ -186,19 +188,23 @@ impl Connection {
             inflater,
             mask_state: mask_seed | 1,
             scratch: Vec::new(),
+            message_ready: false,
         }
     }
 
     /// Processes received bytes, unmasking payloads in place.
     ///
-    /// Returns how many bytes were consumed. Everything is consumed (partial headers are
-    /// kept internally, at most 14 bytes; partial payloads are appended to the message,
-    /// bounded by the size limits) unless input processing has stopped because a Close
-    /// frame arrived or the connection failed; then the rest is left unconsumed and
-    /// should be discarded.
+    /// Returns how many bytes were consumed. Partial headers are kept internally (at most
+    /// 14 bytes) and partial payloads are appended to the message being assembled
+    /// (bounded by the size limits), so input is only left unconsumed in two cases:
+    /// - a data message was completed: handle the events (e.g. answer the message), then
+    ///   call `read` again with the rest, so answers keep the order of the requests;
+    /// - input processing stopped because a Close frame arrived or the connection failed
+    ///   ([`Connection::is_reading`] is false): discard the rest.
     pub fn read(&mut self, input: &mut [u8]) -> usize {
         let mut pos = 0;
-        while pos < input.len() {
+        self.message_ready = false;
+        while pos < input.len() && !self.message_ready {
             match self.rx {
                 RxState::Done => break,
                 RxState::Header => {
@@ -436,6 +442,7 @@ impl Connection {
         self.msg_kind = None;
         let data = std::mem::take(&mut self.msg);
         self.events.push_back(Event::Message { kind, data });
+        self.message_ready = true;
     }
 
     fn on_close(&mut self) {
@@ -625,6 +632,11 @@ impl Connection {
     /// (RFC 6455 7.1.1: the server closes the TCP connection first).
     pub fn is_closed(&self) -> bool {
         self.failed || (self.close_sent && self.close_received)
+    }
+
+    /// Whether [`Connection::read`] still processes input (no Close received, not failed).
+    pub fn is_reading(&self) -> bool {
+        self.rx != RxState::Done
     }
 
     /// Whether we sent a Close frame.

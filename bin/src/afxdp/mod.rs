@@ -66,6 +66,21 @@ pub fn parse_mac(s: &str) -> Result<EthernetAddress, String> {
     Ok(EthernetAddress(mac))
 }
 
+/// The prefix length of the `--ip ADDR/PREFIX` argument in `args` (`--ip X` or `--ip=X`),
+/// if it has one and it parses.
+pub fn prefix_len_from_args(args: impl IntoIterator<Item = String>) -> Option<u8> {
+    let mut args = args.into_iter();
+    let mut value = None;
+    while let Some(arg) = args.next() {
+        if arg == "--ip" {
+            value = args.next();
+        } else if let Some(v) = arg.strip_prefix("--ip=") {
+            value = Some(v.to_string());
+        }
+    }
+    parse_ipv4_prefix(&value?).ok().map(|(_, p)| p)
+}
+
 /// Parses `ADDR/PREFIX` (IPv4; the prefix defaults to 32 when absent).
 pub fn parse_ipv4_prefix(s: &str) -> Result<(Ipv4Addr, u8), String> {
     let (addr, prefix) = match s.split_once('/') {
@@ -93,8 +108,12 @@ pub fn parse_list(s: &str) -> Result<Vec<u32>, String> {
             Some((a, b)) => (a.trim(), b.trim()),
             None => (item, item),
         };
-        let lo: u32 = lo.parse().map_err(|_| format!("invalid list item `{item}`"))?;
-        let hi: u32 = hi.parse().map_err(|_| format!("invalid list item `{item}`"))?;
+        let lo: u32 = lo
+            .parse()
+            .map_err(|_| format!("invalid list item `{item}`"))?;
+        let hi: u32 = hi
+            .parse()
+            .map_err(|_| format!("invalid list item `{item}`"))?;
         if lo > hi || hi - lo > 1024 {
             return Err(format!("invalid range `{item}`"));
         }
@@ -160,9 +179,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if opts.ports.contains(&0) {
         anyhow::bail!("--backend afxdp needs explicit ports (port 0 is not supported)");
     }
-    dataplane::sys::ifindex(&opts.iface).map_err(|e| {
-        anyhow::Error::new(StartError::from_os("look up", &opts.iface, e))
-    })?;
+    dataplane::sys::ifindex(&opts.iface)
+        .map_err(|e| anyhow::Error::new(StartError::from_os("look up", &opts.iface, e)))?;
     if !is_root() {
         return Err(StartError::NoPrivileges {
             what: "load an XDP program and open AF_XDP sockets",
@@ -339,6 +357,18 @@ mod tests {
         assert!(parse_queues("0").is_err());
         assert!(parse_queues("x").is_err());
         assert!(parse_queues("2-1").is_err());
+    }
+
+    #[test]
+    fn prefix_len_from_args_both_spellings_found() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            prefix_len_from_args(args(&["sluice", "run", "--ip", "198.18.0.2/24"])),
+            Some(24)
+        );
+        assert_eq!(prefix_len_from_args(args(&["--ip=10.0.0.1/8"])), Some(8));
+        assert_eq!(prefix_len_from_args(args(&["--ip", "10.0.0.1"])), Some(32));
+        assert_eq!(prefix_len_from_args(args(&["--port", "7"])), None);
     }
 
     #[test]

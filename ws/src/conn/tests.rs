@@ -40,8 +40,18 @@ fn sent_frames(c: &mut Connection) -> Vec<(OpCode, bool, bool, Vec<u8>)> {
     frames
 }
 
+/// Feeds all of `bytes`, as a caller would: again after each message, until the engine
+/// stops reading. Returns the bytes consumed.
 fn feed(c: &mut Connection, mut bytes: Vec<u8>) -> usize {
-    c.read(&mut bytes)
+    read_all(c, &mut bytes)
+}
+
+fn read_all(c: &mut Connection, bytes: &mut [u8]) -> usize {
+    let mut pos = 0;
+    while pos < bytes.len() && c.is_reading() {
+        pos += c.read(&mut bytes[pos..]);
+    }
+    pos
 }
 
 #[test]
@@ -374,6 +384,25 @@ fn close_sent_reply_closes_and_no_pong() {
 }
 
 #[test]
+fn open_message_then_bad_frame_answer_precedes_close() {
+    let mut c = server();
+    let mut wire = client_frame(OpCode::Text, true, false, b"first");
+    wire.extend(client_frame(OpCode::Text, true, false, b"x"));
+    wire[11] |= 0x20;
+    let n = c.read(&mut wire);
+    assert_eq!(n, 11);
+    let ev = events(&mut c);
+    let [Event::Message { kind, data }] = &ev[..] else {
+        panic!("{ev:?}")
+    };
+    c.send(*kind, data).unwrap();
+    assert_eq!(c.read(&mut wire[n..]), 6);
+    let frames = sent_frames(&mut c);
+    assert_eq!(frames[0], (OpCode::Text, true, false, b"first".to_vec()));
+    assert_eq!(frames[1], (OpCode::Close, true, false, vec![3, 0xea]));
+}
+
+#[test]
 fn open_send_fragmented_frames() {
     let mut c = server();
     c.send_fragmented(MessageKind::Binary, b"abcdefg", 3)
@@ -398,7 +427,7 @@ fn pair(deflate: Option<DeflateParams>) -> (Connection, Connection) {
 fn transfer(from: &mut Connection, to: &mut Connection) -> Vec<Event> {
     let mut bytes = from.pending_output().to_vec();
     from.consume_output(bytes.len());
-    assert_eq!(to.read(&mut bytes), bytes.len());
+    assert_eq!(read_all(to, &mut bytes), bytes.len());
     events(to)
 }
 
@@ -541,7 +570,7 @@ proptest! {
         let mut server = Connection::new(Role::Server, Config::default(), params, 0);
         let mut prev = 0;
         for p in points.into_iter().chain(std::iter::once(wire.len())) {
-            prop_assert_eq!(server.read(&mut wire[prev..p]), p - prev);
+            prop_assert_eq!(read_all(&mut server, &mut wire[prev..p]), p - prev);
             prev = p;
         }
         let got = events(&mut server);
@@ -554,7 +583,7 @@ proptest! {
         deflate: bool,
     ) {
         let mut server = Connection::new(Role::Server, Config::default(), deflate.then(DeflateParams::default), 0);
-        let n = server.read(&mut bytes);
+        let n = read_all(&mut server, &mut bytes);
         prop_assert!(n <= bytes.len());
         while server.poll_event().is_some() {}
     }
