@@ -22,6 +22,7 @@ use tcp::Instant;
 struct Tally {
     arp: AtomicU64,
     echo: AtomicU64,
+    syn: AtomicU64,
     other: AtomicU64,
 }
 
@@ -41,6 +42,7 @@ impl Handler for Reflector {
         match seen {
             Seen::ArpForUs => self.tally.arp.fetch_add(1, Ordering::Relaxed),
             Seen::EchoRequest => self.tally.echo.fetch_add(1, Ordering::Relaxed),
+            Seen::TcpSyn(_) => self.tally.syn.fetch_add(1, Ordering::Relaxed),
             Seen::Other => self.tally.other.fetch_add(1, Ordering::Relaxed),
         };
         if len > 0 {
@@ -373,4 +375,68 @@ fn lab_stale_program_after_kill_attach_succeeds() {
         let program = XdpProgram::attach(&iface, &xdp_config()).unwrap();
         let _device = XskDevice::open(&XskConfig::new(&iface, 0), &program).unwrap();
     });
+}
+
+/// A non-blocking `connect()` from the peer: one SYN leaves, nobody waits for an answer.
+fn peer_syn(lab: &Lab, port: u16) {
+    let script = format!(
+        "import socket; s = socket.socket(); s.setblocking(False); s.connect_ex(('198.18.0.2', {port}))"
+    );
+    let out = lab.peer(&["python3", "-c", &script]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// A blocking `connect()` from the peer; returns its stderr (bash's error message).
+fn peer_connect(lab: &Lab, port: u16) -> String {
+    let script = format!("exec 3<>/dev/tcp/198.18.0.2/{port}");
+    let out = lab.peer(&["bash", "-c", &script]);
+    assert!(
+        !out.status.success(),
+        "connect to {port} unexpectedly succeeded"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn lab_tcp_port_filter_redirects_only_configured_ports() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let iface = lab.if_stack.clone();
+    let program = Arc::new(in_netns(&lab.ns_stack, move || {
+        let config = XdpConfig {
+            tcp_ports: vec![7000..=7000],
+            ..xdp_config()
+        };
+        XdpProgram::attach(&iface, &config).unwrap()
+    }));
+    let (worker, tally, mac) = reflector(&lab, &program, 0);
+    lab.peer_neigh("198.18.0.2", mac);
+
+    // A configured port reaches the socket, whose RST makes connect() fail at once.
+    let err = peer_connect(&lab, 7000);
+    assert!(err.contains("Connection refused"), "{err}");
+    assert_eq!(tally.syn.load(Ordering::Relaxed), 1);
+
+    // Another port is passed to the kernel (which does not own the address).
+    let before = program.counters().unwrap();
+    peer_syn(&lab, 7001);
+    assert!(lab.ping_once(), "barrier ping");
+    let after = program.counters().unwrap();
+    assert!(after.passed > before.passed, "{before:?} -> {after:?}");
+    assert_eq!(
+        tally.syn.load(Ordering::Relaxed),
+        1,
+        "7001 must not reach the socket"
+    );
+
+    // Clearing the filter at run time redirects every port.
+    program
+        .set_tcp_ports(Ipv4Addr::from(STACK_IP), &[])
+        .unwrap();
+    let err = peer_connect(&lab, 7001);
+    assert!(err.contains("Connection refused"), "{err}");
+    assert_eq!(tally.syn.load(Ordering::Relaxed), 2);
+    worker.stop().unwrap();
 }

@@ -252,6 +252,8 @@ pub enum Seen {
     ArpForUs,
     /// ICMP echo request to the stack's address (answered).
     EchoRequest,
+    /// TCP SYN to the stack's address, to this port (answered with RST|ACK).
+    TcpSyn(u16),
     /// Anything else (should never reach the socket).
     Other,
 }
@@ -281,6 +283,9 @@ pub fn reflect(frame: &[u8], mac: [u8; 6], ip: [u8; 4], out: &mut [u8]) -> (Seen
         return (Seen::Other, 0);
     }
     let ihl = usize::from(frame[14] & 0x0f) * 4;
+    if frame[23] == 6 && frame[30..34] == ip && frame.len() >= 14 + ihl + 20 {
+        return refuse(frame, ihl, out);
+    }
     let icmp = 14 + ihl;
     if frame[23] != 1 || frame[30..34] != ip || frame.len() < icmp + 8 || frame[icmp] != 8 {
         return (Seen::Other, 0);
@@ -297,4 +302,39 @@ pub fn reflect(frame: &[u8], mac: [u8; 6], ip: [u8; 4], out: &mut [u8]) -> (Seen
     let sum = checksum(&out[icmp..]);
     out[icmp + 2..icmp + 4].copy_from_slice(&sum.to_be_bytes());
     (Seen::EchoRequest, len)
+}
+
+/// Answers a TCP SYN with RST|ACK (RFC 9293 3.10.7.1: a segment to a closed port).
+fn refuse(frame: &[u8], ihl: usize, out: &mut [u8]) -> (Seen, usize) {
+    let tcp = &frame[14 + ihl..];
+    let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+    if tcp[13] & 0x02 == 0 {
+        return (Seen::Other, 0);
+    }
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    let out = &mut out[..54];
+    out.fill(0);
+    out[0..6].copy_from_slice(&frame[6..12]);
+    out[6..12].copy_from_slice(&frame[0..6]);
+    out[12..14].copy_from_slice(&[0x08, 0x00]);
+    out[14] = 0x45;
+    out[16..18].copy_from_slice(&40u16.to_be_bytes());
+    out[22] = 64;
+    out[23] = 6;
+    out[26..30].copy_from_slice(&frame[30..34]);
+    out[30..34].copy_from_slice(&frame[26..30]);
+    let ip_sum = checksum(&out[14..34]);
+    out[24..26].copy_from_slice(&ip_sum.to_be_bytes());
+    out[34..36].copy_from_slice(&tcp[2..4]);
+    out[36..38].copy_from_slice(&tcp[0..2]);
+    out[42..46].copy_from_slice(&seq.wrapping_add(1).to_be_bytes());
+    out[46] = 0x50;
+    out[47] = 0x14;
+    let mut pseudo = Vec::with_capacity(32);
+    pseudo.extend_from_slice(&out[26..34]);
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    pseudo.extend_from_slice(&out[34..54]);
+    let tcp_sum = checksum(&pseudo);
+    out[50..52].copy_from_slice(&tcp_sum.to_be_bytes());
+    (Seen::TcpSyn(dport), 54)
 }
