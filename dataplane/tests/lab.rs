@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use common::{in_netns, lab_available, reflect, Lab, Seen, STACK_IP};
 use dataplane::worker::{self, Backoff, Handler, WorkerConfig, WorkerHandle};
-use dataplane::{StartError, TxQueue, XdpConfig, XdpModeRequest, XdpProgram, XskConfig, XskDevice};
+use dataplane::{
+    Device, StartError, TxQueue, XdpConfig, XdpModeRequest, XdpProgram, XskConfig, XskDevice,
+};
 use tcp::Instant;
 
 /// Counts of what one queue's socket saw.
@@ -439,4 +441,57 @@ fn lab_tcp_port_filter_redirects_only_configured_ports() {
     assert!(err.contains("Connection refused"), "{err}");
     assert_eq!(tally.syn.load(Ordering::Relaxed), 2);
     worker.stop().unwrap();
+}
+
+fn peer_rx_packets(lab: &Lab) -> u64 {
+    let path = format!("/sys/class/net/{}/statistics/rx_packets", lab.if_peer);
+    let out = lab.peer(&["cat", &path]);
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn lab_tx_burst_larger_than_kernel_batch_all_delivered() {
+    if !lab_available() {
+        return;
+    }
+    const BURST: usize = 300;
+    let lab = Lab::new(1);
+    let program = attach(&lab);
+    let before = peer_rx_packets(&lab);
+    let (ns, iface) = (lab.ns_stack.clone(), lab.if_stack.clone());
+    let (submitted, drained) = in_netns(&ns, move || {
+        let mut device = XskDevice::open(&XskConfig::new(&iface, 0), &program).unwrap();
+        let free = device.tx().free_buffers();
+        for i in 0..BURST {
+            // Broadcast frames of the local experimental EtherType 0x88b5.
+            assert!(device.tx().transmit(60, |buf| {
+                buf.fill(0);
+                buf[..6].fill(0xff);
+                buf[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+                buf[12..14].copy_from_slice(&[0x88, 0xb5]);
+                buf[14..16].copy_from_slice(&(i as u16).to_be_bytes());
+                60
+            }));
+        }
+        let submitted = device.submit().unwrap();
+        // Copy mode sends at most 32 frames per kick; later submits keep kicking until
+        // every buffer has come back through the completion ring.
+        let mut rounds = 0;
+        while device.tx().free_buffers() < free && rounds < 100_000 {
+            device.reclaim();
+            device.submit().unwrap();
+            rounds += 1;
+        }
+        (submitted, device.tx().free_buffers() == free)
+    });
+    assert_eq!(
+        submitted, BURST,
+        "one submit puts the whole batch on the ring"
+    );
+    assert!(drained, "every buffer completed");
+    let delivered = peer_rx_packets(&lab) - before;
+    assert!(
+        delivered >= BURST as u64,
+        "peer received {delivered} of {BURST}"
+    );
 }
