@@ -15,7 +15,8 @@ use std::time::Duration;
 use common::{in_netns, lab_available, reflect, Lab, Seen, STACK_IP};
 use dataplane::worker::{self, Backoff, Handler, WorkerConfig, WorkerHandle};
 use dataplane::{
-    Device, StartError, TxQueue, XdpConfig, XdpModeRequest, XdpProgram, XskConfig, XskDevice,
+    Device, PortChooser, StartError, TxQueue, XdpConfig, XdpModeRequest, XdpProgram, XskConfig,
+    XskDevice,
 };
 use tcp::Instant;
 
@@ -493,5 +494,80 @@ fn lab_tx_burst_larger_than_kernel_batch_all_delivered() {
     assert!(
         delivered >= BURST as u64,
         "peer received {delivered} of {BURST}"
+    );
+}
+
+#[test]
+fn lab_veth_channels_reported_rss_absent_partition_fallback() {
+    if !lab_available() {
+        return;
+    }
+    let lab = Lab::new(2);
+    let iface = lab.if_stack.clone();
+    let (channels, rss, chooser) = in_netns(&lab.ns_stack, move || {
+        (
+            dataplane::sys::channels(&iface).unwrap(),
+            dataplane::sys::rss_config(&iface).is_err(),
+            PortChooser::for_interface(&iface, 1, 2),
+        )
+    });
+    assert_eq!(channels.rx_queues(), 2, "{channels:?}");
+    assert!(rss, "veth has no RSS table");
+    assert_eq!(
+        chooser,
+        PortChooser::Partition {
+            queue: 1,
+            queues: 2
+        }
+    );
+}
+
+/// Environment variable set for the unprivileged child.
+const NO_PRIV_CHILD: &str = "SLUICE_NO_PRIV_CHILD";
+
+/// Not a test on its own: run as user `nobody` by `lab_unprivileged_start_no_privileges`.
+#[test]
+fn no_priv_child_attach() {
+    if std::env::var(NO_PRIV_CHILD).is_err() {
+        return;
+    }
+    let err = XdpProgram::attach("lo", &xdp_config()).unwrap_err();
+    println!("NOPRIV {}", matches!(err, StartError::NoPrivileges { .. }));
+    println!("LINE {err}");
+}
+
+#[test]
+fn lab_unprivileged_start_no_privileges() {
+    if !lab_available() {
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "no_priv_child_attach",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(NO_PRIV_CHILD, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("NOPRIV true"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "{}",
+        text.lines()
+            .find(|l| l.contains("LINE"))
+            .unwrap_or_default()
     );
 }
