@@ -258,6 +258,23 @@ fn lab_start_errors_typed() {
         let err = XdpProgram::attach("sdpnosuchif", &xdp_config()).unwrap_err();
         assert!(matches!(err, StartError::NoSuchInterface { .. }), "{err}");
 
+        // The namespace's own loopback has no driver XDP: native only is refused, generic
+        // attaches (and detaches when dropped).
+        let native = XdpConfig {
+            mode: XdpModeRequest::Native,
+            ..xdp_config()
+        };
+        let err = XdpProgram::attach("lo", &native).unwrap_err();
+        assert!(matches!(err, StartError::XdpUnsupported { .. }), "{err}");
+        eprintln!("native on lo: {err}");
+        let generic = XdpConfig {
+            mode: XdpModeRequest::Generic,
+            ..xdp_config()
+        };
+        let on_lo = XdpProgram::attach("lo", &generic).unwrap();
+        assert_eq!(on_lo.mode(), dataplane::XdpMode::Generic);
+        drop(on_lo);
+
         let program = XdpProgram::attach(&iface, &xdp_config()).unwrap();
         let err = XdpProgram::attach(&iface, &xdp_config()).unwrap_err();
         assert!(matches!(err, StartError::ProgramAttached { .. }), "{err}");
