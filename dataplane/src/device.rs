@@ -11,10 +11,11 @@ use std::time::Duration;
 
 /// Lends free transmit buffers to whoever builds outgoing frames.
 ///
-/// This is the adapter point for the TCP engine: `tcp::iface` defines a trait with the same
-/// single method on its own side (so `tcp` stays free of I/O); once both are on `main` the
-/// dataplane implements the `tcp` trait for every `T: dataplane::TxQueue` by forwarding
-/// this method (see `docs/decisions/0002-device-trait.md`).
+/// This is the adapter point for the TCP engine: `tcp::iface::TxQueue` has the same
+/// `transmit` method on its own side (so `tcp` stays free of I/O); once both are on one
+/// branch the dataplane implements the `tcp` trait for [`crate::XskTx`] and
+/// [`crate::MemTx`] by forwarding (or re-exports it in place of this one), see
+/// `docs/decisions/0002-device-trait.md`.
 pub trait TxQueue {
     /// Lends a free buffer of exactly `len` bytes to `fill`, which writes a whole Ethernet
     /// frame into it and returns how many bytes it used; those bytes are queued for the next

@@ -113,6 +113,15 @@ pub enum PortChooser {
 }
 
 impl PortChooser {
+    /// The chooser for `queue` of `queues` on `iface`: Toeplitz when the driver reports its
+    /// RSS key and indirection table (`ETHTOOL_GRSSH`), port partitioning otherwise.
+    pub fn for_interface(iface: &str, queue: u32, queues: u32) -> PortChooser {
+        match crate::sys::rss_config(iface) {
+            Ok(table) => PortChooser::Toeplitz { table, queue },
+            Err(_) => PortChooser::Partition { queue, queues },
+        }
+    }
+
     /// Whether `local_port` is one this worker may use towards `remote:remote_port`.
     pub fn accepts(
         &self,

@@ -219,9 +219,20 @@ impl TxQueue for XskTx {
             // lent out, so this is the only reference to the frame's memory.
             let mut data = unsafe { self.umem.data_mut(&mut desc) };
             data.cursor().set_pos(len);
-            let used = fill(data.contents_mut()).min(len);
-            data.cursor().set_pos(used);
-            used
+            if data.contents().len() != len {
+                // The frame is shorter than `capacity` said (cannot happen with the layout
+                // `open` sets up); refuse rather than lend a short buffer.
+                None
+            } else {
+                let used = fill(data.contents_mut()).min(len);
+                data.cursor().set_pos(used);
+                Some(used)
+            }
+        };
+        let Some(used) = used else {
+            self.free.push(desc);
+            self.too_large += 1;
+            return false;
         };
         if used == 0 {
             self.free.push(desc);
