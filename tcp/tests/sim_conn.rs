@@ -20,6 +20,9 @@ fn cell(loss: f64, reorder: bool, alg: Algorithm, sack: bool, seed: u64, bytes: 
         conn: ConnConfig {
             congestion: alg,
             sack,
+            // At 20 % loss each way a handshake round fails with p = 0.36, so the
+            // default 6 SYN retries give up once in ~1,300 connections: allow more.
+            syn_retries: 12,
             ..ConnConfig::default()
         },
         link: LinkConfig {
