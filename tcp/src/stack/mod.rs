@@ -214,7 +214,8 @@ pub struct Stack {
     next_port: u16,
     now: Instant,
     stats: StackStats,
-    scratch: Vec<u8>,
+    /// Largest TCP payload the MTU allows (the TCB caps it further by the MSS).
+    max_payload: usize,
     expired: Vec<ConnId>,
 }
 
@@ -247,7 +248,7 @@ impl Stack {
             next_port: cfg.ephemeral_ports.0,
             now: Instant::ZERO,
             stats: StackStats::default(),
-            scratch: vec![0; mss.max(536)],
+            max_payload: mss.max(536),
             expired: Vec::new(),
             cfg,
         }
@@ -716,9 +717,8 @@ impl Stack {
             }
             self.replies.pop_front();
         }
-        let mut scratch = core::mem::take(&mut self.scratch);
         while let Some(&id) = self.tx_ready.front() {
-            let full = self.dispatch_conn(now, id, tx, &mut scratch);
+            let full = self.dispatch_conn(now, id, tx);
             if full {
                 break;
             }
@@ -728,38 +728,42 @@ impl Stack {
             }
             self.sync_after_tx(id);
         }
-        self.scratch = scratch;
     }
 
-    /// Sends everything one connection has; true if the TX queue filled up.
-    fn dispatch_conn(
-        &mut self,
-        now: Instant,
-        id: ConnId,
-        tx: &mut impl TxQueue,
-        scratch: &mut [u8],
-    ) -> bool {
+    /// Sends everything one connection has, building each segment straight into a TX
+    /// buffer (the payload is copied once, from the send buffer into the frame); true
+    /// if the TX queue filled up.
+    fn dispatch_conn(&mut self, now: Instant, id: ConnId, tx: &mut impl TxQueue) -> bool {
         let Some(&tuple) = self.table.tuple(id) else {
             return false;
         };
+        let max_payload = self.max_payload;
         loop {
             let cfg = &self.cfg.conn;
             let Some(e) = self.table.get_mut(id) else {
                 return false;
             };
-            let Some(out) = e.tcb.dispatch(cfg, now, scratch, &mut self.stats.conn) else {
+            let Some(out) = e
+                .tcb
+                .dispatch_header(cfg, now, max_payload, &mut self.stats.conn)
+            else {
                 return false;
             };
             let repr = convert::repr_from_out(&out, tuple.local_port, tuple.remote_port);
-            let payload = &scratch[..out.payload_len.min(scratch.len())];
+            let Some(e) = self.table.get(id) else {
+                return false;
+            };
+            let tcb = &e.tcb;
             let r = self.iface.send_tcp_with(
                 now,
                 tx,
                 tuple.local_addr,
                 tuple.remote_addr,
                 &repr,
-                payload.len(),
-                |buf| buf.copy_from_slice(payload),
+                out.payload_len,
+                |buf| {
+                    tcb.write_payload(&out, buf);
+                },
             );
             match r {
                 SendResult::Sent | SendResult::Queued => self.stats.segments_out += 1,
