@@ -251,6 +251,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn congestion_state_size_within_budget() {
+        // Per-connection state: keep it small (the engine aims at < 1 KiB per connection).
+        assert!(core::mem::size_of::<Congestion>() <= 96);
+    }
+
+    #[test]
     fn initial_window_matches_rfc6928() {
         assert_eq!(initial_window(1460), 14_600);
         assert_eq!(initial_window(536), 5_360);

@@ -32,21 +32,30 @@ impl Default for RttConfig {
 }
 
 /// RFC 6298 round-trip and RTO estimator (SRTT, RTTVAR, exponential backoff).
+///
+/// Compact (32 bytes): times are held as `u32` microseconds, so RTTs and RTO limits
+/// saturate at about 71 minutes.
 #[derive(Debug, Clone)]
 pub struct RttEstimator {
-    config: RttConfig,
-    /// Smoothed RTT in microseconds; `None` before the first sample.
-    srtt: Option<u64>,
+    /// `RttConfig` in microseconds: initial RTO, min RTO, max RTO, granularity.
+    initial_rto: u32,
+    min_rto: u32,
+    max_rto: u32,
+    granularity: u32,
+    /// Smoothed RTT in microseconds; `NO_SAMPLE` before the first sample.
+    srtt: u32,
     /// RTT variation in microseconds.
-    rttvar: u64,
+    rttvar: u32,
     /// RTO from the estimate, before backoff, in microseconds.
-    base_rto: u64,
+    base_rto: u32,
     /// Number of doublings applied by `backoff`.
     backoff: u32,
 }
 
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+const NO_SAMPLE: u32 = u32::MAX;
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX - 1)
 }
 
 impl Default for RttEstimator {
@@ -58,62 +67,71 @@ impl Default for RttEstimator {
 impl RttEstimator {
     /// An estimator with no samples yet: RTO is `config.initial_rto`.
     pub fn new(config: RttConfig) -> Self {
+        let max_rto = micros(config.max_rto);
         RttEstimator {
-            config,
-            srtt: None,
+            initial_rto: micros(config.initial_rto).min(max_rto),
+            min_rto: micros(config.min_rto).min(max_rto),
+            max_rto,
+            granularity: micros(config.granularity),
+            srtt: NO_SAMPLE,
             rttvar: 0,
-            base_rto: micros(config.initial_rto),
+            base_rto: micros(config.initial_rto).min(max_rto),
             backoff: 0,
         }
     }
 
-    /// The configuration in use.
-    pub fn config(&self) -> &RttConfig {
-        &self.config
+    /// The configuration in use (as stored, in whole microseconds).
+    pub fn config(&self) -> RttConfig {
+        RttConfig {
+            initial_rto: Duration::from_micros(self.initial_rto.into()),
+            min_rto: Duration::from_micros(self.min_rto.into()),
+            max_rto: Duration::from_micros(self.max_rto.into()),
+            granularity: Duration::from_micros(self.granularity.into()),
+        }
     }
 
     /// Feeds one RTT measurement (see the module docs for Karn's rule).
     pub fn on_sample(&mut self, rtt: Duration) {
-        let r = micros(rtt);
-        match self.srtt {
-            None => {
-                // RFC 6298 2.2: SRTT <- R, RTTVAR <- R/2.
-                self.srtt = Some(r);
-                self.rttvar = r / 2;
-            }
-            Some(srtt) => {
-                // RFC 6298 2.3: RTTVAR <- (1 - beta) * RTTVAR + beta * |SRTT - R'|
-                //               SRTT <- (1 - alpha) * SRTT + alpha * R'
-                // with alpha = 1/8, beta = 1/4, RTTVAR updated first with the old SRTT.
-                self.rttvar = (3 * self.rttvar + srtt.abs_diff(r)) / 4;
-                self.srtt = Some((7 * srtt + r) / 8);
-            }
-        }
-        let srtt = self.srtt.unwrap_or(r);
+        let r = u64::from(micros(rtt));
+        let (srtt, rttvar) = if self.srtt == NO_SAMPLE {
+            // RFC 6298 2.2: SRTT <- R, RTTVAR <- R/2.
+            (r, r / 2)
+        } else {
+            // RFC 6298 2.3: RTTVAR <- (1 - beta) * RTTVAR + beta * |SRTT - R'|
+            //               SRTT <- (1 - alpha) * SRTT + alpha * R'
+            // with alpha = 1/8, beta = 1/4, RTTVAR updated first with the old SRTT.
+            let srtt = u64::from(self.srtt);
+            (
+                (7 * srtt + r) / 8,
+                (3 * u64::from(self.rttvar) + srtt.abs_diff(r)) / 4,
+            )
+        };
+        // Both are at most max(R, old SRTT), below NO_SAMPLE.
+        self.srtt = u32::try_from(srtt).unwrap_or(NO_SAMPLE - 1);
+        self.rttvar = u32::try_from(rttvar).unwrap_or(NO_SAMPLE - 1);
         // RFC 6298 2.2/2.3: RTO <- SRTT + max(G, K * RTTVAR), K = 4.
-        let rto = srtt.saturating_add(micros(self.config.granularity).max(4 * self.rttvar));
+        let rto = srtt + u64::from(self.granularity).max(4 * rttvar);
         // RFC 6298 2.4 (minimum, configurable) and 2.5 (maximum).
-        self.base_rto = rto.clamp(micros(self.config.min_rto), micros(self.config.max_rto));
-        // A fresh sample means the path answers again: drop backoff (RFC 6298 5.7 spirit;
-        // Linux does the same on new ACKs).
+        let rto = rto.clamp(u64::from(self.min_rto), u64::from(self.max_rto));
+        self.base_rto = u32::try_from(rto).unwrap_or(self.max_rto);
+        // A fresh sample means the path answers again: drop backoff (as Linux does on
+        // new ACKs).
         self.backoff = 0;
     }
 
     /// The current retransmission timeout, including backoff, capped at `max_rto`.
     pub fn rto(&self) -> Duration {
-        let max = micros(self.config.max_rto);
-        let rto = self
-            .base_rto
+        let rto = u64::from(self.base_rto)
             .checked_shl(self.backoff)
-            .filter(|r| r >> self.backoff == self.base_rto)
-            .unwrap_or(max);
-        Duration::from_micros(rto.min(max))
+            .filter(|r| r >> self.backoff == u64::from(self.base_rto))
+            .unwrap_or(u64::MAX);
+        Duration::from_micros(rto.min(u64::from(self.max_rto)))
     }
 
     /// Doubles the RTO after a retransmission timeout (RFC 6298 5.5), capped at
     /// `max_rto`.
     pub fn backoff(&mut self) {
-        if self.rto() < self.config.max_rto {
+        if self.rto() < Duration::from_micros(self.max_rto.into()) {
             self.backoff += 1;
         }
     }
@@ -130,12 +148,12 @@ impl RttEstimator {
 
     /// Smoothed RTT, `None` before the first sample.
     pub fn srtt(&self) -> Option<Duration> {
-        self.srtt.map(Duration::from_micros)
+        (self.srtt != NO_SAMPLE).then(|| Duration::from_micros(self.srtt.into()))
     }
 
     /// RTT variation (zero before the first sample).
     pub fn rttvar(&self) -> Duration {
-        Duration::from_micros(self.rttvar)
+        Duration::from_micros(self.rttvar.into())
     }
 }
 
@@ -222,6 +240,11 @@ mod tests {
         e.backoff();
         e.on_sample(ms(100));
         assert_eq!(e.backoff_count(), 0);
+    }
+
+    #[test]
+    fn rtt_estimator_size_is_32_bytes() {
+        assert_eq!(core::mem::size_of::<RttEstimator>(), 32);
     }
 
     #[test]

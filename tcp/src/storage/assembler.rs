@@ -202,6 +202,11 @@ mod tests {
     }
 
     #[test]
+    fn assembler_default_size_is_68_bytes() {
+        assert_eq!(core::mem::size_of::<Assembler>(), 68);
+    }
+
+    #[test]
     fn assembler_overlapping_adds_merge() {
         let mut a = Assembler::<8>::new();
         a.add(10, 5).unwrap();

@@ -203,6 +203,11 @@ mod tests {
     use std::collections::{BTreeMap, VecDeque};
 
     #[test]
+    fn ring_header_size_is_32_bytes() {
+        assert_eq!(core::mem::size_of::<RingBuffer>(), 32);
+    }
+
+    #[test]
     fn ring_new_holds_no_memory() {
         let mut r = RingBuffer::new(64);
         assert!(!r.is_allocated());

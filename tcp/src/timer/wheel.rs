@@ -357,50 +357,65 @@ impl<T> TimerWheel<T> {
     }
 
     /// Fires every timer whose expiry tick is at or before `now`'s tick, calling
-    /// `fire(id, value)` for each in expiry order; returns how many fired. A `now`
-    /// earlier than a previous one is treated as the previous one.
+    /// `fire(id, value)` for each (by expiry tick, timers already overdue when inserted
+    /// first); returns how many fired. A `now` earlier than a previous one is treated as
+    /// the previous one.
     pub fn advance(&mut self, now: Instant, mut fire: impl FnMut(TimerId, T)) -> usize {
-        let target = now.total_micros() / self.tick_micros;
-        let mut fired = self.fire_due(&mut fire);
-        while let Some((level, slot, start)) = self.next_slot() {
-            if start > target {
-                break;
-            }
-            self.elapsed = start;
-            // Detach the slot and re-place each entry relative to the new position:
-            // those now due go to the due list, the rest to lower levels.
-            let l = &mut self.levels[level];
-            let mut index = l.heads[slot];
-            l.heads[slot] = NIL;
-            l.occupied &= !(1 << slot);
-            while index != NIL {
-                let next = self.entry(index).map_or(NIL, |e| e.next);
-                self.link(index);
-                index = next;
-            }
-            fired += self.fire_due(&mut fire);
+        let mut fired = 0;
+        while let Some((id, value)) = self.pop_expired(now) {
+            fire(id, value);
+            fired += 1;
         }
-        self.elapsed = self.elapsed.max(target);
         fired
+    }
+
+    /// Removes and returns one timer due at `now` (same rule and order as
+    /// [`advance`](Self::advance)), or `None` once none is left, leaving the wheel at
+    /// `now`. Between calls the caller may insert, cancel or reschedule timers (e.g. re-arm
+    /// a retransmission timer from its handler); a timer inserted already due comes out
+    /// of a later call.
+    pub fn pop_expired(&mut self, now: Instant) -> Option<(TimerId, T)> {
+        let target = now.total_micros() / self.tick_micros;
+        loop {
+            if self.due != NIL {
+                let index = self.due;
+                let generation = self.nodes.get(index as usize).map_or(0, |n| n.generation);
+                let id = TimerId { index, generation };
+                if let Some(value) = self.cancel(id) {
+                    return Some((id, value));
+                }
+                // Unreachable: the due list holds only live entries.
+                self.due = NIL;
+                continue;
+            }
+            match self.next_slot() {
+                Some((level, slot, start)) if start <= target => self.cascade(level, slot, start),
+                _ => {
+                    self.elapsed = self.elapsed.max(target);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Moves the wheel to `start` and re-places the entries of slot `(level, slot)`
+    /// relative to it: those now due go to the due list, the rest to lower levels.
+    fn cascade(&mut self, level: usize, slot: usize, start: u64) {
+        self.elapsed = start;
+        let l = &mut self.levels[level];
+        let mut index = l.heads[slot];
+        l.heads[slot] = NIL;
+        l.occupied &= !(1 << slot);
+        while index != NIL {
+            let next = self.entry(index).map_or(NIL, |e| e.next);
+            self.link(index);
+            index = next;
+        }
     }
 
     /// [`advance`](Self::advance), collecting the fired values into `out`.
     pub fn expire(&mut self, now: Instant, out: &mut Vec<T>) -> usize {
         self.advance(now, |_, v| out.push(v))
-    }
-
-    fn fire_due(&mut self, fire: &mut impl FnMut(TimerId, T)) -> usize {
-        let mut fired = 0;
-        while self.due != NIL {
-            let index = self.due;
-            let generation = self.nodes[index as usize].generation;
-            let id = TimerId { index, generation };
-            if let Some(value) = self.cancel(id) {
-                fire(id, value);
-                fired += 1;
-            }
-        }
-        fired
     }
 }
 
@@ -493,6 +508,20 @@ mod tests {
         assert_eq!(w.deadline(a), Some(ms(20)));
         assert_eq!(fired_at(&mut w, ms(20)), [1]);
         assert!(!w.reschedule(a, ms(30)));
+    }
+
+    #[test]
+    fn wheel_pop_expired_rearm_in_handler_fires_each_period() {
+        let mut w = TimerWheel::new();
+        w.insert(ms(10), 0u32);
+        let mut fired = Vec::new();
+        // A periodic 10 ms timer re-armed from its handler, advanced in one 55 ms jump.
+        while let Some((_, n)) = w.pop_expired(ms(55)) {
+            fired.push(n);
+            w.insert(ms(10 * (u64::from(n) + 2)), n + 1);
+        }
+        assert_eq!(fired, [0, 1, 2, 3, 4]);
+        assert_eq!(w.next_deadline(), Some(ms(60)));
     }
 
     #[test]
