@@ -23,7 +23,9 @@ use crate::conn::{
     OutSegment, Segment, SocketError, State, Tcb, Timestamps,
 };
 use crate::cookie::{IsnGenerator, SynCookies, SynOptions};
-use crate::iface::{Inbound, Interface, InterfaceConfig, InterfaceStats, SendResult, TxQueue};
+use crate::iface::{
+    ClosedPortPolicy, Inbound, Interface, InterfaceConfig, InterfaceStats, SendResult, TxQueue,
+};
 use crate::table::{ConnId, ConnTable, FourTuple, InsertError};
 use crate::time::Instant;
 use crate::timer::TimerWheel;
@@ -175,6 +177,16 @@ pub struct StackStats {
     pub time_wait: u64,
 }
 
+/// A segment answering a received one, waiting for `poll_transmit`.
+#[derive(Debug)]
+enum Reply {
+    /// A TCP segment (RST, cookie SYN-ACK) on `tuple`.
+    Tcp(FourTuple, OutSegment),
+    /// A closed-port answer by the interface's policy (ICMP port unreachable); the
+    /// received header (payload dropped) as the peer sent it.
+    Reject(FourTuple, TcpRepr<'static>),
+}
+
 #[derive(Debug)]
 struct Listener {
     backlog: usize,
@@ -208,7 +220,7 @@ pub struct Stack {
     timers: TimerWheel<ConnId>,
     events: VecDeque<ConnId>,
     tx_ready: VecDeque<ConnId>,
-    replies: VecDeque<(Ipv4Addr, Ipv4Addr, u16, u16, OutSegment)>,
+    replies: VecDeque<Reply>,
     isn: IsnGenerator,
     cookies: SynCookies,
     next_port: u16,
@@ -395,9 +407,19 @@ impl Stack {
     fn on_listener(&mut self, now: Instant, tuple: FourTuple, seg: &Segment<'_>) {
         let Some(listener) = self.listeners.get(&tuple.local_port) else {
             self.stats.no_listener += 1;
-            if let Some(r) = reset_for(seg) {
-                self.stats.conn.resets_sent += 1;
-                self.queue_reply(tuple, r);
+            match self.cfg.iface.closed_port {
+                // RFC 9293 3.10.7.1
+                ClosedPortPolicy::Rst => {
+                    if let Some(r) = reset_for(seg) {
+                        self.stats.conn.resets_sent += 1;
+                        self.queue_reply(tuple, r);
+                    }
+                }
+                ClosedPortPolicy::IcmpUnreachable if !seg.flags.rst() => {
+                    let repr = convert::repr_from_segment(seg, tuple.remote_port, tuple.local_port);
+                    self.push_reply(Reply::Reject(tuple, repr));
+                }
+                _ => {}
             }
             return;
         };
@@ -532,17 +554,15 @@ impl Stack {
     }
 
     fn queue_reply(&mut self, tuple: FourTuple, out: OutSegment) {
+        self.push_reply(Reply::Tcp(tuple, out));
+    }
+
+    fn push_reply(&mut self, r: Reply) {
         if self.replies.len() >= self.cfg.reply_queue_limit {
             self.stats.reply_drops += 1;
             return;
         }
-        self.replies.push_back((
-            tuple.local_addr,
-            tuple.remote_addr,
-            tuple.local_port,
-            tuple.remote_port,
-            out,
-        ));
+        self.replies.push_back(r);
     }
 
     // ---- bookkeeping after any change to a connection ---------------------------------
@@ -705,9 +725,19 @@ impl Stack {
     pub fn poll_transmit(&mut self, now: Instant, tx: &mut impl TxQueue) {
         self.now = self.now.max(now);
         self.iface.poll_transmit(now, tx);
-        while let Some(&(local, remote, lport, rport, out)) = self.replies.front() {
-            let repr = convert::repr_from_out(&out, lport, rport);
-            match self.iface.send_tcp(now, tx, local, remote, &repr) {
+        while let Some(reply) = self.replies.front() {
+            let r = match reply {
+                Reply::Tcp(t, out) => {
+                    let repr = convert::repr_from_out(out, t.local_port, t.remote_port);
+                    self.iface
+                        .send_tcp(now, tx, t.local_addr, t.remote_addr, &repr)
+                }
+                Reply::Reject(t, repr) => {
+                    self.iface
+                        .reject(now, tx, t.remote_addr, t.local_addr, repr)
+                }
+            };
+            match r {
                 SendResult::Dropped(crate::iface::DropReason::TxFull) => {
                     self.stats.tx_full += 1;
                     return;

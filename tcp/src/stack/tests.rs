@@ -146,6 +146,30 @@ fn stack_closed_port_answered_with_rst_and_reset_event() {
 }
 
 #[test]
+fn stack_closed_port_policy_drop_sends_nothing() {
+    let mut a = mk(A, 1, |_| {});
+    let mut b = mk(B, 2, |c| c.iface.closed_port = ClosedPortPolicy::Drop);
+    let ha = a.connect(t(0), B, 81).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    assert_eq!(b.counters().no_listener, 1);
+    assert_eq!(b.counters().conn.resets_sent, 0);
+    assert!(events(&mut a).is_empty());
+    assert_eq!(a.stats(ha).unwrap().state, State::SynSent);
+}
+
+#[test]
+fn stack_closed_port_policy_icmp_sends_port_unreachable() {
+    let mut a = mk(A, 1, |_| {});
+    let mut b = mk(B, 2, |c| {
+        c.iface.closed_port = ClosedPortPolicy::IcmpUnreachable
+    });
+    a.connect(t(0), B, 81).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    assert_eq!(b.iface_stats().icmp_unreachable_tx, 1);
+    assert_eq!(a.counters().icmp_errors, 1);
+}
+
+#[test]
 fn stack_listen_twice_in_use() {
     let (_, mut b) = pair();
     b.listen(80, 0).unwrap();
