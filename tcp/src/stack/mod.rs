@@ -26,9 +26,12 @@ use crate::cookie::{IsnGenerator, SynCookies, SynOptions};
 use crate::iface::{
     ClosedPortPolicy, Inbound, Interface, InterfaceConfig, InterfaceStats, SendResult, TxQueue,
 };
+use crate::seq::SeqNumber;
 use crate::table::{ConnId, ConnTable, FourTuple, InsertError};
 use crate::time::Instant;
 use crate::timer::TimerWheel;
+use crate::wire::icmpv4::{DstUnreachable, OriginalDatagram};
+use crate::wire::ipv4::IpProtocol;
 use crate::wire::tcp::TcpRepr;
 
 pub use crate::conn::SocketError as Error;
@@ -169,8 +172,10 @@ pub struct StackStats {
     pub tx_full: u64,
     /// Replies dropped because the reply queue was full.
     pub reply_drops: u64,
-    /// ICMP errors received for our connections (not acted on).
+    /// ICMP destination-unreachable messages received.
     pub icmp_errors: u64,
+    /// Path MTU reductions applied from ICMP fragmentation-needed (RFC 1191).
+    pub pmtu_updates: u64,
     /// Connections opened (active + passive).
     pub opened: u64,
     /// Connections currently in TIME_WAIT.
@@ -344,7 +349,17 @@ impl Stack {
             Inbound::Tcp {
                 src, dst, segment, ..
             } => self.on_tcp(now, src, dst, &segment, sink),
-            Inbound::IcmpError { .. } => self.stats.icmp_errors += 1,
+            Inbound::IcmpError {
+                reason,
+                next_hop_mtu,
+                original,
+                ..
+            } => {
+                self.stats.icmp_errors += 1;
+                if reason == DstUnreachable::FragRequired {
+                    self.on_frag_needed(next_hop_mtu, &original);
+                }
+            }
             Inbound::Handled | Inbound::Dropped(_) => {}
         }
     }
@@ -376,9 +391,10 @@ impl Stack {
                 };
                 let h = ConnHandle(id);
                 let mut adapter = |d: &[u8]| sink(h, d);
-                let reply =
-                    e.tcb
-                        .on_segment(cfg, now, &seg, Some(&mut adapter), &mut self.stats.conn);
+                // Only connections the application has heard of are offered payload.
+                let announced = e.flags & F_ANNOUNCED != 0 && e.flags & F_RELEASED == 0;
+                let sink: crate::conn::Sink<'_> = if announced { Some(&mut adapter) } else { None };
+                let reply = e.tcb.on_segment(cfg, now, &seg, sink, &mut self.stats.conn);
                 if let Some(r) = reply {
                     self.queue_reply(tuple, r);
                 }
@@ -387,6 +403,36 @@ impl Stack {
             }
         }
         self.on_listener(now, tuple, &seg);
+    }
+
+    /// RFC 1191 path MTU discovery: shrink the MSS of the connection the quoted
+    /// segment belongs to.
+    fn on_frag_needed(&mut self, mtu: u16, original: &OriginalDatagram<'_>) {
+        let p = original.payload;
+        let (Some(sp), Some(dp), Some(sq)) = (p.get(0..2), p.get(2..4), p.get(4..8)) else {
+            return;
+        };
+        if original.protocol != IpProtocol::Tcp {
+            return;
+        }
+        let tuple = FourTuple {
+            local_addr: original.src_addr,
+            local_port: u16::from_be_bytes([sp[0], sp[1]]),
+            remote_addr: original.dst_addr,
+            remote_port: u16::from_be_bytes([dp[0], dp[1]]),
+        };
+        let seq = SeqNumber(u32::from_be_bytes([sq[0], sq[1], sq[2], sq[3]]));
+        let Some(id) = self.table.lookup(&tuple) else {
+            return;
+        };
+        let acted = self
+            .table
+            .get_mut(id)
+            .is_some_and(|e| e.tcb.on_path_mtu(mtu, seq));
+        if acted {
+            self.stats.pmtu_updates += 1;
+            self.sync(id);
+        }
     }
 
     /// RFC 6191: a SYN may reuse a TIME_WAIT tuple if it is clearly newer — by

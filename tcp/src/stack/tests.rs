@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::iface::VecTxQueue;
-use crate::seq::SeqNumber;
 use crate::wire::EthernetAddress;
 
 const A: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
