@@ -159,3 +159,41 @@ fn sim_stack_many_seeds_mixed_impairments() {
         }
     }
 }
+
+/// Prints virtual transfer time and retransmissions per matrix cell (run with
+/// `--ignored --nocapture`); a report, not a check.
+#[test]
+#[ignore]
+fn sim_stack_matrix_report() {
+    let bytes = env_u64("SLUICE_SIM_BYTES", 4 << 20);
+    for loss in [0.0, 0.01, 0.05, 0.10, 0.20] {
+        for alg in [Algorithm::NewReno, Algorithm::Cubic] {
+            for sack in [false, true] {
+                let cfg = StackSimConfig {
+                    conn: ConnConfig {
+                        congestion: alg,
+                        sack,
+                        syn_retries: 12,
+                        ..ConnConfig::default()
+                    },
+                    link: LinkConfig {
+                        loss,
+                        delay: Duration::from_millis(5),
+                        ..LinkConfig::default()
+                    },
+                    bytes_a_to_b: bytes,
+                    bytes_b_to_a: bytes,
+                    ..StackSimConfig::default()
+                };
+                let r = run(&cfg).unwrap();
+                let mbit = (2 * bytes * 8) as f64 / r.elapsed.as_secs_f64() / 1e6;
+                eprintln!(
+                    "loss {:>4.0}% {alg:?} sack {sack}: {:>8.2?} virtual, {mbit:>6.1} Mbit/s both ways, rtx {}",
+                    loss * 100.0,
+                    r.elapsed,
+                    r.a.conn.retransmits + r.b.conn.retransmits
+                );
+            }
+        }
+    }
+}

@@ -457,3 +457,20 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn stack_idle_connection_entry_under_one_kib() {
+    let size = core::mem::size_of::<Entry>();
+    assert!(size < 1024, "Entry is {size} bytes");
+    // Idle: no buffers allocated after the data is read and acknowledged.
+    let (mut a, mut b, ha, hb) = connected();
+    a.send(ha, b"x").unwrap();
+    exchange(&mut a, &mut b, t(1));
+    assert_eq!(read_all(&mut b, hb), b"x");
+    run_until(&mut a, &mut b, t(1), t(1000), |a, _| {
+        a.stats(ha).unwrap().bytes_out == 1
+    });
+    let e = b.table.get(hb.0).unwrap();
+    assert_eq!(e.tcb.recv_queue(), 0);
+    assert_eq!(a.table.get(ha.0).unwrap().tcb.send_queue(), 0);
+}
