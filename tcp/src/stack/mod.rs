@@ -199,20 +199,21 @@ struct Listener {
     unannounced: usize,
 }
 
-const F_PASSIVE: u8 = 1; // created from a listener
-const F_ANNOUNCED: u8 = 2; // the application knows the handle
-const F_RELEASED: u8 = 4; // the application closed/aborted: no more events
-const F_IN_EVENTS: u8 = 8;
-const F_IN_TX: u8 = 16;
-const F_DONE: u8 = 32; // terminal event delivered
-const F_HALF_OPEN: u8 = 64; // counted in its listener's half_open
-const F_TIME_WAIT: u8 = 128; // counted in time_wait
+const F_PASSIVE: u16 = 1; // created from a listener
+const F_ANNOUNCED: u16 = 2; // the application knows the handle
+const F_RELEASED: u16 = 4; // the application closed/aborted: no more events
+const F_IN_EVENTS: u16 = 8;
+const F_IN_TX: u16 = 16;
+const F_DONE: u16 = 32; // terminal event delivered
+const F_HALF_OPEN: u16 = 64; // counted in its listener's half_open
+const F_TIME_WAIT: u16 = 128; // counted in time_wait
+const F_ACCEPT_QUEUED: u16 = 256; // counted in its listener's unannounced
 
 #[derive(Debug)]
 struct Entry {
     tcb: Tcb,
     timer: Option<(crate::timer::TimerId, Instant)>,
-    flags: u8,
+    flags: u16,
 }
 
 /// The per-core stack. See the module documentation.
@@ -637,12 +638,25 @@ impl Stack {
                 // Died before the application heard of it: no events.
                 e.tcb.take_events();
                 e.flags |= F_DONE;
+                if e.flags & F_ACCEPT_QUEUED != 0 {
+                    e.flags &= !F_ACCEPT_QUEUED;
+                    let port = self.table.tuple(id).map(|t| t.local_port).unwrap_or(0);
+                    if let Some(l) = self.listeners.get_mut(&port) {
+                        l.unannounced = l.unannounced.saturating_sub(1);
+                    }
+                }
             } else if state != State::SynReceived
+                && e.flags & F_ACCEPT_QUEUED == 0
                 && e.tcb.peek_events().contains(Events::ESTABLISHED)
             {
                 let port = self.table.tuple(id).map(|t| t.local_port).unwrap_or(0);
                 match self.listeners.get_mut(&port) {
-                    Some(l) if l.unannounced < l.backlog => l.unannounced += 1,
+                    Some(l) if l.unannounced < l.backlog => {
+                        l.unannounced += 1;
+                        if let Some(e) = self.table.get_mut(id) {
+                            e.flags |= F_ACCEPT_QUEUED;
+                        }
+                    }
                     _ => {
                         // Accept backlog full (or listener gone): reset, counted.
                         self.stats.accept_backlog_drops += 1;
@@ -726,9 +740,12 @@ impl Stack {
             if e.flags & F_TIME_WAIT != 0 {
                 self.stats.time_wait = self.stats.time_wait.saturating_sub(1);
             }
-            if e.flags & F_HALF_OPEN != 0 {
-                if let Some(l) = port.and_then(|p| self.listeners.get_mut(&p)) {
+            if let Some(l) = port.and_then(|p| self.listeners.get_mut(&p)) {
+                if e.flags & F_HALF_OPEN != 0 {
                     l.half_open = l.half_open.saturating_sub(1);
+                }
+                if e.flags & F_ACCEPT_QUEUED != 0 {
+                    l.unannounced = l.unannounced.saturating_sub(1);
                 }
             }
         }
@@ -898,9 +915,10 @@ impl Stack {
             let h = ConnHandle(id);
             let event = if ev == Events::ESTABLISHED {
                 if e.flags & F_PASSIVE != 0 {
-                    e.flags |= F_ANNOUNCED;
+                    let counted = e.flags & F_ACCEPT_QUEUED != 0;
+                    e.flags = (e.flags | F_ANNOUNCED) & !F_ACCEPT_QUEUED;
                     let port = self.table.tuple(id).map(|t| t.local_port).unwrap_or(0);
-                    if let Some(l) = self.listeners.get_mut(&port) {
+                    if let Some(l) = self.listeners.get_mut(&port).filter(|_| counted) {
                         l.unannounced = l.unannounced.saturating_sub(1);
                     }
                     Event::Accepted { port, conn: h }

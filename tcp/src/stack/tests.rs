@@ -248,6 +248,33 @@ fn stack_accept_backlog_full_resets_extra_connections() {
 }
 
 #[test]
+fn stack_accept_backlog_counts_each_connection_once() {
+    let mut a = mk(A, 1, |_| {});
+    let mut b = mk(B, 2, |c| c.syn_cookies = false);
+    b.listen(80, 2).unwrap();
+    let h1 = a.connect(t(0), B, 80).unwrap();
+    let h2 = a.connect(t(0), B, 80).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    // Traffic on the unannounced connections must not use up the backlog.
+    a.send(h1, b"one").unwrap();
+    a.send(h2, b"two").unwrap();
+    exchange(&mut a, &mut b, t(1));
+    assert_eq!(b.listeners[&80].unannounced, 2);
+    let eb = events(&mut b);
+    assert_eq!(
+        eb.iter()
+            .filter(|e| matches!(e, Event::Accepted { .. }))
+            .count(),
+        2
+    );
+    assert_eq!(b.listeners[&80].unannounced, 0);
+    assert_eq!(b.counters().accept_backlog_drops, 0);
+    let h3 = a.connect(t(2), B, 80).unwrap();
+    exchange(&mut a, &mut b, t(2));
+    assert!(events(&mut a).contains(&Event::Established(h3)));
+}
+
+#[test]
 fn stack_events_coalesced_per_connection() {
     let (mut a, mut b, ha, hb) = connected();
     a.set_nodelay(ha, true).unwrap();
