@@ -108,3 +108,27 @@ fn sim_conn_debug_one() {
     };
     run(&cfg).unwrap();
 }
+
+/// Regression: with 20 % loss the LAST-ACK side may outlive its peer's TIME_WAIT;
+/// the RST from the closed peer must reach it so it closes normally, not by timeout.
+#[test]
+fn sim_conn_last_ack_outliving_time_wait_closes_normally() {
+    let cfg = ConnSimConfig {
+        conn: ConnConfig {
+            congestion: Algorithm::NewReno,
+            sack: false,
+            syn_retries: 12,
+            ..ConnConfig::default()
+        },
+        link: LinkConfig {
+            loss: 0.2,
+            delay: Duration::from_millis(5),
+            ..LinkConfig::default()
+        },
+        bytes_a_to_b: 4 << 20,
+        bytes_b_to_a: 4 << 20,
+        seed: 7,
+        ..ConnSimConfig::default()
+    };
+    run(&cfg).unwrap();
+}
