@@ -20,6 +20,9 @@ fn cell(loss: f64, reorder: bool, alg: Algorithm, sack: bool, seed: u64, bytes: 
         conn: ConnConfig {
             congestion: alg,
             sack,
+            // At 20 % loss each way a handshake round fails with p = 0.36, so the
+            // default 6 SYN retries give up once in ~1,300 connections: allow more.
+            syn_retries: 12,
             ..ConnConfig::default()
         },
         link: LinkConfig {
@@ -101,6 +104,30 @@ fn sim_conn_debug_one() {
         bytes_b_to_a: 4 << 20,
         seed: env_u64("S", 1),
         trace: true,
+        ..ConnSimConfig::default()
+    };
+    run(&cfg).unwrap();
+}
+
+/// Regression: with 20 % loss the LAST-ACK side may outlive its peer's TIME_WAIT;
+/// the RST from the closed peer must reach it so it closes normally, not by timeout.
+#[test]
+fn sim_conn_last_ack_outliving_time_wait_closes_normally() {
+    let cfg = ConnSimConfig {
+        conn: ConnConfig {
+            congestion: Algorithm::NewReno,
+            sack: false,
+            syn_retries: 12,
+            ..ConnConfig::default()
+        },
+        link: LinkConfig {
+            loss: 0.2,
+            delay: Duration::from_millis(5),
+            ..LinkConfig::default()
+        },
+        bytes_a_to_b: 4 << 20,
+        bytes_b_to_a: 4 << 20,
+        seed: 7,
         ..ConnSimConfig::default()
     };
     run(&cfg).unwrap();

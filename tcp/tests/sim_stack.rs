@@ -20,6 +20,9 @@ fn cell(loss: f64, reorder: bool, alg: Algorithm, sack: bool, seed: u64, bytes: 
         conn: ConnConfig {
             congestion: alg,
             sack,
+            // At 20 % loss each way a handshake round fails with p = 0.36, so the
+            // default 6 SYN retries give up once in ~1,300 connections: allow more.
+            syn_retries: 12,
             ..ConnConfig::default()
         },
         link: LinkConfig {
@@ -111,4 +114,86 @@ fn sim_stack_debug() {
     };
     let r = run(&cfg);
     eprintln!("{r:?}");
+}
+
+/// Breadth over seeds: each seed picks its own impairments and settings and moves a
+/// small transfer each way. `SLUICE_SIM_SMALL_SEEDS` (default 200) sets the count.
+#[test]
+fn sim_stack_many_seeds_mixed_impairments() {
+    let seeds = env_u64("SLUICE_SIM_SMALL_SEEDS", 200);
+    for seed in 1..=seeds {
+        let mut r = tcp::testing::Rng::new(seed);
+        let losses = [0.0, 0.01, 0.05, 0.10, 0.20];
+        let cfg = StackSimConfig {
+            conn: ConnConfig {
+                congestion: if r.chance(0.5) {
+                    Algorithm::Cubic
+                } else {
+                    Algorithm::NewReno
+                },
+                sack: r.chance(0.5),
+                timestamps: r.chance(0.8),
+                window_scaling: r.chance(0.8),
+                delayed_ack: r.chance(0.7),
+                syn_retries: 12,
+                ..ConnConfig::default()
+            },
+            link: LinkConfig {
+                loss: losses[r.below(5) as usize],
+                reorder: if r.chance(0.5) { 0.05 } else { 0.0 },
+                duplicate: if r.chance(0.3) { 0.02 } else { 0.0 },
+                corrupt: if r.chance(0.3) { 0.01 } else { 0.0 },
+                jitter: Duration::from_micros(r.below(3000)),
+                delay: Duration::from_millis(1 + r.below(30)),
+                ..LinkConfig::default()
+            },
+            bytes_a_to_b: 1 + r.below(96 << 10),
+            bytes_b_to_a: r.below(96 << 10),
+            connections: 1 + r.below(3) as usize,
+            zero_copy: r.chance(0.5),
+            seed,
+            ..StackSimConfig::default()
+        };
+        if let Err(e) = run(&cfg) {
+            panic!("seed {seed}: {e}\n{cfg:?}");
+        }
+    }
+}
+
+/// Prints virtual transfer time and retransmissions per matrix cell (run with
+/// `--ignored --nocapture`); a report, not a check.
+#[test]
+#[ignore]
+fn sim_stack_matrix_report() {
+    let bytes = env_u64("SLUICE_SIM_BYTES", 4 << 20);
+    for loss in [0.0, 0.01, 0.05, 0.10, 0.20] {
+        for alg in [Algorithm::NewReno, Algorithm::Cubic] {
+            for sack in [false, true] {
+                let cfg = StackSimConfig {
+                    conn: ConnConfig {
+                        congestion: alg,
+                        sack,
+                        syn_retries: 12,
+                        ..ConnConfig::default()
+                    },
+                    link: LinkConfig {
+                        loss,
+                        delay: Duration::from_millis(5),
+                        ..LinkConfig::default()
+                    },
+                    bytes_a_to_b: bytes,
+                    bytes_b_to_a: bytes,
+                    ..StackSimConfig::default()
+                };
+                let r = run(&cfg).unwrap();
+                let mbit = (2 * bytes * 8) as f64 / r.elapsed.as_secs_f64() / 1e6;
+                eprintln!(
+                    "loss {:>4.0}% {alg:?} sack {sack}: {:>8.2?} virtual, {mbit:>6.1} Mbit/s both ways, rtx {}",
+                    loss * 100.0,
+                    r.elapsed,
+                    r.a.conn.retransmits + r.b.conn.retransmits
+                );
+            }
+        }
+    }
 }

@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 pub use crate::cc::Algorithm;
+pub use input::Sink;
 pub use segment::{reset_for, Flags, Options, OutSegment, SackList, Segment, Timestamps};
 
 use crate::cc::{Congestion, CongestionControl};
@@ -707,6 +708,27 @@ impl Tcb {
             State::Closed => {}
             _ => self.enter_closed(now, CloseReason::Aborted),
         }
+    }
+
+    /// An ICMP "fragmentation needed" (RFC 1191) quoted our segment `seq` with a
+    /// next-hop MTU of `mtu`: lower the MSS and resend what is in flight. The quoted
+    /// sequence number must be in flight (RFC 5927 4.1), else the message is ignored.
+    /// Returns whether it was acted on.
+    pub fn on_path_mtu(&mut self, mtu: u16, seq: SeqNumber) -> bool {
+        if !(self.snd_una <= seq && seq < self.snd_max && self.state.is_synchronized()) {
+            return false;
+        }
+        // RFC 1191 / Linux: never below the IPv4 minimum MSS of 536 (RFC 9293 3.7.1).
+        let mss = mtu.saturating_sub(40).max(536);
+        if mss >= self.mss {
+            return false;
+        }
+        self.mss = mss;
+        self.cc.set_mss(u32::from(mss));
+        // RFC 1191 6.5: retransmit at once, without a congestion response.
+        self.snd_nxt = self.snd_una;
+        self.rtt_probe = None;
+        true
     }
 
     /// A snapshot for monitoring.

@@ -15,6 +15,20 @@ impl Tcb {
         buf: &mut [u8],
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
+        let out = self.dispatch_header(cfg, now, buf.len(), ctr)?;
+        self.write_payload(&out, buf);
+        Some(out)
+    }
+
+    /// Like [`Tcb::dispatch`] but leaves the payload (at most `max_payload` bytes) in
+    /// the send buffer: copy it with [`Tcb::write_payload`] straight into the TX frame.
+    pub fn dispatch_header(
+        &mut self,
+        cfg: &ConnConfig,
+        now: Instant,
+        max_payload: usize,
+        ctr: &mut Counters,
+    ) -> Option<OutSegment> {
         if self.pending & P_RST != 0 {
             self.pending &= !P_RST;
             ctr.resets_sent += 1;
@@ -39,7 +53,7 @@ impl Tcb {
             }
             State::TimeWait => (self.pending & P_ACK != 0)
                 .then(|| self.build(cfg, now, self.snd_max, Flags::ACK, 0)),
-            _ => self.dispatch_synchronized(cfg, now, buf, ctr),
+            _ => self.dispatch_synchronized(cfg, now, max_payload, ctr),
         }
     }
 
@@ -158,20 +172,27 @@ impl Tcb {
         u16::try_from(wnd >> self.rcv_wscale).unwrap_or(u16::MAX)
     }
 
-    /// Copies `len` bytes of the send buffer starting at sequence `seq` into `buf`.
-    fn copy_out(&self, seq: SeqNumber, len: usize, buf: &mut [u8]) {
-        let off = seq.distance(self.snd_buf_seq).max(0) as usize;
+    /// Writes the payload of `seg` (just produced by [`Tcb::dispatch_header`]) into
+    /// `buf`; returns the bytes written (`seg.payload_len`, capped by `buf`).
+    pub fn write_payload(&self, seg: &OutSegment, buf: &mut [u8]) -> usize {
+        let len = seg.payload_len.min(buf.len());
+        let off = seg.seq.distance(self.snd_buf_seq).max(0) as usize;
         let (a, b) = self.snd_buf.as_slices();
         let mut done = 0;
-        if off < a.len() {
-            let k = (a.len() - off).min(len);
-            buf[..k].copy_from_slice(&a[off..off + k]);
+        if let Some(src) = a.get(off..) {
+            let k = src.len().min(len);
+            buf[..k].copy_from_slice(&src[..k]);
             done = k;
         }
         if done < len {
-            let boff = off + done - a.len();
-            buf[done..len].copy_from_slice(&b[boff..boff + (len - done)]);
+            let boff = (off + done).saturating_sub(a.len());
+            if let Some(src) = b.get(boff..) {
+                let k = src.len().min(len - done);
+                buf[done..done + k].copy_from_slice(&src[..k]);
+                done += k;
+            }
         }
+        done
     }
 
     /// Largest payload per segment given the options carried.
@@ -183,11 +204,11 @@ impl Tcb {
         &mut self,
         cfg: &ConnConfig,
         now: Instant,
-        buf: &mut [u8],
+        max_payload: usize,
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
         let opts = self.data_options(now);
-        let pmss = self.payload_mss(&opts).min(buf.len().max(1));
+        let pmss = self.payload_mss(&opts).min(max_payload.max(1));
         let fin_seq = self.fin_seq();
         let fin_pending = self.fin_queued && !self.fin_acked();
 
@@ -198,10 +219,9 @@ impl Tcb {
                 let data_end = fin_seq.min(end);
                 let n = (data_end.distance(start).max(0) as usize)
                     .min(pmss)
-                    .min(buf.len());
+                    .min(max_payload);
                 let fin = fin_pending && start + n == fin_seq && end > fin_seq;
                 if n > 0 || fin {
-                    self.copy_out(start, n, buf);
                     self.high_rxt = start + n + u32::from(fin);
                     self.retransmits += 1;
                     ctr.retransmits += 1;
@@ -258,7 +278,6 @@ impl Tcb {
                 || n as u32 >= self.max_snd_wnd / 2);
         if send_data || (fin_now && n == 0 && (cwnd_room > 0 || retransmitting || flight == 0)) {
             let seq = self.snd_nxt;
-            self.copy_out(seq, n, buf);
             let mut flags = if n > 0 { Flags::PSH } else { Flags::NONE };
             if fin_now {
                 flags = flags | Flags::FIN;

@@ -184,3 +184,51 @@ proptest! {
         run(State::SynSent, ops);
     }
 }
+
+// Path MTU (kept here: tests.rs is near the module size limit).
+
+fn established_pair() -> (Tcb, ConnConfig) {
+    let c = ConnConfig::default();
+    let now = Instant::from_millis(1000);
+    let mut ctr = Counters::default();
+    let mut a = Tcb::connect(&c, now, SeqNumber(100));
+    let mut buf = vec![0u8; 1500];
+    a.dispatch(&c, now, &mut buf, &mut ctr);
+    let synack = Segment {
+        seq: SeqNumber(9000),
+        ack: SeqNumber(101),
+        flags: Flags::SYN | Flags::ACK,
+        window: 65_535,
+        options: Options {
+            mss: Some(1460),
+            ..Options::default()
+        },
+        ..Segment::default()
+    };
+    a.on_segment(&c, now, &synack, None, &mut ctr);
+    while a.dispatch(&c, now, &mut buf, &mut ctr).is_some() {}
+    (a, c)
+}
+
+#[test]
+fn established_icmp_frag_needed_shrinks_mss_and_resends() {
+    let (mut a, c) = established_pair();
+    let now = Instant::from_millis(1000);
+    let mut ctr = Counters::default();
+    let mut buf = vec![0u8; 1500];
+    a.set_nodelay(true);
+    a.send(&c, &[7u8; 3000]).unwrap();
+    let first = a.dispatch(&c, now, &mut buf, &mut ctr).unwrap();
+    assert_eq!(first.payload_len, 1460);
+    while a.dispatch(&c, now, &mut buf, &mut ctr).is_some() {}
+    assert!(
+        !a.on_path_mtu(1000, SeqNumber(5)),
+        "sequence not in flight: ignored"
+    );
+    assert!(a.on_path_mtu(1000, first.seq));
+    assert_eq!(a.stats(&c).mss, 960);
+    let again = a.dispatch(&c, now, &mut buf, &mut ctr).unwrap();
+    assert_eq!(again.seq, first.seq);
+    assert_eq!(again.payload_len, 960);
+    assert!(!a.on_path_mtu(1400, first.seq), "never grows");
+}

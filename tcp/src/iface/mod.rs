@@ -497,8 +497,11 @@ impl Interface {
         let mut learned = false;
         if !probe && self.is_on_link(spa) && !self.is_bad_source(spa) {
             // RFC 826 "Packet Reception": update an existing entry for the sender (merge);
-            // add one only if we are the target.
-            learned = self.learn(now, spa, sha, for_us) != Fill::Ignored;
+            // add one only if we are the target. Like Linux, an unsolicited reply does not
+            // create an entry: only a request to us or an answer to our own request does.
+            let create = for_us
+                && (arp.operation == ArpOperation::Request || self.pending.is_resolving(spa));
+            learned = self.learn(now, spa, sha, create) != Fill::Ignored;
         }
         if for_us && arp.operation == ArpOperation::Request {
             // RFC 826: swap sender and target, fill in our address, send a reply. A probe

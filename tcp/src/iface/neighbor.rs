@@ -153,6 +153,11 @@ impl PendingQueue {
         self.waiting.push_back(PendingFrame { next_hop, frame });
     }
 
+    /// A resolution for `ip` is in progress.
+    pub(crate) fn is_resolving(&self, ip: Ipv4Addr) -> bool {
+        self.resolutions.iter().any(|r| r.ip == ip)
+    }
+
     /// Finds the resolution in progress for `ip`.
     pub(crate) fn resolution_mut(&mut self, ip: Ipv4Addr) -> Option<&mut Resolution> {
         self.resolutions.iter_mut().find(|r| r.ip == ip)

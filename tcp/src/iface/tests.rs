@@ -212,6 +212,24 @@ fn arp_gratuitous_known_sender_updates_mac() {
 }
 
 #[test]
+fn arp_unsolicited_reply_not_learned() {
+    let mut i = iface();
+    let f = arp_reply_from(PEER_MAC, PEER_IP);
+    assert_eq!(i.receive(T0, &f), Inbound::Handled);
+    assert_eq!(i.neighbor(T0, PEER_IP), None);
+    assert_eq!(i.stats().arp_replies_rx, 1);
+}
+
+#[test]
+fn arp_unsolicited_reply_known_sender_updates_mac() {
+    let mut i = iface();
+    i.insert_neighbor(T0, PEER_IP, OTHER_MAC);
+    let f = arp_reply_from(PEER_MAC, PEER_IP);
+    assert_eq!(i.receive(T0, &f), Inbound::Handled);
+    assert_eq!(i.neighbor(T0, PEER_IP), Some(PEER_MAC));
+}
+
+#[test]
 fn arp_claiming_our_address_conflict_counted_not_learned() {
     let mut i = iface();
     let f = arp_request(OTHER_MAC, OUR_IP, OUR_IP);

@@ -56,3 +56,17 @@ pub fn repr_from_out(o: &OutSegment, src_port: u16, dst_port: u16) -> TcpRepr<'s
         payload: &[],
     }
 }
+
+/// A received segment's header as a `TcpRepr` (payload left out), e.g. to quote it in
+/// an ICMP error.
+pub fn repr_from_segment(s: &Segment<'_>, src_port: u16, dst_port: u16) -> TcpRepr<'static> {
+    let out = OutSegment {
+        seq: s.seq,
+        ack: s.ack,
+        flags: s.flags,
+        window: s.window,
+        options: s.options,
+        payload_len: 0,
+    };
+    repr_from_out(&out, src_port, dst_port)
+}

@@ -23,10 +23,15 @@ use crate::conn::{
     OutSegment, Segment, SocketError, State, Tcb, Timestamps,
 };
 use crate::cookie::{IsnGenerator, SynCookies, SynOptions};
-use crate::iface::{Inbound, Interface, InterfaceConfig, InterfaceStats, SendResult, TxQueue};
+use crate::iface::{
+    ClosedPortPolicy, Inbound, Interface, InterfaceConfig, InterfaceStats, SendResult, TxQueue,
+};
+use crate::seq::SeqNumber;
 use crate::table::{ConnId, ConnTable, FourTuple, InsertError};
 use crate::time::Instant;
 use crate::timer::TimerWheel;
+use crate::wire::icmpv4::{DstUnreachable, OriginalDatagram};
+use crate::wire::ipv4::IpProtocol;
 use crate::wire::tcp::TcpRepr;
 
 pub use crate::conn::SocketError as Error;
@@ -167,12 +172,24 @@ pub struct StackStats {
     pub tx_full: u64,
     /// Replies dropped because the reply queue was full.
     pub reply_drops: u64,
-    /// ICMP errors received for our connections (not acted on).
+    /// ICMP destination-unreachable messages received.
     pub icmp_errors: u64,
+    /// Path MTU reductions applied from ICMP fragmentation-needed (RFC 1191).
+    pub pmtu_updates: u64,
     /// Connections opened (active + passive).
     pub opened: u64,
     /// Connections currently in TIME_WAIT.
     pub time_wait: u64,
+}
+
+/// A segment answering a received one, waiting for `poll_transmit`.
+#[derive(Debug)]
+enum Reply {
+    /// A TCP segment (RST, cookie SYN-ACK) on `tuple`.
+    Tcp(FourTuple, OutSegment),
+    /// A closed-port answer by the interface's policy (ICMP port unreachable); the
+    /// received header (payload dropped) as the peer sent it.
+    Reject(FourTuple, TcpRepr<'static>),
 }
 
 #[derive(Debug)]
@@ -182,20 +199,21 @@ struct Listener {
     unannounced: usize,
 }
 
-const F_PASSIVE: u8 = 1; // created from a listener
-const F_ANNOUNCED: u8 = 2; // the application knows the handle
-const F_RELEASED: u8 = 4; // the application closed/aborted: no more events
-const F_IN_EVENTS: u8 = 8;
-const F_IN_TX: u8 = 16;
-const F_DONE: u8 = 32; // terminal event delivered
-const F_HALF_OPEN: u8 = 64; // counted in its listener's half_open
-const F_TIME_WAIT: u8 = 128; // counted in time_wait
+const F_PASSIVE: u16 = 1; // created from a listener
+const F_ANNOUNCED: u16 = 2; // the application knows the handle
+const F_RELEASED: u16 = 4; // the application closed/aborted: no more events
+const F_IN_EVENTS: u16 = 8;
+const F_IN_TX: u16 = 16;
+const F_DONE: u16 = 32; // terminal event delivered
+const F_HALF_OPEN: u16 = 64; // counted in its listener's half_open
+const F_TIME_WAIT: u16 = 128; // counted in time_wait
+const F_ACCEPT_QUEUED: u16 = 256; // counted in its listener's unannounced
 
 #[derive(Debug)]
 struct Entry {
     tcb: Tcb,
     timer: Option<(crate::timer::TimerId, Instant)>,
-    flags: u8,
+    flags: u16,
 }
 
 /// The per-core stack. See the module documentation.
@@ -208,13 +226,14 @@ pub struct Stack {
     timers: TimerWheel<ConnId>,
     events: VecDeque<ConnId>,
     tx_ready: VecDeque<ConnId>,
-    replies: VecDeque<(Ipv4Addr, Ipv4Addr, u16, u16, OutSegment)>,
+    replies: VecDeque<Reply>,
     isn: IsnGenerator,
     cookies: SynCookies,
     next_port: u16,
     now: Instant,
     stats: StackStats,
-    scratch: Vec<u8>,
+    /// Largest TCP payload the MTU allows (the TCB caps it further by the MSS).
+    max_payload: usize,
     expired: Vec<ConnId>,
 }
 
@@ -247,7 +266,7 @@ impl Stack {
             next_port: cfg.ephemeral_ports.0,
             now: Instant::ZERO,
             stats: StackStats::default(),
-            scratch: vec![0; mss.max(536)],
+            max_payload: mss.max(536),
             expired: Vec::new(),
             cfg,
         }
@@ -331,7 +350,17 @@ impl Stack {
             Inbound::Tcp {
                 src, dst, segment, ..
             } => self.on_tcp(now, src, dst, &segment, sink),
-            Inbound::IcmpError { .. } => self.stats.icmp_errors += 1,
+            Inbound::IcmpError {
+                reason,
+                next_hop_mtu,
+                original,
+                ..
+            } => {
+                self.stats.icmp_errors += 1;
+                if reason == DstUnreachable::FragRequired {
+                    self.on_frag_needed(next_hop_mtu, &original);
+                }
+            }
             Inbound::Handled | Inbound::Dropped(_) => {}
         }
     }
@@ -363,9 +392,10 @@ impl Stack {
                 };
                 let h = ConnHandle(id);
                 let mut adapter = |d: &[u8]| sink(h, d);
-                let reply =
-                    e.tcb
-                        .on_segment(cfg, now, &seg, Some(&mut adapter), &mut self.stats.conn);
+                // Only connections the application has heard of are offered payload.
+                let announced = e.flags & F_ANNOUNCED != 0 && e.flags & F_RELEASED == 0;
+                let sink: crate::conn::Sink<'_> = if announced { Some(&mut adapter) } else { None };
+                let reply = e.tcb.on_segment(cfg, now, &seg, sink, &mut self.stats.conn);
                 if let Some(r) = reply {
                     self.queue_reply(tuple, r);
                 }
@@ -374,6 +404,36 @@ impl Stack {
             }
         }
         self.on_listener(now, tuple, &seg);
+    }
+
+    /// RFC 1191 path MTU discovery: shrink the MSS of the connection the quoted
+    /// segment belongs to.
+    fn on_frag_needed(&mut self, mtu: u16, original: &OriginalDatagram<'_>) {
+        let p = original.payload;
+        let (Some(sp), Some(dp), Some(sq)) = (p.get(0..2), p.get(2..4), p.get(4..8)) else {
+            return;
+        };
+        if original.protocol != IpProtocol::Tcp {
+            return;
+        }
+        let tuple = FourTuple {
+            local_addr: original.src_addr,
+            local_port: u16::from_be_bytes([sp[0], sp[1]]),
+            remote_addr: original.dst_addr,
+            remote_port: u16::from_be_bytes([dp[0], dp[1]]),
+        };
+        let seq = SeqNumber(u32::from_be_bytes([sq[0], sq[1], sq[2], sq[3]]));
+        let Some(id) = self.table.lookup(&tuple) else {
+            return;
+        };
+        let acted = self
+            .table
+            .get_mut(id)
+            .is_some_and(|e| e.tcb.on_path_mtu(mtu, seq));
+        if acted {
+            self.stats.pmtu_updates += 1;
+            self.sync(id);
+        }
     }
 
     /// RFC 6191: a SYN may reuse a TIME_WAIT tuple if it is clearly newer — by
@@ -394,9 +454,19 @@ impl Stack {
     fn on_listener(&mut self, now: Instant, tuple: FourTuple, seg: &Segment<'_>) {
         let Some(listener) = self.listeners.get(&tuple.local_port) else {
             self.stats.no_listener += 1;
-            if let Some(r) = reset_for(seg) {
-                self.stats.conn.resets_sent += 1;
-                self.queue_reply(tuple, r);
+            match self.cfg.iface.closed_port {
+                // RFC 9293 3.10.7.1
+                ClosedPortPolicy::Rst => {
+                    if let Some(r) = reset_for(seg) {
+                        self.stats.conn.resets_sent += 1;
+                        self.queue_reply(tuple, r);
+                    }
+                }
+                ClosedPortPolicy::IcmpUnreachable if !seg.flags.rst() => {
+                    let repr = convert::repr_from_segment(seg, tuple.remote_port, tuple.local_port);
+                    self.push_reply(Reply::Reject(tuple, repr));
+                }
+                _ => {}
             }
             return;
         };
@@ -531,17 +601,15 @@ impl Stack {
     }
 
     fn queue_reply(&mut self, tuple: FourTuple, out: OutSegment) {
+        self.push_reply(Reply::Tcp(tuple, out));
+    }
+
+    fn push_reply(&mut self, r: Reply) {
         if self.replies.len() >= self.cfg.reply_queue_limit {
             self.stats.reply_drops += 1;
             return;
         }
-        self.replies.push_back((
-            tuple.local_addr,
-            tuple.remote_addr,
-            tuple.local_port,
-            tuple.remote_port,
-            out,
-        ));
+        self.replies.push_back(r);
     }
 
     // ---- bookkeeping after any change to a connection ---------------------------------
@@ -570,12 +638,25 @@ impl Stack {
                 // Died before the application heard of it: no events.
                 e.tcb.take_events();
                 e.flags |= F_DONE;
+                if e.flags & F_ACCEPT_QUEUED != 0 {
+                    e.flags &= !F_ACCEPT_QUEUED;
+                    let port = self.table.tuple(id).map(|t| t.local_port).unwrap_or(0);
+                    if let Some(l) = self.listeners.get_mut(&port) {
+                        l.unannounced = l.unannounced.saturating_sub(1);
+                    }
+                }
             } else if state != State::SynReceived
+                && e.flags & F_ACCEPT_QUEUED == 0
                 && e.tcb.peek_events().contains(Events::ESTABLISHED)
             {
                 let port = self.table.tuple(id).map(|t| t.local_port).unwrap_or(0);
                 match self.listeners.get_mut(&port) {
-                    Some(l) if l.unannounced < l.backlog => l.unannounced += 1,
+                    Some(l) if l.unannounced < l.backlog => {
+                        l.unannounced += 1;
+                        if let Some(e) = self.table.get_mut(id) {
+                            e.flags |= F_ACCEPT_QUEUED;
+                        }
+                    }
                     _ => {
                         // Accept backlog full (or listener gone): reset, counted.
                         self.stats.accept_backlog_drops += 1;
@@ -659,9 +740,12 @@ impl Stack {
             if e.flags & F_TIME_WAIT != 0 {
                 self.stats.time_wait = self.stats.time_wait.saturating_sub(1);
             }
-            if e.flags & F_HALF_OPEN != 0 {
-                if let Some(l) = port.and_then(|p| self.listeners.get_mut(&p)) {
+            if let Some(l) = port.and_then(|p| self.listeners.get_mut(&p)) {
+                if e.flags & F_HALF_OPEN != 0 {
                     l.half_open = l.half_open.saturating_sub(1);
+                }
+                if e.flags & F_ACCEPT_QUEUED != 0 {
+                    l.unannounced = l.unannounced.saturating_sub(1);
                 }
             }
         }
@@ -704,9 +788,19 @@ impl Stack {
     pub fn poll_transmit(&mut self, now: Instant, tx: &mut impl TxQueue) {
         self.now = self.now.max(now);
         self.iface.poll_transmit(now, tx);
-        while let Some(&(local, remote, lport, rport, out)) = self.replies.front() {
-            let repr = convert::repr_from_out(&out, lport, rport);
-            match self.iface.send_tcp(now, tx, local, remote, &repr) {
+        while let Some(reply) = self.replies.front() {
+            let r = match reply {
+                Reply::Tcp(t, out) => {
+                    let repr = convert::repr_from_out(out, t.local_port, t.remote_port);
+                    self.iface
+                        .send_tcp(now, tx, t.local_addr, t.remote_addr, &repr)
+                }
+                Reply::Reject(t, repr) => {
+                    self.iface
+                        .reject(now, tx, t.remote_addr, t.local_addr, repr)
+                }
+            };
+            match r {
                 SendResult::Dropped(crate::iface::DropReason::TxFull) => {
                     self.stats.tx_full += 1;
                     return;
@@ -716,9 +810,8 @@ impl Stack {
             }
             self.replies.pop_front();
         }
-        let mut scratch = core::mem::take(&mut self.scratch);
         while let Some(&id) = self.tx_ready.front() {
-            let full = self.dispatch_conn(now, id, tx, &mut scratch);
+            let full = self.dispatch_conn(now, id, tx);
             if full {
                 break;
             }
@@ -728,38 +821,42 @@ impl Stack {
             }
             self.sync_after_tx(id);
         }
-        self.scratch = scratch;
     }
 
-    /// Sends everything one connection has; true if the TX queue filled up.
-    fn dispatch_conn(
-        &mut self,
-        now: Instant,
-        id: ConnId,
-        tx: &mut impl TxQueue,
-        scratch: &mut [u8],
-    ) -> bool {
+    /// Sends everything one connection has, building each segment straight into a TX
+    /// buffer (the payload is copied once, from the send buffer into the frame); true
+    /// if the TX queue filled up.
+    fn dispatch_conn(&mut self, now: Instant, id: ConnId, tx: &mut impl TxQueue) -> bool {
         let Some(&tuple) = self.table.tuple(id) else {
             return false;
         };
+        let max_payload = self.max_payload;
         loop {
             let cfg = &self.cfg.conn;
             let Some(e) = self.table.get_mut(id) else {
                 return false;
             };
-            let Some(out) = e.tcb.dispatch(cfg, now, scratch, &mut self.stats.conn) else {
+            let Some(out) = e
+                .tcb
+                .dispatch_header(cfg, now, max_payload, &mut self.stats.conn)
+            else {
                 return false;
             };
             let repr = convert::repr_from_out(&out, tuple.local_port, tuple.remote_port);
-            let payload = &scratch[..out.payload_len.min(scratch.len())];
+            let Some(e) = self.table.get(id) else {
+                return false;
+            };
+            let tcb = &e.tcb;
             let r = self.iface.send_tcp_with(
                 now,
                 tx,
                 tuple.local_addr,
                 tuple.remote_addr,
                 &repr,
-                payload.len(),
-                |buf| buf.copy_from_slice(payload),
+                out.payload_len,
+                |buf| {
+                    tcb.write_payload(&out, buf);
+                },
             );
             match r {
                 SendResult::Sent | SendResult::Queued => self.stats.segments_out += 1,
@@ -818,9 +915,10 @@ impl Stack {
             let h = ConnHandle(id);
             let event = if ev == Events::ESTABLISHED {
                 if e.flags & F_PASSIVE != 0 {
-                    e.flags |= F_ANNOUNCED;
+                    let counted = e.flags & F_ACCEPT_QUEUED != 0;
+                    e.flags = (e.flags | F_ANNOUNCED) & !F_ACCEPT_QUEUED;
                     let port = self.table.tuple(id).map(|t| t.local_port).unwrap_or(0);
-                    if let Some(l) = self.listeners.get_mut(&port) {
+                    if let Some(l) = self.listeners.get_mut(&port).filter(|_| counted) {
                         l.unannounced = l.unannounced.saturating_sub(1);
                     }
                     Event::Accepted { port, conn: h }

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::iface::VecTxQueue;
-use crate::seq::SeqNumber;
 use crate::wire::EthernetAddress;
 
 const A: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
@@ -146,6 +145,30 @@ fn stack_closed_port_answered_with_rst_and_reset_event() {
 }
 
 #[test]
+fn stack_closed_port_policy_drop_sends_nothing() {
+    let mut a = mk(A, 1, |_| {});
+    let mut b = mk(B, 2, |c| c.iface.closed_port = ClosedPortPolicy::Drop);
+    let ha = a.connect(t(0), B, 81).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    assert_eq!(b.counters().no_listener, 1);
+    assert_eq!(b.counters().conn.resets_sent, 0);
+    assert!(events(&mut a).is_empty());
+    assert_eq!(a.stats(ha).unwrap().state, State::SynSent);
+}
+
+#[test]
+fn stack_closed_port_policy_icmp_sends_port_unreachable() {
+    let mut a = mk(A, 1, |_| {});
+    let mut b = mk(B, 2, |c| {
+        c.iface.closed_port = ClosedPortPolicy::IcmpUnreachable
+    });
+    a.connect(t(0), B, 81).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    assert_eq!(b.iface_stats().icmp_unreachable_tx, 1);
+    assert_eq!(a.counters().icmp_errors, 1);
+}
+
+#[test]
 fn stack_listen_twice_in_use() {
     let (_, mut b) = pair();
     b.listen(80, 0).unwrap();
@@ -222,6 +245,33 @@ fn stack_accept_backlog_full_resets_extra_connections() {
             .count(),
         1
     );
+}
+
+#[test]
+fn stack_accept_backlog_counts_each_connection_once() {
+    let mut a = mk(A, 1, |_| {});
+    let mut b = mk(B, 2, |c| c.syn_cookies = false);
+    b.listen(80, 2).unwrap();
+    let h1 = a.connect(t(0), B, 80).unwrap();
+    let h2 = a.connect(t(0), B, 80).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    // Traffic on the unannounced connections must not use up the backlog.
+    a.send(h1, b"one").unwrap();
+    a.send(h2, b"two").unwrap();
+    exchange(&mut a, &mut b, t(1));
+    assert_eq!(b.listeners[&80].unannounced, 2);
+    let eb = events(&mut b);
+    assert_eq!(
+        eb.iter()
+            .filter(|e| matches!(e, Event::Accepted { .. }))
+            .count(),
+        2
+    );
+    assert_eq!(b.listeners[&80].unannounced, 0);
+    assert_eq!(b.counters().accept_backlog_drops, 0);
+    let h3 = a.connect(t(2), B, 80).unwrap();
+    exchange(&mut a, &mut b, t(2));
+    assert!(events(&mut a).contains(&Event::Established(h3)));
 }
 
 #[test]
@@ -433,4 +483,21 @@ mod fuzz {
             let _ = out(&mut b, now);
         }
     }
+}
+
+#[test]
+fn stack_idle_connection_entry_under_one_kib() {
+    let size = core::mem::size_of::<Entry>();
+    assert!(size < 1024, "Entry is {size} bytes");
+    // Idle: no buffers allocated after the data is read and acknowledged.
+    let (mut a, mut b, ha, hb) = connected();
+    a.send(ha, b"x").unwrap();
+    exchange(&mut a, &mut b, t(1));
+    assert_eq!(read_all(&mut b, hb), b"x");
+    run_until(&mut a, &mut b, t(1), t(1000), |a, _| {
+        a.stats(ha).unwrap().bytes_out == 1
+    });
+    let e = b.table.get(hb.0).unwrap();
+    assert_eq!(e.tcb.recv_queue(), 0);
+    assert_eq!(a.table.get(ha.0).unwrap().tcb.send_queue(), 0);
 }

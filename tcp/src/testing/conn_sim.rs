@@ -251,6 +251,7 @@ pub fn run(cfg: &ConnSimConfig) -> Result<ConnSimReport, String> {
                 b.inp.total
             ));
         }
+        let mut replies = Vec::new();
         for (end, link, name) in [(&mut b, &mut ab, "a>b"), (&mut a, &mut ba, "b>a")] {
             while let Some(p) = link.poll(now) {
                 let seg = p.as_segment();
@@ -281,10 +282,21 @@ pub fn run(cfg: &ConnSimConfig) -> Result<ConnSimReport, String> {
                 } else {
                     end.tcb.on_segment(c, now, &seg, None, &mut end.ctr)
                 };
-                if let Some(r) = reply {
+                if let Some(h) = reply {
                     // RSTs in reply go back on the other link.
-                    let _ = r;
+                    replies.push((name, h));
                 }
+            }
+        }
+        for (name, h) in replies {
+            let p = SimSegment {
+                h,
+                payload: Vec::new(),
+            };
+            if name == "a>b" {
+                ba.send(now, p);
+            } else {
+                ab.send(now, p);
             }
         }
         for e in [&mut a, &mut b] {

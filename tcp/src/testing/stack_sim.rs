@@ -186,8 +186,9 @@ impl Side {
                         c.closed = true;
                     }
                 }
-                Event::Reset(_) | Event::TimedOut(_) => {
-                    self.failure = Some(format!("{ev:?}"));
+                Event::Reset(h) | Event::TimedOut(h) => {
+                    let st = self.stack.stats(h);
+                    self.failure = Some(format!("{ev:?} server {server}: {st:?}"));
                 }
                 _ => {}
             }
