@@ -2,8 +2,8 @@
 //! byte-exact in both directions, with throughput printed beside a kernel-to-kernel
 //! transfer over the same kind of veth (printed only: no timing asserts).
 //!
-//! The size is `SLUICE_BULK_MIB` MiB (default 64, to keep the suite within its time budget
-//! on 2 shared vCPUs with the test profile's build of the binary).
+//! The size is `SLUICE_BULK_MIB` MiB (default 256; lower it to keep the suite short on a loaded
+//! machine).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/lab.rs"]
@@ -20,7 +20,7 @@ fn bulk_bytes() -> u64 {
     std::env::var("SLUICE_BULK_MIB")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(64)
+        .unwrap_or(256)
         << 20
 }
 

@@ -158,7 +158,7 @@ impl Lab {
             "--app".into(),
             app.into(),
             "--log-level".into(),
-            "warn".into(),
+            "info".into(),
         ];
         for p in ports {
             args.push("--port".into());
@@ -197,15 +197,24 @@ pub struct Sluice {
     pub child: Child,
     /// The `listening` line it printed.
     pub listening: String,
+    /// Where its stderr goes (removed on drop).
+    pub log: PathBuf,
 }
 
 impl Sluice {
     /// Spawns `ip ARGS` and waits (up to 60 s) for a `listening` line on stdout.
     pub fn spawn(args: &[String]) -> Sluice {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let log = std::env::temp_dir().join(format!(
+            "sluice-afxdp-{}-{}.log",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let log_file = std::fs::File::create(&log).expect("create the log file");
         let mut child = Command::new("ip")
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log_file)
             .spawn()
             .expect("spawn sluice");
         let stdout = child.stdout.take().expect("stdout");
@@ -224,12 +233,56 @@ impl Sluice {
         let mut sluice = Sluice {
             child,
             listening: String::new(),
+            log,
         };
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) if line.starts_with("listening") => sluice.listening = line,
-            other => panic!("sluice printed no listening line: {other:?}"),
+            other => panic!(
+                "sluice printed no listening line: {other:?}; log: {}",
+                sluice.log_text()
+            ),
         }
         sluice
+    }
+
+    /// What it logged so far (stderr).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, wait for a clean exit, and return the log.
+    pub fn stop(mut self) -> String {
+        self.signal("TERM");
+        let status = self.wait_exit(Duration::from_secs(20));
+        let log = self.log_text();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "sluice did not stop cleanly ({status:?}): {log}"
+        );
+        log
+    }
+
+    /// The sum of `key=N` over the log's lines (e.g. `retransmits` over the workers).
+    pub fn log_sum(log: &str, key: &str) -> u64 {
+        // Drop ANSI colour sequences (ESC [ ... m) first.
+        let mut plain = String::with_capacity(log.len());
+        let mut chars = log.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                plain.push(c);
+            }
+        }
+        plain
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+            .filter_map(|v| v.trim_end_matches(',').parse::<u64>().ok())
+            .sum()
     }
 
     /// The process id.
@@ -263,5 +316,6 @@ impl Drop for Sluice {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
