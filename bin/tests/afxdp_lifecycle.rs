@@ -210,7 +210,7 @@ fn afxdp_startup_errors_one_line_nonzero_exit() {
     assert!(err.contains("attached"), "{err}");
 
     // The first one still serves.
-    let _ = lab.in_peer(|| {
+    lab.in_peer(|| {
         let mut c = TcpStream::connect(SocketAddrV4::new(STACK_IP, 7)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         c.write_all(b"ok").unwrap();
