@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// Application to serve.
     #[arg(long, value_enum)]
     pub app: App,
+    /// AF_XDP backend: also open one connection to ADDR:PORT (an active open from the first
+    /// queue's worker) and serve the application on it.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub connect: Option<std::net::SocketAddrV4>,
     /// Largest WebSocket message accepted (bytes, after decompression); larger ones close with 1009.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_message_size: usize,

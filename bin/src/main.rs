@@ -92,5 +92,6 @@ fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
         cores: args.cores.clone(),
         ports: args.ports.clone(),
         app,
+        connect: args.connect,
     })
 }

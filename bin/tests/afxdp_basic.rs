@@ -121,3 +121,47 @@ fn afxdp_closed_port_connect_refused() {
     conn.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"x");
 }
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn afxdp_active_open_to_kernel_listener_echoes() {
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let listener = lab.listen(5005);
+    let _sluice = lab.sluice("tcp-echo", &[7], &["--connect", "198.18.0.1:5005"]);
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (mut conn, from) = loop {
+        match listener.accept() {
+            Ok(accepted) => break accepted,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "Sluice never connected"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    conn.set_nonblocking(false).unwrap();
+    assert_eq!(from.ip(), std::net::IpAddr::V4(STACK_IP));
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let msg = b"the kernel listens, Sluice connects";
+    conn.write_all(msg).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    conn.read_exact(&mut back).unwrap();
+    assert_eq!(&back, msg);
+
+    // The peer accepted Sluice's SYN with its options.
+    let ss = lab.peer_ok(&["ss", "-tin", "src", "198.18.0.1:5005"]);
+    assert!(ss.contains("ESTAB"), "{ss}");
+    assert!(ss.contains("wscale:"), "{ss}");
+    assert!(ss.contains("mss:1448"), "{ss}");
+
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}

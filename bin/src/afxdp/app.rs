@@ -80,6 +80,8 @@ pub struct StackWorker {
     scratch: Vec<u8>,
     pattern: Vec<u8>,
     stopping: bool,
+    /// An active open still to make on the next poll.
+    connect: Option<std::net::SocketAddrV4>,
 }
 
 impl StackWorker {
@@ -98,7 +100,13 @@ impl StackWorker {
             scratch: vec![0; ECHO_CHUNK],
             pattern: (0..PATTERN_LEN as u64).map(source_byte).collect(),
             stopping: false,
+            connect: None,
         })
+    }
+
+    /// Opens one connection to `remote` on the next poll and serves the application on it.
+    pub fn connect_to(&mut self, remote: Option<std::net::SocketAddrV4>) {
+        self.connect = remote;
     }
 
     /// The stack, e.g. for its counters.
@@ -242,6 +250,13 @@ impl Handler for StackWorker {
 
     fn poll<T: dataplane::TxQueue>(&mut self, now: Instant, tx: &mut T) -> bool {
         let mut worked = false;
+        if let Some(remote) = self.connect.take() {
+            match self.stack.connect(now, *remote.ip(), remote.port()) {
+                Ok(conn) => tracing::info!(%remote, ?conn, "connecting"),
+                Err(e) => tracing::warn!(%remote, error = ?e, "cannot connect"),
+            }
+            worked = true;
+        }
         if self.stack.poll_timeout().is_some_and(|at| at <= now) {
             self.stack.handle_timeout(now);
         }

@@ -50,6 +50,8 @@ pub struct Options {
     pub ports: Vec<u16>,
     /// The application.
     pub app: TcpApp,
+    /// Also open one connection here (from the first queue's worker) and serve `app` on it.
+    pub connect: Option<std::net::SocketAddrV4>,
 }
 
 /// Parses a MAC address `aa:bb:cc:dd:ee:ff`.
@@ -240,6 +242,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         let name = opts.iface.clone();
         let app = opts.app;
         let ports = opts.ports.clone();
+        let connect = if workers.is_empty() {
+            opts.connect
+        } else {
+            None
+        };
         let (mode_tx, mode_rx) = crossbeam_channel::bounded(1);
         let config = WorkerConfig {
             core: Some(core),
@@ -250,8 +257,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         let handle = worker::spawn(config, move || {
             let device = XskDevice::open(&XskConfig::new(&name, queue), &program)?;
             let _ = mode_tx.send(device.copy_mode());
-            let worker =
+            let mut worker =
                 StackWorker::new(Stack::new(stack_cfg), app, &ports).map_err(StartError::Config)?;
+            worker.connect_to(connect);
             Ok((device, worker))
         })?;
         if let Ok(mode) = mode_rx.recv() {
