@@ -295,6 +295,179 @@ impl Handler for StackWorker {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use core::net::Ipv4Addr;
+    use dataplane::{Device, MemConfig, MemDevice};
+    use tcp::iface::InterfaceConfig;
+    use tcp::stack::StackConfig;
+    use tcp::wire::EthernetAddress;
+
+    const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+    fn stack(mac: u8, addr: Ipv4Addr, seed: u8) -> Stack {
+        let iface = InterfaceConfig::new(EthernetAddress([2, 0, 0, 0, 0, mac]), addr, 24);
+        Stack::new(StackConfig::new(iface, [seed; 16]))
+    }
+
+    /// A client stack and a worker over two joined in-memory devices, stepped by hand with
+    /// a virtual clock (1 ms per step).
+    struct Pair {
+        client: Stack,
+        worker: StackWorker,
+        client_dev: MemDevice,
+        worker_dev: MemDevice,
+        now: Instant,
+    }
+
+    impl Pair {
+        fn new(app: TcpApp) -> Pair {
+            let (client_dev, worker_dev) = MemDevice::pair(MemConfig {
+                tx_buffers: 4096,
+                rx_capacity: 8192,
+                frame_size: 2048,
+            });
+            Pair {
+                client: stack(1, CLIENT, 1),
+                worker: StackWorker::new(stack(2, SERVER, 2), app, &[7]).unwrap(),
+                client_dev,
+                worker_dev,
+                now: Instant::from_micros(1_000),
+            }
+        }
+
+        /// One step: client out, worker in and out, client in; returns client events.
+        fn step(&mut self) -> Vec<Event> {
+            let now = self.now;
+            self.now += core::time::Duration::from_millis(1);
+            if self.client.poll_timeout().is_some_and(|at| at <= now) {
+                self.client.handle_timeout(now);
+            }
+            self.client_dev.reclaim();
+            self.client
+                .poll_transmit(now, &mut DeviceTx::new(self.client_dev.tx()));
+            self.client_dev.submit().unwrap();
+            self.worker_dev.reclaim();
+            let worker = &mut self.worker;
+            self.worker_dev
+                .receive(4096, |f, tx| worker.on_frame(now, f, tx))
+                .unwrap();
+            self.worker.poll(now, self.worker_dev.tx());
+            self.worker_dev.submit().unwrap();
+            let client = &mut self.client;
+            self.client_dev
+                .receive(4096, |f, _| client.handle_frame(now, f))
+                .unwrap();
+            let mut events = Vec::new();
+            while let Some(e) = self.client.poll_event() {
+                events.push(e);
+            }
+            events
+        }
+
+        fn connect(&mut self) -> ConnHandle {
+            let conn = self.client.connect(self.now, SERVER, 7).unwrap();
+            for _ in 0..3000 {
+                if self.step().contains(&Event::Established(conn)) {
+                    return conn;
+                }
+            }
+            panic!("no handshake");
+        }
+    }
+
+    #[test]
+    fn echo_half_close_after_data_all_echoed_then_fin() {
+        let mut p = Pair::new(TcpApp::Echo);
+        let conn = p.connect();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let mut sent = 0;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let mut shut = false;
+        for _ in 0..20_000 {
+            if sent < data.len() {
+                sent += p.client.send(conn, &data[sent..]).unwrap();
+            } else if !shut {
+                p.client.shutdown(conn).unwrap();
+                shut = true;
+            }
+            p.step();
+            loop {
+                let n = p.client.recv(conn, &mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            if shut && got.len() == data.len() && p.client.at_eof(conn).unwrap_or(true) {
+                break;
+            }
+        }
+        assert_eq!(got.len(), data.len());
+        assert!(got == data, "echo differs");
+        assert!(
+            p.client.at_eof(conn).unwrap_or(true),
+            "no FIN after the echo"
+        );
+    }
+
+    #[test]
+    fn source_peer_reads_then_closes_pattern_exact_conn_released() {
+        let mut p = Pair::new(TcpApp::Source);
+        let conn = p.connect();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..20_000 {
+            p.step();
+            loop {
+                let n = p.client.recv(conn, &mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            if got.len() >= 200_000 {
+                break;
+            }
+        }
+        assert!(got.len() >= 200_000, "only {} bytes", got.len());
+        for (i, &b) in got.iter().enumerate() {
+            assert_eq!(b, source_byte(i as u64), "offset {i}");
+        }
+        // The peer closes: the source closes too and the worker forgets the connection.
+        p.client.close(conn).unwrap();
+        for _ in 0..5_000 {
+            p.step();
+            if p.worker.conns.is_empty() {
+                break;
+            }
+        }
+        assert!(p.worker.conns.is_empty());
+    }
+
+    #[test]
+    fn worker_stop_connections_closed_and_drained() {
+        let mut p = Pair::new(TcpApp::Discard);
+        let conn = p.connect();
+        p.client.send(conn, b"dropped").unwrap();
+        for _ in 0..50 {
+            p.step();
+        }
+        p.worker.on_stop(p.now);
+        let mut closed = false;
+        for _ in 0..5_000 {
+            let events = p.step();
+            if events.contains(&Event::PeerClosed(conn)) {
+                p.client.close(conn).unwrap();
+                closed = true;
+            }
+            if closed && p.worker.drained() {
+                break;
+            }
+        }
+        assert!(closed, "the worker never sent FIN");
+        assert!(p.worker.drained());
+    }
 
     #[test]
     fn source_byte_period_251() {
