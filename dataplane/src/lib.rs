@@ -1,5 +1,24 @@
-//! Packet I/O for Sluice: the batched `Device` abstraction, AF_XDP sockets and the XDP
-//! steering program, an in-memory device for tests, and pinned per-queue workers.
+//! Packet I/O for Sluice: the batched [`Device`] abstraction, AF_XDP sockets
+//! ([`XskDevice`]) and the XDP steering program ([`XdpProgram`]), an in-memory device for
+//! tests ([`MemDevice`]), pinned per-queue workers ([`worker`]) and RSS-aware source-port
+//! choice ([`rss`]).
 //!
 //! This is the only crate of the workspace allowed `unsafe`; every block states its
-//! `// SAFETY:` reason.
+//! `// SAFETY:` reason. See `docs/AFXDP.md` for how the layer fits together.
+
+pub mod device;
+pub mod error;
+pub mod mem;
+pub mod rss;
+pub mod sys;
+pub mod worker;
+pub mod xdp;
+pub mod xsk;
+
+pub use device::{Device, DeviceError, DeviceStats, TxQueue};
+pub use error::StartError;
+pub use mem::{MemConfig, MemDevice, MemTx};
+pub use rss::{PortChooser, RssTable};
+pub use worker::{Backoff, Clock, Control, Handler, WorkerConfig, WorkerHandle};
+pub use xdp::{XdpConfig, XdpCounters, XdpMode, XdpModeRequest, XdpProgram};
+pub use xsk::{CopyMode, XskConfig, XskDevice, XskTx, ZeroCopy};
