@@ -512,6 +512,18 @@ impl Conn {
     }
 }
 
+/// epoll waits in whole milliseconds (mio rounds up), which would make open-loop sends up to
+/// a millisecond late. Before a scheduled send, block for the whole milliseconds that end at
+/// least 200 us (timer slack and wake-up) short of it and busy-poll the rest; other
+/// deadlines (end of measurement, drain) keep the plain wait.
+fn coarse_timeout(wait: Duration, send_scheduled: bool) -> Duration {
+    if !send_scheduled {
+        return wait;
+    }
+    let whole_ms = wait.saturating_sub(Duration::from_micros(200)).as_millis();
+    Duration::from_millis(u64::try_from(whole_ms).unwrap_or(u64::MAX))
+}
+
 struct Worker<'a> {
     settings: &'a Settings,
     poll: Poll,
@@ -798,7 +810,7 @@ impl Worker<'_> {
                     Some(d) => d,
                     None => next_due.map_or(self.ctx.measure_end, |d| d.min(self.ctx.measure_end)),
                 };
-                wake.saturating_duration_since(now)
+                coarse_timeout(wake.saturating_duration_since(now), next_due.is_some())
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -843,6 +855,32 @@ impl Worker<'_> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeout_send_in_half_ms_spins() {
+        assert_eq!(
+            coarse_timeout(Duration::from_micros(500), true),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn timeout_send_in_2500us_blocks_whole_ms() {
+        assert_eq!(
+            coarse_timeout(Duration::from_micros(2500), true),
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            coarse_timeout(Duration::from_micros(1100), true),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn timeout_no_send_keeps_wait() {
+        let w = Duration::from_micros(2500);
+        assert_eq!(coarse_timeout(w, false), w);
+    }
 
     #[test]
     fn chunk_matches_split_reply_accepted() {
