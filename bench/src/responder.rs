@@ -30,6 +30,9 @@ pub struct ResponderConfig {
     pub max_connections: usize,
     /// Flip one byte of every echo (to test the generator's checking).
     pub corrupt: bool,
+    /// Once this many bytes have been read in total, block the whole responder for the
+    /// given time, once (to test that the open loop shows a stall in its tail).
+    pub stall_after: Option<(u64, Duration)>,
 }
 
 impl ResponderConfig {
@@ -40,6 +43,7 @@ impl ResponderConfig {
             spin: false,
             max_connections: 100_000,
             corrupt: false,
+            stall_after: None,
         }
     }
 }
@@ -79,6 +83,8 @@ pub fn serve(
     let mut free: Vec<usize> = Vec::new();
     let mut live = 0usize;
     let mut scratch = vec![0u8; READ_CHUNK];
+    let mut read_total = 0u64;
+    let mut stall = cfg.stall_after;
     let timeout = if cfg.spin {
         Duration::ZERO
     } else {
@@ -100,7 +106,14 @@ pub fn serve(
             let Some(Some(conn)) = conns.get_mut(i) else {
                 continue;
             };
-            if serve_conn(conn, cfg, &mut scratch).is_err() || conn.closed {
+            let res = serve_conn(conn, cfg, &mut scratch, &mut read_total);
+            if let Some((after, pause)) = stall {
+                if read_total >= after {
+                    std::thread::sleep(pause);
+                    stall = None;
+                }
+            }
+            if res.is_err() || conn.closed {
                 if let Some(mut c) = conns[i].take() {
                     let _ = poll.registry().deregister(&mut c.stream);
                 }
@@ -186,7 +199,12 @@ fn flush(conn: &mut RConn) -> io::Result<()> {
     Ok(())
 }
 
-fn serve_conn(conn: &mut RConn, cfg: &ResponderConfig, scratch: &mut [u8]) -> io::Result<()> {
+fn serve_conn(
+    conn: &mut RConn,
+    cfg: &ResponderConfig,
+    scratch: &mut [u8],
+    read_total: &mut u64,
+) -> io::Result<()> {
     flush(conn)?;
     while conn.wbuf.len() - conn.wpos < MAX_PENDING_OUT && !conn.closed {
         let n = match conn.stream.read(scratch) {
@@ -194,7 +212,10 @@ fn serve_conn(conn: &mut RConn, cfg: &ResponderConfig, scratch: &mut [u8]) -> io
                 conn.closed = true;
                 break;
             }
-            Ok(n) => n,
+            Ok(n) => {
+                *read_total += n as u64;
+                n
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),

@@ -57,12 +57,16 @@ struct Responder {
 
 impl Responder {
     fn start(proto: Proto, corrupt: bool) -> Self {
+        let mut cfg = ResponderConfig::new(proto);
+        cfg.corrupt = corrupt;
+        Self::start_with(cfg)
+    }
+
+    fn start_with(cfg: ResponderConfig) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let stop2 = Arc::clone(&stop);
         let handle = std::thread::spawn(move || {
-            let mut cfg = ResponderConfig::new(proto);
-            cfg.corrupt = corrupt;
             bind_and_serve(([127, 0, 0, 1], 0).into(), &cfg, &stop2, |a| {
                 tx.send(a).unwrap();
             })
@@ -300,4 +304,26 @@ fn ceiling_subcommand_runs_both_protocols() {
         assert_clean(code, &stdout, &v, 4);
         assert_eq!(v["kind"], "ceiling");
     }
+}
+
+#[test]
+fn open_loop_stalled_server_shows_in_tail() {
+    // The responder blocks for 200 ms after ~50 messages. Every slot of the schedule in the
+    // first 100 ms of the stall cannot be answered before it ends, so with intended-time
+    // stamping at least ~100 of the 500 samples are >= 100 ms: p90 must be >= 100 ms.
+    // (A lower bound that holds however slow the machine is; nothing here is timed.)
+    let mut cfg = ResponderConfig::new(Proto::Tcp);
+    cfg.stall_after = Some((50 * 64, std::time::Duration::from_millis(200)));
+    let r = Responder::start_with(cfg);
+    let mut s = Settings::new(r.addr);
+    s.proto = Proto::Tcp;
+    s.connections = 2;
+    s.mode = Mode::Open;
+    s.rate = Some(1000.0);
+    s.pipeline = 8;
+    s.warmup_s = 0.0;
+    s.duration_s = 0.5;
+    let report = sluice_bench::run(&s).unwrap();
+    assert!(report.is_ok(), "{}", report.human());
+    assert!(report.latency_us.p90 >= 100_000.0, "{}", report.human());
 }
