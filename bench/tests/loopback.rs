@@ -160,7 +160,12 @@ const FWS: &str = env!("CARGO_BIN_EXE_ref-fastwebsockets");
 
 #[test]
 fn tcp_echo_closed_loop_pipelined_matches() {
-    run_against(TCP, "tcp", &["--pipeline", "4", "-t", "2"], "tcp-closed");
+    run_against(
+        TCP,
+        "tcp",
+        &["--pipeline", "4", "-t", "2", "--pin", "0"],
+        "tcp-closed",
+    );
 }
 
 #[test]
@@ -299,7 +304,19 @@ fn ceiling_subcommand_runs_both_protocols() {
     for proto in ["tcp", "ws"] {
         let (code, stdout, v) = load(
             &format!("ceiling-{proto}"),
-            &["ceiling", "--proto", proto, "-c", "4", "-k", "4"],
+            &[
+                "ceiling",
+                "--proto",
+                proto,
+                "-c",
+                "4",
+                "-k",
+                "4",
+                "--pin",
+                "0",
+                "--responder-pin",
+                "0",
+            ],
         );
         assert_clean(code, &stdout, &v, 4);
         assert_eq!(v["kind"], "ceiling");

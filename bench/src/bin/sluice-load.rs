@@ -75,7 +75,7 @@ struct LoadArgs {
     threads: usize,
     /// CPUs to pin the threads to, e.g. `1` or `0,2-3` (thread i on the i-th, cycling).
     #[arg(long, value_parser = parse_pin)]
-    pin: Option<Vec<usize>>,
+    pin: Option<CpuList>,
     /// Busy-poll (epoll with zero timeout) instead of blocking.
     #[arg(long)]
     spin: bool,
@@ -90,8 +90,12 @@ struct LoadArgs {
     json: Option<PathBuf>,
 }
 
-fn parse_pin(s: &str) -> Result<Vec<usize>, String> {
-    parse_cpu_list(s).map_err(|e| e.to_string())
+/// A parsed `--pin` list (a newtype so clap takes it as one value, not many).
+#[derive(Debug, Clone)]
+struct CpuList(Vec<usize>);
+
+fn parse_pin(s: &str) -> Result<CpuList, String> {
+    parse_cpu_list(s).map(CpuList).map_err(|e| e.to_string())
 }
 
 impl LoadArgs {
@@ -107,7 +111,7 @@ impl LoadArgs {
         s.mode = self.mode;
         s.rate = self.rate;
         s.threads = self.threads;
-        s.pin = self.pin.clone().unwrap_or_default();
+        s.pin = self.pin.clone().map(|p| p.0).unwrap_or_default();
         s.spin = self.spin;
         s.connect_timeout_s = self.connect_timeout;
         s.drain_timeout_s = self.drain_timeout;
