@@ -856,6 +856,159 @@ impl Worker<'_> {
 mod tests {
     use super::*;
 
+    fn test_ctx(proto: Proto, size: usize) -> Ctx {
+        let now = Instant::now();
+        Ctx {
+            proto,
+            mode: Mode::Closed,
+            size,
+            pipeline: 1,
+            template: (0..size).map(|i| (i * 13 + 5) as u8).collect(),
+            rng: StdRng::seed_from_u64(1),
+            stats: WorkerStats::new(),
+            measure_start: now,
+            measure_end: now + Duration::from_secs(3600),
+            sending: false,
+            sched_start: now,
+            interval_ns: 1e6,
+            conns_here: 1,
+        }
+    }
+
+    /// A connection with one message (seq 0) in flight, and that message's payload.
+    fn open_conn(ctx: &mut Ctx) -> (Conn, Vec<u8>) {
+        let mut c = Conn::new(3, 0, 1);
+        c.phase = Phase::Open;
+        c.send_one(ctx, Instant::now());
+        c.wbuf.clear();
+        let mut msg = ctx.template.clone();
+        let n = STAMP_LEN.min(msg.len());
+        msg[..n].copy_from_slice(&stamp(3, 0)[..n]);
+        (c, msg)
+    }
+
+    /// Feeds `bytes` `step` bytes at a time, as reads would.
+    fn feed(c: &mut Conn, ctx: &mut Ctx, bytes: &[u8], step: usize) -> Result<(), ConnError> {
+        for chunk in bytes.chunks(step) {
+            c.rbuf[c.rlen..c.rlen + chunk.len()].copy_from_slice(chunk);
+            c.rlen += chunk.len();
+            let used = c.process(ctx, Instant::now())?;
+            c.rbuf.copy_within(used..c.rlen, 0);
+            c.rlen -= used;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn ws_open_fragmented_reply_with_ping_recorded_and_ponged() {
+        for step in [1, 3, 1000] {
+            let mut ctx = test_ctx(Proto::Ws, 40);
+            let (mut c, msg) = open_conn(&mut ctx);
+            let mut wire = Vec::new();
+            wsframe::write_header(&mut wire, false, Opcode::Binary, None, 10);
+            wire.extend_from_slice(&msg[..10]);
+            wsframe::write_frame(&mut wire, Opcode::Ping, None, b"hi");
+            wsframe::write_header(&mut wire, true, Opcode::Continuation, None, 30);
+            wire.extend_from_slice(&msg[10..]);
+            feed(&mut c, &mut ctx, &wire, step).unwrap();
+            assert_eq!(ctx.stats.replies, 1);
+            assert_eq!(ctx.stats.hist.len(), 1);
+            assert!(c.inflight.is_empty());
+            let h = wsframe::parse_header(&c.wbuf, Role::Server, 125)
+                .unwrap()
+                .unwrap();
+            assert_eq!(h.opcode, Opcode::Pong);
+            let mut body = c.wbuf[h.header_len..].to_vec();
+            wsframe::apply_mask(&mut body, h.mask.unwrap(), 0);
+            assert_eq!(body, b"hi");
+        }
+    }
+
+    #[test]
+    fn ws_open_text_reply_mismatch() {
+        let mut ctx = test_ctx(Proto::Ws, 16);
+        let (mut c, msg) = open_conn(&mut ctx);
+        let mut wire = Vec::new();
+        wsframe::write_frame(&mut wire, Opcode::Text, None, &msg);
+        let e = feed(&mut c, &mut ctx, &wire, 100).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::EchoMismatch);
+    }
+
+    #[test]
+    fn ws_open_masked_reply_protocol_error() {
+        let mut ctx = test_ctx(Proto::Ws, 16);
+        let (mut c, msg) = open_conn(&mut ctx);
+        let mut wire = Vec::new();
+        wsframe::write_frame(&mut wire, Opcode::Binary, Some([1, 2, 3, 4]), &msg);
+        let e = feed(&mut c, &mut ctx, &wire, 100).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Protocol);
+    }
+
+    #[test]
+    fn ws_open_short_reply_mismatch() {
+        let mut ctx = test_ctx(Proto::Ws, 16);
+        let (mut c, msg) = open_conn(&mut ctx);
+        let mut wire = Vec::new();
+        wsframe::write_frame(&mut wire, Opcode::Binary, None, &msg[..15]);
+        let e = feed(&mut c, &mut ctx, &wire, 100).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::EchoMismatch);
+    }
+
+    #[test]
+    fn ws_open_close_from_peer_counted_closed() {
+        let mut ctx = test_ctx(Proto::Ws, 16);
+        let (mut c, _) = open_conn(&mut ctx);
+        let mut wire = Vec::new();
+        wsframe::write_frame(&mut wire, Opcode::Close, None, &1001u16.to_be_bytes());
+        let e = feed(&mut c, &mut ctx, &wire, 100).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::PeerClosed);
+    }
+
+    #[test]
+    fn tcp_open_split_reply_recorded() {
+        for step in [1, 7, 64] {
+            let mut ctx = test_ctx(Proto::Tcp, 64);
+            let (mut c, msg) = open_conn(&mut ctx);
+            feed(&mut c, &mut ctx, &msg, step).unwrap();
+            assert_eq!(ctx.stats.replies, 1);
+            assert!(c.inflight.is_empty());
+        }
+    }
+
+    #[test]
+    fn tcp_open_unsolicited_bytes_mismatch() {
+        let mut ctx = test_ctx(Proto::Tcp, 8);
+        let (mut c, msg) = open_conn(&mut ctx);
+        let mut wire = msg.clone();
+        wire.push(0);
+        let e = feed(&mut c, &mut ctx, &wire, 100).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::EchoMismatch);
+    }
+
+    #[test]
+    fn upgrading_bad_accept_rejected() {
+        let mut ctx = test_ctx(Proto::Ws, 8);
+        let mut c = Conn::new(0, 0, 1);
+        c.phase = Phase::Upgrading {
+            key: wsframe::new_key([1; 16]),
+        };
+        let resp = wsframe::upgrade_response(&wsframe::new_key([2; 16]));
+        let e = feed(&mut c, &mut ctx, &resp, 1000).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::HandshakeRejected);
+    }
+
+    #[test]
+    fn upgrading_valid_then_frames_open() {
+        let mut ctx = test_ctx(Proto::Ws, 8);
+        let key = wsframe::new_key([1; 16]);
+        let mut c = Conn::new(0, 0, 1);
+        c.phase = Phase::Upgrading { key: key.clone() };
+        let resp = wsframe::upgrade_response(&key);
+        feed(&mut c, &mut ctx, &resp, 5).unwrap();
+        assert_eq!(c.phase, Phase::Open);
+        assert_eq!(c.rlen, 0);
+    }
+
     #[test]
     fn timeout_send_in_half_ms_spins() {
         assert_eq!(

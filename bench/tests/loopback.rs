@@ -344,3 +344,13 @@ fn open_loop_stalled_server_shows_in_tail() {
     assert!(report.is_ok(), "{}", report.human());
     assert!(report.latency_us.p90 >= 100_000.0, "{}", report.human());
 }
+
+#[test]
+fn open_loop_without_rate_exits_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-load"))
+        .args(["127.0.0.1:1", "--mode", "open"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rate"));
+}
