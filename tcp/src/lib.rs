@@ -19,6 +19,7 @@ pub mod conn;
 pub mod cookie;
 pub mod iface;
 pub mod seq;
+pub mod stack;
 pub mod storage;
 pub mod table;
 pub mod time;
@@ -27,3 +28,5 @@ pub mod wire;
 
 pub use seq::SeqNumber;
 pub use time::Instant;
+#[doc(hidden)]
+pub mod testing;

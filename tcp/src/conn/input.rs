@@ -1,0 +1,770 @@
+//! Segment arrival: RFC 9293 3.10.7 ("SEGMENT ARRIVES") with the RFC 5961 blind-attack
+//! mitigations and RFC 7323 PAWS.
+
+use super::*;
+use crate::cc::CongestionControl;
+
+/// Zero-copy receive hook: offered in-order payload straight from the frame, returns
+/// how many bytes the application consumed.
+pub type Sink<'s> = Option<&'s mut dyn FnMut(&[u8]) -> usize>;
+
+impl Tcb {
+    /// Processes one incoming segment. Returns a segment to send at once when the
+    /// answer depends on the incoming segment rather than on the TCB (a RST per
+    /// RFC 9293 3.10.7); everything else is produced by [`Tcb::dispatch`].
+    ///
+    /// `sink`, if given, is offered in-order payload before it is copied into the
+    /// receive buffer (only while that buffer is empty, so order is kept).
+    pub fn on_segment(
+        &mut self,
+        cfg: &ConnConfig,
+        now: Instant,
+        seg: &Segment<'_>,
+        sink: Sink<'_>,
+        ctr: &mut Counters,
+    ) -> Option<OutSegment> {
+        match self.state {
+            State::Closed => {
+                // RFC 9293 3.10.7.1
+                let r = reset_for(seg);
+                ctr.resets_sent += u64::from(r.is_some());
+                r
+            }
+            State::Listen => self.on_listen(cfg, now, seg, ctr),
+            State::SynSent => self.on_syn_sent(cfg, now, seg, ctr),
+            _ => self.on_synchronized(cfg, now, seg, sink, ctr),
+        }
+    }
+
+    /// RFC 9293 3.10.7.2 (LISTEN).
+    fn on_listen(
+        &mut self,
+        cfg: &ConnConfig,
+        now: Instant,
+        seg: &Segment<'_>,
+        ctr: &mut Counters,
+    ) -> Option<OutSegment> {
+        if seg.flags.rst() {
+            // First: an incoming RST should be ignored.
+            return None;
+        }
+        if seg.flags.ack() {
+            // Second: any acknowledgment is bad: <SEQ=SEG.ACK><CTL=RST>.
+            ctr.resets_sent += 1;
+            return reset_for(seg);
+        }
+        if !seg.flags.syn() {
+            // Fourth: other control or text-bearing segments: drop.
+            return None;
+        }
+        // Third: SYN.
+        self.irs = seg.seq;
+        self.rcv_nxt = seg.seq + 1u32;
+        self.snd_una = self.iss;
+        self.snd_nxt = self.iss;
+        self.snd_max = self.iss;
+        self.negotiate(cfg, seg);
+        self.snd_wnd = u32::from(seg.window); // never scaled in a SYN (RFC 7323 2.2)
+        self.max_snd_wnd = self.snd_wnd;
+        self.snd_wl1 = seg.seq;
+        self.snd_wl2 = self.iss;
+        self.rcv_adv = self.rcv_nxt + self.window_space(cfg).min(65_535);
+        self.state = State::SynReceived;
+        self.pending |= P_SYN;
+        self.last_recv = now;
+        None
+    }
+
+    /// Option negotiation from the peer's SYN (RFC 9293 3.7.1, RFC 7323, RFC 2018).
+    fn negotiate(&mut self, cfg: &ConnConfig, seg: &Segment<'_>) {
+        // RFC 9293 3.7.1: without an MSS option assume 536 (IPv4).
+        let peer_mss = seg.options.mss.unwrap_or(536);
+        self.mss = peer_mss.min(cfg.mss).max(64);
+        // RFC 7323 2.2: scaling only if both sides sent the option.
+        match (cfg.window_scaling, seg.options.window_scale) {
+            (true, Some(ws)) => {
+                self.ws_ok = true;
+                // RFC 7323 2.3: a shift above 14 is treated as 14.
+                self.snd_wscale = ws.min(14);
+                self.rcv_wscale = our_wscale(cfg);
+            }
+            _ => {
+                self.ws_ok = false;
+                self.snd_wscale = 0;
+                self.rcv_wscale = 0;
+            }
+        }
+        self.sack_on = cfg.sack && seg.options.sack_permitted;
+        if let (true, Some(ts)) = (cfg.timestamps, seg.options.timestamps) {
+            self.ts_on = true;
+            self.ts_recent = ts.tsval;
+        } else {
+            self.ts_on = false;
+        }
+        self.cc = Congestion::new(cfg.congestion, u32::from(self.mss));
+    }
+
+    /// RFC 9293 3.10.7.3 (SYN-SENT).
+    fn on_syn_sent(
+        &mut self,
+        cfg: &ConnConfig,
+        now: Instant,
+        seg: &Segment<'_>,
+        ctr: &mut Counters,
+    ) -> Option<OutSegment> {
+        let mut ack_ok = false;
+        // First: check the ACK bit.
+        if seg.flags.ack() {
+            // If SEG.ACK =< ISS or SEG.ACK > SND.NXT, send a reset (unless RST).
+            if seg.ack <= self.iss || seg.ack > self.snd_max {
+                if seg.flags.rst() {
+                    return None;
+                }
+                ctr.resets_sent += 1;
+                return reset_for(seg);
+            }
+            ack_ok = seg.ack > self.snd_una;
+        }
+        // Second: check the RST bit.
+        if seg.flags.rst() {
+            // RFC 5961 3.2 / RFC 9293: acceptable only if it acknowledges the SYN.
+            if ack_ok {
+                ctr.resets_received += 1;
+                self.enter_closed(now, CloseReason::Refused);
+            }
+            return None;
+        }
+        // Fourth: check the SYN bit (third, security, is not implemented).
+        if !seg.flags.syn() {
+            return None;
+        }
+        self.irs = seg.seq;
+        self.rcv_nxt = seg.seq + 1u32;
+        self.negotiate(cfg, seg);
+        self.last_recv = now;
+        if ack_ok {
+            self.snd_una = seg.ack;
+            self.snd_buf_seq = self.snd_una;
+            self.rtt_sample_syn(cfg, now, seg);
+            // RFC 7323 2.2: the window in a SYN is never scaled.
+            self.snd_wnd = u32::from(seg.window);
+            self.max_snd_wnd = self.snd_wnd;
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = seg.ack;
+            self.rcv_adv = self.rcv_nxt + self.window_space(cfg);
+            self.state = State::Established;
+            self.rto_at = None;
+            self.retries = 0;
+            self.backoff = 0;
+            self.pending &= !P_SYN;
+            self.pending |= P_ACK;
+            self.add_event(Events::ESTABLISHED.union(Events::WRITABLE));
+            if self.fin_queued {
+                self.state = State::FinWait1;
+            }
+        } else {
+            // Simultaneous open: SYN-RECEIVED, send <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK>.
+            self.state = State::SynReceived;
+            self.snd_wnd = u32::from(seg.window);
+            self.max_snd_wnd = self.snd_wnd;
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = self.snd_una;
+            self.rcv_adv = self.rcv_nxt + self.window_space(cfg).min(65_535);
+            self.snd_nxt = self.iss;
+            self.pending |= P_SYN;
+        }
+        None
+    }
+
+    fn rtt_sample_syn(&mut self, cfg: &ConnConfig, now: Instant, seg: &Segment<'_>) {
+        // Karn: only a SYN that was not retransmitted gives a sample.
+        if self.retries == 0 {
+            if let Some((_, sent)) = self.rtt_probe.take() {
+                self.rtt.sample(now - sent, cfg.rto_min, cfg.rto_max);
+                return;
+            }
+        }
+        if let (true, Some(ts)) = (self.ts_on, seg.options.timestamps) {
+            if ts.tsecr != 0 && self.retries == 0 {
+                let ms = self.ts_now(now).wrapping_sub(ts.tsecr);
+                self.rtt.sample(
+                    Duration::from_millis(u64::from(ms)),
+                    cfg.rto_min,
+                    cfg.rto_max,
+                );
+            }
+        }
+        self.rtt_probe = None;
+    }
+
+    /// Receive window for the acceptability test: what we advertised.
+    fn rcv_wnd(&self) -> u32 {
+        self.rcv_adv.distance(self.rcv_nxt).max(0) as u32
+    }
+
+    /// RFC 9293 3.10.7.4 first check: the segment acceptability table.
+    pub(super) fn acceptable(&self, seg: &Segment<'_>) -> bool {
+        let wnd = self.rcv_wnd();
+        let len = seg.len();
+        match (len, wnd) {
+            (0, 0) => seg.seq == self.rcv_nxt,
+            (0, _) => seg.seq.in_window(self.rcv_nxt, wnd),
+            (_, 0) => false,
+            (_, _) => {
+                seg.seq.in_window(self.rcv_nxt, wnd)
+                    || (seg.seq + (len - 1)).in_window(self.rcv_nxt, wnd)
+            }
+        }
+    }
+
+    /// RFC 5961 7: challenge ACKs are rate limited.
+    fn challenge_ack(&mut self, cfg: &ConnConfig, now: Instant, ctr: &mut Counters) {
+        if now.saturating_since(self.challenge_epoch) >= Duration::from_secs(1) {
+            self.challenge_epoch = now;
+            self.challenge_count = 0;
+        }
+        if self.challenge_count < cfg.challenge_ack_limit {
+            self.challenge_count += 1;
+            self.pending |= P_ACK;
+            ctr.challenge_acks += 1;
+        } else {
+            ctr.challenge_acks_suppressed += 1;
+        }
+    }
+
+    /// RFC 9293 3.10.7.4: SYN-RECEIVED and every synchronized state.
+    fn on_synchronized(
+        &mut self,
+        cfg: &ConnConfig,
+        now: Instant,
+        seg: &Segment<'_>,
+        sink: Sink<'_>,
+        ctr: &mut Counters,
+    ) -> Option<OutSegment> {
+        // RFC 7323 5.3 (PAWS), before the sequence check: R1) if TSval < TS.Recent the
+        // segment is an old duplicate: ACK it (unless RST) and drop it.
+        if self.ts_on && !seg.flags.rst() && self.state != State::SynReceived {
+            if let Some(ts) = seg.options.timestamps {
+                if (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
+                    ctr.unacceptable += 1;
+                    self.pending |= P_ACK;
+                    return None;
+                }
+            }
+        }
+
+        // A retransmitted SYN in a passive SYN-RECEIVED: send the SYN-ACK again.
+        if self.state == State::SynReceived
+            && self.passive
+            && seg.flags.syn()
+            && !seg.flags.rst()
+            && seg.seq + 1u32 == self.rcv_nxt
+        {
+            self.pending |= P_SYN;
+            self.snd_nxt = self.iss;
+            return None;
+        }
+
+        // First: check the sequence number.
+        let mut accepted = self.acceptable(seg);
+        let mut zero_window_probe = false;
+        if !accepted && self.rcv_wnd() == 0 && seg.seq == self.rcv_nxt {
+            // RFC 9293 3.10.7.4: with a zero window, still process valid ACKs and RSTs
+            // (the text is dropped below and an ACK is sent).
+            accepted = true;
+            zero_window_probe = true;
+        }
+        if !accepted {
+            ctr.unacceptable += 1;
+            // If an incoming segment is not acceptable, an acknowledgment should be sent
+            // in reply (unless the RST bit is set).
+            if !seg.flags.rst() {
+                self.pending |= P_ACK;
+                // RFC 9293 3.10.7.4 TIME-WAIT: a retransmitted FIN restarts 2 MSL.
+                if self.state == State::TimeWait
+                    && seg.flags.fin()
+                    && seg.seq + seg.len() == self.rcv_nxt
+                {
+                    self.close_at = Some(now + cfg.msl * 2);
+                }
+            }
+            return None;
+        }
+
+        // Second: check the RST bit (RFC 5961 3.2).
+        if seg.flags.rst() {
+            if seg.seq != self.rcv_nxt {
+                // In window but not exact: challenge ACK.
+                self.challenge_ack(cfg, now, ctr);
+                return None;
+            }
+            ctr.resets_received += 1;
+            match self.state {
+                State::SynReceived if self.passive => {
+                    // Return to LISTEN: for the stack, the half-open TCB just goes away.
+                    self.enter_closed(now, CloseReason::Reset);
+                }
+                State::SynReceived => self.enter_closed(now, CloseReason::Refused),
+                State::Closing | State::LastAck | State::TimeWait => {
+                    self.enter_closed(now, CloseReason::Normal)
+                }
+                _ => self.enter_closed(now, CloseReason::Reset),
+            }
+            return None;
+        }
+
+        // Fourth: check the SYN bit (third, security, is not implemented).
+        if seg.flags.syn() {
+            if self.state == State::SynReceived && self.passive {
+                // RFC 9293: a passive-open SYN-RECEIVED returns to LISTEN on a new SYN;
+                // a retransmitted SYN (same ISN) just gets the SYN-ACK again.
+                if seg.seq + 1u32 == self.rcv_nxt {
+                    self.pending |= P_SYN;
+                    self.snd_nxt = self.iss;
+                    return None;
+                }
+                self.enter_closed(now, CloseReason::Reset);
+                return None;
+            }
+            // RFC 5961 4.2: any SYN in a synchronized state gets a challenge ACK.
+            self.challenge_ack(cfg, now, ctr);
+            return None;
+        }
+
+        // Fifth: check the ACK field.
+        if !seg.flags.ack() {
+            return None;
+        }
+        if self.state == State::SynReceived {
+            // If SND.UNA < SEG.ACK =< SND.NXT, enter ESTABLISHED; else send a reset.
+            if seg.ack > self.snd_una && seg.ack <= self.snd_max {
+                self.snd_una = seg.ack;
+                self.snd_buf_seq = self.snd_una;
+                self.rtt_sample_syn(cfg, now, seg);
+                self.snd_wnd = u32::from(seg.window) << self.snd_wscale;
+                self.max_snd_wnd = self.snd_wnd;
+                self.snd_wl1 = seg.seq;
+                self.snd_wl2 = seg.ack;
+                self.rto_at = None;
+                self.retries = 0;
+                self.backoff = 0;
+                self.pending &= !P_SYN;
+                self.state = if self.fin_queued {
+                    State::FinWait1
+                } else {
+                    State::Established
+                };
+                self.add_event(Events::ESTABLISHED.union(Events::WRITABLE));
+            } else {
+                ctr.resets_sent += 1;
+                return reset_for(seg);
+            }
+        }
+
+        // RFC 5961 5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT].
+        let max_wnd = self.max_snd_wnd.max(1);
+        if seg.ack > self.snd_max || seg.ack < self.snd_una - max_wnd {
+            ctr.unacceptable += 1;
+            self.pending |= P_ACK;
+            return None;
+        }
+        self.last_recv = now;
+        self.keepalive_probes = 0;
+
+        // RFC 7323 4.3 (R3): update TS.Recent if SEG.SEQ =< Last.ACK.sent (taken as
+        // RCV.NXT, which is what our last ACK carried or will carry).
+        if self.ts_on {
+            if let Some(ts) = seg.options.timestamps {
+                if seg.seq <= self.rcv_nxt {
+                    self.ts_recent = ts.tsval;
+                }
+            }
+        }
+
+        let fin_before = self.fin_acked();
+        self.process_ack(cfg, now, seg, ctr);
+        let fin_acked = self.fin_acked();
+        match self.state {
+            State::FinWait1 if fin_acked => {
+                self.state = State::FinWait2;
+                if self.rd_closed {
+                    self.close_at = Some(now + cfg.fin_wait_2_timeout);
+                }
+            }
+            State::Closing if fin_acked => {
+                self.enter_time_wait(cfg, now);
+                return None;
+            }
+            State::LastAck if fin_acked => {
+                self.enter_closed(now, CloseReason::Normal);
+                return None;
+            }
+            State::TimeWait => {
+                // The only thing that can arrive is a retransmitted FIN: ACK it and
+                // restart the 2 MSL timeout (handled in the FIN step).
+            }
+            _ => {}
+        }
+        let _ = fin_before;
+
+        // Sixth: URG is not supported (RFC 6093: urgent data is deprecated); the urgent
+        // pointer is ignored and the bytes are delivered in line.
+
+        // Seventh: process the segment text.
+        let mut fin = seg.flags.fin();
+        if !seg.payload.is_empty() || fin {
+            if zero_window_probe {
+                self.pending |= P_ACK;
+                return None;
+            }
+            match self.state {
+                State::Established | State::FinWait1 | State::FinWait2 => {
+                    if self.rd_closed && !seg.payload.is_empty() {
+                        // Data after close: the application will never read it.
+                        self.pending = P_RST;
+                        ctr.resets_sent += 1;
+                        self.enter_closed(now, CloseReason::Aborted);
+                        return None;
+                    }
+                    fin = self.process_text(cfg, now, seg, sink, ctr);
+                }
+                _ => {
+                    // CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: the peer already sent
+                    // FIN; ignore the text. A retransmitted FIN still needs an ACK.
+                    fin = fin && seg.seq + seg.payload.len() + 1u32 == self.rcv_nxt;
+                    if fin {
+                        self.pending |= P_ACK;
+                        if self.state == State::TimeWait {
+                            self.close_at = Some(now + cfg.msl * 2);
+                        }
+                    }
+                    return None;
+                }
+            }
+        }
+
+        // Eighth: check the FIN bit (only once it is in order).
+        if fin {
+            self.rcv_nxt += 1u32;
+            self.fin_received = true;
+            self.pending |= P_ACK;
+            self.add_event(Events::PEER_CLOSED.union(Events::READABLE));
+            match self.state {
+                State::SynReceived | State::Established => self.state = State::CloseWait,
+                State::FinWait1 => {
+                    if self.fin_acked() {
+                        self.enter_time_wait(cfg, now);
+                    } else {
+                        self.state = State::Closing;
+                    }
+                }
+                State::FinWait2 => self.enter_time_wait(cfg, now),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Our FIN was sent and acknowledged.
+    pub(super) fn fin_acked(&self) -> bool {
+        self.fin_queued && self.snd_una > self.fin_seq()
+    }
+
+    /// Sequence number of our FIN (valid once `fin_queued`).
+    pub(super) fn fin_seq(&self) -> SeqNumber {
+        self.snd_buf_seq + self.snd_buf.len()
+    }
+
+    /// RFC 9293 3.10.7.4 fifth step for ESTABLISHED and later: SND.UNA, the send
+    /// window, RTT, congestion control, duplicate ACKs and SACK.
+    fn process_ack(
+        &mut self,
+        cfg: &ConnConfig,
+        now: Instant,
+        seg: &Segment<'_>,
+        ctr: &mut Counters,
+    ) {
+        let wnd = u32::from(seg.window) << self.snd_wscale;
+        if self.sack_on && !seg.options.sack.is_empty() {
+            self.update_scoreboard(seg);
+        }
+        if seg.ack > self.snd_una {
+            let acked = seg.ack.distance(self.snd_una) as u32;
+            self.snd_una = seg.ack;
+            if self.snd_nxt < self.snd_una {
+                self.snd_nxt = self.snd_una;
+            }
+            // Drop acknowledged bytes from the send buffer.
+            let data_acked = seg.ack.distance(self.snd_buf_seq).max(0) as usize;
+            let data_acked = data_acked.min(self.snd_buf.len());
+            if data_acked > 0 {
+                self.snd_buf.drain(..data_acked);
+                self.snd_buf_seq += data_acked;
+                self.bytes_out += data_acked as u64;
+                self.add_event(Events::WRITABLE);
+                if self.snd_buf.is_empty() {
+                    self.snd_buf = VecDeque::new();
+                }
+            }
+            self.trim_scoreboard();
+            // RTT measurement (RFC 7323 4 RTTM, else one timed segment, Karn).
+            let mut sampled = false;
+            if let (true, Some(ts)) = (self.ts_on, seg.options.timestamps) {
+                if ts.tsecr != 0 {
+                    let ms = self.ts_now(now).wrapping_sub(ts.tsecr);
+                    if ms < 60_000 {
+                        self.rtt.sample(
+                            Duration::from_millis(u64::from(ms)),
+                            cfg.rto_min,
+                            cfg.rto_max,
+                        );
+                        sampled = true;
+                    }
+                }
+            }
+            if let Some((s, sent)) = self.rtt_probe {
+                if seg.ack > s {
+                    if !sampled {
+                        self.rtt.sample(now - sent, cfg.rto_min, cfg.rto_max);
+                    }
+                    self.rtt_probe = None;
+                }
+            }
+            self.backoff = 0;
+            self.retries = 0;
+            // RFC 6298 5.2 / 5.3.
+            if self.snd_una >= self.snd_max {
+                self.rto_at = None;
+            } else {
+                self.rto_at = Some(now + self.current_rto(cfg));
+            }
+            // Congestion control.
+            if self.in_recovery {
+                if seg.ack >= self.recover {
+                    // RFC 6582 3.2 step 3: full acknowledgment, leave recovery.
+                    self.in_recovery = false;
+                    let flight = self.flight();
+                    self.cc.on_recovery_exit(now, flight);
+                    self.dupacks = 0;
+                } else {
+                    // Partial acknowledgment: retransmit the next hole, deflate.
+                    self.pending |= P_RTX;
+                    self.cc.on_partial_ack(acked);
+                }
+            } else {
+                self.dupacks = 0;
+                let before =
+                    (self.snd_max.distance(self.snd_una).max(0) as u32).saturating_add(acked);
+                self.cc.on_ack(now, acked, before, self.rtt.srtt());
+            }
+        } else if seg.ack == self.snd_una
+            && seg.payload.is_empty()
+            && !seg.flags.fin()
+            && wnd == self.snd_wnd
+            && self.snd_max > self.snd_una
+        {
+            // RFC 5681 2: a duplicate acknowledgment.
+            self.dupacks = self.dupacks.saturating_add(1);
+            if self.in_recovery {
+                // RFC 5681 3.2 step 4: inflate.
+                self.cc.on_dup_acks_in_recovery(1);
+                if self.sack_on {
+                    self.pending |= P_RTX;
+                }
+            } else if self.dupacks >= 3 || (self.sack_on && self.sacked_bytes() > 3 * self.cc.mss())
+            {
+                self.enter_recovery(now, ctr);
+            }
+        }
+        // RFC 9293 3.10.7.4: update the send window if the segment is newer.
+        if self.snd_wl1 < seg.seq || (self.snd_wl1 == seg.seq && self.snd_wl2 <= seg.ack) {
+            let opened = wnd > self.snd_wnd;
+            self.snd_wnd = wnd;
+            self.max_snd_wnd = self.max_snd_wnd.max(wnd);
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = seg.ack;
+            if wnd > 0 {
+                self.persist_at = None;
+                self.persist_backoff = 0;
+            }
+            if opened && !self.snd_buf.is_empty() {
+                self.add_event(Events::WRITABLE);
+            }
+        }
+    }
+
+    /// RFC 6582 3.2 step 2 / RFC 6675 5 (4): enter fast recovery.
+    fn enter_recovery(&mut self, now: Instant, ctr: &mut Counters) {
+        // RFC 6582 4.1: only if the cumulative ACK covers the previous recovery point.
+        if self.snd_una < self.recover && self.recover != self.iss {
+            return;
+        }
+        let flight = self.snd_max.distance(self.snd_una).max(0) as u32;
+        // RFC 5681 3.2 step 2 (ssthresh, cwnd = ssthresh) and step 3 (+3 SMSS).
+        self.cc.on_congestion_event(now, flight);
+        self.cc.on_dup_acks_in_recovery(3);
+        self.in_recovery = true;
+        self.recover = self.snd_max;
+        self.high_rxt = self.snd_una;
+        self.pending |= P_RTX;
+        self.rtt_probe = None;
+        let _ = ctr;
+    }
+
+    /// Merges the peer's SACK blocks into the scoreboard (RFC 6675 4 Update()).
+    fn update_scoreboard(&mut self, seg: &Segment<'_>) {
+        let mut runs: Vec<(SeqNumber, SeqNumber)> = self.sacked.as_slice().to_vec();
+        for &(l, r) in seg.options.sack.as_slice() {
+            // RFC 5961-style sanity: ignore blocks outside what we sent.
+            if l >= r || l < self.snd_una || r > self.snd_max {
+                continue;
+            }
+            runs.push((l, r));
+        }
+        runs.sort_by_key(|r| r.0);
+        let mut merged: Vec<(SeqNumber, SeqNumber)> = Vec::with_capacity(runs.len());
+        for (l, r) in runs {
+            match merged.last_mut() {
+                Some(last) if l <= last.1 => last.1 = last.1.max(r),
+                _ => merged.push((l, r)),
+            }
+        }
+        let mut list = SackList::default();
+        // Keep the highest ranges if there are too many: they bound the holes.
+        let skip = merged.len().saturating_sub(4);
+        for (l, r) in merged.into_iter().skip(skip) {
+            list.push(l, r);
+        }
+        self.sacked = list;
+    }
+
+    fn trim_scoreboard(&mut self) {
+        if self.sacked.is_empty() {
+            return;
+        }
+        let mut list = SackList::default();
+        for &(l, r) in self.sacked.as_slice() {
+            if r > self.snd_una {
+                list.push(l.max(self.snd_una), r);
+            }
+        }
+        self.sacked = list;
+    }
+
+    /// Seventh step for states that accept text. Returns whether an in-order FIN was
+    /// reached (the eighth step then processes it).
+    fn process_text(
+        &mut self,
+        cfg: &ConnConfig,
+        now: Instant,
+        seg: &Segment<'_>,
+        sink: Sink<'_>,
+        ctr: &mut Counters,
+    ) -> bool {
+        let mut seq = seg.seq;
+        let mut data = seg.payload;
+        let mut fin = seg.flags.fin();
+        // Trim what we already have.
+        let dup = self.rcv_nxt.distance(seq);
+        if dup > 0 {
+            let dup = dup as usize;
+            if dup >= data.len() {
+                // Entirely old data (possibly with a FIN already processed or not).
+                let fin_seq = seq + data.len();
+                data = &[];
+                seq = self.rcv_nxt;
+                if fin && fin_seq != self.rcv_nxt {
+                    fin = false;
+                }
+                if fin_seq < self.rcv_nxt || !seg.payload.is_empty() {
+                    self.pending |= P_ACK;
+                }
+            } else {
+                data = &data[dup..];
+                seq = self.rcv_nxt;
+            }
+        }
+        // Trim to the window.
+        let wnd = self.rcv_wnd() as usize;
+        let off = seq.distance(self.rcv_nxt).max(0) as usize;
+        if off + data.len() > wnd {
+            let keep = wnd.saturating_sub(off);
+            data = &data[..keep.min(data.len())];
+            fin = false;
+        }
+        if data.len() > self.rcv_mss as usize {
+            self.rcv_mss = u16::try_from(data.len()).unwrap_or(u16::MAX);
+        }
+        if seq != self.rcv_nxt {
+            // Out of order: keep it, quick-ACK (RFC 5681 4.2: immediately ACK an
+            // out-of-order segment).
+            if !data.is_empty() && !self.ooo.insert(seq, data) {
+                ctr.ooo_dropped += 1;
+            }
+            if fin {
+                self.ooo_fin = Some(seq + data.len());
+            }
+            self.pending |= P_ACK;
+            return false;
+        }
+        let had_holes = !self.ooo.is_empty();
+        if !data.is_empty() {
+            self.deliver(cfg, data, sink);
+            let n = data.len();
+            self.rcv_nxt += n;
+            self.bytes_in += n as u64;
+            self.rcv_unacked += n as u32;
+            while let Some(more) = self.ooo.pop_contiguous(self.rcv_nxt) {
+                let k = more.len();
+                self.push_rcv(cfg, &more);
+                self.rcv_nxt += k;
+                self.bytes_in += k as u64;
+            }
+            if self.ooo_fin == Some(self.rcv_nxt) {
+                fin = true;
+                self.ooo_fin = None;
+            }
+            if had_holes {
+                // RFC 5681 4.2: ACK at once when a segment fills a hole.
+                self.pending |= P_ACK;
+            }
+            // RFC 9293 3.8.6.3 / RFC 1122: ACK at least every second full segment.
+            if !cfg.delayed_ack || self.rcv_unacked >= 2 * u32::from(self.rcv_mss) {
+                self.pending |= P_ACK;
+            } else if self.delack_at.is_none() {
+                self.delack_at = Some(now + cfg.delayed_ack_timeout);
+            }
+        }
+        fin
+    }
+
+    /// Hands in-order bytes to the zero-copy sink first, buffers the rest.
+    fn deliver(&mut self, cfg: &ConnConfig, data: &[u8], sink: Sink<'_>) {
+        let mut rest = data;
+        if self.rcv_buf.is_empty() {
+            if let Some(f) = sink {
+                let k = f(rest).min(rest.len());
+                rest = &rest[k..];
+            }
+        }
+        if !rest.is_empty() {
+            self.push_rcv(cfg, rest);
+        }
+    }
+
+    fn push_rcv(&mut self, cfg: &ConnConfig, data: &[u8]) {
+        if self.rcv_buf.capacity() == 0 {
+            self.rcv_buf
+                .reserve_exact(cfg.rcv_buf.min(64 * 1024).max(data.len()));
+        }
+        self.rcv_buf.extend(data);
+        self.add_event(Events::READABLE);
+    }
+}
+
+impl Events {
+    /// Both sets.
+    pub const fn union(self, other: Events) -> Events {
+        Events(self.0 | other.0)
+    }
+}

@@ -1,0 +1,503 @@
+//! Stack tests: two stacks wired back to back, frames moved by hand.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::iface::VecTxQueue;
+use crate::wire::EthernetAddress;
+
+const A: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+const B: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+
+fn mk(addr: Ipv4Addr, n: u8, tweak: impl FnOnce(&mut StackConfig)) -> Stack {
+    let iface = InterfaceConfig::new(EthernetAddress([2, 0, 0, 0, 1, n]), addr, 24);
+    let mut cfg = StackConfig::new(iface, [n; 16]);
+    tweak(&mut cfg);
+    Stack::new(cfg)
+}
+
+fn pair() -> (Stack, Stack) {
+    (mk(A, 1, |_| {}), mk(B, 2, |_| {}))
+}
+
+fn t(ms: u64) -> Instant {
+    Instant::from_millis(1000 + ms)
+}
+
+/// Frames out of `s`.
+fn out(s: &mut Stack, now: Instant) -> Vec<Vec<u8>> {
+    let mut tx = VecTxQueue::new();
+    s.poll_transmit(now, &mut tx);
+    tx.frames.into_iter().collect()
+}
+
+/// Moves frames both ways until neither side sends anything.
+fn exchange(a: &mut Stack, b: &mut Stack, now: Instant) {
+    for _ in 0..10_000 {
+        let fa = out(a, now);
+        let fb = out(b, now);
+        if fa.is_empty() && fb.is_empty() {
+            return;
+        }
+        for mut f in fa {
+            b.handle_frame(now, &mut f);
+        }
+        for mut f in fb {
+            a.handle_frame(now, &mut f);
+        }
+    }
+    panic!("exchange did not settle");
+}
+
+/// Runs `s`'s timers (and exchanges frames) until `done` or `limit`; returns the time.
+fn run_until(
+    a: &mut Stack,
+    b: &mut Stack,
+    from: Instant,
+    limit: Instant,
+    mut done: impl FnMut(&mut Stack, &mut Stack) -> bool,
+) -> Instant {
+    let mut now = from;
+    while !done(a, b) {
+        let next = [a.poll_timeout(), b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(next) = next else { break };
+        now = now.max(next);
+        assert!(now <= limit, "limit reached");
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        exchange(a, b, now);
+    }
+    now
+}
+
+fn events(s: &mut Stack) -> Vec<Event> {
+    core::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn accepted(evs: &[Event]) -> Option<ConnHandle> {
+    evs.iter().find_map(|e| match e {
+        Event::Accepted { conn, .. } => Some(*conn),
+        _ => None,
+    })
+}
+
+fn connected() -> (Stack, Stack, ConnHandle, ConnHandle) {
+    let (mut a, mut b) = pair();
+    b.listen(80, 0).unwrap();
+    let ha = a.connect(t(0), B, 80).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    assert!(events(&mut a).contains(&Event::Established(ha)));
+    let hb = accepted(&events(&mut b)).expect("accepted");
+    (a, b, ha, hb)
+}
+
+fn read_all(s: &mut Stack, h: ConnHandle) -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.recv(h, &mut buf).unwrap();
+        if n == 0 {
+            return v;
+        }
+        v.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn stack_connect_accept_exchange_data_and_close() {
+    let (mut a, mut b, ha, hb) = connected();
+    assert_eq!(a.send(ha, b"ping").unwrap(), 4);
+    exchange(&mut a, &mut b, t(1));
+    assert!(events(&mut b).contains(&Event::Readable(hb)));
+    assert_eq!(read_all(&mut b, hb), b"ping");
+    b.send(hb, b"pong").unwrap();
+    exchange(&mut a, &mut b, t(2));
+    assert_eq!(read_all(&mut a, ha), b"pong");
+    a.shutdown(ha).unwrap();
+    exchange(&mut a, &mut b, t(3));
+    assert!(events(&mut b).contains(&Event::PeerClosed(hb)));
+    assert!(b.at_eof(hb).unwrap());
+    b.close(hb).unwrap();
+    exchange(&mut a, &mut b, t(4));
+    assert!(events(&mut a).contains(&Event::Closed(ha)));
+    assert_eq!(b.connection_count(), 0, "LAST-ACK side freed");
+    assert_eq!(a.connection_count(), 1, "TIME-WAIT kept");
+    assert_eq!(a.counters().time_wait, 1);
+    let at = run_until(&mut a, &mut b, t(4), t(200_000), |a, _| {
+        a.connection_count() == 0
+    });
+    assert!(at >= t(4) + Duration::from_secs(60), "2 MSL");
+    assert_eq!(a.connection_count(), 0);
+    assert_eq!(a.counters().time_wait, 0);
+    assert_eq!(a.send(ha, b"x"), Err(SocketError::Closed), "stale handle");
+}
+
+#[test]
+fn stack_closed_port_answered_with_rst_and_reset_event() {
+    let (mut a, mut b) = pair();
+    let ha = a.connect(t(0), B, 81).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    assert_eq!(b.counters().no_listener, 1);
+    assert!(events(&mut a).contains(&Event::Reset(ha)));
+    assert_eq!(a.connection_count(), 0);
+}
+
+#[test]
+fn stack_closed_port_policy_drop_sends_nothing() {
+    let mut a = mk(A, 1, |_| {});
+    let mut b = mk(B, 2, |c| c.iface.closed_port = ClosedPortPolicy::Drop);
+    let ha = a.connect(t(0), B, 81).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    assert_eq!(b.counters().no_listener, 1);
+    assert_eq!(b.counters().conn.resets_sent, 0);
+    assert!(events(&mut a).is_empty());
+    assert_eq!(a.stats(ha).unwrap().state, State::SynSent);
+}
+
+#[test]
+fn stack_closed_port_policy_icmp_sends_port_unreachable() {
+    let mut a = mk(A, 1, |_| {});
+    let mut b = mk(B, 2, |c| {
+        c.iface.closed_port = ClosedPortPolicy::IcmpUnreachable
+    });
+    a.connect(t(0), B, 81).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    assert_eq!(b.iface_stats().icmp_unreachable_tx, 1);
+    assert_eq!(a.counters().icmp_errors, 1);
+}
+
+#[test]
+fn stack_listen_twice_in_use() {
+    let (_, mut b) = pair();
+    b.listen(80, 0).unwrap();
+    assert_eq!(b.listen(80, 0), Err(ListenError::InUse));
+    assert_eq!(b.listen(0, 0), Err(ListenError::InvalidPort));
+}
+
+#[test]
+fn stack_syn_backlog_full_cookie_handshake_connects() {
+    let mut a = mk(A, 1, |_| {});
+    let mut b = mk(B, 2, |c| c.syn_backlog = 0);
+    b.listen(80, 0).unwrap();
+    let ha = a.connect(t(0), B, 80).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    assert_eq!(b.counters().syn_cookies_sent, 1);
+    assert_eq!(b.counters().syn_cookies_validated, 1);
+    assert!(events(&mut a).contains(&Event::Established(ha)));
+    let hb = accepted(&events(&mut b)).expect("accepted from cookie");
+    a.send(ha, &[1u8; 5000]).unwrap();
+    exchange(&mut a, &mut b, t(1));
+    assert_eq!(read_all(&mut b, hb).len(), 5000);
+    b.send(hb, &[2u8; 5000]).unwrap();
+    exchange(&mut a, &mut b, t(2));
+    assert_eq!(read_all(&mut a, ha).len(), 5000);
+    let st = b.stats(hb).unwrap();
+    assert_eq!(st.state, State::Established);
+}
+
+#[test]
+fn stack_forged_cookie_ack_answered_with_rst() {
+    let (mut a, mut b) = pair();
+    b.listen(80, 0).unwrap();
+    // A bare ACK to the listener with a made-up cookie.
+    let tuple = FourTuple {
+        local_addr: B,
+        local_port: 80,
+        remote_addr: A,
+        remote_port: 5555,
+    };
+    let seg = Segment {
+        seq: SeqNumber(100),
+        ack: SeqNumber(12345),
+        flags: Flags::ACK,
+        window: 1000,
+        ..Segment::default()
+    };
+    b.on_listener(t(0), tuple, &seg);
+    assert_eq!(b.counters().syn_cookies_invalid, 1);
+    assert_eq!(b.connection_count(), 0);
+    let f = out(&mut b, t(0));
+    assert_eq!(f.len(), 1, "ARP request (reply waits for resolution)");
+    let _ = &mut a;
+}
+
+#[test]
+fn stack_accept_backlog_full_resets_extra_connections() {
+    let mut a = mk(A, 1, |_| {});
+    let mut b = mk(B, 2, |c| c.syn_cookies = false);
+    b.listen(80, 1).unwrap();
+    let h1 = a.connect(t(0), B, 80).unwrap();
+    let h2 = a.connect(t(0), B, 80).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    let ea = events(&mut a);
+    assert!(ea.contains(&Event::Established(h1)) || ea.contains(&Event::Established(h2)));
+    assert!(
+        ea.contains(&Event::Reset(h1)) || ea.contains(&Event::Reset(h2)),
+        "{ea:?}"
+    );
+    assert_eq!(b.counters().accept_backlog_drops, 1);
+    let eb = events(&mut b);
+    assert_eq!(
+        eb.iter()
+            .filter(|e| matches!(e, Event::Accepted { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn stack_accept_backlog_counts_each_connection_once() {
+    let mut a = mk(A, 1, |_| {});
+    let mut b = mk(B, 2, |c| c.syn_cookies = false);
+    b.listen(80, 2).unwrap();
+    let h1 = a.connect(t(0), B, 80).unwrap();
+    let h2 = a.connect(t(0), B, 80).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    // Traffic on the unannounced connections must not use up the backlog.
+    a.send(h1, b"one").unwrap();
+    a.send(h2, b"two").unwrap();
+    exchange(&mut a, &mut b, t(1));
+    assert_eq!(b.listeners[&80].unannounced, 2);
+    let eb = events(&mut b);
+    assert_eq!(
+        eb.iter()
+            .filter(|e| matches!(e, Event::Accepted { .. }))
+            .count(),
+        2
+    );
+    assert_eq!(b.listeners[&80].unannounced, 0);
+    assert_eq!(b.counters().accept_backlog_drops, 0);
+    let h3 = a.connect(t(2), B, 80).unwrap();
+    exchange(&mut a, &mut b, t(2));
+    assert!(events(&mut a).contains(&Event::Established(h3)));
+}
+
+#[test]
+fn stack_events_coalesced_per_connection() {
+    let (mut a, mut b, ha, hb) = connected();
+    a.set_nodelay(ha, true).unwrap();
+    for i in 0..10u8 {
+        a.send(ha, &[i]).unwrap();
+        exchange(&mut a, &mut b, t(1));
+    }
+    let evs = events(&mut b);
+    assert_eq!(evs, vec![Event::Readable(hb)], "ten arrivals, one event");
+    assert_eq!(read_all(&mut b, hb), (0..10u8).collect::<Vec<_>>());
+}
+
+#[test]
+fn stack_zero_copy_sink_consumes_from_frame() {
+    let (mut a, mut b, ha, hb) = connected();
+    a.send(ha, b"zero-copy payload").unwrap();
+    let mut got = Vec::new();
+    for mut f in out(&mut a, t(1)) {
+        b.handle_frame_with(t(1), &mut f, &mut |h, d| {
+            assert_eq!(h, hb);
+            got.extend_from_slice(d);
+            d.len()
+        });
+    }
+    assert_eq!(got, b"zero-copy payload");
+    assert_eq!(
+        read_all(&mut b, hb),
+        b"",
+        "nothing was copied into the ring"
+    );
+}
+
+#[test]
+fn stack_lost_syn_retransmitted_by_timer() {
+    let (mut a, mut b) = pair();
+    b.listen(80, 0).unwrap();
+    let ha = a.connect(t(0), B, 80).unwrap();
+    // Resolve ARP, then lose the SYN.
+    let mut lost_syn = false;
+    for _ in 0..4 {
+        for mut f in out(&mut a, t(0)) {
+            if f.len() > 60 && !lost_syn {
+                lost_syn = true;
+                continue;
+            }
+            b.handle_frame(t(0), &mut f);
+        }
+        for mut f in out(&mut b, t(0)) {
+            a.handle_frame(t(0), &mut f);
+        }
+    }
+    assert!(lost_syn);
+    assert!(events(&mut a).is_empty());
+    let mut est = false;
+    let at = run_until(&mut a, &mut b, t(0), t(5000), |a, _| {
+        est |= events(a).contains(&Event::Established(ha));
+        est
+    });
+    assert!(at >= t(1000), "initial RTO is 1 s");
+    assert_eq!(a.counters().conn.retransmits, 1);
+}
+
+#[test]
+fn stack_time_wait_newer_syn_reuses_tuple() {
+    let (mut a, mut b, ha, hb) = connected();
+    let tuple = a.tuple(ha).unwrap();
+    // b closes first, so b holds TIME_WAIT.
+    b.close(hb).unwrap();
+    exchange(&mut a, &mut b, t(1));
+    a.close(ha).unwrap();
+    exchange(&mut a, &mut b, t(2));
+    assert_eq!(b.counters().time_wait, 1);
+    assert_eq!(a.connection_count(), 0);
+    a.listen(9, 0).unwrap(); // keep a's port chooser honest
+    let h2 = a.connect_from(t(5000), tuple.local_port, B, 80).unwrap();
+    exchange(&mut a, &mut b, t(5000));
+    assert_eq!(b.counters().time_wait_reused, 1);
+    assert!(events(&mut a).contains(&Event::Established(h2)));
+}
+
+#[test]
+fn stack_time_wait_cap_drops_extra_entries() {
+    let mut a = mk(A, 1, |c| c.time_wait_cap = 0);
+    let mut b = mk(B, 2, |_| {});
+    b.listen(80, 0).unwrap();
+    let ha = a.connect(t(0), B, 80).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    let hb = accepted(&events(&mut b)).unwrap();
+    a.close(ha).unwrap();
+    exchange(&mut a, &mut b, t(1));
+    b.close(hb).unwrap();
+    exchange(&mut a, &mut b, t(2));
+    assert_eq!(a.counters().time_wait_drops, 1);
+    assert_eq!(a.connection_count(), 0);
+}
+
+#[test]
+fn stack_port_filter_steers_local_port() {
+    fn even(t: &FourTuple) -> bool {
+        t.local_port & 1 == 0
+    }
+    let mut a = mk(A, 1, |c| {
+        c.port_filter = Some(even);
+        c.ephemeral_ports = (40_001, 40_010);
+    });
+    for _ in 0..5 {
+        let h = a.connect(t(0), B, 80).unwrap();
+        assert_eq!(a.tuple(h).unwrap().local_port & 1, 0);
+    }
+    assert_eq!(a.connect(t(0), B, 80), Err(ConnectError::NoFreePort));
+}
+
+#[test]
+fn stack_abort_sends_rst_and_peer_gets_reset() {
+    let (mut a, mut b, ha, hb) = connected();
+    a.abort(ha).unwrap();
+    exchange(&mut a, &mut b, t(1));
+    assert!(events(&mut b).contains(&Event::Reset(hb)));
+    assert_eq!(a.connection_count(), 0);
+    assert_eq!(b.connection_count(), 0);
+    assert!(events(&mut a).is_empty(), "no events after abort");
+}
+
+#[test]
+fn stack_conn_stats_report_progress() {
+    let (mut a, mut b, ha, hb) = connected();
+    a.send(ha, &[0u8; 10_000]).unwrap();
+    exchange(&mut a, &mut b, t(1));
+    // The Nagle-held tail waits for the delayed ACK.
+    run_until(&mut a, &mut b, t(1), t(1000), |a, _| {
+        a.stats(ha).unwrap().bytes_out == 10_000
+    });
+    let sa = a.stats(ha).unwrap();
+    let sb = b.stats(hb).unwrap();
+    assert_eq!(sa.bytes_out, 10_000);
+    assert_eq!(sb.bytes_in, 10_000);
+    assert_eq!(sa.state, State::Established);
+    assert!(sa.cwnd >= 10 * 1448);
+    assert!(a.counters().segments_out >= 8);
+}
+
+#[test]
+fn stack_small_mtu_connects() {
+    let mut a = mk(A, 1, |c| c.iface.mtu = 576);
+    let mut b = mk(B, 2, |c| c.iface.mtu = 576);
+    b.listen(80, 0).unwrap();
+    let ha = a.connect(t(0), B, 80).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    let ev = events(&mut a);
+    assert!(
+        ev.contains(&Event::Established(ha)),
+        "{ev:?} {:?} {:?} {:?} {:?}",
+        a.counters(),
+        a.iface_stats(),
+        b.counters(),
+        b.iface_stats()
+    );
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// A stack fed real frames with arbitrary bit flips, truncations and injected
+        /// garbage, interleaved with timeouts and socket calls, never panics.
+        #[test]
+        fn stack_mangled_frames_never_panic(
+            muts in proptest::collection::vec((any::<u16>(), any::<u8>(), any::<bool>(), 0u16..2000), 1..40),
+            junk in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..5),
+        ) {
+            let (mut a, mut b) = pair();
+            b.listen(80, 0).unwrap();
+            let ha = a.connect(t(0), B, 80).unwrap();
+            let mut now = t(0);
+            for (i, (pos, x, trunc, adv)) in muts.into_iter().enumerate() {
+                let _ = a.send(ha, &[i as u8; 700]);
+                for mut f in out(&mut a, now) {
+                    let p = usize::from(pos) % f.len().max(1);
+                    if let Some(byte) = f.get_mut(p) {
+                        *byte ^= x;
+                    }
+                    if trunc {
+                        f.truncate(p);
+                    }
+                    b.handle_frame(now, &mut f);
+                }
+                for mut f in out(&mut b, now) {
+                    a.handle_frame(now, &mut f);
+                }
+                while let Some(ev) = b.poll_event() {
+                    if let Event::Accepted { conn, .. } = ev {
+                        let _ = b.send(conn, b"hello");
+                    }
+                }
+                let _ = a.poll_event();
+                now += Duration::from_millis(u64::from(adv));
+                a.handle_timeout(now);
+                b.handle_timeout(now);
+            }
+            for mut j in junk {
+                b.handle_frame(now, &mut j);
+            }
+            let _ = out(&mut b, now);
+        }
+    }
+}
+
+#[test]
+fn stack_idle_connection_entry_under_one_kib() {
+    let size = core::mem::size_of::<Entry>();
+    assert!(size < 1024, "Entry is {size} bytes");
+    // Idle: no buffers allocated after the data is read and acknowledged.
+    let (mut a, mut b, ha, hb) = connected();
+    a.send(ha, b"x").unwrap();
+    exchange(&mut a, &mut b, t(1));
+    assert_eq!(read_all(&mut b, hb), b"x");
+    run_until(&mut a, &mut b, t(1), t(1000), |a, _| {
+        a.stats(ha).unwrap().bytes_out == 1
+    });
+    let e = b.table.get(hb.0).unwrap();
+    assert_eq!(e.tcb.recv_queue(), 0);
+    assert_eq!(a.table.get(ha.0).unwrap().tcb.send_queue(), 0);
+}

@@ -1,0 +1,120 @@
+//! Deterministic simulation support: a seeded RNG, an in-memory lossy link with a
+//! virtual clock, and harnesses that run two engines against each other.
+//!
+//! Used by the `tcp/tests/sim_*.rs` tests and by benches; not part of the stable API.
+
+pub mod conn_sim;
+pub mod link;
+pub mod stack_sim;
+
+pub use link::{Link, LinkConfig, LinkStats, Packet};
+
+/// SplitMix64: a tiny, fast, seedable generator. Deterministic across platforms and
+/// versions, which is what a reproducible simulation needs.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5851_f42d_4c95_7f2d)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.next_f64() < p
+    }
+
+    /// Uniform in `[0, n)` (0 if `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+
+    /// Fills `buf` with random bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// A deterministic byte stream of known length whose content is checked on arrival
+/// (byte-exact: each byte is compared, and a running FNV-1a hash is kept for reports).
+#[derive(Debug, Clone)]
+pub struct Stream {
+    rng: Rng,
+    /// Bytes produced (sender) or verified (receiver) so far.
+    pub pos: u64,
+    /// Total length of the stream.
+    pub total: u64,
+    /// FNV-1a 64 over the bytes so far.
+    pub hash: u64,
+    block: [u8; 8],
+}
+
+impl Stream {
+    /// A stream of `total` bytes derived from `seed`.
+    pub fn new(seed: u64, total: u64) -> Stream {
+        Stream {
+            rng: Rng::new(seed),
+            pos: 0,
+            total,
+            hash: 0xcbf2_9ce4_8422_2325,
+            block: [0; 8],
+        }
+    }
+
+    fn byte(&mut self) -> u8 {
+        let i = (self.pos % 8) as usize;
+        if i == 0 {
+            self.block = self.rng.next_u64().to_le_bytes();
+        }
+        let b = self.block[i];
+        self.pos += 1;
+        self.hash = (self.hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        b
+    }
+
+    /// Produces up to `buf.len()` next bytes; returns how many.
+    pub fn produce(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min((self.total - self.pos) as usize);
+        for b in &mut buf[..n] {
+            *b = self.byte();
+        }
+        n
+    }
+
+    /// Checks received bytes; returns the offset of the first mismatch or overrun.
+    pub fn verify(&mut self, data: &[u8]) -> Result<(), u64> {
+        for &d in data {
+            if self.pos >= self.total || self.byte() != d {
+                return Err(self.pos);
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything produced / verified.
+    pub fn done(&self) -> bool {
+        self.pos >= self.total
+    }
+}

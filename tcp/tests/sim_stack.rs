@@ -1,0 +1,199 @@
+//! Deterministic simulation of two full stacks exchanging Ethernet frames.
+//! `SLUICE_SIM_SEEDS=N` runs N seeds per cell (default 1); `SLUICE_SIM_BYTES` sets the
+//! bytes moved each way (default 4 MiB).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+use tcp::conn::{Algorithm, ConnConfig};
+use tcp::testing::stack_sim::{run, StackSimConfig};
+use tcp::testing::LinkConfig;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn cell(loss: f64, reorder: bool, alg: Algorithm, sack: bool, seed: u64, bytes: u64) {
+    let cfg = StackSimConfig {
+        conn: ConnConfig {
+            congestion: alg,
+            sack,
+            // At 20 % loss each way a handshake round fails with p = 0.36, so the
+            // default 6 SYN retries give up once in ~1,300 connections: allow more.
+            syn_retries: 12,
+            ..ConnConfig::default()
+        },
+        link: LinkConfig {
+            loss,
+            reorder: if reorder { 0.05 } else { 0.0 },
+            delay: Duration::from_millis(5),
+            ..LinkConfig::default()
+        },
+        bytes_a_to_b: bytes,
+        bytes_b_to_a: bytes,
+        seed,
+        ..StackSimConfig::default()
+    };
+    if let Err(e) = run(&cfg) {
+        panic!("loss {loss} reorder {reorder} {alg:?} sack {sack} seed {seed}: {e}");
+    }
+}
+
+#[test]
+fn sim_stack_loss_matrix_moves_data_byte_exact() {
+    let seeds = env_u64("SLUICE_SIM_SEEDS", 1);
+    let bytes = env_u64("SLUICE_SIM_BYTES", 4 << 20);
+    for seed in 1..=seeds {
+        for loss in [0.0, 0.01, 0.05, 0.10, 0.20] {
+            for reorder in [false, true] {
+                for alg in [Algorithm::NewReno, Algorithm::Cubic] {
+                    for sack in [false, true] {
+                        cell(loss, reorder, alg, sack, seed, bytes);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sim_stack_corruption_caught_by_checksums() {
+    let cfg = StackSimConfig {
+        link: LinkConfig {
+            corrupt: 0.05,
+            duplicate: 0.02,
+            ..LinkConfig::default()
+        },
+        seed: 7,
+        ..StackSimConfig::default()
+    };
+    let r = run(&cfg).unwrap();
+    assert!(r.link_ab.corrupted + r.link_ba.corrupted > 0);
+    assert!(r.bad_checksums > 0);
+}
+
+#[test]
+fn sim_stack_small_mtu_negotiates_smaller_mss() {
+    let cfg = StackSimConfig {
+        mtu: 576,
+        bytes_a_to_b: 256 << 10,
+        bytes_b_to_a: 256 << 10,
+        ..StackSimConfig::default()
+    };
+    let r = run(&cfg).unwrap();
+    assert_eq!(r.link_ab.too_big, 0);
+}
+
+#[test]
+fn sim_stack_many_connections_in_parallel() {
+    let cfg = StackSimConfig {
+        connections: 50,
+        bytes_a_to_b: 20_000,
+        bytes_b_to_a: 30_000,
+        link: LinkConfig {
+            loss: 0.02,
+            ..LinkConfig::default()
+        },
+        ..StackSimConfig::default()
+    };
+    let r = run(&cfg).unwrap();
+    assert_eq!(r.a.opened, 50);
+    assert_eq!(r.b.opened, 50);
+}
+
+#[test]
+#[ignore]
+fn sim_stack_debug() {
+    let cfg = StackSimConfig {
+        mtu: env_u64("MTU", 576) as usize,
+        bytes_a_to_b: 1000,
+        bytes_b_to_a: 1000,
+        ..StackSimConfig::default()
+    };
+    let r = run(&cfg);
+    eprintln!("{r:?}");
+}
+
+/// Breadth over seeds: each seed picks its own impairments and settings and moves a
+/// small transfer each way. `SLUICE_SIM_SMALL_SEEDS` (default 200) sets the count.
+#[test]
+fn sim_stack_many_seeds_mixed_impairments() {
+    let seeds = env_u64("SLUICE_SIM_SMALL_SEEDS", 200);
+    for seed in 1..=seeds {
+        let mut r = tcp::testing::Rng::new(seed);
+        let losses = [0.0, 0.01, 0.05, 0.10, 0.20];
+        let cfg = StackSimConfig {
+            conn: ConnConfig {
+                congestion: if r.chance(0.5) {
+                    Algorithm::Cubic
+                } else {
+                    Algorithm::NewReno
+                },
+                sack: r.chance(0.5),
+                timestamps: r.chance(0.8),
+                window_scaling: r.chance(0.8),
+                delayed_ack: r.chance(0.7),
+                syn_retries: 12,
+                ..ConnConfig::default()
+            },
+            link: LinkConfig {
+                loss: losses[r.below(5) as usize],
+                reorder: if r.chance(0.5) { 0.05 } else { 0.0 },
+                duplicate: if r.chance(0.3) { 0.02 } else { 0.0 },
+                corrupt: if r.chance(0.3) { 0.01 } else { 0.0 },
+                jitter: Duration::from_micros(r.below(3000)),
+                delay: Duration::from_millis(1 + r.below(30)),
+                ..LinkConfig::default()
+            },
+            bytes_a_to_b: 1 + r.below(96 << 10),
+            bytes_b_to_a: r.below(96 << 10),
+            connections: 1 + r.below(3) as usize,
+            zero_copy: r.chance(0.5),
+            seed,
+            ..StackSimConfig::default()
+        };
+        if let Err(e) = run(&cfg) {
+            panic!("seed {seed}: {e}\n{cfg:?}");
+        }
+    }
+}
+
+/// Prints virtual transfer time and retransmissions per matrix cell (run with
+/// `--ignored --nocapture`); a report, not a check.
+#[test]
+#[ignore]
+fn sim_stack_matrix_report() {
+    let bytes = env_u64("SLUICE_SIM_BYTES", 4 << 20);
+    for loss in [0.0, 0.01, 0.05, 0.10, 0.20] {
+        for alg in [Algorithm::NewReno, Algorithm::Cubic] {
+            for sack in [false, true] {
+                let cfg = StackSimConfig {
+                    conn: ConnConfig {
+                        congestion: alg,
+                        sack,
+                        syn_retries: 12,
+                        ..ConnConfig::default()
+                    },
+                    link: LinkConfig {
+                        loss,
+                        delay: Duration::from_millis(5),
+                        ..LinkConfig::default()
+                    },
+                    bytes_a_to_b: bytes,
+                    bytes_b_to_a: bytes,
+                    ..StackSimConfig::default()
+                };
+                let r = run(&cfg).unwrap();
+                let mbit = (2 * bytes * 8) as f64 / r.elapsed.as_secs_f64() / 1e6;
+                eprintln!(
+                    "loss {:>4.0}% {alg:?} sack {sack}: {:>8.2?} virtual, {mbit:>6.1} Mbit/s both ways, rtx {}",
+                    loss * 100.0,
+                    r.elapsed,
+                    r.a.conn.retransmits + r.b.conn.retransmits
+                );
+            }
+        }
+    }
+}
