@@ -1,27 +1,50 @@
 //! `sluice`: the kernel-bypass TCP/WebSocket gateway.
 
-use clap::{Parser, Subcommand};
+mod cli;
+mod kernel;
 
-/// Sluice: a kernel-bypass TCP/IP stack and WebSocket gateway on AF_XDP.
-#[derive(Debug, Parser)]
-#[command(name = "sluice", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use clap::Parser;
+use cli::{App, Backend, Cli, Command, RunArgs};
+use tracing_subscriber::EnvFilter;
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print the build's version and enabled components.
-    Info,
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
-    match cli.command {
+    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
         Command::Info => {
             println!("sluice {}", env!("CARGO_PKG_VERSION"));
+            println!("backends: kernel (afxdp: not yet)");
+            println!("apps: tcp-echo tcp-discard tcp-source ws-echo (gateway: not yet)");
             Ok(())
+        }
+        Command::Run(args) => run(*args),
+    };
+    if let Err(e) = result {
+        eprintln!("sluice: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.config.is_some() {
+        anyhow::bail!("--config is not supported yet; pass options on the command line");
+    }
+    if args.app == App::Gateway {
+        anyhow::bail!("--app gateway is not available yet");
+    }
+    match args.backend {
+        Backend::Afxdp => anyhow::bail!(
+            "--backend afxdp is not available in this build yet; use --backend kernel"
+        ),
+        Backend::Kernel => {
+            if args.pcap.is_some() {
+                anyhow::bail!("--pcap is only supported by the afxdp backend");
+            }
+            kernel::run(&args)
         }
     }
 }

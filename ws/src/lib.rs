@@ -1,4 +1,25 @@
 //! Sans-IO WebSocket engine for Sluice (RFC 6455, RFC 7692).
 //!
 //! Bytes in, bytes out: the engine never touches a socket or a clock.
+//!
+//! - [`handshake`]: the opening handshake, server ([`handshake::parse_request`],
+//!   [`handshake::Request::accept`]) and client ([`handshake::ClientHandshake`]).
+//! - [`Connection`]: the frame-level state machine. Feed it received bytes with
+//!   [`Connection::read`] (payloads are unmasked in place), take [`Event`]s, queue messages
+//!   with [`Connection::send`] and write out [`Connection::pending_output`].
+//! - [`frame`], [`mask`], [`utf8`], [`close`], [`deflate`]: the building blocks.
 #![forbid(unsafe_code)]
+
+pub mod close;
+pub mod conn;
+pub mod deflate;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod utf8;
+
+pub use close::CloseCode;
+pub use conn::{Config, Connection, Event, MessageKind, Role, SendError};
+pub use deflate::{DeflateConfig, DeflateParams};
+pub use frame::{FrameError, FrameHeader, OpCode};
+pub use handshake::{Accepted, ClientHandshake, HandshakeError, Request, ServerConfig};

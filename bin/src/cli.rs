@@ -1,0 +1,196 @@
+//! The command line: `sluice info` and `sluice run`.
+
+use std::net::IpAddr;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Sluice: a kernel-bypass TCP/IP stack and WebSocket gateway on AF_XDP.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the build's version and enabled components.
+    Info,
+    /// Serve an application on a backend until SIGINT/SIGTERM.
+    ///
+    /// Prints one `listening` line on stdout when ready. Example:
+    /// `sluice run --backend kernel --ip 127.0.0.1 --port 9001 --app ws-echo`
+    Run(Box<RunArgs>),
+}
+
+/// Packet I/O backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// AF_XDP rings with the userspace TCP stack (not available in this build yet).
+    Afxdp,
+    /// Linux kernel sockets driven by mio (epoll), one thread: the baseline.
+    Kernel,
+}
+
+/// Application served on every port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum App {
+    /// Echo every TCP byte back.
+    TcpEcho,
+    /// Read and drop everything.
+    TcpDiscard,
+    /// Send the byte pattern `offset % 251` until the peer closes.
+    TcpSource,
+    /// WebSocket echo (RFC 6455, permessage-deflate): every message sent back unchanged.
+    WsEcho,
+    /// The WebSocket gateway (not available yet).
+    Gateway,
+}
+
+/// On/off switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// `sluice run` options.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Configuration file (not supported yet).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<String>,
+    /// Network interface for the AF_XDP backend.
+    #[arg(long, value_name = "IF")]
+    pub iface: Option<String>,
+    /// NIC queues for the AF_XDP backend: a count or a list (e.g. `2` or `0,1`).
+    #[arg(long, value_name = "N|LIST")]
+    pub queues: Option<String>,
+    /// Cores to pin workers to (e.g. `0,1`).
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<String>,
+    /// Address to serve on, with or without `/PREFIX` (kernel backend: bind address).
+    #[arg(long, value_name = "ADDR[/PREFIX]", value_parser = parse_ip, default_value = "0.0.0.0")]
+    pub ip: IpAddr,
+    /// Default gateway for the AF_XDP backend.
+    #[arg(long, value_name = "ADDR")]
+    pub gateway_ip: Option<IpAddr>,
+    /// MAC address for the AF_XDP backend.
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<String>,
+    /// Packet I/O backend.
+    #[arg(long, value_enum, default_value = "afxdp")]
+    pub backend: Backend,
+    /// TCP port to serve (repeatable; 0 picks a free port, shown in the `listening` line).
+    #[arg(long = "port", value_name = "PORT", required = true)]
+    pub ports: Vec<u16>,
+    /// Write a packet capture (AF_XDP backend; not supported yet).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<String>,
+    /// Application to serve.
+    #[arg(long, value_enum)]
+    pub app: App,
+    /// Largest WebSocket message accepted (bytes, after decompression); larger ones close with 1009.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_message_size: usize,
+    /// Largest WebSocket frame payload accepted (bytes); larger ones close with 1009.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_frame_size: usize,
+    /// Most concurrent connections; further ones are accepted and closed at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Per-connection output queue bound (bytes): above it the connection is not read.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_output_queue: usize,
+    /// permessage-deflate (RFC 7692) for ws-echo.
+    #[arg(long, value_enum, default_value = "on")]
+    pub compression: Switch,
+    /// Seconds a client has to complete the WebSocket handshake.
+    #[arg(long, default_value_t = 10)]
+    pub handshake_timeout: u64,
+}
+
+/// Parses `ADDR` or `ADDR/PREFIX`.
+pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("invalid IP address `{addr}`"))?;
+    if let Some(p) = prefix {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        match p.parse::<u8>() {
+            Ok(n) if n <= max => {}
+            _ => return Err(format!("invalid prefix length `{p}`")),
+        }
+    }
+    Ok(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn parse_ip_with_and_without_prefix_accepted() {
+        assert_eq!(
+            parse_ip("198.18.0.1/24").unwrap(),
+            "198.18.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_ip("127.0.0.1").unwrap(),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn parse_ip_bad_prefix_rejected() {
+        assert!(parse_ip("198.18.0.1/33").is_err());
+        assert!(parse_ip("nope").is_err());
+    }
+
+    #[test]
+    fn cli_run_shape_parsed() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "run",
+            "--iface",
+            "eth0",
+            "--queues",
+            "0,1",
+            "--cores",
+            "0,1",
+            "--ip",
+            "198.18.0.1/24",
+            "--gateway-ip",
+            "198.18.0.254",
+            "--mac",
+            "02:00:00:00:00:01",
+            "--backend",
+            "kernel",
+            "--port",
+            "80",
+            "--port",
+            "81",
+            "--app",
+            "ws-echo",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.ports, vec![80, 81]);
+        assert_eq!(run.backend, Backend::Kernel);
+        assert_eq!(run.app, App::WsEcho);
+    }
+}

@@ -1,0 +1,180 @@
+//! The kernel backend's TCP applications, signal handling and command-line errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::Command;
+
+use common::Server;
+use ws::{ClientHandshake, CloseCode, Config, Connection, DeflateConfig, Event, MessageKind, Role};
+
+fn connect(port: u16) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", port)).unwrap()
+}
+
+#[test]
+fn tcp_echo_bytes_echoed_until_half_close() {
+    let server = Server::start("tcp-echo", &[]);
+    let mut s = connect(server.port);
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13) as u8).collect();
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        let data = data.clone();
+        std::thread::spawn(move || {
+            w.write_all(&data).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    assert_eq!(got, data);
+}
+
+#[test]
+fn tcp_source_pattern_sent() {
+    let server = Server::start("tcp-source", &[]);
+    let mut s = connect(server.port);
+    let mut got = vec![0u8; 100_000];
+    s.read_exact(&mut got).unwrap();
+    for (i, b) in got.iter().enumerate() {
+        assert_eq!(*b, (i % 251) as u8, "byte {i}");
+    }
+}
+
+#[test]
+fn tcp_discard_input_dropped_and_closed_on_eof() {
+    let server = Server::start("tcp-discard", &[]);
+    let mut s = connect(server.port);
+    s.write_all(&[7u8; 100_000]).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert!(got.is_empty());
+}
+
+/// Opens a WebSocket with the crate's client codec; returns the stream and engine.
+fn ws_client(port: u16) -> (TcpStream, Connection) {
+    let mut s = connect(port);
+    let hs = ClientHandshake::new([3; 16], vec![], DeflateConfig::default());
+    s.write_all(&hs.request("127.0.0.1", "/")).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let accepted = loop {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "server closed during handshake");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(a) = hs.parse_response(&buf).unwrap() {
+            break a;
+        }
+    };
+    assert!(accepted.deflate.is_some());
+    assert_eq!(accepted.head_len, buf.len());
+    (
+        s,
+        Connection::new(Role::Client, Config::default(), accepted.deflate, 99),
+    )
+}
+
+fn next_event(s: &mut TcpStream, c: &mut Connection) -> Event {
+    let mut chunk = [0u8; 65536];
+    loop {
+        if let Some(ev) = c.poll_event() {
+            return ev;
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "server closed");
+        let mut pos = 0;
+        while pos < n && c.is_reading() {
+            pos += c.read(&mut chunk[pos..n]);
+        }
+    }
+}
+
+#[test]
+fn ws_client_codec_echo_roundtrip() {
+    let server = Server::start("ws-echo", &[]);
+    let (mut s, mut c) = ws_client(server.port);
+    c.send_fragmented(
+        MessageKind::Text,
+        "héllo wörld ".repeat(1000).as_bytes(),
+        1000,
+    )
+    .unwrap();
+    s.write_all(c.pending_output()).unwrap();
+    c.consume_output(c.pending_output().len());
+    assert_eq!(
+        next_event(&mut s, &mut c),
+        Event::Message {
+            kind: MessageKind::Text,
+            data: "héllo wörld ".repeat(1000).into_bytes()
+        }
+    );
+}
+
+#[test]
+fn ws_echo_sigterm_closes_1001_and_exits_0() {
+    let server = Server::start("ws-echo", &[]);
+    let (mut s, mut c) = ws_client(server.port);
+    let status = std::thread::scope(|scope| {
+        let stopper = scope.spawn(|| server.terminate());
+        let ev = next_event(&mut s, &mut c);
+        assert!(
+            matches!(
+                ev,
+                Event::Close {
+                    code: Some(CloseCode::GOING_AWAY),
+                    ..
+                }
+            ),
+            "{ev:?}"
+        );
+        // Our Close answer is queued by the engine; send it to finish the handshake.
+        s.write_all(c.pending_output()).unwrap();
+        stopper.join().unwrap()
+    });
+    assert!(status.success(), "exit status {status}");
+}
+
+fn sluice(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn run_afxdp_backend_fails_with_one_line() {
+    let out = sluice(&[
+        "run",
+        "--backend",
+        "afxdp",
+        "--port",
+        "1",
+        "--app",
+        "tcp-echo",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("afxdp"), "{err}");
+}
+
+#[test]
+fn run_gateway_app_fails_with_one_line() {
+    let out = sluice(&[
+        "run",
+        "--backend",
+        "kernel",
+        "--port",
+        "1",
+        "--app",
+        "gateway",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("gateway"), "{err}");
+}

@@ -1,0 +1,99 @@
+//! Payload masking (RFC 6455 5.3): XOR with a repeating 4-byte key, done in place.
+//!
+//! [`apply_mask`] is the fast path (a `u64` at a time, safe code); [`apply_mask_scalar`] is the
+//! byte-at-a-time oracle it is checked against at every alignment and key phase.
+
+/// XORs `buf` in place with `key`, starting at byte `phase` (0..=3) of the key.
+///
+/// Returns the key phase for the byte after `buf`, so a payload split across several
+/// slices can be unmasked piece by piece. The byte-at-a-time reference implementation.
+pub fn apply_mask_scalar(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
+    let mut p = phase & 3;
+    for b in buf.iter_mut() {
+        *b ^= key[p];
+        p = (p + 1) & 3;
+    }
+    p
+}
+
+/// XORs `buf` in place with `key`, starting at byte `phase` (0..=3) of the key.
+///
+/// Same contract as [`apply_mask_scalar`], eight bytes at a time.
+pub fn apply_mask(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
+    let phase = phase & 3;
+    // RFC 6455 5.3: octet i of the payload is XORed with octet (i MOD 4) of the key.
+    let rotated = [
+        key[phase],
+        key[(phase + 1) & 3],
+        key[(phase + 2) & 3],
+        key[(phase + 3) & 3],
+    ];
+    let key64 = u64::from_ne_bytes([
+        rotated[0], rotated[1], rotated[2], rotated[3], rotated[0], rotated[1], rotated[2],
+        rotated[3],
+    ]);
+    let mut chunks = buf.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_ne_bytes(word) ^ key64;
+        chunk.copy_from_slice(&v.to_ne_bytes());
+    }
+    let rest = chunks.into_remainder();
+    // Whole 8-byte chunks keep the phase; only the tail advances it.
+    apply_mask_scalar(rest, rotated, 0);
+    (phase + rest.len()) & 3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn mask_twice_identity() {
+        let mut data: Vec<u8> = (0..100u8).collect();
+        let orig = data.clone();
+        apply_mask(&mut data, [1, 2, 3, 4], 0);
+        assert_ne!(data, orig);
+        apply_mask(&mut data, [1, 2, 3, 4], 0);
+        assert_eq!(data, orig);
+    }
+
+    #[test]
+    fn mask_rfc_example_hello_unmasked() {
+        // RFC 6455 5.7: a masked "Hello".
+        let mut payload = [0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        apply_mask(&mut payload, [0x37, 0xfa, 0x21, 0x3d], 0);
+        assert_eq!(&payload, b"Hello");
+    }
+
+    proptest! {
+        #[test]
+        fn mask_fast_equals_scalar_every_alignment(
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+            key in any::<[u8; 4]>(),
+            start in 0usize..16,
+            phase in 0usize..4,
+            split in 0usize..300,
+        ) {
+            let start = start.min(data.len());
+            let mut fast = data.clone();
+            let mut slow = data.clone();
+            // Offsetting the slice start exercises every address alignment.
+            let pf = apply_mask(&mut fast[start..], key, phase);
+            let ps = apply_mask_scalar(&mut slow[start..], key, phase);
+            prop_assert_eq!(&fast, &slow);
+            prop_assert_eq!(pf, ps);
+            // Piecewise unmasking with the returned phase equals one pass.
+            let mut pieces = data.clone();
+            let split = split.min(pieces.len());
+            let (a, b) = pieces.split_at_mut(split);
+            let p = apply_mask(a, key, phase);
+            apply_mask(b, key, p);
+            let mut whole = data;
+            apply_mask_scalar(&mut whole, key, phase);
+            prop_assert_eq!(pieces, whole);
+        }
+    }
+}
