@@ -26,9 +26,9 @@ fi
 # ---- Debian packages -------------------------------------------------------------------
 apt_pkgs=(
   # C toolchain for libbpf/libxdp (xsk-rs, libbpf-rs) and the XDP program
-  clang llvm m4 libelf-dev zlib1g-dev pkg-config make gcc libc6-dev
+  clang llvm m4 libelf-dev zlib1g-dev pkg-config make gcc libc6-dev linux-libc-dev
   # lab
-  iproute2 ethtool nftables iputils-ping procps kmod
+  iproute2 ethtool nftables iputils-ping procps kmod util-linux
   # kernel peers used by the tests and benchmarks
   iperf3 python3 python3-venv python3-pip curl ca-certificates git
 )

@@ -1,1 +1,14 @@
-//! Benchmarks for Sluice: criterion micro-benchmarks (`benches/`) and the load generator.
+//! Benchmarks for Sluice: criterion micro-benchmarks (`benches/`) and the load generator
+//! `sluice-load` with its loopback responder and the kernel-socket reference servers.
+
+pub mod ceiling;
+pub mod client;
+pub mod report;
+pub mod responder;
+pub mod settings;
+pub mod wsframe;
+
+pub use ceiling::{ceiling, CeilingOptions};
+pub use client::run;
+pub use report::{ErrorKind, Report, WorkerStats};
+pub use settings::{Mode, Proto, Settings};

@@ -7,11 +7,16 @@
 //! - [`wire`]: zero-copy checked views and `Repr`s for Ethernet, ARP, IPv4, ICMPv4, TCP.
 //! - [`seq`], [`time`]: sequence-number arithmetic and the caller-supplied clock.
 //! - [`timer`]: the hierarchical timer wheel holding every per-connection timer.
-//! - [`storage`]: send/receive ring buffers and the out-of-order assembler.
+//! - [`storage`]: a lazily allocated byte ring and a bounded out-of-order assembler
+//!   (not yet used by [`conn`], which has its own buffers: to be unified).
 //! - [`cc`]: RTT estimation (RFC 6298) and congestion control (NewReno, CUBIC).
+//! - [`cookie`]: RFC 6528 initial sequence numbers and SYN cookies.
 //! - [`table`]: the per-core connection table keyed by 4-tuple.
-//! - [`conn`]: the RFC 9293 connection state machine.
-//! - [`iface`]: the per-core `Stack`: Ethernet/ARP/ICMP/IPv4 and the socket API.
+//! - [`conn`]: the per-connection RFC 9293 state machine (TCB), SACK, flow control.
+//! - [`iface`]: the per-core L2/L3 interface: Ethernet, ARP cache and responder, ICMP echo,
+//!   IPv4, closed-port policy, and the `TxQueue` trait frames are built into.
+//! - [`stack`]: the per-core `Stack`: interface + connection table + listeners + timer wheel
+//!   + events, and the handle-based socket API.
 #![forbid(unsafe_code)]
 
 pub mod cc;

@@ -87,28 +87,6 @@ fn sim_conn_no_loss_has_no_retransmits() {
     assert_eq!(r.a.retransmits + r.b.retransmits, 0);
 }
 
-#[test]
-#[ignore]
-fn sim_conn_debug_one() {
-    let cfg = ConnSimConfig {
-        conn: ConnConfig {
-            congestion: Algorithm::NewReno,
-            sack: false,
-            ..ConnConfig::default()
-        },
-        link: LinkConfig {
-            loss: env_u64("L", 5) as f64 / 100.0,
-            ..LinkConfig::default()
-        },
-        bytes_a_to_b: 4 << 20,
-        bytes_b_to_a: 4 << 20,
-        seed: env_u64("S", 1),
-        trace: true,
-        ..ConnSimConfig::default()
-    };
-    run(&cfg).unwrap();
-}
-
 /// Regression: with 20 % loss the LAST-ACK side may outlive its peer's TIME_WAIT;
 /// the RST from the closed peer must reach it so it closes normally, not by timeout.
 #[test]

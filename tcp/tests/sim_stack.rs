@@ -103,19 +103,6 @@ fn sim_stack_many_connections_in_parallel() {
     assert_eq!(r.b.opened, 50);
 }
 
-#[test]
-#[ignore]
-fn sim_stack_debug() {
-    let cfg = StackSimConfig {
-        mtu: env_u64("MTU", 576) as usize,
-        bytes_a_to_b: 1000,
-        bytes_b_to_a: 1000,
-        ..StackSimConfig::default()
-    };
-    let r = run(&cfg);
-    eprintln!("{r:?}");
-}
-
 /// Breadth over seeds: each seed picks its own impairments and settings and moves a
 /// small transfer each way. `SLUICE_SIM_SMALL_SEEDS` (default 200) sets the count.
 #[test]
@@ -156,44 +143,6 @@ fn sim_stack_many_seeds_mixed_impairments() {
         };
         if let Err(e) = run(&cfg) {
             panic!("seed {seed}: {e}\n{cfg:?}");
-        }
-    }
-}
-
-/// Prints virtual transfer time and retransmissions per matrix cell (run with
-/// `--ignored --nocapture`); a report, not a check.
-#[test]
-#[ignore]
-fn sim_stack_matrix_report() {
-    let bytes = env_u64("SLUICE_SIM_BYTES", 4 << 20);
-    for loss in [0.0, 0.01, 0.05, 0.10, 0.20] {
-        for alg in [Algorithm::NewReno, Algorithm::Cubic] {
-            for sack in [false, true] {
-                let cfg = StackSimConfig {
-                    conn: ConnConfig {
-                        congestion: alg,
-                        sack,
-                        syn_retries: 12,
-                        ..ConnConfig::default()
-                    },
-                    link: LinkConfig {
-                        loss,
-                        delay: Duration::from_millis(5),
-                        ..LinkConfig::default()
-                    },
-                    bytes_a_to_b: bytes,
-                    bytes_b_to_a: bytes,
-                    ..StackSimConfig::default()
-                };
-                let r = run(&cfg).unwrap();
-                let mbit = (2 * bytes * 8) as f64 / r.elapsed.as_secs_f64() / 1e6;
-                eprintln!(
-                    "loss {:>4.0}% {alg:?} sack {sack}: {:>8.2?} virtual, {mbit:>6.1} Mbit/s both ways, rtx {}",
-                    loss * 100.0,
-                    r.elapsed,
-                    r.a.conn.retransmits + r.b.conn.retransmits
-                );
-            }
         }
     }
 }
