@@ -1,5 +1,5 @@
 //! Root lab tests: connection close variants seen from the Linux peer, graceful stop,
-//! kill -9 and restart, and one-line startup errors of `sluice --backend afxdp`.
+//! kill -9 and restart, and one-line startup errors (including no privileges) of `sluice --backend afxdp`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/lab.rs"]
@@ -201,6 +201,41 @@ fn afxdp_startup_errors_one_line_nonzero_exit() {
     assert_ne!(code, 0);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("out of range"), "{err}");
+
+    // Without privileges (uid 65534, no capabilities).
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.stack_ns])
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .arg(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "run",
+            "--backend",
+            "afxdp",
+            "--app",
+            "tcp-echo",
+            "--port",
+            "7",
+        ])
+        .args([
+            "--log-level",
+            "error",
+            "--iface",
+            &lab.stack_if,
+            "--ip",
+            &ip,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("not permitted"), "{err}");
 
     // A second instance on the same interface finds Sluice's program attached.
     let _first = lab.sluice("tcp-echo", &[7], &[]);
