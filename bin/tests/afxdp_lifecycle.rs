@@ -23,7 +23,7 @@ fn peer_states(lab: &Lab, port: u16) -> String {
 
 #[test]
 #[ignore = "needs root: run by deploy/test.sh"]
-fn afxdp_sluice_closes_first_on_sigterm_peer_in_close_wait_exit_zero() {
+fn afxdp_sluice_closes_first_on_sigterm_peer_close_wait_sluice_time_wait_exit_zero() {
     let _serial = lab::serial();
     let lab = Lab::up(1);
     let mut sluice = lab.sluice("tcp-echo", &[7], &[]);
@@ -44,6 +44,9 @@ fn afxdp_sluice_closes_first_on_sigterm_peer_in_close_wait_exit_zero() {
         .wait_exit(Duration::from_secs(15))
         .expect("sluice did not stop on SIGTERM");
     assert!(status.success(), "exit status {status:?}");
+    // Sluice closed first, so Sluice holds TIME_WAIT (its worker logs the count at exit).
+    let log = sluice.log_text();
+    assert_eq!(lab::Sluice::log_sum(&log, "time_wait"), 1, "{log}");
 }
 
 #[test]

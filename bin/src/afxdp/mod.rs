@@ -315,6 +315,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                     segments_out = s.segments_out,
                     retransmits = s.conn.retransmits,
                     opened = s.opened,
+                    time_wait = s.time_wait,
                     rx_frames = exit.stats.rx_frames,
                     tx_frames = exit.stats.tx_frames,
                     "worker stopped"
