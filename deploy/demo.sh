@@ -53,7 +53,7 @@ ip netns exec "$PEER_NS" ping -c 3 -i 0.2 "$STACK_IP"
 
 echo "==> the kernel's TCP talks to Sluice"
 ip netns exec "$PEER_NS" python3 - "$STACK_IP" <<'EOF'
-import socket, sys, hashlib
+import socket, sys, hashlib, threading
 host = sys.argv[1]
 with socket.create_connection((host, 7), timeout=10) as s:
     for i in range(3):
@@ -64,10 +64,17 @@ with socket.create_connection((host, 7), timeout=10) as s:
             got += s.recv(4096)
         print(f"sent {msg.decode()!r:45} echoed {got.decode()!r}")
     blob = bytes((i * 7 + 13) % 256 for i in range(8 << 20))
-    s.sendall(blob)
+    # Send from a thread while reading the echo here: an echo server cannot take more
+    # than its buffers hold from a client that does not read.
+    sender = threading.Thread(target=s.sendall, args=(blob,))
+    sender.start()
     back = bytearray()
     while len(back) < len(blob):
-        back += s.recv(1 << 16)
+        chunk = s.recv(1 << 16)
+        if not chunk:
+            break
+        back += chunk
+    sender.join()
     ok = hashlib.sha256(back).digest() == hashlib.sha256(blob).digest()
     print(f"8 MiB through Sluice and back: {'byte-exact' if ok else 'MISMATCH'}")
     if not ok:
