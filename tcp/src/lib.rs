@@ -16,6 +16,7 @@
 
 pub mod cc;
 pub mod conn;
+pub mod cookie;
 pub mod iface;
 pub mod seq;
 pub mod storage;

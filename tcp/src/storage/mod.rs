@@ -1,1 +1,9 @@
-//! See the crate documentation.
+//! Connection buffers: the lazily allocated byte ring used for send and receive data, and
+//! the bounded out-of-order assembler that tracks which bytes past the receive point have
+//! arrived.
+
+pub mod assembler;
+pub mod ring;
+
+pub use assembler::{Assembler, TooManyHoles};
+pub use ring::RingBuffer;

@@ -1,0 +1,407 @@
+//! A fixed-capacity byte ring whose memory is allocated on first use.
+//!
+//! A connection's send and receive buffers are `RingBuffer`s. An idle connection holds
+//! none of the backing memory: it is allocated when the first byte is written and can be
+//! given back with [`RingBuffer::release_if_empty`], so a million idle connections cost
+//! only the 32-byte headers.
+//!
+//! Positions are counted from the read position:
+//! - `0 .. len()` are the *allocated* (readable) bytes;
+//! - `len() .. capacity()` is the *unallocated* space (the window). The receive path
+//!   places out-of-order data there with [`RingBuffer::write_unallocated`] and makes it
+//!   readable with [`RingBuffer::enqueue_unallocated`] once the hole before it is filled.
+
+/// A byte ring with a fixed capacity and lazily allocated storage.
+#[derive(Debug, Clone, Default)]
+pub struct RingBuffer {
+    /// Backing memory: empty until first written, then exactly `capacity` bytes.
+    storage: Box<[u8]>,
+    /// The configured capacity in bytes.
+    capacity: u32,
+    /// Index in `storage` of the first readable byte.
+    read_at: u32,
+    /// Number of readable bytes.
+    length: u32,
+}
+
+impl RingBuffer {
+    /// A ring of `capacity` bytes (capped at `u32::MAX`) with no memory allocated yet.
+    pub fn new(capacity: usize) -> RingBuffer {
+        RingBuffer {
+            storage: Box::default(),
+            capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
+            read_at: 0,
+            length: 0,
+        }
+    }
+
+    /// The configured capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// Number of readable bytes.
+    pub fn len(&self) -> usize {
+        self.length as usize
+    }
+
+    /// Free space after the readable bytes (`capacity - len`).
+    pub fn window(&self) -> usize {
+        (self.capacity - self.length) as usize
+    }
+
+    /// No readable bytes.
+    pub fn is_empty(&self) -> bool {
+        self.length == 0
+    }
+
+    /// No free space.
+    pub fn is_full(&self) -> bool {
+        self.length == self.capacity
+    }
+
+    /// The backing memory is currently allocated.
+    pub fn is_allocated(&self) -> bool {
+        !self.storage.is_empty()
+    }
+
+    /// Frees the backing memory if there are no readable bytes; returns whether the ring
+    /// now holds no memory. Bytes written past the end with
+    /// [`write_unallocated`](Self::write_unallocated) are discarded too, so the receive
+    /// path calls this only when its assembler is empty.
+    pub fn release_if_empty(&mut self) -> bool {
+        if self.length == 0 {
+            self.storage = Box::default();
+            self.read_at = 0;
+        }
+        self.storage.is_empty()
+    }
+
+    /// Discards all readable bytes, keeping the memory.
+    pub fn clear(&mut self) {
+        self.read_at = 0;
+        self.length = 0;
+    }
+
+    fn allocate(&mut self) {
+        if self.storage.is_empty() && self.capacity > 0 {
+            self.storage = vec![0u8; self.capacity as usize].into_boxed_slice();
+        }
+    }
+
+    /// Storage index of the position `offset` bytes past the read position
+    /// (`offset <= capacity`).
+    fn index(&self, offset: usize) -> usize {
+        let cap = self.capacity as usize;
+        let i = self.read_at as usize + offset;
+        if i >= cap {
+            i - cap
+        } else {
+            i
+        }
+    }
+
+    /// Copies `data` into the ring starting `offset` bytes past the read position; the
+    /// caller guarantees `offset + data.len() <= capacity` and that storage is allocated.
+    fn copy_in(&mut self, offset: usize, data: &[u8]) {
+        let cap = self.capacity as usize;
+        let start = self.index(offset);
+        let first = data.len().min(cap - start);
+        self.storage[start..start + first].copy_from_slice(&data[..first]);
+        self.storage[..data.len() - first].copy_from_slice(&data[first..]);
+    }
+
+    /// Appends as much of `data` as fits; returns the number of bytes appended.
+    pub fn enqueue_slice(&mut self, data: &[u8]) -> usize {
+        let n = self.write_unallocated(0, data);
+        self.enqueue_unallocated(n)
+    }
+
+    /// Moves up to `buf.len()` readable bytes into `buf`; returns the number moved.
+    pub fn dequeue_slice(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.len());
+        let first = self.get_allocated(0, n).len();
+        buf[..first].copy_from_slice(self.get_allocated(0, first));
+        let rest = n - first;
+        buf[first..n].copy_from_slice(self.get_allocated(first, rest));
+        self.dequeue_allocated(n)
+    }
+
+    /// Drops up to `n` readable bytes from the front; returns the number dropped.
+    pub fn dequeue_allocated(&mut self, n: usize) -> usize {
+        let n = n.min(self.len());
+        self.read_at = self.index(n) as u32;
+        self.length -= n as u32;
+        n
+    }
+
+    /// The readable bytes starting `offset` past the read position, at most `max_len` of
+    /// them, up to the end of the storage (shorter at the wrap; call again for the rest).
+    /// Empty if `offset >= len()`.
+    pub fn get_allocated(&self, offset: usize, max_len: usize) -> &[u8] {
+        if offset >= self.len() {
+            return &[];
+        }
+        let start = self.index(offset);
+        let cap = self.capacity as usize;
+        let n = max_len.min(self.len() - offset).min(cap - start);
+        &self.storage[start..start + n]
+    }
+
+    /// The readable bytes from the read position up to the wrap, for zero-copy reads
+    /// (consume them with [`dequeue_allocated`](Self::dequeue_allocated)).
+    pub fn peek_contiguous(&self) -> &[u8] {
+        self.get_allocated(0, self.len())
+    }
+
+    /// Copies `data` into the free space starting `offset` bytes past the readable bytes,
+    /// without making it readable; returns how many bytes fit (0 if `offset >= window()`).
+    pub fn write_unallocated(&mut self, offset: usize, data: &[u8]) -> usize {
+        let window = self.window();
+        if offset >= window || data.is_empty() {
+            return 0;
+        }
+        let n = data.len().min(window - offset);
+        self.allocate();
+        self.copy_in(self.len() + offset, &data[..n]);
+        n
+    }
+
+    /// Makes up to `n` bytes of free space readable (data placed earlier with
+    /// [`write_unallocated`](Self::write_unallocated) or
+    /// [`get_unallocated`](Self::get_unallocated)); returns the number made readable.
+    pub fn enqueue_unallocated(&mut self, n: usize) -> usize {
+        let n = n.min(self.window());
+        if n > 0 {
+            self.allocate();
+        }
+        self.length += n as u32;
+        n
+    }
+
+    /// Contiguous free space starting `offset` bytes past the readable bytes, at most
+    /// `max_len` long (shorter at the wrap), for writing in place; follow with
+    /// [`enqueue_unallocated`](Self::enqueue_unallocated). Allocates the storage.
+    pub fn get_unallocated(&mut self, offset: usize, max_len: usize) -> &mut [u8] {
+        let window = self.window();
+        if offset >= window || max_len == 0 {
+            return &mut [];
+        }
+        self.allocate();
+        let start = self.index(self.len() + offset);
+        let cap = self.capacity as usize;
+        let n = max_len.min(window - offset).min(cap - start);
+        &mut self.storage[start..start + n]
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, VecDeque};
+
+    #[test]
+    fn ring_header_size_is_32_bytes() {
+        assert_eq!(core::mem::size_of::<RingBuffer>(), 32);
+    }
+
+    #[test]
+    fn ring_new_holds_no_memory() {
+        let mut r = RingBuffer::new(64);
+        assert!(!r.is_allocated());
+        assert_eq!(r.window(), 64);
+        assert_eq!(r.dequeue_allocated(3), 0);
+        assert_eq!(r.enqueue_slice(&[]), 0);
+        assert!(!r.is_allocated());
+        assert_eq!(r.enqueue_slice(b"abc"), 3);
+        assert!(r.is_allocated());
+        assert!(!r.release_if_empty());
+        assert_eq!(r.dequeue_allocated(3), 3);
+        assert!(r.release_if_empty());
+        assert!(!r.is_allocated());
+    }
+
+    #[test]
+    fn ring_enqueue_full_truncates() {
+        let mut r = RingBuffer::new(4);
+        assert_eq!(r.enqueue_slice(b"abcdef"), 4);
+        assert!(r.is_full());
+        assert_eq!(r.enqueue_slice(b"x"), 0);
+        let mut buf = [0u8; 8];
+        assert_eq!(r.dequeue_slice(&mut buf), 4);
+        assert_eq!(&buf[..4], b"abcd");
+    }
+
+    #[test]
+    fn ring_wrapped_get_allocated_splits_at_wrap() {
+        let mut r = RingBuffer::new(8);
+        r.enqueue_slice(b"123456");
+        r.dequeue_allocated(5);
+        r.enqueue_slice(b"abcde");
+        assert_eq!(r.peek_contiguous(), b"6ab");
+        assert_eq!(r.get_allocated(3, 10), b"cde");
+        assert_eq!(r.get_allocated(1, 1), b"a");
+        assert_eq!(r.get_allocated(6, 1), b"");
+    }
+
+    #[test]
+    fn ring_out_of_order_write_becomes_readable() {
+        let mut r = RingBuffer::new(8);
+        assert_eq!(r.write_unallocated(3, b"def"), 3);
+        assert!(r.is_empty());
+        assert_eq!(r.write_unallocated(0, b"abc"), 3);
+        assert_eq!(r.enqueue_unallocated(6), 6);
+        let mut buf = [0u8; 6];
+        r.dequeue_slice(&mut buf);
+        assert_eq!(&buf, b"abcdef");
+        assert_eq!(r.write_unallocated(8, b"z"), 0);
+    }
+
+    #[test]
+    fn ring_zero_capacity_accepts_nothing() {
+        let mut r = RingBuffer::new(0);
+        assert_eq!(r.enqueue_slice(b"a"), 0);
+        assert_eq!(r.enqueue_unallocated(1), 0);
+        assert!(r.get_unallocated(0, 4).is_empty());
+        assert!(r.is_full() && r.is_empty());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Enqueue(Vec<u8>),
+        Dequeue(usize),
+        DequeueAllocated(usize),
+        GetAllocated(usize, usize),
+        WriteUnallocated(usize, Vec<u8>),
+        EnqueueUnallocated(usize),
+        GetUnallocated(usize, usize, u8),
+        Release,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let data = proptest::collection::vec(any::<u8>(), 0..24);
+        prop_oneof![
+            data.clone().prop_map(Op::Enqueue),
+            (0usize..24).prop_map(Op::Dequeue),
+            (0usize..24).prop_map(Op::DequeueAllocated),
+            (0usize..24, 0usize..24).prop_map(|(o, m)| Op::GetAllocated(o, m)),
+            (0usize..24, data).prop_map(|(o, d)| Op::WriteUnallocated(o, d)),
+            (0usize..24).prop_map(Op::EnqueueUnallocated),
+            (0usize..24, 0usize..24, any::<u8>()).prop_map(|(o, m, b)| Op::GetUnallocated(o, m, b)),
+            Just(Op::Release),
+        ]
+    }
+
+    /// Model: readable bytes in a VecDeque (`None` = never written, content unspecified)
+    /// and bytes placed past the end keyed by absolute stream position.
+    struct Model {
+        cap: usize,
+        readable: VecDeque<Option<u8>>,
+        head: usize,
+        future: BTreeMap<usize, u8>,
+    }
+
+    impl Model {
+        fn place(&mut self, offset: usize, data: &[u8]) -> usize {
+            let window = self.cap - self.readable.len();
+            if offset >= window {
+                return 0;
+            }
+            let n = data.len().min(window - offset);
+            let end = self.head + self.readable.len();
+            for (i, b) in data[..n].iter().enumerate() {
+                self.future.insert(end + offset + i, *b);
+            }
+            n
+        }
+
+        fn enqueue_unallocated(&mut self, n: usize) -> usize {
+            let n = n.min(self.cap - self.readable.len());
+            for _ in 0..n {
+                let pos = self.head + self.readable.len();
+                self.readable.push_back(self.future.remove(&pos));
+            }
+            n
+        }
+
+        fn dequeue(&mut self, n: usize) -> Vec<Option<u8>> {
+            let n = n.min(self.readable.len());
+            self.head += n;
+            self.readable.drain(..n).collect()
+        }
+    }
+
+    fn matches(real: &[u8], model: impl IntoIterator<Item = Option<u8>>) -> bool {
+        let model: Vec<Option<u8>> = model.into_iter().collect();
+        real.len() == model.len()
+            && real
+                .iter()
+                .zip(&model)
+                .all(|(r, m)| m.is_none_or(|m| m == *r))
+    }
+
+    proptest! {
+        // Oracle: the ring against a VecDeque model under arbitrary operation sequences.
+        #[test]
+        fn ring_ops_match_vecdeque_model(cap in 0usize..20, ops in proptest::collection::vec(op(), 0..60)) {
+            let mut r = RingBuffer::new(cap);
+            let mut m = Model { cap, readable: VecDeque::new(), head: 0, future: BTreeMap::new() };
+            for op in ops {
+                match op {
+                    Op::Enqueue(d) => {
+                        let n = m.place(0, &d);
+                        prop_assert_eq!(m.enqueue_unallocated(n), n);
+                        prop_assert_eq!(r.enqueue_slice(&d), n);
+                    }
+                    Op::Dequeue(n) => {
+                        let mut buf = vec![0u8; n];
+                        let got = r.dequeue_slice(&mut buf);
+                        let want = m.dequeue(n);
+                        prop_assert!(matches(&buf[..got], want));
+                    }
+                    Op::DequeueAllocated(n) => {
+                        prop_assert_eq!(r.dequeue_allocated(n), m.dequeue(n).len());
+                    }
+                    Op::GetAllocated(o, max) => {
+                        let got = r.get_allocated(o, max);
+                        let want = m.readable.iter().skip(o).take(max).copied();
+                        let want: Vec<_> = want.collect();
+                        prop_assert!(want.len() >= got.len());
+                        prop_assert!(matches(got, want[..got.len()].iter().copied()));
+                        // Shorter only at the wrap.
+                        if !want.is_empty() {
+                            prop_assert!(!got.is_empty());
+                        }
+                    }
+                    Op::WriteUnallocated(o, d) => {
+                        prop_assert_eq!(r.write_unallocated(o, &d), m.place(o, &d));
+                    }
+                    Op::EnqueueUnallocated(n) => {
+                        prop_assert_eq!(r.enqueue_unallocated(n), m.enqueue_unallocated(n));
+                    }
+                    Op::GetUnallocated(o, max, b) => {
+                        let slice = r.get_unallocated(o, max);
+                        slice.fill(b);
+                        let len = slice.len();
+                        prop_assert!(len <= max);
+                        prop_assert_eq!(m.place(o, &vec![b; len]), len);
+                    }
+                    Op::Release => {
+                        if m.readable.is_empty() {
+                            m.future.clear();
+                            m.head = 0;
+                        }
+                        prop_assert_eq!(r.release_if_empty(), !r.is_allocated());
+                    }
+                }
+                prop_assert_eq!(r.len(), m.readable.len());
+                prop_assert_eq!(r.window(), cap - m.readable.len());
+                let contiguous = r.peek_contiguous();
+                prop_assert!(matches(contiguous, m.readable.iter().take(contiguous.len()).copied()));
+                prop_assert_eq!(contiguous.is_empty(), m.readable.is_empty());
+            }
+        }
+    }
+}
