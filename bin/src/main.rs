@@ -1,6 +1,9 @@
 //! `sluice`: the kernel-bypass TCP/WebSocket gateway.
 
 mod cli;
+mod config;
+mod control;
+mod gateway;
 mod kernel;
 
 use clap::Parser;
@@ -18,10 +21,13 @@ fn main() {
         Command::Info => {
             println!("sluice {}", env!("CARGO_PKG_VERSION"));
             println!("backends: kernel (afxdp: not yet)");
-            println!("apps: tcp-echo tcp-discard tcp-source ws-echo (gateway: not yet)");
+            println!("apps: tcp-echo tcp-discard tcp-source ws-echo gateway (kernel backend)");
             Ok(())
         }
         Command::Run(args) => run(*args),
+        // Gateway additions (config, control plane): see config.rs and control/.
+        Command::CheckConfig { file } => config::check_file(&file),
+        Command::Stat { control } => control::stat(&control),
     };
     if let Err(e) = result {
         eprintln!("sluice: error: {e:#}");
@@ -30,6 +36,11 @@ fn main() {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Gateway addition: `--app gateway` has its own kernel driver in gateway/kernel.rs.
+    if args.app == App::Gateway && args.backend == Backend::Kernel {
+        let config = config::for_run(&args)?;
+        return gateway::kernel::run(gateway::kernel::Settings { config });
+    }
     if args.config.is_some() {
         anyhow::bail!("--config is not supported yet; pass options on the command line");
     }
