@@ -391,10 +391,12 @@ pub fn for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Config> {
     };
     // Which flags were given explicitly (their clap defaults must not override the file).
     let matches = crate::cli::Cli::command().try_get_matches_from(std::env::args_os());
-    let run = matches.as_ref().ok().and_then(|m| m.subcommand_matches("run"));
-    let given = |id: &str| {
-        run.is_none_or(|m| matches!(m.value_source(id), Some(ValueSource::CommandLine)))
-    };
+    let run = matches
+        .as_ref()
+        .ok()
+        .and_then(|m| m.subcommand_matches("run"));
+    let given =
+        |id: &str| run.is_none_or(|m| matches!(m.value_source(id), Some(ValueSource::CommandLine)));
     if given("ip") || args.config.is_none() {
         c.listen.ip = args.ip;
     }
@@ -422,7 +424,8 @@ pub fn for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Config> {
             r.compression = args.compression == crate::cli::Switch::On;
         }
     }
-    c.validate().map_err(|e| anyhow::anyhow!("after applying flags: {e}"))?;
+    c.validate()
+        .map_err(|e| anyhow::anyhow!("after applying flags: {e}"))?;
     Ok(c)
 }
 

@@ -190,8 +190,14 @@ mod tests {
         m.messages_in.get_or_create(&route_label("/ws")).inc_by(3);
         m.dropped("slow_consumer");
         let text = m.render();
-        assert!(text.contains("sluice_messages_in_total{route=\"/ws\"} 3"), "{text}");
-        assert!(text.contains("sluice_drops_total{reason=\"slow_consumer\"} 1"), "{text}");
+        assert!(
+            text.contains("sluice_messages_in_total{route=\"/ws\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_drops_total{reason=\"slow_consumer\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("sluice_processing_seconds_bucket"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }

@@ -58,7 +58,11 @@ pub fn spawn(addr: SocketAddr, ctx: Context) -> anyhow::Result<SocketAddr> {
     Ok(bound)
 }
 
-fn text(status: u16, body: impl Into<String>, content_type: &str) -> Response<std::io::Cursor<Vec<u8>>> {
+fn text(
+    status: u16,
+    body: impl Into<String>,
+    content_type: &str,
+) -> Response<std::io::Cursor<Vec<u8>>> {
     let mut r = Response::from_string(body.into()).with_status_code(status);
     if let Ok(h) = Header::from_bytes("Content-Type", content_type) {
         r = r.with_header(h);
@@ -89,11 +93,7 @@ fn handle(mut req: Request, ctx: &Context) {
     }
 }
 
-fn publish(
-    req: &mut Request,
-    path: &str,
-    ctx: &Context,
-) -> Response<std::io::Cursor<Vec<u8>>> {
+fn publish(req: &mut Request, path: &str, ctx: &Context) -> Response<std::io::Cursor<Vec<u8>>> {
     let topic = path.trim_start_matches("/publish/");
     if !valid_topic(topic) {
         return text(400, "bad topic\n", "text/plain");
@@ -186,8 +186,18 @@ pub fn stat(addr: &str) -> anyhow::Result<()> {
     println!("connections: {}", rows.len());
     println!(
         "{:<3} {:<22} {:<10} {:<9} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>6} {:>6}",
-        "w", "peer", "route", "state", "topics", "msg_in", "msg_out", "bytes_in", "bytes_out",
-        "queued", "drops", "age_s"
+        "w",
+        "peer",
+        "route",
+        "state",
+        "topics",
+        "msg_in",
+        "msg_out",
+        "bytes_in",
+        "bytes_out",
+        "queued",
+        "drops",
+        "age_s"
     );
     for r in rows {
         println!(

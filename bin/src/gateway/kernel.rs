@@ -76,7 +76,12 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         poll.registry()
             .register(&mut l, Token(i), Interest::READABLE)
             .context("registering listener")?;
-        bound.push(l.local_addr().context("listener address")?.port().to_string());
+        bound.push(
+            l.local_addr()
+                .context("listener address")?
+                .port()
+                .to_string(),
+        );
         listeners.push(l);
     }
     let control_addr = if config.control.enabled {
@@ -99,7 +104,12 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     io::stdout().flush().ok();
     info!(ip = %config.listen.ip, ports = %bound.join(","), control = %control_text, "gateway listening");
 
-    let mut worker = Worker::new(0, Arc::clone(&config), Arc::clone(&metrics), Some(publisher));
+    let mut worker = Worker::new(
+        0,
+        Arc::clone(&config),
+        Arc::clone(&metrics),
+        Some(publisher),
+    );
     let mut driver = Driver {
         poll,
         base: listeners.len(),

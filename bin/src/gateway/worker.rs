@@ -260,10 +260,9 @@ impl Worker {
                         {
                             Upgrade::Refuse(http_refusal(403, "Forbidden"), "origin")
                         }
-                        Some(i) if self.routes[i].cfg.kind == RouteKind::Proxy => Upgrade::Refuse(
-                            http_refusal(501, "Not Implemented"),
-                            "unavailable",
-                        ),
+                        Some(i) if self.routes[i].cfg.kind == RouteKind::Proxy => {
+                            Upgrade::Refuse(http_refusal(501, "Not Implemented"), "unavailable")
+                        }
                         Some(i) => {
                             let acc = req.accept(&self.routes[i].server);
                             Upgrade::Open {
