@@ -265,6 +265,9 @@ pub enum DeflateError {
 /// RFC 7692 7.2.1: the four octets every sync flush ends with.
 const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
+/// An empty stored block after a byte-aligned sync flush: header byte, LEN, NLEN.
+const EMPTY_STORED_BLOCK: [u8; 5] = [0x00, 0x00, 0x00, 0xff, 0xff];
+
 /// Our outgoing compression context.
 #[derive(Debug)]
 pub struct Deflater {
@@ -294,24 +297,39 @@ impl Deflater {
     ) -> Result<(), DeflateError> {
         let start = out.len();
         let mut consumed = 0usize;
-        loop {
-            if out.capacity() - out.len() < 64 {
-                out.reserve((input.len() - consumed) / 2 + 128);
+        while consumed < input.len() {
+            if out.capacity() - out.len() < 1024 {
+                out.reserve((input.len() - consumed) / 2 + 1024);
             }
             let before = self.compress.total_in();
             self.compress
-                .compress_vec(&input[consumed..], out, FlushCompress::Sync)
+                .compress_vec(&input[consumed..], out, FlushCompress::None)
                 .map_err(|_| DeflateError::Corrupt)?;
             consumed += (self.compress.total_in() - before) as usize;
-            // Done once all input is in and the flush did not fill the output.
-            if consumed >= input.len() && out.capacity() - out.len() >= 64 {
+        }
+        // miniz may return from a flush with the flush still pending (input consumed into
+        // its lookahead). Flush until a call yields nothing but an empty stored block
+        // (00 00 00 ff ff): everything before it is then out, and the stream ends in the
+        // sync marker either way. This costs one extra byte on the wire per message.
+        let mut rounds = 0;
+        loop {
+            if out.capacity() - out.len() < 1024 {
+                out.reserve(64 * 1024);
+            }
+            let before = out.len();
+            self.compress
+                .compress_vec(&[], out, FlushCompress::Sync)
+                .map_err(|_| DeflateError::Corrupt)?;
+            if out[before..] == EMPTY_STORED_BLOCK {
                 break;
+            }
+            rounds += 1;
+            if rounds > 4096 {
+                return Err(DeflateError::Corrupt);
             }
         }
         // RFC 7692 7.2.1: remove the 0x00 0x00 0xff 0xff tail of the sync flush.
-        if out.len() >= start + 4 && out[out.len() - 4..] == SYNC_TAIL {
-            out.truncate(out.len() - 4);
-        }
+        out.truncate(out.len() - SYNC_TAIL.len());
         if out.len() == start {
             // RFC 7692 7.2.3.6: an empty message compresses to a single 0x00 octet.
             out.push(0);
@@ -438,6 +456,38 @@ mod tests {
     fn deflater_small_window_stored_blocks_roundtrip() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         assert_eq!(roundtrip(9, &data), data);
+    }
+
+    #[test]
+    fn deflater_reused_large_buffer_random_messages_roundtrip() {
+        // Regression: with a large output buffer miniz returned from the sync flush with
+        // the flush still pending, truncating the message and corrupting the next one.
+        let mut d = Deflater::new(15, 1, false);
+        let mut i = Inflater::new(false);
+        let mut c = Vec::with_capacity(4 << 20);
+        let mut x = 12345u64;
+        for n in [1usize, 125, 126, 65535, 65536, 1 << 20, 1 << 20] {
+            let data: Vec<u8> = (0..n)
+                .map(|k| {
+                    if k % 3 == 0 {
+                        b'a'
+                    } else {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    }
+                })
+                .collect();
+            c.clear();
+            d.compress_message(&data, &mut c).unwrap();
+            let mut out = Vec::new();
+            for ch in c.chunks(1000) {
+                i.feed(ch, &mut out, 1 << 24).unwrap();
+            }
+            i.finish_message(&mut out, 1 << 24).unwrap();
+            assert!(out == data, "n={n}");
+        }
     }
 
     #[test]
