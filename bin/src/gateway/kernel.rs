@@ -27,6 +27,15 @@ const WAKER: Token = Token(usize::MAX - 1);
 const LINGER: Duration = Duration::from_secs(2);
 /// Timer tick for deadlines (handshake, ping, idle, close).
 const TICK: Duration = Duration::from_millis(100);
+/// Tokens from here on are upstream sockets of `proxy` connections (`UP_BASE + idx`).
+const UP_BASE: usize = 1 << 30;
+
+/// The upstream socket of a proxy connection.
+#[derive(Debug)]
+struct UpConn {
+    stream: TcpStream,
+    connected: bool,
+}
 
 /// Everything `sluice run --app gateway` needs from the command line, after overrides.
 #[derive(Debug)]
@@ -116,6 +125,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         conns: Vec::new(),
         free: Vec::new(),
         lingering: HashMap::new(),
+        upstreams: HashMap::new(),
         buf: vec![0u8; READ_BUF],
         metrics,
     };
@@ -131,6 +141,8 @@ struct Driver {
     free: Vec<usize>,
     /// Closed by us (FIN sent), draining the peer until EOF or the deadline.
     lingering: HashMap<usize, Instant>,
+    /// Upstream sockets of proxy connections, by connection slot.
+    upstreams: HashMap<usize, UpConn>,
     buf: Vec<u8>,
     metrics: Arc<Metrics>,
 }
@@ -159,6 +171,10 @@ impl Driver {
                 if event.token() == WAKER {
                     continue;
                 }
+                if t >= UP_BASE {
+                    self.drive(worker, t - UP_BASE, now);
+                    continue;
+                }
                 if t < self.base {
                     if let Some(l) = listeners.get(t) {
                         self.accept_all(l, worker, now);
@@ -171,6 +187,9 @@ impl Driver {
                 } else {
                     self.drive(worker, idx, now);
                 }
+            }
+            for (idx, authority) in worker.take_upstream_requests() {
+                self.open_upstream(worker, idx, &authority, now);
             }
             // Publications and control requests; every one queued before an ack was sent.
             while let Ok(msg) = rx.try_recv() {
@@ -268,6 +287,9 @@ impl Driver {
         if self.lingering.contains_key(&idx) {
             return;
         }
+        if self.upstreams.contains_key(&idx) {
+            self.drive_upstream(worker, idx, now);
+        }
         loop {
             let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
                 return;
@@ -315,6 +337,7 @@ impl Driver {
     /// unread data causes no RST that could destroy our last frames in flight).
     fn close(&mut self, worker: &mut Worker, idx: usize, abort: bool) {
         worker.remove(idx);
+        self.drop_upstream(idx);
         let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
@@ -324,6 +347,108 @@ impl Driver {
         }
         self.lingering.insert(idx, Instant::now() + LINGER);
         self.drain_lingering(idx);
+    }
+
+    fn open_upstream(&mut self, worker: &mut Worker, idx: usize, authority: &str, now: Instant) {
+        use std::net::ToSocketAddrs;
+        let addr = authority.to_socket_addrs().ok().and_then(|mut a| a.next());
+        let stream = addr.and_then(|a| TcpStream::connect(a).ok());
+        let Some(mut stream) = stream else {
+            warn!(authority, "upstream connect failed");
+            worker.upstream_lost(idx, now);
+            return;
+        };
+        stream.set_nodelay(true).ok();
+        if self
+            .poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(UP_BASE + idx),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            worker.upstream_lost(idx, now);
+            return;
+        }
+        self.upstreams.insert(
+            idx,
+            UpConn {
+                stream,
+                connected: false,
+            },
+        );
+    }
+
+    /// Writes and reads the upstream socket of proxy connection `idx`.
+    fn drive_upstream(&mut self, worker: &mut Worker, idx: usize, now: Instant) {
+        let Some(u) = self.upstreams.get_mut(&idx) else {
+            return;
+        };
+        if !u.connected {
+            if !matches!(u.stream.take_error(), Ok(None)) {
+                worker.upstream_lost(idx, now);
+                return self.drop_upstream(idx);
+            }
+            match u.stream.peer_addr() {
+                Ok(_) => {
+                    u.connected = true;
+                    worker.upstream_connected(idx);
+                }
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(_) => {
+                    worker.upstream_lost(idx, now);
+                    return self.drop_upstream(idx);
+                }
+            }
+        }
+        loop {
+            loop {
+                let out = worker.upstream_output(idx);
+                if out.is_empty() {
+                    break;
+                }
+                match u.stream.write(out) {
+                    Ok(0) => {
+                        worker.upstream_lost(idx, now);
+                        return self.drop_upstream(idx);
+                    }
+                    Ok(n) => worker.upstream_consume(idx, n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        worker.upstream_lost(idx, now);
+                        return self.drop_upstream(idx);
+                    }
+                }
+            }
+            if worker.upstream_finished(idx) {
+                return self.drop_upstream(idx);
+            }
+            if !worker.wants_upstream_read(idx) {
+                return;
+            }
+            match u.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    worker.upstream_lost(idx, now);
+                    return self.drop_upstream(idx);
+                }
+                Ok(n) => worker.upstream_receive(idx, &mut self.buf[..n], now),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    worker.upstream_lost(idx, now);
+                    return self.drop_upstream(idx);
+                }
+            }
+        }
+    }
+
+    fn drop_upstream(&mut self, idx: usize) {
+        if let Some(mut u) = self.upstreams.remove(&idx) {
+            self.poll.registry().deregister(&mut u.stream).ok();
+        }
     }
 
     fn drain_lingering(&mut self, idx: usize) {

@@ -9,6 +9,7 @@
 pub mod broker;
 pub mod kernel;
 pub mod protocol;
+pub mod proxy;
 pub mod session;
 pub mod worker;
 

@@ -124,6 +124,8 @@ pub struct Session {
     pub drops: u64,
     /// Listed in the worker's dirty list (has new output to flush).
     pub dirty: bool,
+    /// The upstream connection on a `proxy` route.
+    pub upstream: Option<Box<super::proxy::Upstream>>,
 }
 
 impl Session {
@@ -147,6 +149,7 @@ impl Session {
             bytes_out: 0,
             drops: 0,
             dirty: false,
+            upstream: None,
         }
     }
 

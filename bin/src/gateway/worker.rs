@@ -15,9 +15,10 @@ use ws::{CloseCode, Connection, Event, MessageKind, Role, ServerConfig};
 
 use super::broker::Publisher;
 use super::protocol::{Reply, Request};
+use super::proxy::{UpEvent, Upstream};
 use super::session::{Phase, Session};
 use super::{Ack, ConnId, ConnInfo, Publication, WorkerMsg};
-use crate::config::{Config, Route, RouteKind, SlowConsumer};
+use crate::config::{parse_upstream, Config, Route, RouteKind, SlowConsumer};
 use crate::control::metrics::{route_label, Metrics};
 
 /// A route with its handshake settings and metric handles.
@@ -59,6 +60,14 @@ fn http_refusal(status: u16, reason: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A per-process random value (std's SipHash keys come from the OS random source).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
 /// One worker's gateway state.
 #[derive(Debug)]
 pub struct Worker {
@@ -76,6 +85,10 @@ pub struct Worker {
     dirty: Vec<ConnId>,
     draining: bool,
     unrouted_bytes_in: Counter,
+    /// Proxy connections waiting for the transport to open their upstream socket.
+    upstream_requests: Vec<(ConnId, String)>,
+    /// Seeds upstream masking keys.
+    mask_seed: u64,
 }
 
 impl Worker {
@@ -131,6 +144,8 @@ impl Worker {
             dirty: Vec::new(),
             draining: false,
             unrouted_bytes_in,
+            upstream_requests: Vec::new(),
+            mask_seed: random_seed(),
         }
     }
 
@@ -260,9 +275,6 @@ impl Worker {
                         {
                             Upgrade::Refuse(http_refusal(403, "Forbidden"), "origin")
                         }
-                        Some(i) if self.routes[i].cfg.kind == RouteKind::Proxy => {
-                            Upgrade::Refuse(http_refusal(501, "Not Implemented"), "unavailable")
-                        }
                         Some(i) => {
                             let acc = req.accept(&self.routes[i].server);
                             Upgrade::Open {
@@ -307,6 +319,20 @@ impl Worker {
                 s.route = Some(route);
                 s.deflate_bits = bits;
                 self.metrics.handshake("ok");
+                let rt = &self.routes[route].cfg;
+                if rt.kind == RouteKind::Proxy && !draining {
+                    if let Some(target) =
+                        rt.upstream.as_deref().and_then(|u| parse_upstream(u).ok())
+                    {
+                        self.mask_seed = self
+                            .mask_seed
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let up = Upstream::new(&target, self.ws_config, self.mask_seed);
+                        self.upstream_requests.push((id, up.authority.clone()));
+                        s.upstream = Some(Box::new(up));
+                    }
+                }
                 if draining {
                     s.close(CloseCode::GOING_AWAY, "server shutting down", deadline);
                 } else if !rest.is_empty() {
@@ -354,7 +380,12 @@ impl Worker {
                 s.msgs_in += 1;
                 route.msgs_in.inc();
                 match route.cfg.kind {
-                    RouteKind::Echo | RouteKind::Proxy => {
+                    RouteKind::Proxy => {
+                        if let Some(up) = s.upstream.as_mut() {
+                            up.send(kind, data);
+                        }
+                    }
+                    RouteKind::Echo => {
                         if let Some(ws) = s.ws() {
                             if ws.send(kind, &data).is_ok() {
                                 s.msgs_out += 1;
@@ -366,9 +397,24 @@ impl Worker {
                     RouteKind::Pubsub => self.pubsub_request(id, kind, &data),
                 }
             }
-            Event::Close { .. } | Event::Failed { .. } => {
+            Event::Close { code, .. } => {
                 if s.close_deadline.is_none() {
                     s.close_deadline = Some(deadline);
+                }
+                if let Some(up) = s.upstream.as_mut() {
+                    // Reflect the client's close to the upstream.
+                    up.close(
+                        code.filter(|c| c.is_valid_on_wire())
+                            .unwrap_or(CloseCode::NORMAL),
+                    );
+                }
+            }
+            Event::Failed { .. } => {
+                if s.close_deadline.is_none() {
+                    s.close_deadline = Some(deadline);
+                }
+                if let Some(up) = s.upstream.as_mut() {
+                    up.close(CloseCode::GOING_AWAY);
                 }
             }
             Event::Ping(_) | Event::Pong(_) => {}
@@ -558,7 +604,8 @@ impl Worker {
             .route
             .and_then(|r| self.routes.get(r))
             .map_or(usize::MAX, |r| r.cfg.max_queued_bytes);
-        !s.is_closing() && s.out.len() <= bound
+        let upstream = s.upstream.as_ref().map_or(0, |u| u.queued());
+        !s.is_closing() && s.out.len() <= bound && upstream <= bound
     }
 
     /// Whether the transport should close `id` now (see [`Session::is_finished`]).
@@ -648,6 +695,112 @@ impl Worker {
         for id in touched {
             self.mark_dirty(id);
         }
+    }
+
+    /// Proxy connections whose upstream socket the transport must open now: `(id,
+    /// "host:port")`. Report the outcome with [`Worker::upstream_connected`] or
+    /// [`Worker::upstream_lost`].
+    pub fn take_upstream_requests(&mut self) -> Vec<(ConnId, String)> {
+        std::mem::take(&mut self.upstream_requests)
+    }
+
+    /// The upstream TCP connection of `id` is established.
+    pub fn upstream_connected(&mut self, id: ConnId) {
+        if let Some(up) = self.session(id).and_then(|s| s.upstream.as_mut()) {
+            up.connected();
+        }
+    }
+
+    /// The next bytes to write to `id`'s upstream.
+    pub fn upstream_output(&self, id: ConnId) -> &[u8] {
+        self.sessions
+            .get(id)
+            .and_then(Option::as_ref)
+            .and_then(|s| s.upstream.as_ref())
+            .map_or(&[], |u| u.out.front())
+    }
+
+    /// The transport wrote `n` bytes of [`Worker::upstream_output`].
+    pub fn upstream_consume(&mut self, id: ConnId, n: usize) {
+        if let Some(up) = self.session(id).and_then(|s| s.upstream.as_mut()) {
+            up.out.consume(n);
+        }
+    }
+
+    /// Whether the transport should read `id`'s upstream now (not while the client's
+    /// queued output is above the route's bound: backpressure onto the upstream).
+    pub fn wants_upstream_read(&self, id: ConnId) -> bool {
+        let Some(s) = self.sessions.get(id).and_then(Option::as_ref) else {
+            return false;
+        };
+        let bound = s
+            .route
+            .and_then(|r| self.routes.get(r))
+            .map_or(usize::MAX, |r| r.cfg.max_queued_bytes);
+        s.upstream.as_ref().is_some_and(|u| !u.is_finished()) && s.out.len() <= bound
+    }
+
+    /// Whether `id`'s upstream socket should be closed (closed, failed, or the client gone).
+    pub fn upstream_finished(&self, id: ConnId) -> bool {
+        self.sessions
+            .get(id)
+            .and_then(Option::as_ref)
+            .and_then(|s| s.upstream.as_ref())
+            .map_or(true, |u| u.is_finished() && u.out.is_empty())
+    }
+
+    /// Bytes received from `id`'s upstream.
+    pub fn upstream_receive(&mut self, id: ConnId, data: &mut [u8], now: Instant) {
+        let events = match self.session(id).and_then(|s| s.upstream.as_mut()) {
+            Some(up) => up.receive(data),
+            None => return,
+        };
+        self.upstream_events(id, events, now);
+    }
+
+    /// `id`'s upstream connection failed or closed without a closing handshake.
+    pub fn upstream_lost(&mut self, id: ConnId, now: Instant) {
+        let events = match self.session(id).and_then(|s| s.upstream.as_mut()) {
+            Some(up) => up.lost().into_iter().collect(),
+            None => return,
+        };
+        self.upstream_events(id, events, now);
+    }
+
+    fn upstream_events(&mut self, id: ConnId, events: Vec<UpEvent>, now: Instant) {
+        let deadline = self.close_deadline(now);
+        let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(route) = s.route.and_then(|r| self.routes.get(r)) else {
+            return;
+        };
+        for ev in events {
+            match ev {
+                UpEvent::Message(kind, data) => {
+                    if let Some(ws) = s.ws() {
+                        if ws.send(kind, &data).is_ok() {
+                            s.msgs_out += 1;
+                            route.msgs_out.inc();
+                        }
+                    }
+                    s.pull_engine_output();
+                }
+                // The upstream's close is reflected to the client with its code.
+                UpEvent::Closed(code) => {
+                    let code = code
+                        .filter(|c| c.is_valid_on_wire())
+                        .unwrap_or(CloseCode::NORMAL);
+                    s.close(code, "upstream closed", deadline);
+                }
+                UpEvent::Failed => {
+                    self.metrics.dropped("upstream_failed");
+                    // 1014: bad gateway (IANA WebSocket close code registry).
+                    s.close(CloseCode(1014), "upstream failed", deadline);
+                }
+            }
+        }
+        self.mark_dirty(id);
     }
 
     /// The per-connection table for `sluice stat`.

@@ -397,3 +397,60 @@ fn deliver_ack_counts_subscribers() {
     w.deliver(&publication("a", "x"), Some(&ack), now);
     assert_eq!(rx.try_recv(), Ok(2));
 }
+
+#[test]
+fn proxy_upstream_close_reflected_to_client() {
+    let (mut w, _) = worker_with(
+        "[[route]]\npath = \"/p\"\nkind = \"proxy\"\nupstream = \"ws://127.0.0.1:9/u\"\n",
+    );
+    let now = Instant::now();
+    let mut c = open(&mut w, 0, "/p", now);
+    assert_eq!(
+        w.take_upstream_requests(),
+        vec![(0, "127.0.0.1:9".to_string())]
+    );
+    // A client message before the upstream is open waits for it.
+    send(&mut w, 0, &mut c, "early", now);
+    w.upstream_connected(0);
+    let mut req = Vec::new();
+    loop {
+        let out = w.upstream_output(0).to_vec();
+        if out.is_empty() {
+            break;
+        }
+        w.upstream_consume(0, out.len());
+        req.extend_from_slice(&out);
+    }
+    // Play the upstream server with a sans-IO engine.
+    let parsed = ws::handshake::parse_request(&req, &ws::ServerConfig::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(parsed.path, "/u");
+    let acc = parsed.accept(&ws::ServerConfig::default());
+    let mut server = Connection::new(
+        Role::Server,
+        ws::Config {
+            max_frame_size: 1 << 20,
+            max_message_size: 1 << 20,
+        },
+        acc.deflate,
+        0,
+    );
+    server.send(MessageKind::Text, b"hello").unwrap();
+    server.close(CloseCode(4000), "bye").unwrap();
+    let mut reply = acc.response.clone();
+    reply.extend_from_slice(server.pending_output());
+    w.upstream_receive(0, &mut reply, now);
+    let evs = events(&mut w, 0, &mut c);
+    assert_eq!(texts(&evs), vec!["hello"]);
+    assert!(
+        matches!(
+            evs.last(),
+            Some(Event::Close {
+                code: Some(CloseCode(4000)),
+                ..
+            })
+        ),
+        "{evs:?}"
+    );
+}

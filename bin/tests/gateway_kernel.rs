@@ -1,5 +1,6 @@
 //! The gateway on the kernel backend with real clients (Python `websockets`): fan-out with
-//! per-topic order, slow consumers, graceful shutdown, `/metrics` and `sluice stat`.
+//! per-topic order, slow consumers, graceful shutdown, proxy to a real upstream, `/metrics`
+//! and `sluice stat`.
 //! Everything started here is killed on drop.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -413,4 +414,45 @@ fn gateway_check_config_names_bad_key() {
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gateway_proxy_python_upstream_echoes_every_message() {
+    let mut upstream = python("echo_upstream.py", &[]);
+    let line = upstream.line();
+    let up_port = line.trim().strip_prefix("port=").expect("port line");
+    let gw = Gateway::start(&format!(
+        "[[route]]\npath = \"/p\"\nkind = \"proxy\"\nupstream = \"ws://127.0.0.1:{up_port}/\"\n"
+    ));
+    let mut client = python(
+        "proxy_client.py",
+        &[gw.port.to_string(), "/p".to_string(), "300".to_string()],
+    );
+    assert!(client.wait_ok().contains("ok 300"));
+    assert_eq!(gw.metric("sluice_messages_in_total{route=\"/p\"}"), 300.0);
+    assert_eq!(gw.metric("sluice_messages_out_total{route=\"/p\"}"), 300.0);
+}
+
+#[test]
+fn gateway_proxy_unreachable_upstream_closes_1014() {
+    // Bind and drop a listener to get a port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = Gateway::start(&format!(
+        "[[route]]\npath = \"/p\"\nkind = \"proxy\"\nupstream = \"ws://{dead}/\"\n"
+    ));
+    let mut client = python(
+        "proxy_client.py",
+        &[gw.port.to_string(), "/p".to_string(), "1".to_string()],
+    );
+    let out = client.rest();
+    let status = client.child.wait().unwrap();
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("closed 1014"), "{out}");
+    assert_eq!(
+        gw.metric("sluice_drops_total{reason=\"upstream_failed\"}"),
+        1.0
+    );
 }
