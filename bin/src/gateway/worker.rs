@@ -746,7 +746,7 @@ impl Worker {
             .get(id)
             .and_then(Option::as_ref)
             .and_then(|s| s.upstream.as_ref())
-            .map_or(true, |u| u.is_finished() && u.out.is_empty())
+            .is_none_or(|u| u.is_finished() && u.out.is_empty())
     }
 
     /// Bytes received from `id`'s upstream.
