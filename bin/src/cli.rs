@@ -26,6 +26,18 @@ pub enum Command {
     /// Prints one `listening` line on stdout when ready. Example:
     /// `sluice run --backend kernel --ip 127.0.0.1 --port 9001 --app ws-echo`
     Run(Box<RunArgs>),
+    /// Validate a gateway configuration file (TOML); prints the offending key on error.
+    CheckConfig {
+        /// The file, e.g. deploy/sluice.toml.
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
+    /// Print the gateway's counters and per-connection table (from its control plane).
+    Stat {
+        /// Control-plane address of the running gateway.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9100")]
+        control: String,
+    },
 }
 
 /// Packet I/O backend.
@@ -48,7 +60,7 @@ pub enum App {
     TcpSource,
     /// WebSocket echo (RFC 6455, permessage-deflate): every message sent back unchanged.
     WsEcho,
-    /// The WebSocket gateway (not available yet).
+    /// The WebSocket gateway: routes, pub/sub, control plane (docs/GATEWAY.md).
     Gateway,
 }
 
@@ -64,9 +76,12 @@ pub enum Switch {
 /// `sluice run` options.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Configuration file (not supported yet).
+    /// Gateway configuration file (TOML, see docs/CONFIG.md); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<String>,
+    /// Gateway control-plane address (metrics, health, ingest); default 127.0.0.1:9100.
+    #[arg(long, value_name = "ADDR")]
+    pub control: Option<std::net::SocketAddr>,
     /// Network interface for the AF_XDP backend.
     #[arg(long, value_name = "IF")]
     pub iface: Option<String>,

@@ -2,6 +2,9 @@
 
 mod afxdp;
 mod cli;
+mod config;
+mod control;
+mod gateway;
 mod kernel;
 
 use clap::Parser;
@@ -18,11 +21,16 @@ fn main() {
     let result = match cli.command {
         Command::Info => {
             println!("sluice {}", env!("CARGO_PKG_VERSION"));
-            println!("backends: afxdp (tcp-echo tcp-discard tcp-source), kernel");
-            println!("apps: tcp-echo tcp-discard tcp-source ws-echo (gateway: not yet)");
+            println!("backends: afxdp, kernel");
+            println!(
+                "apps: tcp-echo tcp-discard tcp-source (afxdp, kernel); ws-echo gateway (kernel)"
+            );
             Ok(())
         }
         Command::Run(args) => run(*args),
+        // Gateway additions (config, control plane): see config.rs and control/.
+        Command::CheckConfig { file } => config::check_file(&file),
+        Command::Stat { control } => control::stat(&control),
     };
     if let Err(e) = result {
         eprintln!("sluice: error: {e:#}");
@@ -31,17 +39,22 @@ fn main() {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Gateway addition: `--app gateway` has its own kernel driver in gateway/kernel.rs.
+    if args.app == App::Gateway && args.backend == Backend::Kernel {
+        let config = config::for_run(&args)?;
+        return gateway::kernel::run(gateway::kernel::Settings { config });
+    }
     if args.config.is_some() {
         anyhow::bail!("--config is not supported yet; pass options on the command line");
     }
     if args.app == App::Gateway {
-        anyhow::bail!("--app gateway is not available yet");
+        anyhow::bail!("--app gateway runs on --backend kernel only in this build (afxdp: not yet)");
     }
     match args.backend {
         Backend::Afxdp => afxdp::run(&afxdp_options(&args)?),
         Backend::Kernel => {
             if args.pcap.is_some() {
-                anyhow::bail!("--pcap is only supported by the afxdp backend");
+                anyhow::bail!("--pcap is not supported yet");
             }
             kernel::run(&args)
         }

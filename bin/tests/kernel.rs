@@ -146,7 +146,7 @@ fn sluice(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn run_afxdp_backend_fails_with_one_line() {
+fn run_afxdp_backend_without_iface_fails_with_one_line() {
     let out = sluice(&[
         "run",
         "--backend",
@@ -164,6 +164,7 @@ fn run_afxdp_backend_fails_with_one_line() {
 
 #[test]
 fn run_gateway_app_fails_with_one_line() {
+    // The gateway runs now; a missing config file is the one-line failure.
     let out = sluice(&[
         "run",
         "--backend",
@@ -172,6 +173,8 @@ fn run_gateway_app_fails_with_one_line() {
         "1",
         "--app",
         "gateway",
+        "--config",
+        "/nonexistent/gateway.toml",
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

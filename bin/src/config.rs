@@ -1,0 +1,496 @@
+//! The TOML configuration file (`--config FILE`, `sluice check-config FILE`).
+//!
+//! Every key has a safe default; unknown keys are errors, so a typo never silently falls
+//! back to a default. `docs/CONFIG.md` documents each key.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the WebSocket gateway listens.
+    pub listen: Listen,
+    /// The control plane (metrics, health, ingest, stat).
+    pub control: Control,
+    /// Global limits.
+    pub limits: Limits,
+    /// Routes by request path; the first exact match wins.
+    #[serde(rename = "route")]
+    pub routes: Vec<Route>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: Listen::default(),
+            control: Control::default(),
+            limits: Limits::default(),
+            routes: vec![Route {
+                path: "/".to_string(),
+                ..Route::default()
+            }],
+        }
+    }
+}
+
+/// `[listen]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Address to serve on (`--ip` overrides).
+    pub ip: IpAddr,
+    /// Ports to serve on (`--port` overrides).
+    pub ports: Vec<u16>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            ports: vec![8080],
+        }
+    }
+}
+
+/// `[control]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Control {
+    /// Address of the control-plane HTTP server (`--control` overrides).
+    pub addr: SocketAddr,
+    /// Whether the control plane runs at all.
+    pub enabled: bool,
+    /// How long `POST /publish/{topic}` waits for the message to be queued, in ms.
+    pub publish_timeout_ms: u64,
+    /// Largest ingest body accepted, in bytes (413 beyond it).
+    pub max_publish_bytes: usize,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9100),
+            enabled: true,
+            publish_timeout_ms: 5000,
+            max_publish_bytes: 1 << 20,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most concurrent client connections (further ones are closed at accept).
+    pub max_connections: usize,
+    /// Most concurrent client connections from one source IP.
+    pub max_connections_per_ip: usize,
+    /// Time a client has to complete the upgrade handshake, in ms (slowloris guard).
+    pub handshake_timeout_ms: u64,
+    /// A connection silent for this long gets a server Ping, in ms (0 = never).
+    pub ping_interval_ms: u64,
+    /// A connection silent for this long is closed with 1001, in ms (0 = never).
+    pub idle_timeout_ms: u64,
+    /// Largest frame payload accepted from a client, in bytes (1009 beyond it).
+    pub max_frame_size: usize,
+    /// Largest message accepted from a client after decompression, in bytes (1009).
+    pub max_message_size: usize,
+    /// Largest upgrade request head, in bytes (431 beyond it).
+    pub max_header_bytes: usize,
+    /// Allowed `Origin` values; empty allows any (and requests without Origin).
+    pub allowed_origins: Vec<String>,
+    /// How long graceful shutdown flushes queued messages before exiting, in ms.
+    pub shutdown_timeout_ms: u64,
+    /// How long a connection we closed may take to drain before it is dropped, in ms.
+    pub close_timeout_ms: u64,
+    /// Capacity (messages) of each worker's inbound fan-out queue.
+    pub worker_queue: usize,
+    /// Capacity (messages) of the publish queue into the broker.
+    pub publish_queue: usize,
+    /// Most topics one connection may subscribe to.
+    pub max_subscriptions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            handshake_timeout_ms: 10_000,
+            ping_interval_ms: 30_000,
+            idle_timeout_ms: 120_000,
+            max_frame_size: 1 << 20,
+            max_message_size: 1 << 20,
+            max_header_bytes: 8192,
+            allowed_origins: Vec::new(),
+            shutdown_timeout_ms: 5_000,
+            close_timeout_ms: 2_000,
+            worker_queue: 4096,
+            publish_queue: 4096,
+            max_subscriptions: 256,
+        }
+    }
+}
+
+impl Limits {
+    /// `handshake_timeout_ms` as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    /// `shutdown_timeout_ms` as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+/// What a route does.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteKind {
+    /// Every message sent back (diagnostics).
+    Echo,
+    /// Topics with the JSON control protocol (docs/GATEWAY.md).
+    #[default]
+    Pubsub,
+    /// Each client bridged to `upstream`.
+    Proxy,
+}
+
+impl RouteKind {
+    /// The name used in the config and in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteKind::Echo => "echo",
+            RouteKind::Pubsub => "pubsub",
+            RouteKind::Proxy => "proxy",
+        }
+    }
+}
+
+/// What happens when a connection's queued output exceeds `max_queued_bytes`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowConsumer {
+    /// The new message is not queued for that connection (counted).
+    #[default]
+    DropNewest,
+    /// The connection is closed with `slow_close_code` (counted).
+    Close,
+}
+
+/// `[[route]]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Route {
+    /// Request path, matched exactly (the query string is ignored).
+    pub path: String,
+    /// What the route does.
+    pub kind: RouteKind,
+    /// Upstream WebSocket URL (`ws://HOST:PORT/PATH`), for `kind = "proxy"` only.
+    pub upstream: Option<String>,
+    /// permessage-deflate (RFC 7692) on this route.
+    pub compression: bool,
+    /// Slow-consumer policy.
+    pub slow_consumer: SlowConsumer,
+    /// Close code for `slow_consumer = "close"`: 1008 (policy) or 1013 (try again later).
+    pub slow_close_code: u16,
+    /// Per-connection bound on queued output, in bytes.
+    pub max_queued_bytes: usize,
+}
+
+impl Default for Route {
+    fn default() -> Self {
+        Route {
+            path: String::new(),
+            kind: RouteKind::Pubsub,
+            upstream: None,
+            compression: true,
+            slow_consumer: SlowConsumer::DropNewest,
+            slow_close_code: 1008,
+            max_queued_bytes: 4 << 20,
+        }
+    }
+}
+
+/// A config problem: which key, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown key or wrong type (the message names the key and line).
+    #[error("{0}")]
+    Parse(String),
+    /// A value is out of range or inconsistent.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The offending key, e.g. `route[1].upstream`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// A parsed `ws://host:port/path` upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// `host:port` to connect to.
+    pub authority: String,
+    /// Request path (at least `/`).
+    pub path: String,
+}
+
+/// Parses a `ws://` URL (plain TCP only).
+pub fn parse_upstream(url: &str) -> Result<Upstream, String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| "must start with ws:// (wss is not supported)".to_string())?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| "needs an explicit :port".to_string())?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("bad host:port `{authority}`"));
+    }
+    Ok(Upstream {
+        authority: authority.to_string(),
+        path: path.to_string(),
+    })
+}
+
+impl Config {
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &str) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_string(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Checks ranges and cross-key consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let positive = [
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_connections_per_ip", l.max_connections_per_ip),
+            ("limits.max_frame_size", l.max_frame_size),
+            ("limits.max_message_size", l.max_message_size),
+            ("limits.max_header_bytes", l.max_header_bytes),
+            ("limits.worker_queue", l.worker_queue),
+            ("limits.publish_queue", l.publish_queue),
+            ("limits.max_subscriptions", l.max_subscriptions),
+            ("control.max_publish_bytes", self.control.max_publish_bytes),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if l.handshake_timeout_ms == 0 {
+            return Err(invalid("limits.handshake_timeout_ms", "must be at least 1"));
+        }
+        if l.idle_timeout_ms != 0 && l.ping_interval_ms >= l.idle_timeout_ms {
+            return Err(invalid(
+                "limits.ping_interval_ms",
+                "must be below limits.idle_timeout_ms so pings can keep a connection alive",
+            ));
+        }
+        if self.listen.ports.is_empty() {
+            return Err(invalid("listen.ports", "needs at least one port"));
+        }
+        if self.routes.is_empty() {
+            return Err(invalid("route", "needs at least one [[route]]"));
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = |k: &str| format!("route[{i}].{k}");
+            if !r.path.starts_with('/') {
+                return Err(invalid(key("path"), "must start with /"));
+            }
+            if self.routes[..i].iter().any(|o| o.path == r.path) {
+                return Err(invalid(key("path"), format!("duplicate path `{}`", r.path)));
+            }
+            if r.max_queued_bytes == 0 {
+                return Err(invalid(key("max_queued_bytes"), "must be at least 1"));
+            }
+            if !matches!(r.slow_close_code, 1008 | 1013) {
+                return Err(invalid(key("slow_close_code"), "must be 1008 or 1013"));
+            }
+            match (r.kind, &r.upstream) {
+                (RouteKind::Proxy, None) => {
+                    return Err(invalid(key("upstream"), "required for kind = \"proxy\""))
+                }
+                (RouteKind::Proxy, Some(u)) => {
+                    parse_upstream(u).map_err(|m| invalid(key("upstream"), m))?;
+                }
+                (_, Some(_)) => {
+                    return Err(invalid(key("upstream"), "only valid for kind = \"proxy\""))
+                }
+                (_, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The route for a request target (query string ignored).
+    pub fn route(&self, target: &str) -> Option<(usize, &Route)> {
+        let path = target.split('?').next().unwrap_or(target);
+        self.routes.iter().enumerate().find(|(_, r)| r.path == path)
+    }
+}
+
+/// `sluice check-config FILE`: validates and prints a summary, or the error with its key.
+pub fn check_file(path: &str) -> anyhow::Result<()> {
+    let c = Config::load(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    println!(
+        "{path}: ok ({} route(s): {})",
+        c.routes.len(),
+        c.routes
+            .iter()
+            .map(|r| format!("{} {}", r.path, r.kind.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// The configuration for `sluice run --app gateway`: the file (or defaults) with the
+/// flags given on the command line applied on top.
+pub fn for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Config> {
+    use clap::parser::ValueSource;
+    use clap::CommandFactory;
+    let mut c = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?,
+        None => Config::default(),
+    };
+    // Which flags were given explicitly (their clap defaults must not override the file).
+    let matches = crate::cli::Cli::command().try_get_matches_from(std::env::args_os());
+    let run = matches
+        .as_ref()
+        .ok()
+        .and_then(|m| m.subcommand_matches("run"));
+    let given =
+        |id: &str| run.is_none_or(|m| matches!(m.value_source(id), Some(ValueSource::CommandLine)));
+    if given("ip") || args.config.is_none() {
+        c.listen.ip = args.ip;
+    }
+    c.listen.ports.clone_from(&args.ports);
+    if let Some(addr) = args.control {
+        c.control.addr = addr;
+    }
+    if given("max_message_size") {
+        c.limits.max_message_size = args.max_message_size;
+    }
+    if given("max_frame_size") {
+        c.limits.max_frame_size = args.max_frame_size;
+    }
+    if given("max_connections") {
+        c.limits.max_connections = args.max_connections;
+    }
+    if given("handshake_timeout") {
+        c.limits.handshake_timeout_ms = args.handshake_timeout.saturating_mul(1000);
+    }
+    for r in &mut c.routes {
+        if given("max_output_queue") {
+            r.max_queued_bytes = args.max_output_queue;
+        }
+        if given("compression") {
+            r.compression = args.compression == crate::cli::Switch::On;
+        }
+    }
+    c.validate()
+        .map_err(|e| anyhow::anyhow!("after applying flags: {e}"))?;
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn config_empty_file_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.control.addr.to_string(), "127.0.0.1:9100");
+    }
+
+    #[test]
+    fn config_example_file_valid() {
+        let text = include_str!("../../deploy/sluice.toml");
+        let c = Config::parse(text).unwrap();
+        assert!(c.routes.len() >= 3);
+    }
+
+    #[test]
+    fn config_unknown_key_named() {
+        let e = Config::parse("[limits]\nmax_conections = 3\n").unwrap_err();
+        assert!(e.to_string().contains("max_conections"), "{e}");
+    }
+
+    #[test]
+    fn config_wrong_type_named() {
+        let e = Config::parse("[limits]\nmax_connections = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("max_connections"), "{e}");
+    }
+
+    #[test]
+    fn route_proxy_without_upstream_rejected() {
+        let e = Config::parse("[[route]]\npath = \"/p\"\nkind = \"proxy\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("route[0].upstream"), "{e}");
+    }
+
+    #[test]
+    fn route_bad_close_code_rejected() {
+        let e = Config::parse("[[route]]\npath = \"/a\"\nslow_close_code = 1000\n").unwrap_err();
+        assert!(e.to_string().starts_with("route[0].slow_close_code"), "{e}");
+    }
+
+    #[test]
+    fn route_duplicate_path_rejected() {
+        let e = Config::parse("[[route]]\npath = \"/a\"\n[[route]]\npath = \"/a\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("route[1].path"), "{e}");
+    }
+
+    #[test]
+    fn route_lookup_ignores_query() {
+        let c = Config::parse("[[route]]\npath = \"/a\"\nkind = \"echo\"\n").unwrap();
+        assert_eq!(c.route("/a?x=1").map(|(i, _)| i), Some(0));
+        assert!(c.route("/b").is_none());
+    }
+
+    #[test]
+    fn upstream_url_parsed() {
+        let u = parse_upstream("ws://127.0.0.1:9000/x").unwrap();
+        assert_eq!(u.authority, "127.0.0.1:9000");
+        assert_eq!(u.path, "/x");
+        assert!(parse_upstream("wss://a:1/").is_err());
+        assert!(parse_upstream("ws://a/").is_err());
+    }
+}

@@ -1,0 +1,220 @@
+//! The control plane: a small HTTP server on a kernel socket (default 127.0.0.1:9100).
+//!
+//! - `GET /metrics`: Prometheus/OpenMetrics text.
+//! - `GET /healthz`: `ok`.
+//! - `POST /publish/{topic}`: the backend ingest; the body (UTF-8) is the message. Answers
+//!   200 `{"topic":..,"delivered":N}` only once the message is queued to every subscriber
+//!   on every worker; 503 when that does not happen within `control.publish_timeout_ms`.
+//! - `GET /stat`: JSON with the per-connection table (what `sluice stat` prints).
+
+pub mod metrics;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tiny_http::{Header, Method, Request, Response, Server};
+use tracing::warn;
+
+use crate::config::Config;
+use crate::gateway::broker::{PublishRequest, Publisher};
+use crate::gateway::protocol::valid_topic;
+use crate::gateway::{ConnInfo, WorkerHandle, WorkerMsg};
+use metrics::Metrics;
+
+/// Threads answering control requests (a publish waits for its ack on its thread).
+const THREADS: usize = 4;
+
+/// What the control plane talks to.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// The metrics to render.
+    pub metrics: Arc<Metrics>,
+    /// The broker's ingest side.
+    pub publisher: Publisher,
+    /// Every worker (for `/stat`).
+    pub workers: Vec<WorkerHandle>,
+    /// The configuration.
+    pub config: Arc<Config>,
+}
+
+/// Starts the control server on `addr`; returns the bound address.
+pub fn spawn(addr: SocketAddr, ctx: Context) -> anyhow::Result<SocketAddr> {
+    let server = Server::http(addr).map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
+    let bound = server.server_addr().to_ip().unwrap_or(addr);
+    let server = Arc::new(server);
+    for i in 0..THREADS {
+        let server = Arc::clone(&server);
+        let ctx = ctx.clone();
+        std::thread::Builder::new()
+            .name(format!("sluice-control-{i}"))
+            .spawn(move || {
+                for req in server.incoming_requests() {
+                    handle(req, &ctx);
+                }
+            })?;
+    }
+    Ok(bound)
+}
+
+fn text(
+    status: u16,
+    body: impl Into<String>,
+    content_type: &str,
+) -> Response<std::io::Cursor<Vec<u8>>> {
+    let mut r = Response::from_string(body.into()).with_status_code(status);
+    if let Ok(h) = Header::from_bytes("Content-Type", content_type) {
+        r = r.with_header(h);
+    }
+    r
+}
+
+fn handle(mut req: Request, ctx: &Context) {
+    let url = req.url().split('?').next().unwrap_or("").to_string();
+    let method = req.method().clone();
+    let response = match (&method, url.as_str()) {
+        (Method::Get, "/metrics") => text(
+            200,
+            ctx.metrics.render(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        (Method::Get, "/healthz") => text(200, "ok\n", "text/plain"),
+        (Method::Get, "/stat") => {
+            let rows = snapshot(ctx);
+            let body = serde_json::json!({ "connections": rows });
+            text(200, body.to_string(), "application/json")
+        }
+        (Method::Post, path) if path.starts_with("/publish/") => publish(&mut req, path, ctx),
+        _ => text(404, "not found\n", "text/plain"),
+    };
+    if let Err(e) = req.respond(response) {
+        warn!(error = %e, "control response failed");
+    }
+}
+
+fn publish(req: &mut Request, path: &str, ctx: &Context) -> Response<std::io::Cursor<Vec<u8>>> {
+    let topic = path.trim_start_matches("/publish/");
+    if !valid_topic(topic) {
+        return text(400, "bad topic\n", "text/plain");
+    }
+    let limit = ctx.config.control.max_publish_bytes;
+    let mut body = Vec::new();
+    let read = req
+        .as_reader()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body);
+    if read.is_err() {
+        return text(400, "cannot read body\n", "text/plain");
+    }
+    if body.len() > limit {
+        return text(413, "body too large\n", "text/plain");
+    }
+    let Ok(data) = String::from_utf8(body) else {
+        return text(415, "body must be UTF-8 text\n", "text/plain");
+    };
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let accepted = ctx.publisher.publish(PublishRequest {
+        topic: topic.to_string(),
+        data,
+        done: Some(tx),
+    });
+    if !accepted {
+        return text(503, "broker stopped\n", "text/plain");
+    }
+    let timeout = Duration::from_millis(ctx.config.control.publish_timeout_ms);
+    match rx.recv_timeout(timeout) {
+        Ok(n) => text(
+            200,
+            serde_json::json!({ "topic": topic, "delivered": n }).to_string(),
+            "application/json",
+        ),
+        Err(_) => {
+            ctx.metrics.dropped("publish_timeout");
+            text(503, "not queued within the timeout\n", "text/plain")
+        }
+    }
+}
+
+fn snapshot(ctx: &Context) -> Vec<ConnInfo> {
+    let mut rows = Vec::new();
+    for w in &ctx.workers {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if w.tx.try_send(WorkerMsg::Snapshot(tx)).is_err() {
+            continue;
+        }
+        (w.wake)();
+        if let Ok(mut r) = rx.recv_timeout(Duration::from_secs(2)) {
+            rows.append(&mut r);
+        }
+    }
+    rows
+}
+
+/// A blocking `GET path` against the control plane; returns the body.
+pub fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect(addr)
+        .map_err(|e| anyhow::anyhow!("cannot reach the control plane at {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("malformed HTTP response from {addr}"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        anyhow::bail!("{addr}{path}: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_string())
+}
+
+/// `sluice stat`: prints the counters and the per-connection table.
+pub fn stat(addr: &str) -> anyhow::Result<()> {
+    let metrics = http_get(addr, "/metrics")?;
+    println!("counters:");
+    for line in metrics.lines() {
+        if line.starts_with('#') || line.contains("_bucket{") || line.is_empty() {
+            continue;
+        }
+        println!("  {line}");
+    }
+    let stat: serde_json::Value = serde_json::from_str(&http_get(addr, "/stat")?)?;
+    let rows: Vec<ConnInfo> =
+        serde_json::from_value(stat.get("connections").cloned().unwrap_or_default())
+            .unwrap_or_default();
+    println!("connections: {}", rows.len());
+    println!(
+        "{:<3} {:<22} {:<10} {:<9} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>6} {:>6}",
+        "w",
+        "peer",
+        "route",
+        "state",
+        "topics",
+        "msg_in",
+        "msg_out",
+        "bytes_in",
+        "bytes_out",
+        "queued",
+        "drops",
+        "age_s"
+    );
+    for r in rows {
+        println!(
+            "{:<3} {:<22} {:<10} {:<9} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>6} {:>6}",
+            r.worker,
+            r.peer,
+            r.route,
+            r.state,
+            r.topics,
+            r.msgs_in,
+            r.msgs_out,
+            r.bytes_in,
+            r.bytes_out,
+            r.queued,
+            r.drops,
+            r.age_s
+        );
+    }
+    Ok(())
+}

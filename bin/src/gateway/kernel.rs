@@ -1,0 +1,477 @@
+//! The gateway on kernel sockets: one mio (epoll, edge-triggered) worker thread driving a
+//! [`Worker`], plus the broker and control threads.
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crossbeam_channel::Receiver;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::{debug, info, warn};
+
+use super::worker::Worker;
+use super::{broker, WorkerHandle, WorkerMsg};
+use crate::config::Config;
+use crate::control::{self, metrics::Metrics};
+
+/// Size of the shared receive buffer.
+const READ_BUF: usize = 64 * 1024;
+/// The waker's token (listeners and connections use small numbers).
+const WAKER: Token = Token(usize::MAX - 1);
+/// How long a closed connection may drain the peer's data before it is dropped.
+const LINGER: Duration = Duration::from_secs(2);
+/// Timer tick for deadlines (handshake, ping, idle, close).
+const TICK: Duration = Duration::from_millis(100);
+/// Tokens from here on are upstream sockets of `proxy` connections (`UP_BASE + idx`).
+const UP_BASE: usize = 1 << 30;
+
+/// The upstream socket of a proxy connection.
+#[derive(Debug)]
+struct UpConn {
+    stream: TcpStream,
+    connected: bool,
+}
+
+/// Everything `sluice run --app gateway` needs from the command line, after overrides.
+#[derive(Debug)]
+pub struct Settings {
+    /// Validated configuration (flags already applied).
+    pub config: Config,
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    read_eof: bool,
+}
+
+/// Runs the gateway on kernel sockets until SIGINT/SIGTERM, then shuts down gracefully.
+pub fn run(settings: Settings) -> anyhow::Result<()> {
+    let config = Arc::new(settings.config);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
+    }
+    let poll = Poll::new().context("creating epoll instance")?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("creating waker")?);
+    let metrics = Arc::new(Metrics::new());
+
+    let (tx, rx) = crossbeam_channel::bounded(config.limits.worker_queue);
+    let wake_ref = Arc::clone(&waker);
+    let handle = WorkerHandle {
+        tx,
+        wake: Arc::new(move || {
+            let _ = wake_ref.wake();
+        }),
+    };
+    let workers = vec![handle];
+    let publisher = broker::spawn(
+        workers.clone(),
+        config.limits.publish_queue,
+        Arc::clone(&metrics),
+    )
+    .context("starting broker thread")?;
+
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for (i, &port) in config.listen.ports.iter().enumerate() {
+        let addr = SocketAddr::new(config.listen.ip, port);
+        let mut l = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        poll.registry()
+            .register(&mut l, Token(i), Interest::READABLE)
+            .context("registering listener")?;
+        bound.push(
+            l.local_addr()
+                .context("listener address")?
+                .port()
+                .to_string(),
+        );
+        listeners.push(l);
+    }
+    let control_addr = if config.control.enabled {
+        let ctx = control::Context {
+            metrics: Arc::clone(&metrics),
+            publisher: publisher.clone(),
+            workers: workers.clone(),
+            config: Arc::clone(&config),
+        };
+        Some(control::spawn(config.control.addr, ctx).context("starting control plane")?)
+    } else {
+        None
+    };
+    let control_text = control_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    println!(
+        "listening ip={} port={} backend=kernel app=gateway control={control_text}",
+        config.listen.ip,
+        bound.join(",")
+    );
+    io::stdout().flush().ok();
+    info!(ip = %config.listen.ip, ports = %bound.join(","), control = %control_text, "gateway listening");
+
+    let mut worker = Worker::new(
+        0,
+        Arc::clone(&config),
+        Arc::clone(&metrics),
+        Some(publisher),
+    );
+    let mut driver = Driver {
+        poll,
+        base: listeners.len(),
+        conns: Vec::new(),
+        free: Vec::new(),
+        lingering: HashMap::new(),
+        upstreams: HashMap::new(),
+        buf: vec![0u8; READ_BUF],
+        metrics,
+    };
+    let result = driver.run(&mut worker, &mut listeners, &rx, &stop, &config);
+    drop(workers);
+    result
+}
+
+struct Driver {
+    poll: Poll,
+    base: usize,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    /// Closed by us (FIN sent), draining the peer until EOF or the deadline.
+    lingering: HashMap<usize, Instant>,
+    /// Upstream sockets of proxy connections, by connection slot.
+    upstreams: HashMap<usize, UpConn>,
+    buf: Vec<u8>,
+    metrics: Arc<Metrics>,
+}
+
+impl Driver {
+    fn run(
+        &mut self,
+        worker: &mut Worker,
+        listeners: &mut Vec<TcpListener>,
+        rx: &Receiver<WorkerMsg>,
+        stop: &AtomicBool,
+        config: &Config,
+    ) -> anyhow::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut shutdown_deadline: Option<Instant> = None;
+        let mut last_tick = Instant::now();
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    return Err(e).context("epoll_wait");
+                }
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                let Token(t) = event.token();
+                if event.token() == WAKER {
+                    continue;
+                }
+                if t >= UP_BASE {
+                    self.drive(worker, t - UP_BASE, now);
+                    continue;
+                }
+                if t < self.base {
+                    if let Some(l) = listeners.get(t) {
+                        self.accept_all(l, worker, now);
+                    }
+                    continue;
+                }
+                let idx = t - self.base;
+                if self.lingering.contains_key(&idx) {
+                    self.drain_lingering(idx);
+                } else {
+                    self.drive(worker, idx, now);
+                }
+            }
+            for (idx, authority) in worker.take_upstream_requests() {
+                self.open_upstream(worker, idx, &authority, now);
+            }
+            // Publications and control requests; every one queued before an ack was sent.
+            while let Ok(msg) = rx.try_recv() {
+                worker.handle_msg(msg, now);
+            }
+            for idx in worker.take_dirty() {
+                self.drive(worker, idx, now);
+            }
+            if now.duration_since(last_tick) >= TICK {
+                last_tick = now;
+                for idx in worker.handle_timeout(now) {
+                    debug!(idx, "deadline expired");
+                    self.close(worker, idx, true);
+                }
+                for idx in worker.take_dirty() {
+                    self.drive(worker, idx, now);
+                }
+                let expired: Vec<usize> = self
+                    .lingering
+                    .iter()
+                    .filter(|(_, &d)| now >= d)
+                    .map(|(&i, _)| i)
+                    .collect();
+                for idx in expired {
+                    self.drop_conn(idx);
+                }
+            }
+            if shutdown_deadline.is_none() && stop.load(Ordering::Relaxed) {
+                info!(
+                    connections = worker.live(),
+                    "stopping: closing connections with 1001"
+                );
+                for l in listeners.iter_mut() {
+                    self.poll.registry().deregister(l).ok();
+                }
+                listeners.clear();
+                let deadline = now + config.limits.shutdown_timeout();
+                shutdown_deadline = Some(deadline);
+                while let Ok(msg) = rx.try_recv() {
+                    worker.handle_msg(msg, now);
+                }
+                worker.shutdown(now, deadline);
+                for idx in worker.take_dirty() {
+                    self.drive(worker, idx, now);
+                }
+            }
+            if let Some(deadline) = shutdown_deadline {
+                if (worker.live() == 0 && self.lingering.is_empty()) || now >= deadline {
+                    info!(remaining = worker.live(), "stopped");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn accept_all(&mut self, listener: &TcpListener, worker: &mut Worker, now: Instant) {
+        loop {
+            let (mut stream, peer) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    return;
+                }
+            };
+            stream.set_nodelay(true).ok();
+            let idx = self.free.pop().unwrap_or_else(|| {
+                self.conns.push(None);
+                self.conns.len() - 1
+            });
+            if let Err(why) = worker.accept(idx, peer, now) {
+                debug!(%peer, ?why, "connection refused");
+                self.free.push(idx);
+                continue;
+            }
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(self.base + idx),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                warn!(error = %e, "register failed");
+                worker.remove(idx);
+                self.free.push(idx);
+                continue;
+            }
+            self.conns[idx] = Some(Conn {
+                stream,
+                read_eof: false,
+            });
+        }
+    }
+
+    /// Writes, reads and closes connection `idx` as far as it can go now.
+    fn drive(&mut self, worker: &mut Worker, idx: usize, now: Instant) {
+        if self.lingering.contains_key(&idx) {
+            return;
+        }
+        if self.upstreams.contains_key(&idx) {
+            self.drive_upstream(worker, idx, now);
+        }
+        loop {
+            let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+                return;
+            };
+            // Flush everything the socket takes.
+            loop {
+                let out = worker.output(idx);
+                if out.is_empty() {
+                    break;
+                }
+                match c.stream.write(out) {
+                    Ok(0) => return self.close(worker, idx, true),
+                    Ok(n) => worker.consume(idx, n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => return self.close(worker, idx, true),
+                }
+            }
+            if worker.is_finished(idx) {
+                return self.close(worker, idx, false);
+            }
+            if c.read_eof || !worker.wants_read(idx) {
+                return;
+            }
+            match c.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    c.read_eof = true;
+                    worker.peer_closed(idx);
+                }
+                Ok(n) => {
+                    let started = Instant::now();
+                    worker.receive(idx, &mut self.buf[..n], now);
+                    self.metrics
+                        .processing_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return self.close(worker, idx, true),
+            }
+        }
+    }
+
+    /// Closes `idx`: at once (`abort`) or by a lingering close (FIN, then drain the peer so
+    /// unread data causes no RST that could destroy our last frames in flight).
+    fn close(&mut self, worker: &mut Worker, idx: usize, abort: bool) {
+        worker.remove(idx);
+        self.drop_upstream(idx);
+        let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        if abort || c.read_eof || c.stream.shutdown(Shutdown::Write).is_err() {
+            self.drop_conn(idx);
+            return;
+        }
+        self.lingering.insert(idx, Instant::now() + LINGER);
+        self.drain_lingering(idx);
+    }
+
+    fn open_upstream(&mut self, worker: &mut Worker, idx: usize, authority: &str, now: Instant) {
+        use std::net::ToSocketAddrs;
+        let addr = authority.to_socket_addrs().ok().and_then(|mut a| a.next());
+        let stream = addr.and_then(|a| TcpStream::connect(a).ok());
+        let Some(mut stream) = stream else {
+            warn!(authority, "upstream connect failed");
+            worker.upstream_lost(idx, now);
+            return;
+        };
+        stream.set_nodelay(true).ok();
+        if self
+            .poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(UP_BASE + idx),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            worker.upstream_lost(idx, now);
+            return;
+        }
+        self.upstreams.insert(
+            idx,
+            UpConn {
+                stream,
+                connected: false,
+            },
+        );
+    }
+
+    /// Writes and reads the upstream socket of proxy connection `idx`.
+    fn drive_upstream(&mut self, worker: &mut Worker, idx: usize, now: Instant) {
+        let Some(u) = self.upstreams.get_mut(&idx) else {
+            return;
+        };
+        if !u.connected {
+            if !matches!(u.stream.take_error(), Ok(None)) {
+                worker.upstream_lost(idx, now);
+                return self.drop_upstream(idx);
+            }
+            match u.stream.peer_addr() {
+                Ok(_) => {
+                    u.connected = true;
+                    worker.upstream_connected(idx);
+                }
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(_) => {
+                    worker.upstream_lost(idx, now);
+                    return self.drop_upstream(idx);
+                }
+            }
+        }
+        loop {
+            loop {
+                let out = worker.upstream_output(idx);
+                if out.is_empty() {
+                    break;
+                }
+                match u.stream.write(out) {
+                    Ok(0) => {
+                        worker.upstream_lost(idx, now);
+                        return self.drop_upstream(idx);
+                    }
+                    Ok(n) => worker.upstream_consume(idx, n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        worker.upstream_lost(idx, now);
+                        return self.drop_upstream(idx);
+                    }
+                }
+            }
+            if worker.upstream_finished(idx) {
+                return self.drop_upstream(idx);
+            }
+            if !worker.wants_upstream_read(idx) {
+                return;
+            }
+            match u.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    worker.upstream_lost(idx, now);
+                    return self.drop_upstream(idx);
+                }
+                Ok(n) => worker.upstream_receive(idx, &mut self.buf[..n], now),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    worker.upstream_lost(idx, now);
+                    return self.drop_upstream(idx);
+                }
+            }
+        }
+    }
+
+    fn drop_upstream(&mut self, idx: usize) {
+        if let Some(mut u) = self.upstreams.remove(&idx) {
+            self.poll.registry().deregister(&mut u.stream).ok();
+        }
+    }
+
+    fn drain_lingering(&mut self, idx: usize) {
+        let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        loop {
+            match c.stream.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.drop_conn(idx);
+    }
+
+    fn drop_conn(&mut self, idx: usize) {
+        self.lingering.remove(&idx);
+        if let Some(mut c) = self.conns.get_mut(idx).and_then(Option::take) {
+            self.poll.registry().deregister(&mut c.stream).ok();
+            self.free.push(idx);
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! One client connection of the gateway: handshake bytes, then a WebSocket engine, and a
+//! queue of output chunks where shared publication frames ([`bytes::Bytes`]) and the
+//! engine's own frames (replies, pongs, Close) keep their order.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ws::{CloseCode, Connection};
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub enum Phase {
+    /// Collecting the upgrade request.
+    Handshake(Vec<u8>),
+    /// An open WebSocket.
+    Open(Box<Connection>),
+    /// A refusal response is queued; close once it is written.
+    Refused,
+}
+
+/// Output waiting for the transport: a queue of chunks written front to back.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Bytes>,
+    /// Bytes of the front chunk already written.
+    head: usize,
+    /// Unwritten bytes in total.
+    len: usize,
+}
+
+impl OutQueue {
+    /// Appends a chunk.
+    pub fn push(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.len += chunk.len();
+        self.chunks.push_back(chunk);
+    }
+
+    /// The next bytes to write (part of one chunk; empty when nothing is queued).
+    pub fn front(&self) -> &[u8] {
+        self.chunks
+            .front()
+            .and_then(|c| c.get(self.head..))
+            .unwrap_or_default()
+    }
+
+    /// Marks `n` bytes of [`OutQueue::front`] as written.
+    pub fn consume(&mut self, n: usize) {
+        let Some(front) = self.chunks.front() else {
+            return;
+        };
+        let n = n.min(front.len() - self.head);
+        self.head += n;
+        self.len -= n;
+        if self.head == front.len() {
+            self.chunks.pop_front();
+            self.head = 0;
+        }
+    }
+
+    /// Unwritten bytes in total.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Drops every chunk except a partly written front one (a frame must not be cut).
+    pub fn truncate_unstarted(&mut self) -> usize {
+        let keep = if self.head > 0 { 1 } else { 0 };
+        let mut dropped = 0;
+        while self.chunks.len() > keep {
+            if let Some(c) = self.chunks.pop_back() {
+                dropped += 1;
+                self.len -= c.len();
+            }
+        }
+        dropped
+    }
+}
+
+/// Per-connection state and counters.
+#[derive(Debug)]
+pub struct Session {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Handshake, open or refused.
+    pub phase: Phase,
+    /// Output for the transport.
+    pub out: OutQueue,
+    /// The route index once upgraded.
+    pub route: Option<usize>,
+    /// `server_max_window_bits` when permessage-deflate is on.
+    pub deflate_bits: Option<u8>,
+    /// Subscribed topics.
+    pub topics: HashSet<Arc<str>>,
+    /// When the transport accepted it.
+    pub accepted: Instant,
+    /// Last time bytes arrived.
+    pub last_rx: Instant,
+    /// A server Ping is outstanding since the last received bytes.
+    pub ping_sent: bool,
+    /// We started closing: drop the connection at this instant if it has not finished.
+    pub close_deadline: Option<Instant>,
+    /// The peer closed TCP (EOF).
+    pub read_eof: bool,
+    /// Messages received.
+    pub msgs_in: u64,
+    /// Messages queued out.
+    pub msgs_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// Messages dropped by the slow-consumer policy.
+    pub drops: u64,
+    /// Listed in the worker's dirty list (has new output to flush).
+    pub dirty: bool,
+    /// The upstream connection on a `proxy` route.
+    pub upstream: Option<Box<super::proxy::Upstream>>,
+}
+
+impl Session {
+    /// A fresh connection in the handshake phase.
+    pub fn new(peer: SocketAddr, now: Instant) -> Session {
+        Session {
+            peer,
+            phase: Phase::Handshake(Vec::new()),
+            out: OutQueue::default(),
+            route: None,
+            deflate_bits: None,
+            topics: HashSet::new(),
+            accepted: now,
+            last_rx: now,
+            ping_sent: false,
+            close_deadline: None,
+            read_eof: false,
+            msgs_in: 0,
+            msgs_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            drops: 0,
+            dirty: false,
+            upstream: None,
+        }
+    }
+
+    /// The WebSocket engine, when open.
+    pub fn ws(&mut self) -> Option<&mut Connection> {
+        match &mut self.phase {
+            Phase::Open(ws) => Some(ws),
+            _ => None,
+        }
+    }
+
+    /// Moves the engine's pending frames to the end of the output queue.
+    pub fn pull_engine_output(&mut self) {
+        if let Phase::Open(ws) = &mut self.phase {
+            let pending = ws.pending_output();
+            if !pending.is_empty() {
+                let n = pending.len();
+                self.out.push(Bytes::copy_from_slice(pending));
+                ws.consume_output(n);
+            }
+        }
+    }
+
+    /// Starts the closing handshake (queued behind everything already queued).
+    pub fn close(&mut self, code: CloseCode, reason: &str, deadline: Instant) {
+        let closed = match &mut self.phase {
+            Phase::Open(ws) => {
+                // Fails only if a Close was already sent, which is fine.
+                let _ = ws.close(code, reason);
+                true
+            }
+            Phase::Handshake(_) | Phase::Refused => false,
+        };
+        if !closed {
+            self.phase = Phase::Refused;
+        }
+        self.pull_engine_output();
+        if self.close_deadline.is_none() {
+            self.close_deadline = Some(deadline);
+        }
+    }
+
+    /// Whether no more input is wanted: refused, closing or closed.
+    pub fn is_closing(&self) -> bool {
+        match &self.phase {
+            Phase::Open(ws) => ws.close_sent() || !ws.is_reading(),
+            Phase::Refused => true,
+            Phase::Handshake(_) => false,
+        }
+    }
+
+    /// Whether the transport should close now: the output is written and the WebSocket
+    /// is finished (closing handshake done, failed, refused) or the peer is gone.
+    pub fn is_finished(&self) -> bool {
+        if !self.out.is_empty() {
+            return false;
+        }
+        match &self.phase {
+            Phase::Open(ws) => ws.is_closed() || (self.read_eof && ws.close_sent()),
+            Phase::Refused => true,
+            Phase::Handshake(_) => self.read_eof,
+        }
+    }
+
+    /// A short name of the phase for `sluice stat`.
+    pub fn state_name(&self) -> &'static str {
+        match &self.phase {
+            Phase::Handshake(_) => "handshake",
+            Phase::Open(ws) if ws.close_sent() => "closing",
+            Phase::Open(_) => "open",
+            Phase::Refused => "refused",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn out_queue_partial_consume_keeps_order() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"abc"));
+        q.push(Bytes::from_static(b"de"));
+        assert_eq!(q.len(), 5);
+        q.consume(2);
+        assert_eq!(q.front(), b"c");
+        q.consume(1);
+        assert_eq!(q.front(), b"de");
+        q.consume(5);
+        assert!(q.is_empty());
+        assert_eq!(q.front(), b"");
+    }
+
+    #[test]
+    fn out_queue_truncate_keeps_started_front() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"abc"));
+        q.push(Bytes::from_static(b"de"));
+        q.consume(1);
+        assert_eq!(q.truncate_unstarted(), 1);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.front(), b"bc");
+        q.consume(2);
+        q.push(Bytes::from_static(b"x"));
+        assert_eq!(q.truncate_unstarted(), 1);
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,456 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ws::{ClientHandshake, CloseCode, Connection, DeflateConfig, Event, MessageKind, Role};
+
+use super::*;
+use crate::config::Config;
+use crate::control::metrics::Metrics;
+use crate::gateway::Publication;
+
+const CONFIG: &str = r#"
+[limits]
+max_connections_per_ip = 2
+allowed_origins = []
+[[route]]
+path = "/ws"
+kind = "pubsub"
+max_queued_bytes = 200
+[[route]]
+path = "/live"
+kind = "pubsub"
+slow_consumer = "close"
+slow_close_code = 1013
+max_queued_bytes = 200
+[[route]]
+path = "/echo"
+kind = "echo"
+"#;
+
+fn worker_with(text: &str) -> (Worker, Arc<Metrics>) {
+    let config = Arc::new(Config::parse(text).unwrap());
+    let metrics = Arc::new(Metrics::new());
+    (Worker::new(0, config, Arc::clone(&metrics), None), metrics)
+}
+
+fn peer(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Everything the worker queued for `id`, as the transport would write it.
+fn drain(w: &mut Worker, id: ConnId) -> Vec<u8> {
+    let mut all = Vec::new();
+    loop {
+        let out = w.output(id).to_vec();
+        if out.is_empty() {
+            return all;
+        }
+        w.consume(id, out.len());
+        all.extend_from_slice(&out);
+    }
+}
+
+/// Opens a WebSocket on `path` and returns the client engine.
+fn open(w: &mut Worker, id: ConnId, path: &str, now: Instant) -> Connection {
+    w.accept(id, peer(1000 + id as u16), now).unwrap();
+    let hs = ClientHandshake::new(
+        [7; 16],
+        Vec::new(),
+        DeflateConfig {
+            enabled: false,
+            ..DeflateConfig::default()
+        },
+    );
+    let mut req = hs.request("gw", path);
+    w.receive(id, &mut req, now);
+    let out = drain(w, id);
+    let acc = hs.parse_response(&out).unwrap().expect("complete response");
+    let mut client = Connection::new(
+        Role::Client,
+        ws::Config {
+            max_frame_size: 1 << 20,
+            max_message_size: 1 << 20,
+        },
+        acc.deflate,
+        1,
+    );
+    let mut rest = out[acc.head_len..].to_vec();
+    client.read(&mut rest);
+    client
+}
+
+fn send(w: &mut Worker, id: ConnId, client: &mut Connection, text: &str, now: Instant) {
+    client.send(MessageKind::Text, text.as_bytes()).unwrap();
+    let mut bytes = client.pending_output().to_vec();
+    let n = bytes.len();
+    client.consume_output(n);
+    w.receive(id, &mut bytes, now);
+}
+
+/// Feeds the worker's output for `id` into `client` and returns its events.
+fn events(w: &mut Worker, id: ConnId, client: &mut Connection) -> Vec<Event> {
+    let mut out = drain(w, id);
+    let mut pos = 0;
+    let mut evs = Vec::new();
+    loop {
+        pos += client.read(&mut out[pos..]);
+        while let Some(e) = client.poll_event() {
+            evs.push(e);
+        }
+        if pos >= out.len() || !client.is_reading() {
+            return evs;
+        }
+    }
+}
+
+fn texts(evs: &[Event]) -> Vec<String> {
+    evs.iter()
+        .filter_map(|e| match e {
+            Event::Message { data, .. } => Some(String::from_utf8(data.clone()).unwrap()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn publication(topic: &str, data: &str) -> Publication {
+    let text = crate::gateway::protocol::Reply::Message { topic, data }.to_json();
+    Publication::new(Arc::from(topic), Bytes::from(text), 1)
+}
+
+#[test]
+fn pubsub_subscribe_then_deliver_in_order() {
+    let (mut w, metrics) = worker_with(CONFIG);
+    let now = Instant::now();
+    let mut c = open(&mut w, 0, "/ws", now);
+    send(
+        &mut w,
+        0,
+        &mut c,
+        r#"{"op":"subscribe","topic":"a","id":1}"#,
+        now,
+    );
+    assert_eq!(
+        texts(&events(&mut w, 0, &mut c)),
+        vec![r#"{"op":"subscribed","topic":"a","id":1}"#]
+    );
+    w.deliver(&publication("a", "1"), None, now);
+    w.deliver(&publication("b", "x"), None, now);
+    w.deliver(&publication("a", "2"), None, now);
+    assert_eq!(
+        texts(&events(&mut w, 0, &mut c)),
+        vec![
+            r#"{"op":"message","topic":"a","data":"1"}"#,
+            r#"{"op":"message","topic":"a","data":"2"}"#
+        ]
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains("sluice_messages_out_total{route=\"/ws\"} 3"),
+        "{text}"
+    );
+}
+
+#[test]
+fn pubsub_unsubscribe_stops_delivery() {
+    let (mut w, _) = worker_with(CONFIG);
+    let now = Instant::now();
+    let mut c = open(&mut w, 0, "/ws", now);
+    send(&mut w, 0, &mut c, r#"{"op":"subscribe","topic":"a"}"#, now);
+    send(
+        &mut w,
+        0,
+        &mut c,
+        r#"{"op":"unsubscribe","topic":"a"}"#,
+        now,
+    );
+    w.deliver(&publication("a", "1"), None, now);
+    assert_eq!(
+        texts(&events(&mut w, 0, &mut c)),
+        vec![
+            r#"{"op":"subscribed","topic":"a"}"#,
+            r#"{"op":"unsubscribed","topic":"a"}"#
+        ]
+    );
+}
+
+#[test]
+fn pubsub_bad_request_error_reply() {
+    let (mut w, _) = worker_with(CONFIG);
+    let now = Instant::now();
+    let mut c = open(&mut w, 0, "/ws", now);
+    send(&mut w, 0, &mut c, r#"{"op":"dance"}"#, now);
+    let got = texts(&events(&mut w, 0, &mut c));
+    assert!(
+        got[0].starts_with(r#"{"op":"error","error":"bad request"#),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn pubsub_publish_without_broker_error_reply() {
+    let (mut w, _) = worker_with(CONFIG);
+    let now = Instant::now();
+    let mut c = open(&mut w, 0, "/ws", now);
+    send(
+        &mut w,
+        0,
+        &mut c,
+        r#"{"op":"publish","topic":"a","data":"x"}"#,
+        now,
+    );
+    let got = texts(&events(&mut w, 0, &mut c));
+    assert!(got[0].contains("publish queue full"), "{got:?}");
+}
+
+#[test]
+fn slow_consumer_drop_newest_counted_others_continue() {
+    let (mut w, metrics) = worker_with(CONFIG);
+    let now = Instant::now();
+    let mut slow = open(&mut w, 0, "/ws", now);
+    let mut fast = open(&mut w, 1, "/ws", now);
+    for (id, c) in [(0, &mut slow), (1, &mut fast)] {
+        send(&mut w, id, c, r#"{"op":"subscribe","topic":"a"}"#, now);
+        events(&mut w, id, c);
+    }
+    // Each frame is ~45 bytes; the bound is 200. The fast client drains after each one.
+    let mut fast_got = Vec::new();
+    for i in 0..10 {
+        w.deliver(&publication("a", &i.to_string()), None, now);
+        fast_got.extend(texts(&events(&mut w, 1, &mut fast)));
+    }
+    assert_eq!(fast_got.len(), 10);
+    let slow_got = texts(&events(&mut w, 0, &mut slow));
+    assert!(slow_got.len() < 10 && !slow_got.is_empty(), "{slow_got:?}");
+    // The oldest ones were kept, in order.
+    for (i, m) in slow_got.iter().enumerate() {
+        assert!(m.ends_with(&format!("\"data\":\"{i}\"}}")), "{m}");
+    }
+    let text = metrics.render();
+    let dropped = 10 - slow_got.len();
+    assert!(
+        text.contains(&format!(
+            "sluice_drops_total{{reason=\"slow_consumer_dropped\"}} {dropped}"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn slow_consumer_close_policy_sends_1013() {
+    let (mut w, metrics) = worker_with(CONFIG);
+    let now = Instant::now();
+    let mut c = open(&mut w, 0, "/live", now);
+    send(&mut w, 0, &mut c, r#"{"op":"subscribe","topic":"a"}"#, now);
+    events(&mut w, 0, &mut c);
+    for i in 0..10 {
+        w.deliver(&publication("a", &i.to_string()), None, now);
+    }
+    let evs = events(&mut w, 0, &mut c);
+    assert!(
+        evs.iter().any(|e| matches!(
+            e,
+            Event::Close {
+                code: Some(CloseCode(1013)),
+                ..
+            }
+        )),
+        "{evs:?}"
+    );
+    assert!(metrics
+        .render()
+        .contains("sluice_drops_total{reason=\"slow_consumer_closed\"} 1"));
+}
+
+#[test]
+fn echo_message_sent_back() {
+    let (mut w, _) = worker_with(CONFIG);
+    let now = Instant::now();
+    let mut c = open(&mut w, 0, "/echo", now);
+    send(&mut w, 0, &mut c, "ping me", now);
+    assert_eq!(texts(&events(&mut w, 0, &mut c)), vec!["ping me"]);
+}
+
+#[test]
+fn handshake_unknown_path_404() {
+    let (mut w, metrics) = worker_with(CONFIG);
+    let now = Instant::now();
+    w.accept(0, peer(1), now).unwrap();
+    let hs = ClientHandshake::new([1; 16], Vec::new(), DeflateConfig::default());
+    let mut req = hs.request("gw", "/nope");
+    w.receive(0, &mut req, now);
+    let out = drain(&mut w, 0);
+    assert!(
+        out.starts_with(b"HTTP/1.1 404"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(w.is_finished(0));
+    assert!(metrics
+        .render()
+        .contains("sluice_handshakes_total{result=\"not_found\"} 1"));
+}
+
+#[test]
+fn handshake_origin_not_allowed_403() {
+    let (mut w, _) = worker_with(
+        "[limits]\nallowed_origins = [\"https://ok.example\"]\n[[route]]\npath = \"/ws\"\n",
+    );
+    let now = Instant::now();
+    w.accept(0, peer(1), now).unwrap();
+    let mut req = b"GET /ws HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+Origin: https://evil.example\r\n\r\n"
+        .to_vec();
+    w.receive(0, &mut req, now);
+    assert!(drain(&mut w, 0).starts_with(b"HTTP/1.1 403"));
+}
+
+#[test]
+fn accept_per_ip_limit_refused() {
+    let (mut w, _) = worker_with(CONFIG);
+    let now = Instant::now();
+    w.accept(0, peer(1), now).unwrap();
+    w.accept(1, peer(2), now).unwrap();
+    assert_eq!(w.accept(2, peer(3), now), Err(Refusal::MaxPerIp));
+    w.remove(0);
+    assert_eq!(w.accept(2, peer(3), now), Ok(()));
+}
+
+#[test]
+fn handshake_deadline_expires() {
+    let (mut w, metrics) = worker_with(CONFIG);
+    let now = Instant::now();
+    w.accept(0, peer(1), now).unwrap();
+    w.receive(0, &mut b"GET /ws HTTP/1.1\r\n".to_vec(), now);
+    assert!(w.handle_timeout(now + Duration::from_secs(1)).is_empty());
+    assert_eq!(w.handle_timeout(now + Duration::from_secs(11)), vec![0]);
+    assert!(metrics
+        .render()
+        .contains("sluice_handshakes_total{result=\"timeout\"} 1"));
+}
+
+#[test]
+fn idle_connection_pinged_then_closed() {
+    let (mut w, _) = worker_with(CONFIG);
+    let now = Instant::now();
+    let mut c = open(&mut w, 0, "/ws", now);
+    w.handle_timeout(now + Duration::from_secs(31));
+    let evs = events(&mut w, 0, &mut c);
+    assert!(matches!(evs.as_slice(), [Event::Ping(_)]), "{evs:?}");
+    w.handle_timeout(now + Duration::from_secs(121));
+    let evs = events(&mut w, 0, &mut c);
+    assert!(
+        matches!(
+            evs.as_slice(),
+            [Event::Close {
+                code: Some(CloseCode::GOING_AWAY),
+                ..
+            }]
+        ),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn shutdown_queued_messages_then_1001() {
+    let (mut w, _) = worker_with(CONFIG);
+    let now = Instant::now();
+    let mut c = open(&mut w, 0, "/ws", now);
+    send(&mut w, 0, &mut c, r#"{"op":"subscribe","topic":"a"}"#, now);
+    events(&mut w, 0, &mut c);
+    w.deliver(&publication("a", "last"), None, now);
+    w.shutdown(now, now + Duration::from_secs(5));
+    let evs = events(&mut w, 0, &mut c);
+    assert_eq!(
+        texts(&evs),
+        vec![r#"{"op":"message","topic":"a","data":"last"}"#]
+    );
+    assert!(matches!(
+        evs.last(),
+        Some(Event::Close {
+            code: Some(CloseCode::GOING_AWAY),
+            ..
+        })
+    ));
+    // The client answers the Close; the connection is then finished.
+    let mut answer = c.pending_output().to_vec();
+    w.receive(0, &mut answer, now);
+    drain(&mut w, 0);
+    assert!(w.is_finished(0));
+    assert_eq!(w.accept(1, peer(9), now), Err(Refusal::MaxConnections));
+}
+
+#[test]
+fn deliver_ack_counts_subscribers() {
+    let (mut w, _) = worker_with(CONFIG);
+    let now = Instant::now();
+    for id in 0..2 {
+        let mut c = open(&mut w, id, "/ws", now);
+        send(&mut w, id, &mut c, r#"{"op":"subscribe","topic":"a"}"#, now);
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let ack = crate::gateway::Ack::new(1, tx);
+    w.deliver(&publication("a", "x"), Some(&ack), now);
+    assert_eq!(rx.try_recv(), Ok(2));
+}
+
+#[test]
+fn proxy_upstream_close_reflected_to_client() {
+    let (mut w, _) = worker_with(
+        "[[route]]\npath = \"/p\"\nkind = \"proxy\"\nupstream = \"ws://127.0.0.1:9/u\"\n",
+    );
+    let now = Instant::now();
+    let mut c = open(&mut w, 0, "/p", now);
+    assert_eq!(
+        w.take_upstream_requests(),
+        vec![(0, "127.0.0.1:9".to_string())]
+    );
+    // A client message before the upstream is open waits for it.
+    send(&mut w, 0, &mut c, "early", now);
+    w.upstream_connected(0);
+    let mut req = Vec::new();
+    loop {
+        let out = w.upstream_output(0).to_vec();
+        if out.is_empty() {
+            break;
+        }
+        w.upstream_consume(0, out.len());
+        req.extend_from_slice(&out);
+    }
+    // Play the upstream server with a sans-IO engine.
+    let parsed = ws::handshake::parse_request(&req, &ws::ServerConfig::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(parsed.path, "/u");
+    let acc = parsed.accept(&ws::ServerConfig::default());
+    let mut server = Connection::new(
+        Role::Server,
+        ws::Config {
+            max_frame_size: 1 << 20,
+            max_message_size: 1 << 20,
+        },
+        acc.deflate,
+        0,
+    );
+    server.send(MessageKind::Text, b"hello").unwrap();
+    server.close(CloseCode(4000), "bye").unwrap();
+    let mut reply = acc.response.clone();
+    reply.extend_from_slice(server.pending_output());
+    w.upstream_receive(0, &mut reply, now);
+    let evs = events(&mut w, 0, &mut c);
+    assert_eq!(texts(&evs), vec!["hello"]);
+    assert!(
+        matches!(
+            evs.last(),
+            Some(Event::Close {
+                code: Some(CloseCode(4000)),
+                ..
+            })
+        ),
+        "{evs:?}"
+    );
+}

@@ -1,0 +1,458 @@
+//! The gateway on the kernel backend with real clients (Python `websockets`): fan-out with
+//! per-topic order, slow consumers, graceful shutdown, proxy to a real upstream, `/metrics`
+//! and `sluice stat`.
+//! Everything started here is killed on drop.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+/// A child process killed (and reaped) on drop.
+struct Proc {
+    child: Child,
+    stdout: Option<BufReader<ChildStdout>>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stdin(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().map(BufReader::new);
+        Proc { child, stdout }
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.as_mut().unwrap().read_line(&mut line).unwrap();
+        line
+    }
+
+    fn rest(&mut self) -> String {
+        let mut s = String::new();
+        self.stdout
+            .as_mut()
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    }
+
+    fn wait_ok(&mut self) -> String {
+        let out = self.rest();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "client failed ({status}):\n{out}");
+        out
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A running gateway: its WebSocket port and control address.
+struct Gateway {
+    proc: Proc,
+    port: u16,
+    control: String,
+}
+
+impl Gateway {
+    fn start(config: &str) -> Gateway {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let path =
+            std::env::temp_dir().join(format!("sluice-gw-{}-{nanos}.toml", std::process::id()));
+        std::fs::write(&path, config).unwrap();
+        let mut proc = Proc::spawn(Command::new(env!("CARGO_BIN_EXE_sluice")).args([
+            "run",
+            "--backend",
+            "kernel",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--control",
+            "127.0.0.1:0",
+            "--app",
+            "gateway",
+            "--log-level",
+            "warn",
+            "--config",
+            path.to_str().unwrap(),
+        ]));
+        let line = proc.line();
+        let _ = std::fs::remove_file(&path);
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap_or_else(|| panic!("no {k} in {line:?}"))
+                .to_string()
+        };
+        Gateway {
+            port: field("port=").parse().unwrap(),
+            control: field("control="),
+            proc,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
+    fn publish(&self, topic: &str, body: &str) -> String {
+        let (status, body) = http(&self.control, "POST", &format!("/publish/{topic}"), body);
+        assert_eq!(status, 200, "publish {topic}: {body}");
+        body
+    }
+
+    fn get(&self, path: &str) -> String {
+        let (status, body) = http(&self.control, "GET", path, "");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// The value of one metric sample line (`name{labels}`), 0 when absent.
+    fn metric(&self, sample: &str) -> f64 {
+        self.get("/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
+    fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// A one-shot HTTP/1.1 request; returns (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+fn python(script: &str, args: &[String]) -> Proc {
+    Proc::spawn(
+        Command::new("python3")
+            .arg(repo().join("tests/gateway").join(script))
+            .args(args),
+    )
+}
+
+const PUBSUB: &str = r#"
+[[route]]
+path = "/ws"
+kind = "pubsub"
+max_queued_bytes = 8388608
+[[route]]
+path = "/drop"
+kind = "pubsub"
+compression = false
+slow_consumer = "drop-newest"
+max_queued_bytes = 1048576
+[[route]]
+path = "/strict"
+kind = "pubsub"
+compression = false
+slow_consumer = "close"
+slow_close_code = 1013
+max_queued_bytes = 1048576
+"#;
+
+/// Publishes `per_topic` messages to each of `topics` topics, interleaved, with `pad`
+/// bytes of filler; returns the total.
+fn publish_all(gw: &Gateway, topics: usize, per_topic: usize, pad: usize) -> usize {
+    let filler = "x".repeat(pad);
+    for k in 0..per_topic {
+        for t in 0..topics {
+            let data = if pad == 0 {
+                format!("t{t}:{k}")
+            } else {
+                format!("t{t}:{k}|{filler}")
+            };
+            gw.publish(&format!("t{t}"), &data);
+        }
+    }
+    topics * per_topic
+}
+
+/// Waits (bounded by attempts, not time) until `/stat` shows `n` connections subscribed
+/// to at least one topic.
+fn wait_subscribed(gw: &Gateway, n: usize) {
+    for _ in 0..200 {
+        let stat: serde_json::Value = serde_json::from_str(&gw.get("/stat")).unwrap();
+        let subscribed = stat["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["topics"].as_u64().unwrap_or(0) > 0)
+            .count();
+        if subscribed >= n {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("subscriptions did not show up in /stat");
+}
+
+#[test]
+fn gateway_pubsub_clients_receive_their_topics_in_order() {
+    let gw = Gateway::start(PUBSUB);
+    let args = |extra: &[&str]| {
+        let mut v: Vec<String> = [gw.port.to_string(), "/ws".into()]
+            .into_iter()
+            .chain(["50", "5", "40"].map(String::from))
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let mut plain = python("subscribers.py", &args(&[]));
+    assert_eq!(plain.line().trim(), "ready");
+    let mut deflate = python("subscribers.py", &args(&["--compress"]));
+    assert_eq!(deflate.line().trim(), "ready");
+    let sent = publish_all(&gw, 5, 40, 100);
+    // Each client has 2 topics x 40 messages.
+    assert!(plain.wait_ok().contains("ok clients=50 received=4000"));
+    assert!(deflate.wait_ok().contains("ok clients=50 received=4000"));
+
+    // /metrics: strict line check, and the counters match what was sent.
+    let text = gw.get("/metrics");
+    check_exposition(&text);
+    assert_eq!(gw.metric("sluice_published_total"), sent as f64);
+    // 100 clients x (2 subscribe replies + 80 deliveries).
+    assert_eq!(
+        gw.metric("sluice_messages_out_total{route=\"/ws\"}"),
+        100.0 * 82.0
+    );
+    assert_eq!(gw.metric("sluice_messages_in_total{route=\"/ws\"}"), 200.0);
+    assert_eq!(gw.metric("sluice_handshakes_total{result=\"ok\"}"), 100.0);
+}
+
+/// Every line is a comment (`# HELP|TYPE|UNIT`), `# EOF` (last), or `name{labels} value`.
+fn check_exposition(text: &str) {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.last(), Some(&"# EOF"), "{text}");
+    for line in &lines[..lines.len() - 1] {
+        if let Some(c) = line.strip_prefix("# ") {
+            assert!(
+                c.starts_with("HELP ") || c.starts_with("TYPE ") || c.starts_with("UNIT "),
+                "bad comment: {line}"
+            );
+            continue;
+        }
+        let (name_labels, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        assert!(
+            value.parse::<f64>().is_ok() || value == "+Inf",
+            "bad value: {line}"
+        );
+        let name = name_labels.split('{').next().unwrap();
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name: {line}"
+        );
+        if let Some(labels) = name_labels.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+                for pair in labels[1..labels.len() - 1].split(',') {
+                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
+                    assert!(
+                        !k.is_empty() && v.starts_with('"') && v.ends_with('"'),
+                        "{line}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn slow_consumer_case(path: &str, reason: &str) {
+    let gw = Gateway::start(PUBSUB);
+    let mut slow = python(
+        "slow_client.py",
+        &[gw.port.to_string(), path.to_string(), "t0".to_string()],
+    );
+    assert_eq!(slow.line().trim(), "ready");
+    wait_subscribed(&gw, 1);
+    let mut fast = python(
+        "subscribers.py",
+        &[gw.port.to_string(), path.to_string()]
+            .into_iter()
+            .chain(["4", "1", "1000"].map(String::from))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(fast.line().trim(), "ready");
+    let rss_before = gw.rss_kib();
+    // 1000 x ~16 KiB = ~16 MiB to a client that reads nothing; its bound is 1 MiB.
+    publish_all(&gw, 1, 1000, 16 * 1024);
+    assert!(fast.wait_ok().contains("ok clients=4 received=4000"));
+    assert!(
+        gw.metric(&format!("sluice_drops_total{{reason=\"{reason}\"}}")) >= 1.0,
+        "{}",
+        gw.get("/metrics")
+    );
+    let rss_after = gw.rss_kib();
+    eprintln!("{path}: gateway RSS before {rss_before} KiB, after {rss_after} KiB");
+    // Bounded: far below what was published to the slow client.
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "{rss_before} -> {rss_after}"
+    );
+}
+
+#[test]
+fn gateway_slow_consumer_drop_newest_others_continue() {
+    slow_consumer_case("/drop", "slow_consumer_dropped");
+}
+
+#[test]
+fn gateway_slow_consumer_close_others_continue() {
+    slow_consumer_case("/strict", "slow_consumer_closed");
+}
+
+#[test]
+fn gateway_sigterm_flushes_then_closes_1001() {
+    let gw = Gateway::start(PUBSUB);
+    let mut subs = python(
+        "subscribers.py",
+        &[gw.port.to_string(), "/ws".to_string()]
+            .into_iter()
+            .chain(["20", "2", "200", "--expect-close", "1001"].map(String::from))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(subs.line().trim(), "ready");
+    // Every publish below was acknowledged (queued to all subscribers) before SIGTERM.
+    publish_all(&gw, 2, 200, 1000);
+    let pid = gw.pid().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    assert!(subs.wait_ok().contains("ok clients=20 received=8000"));
+    let mut gw = gw;
+    let exit = gw.proc.child.wait().unwrap();
+    assert!(exit.success(), "gateway exit: {exit}");
+}
+
+#[test]
+fn gateway_stat_prints_connections() {
+    let gw = Gateway::start(PUBSUB);
+    let mut slow = python(
+        "slow_client.py",
+        &[gw.port.to_string(), "/ws".to_string(), "news".to_string()],
+    );
+    assert_eq!(slow.line().trim(), "ready");
+    wait_subscribed(&gw, 1);
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["stat", "--control", &gw.control])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("connections: 1"), "{text}");
+    assert!(text.contains("/ws"), "{text}");
+    assert!(
+        text.contains("sluice_handshakes_total{result=\"ok\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn gateway_check_config_names_bad_key() {
+    let dir = std::env::temp_dir().join(format!("sluice-gw-cc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[[route]]\npath = \"/p\"\nkind = \"proxy\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["check-config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("route[0].upstream"), "{err}");
+    let good = repo().join("deploy/sluice.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["check-config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gateway_proxy_python_upstream_echoes_every_message() {
+    let mut upstream = python("echo_upstream.py", &[]);
+    let line = upstream.line();
+    let up_port = line.trim().strip_prefix("port=").expect("port line");
+    let gw = Gateway::start(&format!(
+        "[[route]]\npath = \"/p\"\nkind = \"proxy\"\nupstream = \"ws://127.0.0.1:{up_port}/\"\n"
+    ));
+    let mut client = python(
+        "proxy_client.py",
+        &[gw.port.to_string(), "/p".to_string(), "300".to_string()],
+    );
+    assert!(client.wait_ok().contains("ok 300"));
+    assert_eq!(gw.metric("sluice_messages_in_total{route=\"/p\"}"), 300.0);
+    assert_eq!(gw.metric("sluice_messages_out_total{route=\"/p\"}"), 300.0);
+}
+
+#[test]
+fn gateway_proxy_unreachable_upstream_closes_1014() {
+    // Bind and drop a listener to get a port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = Gateway::start(&format!(
+        "[[route]]\npath = \"/p\"\nkind = \"proxy\"\nupstream = \"ws://{dead}/\"\n"
+    ));
+    let mut client = python(
+        "proxy_client.py",
+        &[gw.port.to_string(), "/p".to_string(), "1".to_string()],
+    );
+    let out = client.rest();
+    let status = client.child.wait().unwrap();
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("closed 1014"), "{out}");
+    assert_eq!(
+        gw.metric("sluice_drops_total{reason=\"upstream_failed\"}"),
+        1.0
+    );
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Pub/sub clients for the gateway tests.
+
+usage: subscribers.py PORT PATH CLIENTS TOPICS PER_TOPIC [--expect-close CODE] [--compress]
+
+Client i subscribes to topics t{i % TOPICS} and t{(i + 1) % TOPICS}, prints `ready`
+once every client is subscribed, then expects PER_TOPIC messages on each of its topics
+with data `{topic}:{k}` for k = 0, 1, ... in order. With --expect-close, each client then
+waits for the server's close and checks its code. Prints `ok ...` and exits 0 on success.
+"""
+import asyncio
+import json
+import sys
+
+import websockets
+
+
+async def client(i, args, ready, go):
+    port, path, _, topics, per_topic = args["pos"]
+    mine = sorted({f"t{i % topics}", f"t{(i + 1) % topics}"})
+    compression = "deflate" if args["compress"] else None
+    async with websockets.connect(
+        f"ws://127.0.0.1:{port}{path}", compression=compression, max_size=None,
+        ping_interval=None,
+    ) as ws:
+        for t in mine:
+            await ws.send(json.dumps({"op": "subscribe", "topic": t}))
+            reply = json.loads(await ws.recv())
+            assert reply == {"op": "subscribed", "topic": t}, reply
+        ready.append(i)
+        if len(ready) == args["pos"][2]:
+            print("ready", flush=True)
+        next_k = {t: 0 for t in mine}
+        want = per_topic * len(mine)
+        got = 0
+        while got < want:
+            msg = json.loads(await ws.recv())
+            assert msg["op"] == "message", msg
+            t = msg["topic"]
+            assert t in next_k, f"client {i} got foreign topic {t}"
+            expected = f"{t}:{next_k[t]}"
+            assert msg["data"].startswith(expected + "|") or msg["data"] == expected, (
+                f"client {i} topic {t}: expected {expected}, got {msg['data'][:40]}"
+            )
+            next_k[t] += 1
+            got += 1
+        code = None
+        if args["expect_close"] is not None:
+            try:
+                extra = await asyncio.wait_for(ws.recv(), 20)
+                raise AssertionError(f"client {i}: unexpected message {extra[:60]}")
+            except websockets.ConnectionClosed as e:
+                code = e.rcvd.code if e.rcvd else None
+            assert code == args["expect_close"], f"client {i}: close code {code}"
+        return got
+
+
+async def main():
+    argv = sys.argv[1:]
+    expect_close = None
+    compress = False
+    if "--expect-close" in argv:
+        j = argv.index("--expect-close")
+        expect_close = int(argv[j + 1])
+        del argv[j : j + 2]
+    if "--compress" in argv:
+        argv.remove("--compress")
+        compress = True
+    port, path, clients, topics, per_topic = argv
+    args = {
+        "pos": (int(port), path, int(clients), int(topics), int(per_topic)),
+        "expect_close": expect_close,
+        "compress": compress,
+    }
+    ready = []
+    results = await asyncio.gather(
+        *(client(i, args, ready, None) for i in range(int(clients)))
+    )
+    print(f"ok clients={len(results)} received={sum(results)}", flush=True)
+
+
+asyncio.run(main())
