@@ -171,20 +171,23 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
 
 /// `sluice stat`: prints the counters and the per-connection table.
 pub fn stat(addr: &str) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let metrics = http_get(addr, "/metrics")?;
-    println!("counters:");
+    writeln!(out, "counters:")?;
     for line in metrics.lines() {
         if line.starts_with('#') || line.contains("_bucket{") || line.is_empty() {
             continue;
         }
-        println!("  {line}");
+        writeln!(out, "  {line}")?;
     }
     let stat: serde_json::Value = serde_json::from_str(&http_get(addr, "/stat")?)?;
     let rows: Vec<ConnInfo> =
         serde_json::from_value(stat.get("connections").cloned().unwrap_or_default())
             .unwrap_or_default();
-    println!("connections: {}", rows.len());
-    println!(
+    writeln!(out, "connections: {}", rows.len())?;
+    writeln!(
+        out,
         "{:<3} {:<22} {:<10} {:<9} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>6} {:>6}",
         "w",
         "peer",
@@ -198,9 +201,10 @@ pub fn stat(addr: &str) -> anyhow::Result<()> {
         "queued",
         "drops",
         "age_s"
-    );
+    )?;
     for r in rows {
-        println!(
+        writeln!(
+            out,
             "{:<3} {:<22} {:<10} {:<9} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>6} {:>6}",
             r.worker,
             r.peer,
@@ -214,7 +218,12 @@ pub fn stat(addr: &str) -> anyhow::Result<()> {
             r.queued,
             r.drops,
             r.age_s
-        );
+        )?;
     }
-    Ok(())
+    // One write; a reader that went away (`sluice stat | head`) is not an error.
+    let mut stdout = std::io::stdout().lock();
+    match std::io::Write::write_all(&mut stdout, out.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
