@@ -125,7 +125,7 @@ if [ -n "$queues" ]; then
         die "ethtool -L $iface combined $queues failed (driver $driver)"
     fi
   elif nonzero "$max_rx" && nonzero "$max_tx"; then
-    [ "$queues" -le "$max_rx" ] && [ "$queues" -le "$max_tx" ] ||
+    { [ "$queues" -le "$max_rx" ] && [ "$queues" -le "$max_tx" ]; } ||
       die "--queues $queues exceeds the driver's maximum of rx=$max_rx tx=$max_tx channels on $iface"
     if [ "$cur_rx" = "$queues" ] && [ "$cur_tx" = "$queues" ]; then
       echo "queues: already rx=$queues tx=$queues"
@@ -141,7 +141,7 @@ fi
 # --- IRQ affinity -------------------------------------------------------------------------
 online=$(expand_list "$(cat /sys/devices/system/cpu/online)") || die "cannot read the online cores"
 if [ -n "$cores" ]; then
-  workers=$(expand_list "$cores") && [ -n "$workers" ] ||
+  { workers=$(expand_list "$cores") && [ -n "$workers" ]; } ||
     die "--cores: invalid list '$cores' (expected e.g. 0,1 or 2-5)"
   for c in $workers; do
     grep -qx "$c" <<<"$online" || die "--cores: core $c is not online (online: $(paste -sd, <<<"$online"))"
@@ -198,7 +198,7 @@ fi
 # --- RSS (ethtool -x) ---------------------------------------------------------------------
 if rss=$(ethtool -x "$iface" 2>&1); then
   echo "rss: hash key and indirection table (ethtool -x $iface):"
-  sed 's/^/rss:   /' <<<"$rss"
+  while IFS= read -r l; do echo "rss:   $l"; done <<<"$rss"
 else
   echo "rss: not reported by driver $driver ($(tail -n1 <<<"$rss")); flows spread by the driver's default hash"
 fi

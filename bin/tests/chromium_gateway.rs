@@ -20,8 +20,13 @@ use std::time::Duration;
 use lab::{Lab, Sluice, STACK_IP};
 
 /// The gateway's backend: `"kernel"` (kernel sockets on the stack side's address) or
-/// `"afxdp"` (the userspace stack on the stack side's veth). Switch it here.
+/// `"afxdp"` (the userspace stack on the stack side's veth). Switch it here, or for one run
+/// with the environment variable `SLUICE_CHROMIUM_BACKEND`.
 const BACKEND: &str = "kernel";
+
+fn backend() -> String {
+    std::env::var("SLUICE_CHROMIUM_BACKEND").unwrap_or_else(|_| BACKEND.to_string())
+}
 /// The WebSocket port the gateway serves.
 const WS_PORT: u16 = 8080;
 /// The control plane, inside the stack namespace.
@@ -38,8 +43,9 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// Starts `sluice run --app gateway` on `BACKEND` in the lab's stack namespace.
+/// Starts `sluice run --app gateway` on `backend()` in the lab's stack namespace.
 fn start_gateway(lab: &Lab, config: &std::path::Path) -> Sluice {
+    let backend = backend();
     let mut args: Vec<String> = vec![
         "netns".into(),
         "exec".into(),
@@ -47,7 +53,7 @@ fn start_gateway(lab: &Lab, config: &std::path::Path) -> Sluice {
         env!("CARGO_BIN_EXE_sluice").into(),
         "run".into(),
         "--backend".into(),
-        BACKEND.into(),
+        backend.clone(),
         "--ip".into(),
         format!("{STACK_IP}/24"),
         "--port".into(),
@@ -61,7 +67,7 @@ fn start_gateway(lab: &Lab, config: &std::path::Path) -> Sluice {
         "--log-level".into(),
         "warn".into(),
     ];
-    match BACKEND {
+    match backend.as_str() {
         // Kernel sockets need the address on the stack side's interface.
         "kernel" => {
             let out = Command::new("ip")
