@@ -160,10 +160,21 @@ for d in "$dev" "$dev/.."; do
     break
   fi
 done
+# The interface's name must stand alone in the IRQ's name ("eth1" is not "eth10-TxRx-0").
 named=$(awk -v ifc="$iface" -v re="$irq_match" '
+  function names_iface(name,    rest, at, before, after) {
+    rest = name
+    while ((at = index(rest, ifc)) > 0) {
+      before = at == 1 ? "" : substr(rest, at - 1, 1)
+      after = substr(rest, at + length(ifc), 1)
+      if ((before == "" || before ~ /[-@:]/) && (after == "" || after ~ /[-@:]/)) return 1
+      rest = substr(rest, at + 1)
+    }
+    return 0
+  }
   $1 ~ /^[0-9]+:$/ {
     name = $NF
-    if (index(name, ifc) > 0 || (re != "" && name ~ re)) { sub(":", "", $1); print $1 }
+    if (names_iface(name) || (re != "" && name ~ re)) { sub(":", "", $1); print $1 }
   }' "$PROC/interrupts")
 irqs=$(printf '%s\n%s\n' "$irqs" "$named" | grep -E '^[0-9]+$' | sort -nu || true)
 if [ -z "$irqs" ]; then

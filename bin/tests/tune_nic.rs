@@ -162,6 +162,8 @@ fn tune_nic_irqs_moved_off_worker_cores_dry_run_leaves_them() {
         (91, format!("ice-{ifc}-TxRx-1")),
         (92, "mlx5_comp0@pci:0000:00:09.0".to_string()),
         (93, "virtio9-input.0".to_string()),
+        // Another interface whose name starts with this one's.
+        (94, format!("{ifc}0-TxRx-0")),
     ] {
         interrupts.push_str(&format!(
             " {irq}:   1   2  PCI-MSIX-0000:00:09.0  0-edge  {name}\n"
@@ -203,8 +205,10 @@ fn tune_nic_irqs_moved_off_worker_cores_dry_run_leaves_them() {
     for irq in [90, 91, 92] {
         assert_eq!(affinity(irq), rest, "IRQ {irq}: {run_out}");
     }
-    assert_eq!(affinity(93), all, "a foreign IRQ was moved: {run_out}");
-    assert!(!run_out.contains("irq: 93"), "{run_out}");
+    for irq in [93, 94] {
+        assert_eq!(affinity(irq), all, "a foreign IRQ was moved: {run_out}");
+        assert!(!run_out.contains(&format!("irq: {irq}")), "{run_out}");
+    }
 
     let again = tune_env(&lab.stack_ns, &args, &env);
     let again_out = String::from_utf8_lossy(&again.stdout).into_owned();
