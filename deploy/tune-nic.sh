@@ -8,7 +8,7 @@
 #   --cores LIST       the cores Sluice's workers run on (same syntax as `sluice run --cores`,
 #                      e.g. 0,1 or 2-5); the NIC's IRQs are moved to the other online cores
 #   --irq-match REGEX  also treat /proc/interrupts lines whose name matches REGEX as the
-#                      NIC's (by default: the device's MSI IRQs and names containing IFACE)
+#                      NIC's (by default: the device's MSI IRQs and names naming IFACE)
 #   --dry-run          print the commands that would change something; change nothing
 #
 # It also prints the RSS hash key and indirection table (`ethtool -x`), turns off the receive
@@ -24,7 +24,15 @@ set -euo pipefail
 PROC=${TUNE_NIC_PROC:-/proc}
 
 die() { echo "tune-nic: $*" >&2; exit 1; }
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() {
+  local code=${1:-2}
+  if [ "$code" = 0 ]; then
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+  else
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2
+  fi
+  exit "$code"
+}
 
 iface=""
 queues=""
