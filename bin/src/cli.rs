@@ -91,9 +91,12 @@ pub struct RunArgs {
     /// Cores to pin workers to (e.g. `0,1`).
     #[arg(long, value_name = "LIST")]
     pub cores: Option<String>,
-    /// Address to serve on, with or without `/PREFIX` (kernel backend: bind address).
+    /// Address to serve on. AF_XDP backend: the stack's own address and its on-link subnet
+    /// (`/PREFIX`; without one the subnet is the address alone, /32, and every other
+    /// address is reached through --gateway-ip). Kernel backend: the bind address (a
+    /// prefix is accepted and ignored).
     #[arg(long, value_name = "ADDR[/PREFIX]", value_parser = parse_ip, default_value = "0.0.0.0")]
-    pub ip: IpAddr,
+    pub ip: IpArg,
     /// Default gateway for the AF_XDP backend.
     #[arg(long, value_name = "ADDR")]
     pub gateway_ip: Option<IpAddr>,
@@ -136,8 +139,17 @@ pub struct RunArgs {
     pub handshake_timeout: u64,
 }
 
+/// `--ip ADDR[/PREFIX]`: the address and, when given, the prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpArg {
+    /// The address.
+    pub addr: IpAddr,
+    /// The prefix length, when the argument had one (checked against the family's width).
+    pub prefix: Option<u8>,
+}
+
 /// Parses `ADDR` or `ADDR/PREFIX`.
-pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
+pub fn parse_ip(s: &str) -> Result<IpArg, String> {
     let (addr, prefix) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (s, None),
@@ -145,14 +157,17 @@ pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
     let ip: IpAddr = addr
         .parse()
         .map_err(|_| format!("invalid IP address `{addr}`"))?;
-    if let Some(p) = prefix {
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        match p.parse::<u8>() {
-            Ok(n) if n <= max => {}
-            _ => return Err(format!("invalid prefix length `{p}`")),
+    let prefix = match prefix {
+        None => None,
+        Some(p) => {
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            match p.parse::<u8>() {
+                Ok(n) if n <= max => Some(n),
+                _ => return Err(format!("invalid prefix length `{p}`")),
+            }
         }
-    }
-    Ok(ip)
+    };
+    Ok(IpArg { addr: ip, prefix })
 }
 
 #[cfg(test)]
@@ -164,17 +179,25 @@ mod tests {
     fn parse_ip_with_and_without_prefix_accepted() {
         assert_eq!(
             parse_ip("198.18.0.1/24").unwrap(),
-            "198.18.0.1".parse::<IpAddr>().unwrap()
+            IpArg {
+                addr: "198.18.0.1".parse::<IpAddr>().unwrap(),
+                prefix: Some(24)
+            }
         );
         assert_eq!(
             parse_ip("127.0.0.1").unwrap(),
-            "127.0.0.1".parse::<IpAddr>().unwrap()
+            IpArg {
+                addr: "127.0.0.1".parse::<IpAddr>().unwrap(),
+                prefix: None
+            }
         );
     }
 
     #[test]
     fn parse_ip_bad_prefix_rejected() {
         assert!(parse_ip("198.18.0.1/33").is_err());
+        assert!(parse_ip("198.18.0.1/").is_err());
+        assert!(parse_ip("::1/129").is_err());
         assert!(parse_ip("nope").is_err());
     }
 
@@ -211,5 +234,6 @@ mod tests {
         assert_eq!(run.ports, vec![80, 81]);
         assert_eq!(run.backend, Backend::Kernel);
         assert_eq!(run.app, App::WsEcho);
+        assert_eq!(run.ip.prefix, Some(24));
     }
 }

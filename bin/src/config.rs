@@ -398,7 +398,7 @@ pub fn for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Config> {
     let given =
         |id: &str| run.is_none_or(|m| matches!(m.value_source(id), Some(ValueSource::CommandLine)));
     if given("ip") || args.config.is_none() {
-        c.listen.ip = args.ip;
+        c.listen.ip = args.ip.addr;
     }
     c.listen.ports.clone_from(&args.ports);
     if let Some(addr) = args.control {

@@ -71,14 +71,14 @@ fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
         .iface
         .clone()
         .ok_or_else(|| anyhow::anyhow!("--backend afxdp needs --iface"))?;
-    let std::net::IpAddr::V4(addr) = args.ip else {
+    let std::net::IpAddr::V4(addr) = args.ip.addr else {
         anyhow::bail!("--backend afxdp needs an IPv4 --ip");
     };
     if addr.is_unspecified() {
         anyhow::bail!("--backend afxdp needs --ip ADDR/PREFIX (the stack's own address)");
     }
-    // `cli::parse_ip` keeps only the address; the prefix is read from the same argument.
-    let prefix_len = afxdp::prefix_len_from_args(std::env::args()).unwrap_or(32);
+    // `--ip ADDR` without `/PREFIX`: the subnet is the address alone (docs/AFXDP.md).
+    let prefix_len = args.ip.prefix.unwrap_or(32);
     let gateway = match args.gateway_ip {
         None => None,
         Some(std::net::IpAddr::V4(g)) => Some(g),

@@ -68,40 +68,6 @@ pub fn parse_mac(s: &str) -> Result<EthernetAddress, String> {
     Ok(EthernetAddress(mac))
 }
 
-/// The prefix length of the `--ip ADDR/PREFIX` argument in `args` (`--ip X` or `--ip=X`),
-/// if it has one and it parses.
-pub fn prefix_len_from_args(args: impl IntoIterator<Item = String>) -> Option<u8> {
-    let mut args = args.into_iter();
-    let mut value = None;
-    while let Some(arg) = args.next() {
-        if arg == "--ip" {
-            value = args.next();
-        } else if let Some(v) = arg.strip_prefix("--ip=") {
-            value = Some(v.to_string());
-        }
-    }
-    parse_ipv4_prefix(&value?).ok().map(|(_, p)| p)
-}
-
-/// Parses `ADDR/PREFIX` (IPv4; the prefix defaults to 32 when absent).
-pub fn parse_ipv4_prefix(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (addr, prefix) = match s.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (s, None),
-    };
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| format!("--backend afxdp needs an IPv4 address, got `{addr}`"))?;
-    let prefix = match prefix {
-        Some(p) => match p.parse::<u8>() {
-            Ok(n) if n <= 32 => n,
-            _ => return Err(format!("invalid prefix length `{p}`")),
-        },
-        None => 32,
-    };
-    Ok((addr, prefix))
-}
-
 /// Parses a list like `0,1,4-6` into numbers, in order, without duplicates.
 pub fn parse_list(s: &str) -> Result<Vec<u32>, String> {
     let mut out = Vec::new();
@@ -366,18 +332,6 @@ mod tests {
         assert!(parse_queues("0").is_err());
         assert!(parse_queues("x").is_err());
         assert!(parse_queues("2-1").is_err());
-    }
-
-    #[test]
-    fn prefix_len_from_args_both_spellings_found() {
-        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            prefix_len_from_args(args(&["sluice", "run", "--ip", "198.18.0.2/24"])),
-            Some(24)
-        );
-        assert_eq!(prefix_len_from_args(args(&["--ip=10.0.0.1/8"])), Some(8));
-        assert_eq!(prefix_len_from_args(args(&["--ip", "10.0.0.1"])), Some(32));
-        assert_eq!(prefix_len_from_args(args(&["--port", "7"])), None);
     }
 
     #[test]
