@@ -109,7 +109,10 @@ pub struct RunArgs {
     /// TCP port to serve (repeatable; 0 picks a free port, shown in the `listening` line).
     #[arg(long = "port", value_name = "PORT", required = true)]
     pub ports: Vec<u16>,
-    /// Write a packet capture (AF_XDP backend; not supported yet).
+    /// AF_XDP backend: write every frame each worker receives and sends to FILE (pcap,
+    /// readable by `tcpdump -r`); with several queues, one file per queue with `.qN`
+    /// before the extension (`cap.pcap` -> `cap.q0.pcap`, docs/AFXDP.md). Frames the
+    /// writer cannot keep up with are dropped and counted, never waited for.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<String>,
     /// Application to serve.
@@ -137,6 +140,37 @@ pub struct RunArgs {
     /// Seconds a client has to complete the WebSocket handshake.
     #[arg(long, default_value_t = 10)]
     pub handshake_timeout: u64,
+    /// AF_XDP tuning (override `[dataplane]` of --config; docs/CONFIG.md).
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// AF_XDP backend tuning flags. Each overrides the `[dataplane]` key of the same name in
+/// the `--config` file; absent, the file's value or the default applies.
+#[derive(Debug, Default, clap::Args)]
+#[command(next_help_heading = "AF_XDP tuning")]
+pub struct Tuning {
+    /// Idle poll-loop iterations that only spin before yielding [default: 2000; 0..=100000000].
+    #[arg(long, value_name = "N")]
+    pub idle_spin: Option<u32>,
+    /// Further idle iterations that yield the CPU before sleeping [default: 200; 0..=100000000].
+    #[arg(long, value_name = "N")]
+    pub idle_yield: Option<u32>,
+    /// Longest idle sleep in poll(), microseconds, rounded up to ms [default: 1000; 1..=1000000].
+    #[arg(long, value_name = "US")]
+    pub idle_poll_timeout_us: Option<u64>,
+    /// How long workers drain connections after SIGINT/SIGTERM, ms [default: 2000; 0..=600000].
+    #[arg(long, value_name = "MS")]
+    pub stop_grace_ms: Option<u64>,
+    /// UMEM frames per queue for receiving, and as many for sending [default: 2048; 64..=262144].
+    #[arg(long, value_name = "N")]
+    pub umem_frames: Option<u32>,
+    /// UMEM frame size in bytes [default: 2048; 2048 or 4096].
+    #[arg(long, value_name = "BYTES")]
+    pub frame_size: Option<u32>,
+    /// Entries of each AF_XDP ring (RX, TX, fill, completion) [default: 2048; power of two, 64..=32768].
+    #[arg(long, value_name = "N")]
+    pub ring_size: Option<u32>,
 }
 
 /// `--ip ADDR[/PREFIX]`: the address and, when given, the prefix length.

@@ -45,7 +45,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let config = config::for_run(&args)?;
         return gateway::kernel::run(gateway::kernel::Settings { config });
     }
-    if args.config.is_some() {
+    if args.config.is_some() && args.backend == Backend::Kernel {
         anyhow::bail!("--config is not supported yet; pass options on the command line");
     }
     if args.app == App::Gateway {
@@ -55,7 +55,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         Backend::Afxdp => afxdp::run(&afxdp_options(&args)?),
         Backend::Kernel => {
             if args.pcap.is_some() {
-                anyhow::bail!("--pcap is not supported yet");
+                anyhow::bail!("--pcap needs --backend afxdp (use tcpdump for kernel sockets)");
             }
             kernel::run(&args)
         }
@@ -64,9 +64,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// The AF_XDP backend's options from `sluice run` (the `afxdp` module owns the rest).
 fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
-    if args.pcap.is_some() {
-        anyhow::bail!("--pcap is not supported yet");
-    }
     let iface = args
         .iface
         .clone()
@@ -107,5 +104,7 @@ fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
         ports: args.ports.clone(),
         app,
         connect: args.connect,
+        dataplane: config::dataplane_for_run(args)?,
+        pcap: args.pcap.clone().map(std::path::PathBuf::from),
     })
 }

@@ -1,7 +1,7 @@
 //! Packet I/O for Sluice: the batched [`Device`] abstraction, AF_XDP sockets
 //! ([`XskDevice`]) and the XDP steering program ([`XdpProgram`]), an in-memory device for
-//! tests ([`MemDevice`]), pinned per-queue workers ([`worker`]) and RSS-aware source-port
-//! choice ([`rss`]).
+//! tests ([`MemDevice`]), pinned per-queue workers ([`worker`]), RSS-aware source-port
+//! choice ([`rss`]) and packet capture ([`PcapDevice`]).
 //!
 //! This is the only crate of the workspace allowed `unsafe`; every block states its
 //! `// SAFETY:` reason. See `docs/AFXDP.md` for how the layer fits together.
@@ -9,6 +9,7 @@
 pub mod device;
 pub mod error;
 pub mod mem;
+pub mod pcap;
 pub mod rss;
 pub mod sys;
 pub mod worker;
@@ -18,6 +19,7 @@ pub mod xsk;
 pub use device::{Device, DeviceError, DeviceStats, TxQueue};
 pub use error::StartError;
 pub use mem::{MemConfig, MemDevice, MemTx};
+pub use pcap::PcapDevice;
 pub use rss::{PortChooser, RssTable};
 pub use worker::{Backoff, Clock, Control, Handler, WorkerConfig, WorkerHandle};
 pub use xdp::{XdpConfig, XdpCounters, XdpMode, XdpModeRequest, XdpProgram};

@@ -16,16 +16,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dataplane::worker::{self, WorkerConfig};
-use dataplane::{Clock, StartError, XdpConfig, XdpModeRequest, XdpProgram, XskConfig, XskDevice};
+use dataplane::{
+    Clock, PcapDevice, StartError, XdpConfig, XdpModeRequest, XdpProgram, XskConfig, XskDevice,
+};
 use tcp::iface::InterfaceConfig;
 use tcp::stack::{Stack, StackConfig};
 use tcp::wire::EthernetAddress;
 use tracing::info;
 
 pub use app::{StackWorker, TcpApp};
-
-/// How long workers may drain their connections after a stop before they exit anyway.
-const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Everything `sluice run --backend afxdp` needs, as parsed from the command line.
 #[derive(Debug, Clone)]
@@ -52,6 +51,28 @@ pub struct Options {
     pub app: TcpApp,
     /// Also open one connection here (from the first queue's worker) and serve `app` on it.
     pub connect: Option<std::net::SocketAddrV4>,
+    /// Idle backoff, stop grace, UMEM and ring sizes (`[dataplane]`, tuning flags).
+    pub dataplane: crate::config::Dataplane,
+    /// `--pcap FILE`: capture every frame (one file per queue when there are several,
+    /// see [`pcap_path`]).
+    pub pcap: Option<std::path::PathBuf>,
+}
+
+/// The capture file of `queue`: `file` itself when it is the only queue, otherwise `file`
+/// with `.qN` before its extension (`cap.pcap` -> `cap.q1.pcap`; `cap` -> `cap.q1`).
+pub fn pcap_path(file: &std::path::Path, queue: u32, queues: usize) -> std::path::PathBuf {
+    if queues <= 1 {
+        return file.to_path_buf();
+    }
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match file.extension() {
+        Some(ext) => format!("{stem}.q{queue}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.q{queue}"),
+    };
+    file.with_file_name(name)
 }
 
 /// Parses a MAC address `aa:bb:cc:dd:ee:ff`.
@@ -216,13 +237,32 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         let (mode_tx, mode_rx) = crossbeam_channel::bounded(1);
         let config = WorkerConfig {
             core: Some(core),
-            stop_grace: STOP_GRACE,
+            stop_grace: opts.dataplane.stop_grace(),
+            backoff: opts.dataplane.backoff(),
             clock,
             ..WorkerConfig::new(&format!("sluice-q{queue}"))
         };
+        let xsk = XskConfig {
+            ring_size: opts.dataplane.ring_size,
+            frame_size: opts.dataplane.frame_size,
+            rx_frames: opts.dataplane.umem_frames,
+            tx_frames: opts.dataplane.umem_frames,
+            ..XskConfig::new(&name, queue)
+        };
+        let pcap = opts
+            .pcap
+            .as_deref()
+            .map(|file| pcap_path(file, queue, queues.len()));
         let handle = worker::spawn(config, move || {
-            let device = XskDevice::open(&XskConfig::new(&name, queue), &program)?;
+            let device = XskDevice::open(&xsk, &program)?;
             let _ = mode_tx.send(device.copy_mode());
+            let device = match pcap {
+                None => PcapDevice::passthrough(device),
+                Some(path) => PcapDevice::create(device, &path).map_err(|e| StartError::Os {
+                    what: "create the --pcap file",
+                    source: std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+                })?,
+            };
             let mut worker =
                 StackWorker::new(Stack::new(stack_cfg), app, &ports).map_err(StartError::Config)?;
             worker.connect_to(connect);
@@ -332,6 +372,20 @@ mod tests {
         assert!(parse_queues("0").is_err());
         assert!(parse_queues("x").is_err());
         assert!(parse_queues("2-1").is_err());
+    }
+
+    #[test]
+    fn pcap_path_one_queue_as_given_several_suffixed() {
+        use std::path::Path;
+        assert_eq!(
+            pcap_path(Path::new("/t/c.pcap"), 0, 1),
+            Path::new("/t/c.pcap")
+        );
+        assert_eq!(
+            pcap_path(Path::new("/t/c.pcap"), 1, 2),
+            Path::new("/t/c.q1.pcap")
+        );
+        assert_eq!(pcap_path(Path::new("cap"), 3, 4), Path::new("cap.q3"));
     }
 
     #[test]
