@@ -118,8 +118,8 @@ pub struct RunArgs {
     /// Application to serve.
     #[arg(long, value_enum)]
     pub app: App,
-    /// AF_XDP backend: also open one connection to ADDR:PORT (an active open from the first
-    /// queue's worker) and serve the application on it.
+    /// AF_XDP backend: every queue's worker also opens one connection to ADDR:PORT (from a
+    /// local port whose answers reach its own queue) and serves the application on it.
     #[arg(long, value_name = "ADDR:PORT")]
     pub connect: Option<std::net::SocketAddrV4>,
     /// Largest WebSocket message accepted (bytes, after decompression); larger ones close with 1009.
@@ -171,6 +171,11 @@ pub struct Tuning {
     /// Entries of each AF_XDP ring (RX, TX, fill, completion) [default: 2048; power of two, 64..=32768].
     #[arg(long, value_name = "N")]
     pub ring_size: Option<u32>,
+    /// Redirect TCP to every port of --ip, not only --port and the active-open range
+    /// 32768-60999 (the rest normally stays with the kernel); closed ports then get
+    /// Sluice's RST.
+    #[arg(long)]
+    pub redirect_all_tcp: bool,
 }
 
 /// `--ip ADDR[/PREFIX]`: the address and, when given, the prefix length.

@@ -80,6 +80,10 @@ pub struct Dataplane {
     pub frame_size: u32,
     /// Entries of each AF_XDP ring: RX, TX, fill, completion (`--ring-size`).
     pub ring_size: u32,
+    /// Redirect TCP to every port of the stack's address, not only Sluice's listening
+    /// ports and active-open range (`--redirect-all-tcp`): Sluice then answers RST on
+    /// closed ports instead of the kernel seeing them.
+    pub redirect_all_tcp: bool,
 }
 
 /// Ranges accepted for the `[dataplane]` keys.
@@ -108,6 +112,7 @@ impl Default for Dataplane {
             umem_frames: 2_048,
             frame_size: 2_048,
             ring_size: 2_048,
+            redirect_all_tcp: false,
         }
     }
 }
@@ -221,6 +226,9 @@ pub fn dataplane_for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Dataplane
     }
     if let Some(v) = t.ring_size {
         d.ring_size = v;
+    }
+    if t.redirect_all_tcp {
+        d.redirect_all_tcp = true;
     }
     d.validate().map_err(anyhow::Error::new)?;
     Ok(d)

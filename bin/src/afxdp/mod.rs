@@ -17,7 +17,8 @@ use std::time::Duration;
 use anyhow::Context;
 use dataplane::worker::{self, WorkerConfig};
 use dataplane::{
-    Clock, PcapDevice, StartError, XdpConfig, XdpModeRequest, XdpProgram, XskConfig, XskDevice,
+    Clock, PcapDevice, PortChooser, StartError, SteerDevice, XdpConfig, XdpModeRequest, XdpProgram,
+    XskConfig, XskDevice,
 };
 use tcp::iface::InterfaceConfig;
 use tcp::stack::{Stack, StackConfig};
@@ -208,12 +209,38 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         })?),
     };
     let secret = secret()?;
+    // Active opens: every worker may connect, from a local port whose answers reach its
+    // own queue (docs/AFXDP.md, "RSS and source ports").
+    let local_ports = {
+        let (lo, hi) = StackConfig::new(
+            InterfaceConfig::new(mac, opts.addr, opts.prefix_len),
+            secret,
+        )
+        .ephemeral_ports;
+        lo..=hi
+    };
+    let rss = dataplane::sys::rss_config(&opts.iface).ok();
+    let mut steering = match (&rss, queues.len()) {
+        (None, n) if n > 1 => dataplane::steer::group(n, opts.addr, local_ports.clone())
+            .into_iter()
+            .map(Some)
+            .collect(),
+        _ => Vec::new(),
+    };
+    steering.resize_with(queues.len(), || None);
 
+    // Only Sluice's own ports are redirected; the kernel keeps every other port.
+    // (An empty list redirects every port.)
+    let mut tcp_ports: Vec<_> = Vec::new();
+    if !opts.dataplane.redirect_all_tcp {
+        tcp_ports.extend(opts.ports.iter().map(|&p| p..=p));
+        tcp_ports.push(local_ports.clone());
+    }
     let program = Arc::new(XdpProgram::attach(
         &opts.iface,
         &XdpConfig {
             ipv4: opts.addr,
-            tcp_ports: Vec::new(),
+            tcp_ports,
             mode: XdpModeRequest::Auto,
         },
     )?);
@@ -221,7 +248,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let clock = Clock::new();
     let mut workers = Vec::new();
     let mut copy_modes = Vec::new();
-    for (&queue, &core) in queues.iter().zip(&cores) {
+    for (index, ((&queue, &core), steering)) in queues.iter().zip(&cores).zip(steering).enumerate()
+    {
         let mut iface = InterfaceConfig::new(mac, opts.addr, opts.prefix_len);
         iface.gateway = opts.gateway;
         let stack_cfg = StackConfig::new(iface, secret);
@@ -229,11 +257,30 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         let name = opts.iface.clone();
         let app = opts.app;
         let ports = opts.ports.clone();
-        let connect = if workers.is_empty() {
-            opts.connect
-        } else {
-            None
+        let chooser = match &rss {
+            Some(table) => PortChooser::Toeplitz {
+                table: table.clone(),
+                queue,
+            },
+            None => PortChooser::Partition {
+                queue: index as u32,
+                queues: queues.len() as u32,
+            },
         };
+        let connect = opts.connect.map(|remote| {
+            // Start somewhere different on every run, so a restart does not meet its
+            // previous connections in the peer's TIME_WAIT.
+            let start = u16::from_be_bytes([secret[0], secret[1]]);
+            let port = chooser.choose(
+                opts.addr,
+                *remote.ip(),
+                remote.port(),
+                local_ports.clone(),
+                start,
+                |p| !opts.ports.contains(&p),
+            );
+            (remote, port)
+        });
         let (mode_tx, mode_rx) = crossbeam_channel::bounded(1);
         let config = WorkerConfig {
             core: Some(core),
@@ -263,9 +310,13 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                     source: std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
                 })?,
             };
+            let device = SteerDevice::new(device, steering);
             let mut worker =
                 StackWorker::new(Stack::new(stack_cfg), app, &ports).map_err(StartError::Config)?;
-            worker.connect_to(connect);
+            if let Some((remote, port)) = connect {
+                worker.connect_to(Some(remote));
+                worker.connect_from_port(port);
+            }
             Ok((device, worker))
         })?;
         if let Ok(mode) = mode_rx.recv() {
