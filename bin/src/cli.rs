@@ -43,7 +43,7 @@ pub enum Command {
 /// Packet I/O backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
-    /// AF_XDP rings with the userspace TCP stack (not available in this build yet).
+    /// AF_XDP rings with Sluice's userspace TCP stack (docs/AFXDP.md).
     Afxdp,
     /// Linux kernel sockets driven by mio (epoll), one thread: the baseline.
     Kernel,
