@@ -81,3 +81,44 @@ fn afxdp_pcap_file_has_syn_synack_data_and_fins() {
     assert!(log.contains("pcap closed"), "{log}");
     assert_eq!(lab::Sluice::log_sum(&log, "pcap_dropped"), 0, "{log}");
 }
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn afxdp_pcap_two_queues_one_file_each_all_syns_recorded() {
+    let _serial = lab::serial();
+    let lab = Lab::up(2);
+    let dir = std::env::temp_dir().join(format!("sluice-pcap2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cap.pcap");
+    let sluice = lab.sluice(
+        "tcp-echo",
+        &[7],
+        &["--queues", "2", "--pcap", file.to_str().unwrap()],
+    );
+    for i in 0..20u8 {
+        let mut c = lab.connect(7).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(&[i]).unwrap();
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(b[0], i);
+    }
+    let log = sluice.stop();
+    let mut syns = Vec::new();
+    for q in 0..2 {
+        let lines = tcpdump_lines(&dir.join(format!("cap.q{q}.pcap")));
+        syns.push(
+            lines
+                .iter()
+                .filter(|l| l.contains(&format!("> {STACK_IP}.7:")) && l.contains("Flags [S],"))
+                .count(),
+        );
+    }
+    // With several queues only the suffixed files exist.
+    let plain = file.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!plain, "unsuffixed {file:?} written");
+    // The peer spreads its 20 connections over both queues; each queue's file has its own.
+    assert_eq!(syns.iter().sum::<usize>(), 20, "{syns:?} {log}");
+    assert!(syns.iter().all(|&n| n > 0), "{syns:?}");
+}

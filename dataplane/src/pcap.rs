@@ -2,7 +2,8 @@
 //! and every frame it puts on the wire to a classic pcap file (`tcpdump -r` reads it).
 //!
 //! The hot path never waits for the disk. Records are appended to an in-memory chunk; a
-//! full chunk (or the end of each `submit`) goes to a writer thread over a bounded channel.
+//! full chunk (or a partial one every 50 ms, and whenever the worker goes idle) goes to a
+//! writer thread over a bounded channel.
 //! When that channel is full (the disk is slower than the traffic) the chunk is dropped and
 //! its frames are counted in [`CaptureStats::dropped`]; emptied chunks come back over a
 //! second channel so steady state allocates nothing. Memory is bounded by
@@ -32,6 +33,9 @@ use crate::device::{Device, DeviceError, DeviceStats};
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks that may wait for the writer; more are dropped (and counted).
 const CHUNKS: usize = 64;
+/// A partly filled chunk goes to the writer at the latest this long after the previous
+/// hand-off (and whenever the worker goes idle), so the file stays current.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Largest frame recorded in full (`snaplen`); longer frames are truncated in the file.
 pub const SNAPLEN: u32 = 65_535;
 /// pcap link type for Ethernet.
@@ -77,6 +81,8 @@ pub struct CaptureStats {
 struct Capture {
     chunk: Vec<u8>,
     chunk_frames: u64,
+    /// Wall-clock time of the last hand-off to the writer.
+    flushed_at: Duration,
     full: Sender<(Vec<u8>, u64)>,
     empty: Receiver<Vec<u8>>,
     captured: u64,
@@ -109,6 +115,7 @@ impl Capture {
         Ok(Capture {
             chunk: Vec::with_capacity(CHUNK_BYTES),
             chunk_frames: 0,
+            flushed_at: Duration::ZERO,
             full: full_tx,
             empty: empty_rx,
             captured: 0,
@@ -123,6 +130,15 @@ impl Capture {
         self.chunk_frames += 1;
         if self.chunk.len() >= CHUNK_BYTES {
             self.flush();
+        }
+    }
+
+    /// Hands the current chunk to the writer when [`FLUSH_EVERY`] has passed since the
+    /// last hand-off.
+    fn flush_if_due(&mut self, now: Duration) {
+        if now.saturating_sub(self.flushed_at) >= FLUSH_EVERY {
+            self.flush();
+            self.flushed_at = now;
         }
     }
 
@@ -294,7 +310,7 @@ impl<D: Device> Device for PcapDevice<D> {
         let put = self.inner.submit();
         // Frames left queued were recorded; `submit` takes from the head of the queue.
         self.recorded_pending = index.saturating_sub(*put.as_ref().unwrap_or(&0));
-        capture.flush();
+        capture.flush_if_due(at);
         put
     }
 
@@ -303,6 +319,10 @@ impl<D: Device> Device for PcapDevice<D> {
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<bool, DeviceError> {
+        // Idle: a good moment to bring the file up to date.
+        if let Some(capture) = &mut self.capture {
+            capture.flush();
+        }
         self.inner.wait(timeout)
     }
 
@@ -381,6 +401,7 @@ mod tests {
         let mut c = Capture {
             chunk: Vec::new(),
             chunk_frames: 0,
+            flushed_at: Duration::ZERO,
             full: full_tx,
             empty: empty_rx,
             captured: 0,
