@@ -2,8 +2,11 @@
 //! pinned worker per queue, each worker owning its own [`tcp::stack::Stack`] and serving a
 //! simple TCP application ([`TcpApp`]).
 //!
-//! Startup: attach the XDP program (native, else generic), open one socket per queue
-//! (zero-copy, else copy), listen, then print one `listening` line on stdout. SIGINT or
+//! Startup: attach the XDP program (native, else generic) with a port filter of the
+//! listening ports and the active-open range, open one socket per queue (zero-copy, else
+//! copy), wrap it for `--pcap` ([`dataplane::PcapDevice`]) and, without a readable RSS
+//! configuration on several queues, for steering ([`dataplane::SteerDevice`]), listen, then
+//! print one `listening` line on stdout. SIGINT or
 //! SIGTERM stops it: workers stop accepting, close their connections and drain (bounded by a
 //! grace period), the sockets close and the program detaches with its bpf_link; exit 0.
 
@@ -50,7 +53,8 @@ pub struct Options {
     pub ports: Vec<u16>,
     /// The application.
     pub app: TcpApp,
-    /// Also open one connection here (from the first queue's worker) and serve `app` on it.
+    /// Every worker also opens one connection here (from a local port whose answers reach
+    /// its queue) and serves `app` on it.
     pub connect: Option<std::net::SocketAddrV4>,
     /// Idle backoff, stop grace, UMEM and ring sizes (`[dataplane]`, tuning flags).
     pub dataplane: crate::config::Dataplane,
