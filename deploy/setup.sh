@@ -28,7 +28,7 @@ apt_pkgs=(
   # C toolchain for libbpf/libxdp (xsk-rs, libbpf-rs) and the XDP program
   clang llvm m4 libelf-dev zlib1g-dev pkg-config make gcc libc6-dev linux-libc-dev
   # lab
-  iproute2 ethtool nftables iputils-ping procps kmod util-linux
+  iproute2 ethtool nftables iputils-ping procps kmod util-linux tcpdump
   # kernel peers used by the tests and benchmarks
   iperf3 python3 python3-venv python3-pip curl ca-certificates git
 )

@@ -43,7 +43,7 @@ pub enum Command {
 /// Packet I/O backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
-    /// AF_XDP rings with the userspace TCP stack (not available in this build yet).
+    /// AF_XDP rings with Sluice's userspace TCP stack (docs/AFXDP.md).
     Afxdp,
     /// Linux kernel sockets driven by mio (epoll), one thread: the baseline.
     Kernel,
@@ -91,9 +91,12 @@ pub struct RunArgs {
     /// Cores to pin workers to (e.g. `0,1`).
     #[arg(long, value_name = "LIST")]
     pub cores: Option<String>,
-    /// Address to serve on, with or without `/PREFIX` (kernel backend: bind address).
+    /// Address to serve on. AF_XDP backend: the stack's own address and its on-link subnet
+    /// (`/PREFIX`; without one the subnet is the address alone, /32, and every other
+    /// address is reached through --gateway-ip). Kernel backend: the bind address (a
+    /// prefix is accepted and ignored).
     #[arg(long, value_name = "ADDR[/PREFIX]", value_parser = parse_ip, default_value = "0.0.0.0")]
-    pub ip: IpAddr,
+    pub ip: IpArg,
     /// Default gateway for the AF_XDP backend.
     #[arg(long, value_name = "ADDR")]
     pub gateway_ip: Option<IpAddr>,
@@ -106,14 +109,17 @@ pub struct RunArgs {
     /// TCP port to serve (repeatable; 0 picks a free port, shown in the `listening` line).
     #[arg(long = "port", value_name = "PORT", required = true)]
     pub ports: Vec<u16>,
-    /// Write a packet capture (AF_XDP backend; not supported yet).
+    /// AF_XDP backend: write every frame each worker receives and sends to FILE (pcap,
+    /// readable by `tcpdump -r`); with several queues, one file per queue with `.qN`
+    /// before the extension (`cap.pcap` -> `cap.q0.pcap`, docs/AFXDP.md). Frames the
+    /// writer cannot keep up with are dropped and counted, never waited for.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<String>,
     /// Application to serve.
     #[arg(long, value_enum)]
     pub app: App,
-    /// AF_XDP backend: also open one connection to ADDR:PORT (an active open from the first
-    /// queue's worker) and serve the application on it.
+    /// AF_XDP backend: every queue's worker also opens one connection to ADDR:PORT (from a
+    /// local port whose answers reach its own queue) and serves the application on it.
     #[arg(long, value_name = "ADDR:PORT")]
     pub connect: Option<std::net::SocketAddrV4>,
     /// Largest WebSocket message accepted (bytes, after decompression); larger ones close with 1009.
@@ -134,10 +140,55 @@ pub struct RunArgs {
     /// Seconds a client has to complete the WebSocket handshake.
     #[arg(long, default_value_t = 10)]
     pub handshake_timeout: u64,
+    /// AF_XDP tuning (override `[dataplane]` of --config; docs/CONFIG.md).
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// AF_XDP backend tuning flags. Each overrides the `[dataplane]` key of the same name in
+/// the `--config` file; absent, the file's value or the default applies.
+#[derive(Debug, Default, clap::Args)]
+#[command(next_help_heading = "AF_XDP tuning")]
+pub struct Tuning {
+    /// Idle poll-loop iterations that only spin before yielding [default: 2000; 0..=100000000].
+    #[arg(long, value_name = "N")]
+    pub idle_spin: Option<u32>,
+    /// Further idle iterations that yield the CPU before sleeping [default: 200; 0..=100000000].
+    #[arg(long, value_name = "N")]
+    pub idle_yield: Option<u32>,
+    /// Longest idle sleep in poll(), microseconds, rounded up to ms [default: 1000; 1..=1000000].
+    #[arg(long, value_name = "US")]
+    pub idle_poll_timeout_us: Option<u64>,
+    /// How long workers drain connections after SIGINT/SIGTERM, ms [default: 2000; 0..=600000].
+    #[arg(long, value_name = "MS")]
+    pub stop_grace_ms: Option<u64>,
+    /// UMEM frames per queue for receiving, and as many for sending [default: 2048; 64..=262144].
+    #[arg(long, value_name = "N")]
+    pub umem_frames: Option<u32>,
+    /// UMEM frame size in bytes [default: 2048; 2048 or 4096].
+    #[arg(long, value_name = "BYTES")]
+    pub frame_size: Option<u32>,
+    /// Entries of each AF_XDP ring (RX, TX, fill, completion) [default: 2048; power of two, 64..=32768].
+    #[arg(long, value_name = "N")]
+    pub ring_size: Option<u32>,
+    /// Redirect TCP to every port of --ip, not only --port and the active-open range
+    /// 32768-60999 (the rest normally stays with the kernel); closed ports then get
+    /// Sluice's RST.
+    #[arg(long)]
+    pub redirect_all_tcp: bool,
+}
+
+/// `--ip ADDR[/PREFIX]`: the address and, when given, the prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpArg {
+    /// The address.
+    pub addr: IpAddr,
+    /// The prefix length, when the argument had one (checked against the family's width).
+    pub prefix: Option<u8>,
 }
 
 /// Parses `ADDR` or `ADDR/PREFIX`.
-pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
+pub fn parse_ip(s: &str) -> Result<IpArg, String> {
     let (addr, prefix) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (s, None),
@@ -145,14 +196,17 @@ pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
     let ip: IpAddr = addr
         .parse()
         .map_err(|_| format!("invalid IP address `{addr}`"))?;
-    if let Some(p) = prefix {
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        match p.parse::<u8>() {
-            Ok(n) if n <= max => {}
-            _ => return Err(format!("invalid prefix length `{p}`")),
+    let prefix = match prefix {
+        None => None,
+        Some(p) => {
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            match p.parse::<u8>() {
+                Ok(n) if n <= max => Some(n),
+                _ => return Err(format!("invalid prefix length `{p}`")),
+            }
         }
-    }
-    Ok(ip)
+    };
+    Ok(IpArg { addr: ip, prefix })
 }
 
 #[cfg(test)]
@@ -164,17 +218,25 @@ mod tests {
     fn parse_ip_with_and_without_prefix_accepted() {
         assert_eq!(
             parse_ip("198.18.0.1/24").unwrap(),
-            "198.18.0.1".parse::<IpAddr>().unwrap()
+            IpArg {
+                addr: "198.18.0.1".parse::<IpAddr>().unwrap(),
+                prefix: Some(24)
+            }
         );
         assert_eq!(
             parse_ip("127.0.0.1").unwrap(),
-            "127.0.0.1".parse::<IpAddr>().unwrap()
+            IpArg {
+                addr: "127.0.0.1".parse::<IpAddr>().unwrap(),
+                prefix: None
+            }
         );
     }
 
     #[test]
     fn parse_ip_bad_prefix_rejected() {
         assert!(parse_ip("198.18.0.1/33").is_err());
+        assert!(parse_ip("198.18.0.1/").is_err());
+        assert!(parse_ip("::1/129").is_err());
         assert!(parse_ip("nope").is_err());
     }
 
@@ -211,5 +273,6 @@ mod tests {
         assert_eq!(run.ports, vec![80, 81]);
         assert_eq!(run.backend, Backend::Kernel);
         assert_eq!(run.app, App::WsEcho);
+        assert_eq!(run.ip.prefix, Some(24));
     }
 }

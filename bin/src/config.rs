@@ -21,6 +21,8 @@ pub struct Config {
     /// Routes by request path; the first exact match wins.
     #[serde(rename = "route")]
     pub routes: Vec<Route>,
+    /// AF_XDP backend tuning: idle backoff, stop grace, UMEM and ring sizes.
+    pub dataplane: Dataplane,
 }
 
 impl Default for Config {
@@ -33,6 +35,7 @@ impl Default for Config {
                 path: "/".to_string(),
                 ..Route::default()
             }],
+            dataplane: Dataplane::default(),
         }
     }
 }
@@ -54,6 +57,181 @@ impl Default for Listen {
             ports: vec![8080],
         }
     }
+}
+
+/// `[dataplane]`: AF_XDP backend tuning (`sluice run --backend afxdp`). Each key has a
+/// `sluice run` flag that overrides it (see [`dataplane_for_run`]).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dataplane {
+    /// Idle loop iterations that only spin before yielding (`--idle-spin`).
+    pub idle_spin: u32,
+    /// Further idle iterations that yield the CPU before sleeping (`--idle-yield`).
+    pub idle_yield: u32,
+    /// Longest sleep in `poll()` once spinning and yielding are exhausted, in
+    /// microseconds (`--idle-poll-timeout-us`; rounded up to whole milliseconds).
+    pub idle_poll_timeout_us: u64,
+    /// How long workers drain their connections after SIGINT/SIGTERM (`--stop-grace-ms`).
+    pub stop_grace_ms: u64,
+    /// UMEM frames per queue and direction (`--umem-frames`): as many for receiving and
+    /// again for transmitting.
+    pub umem_frames: u32,
+    /// UMEM frame size in bytes (`--frame-size`): 2048 or 4096.
+    pub frame_size: u32,
+    /// Entries of each AF_XDP ring: RX, TX, fill, completion (`--ring-size`).
+    pub ring_size: u32,
+    /// Redirect TCP to every port of the stack's address, not only Sluice's listening
+    /// ports and active-open range (`--redirect-all-tcp`): Sluice then answers RST on
+    /// closed ports instead of the kernel seeing them.
+    pub redirect_all_tcp: bool,
+}
+
+/// Ranges accepted for the `[dataplane]` keys.
+pub mod dataplane_limits {
+    /// `idle_spin` and `idle_yield`.
+    pub const IDLE_ITERATIONS_MAX: u32 = 100_000_000;
+    /// `idle_poll_timeout_us`.
+    pub const POLL_TIMEOUT_US: std::ops::RangeInclusive<u64> = 1..=1_000_000;
+    /// `stop_grace_ms`.
+    pub const STOP_GRACE_MS_MAX: u64 = 600_000;
+    /// `umem_frames`.
+    pub const UMEM_FRAMES: std::ops::RangeInclusive<u32> = 64..=262_144;
+    /// `frame_size`.
+    pub const FRAME_SIZES: [u32; 2] = [2048, 4096];
+    /// `ring_size` (also a power of two).
+    pub const RING_SIZE: std::ops::RangeInclusive<u32> = 64..=32_768;
+}
+
+impl Default for Dataplane {
+    fn default() -> Self {
+        Dataplane {
+            idle_spin: 2_000,
+            idle_yield: 200,
+            idle_poll_timeout_us: 1_000,
+            stop_grace_ms: 2_000,
+            umem_frames: 2_048,
+            frame_size: 2_048,
+            ring_size: 2_048,
+            redirect_all_tcp: false,
+        }
+    }
+}
+
+impl Dataplane {
+    /// Checks every key's range; the error names the key and its flag.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use dataplane_limits as lim;
+        let key = |k: &str, flag: &str| format!("dataplane.{k} (--{flag})");
+        for (k, flag, v) in [
+            ("idle_spin", "idle-spin", self.idle_spin),
+            ("idle_yield", "idle-yield", self.idle_yield),
+        ] {
+            if v > lim::IDLE_ITERATIONS_MAX {
+                return Err(invalid(
+                    key(k, flag),
+                    format!("must be at most {}", lim::IDLE_ITERATIONS_MAX),
+                ));
+            }
+        }
+        if !lim::POLL_TIMEOUT_US.contains(&self.idle_poll_timeout_us) {
+            return Err(invalid(
+                key("idle_poll_timeout_us", "idle-poll-timeout-us"),
+                format!(
+                    "must be in {}..={} (microseconds)",
+                    lim::POLL_TIMEOUT_US.start(),
+                    lim::POLL_TIMEOUT_US.end()
+                ),
+            ));
+        }
+        if self.stop_grace_ms > lim::STOP_GRACE_MS_MAX {
+            return Err(invalid(
+                key("stop_grace_ms", "stop-grace-ms"),
+                format!("must be at most {} (milliseconds)", lim::STOP_GRACE_MS_MAX),
+            ));
+        }
+        if !lim::UMEM_FRAMES.contains(&self.umem_frames) {
+            return Err(invalid(
+                key("umem_frames", "umem-frames"),
+                format!(
+                    "must be in {}..={}",
+                    lim::UMEM_FRAMES.start(),
+                    lim::UMEM_FRAMES.end()
+                ),
+            ));
+        }
+        if !lim::FRAME_SIZES.contains(&self.frame_size) {
+            return Err(invalid(
+                key("frame_size", "frame-size"),
+                "must be 2048 or 4096 (bytes)",
+            ));
+        }
+        if !lim::RING_SIZE.contains(&self.ring_size) || !self.ring_size.is_power_of_two() {
+            return Err(invalid(
+                key("ring_size", "ring-size"),
+                format!(
+                    "must be a power of two in {}..={}",
+                    lim::RING_SIZE.start(),
+                    lim::RING_SIZE.end()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The worker's idle backoff.
+    pub fn backoff(&self) -> dataplane::Backoff {
+        dataplane::Backoff {
+            spin: self.idle_spin,
+            yields: self.idle_yield,
+            sleep: Duration::from_micros(self.idle_poll_timeout_us),
+        }
+    }
+
+    /// How long workers may drain after a stop.
+    pub fn stop_grace(&self) -> Duration {
+        Duration::from_millis(self.stop_grace_ms)
+    }
+}
+
+/// The `[dataplane]` settings for `sluice run --backend afxdp`: the `--config` file's
+/// section (or the defaults) with the tuning flags given on the command line on top,
+/// validated.
+pub fn dataplane_for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Dataplane> {
+    let mut d = match &args.config {
+        Some(path) => {
+            Config::load(path)
+                .map_err(|e| anyhow::anyhow!("{path}: {e}"))?
+                .dataplane
+        }
+        None => Dataplane::default(),
+    };
+    let t = &args.tuning;
+    if let Some(v) = t.idle_spin {
+        d.idle_spin = v;
+    }
+    if let Some(v) = t.idle_yield {
+        d.idle_yield = v;
+    }
+    if let Some(v) = t.idle_poll_timeout_us {
+        d.idle_poll_timeout_us = v;
+    }
+    if let Some(v) = t.stop_grace_ms {
+        d.stop_grace_ms = v;
+    }
+    if let Some(v) = t.umem_frames {
+        d.umem_frames = v;
+    }
+    if let Some(v) = t.frame_size {
+        d.frame_size = v;
+    }
+    if let Some(v) = t.ring_size {
+        d.ring_size = v;
+    }
+    if t.redirect_all_tcp {
+        d.redirect_all_tcp = true;
+    }
+    d.validate().map_err(anyhow::Error::new)?;
+    Ok(d)
 }
 
 /// `[control]`.
@@ -296,6 +474,7 @@ impl Config {
 
     /// Checks ranges and cross-key consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.dataplane.validate()?;
         let l = &self.limits;
         let positive = [
             ("limits.max_connections", l.max_connections),
@@ -398,7 +577,7 @@ pub fn for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Config> {
     let given =
         |id: &str| run.is_none_or(|m| matches!(m.value_source(id), Some(ValueSource::CommandLine)));
     if given("ip") || args.config.is_none() {
-        c.listen.ip = args.ip;
+        c.listen.ip = args.ip.addr;
     }
     c.listen.ports.clone_from(&args.ports);
     if let Some(addr) = args.control {
@@ -483,6 +662,73 @@ mod tests {
         let c = Config::parse("[[route]]\npath = \"/a\"\nkind = \"echo\"\n").unwrap();
         assert_eq!(c.route("/a?x=1").map(|(i, _)| i), Some(0));
         assert!(c.route("/b").is_none());
+    }
+
+    #[test]
+    fn dataplane_defaults_valid_and_match_worker_defaults() {
+        let d = Dataplane::default();
+        d.validate().unwrap();
+        assert_eq!(d.backoff(), dataplane::Backoff::default());
+    }
+
+    #[test]
+    fn dataplane_keys_parsed() {
+        let c = Config::parse(
+            "[dataplane]\nidle_spin = 0\nidle_yield = 5\nidle_poll_timeout_us = 250\n\
+             stop_grace_ms = 0\numem_frames = 4096\nframe_size = 4096\nring_size = 512\n",
+        )
+        .unwrap();
+        let d = c.dataplane;
+        assert_eq!(
+            (d.idle_spin, d.idle_yield, d.idle_poll_timeout_us),
+            (0, 5, 250)
+        );
+        assert_eq!(
+            (d.umem_frames, d.frame_size, d.ring_size),
+            (4096, 4096, 512)
+        );
+        assert_eq!(d.stop_grace(), Duration::ZERO);
+    }
+
+    #[test]
+    fn dataplane_out_of_range_rejected_with_key_and_flag() {
+        for (text, key) in [
+            ("ring_size = 1000", "dataplane.ring_size (--ring-size)"),
+            ("ring_size = 32", "dataplane.ring_size"),
+            ("ring_size = 65536", "dataplane.ring_size"),
+            ("frame_size = 3000", "dataplane.frame_size (--frame-size)"),
+            ("umem_frames = 8", "dataplane.umem_frames (--umem-frames)"),
+            ("idle_poll_timeout_us = 0", "dataplane.idle_poll_timeout_us"),
+            ("stop_grace_ms = 600001", "dataplane.stop_grace_ms"),
+            ("idle_spin = 100000001", "dataplane.idle_spin"),
+        ] {
+            let e = Config::parse(&format!("[dataplane]\n{text}\n")).unwrap_err();
+            assert!(e.to_string().starts_with(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn dataplane_flags_override_file_and_are_validated() {
+        use clap::Parser;
+        let dir = std::env::temp_dir().join(format!("sluice-dp-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("d.toml");
+        std::fs::write(&file, "[dataplane]\nring_size = 256\nidle_spin = 7\n").unwrap();
+        let run = |extra: &[&str]| {
+            let mut argv = vec!["sluice", "run", "--port", "7", "--app", "tcp-echo"];
+            argv.extend_from_slice(extra);
+            let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+            let crate::cli::Command::Run(run) = cli.command else {
+                panic!("not run")
+            };
+            dataplane_for_run(&run)
+        };
+        let path = file.to_str().unwrap();
+        let d = run(&["--config", path, "--idle-spin", "9"]).unwrap();
+        assert_eq!((d.ring_size, d.idle_spin), (256, 9));
+        let e = run(&["--ring-size", "100"]).unwrap_err();
+        assert!(e.to_string().contains("--ring-size"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
     for (i, &port) in args.ports.iter().enumerate() {
-        let addr = SocketAddr::new(args.ip, port);
+        let addr = SocketAddr::new(args.ip.addr, port);
         let mut l = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
         poll.registry()
             .register(&mut l, Token(i), Interest::READABLE)
@@ -104,11 +104,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     println!(
         "listening ip={} port={} backend=kernel app={app_name}",
-        args.ip,
+        args.ip.addr,
         ports.join(",")
     );
     io::stdout().flush().ok();
-    info!(ip = %args.ip, ports = %ports.join(","), app = app_name, "listening");
+    info!(ip = %args.ip.addr, ports = %ports.join(","), app = app_name, "listening");
 
     let base = listeners.len();
     let mut conns: Vec<Option<Conn>> = Vec::new();

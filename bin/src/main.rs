@@ -45,7 +45,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let config = config::for_run(&args)?;
         return gateway::kernel::run(gateway::kernel::Settings { config });
     }
-    if args.config.is_some() {
+    if args.config.is_some() && args.backend == Backend::Kernel {
         anyhow::bail!("--config is not supported yet; pass options on the command line");
     }
     if args.app == App::Gateway {
@@ -55,7 +55,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         Backend::Afxdp => afxdp::run(&afxdp_options(&args)?),
         Backend::Kernel => {
             if args.pcap.is_some() {
-                anyhow::bail!("--pcap is not supported yet");
+                anyhow::bail!("--pcap needs --backend afxdp (use tcpdump for kernel sockets)");
             }
             kernel::run(&args)
         }
@@ -64,21 +64,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// The AF_XDP backend's options from `sluice run` (the `afxdp` module owns the rest).
 fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
-    if args.pcap.is_some() {
-        anyhow::bail!("--pcap is not supported yet");
-    }
     let iface = args
         .iface
         .clone()
         .ok_or_else(|| anyhow::anyhow!("--backend afxdp needs --iface"))?;
-    let std::net::IpAddr::V4(addr) = args.ip else {
+    let std::net::IpAddr::V4(addr) = args.ip.addr else {
         anyhow::bail!("--backend afxdp needs an IPv4 --ip");
     };
     if addr.is_unspecified() {
         anyhow::bail!("--backend afxdp needs --ip ADDR/PREFIX (the stack's own address)");
     }
-    // `cli::parse_ip` keeps only the address; the prefix is read from the same argument.
-    let prefix_len = afxdp::prefix_len_from_args(std::env::args()).unwrap_or(32);
+    // `--ip ADDR` without `/PREFIX`: the subnet is the address alone (docs/AFXDP.md).
+    let prefix_len = args.ip.prefix.unwrap_or(32);
     let gateway = match args.gateway_ip {
         None => None,
         Some(std::net::IpAddr::V4(g)) => Some(g),
@@ -107,5 +104,7 @@ fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
         ports: args.ports.clone(),
         app,
         connect: args.connect,
+        dataplane: config::dataplane_for_run(args)?,
+        pcap: args.pcap.clone().map(std::path::PathBuf::from),
     })
 }

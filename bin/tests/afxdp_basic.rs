@@ -109,7 +109,14 @@ print('options', i[5], 'wscale', i[6])\n";
 fn afxdp_closed_port_connect_refused() {
     let _serial = lab::serial();
     let lab = Lab::up(1);
-    let _sluice = lab.sluice("tcp-echo", &[7], &[]);
+    // Sluice's ports are the listening ones and its active-open range (32768-60999); a
+    // SYN to one of them without a connection gets Sluice's RST. Other ports belong to
+    // the kernel (see afxdp_rss), unless --redirect-all-tcp.
+    let sluice = lab.sluice("tcp-echo", &[7], &[]);
+    let err = lab.connect(40_000).expect_err("port 40000 is closed");
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    sluice.stop();
+    let _sluice = lab.sluice("tcp-echo", &[7], &["--redirect-all-tcp"]);
     let err = lab.connect(9).expect_err("port 9 is closed");
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
     // The listener still works afterwards.

@@ -68,6 +68,97 @@ fn afxdp_peer_closes_first_peer_holds_time_wait() {
     assert!(states.contains("TIME-WAIT"), "{states}");
 }
 
+/// The first `packets N` of `nft list chain inet sc CHAIN` in the peer namespace: the
+/// FIN counter of that chain.
+fn fin_counter(lab: &Lab, chain: &str) -> u64 {
+    let out = lab.peer_ok(&["nft", "list", "chain", "inet", "sc", chain]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {out}"))
+}
+
+/// Polls `cond` every 20 ms for up to `secs` seconds.
+fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn afxdp_simultaneous_close_fins_cross_both_hold_time_wait() {
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    // Long enough a drain for the held FINs to be retransmitted and acknowledged.
+    let mut sluice = lab.sluice("tcp-echo", &[7], &["--stop-grace-ms", "30000"]);
+    let mut conn = lab.connect(7).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(b"ping").unwrap();
+    let mut b = [0u8; 4];
+    conn.read_exact(&mut b).unwrap();
+    // Let the delayed ACKs of the exchange go out first.
+    std::thread::sleep(Duration::from_millis(300));
+
+    // In the peer namespace, hold everything of this connection in both directions, and
+    // count the FINs: each side's FIN is then sent before the other's can arrive.
+    lab.peer_ok(&["nft", "add", "table", "inet", "sc"]);
+    for (chain, m) in [
+        ("input", format!("ip saddr {STACK_IP} tcp sport 7")),
+        ("output", format!("ip daddr {STACK_IP} tcp dport 7")),
+    ] {
+        lab.peer_ok(&[
+            "nft",
+            &format!("add chain inet sc {chain} {{ type filter hook {chain} priority 0; }}"),
+        ]);
+        lab.peer_ok(&[
+            "nft",
+            &format!("add rule inet sc {chain} {m} tcp flags & fin == fin counter drop"),
+        ]);
+        lab.peer_ok(&["nft", &format!("add rule inet sc {chain} {m} drop")]);
+    }
+
+    // Sluice closes (SIGTERM drains in order): its FIN is held at the peer's input.
+    sluice.signal("TERM");
+    assert!(
+        wait_for(10, || fin_counter(&lab, "input") >= 1),
+        "Sluice sent no FIN"
+    );
+    // The peer closes too, not having seen Sluice's FIN: held at its output.
+    conn.shutdown(Shutdown::Write).unwrap();
+    assert!(
+        wait_for(10, || fin_counter(&lab, "output") >= 1),
+        "the peer sent no FIN"
+    );
+    let states = peer_states(&lab, 7);
+    assert!(states.contains("FIN-WAIT-1"), "{states}");
+
+    // Release: the retransmitted FINs cross. Whichever arrives first, each side has sent
+    // its FIN before receiving the other's, so both end in TIME_WAIT (RFC 9293 3.6,
+    // simultaneous close); in an ordinary close only the side that closed first does.
+    lab.peer_ok(&["nft", "delete", "table", "inet", "sc"]);
+    assert_eq!(conn.read(&mut b).unwrap(), 0, "no FIN from Sluice");
+    assert!(
+        wait_for(15, || peer_states(&lab, 7).contains("TIME-WAIT")),
+        "peer not in TIME-WAIT: {}",
+        peer_states(&lab, 7)
+    );
+    let status = sluice
+        .wait_exit(Duration::from_secs(40))
+        .expect("sluice did not finish draining");
+    assert!(status.success(), "exit status {status:?}");
+    let log = sluice.log_text();
+    assert_eq!(lab::Sluice::log_sum(&log, "time_wait"), 1, "{log}");
+    drop(conn);
+}
+
 #[test]
 #[ignore = "needs root: run by deploy/test.sh"]
 fn afxdp_half_close_data_keeps_flowing_back() {
@@ -240,6 +331,18 @@ fn afxdp_startup_errors_one_line_nonzero_exit() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("not permitted"), "{err}");
 
+    // A tuning value out of range: one line naming the flag, before anything is attached.
+    let (code, err) = start_fails(
+        &lab,
+        &["--iface", &lab.stack_if, "--ip", &ip, "--ring-size", "1000"],
+    );
+    assert_ne!(code, 0);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--ring-size") && err.contains("power of two"),
+        "{err}"
+    );
+
     // A second instance on the same interface finds Sluice's program attached.
     let _first = lab.sluice("tcp-echo", &[7], &[]);
     let (code, err) = start_fails(&lab, &["--iface", &lab.stack_if, "--ip", &ip]);
@@ -256,4 +359,55 @@ fn afxdp_startup_errors_one_line_nonzero_exit() {
         c.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"ok");
     });
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn afxdp_tuning_flags_small_rings_and_4k_frames_serve() {
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let sluice = lab.sluice(
+        "tcp-echo",
+        &[7],
+        &[
+            "--ring-size",
+            "64",
+            "--umem-frames",
+            "128",
+            "--frame-size",
+            "4096",
+            "--idle-spin",
+            "0",
+            "--idle-yield",
+            "0",
+            "--idle-poll-timeout-us",
+            "500",
+            "--stop-grace-ms",
+            "500",
+        ],
+    );
+    // 1 MiB through 64-entry rings and 128 frames each way: buffers recycle many times.
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let expect = data.clone();
+    let got = lab.in_peer(move || {
+        let c = TcpStream::connect(SocketAddrV4::new(STACK_IP, 7)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut r = c.try_clone().unwrap();
+        let rd = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut w = c;
+        w.write_all(&data).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+        rd.join().unwrap()
+    });
+    assert!(
+        got == expect,
+        "echo differs ({} of {} bytes)",
+        got.len(),
+        expect.len()
+    );
+    sluice.stop();
 }

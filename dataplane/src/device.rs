@@ -93,4 +93,11 @@ pub trait Device {
 
     /// The counters so far.
     fn stats(&self) -> DeviceStats;
+
+    /// Calls `f` with each frame queued by `transmit` and not yet on the wire, oldest
+    /// first (the order `submit` sends them in; `submit` takes from the front). For taps
+    /// such as [`crate::pcap::PcapDevice`]; the default has no frames to show.
+    fn pending_frames<F: FnMut(&[u8])>(&mut self, f: F) {
+        let _ = f;
+    }
 }

@@ -225,6 +225,12 @@ impl Device for MemDevice {
         Ok(n)
     }
 
+    fn pending_frames<F: FnMut(&[u8])>(&mut self, mut f: F) {
+        for frame in &self.tx.pending {
+            f(frame);
+        }
+    }
+
     fn reclaim(&mut self) -> usize {
         let n = self.tx.completed.len();
         self.tx.free.append(&mut self.tx.completed);

@@ -485,6 +485,15 @@ impl Device for XskDevice {
         self.tx.reclaim()
     }
 
+    fn pending_frames<F: FnMut(&[u8])>(&mut self, mut f: F) {
+        for desc in &self.tx.pending {
+            // SAFETY: pending frames were written by `transmit` and are not on any ring
+            // yet, so the kernel does not touch them; this shared view ends before `submit`.
+            let data = unsafe { self.tx.umem.data(desc) };
+            f(data.contents());
+        }
+    }
+
     fn wait(&mut self, timeout: Duration) -> Result<bool, DeviceError> {
         let ms = i32::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
         Ok(self.rx.ring.poll(ms)?)

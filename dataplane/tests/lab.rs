@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{in_netns, lab_available, reflect, Lab, Seen, STACK_IP};
+use common::{in_netns, reflect, Lab, Seen, STACK_IP};
 use dataplane::worker::{self, Backoff, Handler, WorkerConfig, WorkerHandle};
 use dataplane::{
     Device, PortChooser, StartError, TxQueue, XdpConfig, XdpModeRequest, XdpProgram, XskConfig,
@@ -117,10 +117,8 @@ fn reflector(
 }
 
 #[test]
+#[ignore = "needs root: run by deploy/test.sh"]
 fn lab_reflector_ping_answered_and_other_traffic_passed() {
-    if !lab_available() {
-        return;
-    }
     let lab = Lab::new(1);
     let program = attach(&lab);
     let (worker, tally, mac) = reflector(&lab, &program, 0);
@@ -188,10 +186,8 @@ fn lab_reflector_ping_answered_and_other_traffic_passed() {
 }
 
 #[test]
+#[ignore = "needs root: run by deploy/test.sh"]
 fn lab_two_queues_socket_per_queue_both_answer() {
-    if !lab_available() {
-        return;
-    }
     let lab = Lab::new(2);
     let program = attach(&lab);
     let (w0, t0, mac) = reflector(&lab, &program, 0);
@@ -248,10 +244,8 @@ fn lab_two_queues_socket_per_queue_both_answer() {
 }
 
 #[test]
+#[ignore = "needs root: run by deploy/test.sh"]
 fn lab_start_errors_typed() {
-    if !lab_available() {
-        return;
-    }
     let lab = Lab::new(1);
     let iface = lab.if_stack.clone();
     in_netns(&lab.ns_stack, move || {
@@ -338,10 +332,8 @@ impl Drop for KillOnDrop {
 }
 
 #[test]
+#[ignore = "needs root: run by deploy/test.sh"]
 fn lab_stale_program_after_kill_attach_succeeds() {
-    if !lab_available() {
-        return;
-    }
     let lab = Lab::new(1);
     let mut child = KillOnDrop(
         Command::new(std::env::current_exe().unwrap())
@@ -418,10 +410,8 @@ fn peer_connect(lab: &Lab, port: u16) -> String {
 }
 
 #[test]
+#[ignore = "needs root: run by deploy/test.sh"]
 fn lab_tcp_port_filter_redirects_only_configured_ports() {
-    if !lab_available() {
-        return;
-    }
     let lab = Lab::new(1);
     let iface = lab.if_stack.clone();
     let program = Arc::new(in_netns(&lab.ns_stack, move || {
@@ -468,10 +458,8 @@ fn peer_rx_packets(lab: &Lab) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root: run by deploy/test.sh"]
 fn lab_tx_burst_larger_than_kernel_batch_all_delivered() {
-    if !lab_available() {
-        return;
-    }
     const BURST: usize = 300;
     let lab = Lab::new(1);
     let program = attach(&lab);
@@ -515,10 +503,8 @@ fn lab_tx_burst_larger_than_kernel_batch_all_delivered() {
 }
 
 #[test]
+#[ignore = "needs root: run by deploy/test.sh"]
 fn lab_veth_channels_reported_rss_absent_partition_fallback() {
-    if !lab_available() {
-        return;
-    }
     let lab = Lab::new(2);
     let iface = lab.if_stack.clone();
     let (channels, rss, chooser) = in_netns(&lab.ns_stack, move || {
@@ -554,10 +540,8 @@ fn no_priv_child_attach() {
 }
 
 #[test]
+#[ignore = "needs root: run by deploy/test.sh"]
 fn lab_unprivileged_start_no_privileges() {
-    if !lab_available() {
-        return;
-    }
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",

@@ -82,6 +82,9 @@ pub struct StackWorker {
     stopping: bool,
     /// An active open still to make on the next poll.
     connect: Option<std::net::SocketAddrV4>,
+    /// Its local port, chosen so the answers reach this worker's queue (`None`: the
+    /// stack's next ephemeral port).
+    connect_port: Option<u16>,
 }
 
 impl StackWorker {
@@ -101,12 +104,18 @@ impl StackWorker {
             pattern: (0..PATTERN_LEN as u64).map(source_byte).collect(),
             stopping: false,
             connect: None,
+            connect_port: None,
         })
     }
 
     /// Opens one connection to `remote` on the next poll and serves the application on it.
     pub fn connect_to(&mut self, remote: Option<std::net::SocketAddrV4>) {
         self.connect = remote;
+    }
+
+    /// Makes that active open from `port` (see `dataplane::PortChooser`).
+    pub fn connect_from_port(&mut self, port: Option<u16>) {
+        self.connect_port = port;
     }
 
     /// The stack, e.g. for its counters.
@@ -251,8 +260,16 @@ impl Handler for StackWorker {
     fn poll<T: dataplane::TxQueue>(&mut self, now: Instant, tx: &mut T) -> bool {
         let mut worked = false;
         if let Some(remote) = self.connect.take() {
-            match self.stack.connect(now, *remote.ip(), remote.port()) {
-                Ok(conn) => tracing::info!(%remote, ?conn, "connecting"),
+            let opened = match self.connect_port {
+                Some(port) => self
+                    .stack
+                    .connect_from(now, port, *remote.ip(), remote.port()),
+                None => self.stack.connect(now, *remote.ip(), remote.port()),
+            };
+            match opened {
+                Ok(conn) => {
+                    tracing::info!(%remote, local_port = ?self.connect_port, ?conn, "connecting")
+                }
                 Err(e) => tracing::warn!(%remote, error = ?e, "cannot connect"),
             }
             worked = true;

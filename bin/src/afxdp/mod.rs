@@ -2,8 +2,11 @@
 //! pinned worker per queue, each worker owning its own [`tcp::stack::Stack`] and serving a
 //! simple TCP application ([`TcpApp`]).
 //!
-//! Startup: attach the XDP program (native, else generic), open one socket per queue
-//! (zero-copy, else copy), listen, then print one `listening` line on stdout. SIGINT or
+//! Startup: attach the XDP program (native, else generic) with a port filter of the
+//! listening ports and the active-open range, open one socket per queue (zero-copy, else
+//! copy), wrap it for `--pcap` ([`dataplane::PcapDevice`]) and, without a readable RSS
+//! configuration on several queues, for steering ([`dataplane::SteerDevice`]), listen, then
+//! print one `listening` line on stdout. SIGINT or
 //! SIGTERM stops it: workers stop accepting, close their connections and drain (bounded by a
 //! grace period), the sockets close and the program detaches with its bpf_link; exit 0.
 
@@ -16,16 +19,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dataplane::worker::{self, WorkerConfig};
-use dataplane::{Clock, StartError, XdpConfig, XdpModeRequest, XdpProgram, XskConfig, XskDevice};
+use dataplane::{
+    Clock, PcapDevice, PortChooser, StartError, SteerDevice, XdpConfig, XdpModeRequest, XdpProgram,
+    XskConfig, XskDevice,
+};
 use tcp::iface::InterfaceConfig;
 use tcp::stack::{Stack, StackConfig};
 use tcp::wire::EthernetAddress;
 use tracing::info;
 
 pub use app::{StackWorker, TcpApp};
-
-/// How long workers may drain their connections after a stop before they exit anyway.
-const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Everything `sluice run --backend afxdp` needs, as parsed from the command line.
 #[derive(Debug, Clone)]
@@ -50,8 +53,31 @@ pub struct Options {
     pub ports: Vec<u16>,
     /// The application.
     pub app: TcpApp,
-    /// Also open one connection here (from the first queue's worker) and serve `app` on it.
+    /// Every worker also opens one connection here (from a local port whose answers reach
+    /// its queue) and serves `app` on it.
     pub connect: Option<std::net::SocketAddrV4>,
+    /// Idle backoff, stop grace, UMEM and ring sizes (`[dataplane]`, tuning flags).
+    pub dataplane: crate::config::Dataplane,
+    /// `--pcap FILE`: capture every frame (one file per queue when there are several,
+    /// see [`pcap_path`]).
+    pub pcap: Option<std::path::PathBuf>,
+}
+
+/// The capture file of `queue`: `file` itself when it is the only queue, otherwise `file`
+/// with `.qN` before its extension (`cap.pcap` -> `cap.q1.pcap`; `cap` -> `cap.q1`).
+pub fn pcap_path(file: &std::path::Path, queue: u32, queues: usize) -> std::path::PathBuf {
+    if queues <= 1 {
+        return file.to_path_buf();
+    }
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match file.extension() {
+        Some(ext) => format!("{stem}.q{queue}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.q{queue}"),
+    };
+    file.with_file_name(name)
 }
 
 /// Parses a MAC address `aa:bb:cc:dd:ee:ff`.
@@ -66,40 +92,6 @@ pub fn parse_mac(s: &str) -> Result<EthernetAddress, String> {
         return Err(format!("invalid MAC `{s}`"));
     }
     Ok(EthernetAddress(mac))
-}
-
-/// The prefix length of the `--ip ADDR/PREFIX` argument in `args` (`--ip X` or `--ip=X`),
-/// if it has one and it parses.
-pub fn prefix_len_from_args(args: impl IntoIterator<Item = String>) -> Option<u8> {
-    let mut args = args.into_iter();
-    let mut value = None;
-    while let Some(arg) = args.next() {
-        if arg == "--ip" {
-            value = args.next();
-        } else if let Some(v) = arg.strip_prefix("--ip=") {
-            value = Some(v.to_string());
-        }
-    }
-    parse_ipv4_prefix(&value?).ok().map(|(_, p)| p)
-}
-
-/// Parses `ADDR/PREFIX` (IPv4; the prefix defaults to 32 when absent).
-pub fn parse_ipv4_prefix(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (addr, prefix) = match s.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (s, None),
-    };
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| format!("--backend afxdp needs an IPv4 address, got `{addr}`"))?;
-    let prefix = match prefix {
-        Some(p) => match p.parse::<u8>() {
-            Ok(n) if n <= 32 => n,
-            _ => return Err(format!("invalid prefix length `{p}`")),
-        },
-        None => 32,
-    };
-    Ok((addr, prefix))
 }
 
 /// Parses a list like `0,1,4-6` into numbers, in order, without duplicates.
@@ -221,12 +213,38 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         })?),
     };
     let secret = secret()?;
+    // Active opens: every worker may connect, from a local port whose answers reach its
+    // own queue (docs/AFXDP.md, "RSS and source ports").
+    let local_ports = {
+        let (lo, hi) = StackConfig::new(
+            InterfaceConfig::new(mac, opts.addr, opts.prefix_len),
+            secret,
+        )
+        .ephemeral_ports;
+        lo..=hi
+    };
+    let rss = dataplane::sys::rss_config(&opts.iface).ok();
+    let mut steering = match (&rss, queues.len()) {
+        (None, n) if n > 1 => dataplane::steer::group(n, opts.addr, local_ports.clone())
+            .into_iter()
+            .map(Some)
+            .collect(),
+        _ => Vec::new(),
+    };
+    steering.resize_with(queues.len(), || None);
 
+    // Only Sluice's own ports are redirected; the kernel keeps every other port.
+    // (An empty list redirects every port.)
+    let mut tcp_ports: Vec<_> = Vec::new();
+    if !opts.dataplane.redirect_all_tcp {
+        tcp_ports.extend(opts.ports.iter().map(|&p| p..=p));
+        tcp_ports.push(local_ports.clone());
+    }
     let program = Arc::new(XdpProgram::attach(
         &opts.iface,
         &XdpConfig {
             ipv4: opts.addr,
-            tcp_ports: Vec::new(),
+            tcp_ports,
             mode: XdpModeRequest::Auto,
         },
     )?);
@@ -234,7 +252,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let clock = Clock::new();
     let mut workers = Vec::new();
     let mut copy_modes = Vec::new();
-    for (&queue, &core) in queues.iter().zip(&cores) {
+    for (index, ((&queue, &core), steering)) in queues.iter().zip(&cores).zip(steering).enumerate()
+    {
         let mut iface = InterfaceConfig::new(mac, opts.addr, opts.prefix_len);
         iface.gateway = opts.gateway;
         let stack_cfg = StackConfig::new(iface, secret);
@@ -242,24 +261,66 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         let name = opts.iface.clone();
         let app = opts.app;
         let ports = opts.ports.clone();
-        let connect = if workers.is_empty() {
-            opts.connect
-        } else {
-            None
+        let chooser = match &rss {
+            Some(table) => PortChooser::Toeplitz {
+                table: table.clone(),
+                queue,
+            },
+            None => PortChooser::Partition {
+                queue: index as u32,
+                queues: queues.len() as u32,
+            },
         };
+        let connect = opts.connect.map(|remote| {
+            // Start somewhere different on every run, so a restart does not meet its
+            // previous connections in the peer's TIME_WAIT.
+            let start = u16::from_be_bytes([secret[0], secret[1]]);
+            let port = chooser.choose(
+                opts.addr,
+                *remote.ip(),
+                remote.port(),
+                local_ports.clone(),
+                start,
+                |p| !opts.ports.contains(&p),
+            );
+            (remote, port)
+        });
         let (mode_tx, mode_rx) = crossbeam_channel::bounded(1);
         let config = WorkerConfig {
             core: Some(core),
-            stop_grace: STOP_GRACE,
+            stop_grace: opts.dataplane.stop_grace(),
+            backoff: opts.dataplane.backoff(),
             clock,
             ..WorkerConfig::new(&format!("sluice-q{queue}"))
         };
+        let xsk = XskConfig {
+            ring_size: opts.dataplane.ring_size,
+            frame_size: opts.dataplane.frame_size,
+            rx_frames: opts.dataplane.umem_frames,
+            tx_frames: opts.dataplane.umem_frames,
+            ..XskConfig::new(&name, queue)
+        };
+        let pcap = opts
+            .pcap
+            .as_deref()
+            .map(|file| pcap_path(file, queue, queues.len()));
         let handle = worker::spawn(config, move || {
-            let device = XskDevice::open(&XskConfig::new(&name, queue), &program)?;
+            let device = XskDevice::open(&xsk, &program)?;
             let _ = mode_tx.send(device.copy_mode());
+            let device = match pcap {
+                None => PcapDevice::passthrough(device),
+                Some(path) => PcapDevice::create(device, &path).map_err(|e| StartError::Os {
+                    what: "create the --pcap file",
+                    source: std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+                })?,
+            };
+            let device = SteerDevice::new(device, steering);
             let mut worker =
                 StackWorker::new(Stack::new(stack_cfg), app, &ports).map_err(StartError::Config)?;
-            worker.connect_to(connect);
+            if let Some((remote, port)) = connect {
+                worker.connect_to(Some(remote));
+                worker.connect_from_port(port);
+            }
             Ok((device, worker))
         })?;
         if let Ok(mode) = mode_rx.recv() {
@@ -369,15 +430,17 @@ mod tests {
     }
 
     #[test]
-    fn prefix_len_from_args_both_spellings_found() {
-        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    fn pcap_path_one_queue_as_given_several_suffixed() {
+        use std::path::Path;
         assert_eq!(
-            prefix_len_from_args(args(&["sluice", "run", "--ip", "198.18.0.2/24"])),
-            Some(24)
+            pcap_path(Path::new("/t/c.pcap"), 0, 1),
+            Path::new("/t/c.pcap")
         );
-        assert_eq!(prefix_len_from_args(args(&["--ip=10.0.0.1/8"])), Some(8));
-        assert_eq!(prefix_len_from_args(args(&["--ip", "10.0.0.1"])), Some(32));
-        assert_eq!(prefix_len_from_args(args(&["--port", "7"])), None);
+        assert_eq!(
+            pcap_path(Path::new("/t/c.pcap"), 1, 2),
+            Path::new("/t/c.q1.pcap")
+        );
+        assert_eq!(pcap_path(Path::new("cap"), 3, 4), Path::new("cap.q3"));
     }
 
     #[test]

@@ -13,24 +13,6 @@ pub const STACK_IP: [u8; 4] = [198, 18, 0, 2];
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// Whether the tests can build labs (root). Without root the lab tests are skipped with a
-/// message, unless `SLUICE_REQUIRE_LAB=1` makes that a failure (CI sets it).
-pub fn lab_available() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if !root {
-        assert!(
-            std::env::var("SLUICE_REQUIRE_LAB").as_deref() != Ok("1"),
-            "lab tests need root"
-        );
-        eprintln!("skipped: lab tests need root");
-    }
-    root
-}
-
 /// Runs a command, panicking with its output if it fails.
 pub fn run(args: &[&str]) -> String {
     let out = try_run(args);
