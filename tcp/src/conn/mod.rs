@@ -11,7 +11,6 @@ mod ooo;
 mod output;
 #[cfg(test)]
 mod proptests;
-mod rtt;
 pub mod segment;
 #[cfg(test)]
 mod tests;
@@ -23,11 +22,10 @@ pub use crate::cc::Algorithm;
 pub use input::Sink;
 pub use segment::{reset_for, Flags, Options, OutSegment, SackList, Segment, Timestamps};
 
-use crate::cc::{Congestion, CongestionControl};
+use crate::cc::{Congestion, CongestionControl, Rtt};
 use crate::seq::SeqNumber;
 use crate::time::Instant;
 use ooo::Ooo;
-use rtt::Rtt;
 
 /// The eleven connection states of RFC 9293 3.3.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

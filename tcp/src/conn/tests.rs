@@ -1460,5 +1460,6 @@ fn established_keepalive_answered_stays_open() {
 #[test]
 fn tcb_idle_size_under_one_kib() {
     let size = core::mem::size_of::<Tcb>();
+    println!("idle Tcb: {size} bytes");
     assert!(size < 1024, "Tcb is {size} bytes");
 }

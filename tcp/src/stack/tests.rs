@@ -488,6 +488,7 @@ mod fuzz {
 #[test]
 fn stack_idle_connection_entry_under_one_kib() {
     let size = core::mem::size_of::<Entry>();
+    println!("stack table entry: {size} bytes");
     assert!(size < 1024, "Entry is {size} bytes");
     // Idle: no buffers allocated after the data is read and acknowledged.
     let (mut a, mut b, ha, hb) = connected();
