@@ -19,7 +19,7 @@ impl Tcb {
         &mut self,
         cfg: &ConnConfig,
         now: Instant,
-        seg: &Segment<'_>,
+        seg: &TcpRepr<'_>,
         sink: Sink<'_>,
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
@@ -41,7 +41,7 @@ impl Tcb {
         &mut self,
         cfg: &ConnConfig,
         now: Instant,
-        seg: &Segment<'_>,
+        seg: &TcpRepr<'_>,
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
         if seg.flags.rst() {
@@ -76,7 +76,7 @@ impl Tcb {
     }
 
     /// Option negotiation from the peer's SYN (RFC 9293 3.7.1, RFC 7323, RFC 2018).
-    fn negotiate(&mut self, cfg: &ConnConfig, seg: &Segment<'_>) {
+    fn negotiate(&mut self, cfg: &ConnConfig, seg: &TcpRepr<'_>) {
         // RFC 9293 3.7.1: without an MSS option assume 536 (IPv4).
         let peer_mss = seg.options.mss.unwrap_or(536);
         self.mss = peer_mss.min(cfg.mss).max(64);
@@ -109,7 +109,7 @@ impl Tcb {
         &mut self,
         cfg: &ConnConfig,
         now: Instant,
-        seg: &Segment<'_>,
+        seg: &TcpRepr<'_>,
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
         let mut ack_ok = false;
@@ -176,7 +176,7 @@ impl Tcb {
         None
     }
 
-    fn rtt_sample_syn(&mut self, cfg: &ConnConfig, now: Instant, seg: &Segment<'_>) {
+    fn rtt_sample_syn(&mut self, cfg: &ConnConfig, now: Instant, seg: &TcpRepr<'_>) {
         // Karn: only a SYN that was not retransmitted gives a sample.
         if self.retries == 0 {
             if let Some((_, sent)) = self.rtt_probe.take() {
@@ -203,9 +203,9 @@ impl Tcb {
     }
 
     /// RFC 9293 3.10.7.4 first check: the segment acceptability table.
-    pub(super) fn acceptable(&self, seg: &Segment<'_>) -> bool {
+    pub(super) fn acceptable(&self, seg: &TcpRepr<'_>) -> bool {
         let wnd = self.rcv_wnd();
-        let len = seg.len();
+        let len = seg.seq_len();
         match (len, wnd) {
             (0, 0) => seg.seq == self.rcv_nxt,
             (0, _) => seg.seq.in_window(self.rcv_nxt, wnd),
@@ -237,7 +237,7 @@ impl Tcb {
         &mut self,
         cfg: &ConnConfig,
         now: Instant,
-        seg: &Segment<'_>,
+        seg: &TcpRepr<'_>,
         sink: Sink<'_>,
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
@@ -283,7 +283,7 @@ impl Tcb {
                 // RFC 9293 3.10.7.4 TIME-WAIT: a retransmitted FIN restarts 2 MSL.
                 if self.state == State::TimeWait
                     && seg.flags.fin()
-                    && seg.seq + seg.len() == self.rcv_nxt
+                    && seg.seq + seg.seq_len() == self.rcv_nxt
                 {
                     self.close_at = Some(now + cfg.msl * 2);
                 }
@@ -481,11 +481,11 @@ impl Tcb {
         &mut self,
         cfg: &ConnConfig,
         now: Instant,
-        seg: &Segment<'_>,
+        seg: &TcpRepr<'_>,
         ctr: &mut Counters,
     ) {
         let wnd = u32::from(seg.window) << self.snd_wscale;
-        if self.sack_on && !seg.options.sack.is_empty() {
+        if self.sack_on && !seg.options.sack_blocks.is_empty() {
             self.update_scoreboard(seg);
         }
         if seg.ack > self.snd_una {
@@ -612,9 +612,10 @@ impl Tcb {
     }
 
     /// Merges the peer's SACK blocks into the scoreboard (RFC 6675 4 Update()).
-    fn update_scoreboard(&mut self, seg: &Segment<'_>) {
-        let mut runs: Vec<(SeqNumber, SeqNumber)> = self.sacked.as_slice().to_vec();
-        for &(l, r) in seg.options.sack.as_slice() {
+    fn update_scoreboard(&mut self, seg: &TcpRepr<'_>) {
+        let mut runs: Vec<(SeqNumber, SeqNumber)> =
+            self.sacked.iter().map(|b| (b.left, b.right)).collect();
+        for &SackBlock { left: l, right: r } in seg.options.sack_blocks.iter() {
             // RFC 5961-style sanity: ignore blocks outside what we sent.
             if l >= r || l < self.snd_una || r > self.snd_max {
                 continue;
@@ -629,11 +630,11 @@ impl Tcb {
                 _ => merged.push((l, r)),
             }
         }
-        let mut list = SackList::default();
+        let mut list = SackBlocks::default();
         // Keep the highest ranges if there are too many: they bound the holes.
         let skip = merged.len().saturating_sub(4);
         for (l, r) in merged.into_iter().skip(skip) {
-            list.push(l, r);
+            list.push(SackBlock { left: l, right: r });
         }
         self.sacked = list;
     }
@@ -642,10 +643,13 @@ impl Tcb {
         if self.sacked.is_empty() {
             return;
         }
-        let mut list = SackList::default();
-        for &(l, r) in self.sacked.as_slice() {
+        let mut list = SackBlocks::default();
+        for &SackBlock { left: l, right: r } in self.sacked.iter() {
             if r > self.snd_una {
-                list.push(l.max(self.snd_una), r);
+                list.push(SackBlock {
+                    left: l.max(self.snd_una),
+                    right: r,
+                });
             }
         }
         self.sacked = list;
@@ -657,7 +661,7 @@ impl Tcb {
         &mut self,
         cfg: &ConnConfig,
         now: Instant,
-        seg: &Segment<'_>,
+        seg: &TcpRepr<'_>,
         sink: Sink<'_>,
         ctr: &mut Counters,
     ) -> bool {

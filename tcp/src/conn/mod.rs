@@ -20,11 +20,12 @@ use std::time::Duration;
 
 pub use crate::cc::Algorithm;
 pub use input::Sink;
-pub use segment::{reset_for, Flags, Options, OutSegment, SackList, Segment, Timestamps};
+pub use segment::{reset_for, OutSegment};
 
 use crate::cc::{Congestion, CongestionControl, Rtt};
 use crate::seq::SeqNumber;
 use crate::time::Instant;
+use crate::wire::tcp::{SackBlock, SackBlocks, TcpFlags, TcpOptions, TcpRepr, TcpTimestamps};
 use ooo::Ooo;
 
 /// The eleven connection states of RFC 9293 3.3.2.
@@ -322,7 +323,7 @@ pub struct Tcb {
     ts_offset: u32,
     sack_on: bool,
     /// Peer SACKed ranges above SND.UNA (RFC 6675 scoreboard), sorted, disjoint.
-    sacked: SackList,
+    sacked: SackBlocks,
     /// Highest sequence number retransmitted during this recovery (RFC 6675 HighRxt).
     high_rxt: SeqNumber,
 
@@ -398,7 +399,7 @@ impl Tcb {
             ts_recent: 0,
             ts_offset: iss.0,
             sack_on: false,
-            sacked: SackList::default(),
+            sacked: SackBlocks::default(),
             high_rxt: iss,
             rtt: Rtt::new(cfg.rto_initial),
             rtt_probe: None,
@@ -441,7 +442,7 @@ impl Tcb {
     /// Passive open straight from a SYN that a listener accepted: a TCB in
     /// SYN-RECEIVED (the stack does LISTEN bookkeeping itself). Same as
     /// [`Tcb::listen`] followed by [`Tcb::on_segment`] with the SYN.
-    pub fn accept(cfg: &ConnConfig, now: Instant, iss: SeqNumber, syn: &Segment<'_>) -> Tcb {
+    pub fn accept(cfg: &ConnConfig, now: Instant, iss: SeqNumber, syn: &TcpRepr<'_>) -> Tcb {
         let mut t = Tcb::listen(cfg, now, iss);
         let mut c = Counters::default();
         let _ = t.on_segment(cfg, now, syn, None, &mut c);
@@ -454,7 +455,7 @@ impl Tcb {
         cfg: &ConnConfig,
         now: Instant,
         cookie: &CookieTcb,
-        ack: &Segment<'_>,
+        ack: &TcpRepr<'_>,
     ) -> Tcb {
         let CookieTcb {
             iss,
@@ -828,7 +829,7 @@ impl Tcb {
         self.sacked
             .as_slice()
             .iter()
-            .map(|(l, r)| r.distance(*l).max(0) as u32)
+            .map(|b| b.right.distance(b.left).max(0) as u32)
             .sum()
     }
 

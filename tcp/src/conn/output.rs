@@ -34,10 +34,13 @@ impl Tcb {
             ctr.resets_sent += 1;
             // RFC 9293 3.10.5 ABORT: <SEQ=SND.NXT><CTL=RST> (SND.MAX if SND.NXT was rewound).
             return Some(OutSegment {
-                seq: self.snd_max,
-                ack: self.rcv_nxt,
-                flags: Flags::RST | Flags::ACK,
-                ..OutSegment::default()
+                repr: TcpRepr {
+                    seq: self.snd_max,
+                    ack: self.rcv_nxt,
+                    flags: TcpFlags::RST | TcpFlags::ACK,
+                    ..TcpRepr::default()
+                },
+                payload_len: 0,
             });
         }
         match self.state {
@@ -47,22 +50,22 @@ impl Tcb {
                     return Some(self.send_syn(cfg, now, ctr));
                 }
                 if self.pending & P_ACK != 0 && self.state == State::SynReceived {
-                    return Some(self.build(cfg, now, self.snd_max, Flags::ACK, 0));
+                    return Some(self.build(cfg, now, self.snd_max, TcpFlags::ACK, 0));
                 }
                 None
             }
             State::TimeWait => (self.pending & P_ACK != 0)
-                .then(|| self.build(cfg, now, self.snd_max, Flags::ACK, 0)),
+                .then(|| self.build(cfg, now, self.snd_max, TcpFlags::ACK, 0)),
             _ => self.dispatch_synchronized(cfg, now, max_payload, ctr),
         }
     }
 
     fn send_syn(&mut self, cfg: &ConnConfig, now: Instant, ctr: &mut Counters) -> OutSegment {
         self.pending &= !(P_SYN | P_ACK);
-        let mut opts = Options {
+        let mut opts = TcpOptions {
             // RFC 9293 3.7.1: announce our MSS (from the MTU).
             mss: Some(cfg.mss),
-            ..Options::default()
+            ..TcpOptions::default()
         };
         let syn_ack = self.state == State::SynReceived;
         // RFC 7323 2.2: a SYN-ACK carries the option only if the SYN did.
@@ -77,7 +80,7 @@ impl Tcb {
             opts.sack_permitted = true;
         }
         if cfg.timestamps && (!syn_ack || self.ts_on) {
-            opts.timestamps = Some(Timestamps {
+            opts.timestamps = Some(TcpTimestamps {
                 tsval: self.ts_now(now),
                 tsecr: if syn_ack { self.ts_recent } else { 0 },
             });
@@ -96,24 +99,27 @@ impl Tcb {
         let window = u16::try_from(self.window_space(cfg).min(65_535)).unwrap_or(u16::MAX);
         self.last_send = now;
         OutSegment {
-            seq: self.iss,
-            ack: if syn_ack { self.rcv_nxt } else { SeqNumber(0) },
-            flags: if syn_ack {
-                Flags::SYN | Flags::ACK
-            } else {
-                Flags::SYN
+            repr: TcpRepr {
+                seq: self.iss,
+                ack: if syn_ack { self.rcv_nxt } else { SeqNumber(0) },
+                flags: if syn_ack {
+                    TcpFlags::SYN | TcpFlags::ACK
+                } else {
+                    TcpFlags::SYN
+                },
+                window,
+                options: opts,
+                ..TcpRepr::default()
             },
-            window,
-            options: opts,
             payload_len: 0,
         }
     }
 
     /// Options for a non-SYN segment: timestamps and SACK blocks.
-    fn data_options(&self, now: Instant) -> Options {
-        let mut o = Options::default();
+    fn data_options(&self, now: Instant) -> TcpOptions {
+        let mut o = TcpOptions::default();
         if self.ts_on {
-            o.timestamps = Some(Timestamps {
+            o.timestamps = Some(TcpTimestamps {
                 tsval: self.ts_now(now),
                 tsecr: self.ts_recent,
             });
@@ -122,7 +128,7 @@ impl Tcb {
             // RFC 2018 3: at most 3 blocks fit beside timestamps.
             let max = if self.ts_on { 3 } else { 4 };
             for (l, r) in self.ooo.sack_blocks(max) {
-                o.sack.push(l, r);
+                o.sack_blocks.push(SackBlock { left: l, right: r });
             }
         }
         o
@@ -135,7 +141,7 @@ impl Tcb {
         cfg: &ConnConfig,
         now: Instant,
         seq: SeqNumber,
-        flags: Flags,
+        flags: TcpFlags,
         len: usize,
     ) -> OutSegment {
         let window = self.advertise(cfg);
@@ -144,11 +150,14 @@ impl Tcb {
         self.delack_at = None;
         self.rcv_unacked = 0;
         OutSegment {
-            seq,
-            ack: self.rcv_nxt,
-            flags: flags | Flags::ACK,
-            window,
-            options,
+            repr: TcpRepr {
+                seq,
+                ack: self.rcv_nxt,
+                flags: flags | TcpFlags::ACK,
+                window,
+                options,
+                ..TcpRepr::default()
+            },
             payload_len: len,
         }
     }
@@ -196,8 +205,10 @@ impl Tcb {
     }
 
     /// Largest payload per segment given the options carried.
-    fn payload_mss(&self, opts: &Options) -> usize {
-        usize::from(self.mss).saturating_sub(opts.wire_len()).max(1)
+    fn payload_mss(&self, opts: &TcpOptions) -> usize {
+        usize::from(self.mss)
+            .saturating_sub(opts.emitted_len())
+            .max(1)
     }
 
     fn dispatch_synchronized(
@@ -229,7 +240,7 @@ impl Tcb {
                     if self.rto_at.is_none() {
                         self.rto_at = Some(now + self.current_rto(cfg));
                     }
-                    let flags = if fin { Flags::FIN } else { Flags::PSH };
+                    let flags = if fin { TcpFlags::FIN } else { TcpFlags::PSH };
                     return Some(self.build(cfg, now, start, flags, n));
                 }
             }
@@ -278,9 +289,13 @@ impl Tcb {
                 || n as u32 >= self.max_snd_wnd / 2);
         if send_data || (fin_now && n == 0 && (cwnd_room > 0 || retransmitting || flight == 0)) {
             let seq = self.snd_nxt;
-            let mut flags = if n > 0 { Flags::PSH } else { Flags::NONE };
+            let mut flags = if n > 0 {
+                TcpFlags::PSH
+            } else {
+                TcpFlags::empty()
+            };
             if fin_now {
-                flags = flags | Flags::FIN;
+                flags |= TcpFlags::FIN;
             }
             let seg_len = n + usize::from(fin_now);
             if seq < self.snd_max {
@@ -320,7 +335,7 @@ impl Tcb {
         if self.pending & P_PROBE != 0 {
             self.pending &= !P_PROBE;
             let seq = self.snd_una - 1u32;
-            return Some(self.build(cfg, now, seq, Flags::NONE, 0));
+            return Some(self.build(cfg, now, seq, TcpFlags::empty(), 0));
         }
 
         // 5. A pure ACK (window update, delayed ACK expiry, duplicate, challenge).
@@ -328,7 +343,7 @@ impl Tcb {
             // SND.MAX, not a rewound SND.NXT: the peer may already hold what we are
             // resending, and an ACK below its RCV.NXT would fail its acceptability test.
             let seq = self.snd_max;
-            return Some(self.build(cfg, now, seq, Flags::NONE, 0));
+            return Some(self.build(cfg, now, seq, TcpFlags::empty(), 0));
         }
         None
     }
@@ -341,7 +356,7 @@ impl Tcb {
             return (self.snd_max > self.snd_una).then_some((self.snd_una, self.snd_max));
         }
         let mut start = self.snd_una.max(self.high_rxt);
-        for &(l, r) in self.sacked.as_slice() {
+        for &SackBlock { left: l, right: r } in self.sacked.iter() {
             if start < l {
                 return Some((start, l));
             }
@@ -426,7 +441,7 @@ impl Tcb {
                 self.recover = self.snd_max;
                 self.dupacks = 0;
                 // RFC 2018 8: after a timeout, SACK information is not trusted.
-                self.sacked = SackList::default();
+                self.sacked = SackBlocks::default();
                 self.high_rxt = self.snd_una;
                 // Karn: no RTT sample from retransmitted data.
                 self.rtt_probe = None;

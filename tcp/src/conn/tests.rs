@@ -26,20 +26,20 @@ impl TestInstant for Instant {
     }
 }
 
-fn seg(seq: u32, ack: u32, flags: Flags) -> Segment<'static> {
-    Segment {
+fn seg(seq: u32, ack: u32, flags: TcpFlags) -> TcpRepr<'static> {
+    TcpRepr {
         seq: SeqNumber(seq),
         ack: SeqNumber(ack),
         flags,
         window: 65_535,
-        ..Segment::default()
+        ..TcpRepr::default()
     }
 }
 
-fn data(seq: u32, ack: u32, payload: &'static [u8]) -> Segment<'static> {
-    Segment {
+fn data(seq: u32, ack: u32, payload: &'static [u8]) -> TcpRepr<'static> {
+    TcpRepr {
         payload,
-        ..seg(seq, ack, Flags::ACK | Flags::PSH)
+        ..seg(seq, ack, TcpFlags::ACK | TcpFlags::PSH)
     }
 }
 
@@ -51,14 +51,10 @@ struct Sent {
 }
 
 impl Sent {
-    fn as_seg(&self) -> Segment<'_> {
-        Segment {
-            seq: self.h.seq,
-            ack: self.h.ack,
-            flags: self.h.flags,
-            window: self.h.window,
-            options: self.h.options,
+    fn as_seg(&self) -> TcpRepr<'_> {
+        TcpRepr {
             payload: &self.payload,
+            ..self.h.repr
         }
     }
 }
@@ -77,7 +73,7 @@ fn drain(t: &mut Tcb, c: &ConnConfig, now: Instant) -> Vec<Sent> {
     v
 }
 
-fn feed(t: &mut Tcb, c: &ConnConfig, now: Instant, s: &Segment<'_>) -> Option<OutSegment> {
+fn feed(t: &mut Tcb, c: &ConnConfig, now: Instant, s: &TcpRepr<'_>) -> Option<OutSegment> {
     let mut ctr = Counters::default();
     t.on_segment(c, now, s, None, &mut ctr)
 }
@@ -86,7 +82,7 @@ fn feed_ctr(
     t: &mut Tcb,
     c: &ConnConfig,
     now: Instant,
-    s: &Segment<'_>,
+    s: &TcpRepr<'_>,
 ) -> (Option<OutSegment>, Counters) {
     let mut ctr = Counters::default();
     let r = t.on_segment(c, now, s, None, &mut ctr);
@@ -130,10 +126,10 @@ fn established(c: &ConnConfig) -> (Tcb, Tcb) {
 fn server_plain(c: &ConnConfig) -> Tcb {
     let now = t0();
     let mut t = Tcb::listen(c, now, SeqNumber(ISS_B));
-    feed(&mut t, c, now, &seg(ISS_A, 0, Flags::SYN));
+    feed(&mut t, c, now, &seg(ISS_A, 0, TcpFlags::SYN));
     let out = drain(&mut t, c, now);
-    assert_eq!(out[0].h.flags, Flags::SYN | Flags::ACK);
-    feed(&mut t, c, now, &seg(ISS_A + 1, ISS_B + 1, Flags::ACK));
+    assert_eq!(out[0].h.flags, TcpFlags::SYN | TcpFlags::ACK);
+    feed(&mut t, c, now, &seg(ISS_A + 1, ISS_B + 1, TcpFlags::ACK));
     assert_eq!(t.state(), State::Established);
     t.take_events();
     t
@@ -161,23 +157,23 @@ fn closed_segment_without_ack_answered_with_rst_ack() {
     assert_eq!(t.state(), State::Closed);
     let r = feed(&mut t, &c, t0(), &data(100, 0, b"abc").clone()).unwrap();
     // data() sets ACK; use a plain SYN instead for the no-ACK case.
-    assert_eq!(r.flags, Flags::RST);
-    let r = feed(&mut t, &c, t0(), &seg(100, 0, Flags::SYN)).unwrap();
-    assert_eq!(r.flags, Flags::RST | Flags::ACK);
+    assert_eq!(r.flags, TcpFlags::RST);
+    let r = feed(&mut t, &c, t0(), &seg(100, 0, TcpFlags::SYN)).unwrap();
+    assert_eq!(r.flags, TcpFlags::RST | TcpFlags::ACK);
     assert_eq!(r.seq, SeqNumber(0));
     assert_eq!(r.ack, SeqNumber(101));
 }
 
 #[test]
 fn closed_segment_with_ack_answered_with_rst_at_seg_ack() {
-    let r = reset_for(&seg(7, 4242, Flags::ACK)).unwrap();
-    assert_eq!(r.flags, Flags::RST);
+    let r = reset_for(&seg(7, 4242, TcpFlags::ACK)).unwrap();
+    assert_eq!(r.flags, TcpFlags::RST);
     assert_eq!(r.seq, SeqNumber(4242));
 }
 
 #[test]
 fn closed_rst_ignored() {
-    assert!(reset_for(&seg(7, 4242, Flags::RST | Flags::ACK)).is_none());
+    assert!(reset_for(&seg(7, 4242, TcpFlags::RST | TcpFlags::ACK)).is_none());
 }
 
 // ---------------------------------------------------------------- LISTEN
@@ -186,13 +182,13 @@ fn closed_rst_ignored() {
 fn listen_syn_moves_to_syn_received_and_sends_syn_ack() {
     let c = cfg();
     let mut t = Tcb::listen(&c, t0(), SeqNumber(ISS_B));
-    let mut syn = seg(ISS_A, 0, Flags::SYN);
+    let mut syn = seg(ISS_A, 0, TcpFlags::SYN);
     syn.options.mss = Some(1000);
     assert!(feed(&mut t, &c, t0(), &syn).is_none());
     assert_eq!(t.state(), State::SynReceived);
     let out = drain(&mut t, &c, t0());
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].h.flags, Flags::SYN | Flags::ACK);
+    assert_eq!(out[0].h.flags, TcpFlags::SYN | TcpFlags::ACK);
     assert_eq!(out[0].h.seq, SeqNumber(ISS_B));
     assert_eq!(out[0].h.ack, SeqNumber(ISS_A + 1));
     assert_eq!(out[0].h.options.mss, Some(1460));
@@ -207,8 +203,8 @@ fn listen_syn_moves_to_syn_received_and_sends_syn_ack() {
 fn listen_ack_answered_with_rst() {
     let c = cfg();
     let mut t = Tcb::listen(&c, t0(), SeqNumber(ISS_B));
-    let r = feed(&mut t, &c, t0(), &seg(10, 777, Flags::ACK)).unwrap();
-    assert_eq!((r.seq, r.flags), (SeqNumber(777), Flags::RST));
+    let r = feed(&mut t, &c, t0(), &seg(10, 777, TcpFlags::ACK)).unwrap();
+    assert_eq!((r.seq, r.flags), (SeqNumber(777), TcpFlags::RST));
     assert_eq!(t.state(), State::Listen);
 }
 
@@ -216,7 +212,7 @@ fn listen_ack_answered_with_rst() {
 fn listen_rst_ignored() {
     let c = cfg();
     let mut t = Tcb::listen(&c, t0(), SeqNumber(ISS_B));
-    assert!(feed(&mut t, &c, t0(), &seg(10, 0, Flags::RST)).is_none());
+    assert!(feed(&mut t, &c, t0(), &seg(10, 0, TcpFlags::RST)).is_none());
     assert_eq!(t.state(), State::Listen);
 }
 
@@ -224,7 +220,7 @@ fn listen_rst_ignored() {
 fn listen_segment_without_syn_dropped() {
     let c = cfg();
     let mut t = Tcb::listen(&c, t0(), SeqNumber(ISS_B));
-    assert!(feed(&mut t, &c, t0(), &seg(10, 0, Flags::FIN)).is_none());
+    assert!(feed(&mut t, &c, t0(), &seg(10, 0, TcpFlags::FIN)).is_none());
     assert_eq!(t.state(), State::Listen);
     assert!(drain(&mut t, &c, t0()).is_empty());
 }
@@ -247,7 +243,7 @@ fn syn_sent_dispatch_sends_syn_with_options() {
     let out = drain(&mut t, &c, t0());
     assert_eq!(out.len(), 1);
     let h = out[0].h;
-    assert_eq!((h.seq, h.flags), (SeqNumber(ISS_A), Flags::SYN));
+    assert_eq!((h.seq, h.flags), (SeqNumber(ISS_A), TcpFlags::SYN));
     assert_eq!(h.options.mss, Some(1460));
     assert_eq!(h.options.window_scale, Some(our_wscale(&c)));
     assert!(h.options.sack_permitted);
@@ -264,13 +260,13 @@ fn syn_sent_syn_ack_moves_to_established() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_B, ISS_A + 1, Flags::SYN | Flags::ACK),
+        &seg(ISS_B, ISS_A + 1, TcpFlags::SYN | TcpFlags::ACK),
     );
     assert_eq!(t.state(), State::Established);
     assert!(t.take_events().contains(Events::ESTABLISHED));
     let out = drain(&mut t, &c, t0());
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].h.flags, Flags::ACK);
+    assert_eq!(out[0].h.flags, TcpFlags::ACK);
     assert_eq!(out[0].h.ack, SeqNumber(ISS_B + 1));
     assert_eq!(t.poll_timeout(&c), None);
 }
@@ -280,10 +276,10 @@ fn syn_sent_syn_moves_to_syn_received_simultaneous_open() {
     let c = cfg();
     let mut t = Tcb::connect(&c, t0(), SeqNumber(ISS_A));
     drain(&mut t, &c, t0());
-    feed(&mut t, &c, t0(), &seg(ISS_B, 0, Flags::SYN));
+    feed(&mut t, &c, t0(), &seg(ISS_B, 0, TcpFlags::SYN));
     assert_eq!(t.state(), State::SynReceived);
     let out = drain(&mut t, &c, t0());
-    assert_eq!(out[0].h.flags, Flags::SYN | Flags::ACK);
+    assert_eq!(out[0].h.flags, TcpFlags::SYN | TcpFlags::ACK);
     assert_eq!(out[0].h.seq, SeqNumber(ISS_A));
     assert_eq!(out[0].h.ack, SeqNumber(ISS_B + 1));
 }
@@ -317,13 +313,13 @@ fn syn_sent_bad_ack_answered_with_rst() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_B, ISS_A + 50, Flags::SYN | Flags::ACK),
+        &seg(ISS_B, ISS_A + 50, TcpFlags::SYN | TcpFlags::ACK),
     )
     .unwrap();
-    assert_eq!((r.seq, r.flags), (SeqNumber(ISS_A + 50), Flags::RST));
+    assert_eq!((r.seq, r.flags), (SeqNumber(ISS_A + 50), TcpFlags::RST));
     assert_eq!(t.state(), State::SynSent);
-    let r = feed(&mut t, &c, t0(), &seg(ISS_B, ISS_A, Flags::ACK)).unwrap();
-    assert_eq!(r.flags, Flags::RST);
+    let r = feed(&mut t, &c, t0(), &seg(ISS_B, ISS_A, TcpFlags::ACK)).unwrap();
+    assert_eq!(r.flags, TcpFlags::RST);
 }
 
 #[test]
@@ -335,7 +331,7 @@ fn syn_sent_rst_with_acceptable_ack_refused() {
         &mut t,
         &c,
         t0(),
-        &seg(0, ISS_A + 1, Flags::RST | Flags::ACK),
+        &seg(0, ISS_A + 1, TcpFlags::RST | TcpFlags::ACK),
     );
     assert_eq!(t.state(), State::Closed);
     assert_eq!(t.close_reason(), Some(CloseReason::Refused));
@@ -347,14 +343,14 @@ fn syn_sent_rst_without_ack_ignored() {
     let c = cfg();
     let mut t = Tcb::connect(&c, t0(), SeqNumber(ISS_A));
     drain(&mut t, &c, t0());
-    assert!(feed(&mut t, &c, t0(), &seg(0, 0, Flags::RST)).is_none());
+    assert!(feed(&mut t, &c, t0(), &seg(0, 0, TcpFlags::RST)).is_none());
     assert_eq!(t.state(), State::SynSent);
     // A RST with an unacceptable ACK is dropped too (no RST in reply to a RST).
     assert!(feed(
         &mut t,
         &c,
         t0(),
-        &seg(0, ISS_A + 9, Flags::RST | Flags::ACK)
+        &seg(0, ISS_A + 9, TcpFlags::RST | TcpFlags::ACK)
     )
     .is_none());
     assert_eq!(t.state(), State::SynSent);
@@ -373,7 +369,7 @@ fn syn_sent_rto_retransmits_syn_with_backoff() {
     assert_eq!(out.len(), 1);
     assert_eq!(
         (out[0].h.seq, out[0].h.flags),
-        (SeqNumber(ISS_A), Flags::SYN)
+        (SeqNumber(ISS_A), TcpFlags::SYN)
     );
     let second = t.poll_timeout(&c).unwrap();
     assert_eq!(second - first, Duration::from_secs(2));
@@ -412,7 +408,7 @@ fn syn_sent_shutdown_with_queued_data_sends_fin_after_handshake() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_B, ISS_A + 1, Flags::SYN | Flags::ACK),
+        &seg(ISS_B, ISS_A + 1, TcpFlags::SYN | TcpFlags::ACK),
     );
     assert_eq!(t.state(), State::FinWait1);
     let out = drain(&mut t, &c, t0());
@@ -436,7 +432,7 @@ fn syn_sent_close_moves_to_closed() {
 
 fn syn_received(c: &ConnConfig) -> Tcb {
     let mut t = Tcb::listen(c, t0(), SeqNumber(ISS_B));
-    feed(&mut t, c, t0(), &seg(ISS_A, 0, Flags::SYN));
+    feed(&mut t, c, t0(), &seg(ISS_A, 0, TcpFlags::SYN));
     drain(&mut t, c, t0());
     t
 }
@@ -445,7 +441,7 @@ fn syn_received(c: &ConnConfig) -> Tcb {
 fn syn_received_ack_moves_to_established() {
     let c = cfg();
     let mut t = syn_received(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 1, ISS_B + 1, Flags::ACK));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 1, ISS_B + 1, TcpFlags::ACK));
     assert_eq!(t.state(), State::Established);
     assert!(t.take_events().contains(Events::ESTABLISHED));
     assert_eq!(t.poll_timeout(&c), None);
@@ -464,8 +460,8 @@ fn syn_received_ack_with_data_delivers_it() {
 fn syn_received_bad_ack_answered_with_rst() {
     let c = cfg();
     let mut t = syn_received(&c);
-    let r = feed(&mut t, &c, t0(), &seg(ISS_A + 1, ISS_B + 77, Flags::ACK)).unwrap();
-    assert_eq!((r.seq, r.flags), (SeqNumber(ISS_B + 77), Flags::RST));
+    let r = feed(&mut t, &c, t0(), &seg(ISS_A + 1, ISS_B + 77, TcpFlags::ACK)).unwrap();
+    assert_eq!((r.seq, r.flags), (SeqNumber(ISS_B + 77), TcpFlags::RST));
     assert_eq!(t.state(), State::SynReceived);
 }
 
@@ -473,7 +469,7 @@ fn syn_received_bad_ack_answered_with_rst() {
 fn syn_received_exact_rst_passive_returns_to_listen() {
     let c = cfg();
     let mut t = syn_received(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 1, 0, Flags::RST));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 1, 0, TcpFlags::RST));
     // The stack keeps its listener; this half-open TCB just goes away quietly.
     assert_eq!(t.state(), State::Closed);
     assert_eq!(t.close_reason(), Some(CloseReason::Reset));
@@ -484,9 +480,9 @@ fn syn_received_exact_rst_active_refused() {
     let c = cfg();
     let mut t = Tcb::connect(&c, t0(), SeqNumber(ISS_A));
     drain(&mut t, &c, t0());
-    feed(&mut t, &c, t0(), &seg(ISS_B, 0, Flags::SYN));
+    feed(&mut t, &c, t0(), &seg(ISS_B, 0, TcpFlags::SYN));
     assert_eq!(t.state(), State::SynReceived);
-    feed(&mut t, &c, t0(), &seg(ISS_B + 1, 0, Flags::RST));
+    feed(&mut t, &c, t0(), &seg(ISS_B + 1, 0, TcpFlags::RST));
     assert_eq!(t.close_reason(), Some(CloseReason::Refused));
 }
 
@@ -494,18 +490,18 @@ fn syn_received_exact_rst_active_refused() {
 fn syn_received_retransmitted_syn_resends_syn_ack() {
     let c = cfg();
     let mut t = syn_received(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A, 0, Flags::SYN));
+    feed(&mut t, &c, t0(), &seg(ISS_A, 0, TcpFlags::SYN));
     assert_eq!(t.state(), State::SynReceived);
     let out = drain(&mut t, &c, t0());
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].h.flags, Flags::SYN | Flags::ACK);
+    assert_eq!(out[0].h.flags, TcpFlags::SYN | TcpFlags::ACK);
 }
 
 #[test]
 fn syn_received_new_syn_passive_returns_to_listen() {
     let c = cfg();
     let mut t = syn_received(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 10, 0, Flags::SYN));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 10, 0, TcpFlags::SYN));
     assert_eq!(t.state(), State::Closed);
 }
 
@@ -517,7 +513,7 @@ fn syn_received_rto_resends_syn_ack() {
     let mut ctr = Counters::default();
     t.handle_timeout(&c, at, &mut ctr);
     let out = drain(&mut t, &c, at);
-    assert_eq!(out[0].h.flags, Flags::SYN | Flags::ACK);
+    assert_eq!(out[0].h.flags, TcpFlags::SYN | TcpFlags::ACK);
     assert_eq!(t.stats(&c).retransmits, 1);
 }
 
@@ -528,7 +524,7 @@ fn syn_received_close_moves_to_fin_wait_1() {
     t.close(t0());
     // RFC 9293 3.10.4: the FIN is queued until the handshake completes.
     assert_eq!(t.state(), State::SynReceived);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 1, ISS_B + 1, Flags::ACK));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 1, ISS_B + 1, TcpFlags::ACK));
     assert_eq!(t.state(), State::FinWait1);
     let out = drain(&mut t, &c, t0());
     assert!(out
@@ -612,13 +608,16 @@ fn established_sack_blocks_sent_for_holes() {
     let (_a, mut b) = established(&c);
     let base = b.rcv_nxt().0;
     let mut s = data(base + 10, ISS_A + 1, b"xyz");
-    s.options.timestamps = b.ts_recent().map(|r| Timestamps { tsval: r, tsecr: 0 });
+    s.options.timestamps = b.ts_recent().map(|r| TcpTimestamps { tsval: r, tsecr: 0 });
     feed(&mut b, &c, t0(), &s);
     let out = drain(&mut b, &c, t0());
-    let sack = out[0].h.options.sack;
+    let sack = out[0].h.options.sack_blocks;
     assert_eq!(
         sack.as_slice(),
-        &[(SeqNumber(base + 10), SeqNumber(base + 13))]
+        &[SackBlock {
+            left: SeqNumber(base + 10),
+            right: SeqNumber(base + 13)
+        }]
     );
 }
 
@@ -643,7 +642,7 @@ fn established_unacceptable_segment_acked_and_dropped() {
 fn established_exact_rst_resets() {
     let c = cfg();
     let mut t = server_plain(&c);
-    let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 1, 0, Flags::RST));
+    let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 1, 0, TcpFlags::RST));
     assert_eq!(t.state(), State::Closed);
     assert_eq!(t.close_reason(), Some(CloseReason::Reset));
     assert_eq!(ctr.resets_received, 1);
@@ -654,7 +653,7 @@ fn established_exact_rst_resets() {
 fn established_in_window_rst_challenge_acked() {
     let c = cfg();
     let mut t = server_plain(&c);
-    let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 100, 0, Flags::RST));
+    let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 100, 0, TcpFlags::RST));
     assert_eq!(t.state(), State::Established);
     assert_eq!(ctr.challenge_acks, 1);
     let out = drain(&mut t, &c, t0());
@@ -669,7 +668,12 @@ fn established_in_window_rst_challenge_acked() {
 fn established_out_of_window_rst_dropped_silently() {
     let c = cfg();
     let mut t = server_plain(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 100_000_000, 0, Flags::RST));
+    feed(
+        &mut t,
+        &c,
+        t0(),
+        &seg(ISS_A + 100_000_000, 0, TcpFlags::RST),
+    );
     assert_eq!(t.state(), State::Established);
     assert!(drain(&mut t, &c, t0()).is_empty());
 }
@@ -678,7 +682,7 @@ fn established_out_of_window_rst_dropped_silently() {
 fn established_syn_challenge_acked() {
     let c = cfg();
     let mut t = server_plain(&c);
-    let (r, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 5, 0, Flags::SYN));
+    let (r, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 5, 0, TcpFlags::SYN));
     assert!(r.is_none());
     assert_eq!(t.state(), State::Established);
     assert_eq!(ctr.challenge_acks, 1);
@@ -694,7 +698,7 @@ fn established_challenge_acks_rate_limited() {
     let mut t = server_plain(&c);
     let mut total = Counters::default();
     for i in 0..10 {
-        let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 10 + i, 0, Flags::RST));
+        let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 10 + i, 0, TcpFlags::RST));
         total.challenge_acks += ctr.challenge_acks;
         total.challenge_acks_suppressed += ctr.challenge_acks_suppressed;
     }
@@ -702,7 +706,7 @@ fn established_challenge_acks_rate_limited() {
     assert_eq!(total.challenge_acks_suppressed, 7);
     // A second later the budget is back.
     let later = t0() + Duration::from_secs(1);
-    let (_, ctr) = feed_ctr(&mut t, &c, later, &seg(ISS_A + 10, 0, Flags::RST));
+    let (_, ctr) = feed_ctr(&mut t, &c, later, &seg(ISS_A + 10, 0, TcpFlags::RST));
     assert_eq!(ctr.challenge_acks, 1);
 }
 
@@ -743,7 +747,7 @@ fn established_without_ack_bit_dropped() {
     let c = cfg();
     let mut t = server_plain(&c);
     let mut s = data(ISS_A + 1, 0, b"x");
-    s.flags = Flags::PSH;
+    s.flags = TcpFlags::PSH;
     feed(&mut t, &c, t0(), &s);
     assert_eq!(read_all(&mut t, &c), b"");
 }
@@ -756,7 +760,7 @@ fn established_fin_moves_to_close_wait() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_A + 1, ISS_B + 1, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 1, TcpFlags::FIN | TcpFlags::ACK),
     );
     assert_eq!(t.state(), State::CloseWait);
     assert!(t.take_events().contains(Events::PEER_CLOSED));
@@ -770,7 +774,7 @@ fn established_out_of_order_fin_waits_for_data() {
     let c = cfg();
     let mut t = server_plain(&c);
     let mut s = data(ISS_A + 3, ISS_B + 1, b"cd");
-    s.flags = s.flags | Flags::FIN;
+    s.flags |= TcpFlags::FIN;
     feed(&mut t, &c, t0(), &s);
     assert_eq!(t.state(), State::Established);
     feed(&mut t, &c, t0(), &data(ISS_A + 1, ISS_B + 1, b"ab"));
@@ -868,11 +872,11 @@ fn established_paws_old_timestamp_dropped() {
     let ts = old.h.options.timestamps.unwrap();
     feed(&mut b, &c, t0() + Duration::from_secs(5), &s[0].as_seg());
     drain(&mut b, &c, t0());
-    old.h.options.timestamps = Some(Timestamps {
+    old.h.repr.options.timestamps = Some(TcpTimestamps {
         tsval: ts.tsval.wrapping_sub(1000),
         ..ts
     });
-    old.h.seq += 3u32;
+    old.h.repr.seq += 3u32;
     old.payload = b"old".to_vec();
     let (_, ctr) = feed_ctr(&mut b, &c, t0(), &old.as_seg());
     assert_eq!(ctr.unacceptable, 1);
@@ -1150,9 +1154,9 @@ fn fin_wait_1_fin_moves_to_closing_simultaneous_close() {
 fn fin_wait_1_fin_ack_moves_to_time_wait() {
     let c = cfg();
     let (mut a, _b, fin) = fin_wait_1(&c);
-    let s = seg(ISS_B + 1, fin.h.seq.0 + 1, Flags::FIN | Flags::ACK);
+    let s = seg(ISS_B + 1, fin.h.seq.0 + 1, TcpFlags::FIN | TcpFlags::ACK);
     let mut s = s;
-    s.options.timestamps = a.ts_recent().map(|r| Timestamps { tsval: r, tsecr: 0 });
+    s.options.timestamps = a.ts_recent().map(|r| TcpTimestamps { tsval: r, tsecr: 0 });
     feed(&mut a, &c, t0(), &s);
     assert_eq!(a.state(), State::TimeWait);
 }
@@ -1161,7 +1165,7 @@ fn fin_wait_1_fin_ack_moves_to_time_wait() {
 fn fin_wait_1_rst_resets() {
     let c = cfg();
     let (mut a, _b, _) = fin_wait_1(&c);
-    feed(&mut a, &c, t0(), &seg(ISS_B + 1, 0, Flags::RST));
+    feed(&mut a, &c, t0(), &seg(ISS_B + 1, 0, TcpFlags::RST));
     assert_eq!(a.close_reason(), Some(CloseReason::Reset));
 }
 
@@ -1251,7 +1255,7 @@ fn close_wait_close_moves_to_last_ack() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_A + 1, ISS_B + 1, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 1, TcpFlags::FIN | TcpFlags::ACK),
     );
     drain(&mut t, &c, t0());
     t.close(t0());
@@ -1268,9 +1272,9 @@ fn close_wait_rst_resets() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_A + 1, ISS_B + 1, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 1, TcpFlags::FIN | TcpFlags::ACK),
     );
-    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, Flags::RST));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, TcpFlags::RST));
     assert_eq!(t.close_reason(), Some(CloseReason::Reset));
 }
 
@@ -1286,10 +1290,10 @@ fn closing_ack_moves_to_time_wait() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_A + 1, ISS_B + 1, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 1, TcpFlags::FIN | TcpFlags::ACK),
     );
     assert_eq!(t.state(), State::Closing);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 2, ISS_B + 2, Flags::ACK));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 2, ISS_B + 2, TcpFlags::ACK));
     assert_eq!(t.state(), State::TimeWait);
 }
 
@@ -1303,9 +1307,9 @@ fn closing_rst_closes() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_A + 1, ISS_B + 1, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 1, TcpFlags::FIN | TcpFlags::ACK),
     );
-    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, Flags::RST));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, TcpFlags::RST));
     assert_eq!(t.state(), State::Closed);
     assert_eq!(t.close_reason(), Some(CloseReason::Normal));
 }
@@ -1318,7 +1322,7 @@ fn last_ack(c: &ConnConfig) -> Tcb {
         &mut t,
         c,
         t0(),
-        &seg(ISS_A + 1, ISS_B + 1, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 1, TcpFlags::FIN | TcpFlags::ACK),
     );
     t.close(t0());
     drain(&mut t, c, t0());
@@ -1330,7 +1334,7 @@ fn last_ack(c: &ConnConfig) -> Tcb {
 fn last_ack_ack_moves_to_closed() {
     let c = cfg();
     let mut t = last_ack(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 2, ISS_B + 2, Flags::ACK));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 2, ISS_B + 2, TcpFlags::ACK));
     assert_eq!(t.state(), State::Closed);
     assert_eq!(t.close_reason(), Some(CloseReason::Normal));
 }
@@ -1351,7 +1355,7 @@ fn last_ack_rto_retransmits_fin() {
 fn last_ack_rst_closes() {
     let c = cfg();
     let mut t = last_ack(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, Flags::RST));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, TcpFlags::RST));
     assert_eq!(t.state(), State::Closed);
 }
 
@@ -1365,7 +1369,7 @@ fn time_wait(c: &ConnConfig) -> Tcb {
         &mut t,
         c,
         t0(),
-        &seg(ISS_A + 1, ISS_B + 2, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 2, TcpFlags::FIN | TcpFlags::ACK),
     );
     assert_eq!(t.state(), State::TimeWait);
     drain(&mut t, c, t0());
@@ -1381,7 +1385,7 @@ fn time_wait_retransmitted_fin_acked_and_timer_restarted() {
         &mut t,
         &c,
         later,
-        &seg(ISS_A + 1, ISS_B + 2, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 2, TcpFlags::FIN | TcpFlags::ACK),
     );
     let out = drain(&mut t, &c, later);
     assert_eq!(out.len(), 1);
@@ -1405,7 +1409,7 @@ fn time_wait_2msl_expiry_closes() {
 fn time_wait_rst_closes() {
     let c = cfg();
     let mut t = time_wait(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, Flags::RST));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, TcpFlags::RST));
     assert_eq!(t.state(), State::Closed);
 }
 
@@ -1413,7 +1417,7 @@ fn time_wait_rst_closes() {
 fn time_wait_syn_challenge_acked() {
     let c = cfg();
     let mut t = time_wait(&c);
-    let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 2, 0, Flags::SYN));
+    let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 2, 0, TcpFlags::SYN));
     assert_eq!(ctr.challenge_acks, 1);
     assert_eq!(t.state(), State::TimeWait);
 }

@@ -10,7 +10,6 @@
 //! The engine never reads randomness or a clock: the caller supplies the 128-bit secret
 //! (ISNs, SYN cookies, table hashing) and `now`.
 
-mod convert;
 #[cfg(test)]
 mod tests;
 
@@ -19,8 +18,8 @@ use core::time::Duration;
 use std::collections::{HashMap, VecDeque};
 
 use crate::conn::{
-    reset_for, CloseReason, ConnConfig, ConnStats, CookieTcb, Counters, Events, Flags, Options,
-    OutSegment, Segment, SocketError, State, Tcb, Timestamps,
+    reset_for, CloseReason, ConnConfig, ConnStats, CookieTcb, Counters, Events, OutSegment,
+    SocketError, State, Tcb,
 };
 use crate::cookie::{IsnGenerator, SynCookies, SynOptions};
 use crate::iface::{
@@ -32,7 +31,7 @@ use crate::time::Instant;
 use crate::timer::TimerWheel;
 use crate::wire::icmpv4::{DstUnreachable, OriginalDatagram};
 use crate::wire::ipv4::IpProtocol;
-use crate::wire::tcp::TcpRepr;
+use crate::wire::tcp::{TcpFlags, TcpOptions, TcpRepr, TcpTimestamps};
 
 pub use crate::conn::SocketError as Error;
 
@@ -374,7 +373,6 @@ impl Stack {
         sink: &mut impl FnMut(ConnHandle, &[u8]) -> usize,
     ) {
         self.stats.segments_in += 1;
-        let seg = convert::segment_from_repr(repr);
         let tuple = FourTuple {
             local_addr: dst,
             local_port: repr.dst_port,
@@ -382,7 +380,7 @@ impl Stack {
             remote_port: repr.src_port,
         };
         if let Some(id) = self.table.lookup(&tuple) {
-            if self.time_wait_reusable(id, &seg) {
+            if self.time_wait_reusable(id, repr) {
                 self.stats.time_wait_reused += 1;
                 self.remove(id);
             } else {
@@ -395,7 +393,7 @@ impl Stack {
                 // Only connections the application has heard of are offered payload.
                 let announced = e.flags & F_ANNOUNCED != 0 && e.flags & F_RELEASED == 0;
                 let sink: crate::conn::Sink<'_> = if announced { Some(&mut adapter) } else { None };
-                let reply = e.tcb.on_segment(cfg, now, &seg, sink, &mut self.stats.conn);
+                let reply = e.tcb.on_segment(cfg, now, repr, sink, &mut self.stats.conn);
                 if let Some(r) = reply {
                     self.queue_reply(tuple, r);
                 }
@@ -403,7 +401,7 @@ impl Stack {
                 return;
             }
         }
-        self.on_listener(now, tuple, &seg);
+        self.on_listener(now, tuple, repr);
     }
 
     /// RFC 1191 path MTU discovery: shrink the MSS of the connection the quoted
@@ -438,7 +436,7 @@ impl Stack {
 
     /// RFC 6191: a SYN may reuse a TIME_WAIT tuple if it is clearly newer — by
     /// timestamp when both used them, else by sequence number.
-    fn time_wait_reusable(&self, id: ConnId, seg: &Segment<'_>) -> bool {
+    fn time_wait_reusable(&self, id: ConnId, seg: &TcpRepr<'_>) -> bool {
         let Some(e) = self.table.get(id) else {
             return false;
         };
@@ -451,7 +449,7 @@ impl Stack {
         }
     }
 
-    fn on_listener(&mut self, now: Instant, tuple: FourTuple, seg: &Segment<'_>) {
+    fn on_listener(&mut self, now: Instant, tuple: FourTuple, seg: &TcpRepr<'_>) {
         let Some(listener) = self.listeners.get(&tuple.local_port) else {
             self.stats.no_listener += 1;
             match self.cfg.iface.closed_port {
@@ -463,7 +461,7 @@ impl Stack {
                     }
                 }
                 ClosedPortPolicy::IcmpUnreachable if !seg.flags.rst() => {
-                    let repr = convert::repr_from_segment(seg, tuple.remote_port, tuple.local_port);
+                    let repr = seg.header();
                     self.push_reply(Reply::Reject(tuple, repr));
                 }
                 _ => {}
@@ -520,7 +518,7 @@ impl Stack {
     }
 
     /// Answers a SYN statelessly with a cookie SYN-ACK (RFC 4987 3.6).
-    fn send_cookie(&mut self, now: Instant, tuple: FourTuple, seg: &Segment<'_>) {
+    fn send_cookie(&mut self, now: Instant, tuple: FourTuple, seg: &TcpRepr<'_>) {
         let c = &self.cfg.conn;
         let ts = seg.options.timestamps.filter(|_| c.timestamps);
         let opts = SynOptions {
@@ -531,13 +529,13 @@ impl Stack {
         };
         let peer_mss = seg.options.mss.unwrap_or(536).min(c.mss);
         let (cookie, tsval) = self.cookies.encode(now, &tuple, seg.seq, peer_mss, &opts);
-        let mut options = Options {
+        let mut options = TcpOptions {
             mss: Some(c.mss),
-            ..Options::default()
+            ..TcpOptions::default()
         };
         // Without timestamps the cookie cannot remember these, so do not offer them.
         if let (Some(tsval), Some(peer)) = (tsval, ts) {
-            options.timestamps = Some(Timestamps {
+            options.timestamps = Some(TcpTimestamps {
                 tsval,
                 tsecr: peer.tsval,
             });
@@ -548,11 +546,14 @@ impl Stack {
         }
         let window = u16::try_from(c.rcv_buf.min(65_535)).unwrap_or(u16::MAX);
         let out = OutSegment {
-            seq: cookie,
-            ack: seg.seq + 1u32,
-            flags: Flags::SYN | Flags::ACK,
-            window,
-            options,
+            repr: TcpRepr {
+                seq: cookie,
+                ack: seg.seq + 1u32,
+                flags: TcpFlags::SYN | TcpFlags::ACK,
+                window,
+                options,
+                ..TcpRepr::default()
+            },
             payload_len: 0,
         };
         self.stats.syn_cookies_sent += 1;
@@ -560,7 +561,7 @@ impl Stack {
     }
 
     /// Validates an ACK as the end of a cookie handshake and creates the connection.
-    fn accept_cookie(&mut self, now: Instant, tuple: FourTuple, seg: &Segment<'_>) -> bool {
+    fn accept_cookie(&mut self, now: Instant, tuple: FourTuple, seg: &TcpRepr<'_>) -> bool {
         let tsecr = seg.options.timestamps.map(|t| t.tsecr);
         let Some(d) = self
             .cookies
@@ -791,7 +792,7 @@ impl Stack {
         while let Some(reply) = self.replies.front() {
             let r = match reply {
                 Reply::Tcp(t, out) => {
-                    let repr = convert::repr_from_out(out, t.local_port, t.remote_port);
+                    let repr = out.with_ports(t.local_port, t.remote_port);
                     self.iface
                         .send_tcp(now, tx, t.local_addr, t.remote_addr, &repr)
                 }
@@ -842,7 +843,7 @@ impl Stack {
             else {
                 return false;
             };
-            let repr = convert::repr_from_out(&out, tuple.local_port, tuple.remote_port);
+            let repr = out.with_ports(tuple.local_port, tuple.remote_port);
             let Some(e) = self.table.get(id) else {
                 return false;
             };

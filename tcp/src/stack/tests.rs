@@ -208,12 +208,12 @@ fn stack_forged_cookie_ack_answered_with_rst() {
         remote_addr: A,
         remote_port: 5555,
     };
-    let seg = Segment {
+    let seg = TcpRepr {
         seq: SeqNumber(100),
         ack: SeqNumber(12345),
-        flags: Flags::ACK,
+        flags: TcpFlags::ACK,
         window: 1000,
-        ..Segment::default()
+        ..TcpRepr::default()
     };
     b.on_listener(t(0), tuple, &seg);
     assert_eq!(b.counters().syn_cookies_invalid, 1);

@@ -3,9 +3,10 @@
 
 use super::link::{Link, LinkConfig, LinkStats, Packet};
 use super::{Rng, Stream};
-use crate::conn::{CloseReason, ConnConfig, ConnStats, Counters, OutSegment, Segment, State, Tcb};
+use crate::conn::{CloseReason, ConnConfig, ConnStats, Counters, OutSegment, State, Tcb};
 use crate::seq::SeqNumber;
 use crate::time::Instant;
+use crate::wire::tcp::TcpRepr;
 use core::time::Duration;
 
 /// A segment in flight between the two TCBs.
@@ -18,21 +19,17 @@ pub struct SimSegment {
 }
 
 impl SimSegment {
-    fn as_segment(&self) -> Segment<'_> {
-        Segment {
-            seq: self.h.seq,
-            ack: self.h.ack,
-            flags: self.h.flags,
-            window: self.h.window,
-            options: self.h.options,
+    fn as_segment(&self) -> TcpRepr<'_> {
+        TcpRepr {
             payload: &self.payload,
+            ..self.h.repr
         }
     }
 }
 
 impl Packet for SimSegment {
     fn wire_len(&self) -> usize {
-        14 + 20 + 20 + self.h.options.wire_len() + self.payload.len()
+        14 + 20 + 20 + self.h.options.emitted_len() + self.payload.len()
     }
     fn corrupt(&mut self, _rng: &mut Rng) -> bool {
         // No checksum at this level: corruption is simulated on frames only.
@@ -264,7 +261,7 @@ pub fn run(cfg: &ConnSimConfig) -> Result<ConnSimReport, String> {
                         seg.flags,
                         seg.window,
                         seg.payload.len(),
-                        seg.options.sack.as_slice(),
+                        seg.options.sack_blocks.as_slice(),
                         end.tcb.stats(c)
                     );
                 }
