@@ -498,13 +498,11 @@ impl Tcb {
             let data_acked = seg.ack.distance(self.snd_buf_seq).max(0) as usize;
             let data_acked = data_acked.min(self.snd_buf.len());
             if data_acked > 0 {
-                self.snd_buf.drain(..data_acked);
+                self.snd_buf.dequeue_allocated(data_acked);
                 self.snd_buf_seq += data_acked;
                 self.bytes_out += data_acked as u64;
                 self.add_event(Events::WRITABLE);
-                if self.snd_buf.is_empty() {
-                    self.snd_buf = VecDeque::new();
-                }
+                self.snd_buf.release_if_empty();
             }
             self.trim_scoreboard();
             // RTT measurement (RFC 7323 4 RTTM, else one timed segment, Karn).
@@ -702,8 +700,14 @@ impl Tcb {
         if seq != self.rcv_nxt {
             // Out of order: keep it, quick-ACK (RFC 5681 4.2: immediately ACK an
             // out-of-order segment).
-            if !data.is_empty() && !self.ooo.insert(seq, data) {
-                ctr.ooo_dropped += 1;
+            if !data.is_empty() {
+                // The bytes go into the receive buffer's free space at their offset;
+                // the assembler remembers which ranges are there (bounded holes).
+                let off = seq.distance(self.rcv_nxt) as usize;
+                let n = self.rcv_buf.write_unallocated(off, data);
+                if self.ooo.add(off as u32, n as u32).is_err() {
+                    ctr.ooo_dropped += 1;
+                }
             }
             if fin {
                 self.ooo_fin = Some(seq + data.len());
@@ -713,16 +717,22 @@ impl Tcb {
         }
         let had_holes = !self.ooo.is_empty();
         if !data.is_empty() {
-            self.deliver(cfg, data, sink);
+            self.deliver(data, sink);
             let n = data.len();
             self.rcv_nxt += n;
             self.bytes_in += n as u64;
             self.rcv_unacked += n as u32;
-            while let Some(more) = self.ooo.pop_contiguous(self.rcv_nxt) {
-                let k = more.len();
-                self.push_rcv(cfg, &more);
-                self.rcv_nxt += k;
-                self.bytes_in += k as u64;
+            if had_holes {
+                // Out-of-order bytes that now continue the stream are already in
+                // place: make them readable.
+                self.ooo.advance(n as u32);
+                let k = self.ooo.remove_front();
+                if k > 0 {
+                    self.rcv_buf.enqueue_unallocated(k);
+                    self.rcv_nxt += k;
+                    self.bytes_in += k as u64;
+                    self.add_event(Events::READABLE);
+                }
             }
             if self.ooo_fin == Some(self.rcv_nxt) {
                 fin = true;
@@ -742,27 +752,27 @@ impl Tcb {
         fin
     }
 
-    /// Hands in-order bytes to the zero-copy sink first, buffers the rest.
-    fn deliver(&mut self, cfg: &ConnConfig, data: &[u8], sink: Sink<'_>) {
+    /// Hands in-order bytes (at RCV.NXT, within the window) to the zero-copy sink
+    /// first, buffers the rest.
+    fn deliver(&mut self, data: &[u8], sink: Sink<'_>) {
         let mut rest = data;
         if self.rcv_buf.is_empty() {
             if let Some(f) = sink {
                 let k = f(rest).min(rest.len());
                 rest = &rest[k..];
+                if k > 0 && !self.ooo.is_empty() {
+                    // Consumed straight from the frame: step over those positions so
+                    // the out-of-order bytes stay at their offsets.
+                    self.rcv_buf.enqueue_unallocated(k);
+                    self.rcv_buf.dequeue_allocated(k);
+                }
             }
         }
         if !rest.is_empty() {
-            self.push_rcv(cfg, rest);
+            let n = self.rcv_buf.enqueue_slice(rest);
+            debug_assert_eq!(n, rest.len(), "in-window data fits the receive buffer");
+            self.add_event(Events::READABLE);
         }
-    }
-
-    fn push_rcv(&mut self, cfg: &ConnConfig, data: &[u8]) {
-        if self.rcv_buf.capacity() == 0 {
-            self.rcv_buf
-                .reserve_exact(cfg.rcv_buf.min(64 * 1024).max(data.len()));
-        }
-        self.rcv_buf.extend(data);
-        self.add_event(Events::READABLE);
     }
 }
 

@@ -7,7 +7,6 @@
 //! an idle connection costs only the TCB itself.
 
 mod input;
-mod ooo;
 mod output;
 #[cfg(test)]
 mod proptests;
@@ -15,7 +14,6 @@ pub mod segment;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 pub use crate::cc::Algorithm;
@@ -24,9 +22,9 @@ pub use segment::{reset_for, OutSegment};
 
 use crate::cc::{Congestion, CongestionControl, Rtt};
 use crate::seq::SeqNumber;
+use crate::storage::{Assembler, RingBuffer};
 use crate::time::Instant;
 use crate::wire::tcp::{SackBlock, SackBlocks, TcpFlags, TcpOptions, TcpRepr, TcpTimestamps};
-use ooo::Ooo;
 
 /// The eleven connection states of RFC 9293 3.3.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -297,7 +295,7 @@ pub struct Tcb {
     ws_ok: bool,
     /// Sequence number of `snd_buf[0]`.
     snd_buf_seq: SeqNumber,
-    snd_buf: VecDeque<u8>,
+    snd_buf: RingBuffer,
     /// Effective send MSS (peer's MSS option, capped by ours).
     mss: u16,
 
@@ -307,8 +305,10 @@ pub struct Tcb {
     /// Right edge of the window we advertised (never moves left).
     rcv_adv: SeqNumber,
     rcv_wscale: u8,
-    rcv_buf: VecDeque<u8>,
-    ooo: Ooo,
+    /// In-order bytes not yet read; out-of-order bytes sit in its free space, at
+    /// their offset from RCV.NXT, tracked by `ooo`.
+    rcv_buf: RingBuffer,
+    ooo: Assembler,
     /// Sequence number of an out-of-order FIN.
     ooo_fin: Option<SeqNumber>,
     fin_received: bool,
@@ -383,14 +383,14 @@ impl Tcb {
             snd_wscale: 0,
             ws_ok: false,
             snd_buf_seq: iss + 1u32,
-            snd_buf: VecDeque::new(),
+            snd_buf: RingBuffer::new(cfg.snd_buf),
             mss: 536,
             irs: SeqNumber(0),
             rcv_nxt: SeqNumber(0),
             rcv_adv: SeqNumber(0),
             rcv_wscale: 0,
-            rcv_buf: VecDeque::new(),
-            ooo: Ooo::default(),
+            rcv_buf: RingBuffer::new(cfg.rcv_buf),
+            ooo: Assembler::new(),
             ooo_fin: None,
             fin_received: false,
             rcv_mss: 536,
@@ -563,8 +563,8 @@ impl Tcb {
     }
 
     /// Free space in the send buffer.
-    pub fn send_capacity(&self, cfg: &ConnConfig) -> usize {
-        cfg.snd_buf.saturating_sub(self.snd_buf.len())
+    pub fn send_capacity(&self, _cfg: &ConnConfig) -> usize {
+        self.snd_buf.window()
     }
 
     /// Bytes waiting in the receive buffer.
@@ -578,7 +578,7 @@ impl Tcb {
     }
 
     /// Queues application data; returns how much fit (RFC 9293 3.10.2 SEND).
-    pub fn send(&mut self, cfg: &ConnConfig, data: &[u8]) -> Result<usize, SocketError> {
+    pub fn send(&mut self, _cfg: &ConnConfig, data: &[u8]) -> Result<usize, SocketError> {
         match self.state {
             State::SynSent | State::SynReceived | State::Established | State::CloseWait => {}
             State::Closed => return Err(SocketError::Closed),
@@ -587,28 +587,13 @@ impl Tcb {
         if self.fin_queued {
             return Err(SocketError::InvalidState);
         }
-        let n = data.len().min(self.send_capacity(cfg));
-        if n > 0 && self.snd_buf.capacity() == 0 {
-            self.snd_buf.reserve_exact(cfg.snd_buf.min(64 * 1024));
-        }
-        self.snd_buf.extend(&data[..n]);
-        Ok(n)
+        Ok(self.snd_buf.enqueue_slice(data))
     }
 
     /// Copies received in-order data into `buf` (RFC 9293 3.10.3 RECEIVE). Returns 0
     /// at end of stream or when nothing is buffered.
     pub fn recv(&mut self, cfg: &ConnConfig, buf: &mut [u8]) -> usize {
-        let mut n = 0;
-        while n < buf.len() {
-            let (a, _) = self.rcv_buf.as_slices();
-            if a.is_empty() {
-                break;
-            }
-            let k = a.len().min(buf.len() - n);
-            buf[n..n + k].copy_from_slice(&a[..k]);
-            self.rcv_buf.drain(..k);
-            n += k;
-        }
+        let n = self.rcv_buf.dequeue_slice(buf);
         self.after_read(cfg, n);
         n
     }
@@ -618,13 +603,13 @@ impl Tcb {
     pub fn recv_with(&mut self, cfg: &ConnConfig, mut f: impl FnMut(&[u8]) -> usize) -> usize {
         let mut total = 0;
         loop {
-            let (a, _) = self.rcv_buf.as_slices();
+            let a = self.rcv_buf.peek_contiguous();
             if a.is_empty() {
                 break;
             }
             let len = a.len();
             let k = f(a).min(len);
-            self.rcv_buf.drain(..k);
+            self.rcv_buf.dequeue_allocated(k);
             total += k;
             if k < len || k == 0 {
                 break;
@@ -643,9 +628,9 @@ impl Tcb {
         if n == 0 {
             return;
         }
-        if self.rcv_buf.is_empty() && self.rcv_buf.capacity() > 0 && self.ooo.is_empty() {
+        if self.ooo.is_empty() {
             // Idle connections hold no buffer memory.
-            self.rcv_buf = VecDeque::new();
+            self.rcv_buf.release_if_empty();
         }
         // RFC 9293 3.8.6.2.2: tell the peer about the opened window, but only once it
         // opened by a useful amount (receiver-side SWS avoidance).
@@ -783,8 +768,10 @@ impl Tcb {
         self.delack_at = None;
         self.persist_at = None;
         self.close_at = None;
-        self.snd_buf = VecDeque::new();
+        self.snd_buf.clear();
+        self.snd_buf.release_if_empty();
         self.ooo.clear();
+        self.ooo_fin = None;
         self.pending &= P_RST;
     }
 
@@ -798,7 +785,8 @@ impl Tcb {
         self.delack_at = None;
         // RFC 9293 3.10.7.4: start the time-wait timer (2 MSL).
         self.close_at = Some(now + cfg.msl * 2);
-        self.snd_buf = VecDeque::new();
+        self.snd_buf.clear();
+        self.snd_buf.release_if_empty();
     }
 
     fn add_event(&mut self, e: Events) {

@@ -127,8 +127,11 @@ impl Tcb {
         if self.sack_on && !self.ooo.is_empty() {
             // RFC 2018 3: at most 3 blocks fit beside timestamps.
             let max = if self.ts_on { 3 } else { 4 };
-            for (l, r) in self.ooo.sack_blocks(max) {
-                o.sack_blocks.push(SackBlock { left: l, right: r });
+            for (l, r) in self.ooo.iter_sack().take(max) {
+                o.sack_blocks.push(SackBlock {
+                    left: self.rcv_nxt + l,
+                    right: self.rcv_nxt + r,
+                });
             }
         }
         o
@@ -186,20 +189,14 @@ impl Tcb {
     pub fn write_payload(&self, seg: &OutSegment, buf: &mut [u8]) -> usize {
         let len = seg.payload_len.min(buf.len());
         let off = seg.seq.distance(self.snd_buf_seq).max(0) as usize;
-        let (a, b) = self.snd_buf.as_slices();
         let mut done = 0;
-        if let Some(src) = a.get(off..) {
-            let k = src.len().min(len);
-            buf[..k].copy_from_slice(&src[..k]);
-            done = k;
-        }
-        if done < len {
-            let boff = (off + done).saturating_sub(a.len());
-            if let Some(src) = b.get(boff..) {
-                let k = src.len().min(len - done);
-                buf[done..done + k].copy_from_slice(&src[..k]);
-                done += k;
+        while done < len {
+            let src = self.snd_buf.get_allocated(off + done, len - done);
+            if src.is_empty() {
+                break;
             }
+            buf[done..done + src.len()].copy_from_slice(src);
+            done += src.len();
         }
         done
     }
