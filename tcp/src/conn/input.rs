@@ -544,11 +544,17 @@ impl Tcb {
                     let flight = self.flight();
                     self.cc.on_recovery_exit(now, flight);
                     self.dupacks = 0;
-                } else {
-                    // Partial acknowledgment: retransmit the next hole, deflate.
+                } else if !self.sack_on {
+                    // RFC 6582 3.2 step 5: partial acknowledgment, retransmit the first
+                    // unacknowledged segment and deflate.
                     self.pending |= P_RTX;
                     self.cc.on_partial_ack(acked);
+                } else if self.sacked.is_empty() {
+                    // SACK recovery without SACK information: the next segment is the
+                    // only candidate (RFC 6675 NextSeg() has nothing to go on).
+                    self.pending |= P_RTX;
                 }
+                // Otherwise RFC 6675 5 (C): `dispatch` sends what `pipe` allows.
             } else {
                 self.dupacks = 0;
                 let before =
@@ -564,11 +570,12 @@ impl Tcb {
             // RFC 5681 2: a duplicate acknowledgment.
             self.dupacks = self.dupacks.saturating_add(1);
             if self.in_recovery {
-                // RFC 5681 3.2 step 4: inflate.
-                self.cc.on_dup_acks_in_recovery(1);
-                if self.sack_on {
-                    self.pending |= P_RTX;
+                if !self.sack_on {
+                    // RFC 5681 3.2 step 4: inflate.
+                    self.cc.on_dup_acks_in_recovery(1);
                 }
+                // With SACK (RFC 6675 5 (C)) the updated scoreboard and `pipe` decide
+                // what `dispatch` sends; cwnd is not inflated.
             } else if self.dupacks >= 3 || (self.sack_on && self.sacked_bytes() > 3 * self.cc.mss())
             {
                 self.enter_recovery(now, ctr);
@@ -600,13 +607,23 @@ impl Tcb {
         let flight = self.snd_max.distance(self.snd_una).max(0) as u32;
         // RFC 5681 3.2 step 2 (ssthresh, cwnd = ssthresh) and step 3 (+3 SMSS).
         self.cc.on_congestion_event(now, flight);
-        self.cc.on_dup_acks_in_recovery(3);
+        if !self.sack_on {
+            // RFC 5681 3.2 step 3 (NewReno): cwnd = ssthresh + 3*SMSS. RFC 6675 does
+            // not inflate: `pipe` counts what has left the network instead.
+            self.cc.on_dup_acks_in_recovery(3);
+        }
         self.in_recovery = true;
         self.recover = self.snd_max;
         self.high_rxt = self.snd_una;
+        // RFC 5681 3.2 step 2 / RFC 6675 5 (4.3): retransmit the first segment at once.
         self.pending |= P_RTX;
         self.rtt_probe = None;
-        let _ = ctr;
+        self.fast_retransmits = self.fast_retransmits.saturating_add(1);
+        ctr.fast_retransmits += 1;
+        if self.sack_on {
+            self.sack_recoveries = self.sack_recoveries.saturating_add(1);
+            ctr.sack_recoveries += 1;
+        }
     }
 
     /// Merges the peer's SACK blocks into the scoreboard (RFC 6675 4 Update()).

@@ -173,6 +173,13 @@ pub struct Counters {
     pub ooo_dropped: u64,
     /// Connections timed out (RTO or keepalive).
     pub timeouts: u64,
+    /// Fast retransmits: entries into fast recovery on duplicate ACKs or SACK
+    /// (RFC 5681 3.2, RFC 6675 5), with or without SACK.
+    pub fast_retransmits: u64,
+    /// Of those, recoveries driven by the SACK scoreboard (RFC 6675).
+    pub sack_recoveries: u64,
+    /// RFC 7323 5.5: TS.Recent invalidated after more than 24 days idle.
+    pub ts_recent_expired: u64,
 }
 
 /// Set of pending application events on one connection (coalesced).
@@ -250,6 +257,10 @@ pub struct ConnStats {
     pub rto: Duration,
     /// Segments retransmitted.
     pub retransmits: u32,
+    /// Fast retransmits (entries into fast recovery).
+    pub fast_retransmits: u32,
+    /// Of those, SACK-based recoveries (RFC 6675).
+    pub sack_recoveries: u32,
     /// Payload bytes received in order.
     pub bytes_in: u64,
     /// Payload bytes acknowledged by the peer.
@@ -357,6 +368,8 @@ pub struct Tcb {
 
     // --- stats
     retransmits: u32,
+    fast_retransmits: u32,
+    sack_recoveries: u32,
     bytes_in: u64,
     bytes_out: u64,
 }
@@ -420,6 +433,8 @@ impl Tcb {
             challenge_epoch: now,
             challenge_count: 0,
             retransmits: 0,
+            fast_retransmits: 0,
+            sack_recoveries: 0,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -726,6 +741,8 @@ impl Tcb {
             srtt: self.rtt.srtt(),
             rto: self.rtt.rto(self.backoff, cfg.rto_max),
             retransmits: self.retransmits,
+            fast_retransmits: self.fast_retransmits,
+            sack_recoveries: self.sack_recoveries,
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
             mss: self.mss,
@@ -807,8 +824,12 @@ impl Tcb {
         (now.total_millis() as u32).wrapping_add(self.ts_offset)
     }
 
-    /// Bytes in flight (RFC 6675 pipe is approximated with SACKed bytes removed).
+    /// Bytes in flight for congestion control: during SACK recovery the RFC 6675
+    /// `pipe`, otherwise FlightSize less what the peer SACKed.
     fn flight(&self) -> u32 {
+        if self.in_recovery && self.sack_on {
+            return self.pipe();
+        }
         let out = self.snd_max.distance(self.snd_una).max(0) as u32;
         out.saturating_sub(self.sacked_bytes())
     }
@@ -821,9 +842,74 @@ impl Tcb {
             .sum()
     }
 
+    /// The un-SACKed ranges between SND.UNA and SND.MAX, lowest first; at most one
+    /// more than the scoreboard's four blocks. The last one may be the tail above the
+    /// highest SACKed byte (HighACK), which is never "lost".
+    fn holes(&self) -> ([Hole; 5], usize) {
+        let blocks = self.sacked.as_slice();
+        let mut out = [Hole::default(); 5];
+        let mut n = 0;
+        let mut start = self.snd_una;
+        let mut above: u32 = self.sacked_bytes();
+        for i in 0..=blocks.len() {
+            let end = blocks.get(i).map_or(self.snd_max, |b| b.left);
+            if end > start && n < out.len() {
+                // RFC 6675 4 IsLost(): DupThresh discontiguous SACKed ranges, or more
+                // than (DupThresh - 1) * SMSS SACKed bytes, above the sequence number.
+                let lost = (blocks.len() - i) as u32 >= DUP_THRESH
+                    || above > (DUP_THRESH - 1) * u32::from(self.mss);
+                out[n] = Hole {
+                    start,
+                    end,
+                    lost,
+                    tail: i == blocks.len(),
+                };
+                n += 1;
+            }
+            if let Some(b) = blocks.get(i) {
+                start = start.max(b.right);
+                above = above.saturating_sub(b.right.distance(b.left).max(0) as u32);
+            }
+        }
+        (out, n)
+    }
+
+    /// RFC 6675 4 SetPipe(): for every octet between SND.UNA and SND.MAX that is not
+    /// SACKed, one if it is not deemed lost, plus one if it was retransmitted in this
+    /// recovery (below HighRxt).
+    fn pipe(&self) -> u32 {
+        let (holes, n) = self.holes();
+        let mut pipe = 0u32;
+        for h in &holes[..n] {
+            let len = h.end.distance(h.start) as u32;
+            if !h.lost {
+                pipe = pipe.saturating_add(len);
+            }
+            if self.in_recovery && self.high_rxt > h.start {
+                let rtx = self.high_rxt.min(h.end).distance(h.start) as u32;
+                pipe = pipe.saturating_add(rtx);
+            }
+        }
+        pipe
+    }
+
     fn current_rto(&self, cfg: &ConnConfig) -> Duration {
         self.rtt.rto(self.backoff, cfg.rto_max)
     }
+}
+
+/// RFC 6675 DupThresh (RFC 5681: three duplicate ACKs).
+const DUP_THRESH: u32 = 3;
+
+/// An un-SACKed range `[start, end)` of the send sequence space (RFC 6675 scoreboard).
+#[derive(Debug, Clone, Copy, Default)]
+struct Hole {
+    start: SeqNumber,
+    end: SeqNumber,
+    /// RFC 6675 IsLost() holds for every octet of it.
+    lost: bool,
+    /// Above the highest SACKed octet (HighACK).
+    tail: bool,
 }
 
 /// Window-scale shift we offer: enough for the receive buffer (RFC 7323 2.3, max 14).

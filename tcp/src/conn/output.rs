@@ -220,26 +220,23 @@ impl Tcb {
         let fin_seq = self.fin_seq();
         let fin_pending = self.fin_queued && !self.fin_acked();
 
-        // 1. Fast retransmit / recovery (RFC 5681 3.2, RFC 6582, RFC 6675).
-        if self.pending & P_RTX != 0 {
-            self.pending &= !P_RTX;
-            if let Some((start, end)) = self.next_hole() {
-                let data_end = fin_seq.min(end);
-                let n = (data_end.distance(start).max(0) as usize)
-                    .min(pmss)
-                    .min(max_payload);
-                let fin = fin_pending && start + n == fin_seq && end > fin_seq;
-                if n > 0 || fin {
-                    self.high_rxt = start + n + u32::from(fin);
-                    self.retransmits += 1;
-                    ctr.retransmits += 1;
-                    self.rtt_probe = None;
-                    if self.rto_at.is_none() {
-                        self.rto_at = Some(now + self.current_rto(cfg));
-                    }
-                    let flags = if fin { TcpFlags::FIN } else { TcpFlags::PSH };
-                    return Some(self.build(cfg, now, start, flags, n));
-                }
+        // 1. Fast retransmit / recovery (RFC 5681 3.2, RFC 6582, RFC 6675 5 (C)).
+        let sack_recovery = self.in_recovery && self.sack_on;
+        let pipe_room = |t: &Tcb| t.cc.cwnd().saturating_sub(t.pipe()) as usize >= pmss;
+        let forced = self.pending & P_RTX != 0;
+        self.pending &= !P_RTX;
+        let hole = if forced {
+            // The first retransmission of a recovery, or a NewReno partial ACK.
+            self.next_hole(false)
+        } else if sack_recovery && pipe_room(self) {
+            // NextSeg() rule 1: the first lost octet above HighRxt.
+            self.next_hole(true)
+        } else {
+            None
+        };
+        if let Some((start, end)) = hole {
+            if let Some(out) = self.retransmit(cfg, now, start, end, pmss, ctr) {
+                return Some(out);
             }
         }
 
@@ -312,6 +309,18 @@ impl Tcb {
             return Some(self.build(cfg, now, seq, flags, n));
         }
 
+        // NextSeg() rule 3: no lost octet and no new data, but room in the pipe: the
+        // first un-SACKed octet above HighRxt and below HighACK.
+        if sack_recovery && pipe_room(self) {
+            // (With SACK information, `next_hole` never returns the tail above HighACK.)
+            let hole = self.next_hole(false).filter(|_| !self.sacked.is_empty());
+            if let Some((start, end)) = hole {
+                if let Some(out) = self.retransmit(cfg, now, start, end, pmss, ctr) {
+                    return Some(out);
+                }
+            }
+        }
+
         // 3. Zero-window persist (RFC 9293 3.8.6.1): probe timer when data waits on a
         //    closed window and nothing is in flight to bring an update.
         if unsent > 0
@@ -345,21 +354,54 @@ impl Tcb {
         None
     }
 
-    /// The next range to retransmit during recovery: without SACK the segment at
-    /// SND.UNA (RFC 6582); with SACK the first hole above HighRxt below the highest
-    /// SACKed byte (RFC 6675 NextSeg rule 1).
-    fn next_hole(&self) -> Option<(SeqNumber, SeqNumber)> {
+    /// Retransmits up to one segment of `[start, end)` (with the FIN if it ends
+    /// there) and moves HighRxt past it. `None` if there is nothing to send.
+    fn retransmit(
+        &mut self,
+        cfg: &ConnConfig,
+        now: Instant,
+        start: SeqNumber,
+        end: SeqNumber,
+        pmss: usize,
+        ctr: &mut Counters,
+    ) -> Option<OutSegment> {
+        let fin_seq = self.fin_seq();
+        let fin_pending = self.fin_queued && !self.fin_acked();
+        let data_end = fin_seq.min(end);
+        let n = (data_end.distance(start).max(0) as usize).min(pmss);
+        let fin = fin_pending && start + n == fin_seq && end > fin_seq;
+        if n == 0 && !fin {
+            return None;
+        }
+        self.high_rxt = start + n + u32::from(fin);
+        self.retransmits += 1;
+        ctr.retransmits += 1;
+        self.rtt_probe = None;
+        if self.rto_at.is_none() {
+            self.rto_at = Some(now + self.current_rto(cfg));
+        }
+        let flags = if fin { TcpFlags::FIN } else { TcpFlags::PSH };
+        Some(self.build(cfg, now, start, flags, n))
+    }
+
+    /// The next range to retransmit during recovery: without SACK (or without SACK
+    /// information yet) the segment at SND.UNA (RFC 6582); with SACK the first hole
+    /// above HighRxt below the highest SACKed byte (RFC 6675 NextSeg()), only a lost
+    /// one if `lost_only` (rule 1).
+    pub(super) fn next_hole(&self, lost_only: bool) -> Option<(SeqNumber, SeqNumber)> {
         if !self.sack_on || self.sacked.is_empty() {
+            if lost_only {
+                return None;
+            }
             return (self.snd_max > self.snd_una).then_some((self.snd_una, self.snd_max));
         }
-        let mut start = self.snd_una.max(self.high_rxt);
-        for &SackBlock { left: l, right: r } in self.sacked.iter() {
-            if start < l {
-                return Some((start, l));
-            }
-            start = start.max(r);
-        }
-        None
+        let from = self.snd_una.max(self.high_rxt);
+        let (holes, n) = self.holes();
+        holes[..n]
+            .iter()
+            .filter(|h| !h.tail && h.end > from && (h.lost || !lost_only))
+            .map(|h| (h.start.max(from), h.end))
+            .next()
     }
 
     /// Runs expired timers. Call when `now` reaches [`Tcb::poll_timeout`].

@@ -1192,6 +1192,113 @@ fn established_sack_recovery_retransmits_only_holes() {
     assert!(a.stats(&c).retransmits <= 3);
 }
 
+/// Sends `n` full segments from `a` (nodelay), delivers all but `lost` to `b` and
+/// returns what `a` sent and the ACKs `b` produced, in order.
+fn send_with_losses(
+    a: &mut Tcb,
+    b: &mut Tcb,
+    c: &ConnConfig,
+    n: usize,
+    lost: &[usize],
+) -> (Vec<Sent>, Vec<Sent>) {
+    a.set_nodelay(true);
+    a.send(c, &vec![5u8; n * 1448]).unwrap();
+    let segs = drain(a, c, t0());
+    assert!(segs.len() >= n, "cwnd let {} of {n} out", segs.len());
+    let mut acks = Vec::new();
+    for (i, s) in segs.iter().enumerate() {
+        if !lost.contains(&i) {
+            feed(b, c, t0(), &s.as_seg());
+            acks.extend(drain(b, c, t0()));
+        }
+    }
+    (segs, acks)
+}
+
+#[test]
+fn established_sack_recovery_pipe_releases_several_lost_segments_per_ack() {
+    let c = cfg();
+    let (mut a, mut b) = established(&c);
+    // 10 segments (the initial window), 1..=4 lost: one ACK for 0, then dupACKs
+    // SACKing 5.., 5..=6, 5..=7, ...
+    let (segs, acks) = send_with_losses(&mut a, &mut b, &c, 10, &[1, 2, 3, 4]);
+    let mut per_ack = Vec::new();
+    for ack in &acks {
+        feed(&mut a, &c, t0(), &ack.as_seg());
+        per_ack.push(drain(&mut a, &c, t0()));
+    }
+    // The third dupACK (4th ACK) starts recovery. Once the first retransmission is
+    // out, RFC 6675 pipe (outstanding - SACKed - lost + retransmitted) is below cwnd:
+    // more of the lost segments follow on the same ACK, not one hole per ACK.
+    let rtx: Vec<_> = per_ack[3].iter().map(|s| s.h.seq).collect();
+    assert!(rtx.len() >= 2, "{rtx:?}");
+    assert_eq!(rtx[0], segs[1].h.seq);
+    assert_eq!(rtx[1], segs[2].h.seq);
+    for s in per_ack.iter().flatten() {
+        feed(&mut b, &c, t0(), &s.as_seg());
+    }
+    pump(&mut a, &mut b, &c, t0());
+    assert_eq!(read_all(&mut b, &c).len(), 10 * 1448);
+    let st = a.stats(&c);
+    assert_eq!((st.fast_retransmits, st.sack_recoveries), (1, 1));
+    assert_eq!(st.retransmits, 4, "each lost segment once");
+}
+
+#[test]
+fn established_dupacks_without_sack_count_fast_retransmit_not_sack_recovery() {
+    let c = ConnConfig {
+        sack: false,
+        ..cfg()
+    };
+    let (mut a, mut b) = established(&c);
+    let (_, acks) = send_with_losses(&mut a, &mut b, &c, 8, &[1]);
+    let mut ctr = Counters::default();
+    for ack in &acks {
+        a.on_segment(&c, t0(), &ack.as_seg(), None, &mut ctr);
+        drain(&mut a, &c, t0());
+    }
+    assert_eq!((ctr.fast_retransmits, ctr.sack_recoveries), (1, 0));
+    let st = a.stats(&c);
+    assert_eq!((st.fast_retransmits, st.sack_recoveries), (1, 0));
+}
+
+#[test]
+fn established_sack_scoreboard_pipe_counts_per_rfc6675() {
+    let c = cfg();
+    let (mut a, _b) = established(&c);
+    let m = u32::from(a.mss);
+    let una = a.snd_una;
+    let at = |k: u32| una + k * m;
+    a.snd_max = at(11);
+    a.snd_nxt = at(11);
+    // SACKed: [2,3), [5,6), [7,9) (in MSS units).
+    for (l, r) in [(2, 3), (5, 6), (7, 9)] {
+        a.sacked.push(SackBlock {
+            left: at(l),
+            right: at(r),
+        });
+    }
+    let (holes, n) = a.holes();
+    let got: Vec<_> = holes[..n].iter().map(|h| (h.lost, h.tail)).collect();
+    // [0,2): 3 SACKed ranges above -> lost. [3,5): 3*SMSS SACKed above > 2*SMSS ->
+    // lost. [6,7): 2*SMSS above -> not lost. [9,11): the tail above HighACK.
+    assert_eq!(
+        got,
+        [(true, false), (true, false), (false, false), (false, true)]
+    );
+    a.in_recovery = true;
+    a.sack_on = true;
+    a.high_rxt = una;
+    assert_eq!(a.pipe(), 3 * m, "[6,7) and the tail");
+    a.high_rxt = at(1);
+    assert_eq!(a.pipe(), 4 * m, "plus one retransmitted segment");
+    assert_eq!(a.flight(), 4 * m);
+    assert_eq!(a.next_hole(true), Some((at(1), at(2))));
+    a.high_rxt = at(5);
+    assert_eq!(a.next_hole(true), None, "[6,7) is not lost");
+    assert_eq!(a.next_hole(false), Some((at(6), at(7))), "NextSeg() rule 3");
+}
+
 // ---------------------------------------------------------------- FIN-WAIT-1
 
 fn fin_wait_1(c: &ConnConfig) -> (Tcb, Tcb, Sent) {
