@@ -4,6 +4,10 @@
 use super::*;
 use crate::cc::CongestionControl;
 
+/// RFC 7323 5.5: TS.Recent is invalid after the connection was idle this long
+/// (24 days, under the 2^31 ms it takes a 1 ms timestamp clock to wrap halfway).
+const TS_RECENT_MAX_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
+
 /// Zero-copy receive hook: offered in-order payload straight from the frame, returns
 /// how many bytes the application consumed.
 pub type Sink<'s> = Option<&'s mut dyn FnMut(&[u8]) -> usize>;
@@ -15,12 +19,14 @@ impl Tcb {
     ///
     /// `sink`, if given, is offered in-order payload before it is copied into the
     /// receive buffer (only while that buffer is empty, so order is kept).
+    /// `challenge` is the stack-wide RFC 5961 7 challenge-ACK limiter.
     pub fn on_segment(
         &mut self,
         cfg: &ConnConfig,
         now: Instant,
         seg: &TcpRepr<'_>,
         sink: Sink<'_>,
+        challenge: &mut TokenBucket,
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
         match self.state {
@@ -32,7 +38,7 @@ impl Tcb {
             }
             State::Listen => self.on_listen(cfg, now, seg, ctr),
             State::SynSent => self.on_syn_sent(cfg, now, seg, ctr),
-            _ => self.on_synchronized(cfg, now, seg, sink, ctr),
+            _ => self.on_synchronized(cfg, now, seg, sink, challenge, ctr),
         }
     }
 
@@ -217,14 +223,9 @@ impl Tcb {
         }
     }
 
-    /// RFC 5961 7: challenge ACKs are rate limited.
-    fn challenge_ack(&mut self, cfg: &ConnConfig, now: Instant, ctr: &mut Counters) {
-        if now.saturating_since(self.challenge_epoch) >= Duration::from_secs(1) {
-            self.challenge_epoch = now;
-            self.challenge_count = 0;
-        }
-        if self.challenge_count < cfg.challenge_ack_limit {
-            self.challenge_count += 1;
+    /// RFC 5961 7: challenge ACKs are rate limited (stack-wide, like Linux).
+    fn challenge_ack(&mut self, now: Instant, challenge: &mut TokenBucket, ctr: &mut Counters) {
+        if challenge.allow(now) {
             self.pending |= P_ACK;
             ctr.challenge_acks += 1;
         } else {
@@ -239,6 +240,7 @@ impl Tcb {
         now: Instant,
         seg: &TcpRepr<'_>,
         sink: Sink<'_>,
+        challenge: &mut TokenBucket,
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
         // RFC 7323 5.3 (PAWS), before the sequence check: R1) if TSval < TS.Recent the
@@ -246,9 +248,17 @@ impl Tcb {
         if self.ts_on && !seg.flags.rst() && self.state != State::SynReceived {
             if let Some(ts) = seg.options.timestamps {
                 if (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
-                    ctr.unacceptable += 1;
-                    self.pending |= P_ACK;
-                    return None;
+                    // RFC 7323 5.5: after more than 24 days idle the peer's clock may
+                    // have wrapped past TS.Recent: it is invalid, so the segment is not
+                    // judged by it (R3 below then takes the new value).
+                    if now.saturating_since(self.last_recv) > TS_RECENT_MAX_IDLE {
+                        ctr.ts_recent_expired += 1;
+                        self.ts_recent = ts.tsval;
+                    } else {
+                        ctr.unacceptable += 1;
+                        self.pending |= P_ACK;
+                        return None;
+                    }
                 }
             }
         }
@@ -295,7 +305,7 @@ impl Tcb {
         if seg.flags.rst() {
             if seg.seq != self.rcv_nxt {
                 // In window but not exact: challenge ACK.
-                self.challenge_ack(cfg, now, ctr);
+                self.challenge_ack(now, challenge, ctr);
                 return None;
             }
             ctr.resets_received += 1;
@@ -327,7 +337,7 @@ impl Tcb {
                 return None;
             }
             // RFC 5961 4.2: any SYN in a synchronized state gets a challenge ACK.
-            self.challenge_ack(cfg, now, ctr);
+            self.challenge_ack(now, challenge, ctr);
             return None;
         }
 

@@ -21,6 +21,7 @@ pub use input::Sink;
 pub use segment::{reset_for, OutSegment};
 
 use crate::cc::{Congestion, CongestionControl, Rtt};
+use crate::ratelimit::{RateLimit, TokenBucket};
 use crate::seq::SeqNumber;
 use crate::storage::{Assembler, RingBuffer};
 use crate::time::Instant;
@@ -122,8 +123,6 @@ pub struct ConnConfig {
     pub keepalive_interval: Duration,
     /// Keepalive: unanswered probes before the connection times out.
     pub keepalive_count: u8,
-    /// RFC 5961 7: challenge ACKs allowed per connection per second.
-    pub challenge_ack_limit: u16,
 }
 
 impl Default for ConnConfig {
@@ -149,7 +148,6 @@ impl Default for ConnConfig {
             keepalive_idle: None,
             keepalive_interval: Duration::from_secs(75),
             keepalive_count: 9,
-            challenge_ack_limit: 10,
         }
     }
 }
@@ -362,10 +360,6 @@ pub struct Tcb {
     last_recv: Instant,
     last_send: Instant,
 
-    // --- RFC 5961 7 rate limit
-    challenge_epoch: Instant,
-    challenge_count: u16,
-
     // --- stats
     retransmits: u32,
     fast_retransmits: u32,
@@ -430,8 +424,6 @@ impl Tcb {
             close_at: None,
             last_recv: now,
             last_send: now,
-            challenge_epoch: now,
-            challenge_count: 0,
             retransmits: 0,
             fast_retransmits: 0,
             sack_recoveries: 0,
@@ -460,7 +452,9 @@ impl Tcb {
     pub fn accept(cfg: &ConnConfig, now: Instant, iss: SeqNumber, syn: &TcpRepr<'_>) -> Tcb {
         let mut t = Tcb::listen(cfg, now, iss);
         let mut c = Counters::default();
-        let _ = t.on_segment(cfg, now, syn, None, &mut c);
+        // A SYN in LISTEN never draws a challenge ACK.
+        let mut unlimited = TokenBucket::new(RateLimit::UNLIMITED, 0);
+        let _ = t.on_segment(cfg, now, syn, None, &mut unlimited, &mut c);
         t
     }
 

@@ -73,6 +73,7 @@ fn run(start: State, ops: Vec<Op>) {
     };
     let mut now = Instant::from_millis(10_000);
     let mut ctr = Counters::default();
+    let mut unlimited = TokenBucket::new(RateLimit::UNLIMITED, 0);
     let mut t = match start {
         State::Listen => Tcb::listen(&c, now, SeqNumber(7)),
         _ => Tcb::connect(&c, now, SeqNumber(u32::MAX - 1000)),
@@ -96,7 +97,7 @@ fn run(start: State, ops: Vec<Op>) {
         });
         synack.options.window_scale = Some(3);
         synack.options.sack_permitted = true;
-        t.on_segment(&c, now, &synack, None, &mut ctr);
+        t.on_segment(&c, now, &synack, None, &mut unlimited, &mut ctr);
         assert_eq!(t.state, State::Established);
     }
     for op in ops {
@@ -138,7 +139,7 @@ fn run(start: State, ops: Vec<Op>) {
                     });
                 }
                 let mut sink = |d: &[u8]| d.len() / 2;
-                let _ = t.on_segment(&c, now, &s, Some(&mut sink), &mut ctr);
+                let _ = t.on_segment(&c, now, &s, Some(&mut sink), &mut unlimited, &mut ctr);
             }
             Op::Tick(us) => {
                 now += Duration::from_micros(u64::from(us));
@@ -194,6 +195,7 @@ fn established_pair() -> (Tcb, ConnConfig) {
     let c = ConnConfig::default();
     let now = Instant::from_millis(1000);
     let mut ctr = Counters::default();
+    let mut unlimited = TokenBucket::new(RateLimit::UNLIMITED, 0);
     let mut a = Tcb::connect(&c, now, SeqNumber(100));
     let mut buf = vec![0u8; 1500];
     a.dispatch(&c, now, &mut buf, &mut ctr);
@@ -208,7 +210,7 @@ fn established_pair() -> (Tcb, ConnConfig) {
         },
         ..TcpRepr::default()
     };
-    a.on_segment(&c, now, &synack, None, &mut ctr);
+    a.on_segment(&c, now, &synack, None, &mut unlimited, &mut ctr);
     while a.dispatch(&c, now, &mut buf, &mut ctr).is_some() {}
     (a, c)
 }

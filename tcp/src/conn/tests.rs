@@ -73,9 +73,14 @@ fn drain(t: &mut Tcb, c: &ConnConfig, now: Instant) -> Vec<Sent> {
     v
 }
 
+/// A challenge-ACK limiter that never limits (the limit has its own tests).
+fn unlimited() -> TokenBucket {
+    TokenBucket::new(RateLimit::UNLIMITED, 0)
+}
+
 fn feed(t: &mut Tcb, c: &ConnConfig, now: Instant, s: &TcpRepr<'_>) -> Option<OutSegment> {
     let mut ctr = Counters::default();
-    t.on_segment(c, now, s, None, &mut ctr)
+    t.on_segment(c, now, s, None, &mut unlimited(), &mut ctr)
 }
 
 fn feed_ctr(
@@ -85,7 +90,7 @@ fn feed_ctr(
     s: &TcpRepr<'_>,
 ) -> (Option<OutSegment>, Counters) {
     let mut ctr = Counters::default();
-    let r = t.on_segment(c, now, s, None, &mut ctr);
+    let r = t.on_segment(c, now, s, None, &mut unlimited(), &mut ctr);
     (r, ctr)
 }
 
@@ -563,6 +568,7 @@ fn established_zero_copy_sink_consumes_in_place() {
         t0(),
         &data(ISS_A + 1, ISS_B + 1, b"abcdef"),
         Some(&mut sink),
+        &mut unlimited(),
         &mut ctr,
     );
     assert_eq!(seen, b"abc");
@@ -609,6 +615,7 @@ fn established_sink_consumes_in_order_data_out_of_order_bytes_kept() {
         t0(),
         &data(ISS_A + 1, ISS_B + 1, b"abc"),
         Some(&mut sink),
+        &mut unlimited(),
         &mut ctr,
     );
     assert_eq!(seen, b"ab");
@@ -767,23 +774,25 @@ fn established_syn_challenge_acked() {
 }
 
 #[test]
-fn established_challenge_acks_rate_limited() {
-    let c = ConnConfig {
-        challenge_ack_limit: 3,
-        ..cfg()
-    };
+fn established_challenge_acks_rate_limited_across_connections() {
+    let c = cfg();
+    // One limiter shared by two connections, as the stack shares it.
+    let mut limit = TokenBucket::new(RateLimit::per_second(3), 0);
     let mut t = server_plain(&c);
-    let mut total = Counters::default();
-    for i in 0..10 {
-        let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 10 + i, 0, TcpFlags::RST));
-        total.challenge_acks += ctr.challenge_acks;
-        total.challenge_acks_suppressed += ctr.challenge_acks_suppressed;
+    let mut u = server_plain(&c);
+    let mut ctr = Counters::default();
+    for i in 0..5 {
+        let rst = seg(ISS_A + 10 + i, 0, TcpFlags::RST);
+        t.on_segment(&c, t0(), &rst, None, &mut limit, &mut ctr);
+        u.on_segment(&c, t0(), &rst, None, &mut limit, &mut ctr);
     }
-    assert_eq!(total.challenge_acks, 3);
-    assert_eq!(total.challenge_acks_suppressed, 7);
+    assert_eq!(ctr.challenge_acks, 3);
+    assert_eq!(ctr.challenge_acks_suppressed, 7);
     // A second later the budget is back.
     let later = t0() + Duration::from_secs(1);
-    let (_, ctr) = feed_ctr(&mut t, &c, later, &seg(ISS_A + 10, 0, TcpFlags::RST));
+    let mut ctr = Counters::default();
+    let rst = seg(ISS_A + 10, 0, TcpFlags::RST);
+    t.on_segment(&c, later, &rst, None, &mut limit, &mut ctr);
     assert_eq!(ctr.challenge_acks, 1);
 }
 
@@ -958,6 +967,52 @@ fn established_paws_old_timestamp_dropped() {
     let (_, ctr) = feed_ctr(&mut b, &c, t0(), &old.as_seg());
     assert_eq!(ctr.unacceptable, 1);
     assert_eq!(read_all(&mut b, &c), b"new");
+}
+
+/// `b` ESTABLISHED with TS.Recent set by a segment at `t0()`, and a next segment from
+/// `a` whose TSval is older than TS.Recent (the peer's clock wrapped).
+fn paws_after_idle(c: &ConnConfig) -> (Tcb, Sent) {
+    let (mut a, mut b) = established(c);
+    a.send(c, b"new").unwrap();
+    let s = drain(&mut a, c, t0());
+    feed(&mut b, c, t0(), &s[0].as_seg());
+    drain(&mut b, c, t0());
+    assert_eq!(read_all(&mut b, c), b"new");
+    let mut old = s[0].clone();
+    let ts = old.h.options.timestamps.unwrap();
+    old.h.repr.options.timestamps = Some(TcpTimestamps {
+        tsval: ts.tsval.wrapping_sub(1 << 31),
+        ..ts
+    });
+    old.h.repr.seq += 3u32;
+    old.payload = b"old".to_vec();
+    (b, old)
+}
+
+#[test]
+fn established_old_timestamp_within_24_days_idle_dropped() {
+    let c = cfg();
+    let (mut b, old) = paws_after_idle(&c);
+    let at = t0() + Duration::from_secs(23 * 24 * 3600);
+    let (_, ctr) = feed_ctr(&mut b, &c, at, &old.as_seg());
+    assert_eq!((ctr.unacceptable, ctr.ts_recent_expired), (1, 0));
+    assert_eq!(read_all(&mut b, &c), b"");
+}
+
+#[test]
+fn established_old_timestamp_after_24_days_idle_accepted() {
+    let c = cfg();
+    let (mut b, old) = paws_after_idle(&c);
+    let at = t0() + Duration::from_secs(25 * 24 * 3600);
+    let (_, ctr) = feed_ctr(&mut b, &c, at, &old.as_seg());
+    assert_eq!((ctr.unacceptable, ctr.ts_recent_expired), (0, 1));
+    assert_eq!(read_all(&mut b, &c), b"old");
+    let tsval = old.h.options.timestamps.unwrap().tsval;
+    assert_eq!(
+        b.ts_recent(),
+        Some(tsval),
+        "TS.Recent restarts from the segment"
+    );
 }
 
 #[test]
@@ -1149,7 +1204,7 @@ fn established_fast_retransmit_after_three_dupacks() {
     let mut rtx = Vec::new();
     // The first ACK from b also updates the window (not a duplicate); feed them all.
     for d in &dup {
-        a.on_segment(&c, t0(), &d.as_seg(), None, &mut ctr);
+        a.on_segment(&c, t0(), &d.as_seg(), None, &mut unlimited(), &mut ctr);
         rtx.extend(drain(&mut a, &c, t0()));
     }
     assert_eq!(rtx.len(), 1);
@@ -1254,7 +1309,7 @@ fn established_dupacks_without_sack_count_fast_retransmit_not_sack_recovery() {
     let (_, acks) = send_with_losses(&mut a, &mut b, &c, 8, &[1]);
     let mut ctr = Counters::default();
     for ack in &acks {
-        a.on_segment(&c, t0(), &ack.as_seg(), None, &mut ctr);
+        a.on_segment(&c, t0(), &ack.as_seg(), None, &mut unlimited(), &mut ctr);
         drain(&mut a, &c, t0());
     }
     assert_eq!((ctr.fast_retransmits, ctr.sack_recoveries), (1, 0));

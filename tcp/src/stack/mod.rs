@@ -25,6 +25,7 @@ use crate::cookie::{IsnGenerator, SynCookies, SynOptions};
 use crate::iface::{
     ClosedPortPolicy, Inbound, Interface, InterfaceConfig, InterfaceStats, SendResult, TxQueue,
 };
+use crate::ratelimit::{RateLimit, TokenBucket};
 use crate::seq::SeqNumber;
 use crate::table::{ConnId, ConnTable, FourTuple, InsertError};
 use crate::time::Instant;
@@ -114,6 +115,12 @@ pub struct StackConfig {
     pub port_filter: Option<fn(&FourTuple) -> bool>,
     /// Most replies (RSTs) waiting for `poll_transmit`.
     pub reply_queue_limit: usize,
+    /// RFC 5961 7: challenge ACKs, stack-wide (default 1000/s, randomised, as Linux).
+    pub challenge_ack_limit: RateLimit,
+    /// RSTs and ICMP port-unreachables answering segments no connection or listener
+    /// wants (default 1000/s, bursts of 50, as Linux limits ICMP); the excess is
+    /// dropped and counted in [`StackStats::replies_rate_limited`].
+    pub closed_port_reply_limit: RateLimit,
 }
 
 impl StackConfig {
@@ -136,6 +143,8 @@ impl StackConfig {
             ephemeral_ports: (32_768, 60_999),
             port_filter: None,
             reply_queue_limit: 256,
+            challenge_ack_limit: RateLimit::CHALLENGE_ACK_DEFAULT,
+            closed_port_reply_limit: RateLimit::CLOSED_PORT_REPLY_DEFAULT,
         }
     }
 }
@@ -179,6 +188,9 @@ pub struct StackStats {
     pub opened: u64,
     /// Connections currently in TIME_WAIT.
     pub time_wait: u64,
+    /// Closed-port RSTs / ICMP port-unreachables not sent because of
+    /// [`StackConfig::closed_port_reply_limit`].
+    pub replies_rate_limited: u64,
 }
 
 /// A segment answering a received one, waiting for `poll_transmit`.
@@ -234,6 +246,10 @@ pub struct Stack {
     /// Largest TCP payload the MTU allows (the TCB caps it further by the MSS).
     max_payload: usize,
     expired: Vec<ConnId>,
+    /// RFC 5961 7 challenge ACKs, shared by every connection.
+    challenge: TokenBucket,
+    /// Closed-port RSTs and ICMP port-unreachables.
+    reply_limit: TokenBucket,
 }
 
 impl Stack {
@@ -267,6 +283,8 @@ impl Stack {
             stats: StackStats::default(),
             max_payload: mss.max(536),
             expired: Vec::new(),
+            challenge: TokenBucket::new(cfg.challenge_ack_limit, seed.rotate_left(17)),
+            reply_limit: TokenBucket::new(cfg.closed_port_reply_limit, seed.rotate_left(41)),
             cfg,
         }
     }
@@ -393,7 +411,14 @@ impl Stack {
                 // Only connections the application has heard of are offered payload.
                 let announced = e.flags & F_ANNOUNCED != 0 && e.flags & F_RELEASED == 0;
                 let sink: crate::conn::Sink<'_> = if announced { Some(&mut adapter) } else { None };
-                let reply = e.tcb.on_segment(cfg, now, repr, sink, &mut self.stats.conn);
+                let reply = e.tcb.on_segment(
+                    cfg,
+                    now,
+                    repr,
+                    sink,
+                    &mut self.challenge,
+                    &mut self.stats.conn,
+                );
                 if let Some(r) = reply {
                     self.queue_reply(tuple, r);
                 }
@@ -449,18 +474,31 @@ impl Stack {
         }
     }
 
+    /// Whether a RST or ICMP error answering a segment nobody wants may go out now
+    /// (the closed-port token bucket); counts the ones that may not.
+    fn reply_allowed(&mut self, now: Instant) -> bool {
+        let ok = self.reply_limit.allow(now);
+        self.stats.replies_rate_limited += u64::from(!ok);
+        ok
+    }
+
     fn on_listener(&mut self, now: Instant, tuple: FourTuple, seg: &TcpRepr<'_>) {
         let Some(listener) = self.listeners.get(&tuple.local_port) else {
             self.stats.no_listener += 1;
-            match self.cfg.iface.closed_port {
+            let policy = self.cfg.iface.closed_port;
+            match policy {
                 // RFC 9293 3.10.7.1
                 ClosedPortPolicy::Rst => {
                     if let Some(r) = reset_for(seg) {
-                        self.stats.conn.resets_sent += 1;
-                        self.queue_reply(tuple, r);
+                        if self.reply_allowed(now) {
+                            self.stats.conn.resets_sent += 1;
+                            self.queue_reply(tuple, r);
+                        }
                     }
                 }
-                ClosedPortPolicy::IcmpUnreachable if !seg.flags.rst() => {
+                ClosedPortPolicy::IcmpUnreachable
+                    if !seg.flags.rst() && self.reply_allowed(now) =>
+                {
                     let repr = seg.header();
                     self.push_reply(Reply::Reject(tuple, repr));
                 }
@@ -478,8 +516,10 @@ impl Stack {
             }
             self.stats.syn_cookies_invalid += u64::from(!seg.flags.syn());
             if let Some(r) = reset_for(seg) {
-                self.stats.conn.resets_sent += 1;
-                self.queue_reply(tuple, r);
+                if self.reply_allowed(now) {
+                    self.stats.conn.resets_sent += 1;
+                    self.queue_reply(tuple, r);
+                }
             }
             return;
         }
@@ -593,7 +633,14 @@ impl Stack {
             if !seg.payload.is_empty() || seg.flags.fin() {
                 let cfg = &self.cfg.conn;
                 if let Some(e) = self.table.get_mut(id) {
-                    let _ = e.tcb.on_segment(cfg, now, seg, None, &mut self.stats.conn);
+                    let _ = e.tcb.on_segment(
+                        cfg,
+                        now,
+                        seg,
+                        None,
+                        &mut self.challenge,
+                        &mut self.stats.conn,
+                    );
                 }
             }
             self.sync(id);

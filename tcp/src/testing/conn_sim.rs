@@ -4,6 +4,7 @@
 use super::link::{Link, LinkConfig, LinkStats, Packet};
 use super::{Rng, Stream};
 use crate::conn::{CloseReason, ConnConfig, ConnStats, Counters, OutSegment, State, Tcb};
+use crate::ratelimit::{RateLimit, TokenBucket};
 use crate::seq::SeqNumber;
 use crate::time::Instant;
 use crate::wire::tcp::TcpRepr;
@@ -98,6 +99,8 @@ pub struct ConnSimReport {
 
 struct End {
     tcb: Tcb,
+    /// The stack-wide RFC 5961 challenge-ACK limiter, at its default.
+    challenge: TokenBucket,
     ctr: Counters,
     out: Stream,
     inp: Stream,
@@ -111,6 +114,7 @@ impl End {
     fn new(tcb: Tcb, out: Stream, inp: Stream) -> End {
         End {
             tcb,
+            challenge: TokenBucket::new(RateLimit::CHALLENGE_ACK_DEFAULT, 1),
             ctr: Counters::default(),
             out,
             inp,
@@ -274,10 +278,17 @@ pub fn run(cfg: &ConnSimConfig) -> Result<ConnSimReport, String> {
                         }
                         d.len()
                     };
-                    end.tcb
-                        .on_segment(c, now, &seg, Some(&mut sink), &mut end.ctr)
+                    end.tcb.on_segment(
+                        c,
+                        now,
+                        &seg,
+                        Some(&mut sink),
+                        &mut end.challenge,
+                        &mut end.ctr,
+                    )
                 } else {
-                    end.tcb.on_segment(c, now, &seg, None, &mut end.ctr)
+                    end.tcb
+                        .on_segment(c, now, &seg, None, &mut end.challenge, &mut end.ctr)
                 };
                 if let Some(h) = reply {
                     // RSTs in reply go back on the other link.
