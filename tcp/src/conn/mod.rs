@@ -1,10 +1,13 @@
 //! The per-connection transmission control block (TCB) and the RFC 9293 state machine.
 //!
 //! A [`Tcb`] knows nothing about addresses, frames or other connections: the stack
-//! looks it up by 4-tuple, feeds it [`Segment`]s with [`Tcb::on_segment`], asks it for
-//! segments to send with [`Tcb::dispatch`], and drives its timers with
-//! [`Tcb::poll_timeout`] / [`Tcb::handle_timeout`]. Buffers are allocated lazily, so
-//! an idle connection costs only the TCB itself.
+//! looks it up by 4-tuple, feeds it the parsed wire segments ([`TcpRepr`], payload
+//! borrowed from the frame) with [`Tcb::on_segment`], asks it for segments to send with
+//! [`Tcb::dispatch`] / [`Tcb::dispatch_header`] ([`OutSegment`]), and drives its timers
+//! with [`Tcb::poll_timeout`] / [`Tcb::handle_timeout`]. Send and receive data live in
+//! [`RingBuffer`]s (out-of-order bytes in the receive ring's free space, tracked by an
+//! [`Assembler`]); they are allocated lazily and freed when drained, so an idle
+//! connection costs only the TCB itself.
 
 mod input;
 mod output;
