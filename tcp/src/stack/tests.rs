@@ -168,28 +168,31 @@ fn stack_closed_port_policy_icmp_sends_port_unreachable() {
     assert_eq!(a.counters().icmp_errors, 1);
 }
 
-fn limited(policy: ClosedPortPolicy) -> impl FnOnce(&mut StackConfig) {
-    move |c: &mut StackConfig| {
+/// `a` connects to five closed ports of `b`, whose closed-port replies (by `policy`)
+/// are limited to a burst of 2 and 1 per second.
+fn five_syns_to_closed_ports(policy: ClosedPortPolicy) -> (Stack, Stack) {
+    let mut a = mk(A, 1, |_| {});
+    let mut b = mk(B, 2, |c| {
         c.iface.closed_port = policy;
         c.closed_port_reply_limit = RateLimit {
             per_sec: 1,
             burst: 2,
             randomize: false,
         };
-    }
-}
-
-#[test]
-fn stack_closed_port_rsts_beyond_reply_limit_dropped_and_counted() {
-    let mut a = mk(A, 1, |_| {});
-    let mut b = mk(B, 2, limited(ClosedPortPolicy::Rst));
+    });
     for port in 81..86 {
         a.connect(t(0), B, port).unwrap();
     }
     exchange(&mut a, &mut b, t(0));
     assert_eq!(b.counters().no_listener, 5);
-    assert_eq!(b.counters().conn.resets_sent, 2);
     assert_eq!(b.counters().replies_rate_limited, 3);
+    (a, b)
+}
+
+#[test]
+fn stack_closed_port_rsts_beyond_reply_limit_dropped_and_counted() {
+    let (mut a, mut b) = five_syns_to_closed_ports(ClosedPortPolicy::Rst);
+    assert_eq!(b.counters().conn.resets_sent, 2);
     let resets = events(&mut a)
         .iter()
         .filter(|e| matches!(e, Event::Reset(_)))
@@ -203,14 +206,8 @@ fn stack_closed_port_rsts_beyond_reply_limit_dropped_and_counted() {
 
 #[test]
 fn stack_closed_port_icmp_beyond_reply_limit_dropped_and_counted() {
-    let mut a = mk(A, 1, |_| {});
-    let mut b = mk(B, 2, limited(ClosedPortPolicy::IcmpUnreachable));
-    for port in 81..86 {
-        a.connect(t(0), B, port).unwrap();
-    }
-    exchange(&mut a, &mut b, t(0));
+    let (_, b) = five_syns_to_closed_ports(ClosedPortPolicy::IcmpUnreachable);
     assert_eq!(b.iface_stats().icmp_unreachable_tx, 2);
-    assert_eq!(b.counters().replies_rate_limited, 3);
 }
 
 #[test]
