@@ -824,6 +824,29 @@ mod tests {
     }
 
     #[test]
+    fn repr_seq_len_flags_and_header_for_the_state_machine() {
+        let data = [1u8, 2, 3];
+        let r = TcpRepr {
+            flags: TcpFlags::FIN | TcpFlags::ACK | TcpFlags::ECE,
+            payload: &data,
+            ..syn()
+        };
+        // SEG.LEN counts FIN; ECE does not hide the RFC 9293 bits.
+        assert_eq!(r.seq_len(), 4);
+        assert!(r.flags.fin() && r.flags.ack() && !r.flags.syn() && !r.flags.rst());
+        assert_eq!(syn().seq_len(), 1);
+        let h = r.header();
+        assert!(h.payload.is_empty());
+        assert_eq!(
+            TcpRepr {
+                payload: &data,
+                ..h
+            },
+            r
+        );
+    }
+
+    #[test]
     fn repr_syn_emit_parse_roundtrips() {
         let r = syn();
         let mut buf = [0u8; 64];
