@@ -636,30 +636,38 @@ impl Tcb {
         }
     }
 
-    /// Merges the peer's SACK blocks into the scoreboard (RFC 6675 4 Update()).
-    fn update_scoreboard(&mut self, seg: &TcpRepr<'_>) {
-        let mut runs: Vec<(SeqNumber, SeqNumber)> =
-            self.sacked.iter().map(|b| (b.left, b.right)).collect();
-        for &SackBlock { left: l, right: r } in seg.options.sack_blocks.iter() {
+    /// Merges the peer's SACK blocks into the scoreboard (RFC 6675 4 Update()), without
+    /// allocating: at most four held plus four received ranges.
+    pub(super) fn update_scoreboard(&mut self, seg: &TcpRepr<'_>) {
+        let mut runs = [SackBlock::default(); 2 * SackBlocks::CAPACITY];
+        let mut n = 0;
+        for b in self.sacked.iter().chain(seg.options.sack_blocks.iter()) {
             // RFC 5961-style sanity: ignore blocks outside what we sent.
-            if l >= r || l < self.snd_una || r > self.snd_max {
+            if b.left >= b.right || b.left < self.snd_una || b.right > self.snd_max {
                 continue;
             }
-            runs.push((l, r));
+            if let Some(slot) = runs.get_mut(n) {
+                *slot = *b;
+                n += 1;
+            }
         }
-        runs.sort_by_key(|r| r.0);
-        let mut merged: Vec<(SeqNumber, SeqNumber)> = Vec::with_capacity(runs.len());
-        for (l, r) in runs {
-            match merged.last_mut() {
-                Some(last) if l <= last.1 => last.1 = last.1.max(r),
-                _ => merged.push((l, r)),
+        let runs = &mut runs[..n];
+        runs.sort_unstable_by_key(|b| b.left);
+        // Merge overlapping or touching ranges in place.
+        let mut merged = 0usize;
+        for i in 0..runs.len() {
+            let b = runs[i];
+            if merged > 0 && b.left <= runs[merged - 1].right {
+                runs[merged - 1].right = runs[merged - 1].right.max(b.right);
+            } else {
+                runs[merged] = b;
+                merged += 1;
             }
         }
         let mut list = SackBlocks::default();
         // Keep the highest ranges if there are too many: they bound the holes.
-        let skip = merged.len().saturating_sub(4);
-        for (l, r) in merged.into_iter().skip(skip) {
-            list.push(SackBlock { left: l, right: r });
+        for b in &runs[merged.saturating_sub(SackBlocks::CAPACITY)..merged] {
+            list.push(*b);
         }
         self.sacked = list;
     }

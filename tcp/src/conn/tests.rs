@@ -1318,6 +1318,37 @@ fn established_dupacks_without_sack_count_fast_retransmit_not_sack_recovery() {
 }
 
 #[test]
+fn established_sack_blocks_merged_highest_kept_bogus_ignored() {
+    let c = cfg();
+    let (mut a, _b) = established(&c);
+    let m = u32::from(a.mss);
+    let una = a.snd_una;
+    let at = |k: u32| una + k * m;
+    a.snd_max = at(20);
+    let blk = |l: u32, r: u32| SackBlock {
+        left: at(l),
+        right: at(r),
+    };
+    let mut ack = seg(ISS_B + 1, una.0, TcpFlags::ACK);
+    for b in [blk(2, 3), blk(3, 4), blk(6, 7), blk(25, 26)] {
+        ack.options.sack_blocks.push(b);
+    }
+    a.update_scoreboard(&ack);
+    // [2,3) and [3,4) touch: merged. [25,26) is beyond SND.MAX: ignored.
+    assert_eq!(a.sacked.as_slice(), &[blk(2, 4), blk(6, 7)]);
+    let mut ack = seg(ISS_B + 1, una.0, TcpFlags::ACK);
+    for b in [blk(8, 9), blk(10, 11), blk(12, 13), blk(5, 6)] {
+        ack.options.sack_blocks.push(b);
+    }
+    a.update_scoreboard(&ack);
+    // Five ranges ([5,6) and [6,7) merge): the four highest are kept.
+    assert_eq!(
+        a.sacked.as_slice(),
+        &[blk(5, 7), blk(8, 9), blk(10, 11), blk(12, 13)]
+    );
+}
+
+#[test]
 fn established_sack_scoreboard_pipe_counts_per_rfc6675() {
     let c = cfg();
     let (mut a, _b) = established(&c);
