@@ -83,6 +83,20 @@ fn feed(t: &mut Tcb, c: &ConnConfig, now: Instant, s: &TcpRepr<'_>) -> Option<Ou
     t.on_segment(c, now, s, None, &mut unlimited(), &mut ctr)
 }
 
+/// Feeds `s` with a zero-copy sink that consumes at most `take` bytes of what it is
+/// offered; returns what the sink consumed.
+fn feed_sink(t: &mut Tcb, c: &ConnConfig, s: &TcpRepr<'_>, take: usize) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut sink = |d: &[u8]| {
+        let k = take.min(d.len());
+        seen.extend_from_slice(&d[..k]);
+        k
+    };
+    let mut ctr = Counters::default();
+    t.on_segment(c, t0(), s, Some(&mut sink), &mut unlimited(), &mut ctr);
+    seen
+}
+
 fn feed_ctr(
     t: &mut Tcb,
     c: &ConnConfig,
@@ -557,20 +571,7 @@ fn established_data_delivered_and_acked() {
 fn established_zero_copy_sink_consumes_in_place() {
     let c = cfg();
     let mut t = server_plain(&c);
-    let mut seen = Vec::new();
-    let mut sink = |d: &[u8]| {
-        seen.extend_from_slice(&d[..3]);
-        3
-    };
-    let mut ctr = Counters::default();
-    t.on_segment(
-        &c,
-        t0(),
-        &data(ISS_A + 1, ISS_B + 1, b"abcdef"),
-        Some(&mut sink),
-        &mut unlimited(),
-        &mut ctr,
-    );
+    let seen = feed_sink(&mut t, &c, &data(ISS_A + 1, ISS_B + 1, b"abcdef"), 3);
     assert_eq!(seen, b"abc");
     assert_eq!(read_all(&mut t, &c), b"def");
     assert_eq!(t.rcv_nxt(), SeqNumber(ISS_A + 7));
@@ -604,20 +605,7 @@ fn established_sink_consumes_in_order_data_out_of_order_bytes_kept() {
     let mut t = server_plain(&c);
     feed(&mut t, &c, t0(), &data(ISS_A + 7, ISS_B + 1, b"ghi"));
     feed(&mut t, &c, t0(), &data(ISS_A + 4, ISS_B + 1, b"def"));
-    let mut seen = Vec::new();
-    let mut sink = |d: &[u8]| {
-        seen.extend_from_slice(&d[..2]);
-        2
-    };
-    let mut ctr = Counters::default();
-    t.on_segment(
-        &c,
-        t0(),
-        &data(ISS_A + 1, ISS_B + 1, b"abc"),
-        Some(&mut sink),
-        &mut unlimited(),
-        &mut ctr,
-    );
+    let seen = feed_sink(&mut t, &c, &data(ISS_A + 1, ISS_B + 1, b"abc"), 2);
     assert_eq!(seen, b"ab");
     assert_eq!(t.rcv_nxt(), SeqNumber(ISS_A + 10));
     assert_eq!(read_all(&mut t, &c), b"cdefghi");
