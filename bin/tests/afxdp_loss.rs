@@ -1,7 +1,8 @@
 //! Root lab test: 5 % loss both ways (nftables in the peer namespace; AF_XDP takes frames
 //! before netfilter on the stack's side), 64 MiB each way byte-exact through tcp-echo,
-//! then again with the peer's SACK and timestamps off. The stack's retransmission counter
-//! (logged by each worker at stop) shows the recovery.
+//! then again with the peer's SACK and timestamps off. The stack's counters (logged by
+//! each worker at stop) show the recovery: retransmissions in both runs, RFC 6675 SACK
+//! recoveries when the peer has SACK on and none when it is off.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/lab.rs"]
@@ -88,8 +89,22 @@ fn lossy_echo(peer_sack_and_ts: bool) {
     assert_eq!(got, sent, "echo differs");
     let log = sluice.stop();
     let retransmits = Sluice::log_sum(&log, "retransmits");
-    println!("5% loss, peer SACK/TS {peer_sack_and_ts}: stack retransmits {retransmits}");
+    let fast = Sluice::log_sum(&log, "fast_retransmits");
+    let sack = Sluice::log_sum(&log, "sack_recoveries");
+    println!(
+        "5% loss, peer SACK/TS {peer_sack_and_ts}: stack retransmits {retransmits}, \
+         fast retransmits {fast}, SACK recoveries {sack}"
+    );
     assert!(retransmits > 0, "no retransmissions logged: {log}");
+    assert!(fast > 0, "no fast retransmit logged: {log}");
+    if peer_sack_and_ts {
+        assert!(
+            sack > 0,
+            "SACK negotiated but no SACK recovery logged: {log}"
+        );
+    } else {
+        assert_eq!(sack, 0, "SACK recovery without SACK: {log}");
+    }
 }
 
 #[test]

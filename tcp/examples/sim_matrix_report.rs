@@ -6,15 +6,9 @@
 
 use std::time::Duration;
 use tcp::conn::{Algorithm, ConnConfig};
+use tcp::testing::env_u64;
 use tcp::testing::stack_sim::{run, StackSimConfig};
 use tcp::testing::LinkConfig;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let bytes = env_u64("SLUICE_SIM_BYTES", 4 << 20);

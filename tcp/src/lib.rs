@@ -7,11 +7,12 @@
 //! - [`wire`]: zero-copy checked views and `Repr`s for Ethernet, ARP, IPv4, ICMPv4, TCP.
 //! - [`seq`], [`time`]: sequence-number arithmetic and the caller-supplied clock.
 //! - [`timer`]: the hierarchical timer wheel holding every per-connection timer.
-//! - [`storage`]: a lazily allocated byte ring and a bounded out-of-order assembler
-//!   (not yet used by [`conn`], which has its own buffers: to be unified).
+//! - [`storage`]: the lazily allocated byte ring and the bounded out-of-order assembler
+//!   that hold each connection's send and receive data.
 //! - [`cc`]: RTT estimation (RFC 6298) and congestion control (NewReno, CUBIC).
 //! - [`cookie`]: RFC 6528 initial sequence numbers and SYN cookies.
 //! - [`table`]: the per-core connection table keyed by 4-tuple.
+//! - [`ratelimit`]: token buckets for challenge ACKs and closed-port replies.
 //! - [`conn`]: the per-connection RFC 9293 state machine (TCB), SACK, flow control.
 //! - [`iface`]: the per-core L2/L3 interface: Ethernet, ARP cache and responder, ICMP echo,
 //!   IPv4, closed-port policy, and the `TxQueue` trait frames are built into.
@@ -23,6 +24,7 @@ pub mod cc;
 pub mod conn;
 pub mod cookie;
 pub mod iface;
+pub mod ratelimit;
 pub mod seq;
 pub mod stack;
 pub mod storage;

@@ -6,14 +6,8 @@
 use std::time::Duration;
 use tcp::conn::{Algorithm, ConnConfig};
 use tcp::testing::conn_sim::{run, ConnSimConfig};
+use tcp::testing::env_u64;
 use tcp::testing::LinkConfig;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn cell(loss: f64, reorder: bool, alg: Algorithm, sack: bool, seed: u64, bytes: u64) {
     let cfg = ConnSimConfig {

@@ -5,15 +5,9 @@
 
 use std::time::Duration;
 use tcp::conn::{Algorithm, ConnConfig};
+use tcp::testing::env_u64;
 use tcp::testing::stack_sim::{run, StackSimConfig};
 use tcp::testing::LinkConfig;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn cell(loss: f64, reorder: bool, alg: Algorithm, sack: bool, seed: u64, bytes: u64) {
     let cfg = StackSimConfig {
@@ -36,8 +30,24 @@ fn cell(loss: f64, reorder: bool, alg: Algorithm, sack: bool, seed: u64, bytes: 
         seed,
         ..StackSimConfig::default()
     };
-    if let Err(e) = run(&cfg) {
-        panic!("loss {loss} reorder {reorder} {alg:?} sack {sack} seed {seed}: {e}");
+    let report = match run(&cfg) {
+        Ok(r) => r,
+        Err(e) => panic!("loss {loss} reorder {reorder} {alg:?} sack {sack} seed {seed}: {e}"),
+    };
+    // Both stacks send 4 MiB: with loss, recovery must have been SACK-driven exactly
+    // when SACK was negotiated.
+    let (a, b) = (&report.a.conn, &report.b.conn);
+    let sack_recoveries = a.sack_recoveries + b.sack_recoveries;
+    let fast = a.fast_retransmits + b.fast_retransmits;
+    let cell = format!("loss {loss} reorder {reorder} {alg:?} sack {sack} seed {seed}");
+    assert!(
+        sack_recoveries <= fast,
+        "{cell}: {sack_recoveries} > {fast}"
+    );
+    if !sack {
+        assert_eq!(sack_recoveries, 0, "{cell}: SACK recovery without SACK");
+    } else if loss >= 0.01 && bytes >= 1 << 20 {
+        assert!(sack_recoveries > 0, "{cell}: no SACK recovery");
     }
 }
 

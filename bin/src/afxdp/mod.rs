@@ -375,6 +375,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                     segments_in = s.segments_in,
                     segments_out = s.segments_out,
                     retransmits = s.conn.retransmits,
+                    fast_retransmits = s.conn.fast_retransmits,
+                    sack_recoveries = s.conn.sack_recoveries,
                     opened = s.opened,
                     time_wait = s.time_wait,
                     rx_frames = exit.stats.rx_frames,

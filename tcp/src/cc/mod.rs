@@ -1,6 +1,6 @@
 //! RTT estimation and congestion control.
 //!
-//! - [`rtt::RttEstimator`]: RFC 6298 SRTT/RTTVAR/RTO with backoff.
+//! - [`Rtt`]: RFC 6298 SRTT/RTTVAR/RTO (12 bytes per connection).
 //! - [`CongestionControl`]: the hooks a connection calls; implemented by
 //!   [`NewReno`] (RFC 5681 + RFC 6582) and [`Cubic`] (RFC 9438, the default), and by the
 //!   [`Congestion`] enum, which the connection holds so calls dispatch statically.
@@ -33,7 +33,7 @@ pub mod rtt;
 
 pub use cubic::Cubic;
 pub use newreno::NewReno;
-pub use rtt::{RttConfig, RttEstimator};
+pub use rtt::Rtt;
 
 /// Which congestion control algorithm a connection uses (configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

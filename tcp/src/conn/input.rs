@@ -4,6 +4,10 @@
 use super::*;
 use crate::cc::CongestionControl;
 
+/// RFC 7323 5.5: TS.Recent is invalid after the connection was idle this long
+/// (24 days, under the 2^31 ms it takes a 1 ms timestamp clock to wrap halfway).
+const TS_RECENT_MAX_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
+
 /// Zero-copy receive hook: offered in-order payload straight from the frame, returns
 /// how many bytes the application consumed.
 pub type Sink<'s> = Option<&'s mut dyn FnMut(&[u8]) -> usize>;
@@ -15,12 +19,14 @@ impl Tcb {
     ///
     /// `sink`, if given, is offered in-order payload before it is copied into the
     /// receive buffer (only while that buffer is empty, so order is kept).
+    /// `challenge` is the stack-wide RFC 5961 7 challenge-ACK limiter.
     pub fn on_segment(
         &mut self,
         cfg: &ConnConfig,
         now: Instant,
-        seg: &Segment<'_>,
+        seg: &TcpRepr<'_>,
         sink: Sink<'_>,
+        challenge: &mut TokenBucket,
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
         match self.state {
@@ -32,7 +38,7 @@ impl Tcb {
             }
             State::Listen => self.on_listen(cfg, now, seg, ctr),
             State::SynSent => self.on_syn_sent(cfg, now, seg, ctr),
-            _ => self.on_synchronized(cfg, now, seg, sink, ctr),
+            _ => self.on_synchronized(cfg, now, seg, sink, challenge, ctr),
         }
     }
 
@@ -41,7 +47,7 @@ impl Tcb {
         &mut self,
         cfg: &ConnConfig,
         now: Instant,
-        seg: &Segment<'_>,
+        seg: &TcpRepr<'_>,
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
         if seg.flags.rst() {
@@ -76,7 +82,7 @@ impl Tcb {
     }
 
     /// Option negotiation from the peer's SYN (RFC 9293 3.7.1, RFC 7323, RFC 2018).
-    fn negotiate(&mut self, cfg: &ConnConfig, seg: &Segment<'_>) {
+    fn negotiate(&mut self, cfg: &ConnConfig, seg: &TcpRepr<'_>) {
         // RFC 9293 3.7.1: without an MSS option assume 536 (IPv4).
         let peer_mss = seg.options.mss.unwrap_or(536);
         self.mss = peer_mss.min(cfg.mss).max(64);
@@ -109,7 +115,7 @@ impl Tcb {
         &mut self,
         cfg: &ConnConfig,
         now: Instant,
-        seg: &Segment<'_>,
+        seg: &TcpRepr<'_>,
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
         let mut ack_ok = false;
@@ -176,7 +182,7 @@ impl Tcb {
         None
     }
 
-    fn rtt_sample_syn(&mut self, cfg: &ConnConfig, now: Instant, seg: &Segment<'_>) {
+    fn rtt_sample_syn(&mut self, cfg: &ConnConfig, now: Instant, seg: &TcpRepr<'_>) {
         // Karn: only a SYN that was not retransmitted gives a sample.
         if self.retries == 0 {
             if let Some((_, sent)) = self.rtt_probe.take() {
@@ -203,9 +209,9 @@ impl Tcb {
     }
 
     /// RFC 9293 3.10.7.4 first check: the segment acceptability table.
-    pub(super) fn acceptable(&self, seg: &Segment<'_>) -> bool {
+    pub(super) fn acceptable(&self, seg: &TcpRepr<'_>) -> bool {
         let wnd = self.rcv_wnd();
-        let len = seg.len();
+        let len = seg.seq_len();
         match (len, wnd) {
             (0, 0) => seg.seq == self.rcv_nxt,
             (0, _) => seg.seq.in_window(self.rcv_nxt, wnd),
@@ -217,14 +223,9 @@ impl Tcb {
         }
     }
 
-    /// RFC 5961 7: challenge ACKs are rate limited.
-    fn challenge_ack(&mut self, cfg: &ConnConfig, now: Instant, ctr: &mut Counters) {
-        if now.saturating_since(self.challenge_epoch) >= Duration::from_secs(1) {
-            self.challenge_epoch = now;
-            self.challenge_count = 0;
-        }
-        if self.challenge_count < cfg.challenge_ack_limit {
-            self.challenge_count += 1;
+    /// RFC 5961 7: challenge ACKs are rate limited (stack-wide, like Linux).
+    fn challenge_ack(&mut self, now: Instant, challenge: &mut TokenBucket, ctr: &mut Counters) {
+        if challenge.allow(now) {
             self.pending |= P_ACK;
             ctr.challenge_acks += 1;
         } else {
@@ -237,8 +238,9 @@ impl Tcb {
         &mut self,
         cfg: &ConnConfig,
         now: Instant,
-        seg: &Segment<'_>,
+        seg: &TcpRepr<'_>,
         sink: Sink<'_>,
+        challenge: &mut TokenBucket,
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
         // RFC 7323 5.3 (PAWS), before the sequence check: R1) if TSval < TS.Recent the
@@ -246,9 +248,17 @@ impl Tcb {
         if self.ts_on && !seg.flags.rst() && self.state != State::SynReceived {
             if let Some(ts) = seg.options.timestamps {
                 if (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
-                    ctr.unacceptable += 1;
-                    self.pending |= P_ACK;
-                    return None;
+                    // RFC 7323 5.5: after more than 24 days idle the peer's clock may
+                    // have wrapped past TS.Recent: it is invalid, so the segment is not
+                    // judged by it (R3 below then takes the new value).
+                    if now.saturating_since(self.last_recv) > TS_RECENT_MAX_IDLE {
+                        ctr.ts_recent_expired += 1;
+                        self.ts_recent = ts.tsval;
+                    } else {
+                        ctr.unacceptable += 1;
+                        self.pending |= P_ACK;
+                        return None;
+                    }
                 }
             }
         }
@@ -283,7 +293,7 @@ impl Tcb {
                 // RFC 9293 3.10.7.4 TIME-WAIT: a retransmitted FIN restarts 2 MSL.
                 if self.state == State::TimeWait
                     && seg.flags.fin()
-                    && seg.seq + seg.len() == self.rcv_nxt
+                    && seg.seq + seg.seq_len() == self.rcv_nxt
                 {
                     self.close_at = Some(now + cfg.msl * 2);
                 }
@@ -295,7 +305,7 @@ impl Tcb {
         if seg.flags.rst() {
             if seg.seq != self.rcv_nxt {
                 // In window but not exact: challenge ACK.
-                self.challenge_ack(cfg, now, ctr);
+                self.challenge_ack(now, challenge, ctr);
                 return None;
             }
             ctr.resets_received += 1;
@@ -327,7 +337,7 @@ impl Tcb {
                 return None;
             }
             // RFC 5961 4.2: any SYN in a synchronized state gets a challenge ACK.
-            self.challenge_ack(cfg, now, ctr);
+            self.challenge_ack(now, challenge, ctr);
             return None;
         }
 
@@ -481,11 +491,11 @@ impl Tcb {
         &mut self,
         cfg: &ConnConfig,
         now: Instant,
-        seg: &Segment<'_>,
+        seg: &TcpRepr<'_>,
         ctr: &mut Counters,
     ) {
         let wnd = u32::from(seg.window) << self.snd_wscale;
-        if self.sack_on && !seg.options.sack.is_empty() {
+        if self.sack_on && !seg.options.sack_blocks.is_empty() {
             self.update_scoreboard(seg);
         }
         if seg.ack > self.snd_una {
@@ -498,13 +508,11 @@ impl Tcb {
             let data_acked = seg.ack.distance(self.snd_buf_seq).max(0) as usize;
             let data_acked = data_acked.min(self.snd_buf.len());
             if data_acked > 0 {
-                self.snd_buf.drain(..data_acked);
+                self.snd_buf.dequeue_allocated(data_acked);
                 self.snd_buf_seq += data_acked;
                 self.bytes_out += data_acked as u64;
                 self.add_event(Events::WRITABLE);
-                if self.snd_buf.is_empty() {
-                    self.snd_buf = VecDeque::new();
-                }
+                self.snd_buf.release_if_empty();
             }
             self.trim_scoreboard();
             // RTT measurement (RFC 7323 4 RTTM, else one timed segment, Karn).
@@ -546,11 +554,17 @@ impl Tcb {
                     let flight = self.flight();
                     self.cc.on_recovery_exit(now, flight);
                     self.dupacks = 0;
-                } else {
-                    // Partial acknowledgment: retransmit the next hole, deflate.
+                } else if !self.sack_on {
+                    // RFC 6582 3.2 step 5: partial acknowledgment, retransmit the first
+                    // unacknowledged segment and deflate.
                     self.pending |= P_RTX;
                     self.cc.on_partial_ack(acked);
+                } else if self.sacked.is_empty() {
+                    // SACK recovery without SACK information: the next segment is the
+                    // only candidate (RFC 6675 NextSeg() has nothing to go on).
+                    self.pending |= P_RTX;
                 }
+                // Otherwise RFC 6675 5 (C): `dispatch` sends what `pipe` allows.
             } else {
                 self.dupacks = 0;
                 let before =
@@ -566,11 +580,12 @@ impl Tcb {
             // RFC 5681 2: a duplicate acknowledgment.
             self.dupacks = self.dupacks.saturating_add(1);
             if self.in_recovery {
-                // RFC 5681 3.2 step 4: inflate.
-                self.cc.on_dup_acks_in_recovery(1);
-                if self.sack_on {
-                    self.pending |= P_RTX;
+                if !self.sack_on {
+                    // RFC 5681 3.2 step 4: inflate.
+                    self.cc.on_dup_acks_in_recovery(1);
                 }
+                // With SACK (RFC 6675 5 (C)) the updated scoreboard and `pipe` decide
+                // what `dispatch` sends; cwnd is not inflated.
             } else if self.dupacks >= 3 || (self.sack_on && self.sacked_bytes() > 3 * self.cc.mss())
             {
                 self.enter_recovery(now, ctr);
@@ -602,38 +617,57 @@ impl Tcb {
         let flight = self.snd_max.distance(self.snd_una).max(0) as u32;
         // RFC 5681 3.2 step 2 (ssthresh, cwnd = ssthresh) and step 3 (+3 SMSS).
         self.cc.on_congestion_event(now, flight);
-        self.cc.on_dup_acks_in_recovery(3);
+        if !self.sack_on {
+            // RFC 5681 3.2 step 3 (NewReno): cwnd = ssthresh + 3*SMSS. RFC 6675 does
+            // not inflate: `pipe` counts what has left the network instead.
+            self.cc.on_dup_acks_in_recovery(3);
+        }
         self.in_recovery = true;
         self.recover = self.snd_max;
         self.high_rxt = self.snd_una;
+        // RFC 5681 3.2 step 2 / RFC 6675 5 (4.3): retransmit the first segment at once.
         self.pending |= P_RTX;
         self.rtt_probe = None;
-        let _ = ctr;
+        self.fast_retransmits = self.fast_retransmits.saturating_add(1);
+        ctr.fast_retransmits += 1;
+        if self.sack_on {
+            self.sack_recoveries = self.sack_recoveries.saturating_add(1);
+            ctr.sack_recoveries += 1;
+        }
     }
 
-    /// Merges the peer's SACK blocks into the scoreboard (RFC 6675 4 Update()).
-    fn update_scoreboard(&mut self, seg: &Segment<'_>) {
-        let mut runs: Vec<(SeqNumber, SeqNumber)> = self.sacked.as_slice().to_vec();
-        for &(l, r) in seg.options.sack.as_slice() {
+    /// Merges the peer's SACK blocks into the scoreboard (RFC 6675 4 Update()), without
+    /// allocating: at most four held plus four received ranges.
+    pub(super) fn update_scoreboard(&mut self, seg: &TcpRepr<'_>) {
+        let mut runs = [SackBlock::default(); 2 * SackBlocks::CAPACITY];
+        let mut n = 0;
+        for b in self.sacked.iter().chain(seg.options.sack_blocks.iter()) {
             // RFC 5961-style sanity: ignore blocks outside what we sent.
-            if l >= r || l < self.snd_una || r > self.snd_max {
+            if b.left >= b.right || b.left < self.snd_una || b.right > self.snd_max {
                 continue;
             }
-            runs.push((l, r));
-        }
-        runs.sort_by_key(|r| r.0);
-        let mut merged: Vec<(SeqNumber, SeqNumber)> = Vec::with_capacity(runs.len());
-        for (l, r) in runs {
-            match merged.last_mut() {
-                Some(last) if l <= last.1 => last.1 = last.1.max(r),
-                _ => merged.push((l, r)),
+            if let Some(slot) = runs.get_mut(n) {
+                *slot = *b;
+                n += 1;
             }
         }
-        let mut list = SackList::default();
+        let runs = &mut runs[..n];
+        runs.sort_unstable_by_key(|b| b.left);
+        // Merge overlapping or touching ranges in place.
+        let mut merged = 0usize;
+        for i in 0..runs.len() {
+            let b = runs[i];
+            if merged > 0 && b.left <= runs[merged - 1].right {
+                runs[merged - 1].right = runs[merged - 1].right.max(b.right);
+            } else {
+                runs[merged] = b;
+                merged += 1;
+            }
+        }
+        let mut list = SackBlocks::default();
         // Keep the highest ranges if there are too many: they bound the holes.
-        let skip = merged.len().saturating_sub(4);
-        for (l, r) in merged.into_iter().skip(skip) {
-            list.push(l, r);
+        for b in &runs[merged.saturating_sub(SackBlocks::CAPACITY)..merged] {
+            list.push(*b);
         }
         self.sacked = list;
     }
@@ -642,10 +676,13 @@ impl Tcb {
         if self.sacked.is_empty() {
             return;
         }
-        let mut list = SackList::default();
-        for &(l, r) in self.sacked.as_slice() {
+        let mut list = SackBlocks::default();
+        for &SackBlock { left: l, right: r } in self.sacked.iter() {
             if r > self.snd_una {
-                list.push(l.max(self.snd_una), r);
+                list.push(SackBlock {
+                    left: l.max(self.snd_una),
+                    right: r,
+                });
             }
         }
         self.sacked = list;
@@ -657,7 +694,7 @@ impl Tcb {
         &mut self,
         cfg: &ConnConfig,
         now: Instant,
-        seg: &Segment<'_>,
+        seg: &TcpRepr<'_>,
         sink: Sink<'_>,
         ctr: &mut Counters,
     ) -> bool {
@@ -698,8 +735,14 @@ impl Tcb {
         if seq != self.rcv_nxt {
             // Out of order: keep it, quick-ACK (RFC 5681 4.2: immediately ACK an
             // out-of-order segment).
-            if !data.is_empty() && !self.ooo.insert(seq, data) {
-                ctr.ooo_dropped += 1;
+            if !data.is_empty() {
+                // The bytes go into the receive buffer's free space at their offset;
+                // the assembler remembers which ranges are there (bounded holes).
+                let off = seq.distance(self.rcv_nxt) as usize;
+                let n = self.rcv_buf.write_unallocated(off, data);
+                if self.ooo.add(off as u32, n as u32).is_err() {
+                    ctr.ooo_dropped += 1;
+                }
             }
             if fin {
                 self.ooo_fin = Some(seq + data.len());
@@ -709,16 +752,22 @@ impl Tcb {
         }
         let had_holes = !self.ooo.is_empty();
         if !data.is_empty() {
-            self.deliver(cfg, data, sink);
+            self.deliver(data, sink);
             let n = data.len();
             self.rcv_nxt += n;
             self.bytes_in += n as u64;
             self.rcv_unacked += n as u32;
-            while let Some(more) = self.ooo.pop_contiguous(self.rcv_nxt) {
-                let k = more.len();
-                self.push_rcv(cfg, &more);
-                self.rcv_nxt += k;
-                self.bytes_in += k as u64;
+            if had_holes {
+                // Out-of-order bytes that now continue the stream are already in
+                // place: make them readable.
+                self.ooo.advance(n as u32);
+                let k = self.ooo.remove_front();
+                if k > 0 {
+                    self.rcv_buf.enqueue_unallocated(k);
+                    self.rcv_nxt += k;
+                    self.bytes_in += k as u64;
+                    self.add_event(Events::READABLE);
+                }
             }
             if self.ooo_fin == Some(self.rcv_nxt) {
                 fin = true;
@@ -738,27 +787,27 @@ impl Tcb {
         fin
     }
 
-    /// Hands in-order bytes to the zero-copy sink first, buffers the rest.
-    fn deliver(&mut self, cfg: &ConnConfig, data: &[u8], sink: Sink<'_>) {
+    /// Hands in-order bytes (at RCV.NXT, within the window) to the zero-copy sink
+    /// first, buffers the rest.
+    fn deliver(&mut self, data: &[u8], sink: Sink<'_>) {
         let mut rest = data;
         if self.rcv_buf.is_empty() {
             if let Some(f) = sink {
                 let k = f(rest).min(rest.len());
                 rest = &rest[k..];
+                if k > 0 && !self.ooo.is_empty() {
+                    // Consumed straight from the frame: step over those positions so
+                    // the out-of-order bytes stay at their offsets.
+                    self.rcv_buf.enqueue_unallocated(k);
+                    self.rcv_buf.dequeue_allocated(k);
+                }
             }
         }
         if !rest.is_empty() {
-            self.push_rcv(cfg, rest);
+            let n = self.rcv_buf.enqueue_slice(rest);
+            debug_assert_eq!(n, rest.len(), "in-window data fits the receive buffer");
+            self.add_event(Events::READABLE);
         }
-    }
-
-    fn push_rcv(&mut self, cfg: &ConnConfig, data: &[u8]) {
-        if self.rcv_buf.capacity() == 0 {
-            self.rcv_buf
-                .reserve_exact(cfg.rcv_buf.min(64 * 1024).max(data.len()));
-        }
-        self.rcv_buf.extend(data);
-        self.add_event(Events::READABLE);
     }
 }
 

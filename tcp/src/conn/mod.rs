@@ -1,33 +1,34 @@
 //! The per-connection transmission control block (TCB) and the RFC 9293 state machine.
 //!
 //! A [`Tcb`] knows nothing about addresses, frames or other connections: the stack
-//! looks it up by 4-tuple, feeds it [`Segment`]s with [`Tcb::on_segment`], asks it for
-//! segments to send with [`Tcb::dispatch`], and drives its timers with
-//! [`Tcb::poll_timeout`] / [`Tcb::handle_timeout`]. Buffers are allocated lazily, so
-//! an idle connection costs only the TCB itself.
+//! looks it up by 4-tuple, feeds it the parsed wire segments ([`TcpRepr`], payload
+//! borrowed from the frame) with [`Tcb::on_segment`], asks it for segments to send with
+//! [`Tcb::dispatch`] / [`Tcb::dispatch_header`] ([`OutSegment`]), and drives its timers
+//! with [`Tcb::poll_timeout`] / [`Tcb::handle_timeout`]. Send and receive data live in
+//! [`RingBuffer`]s (out-of-order bytes in the receive ring's free space, tracked by an
+//! [`Assembler`]); they are allocated lazily and freed when drained, so an idle
+//! connection costs only the TCB itself.
 
 mod input;
-mod ooo;
 mod output;
 #[cfg(test)]
 mod proptests;
-mod rtt;
 pub mod segment;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 pub use crate::cc::Algorithm;
 pub use input::Sink;
-pub use segment::{reset_for, Flags, Options, OutSegment, SackList, Segment, Timestamps};
+pub use segment::{reset_for, OutSegment};
 
-use crate::cc::{Congestion, CongestionControl};
+use crate::cc::{Congestion, CongestionControl, Rtt};
+use crate::ratelimit::{RateLimit, TokenBucket};
 use crate::seq::SeqNumber;
+use crate::storage::{Assembler, RingBuffer};
 use crate::time::Instant;
-use ooo::Ooo;
-use rtt::Rtt;
+use crate::wire::tcp::{SackBlock, SackBlocks, TcpFlags, TcpOptions, TcpRepr, TcpTimestamps};
 
 /// The eleven connection states of RFC 9293 3.3.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,8 +126,6 @@ pub struct ConnConfig {
     pub keepalive_interval: Duration,
     /// Keepalive: unanswered probes before the connection times out.
     pub keepalive_count: u8,
-    /// RFC 5961 7: challenge ACKs allowed per connection per second.
-    pub challenge_ack_limit: u16,
 }
 
 impl Default for ConnConfig {
@@ -152,7 +151,6 @@ impl Default for ConnConfig {
             keepalive_idle: None,
             keepalive_interval: Duration::from_secs(75),
             keepalive_count: 9,
-            challenge_ack_limit: 10,
         }
     }
 }
@@ -176,6 +174,13 @@ pub struct Counters {
     pub ooo_dropped: u64,
     /// Connections timed out (RTO or keepalive).
     pub timeouts: u64,
+    /// Fast retransmits: entries into fast recovery on duplicate ACKs or SACK
+    /// (RFC 5681 3.2, RFC 6675 5), with or without SACK.
+    pub fast_retransmits: u64,
+    /// Of those, recoveries driven by the SACK scoreboard (RFC 6675).
+    pub sack_recoveries: u64,
+    /// RFC 7323 5.5: TS.Recent invalidated after more than 24 days idle.
+    pub ts_recent_expired: u64,
 }
 
 /// Set of pending application events on one connection (coalesced).
@@ -253,6 +258,10 @@ pub struct ConnStats {
     pub rto: Duration,
     /// Segments retransmitted.
     pub retransmits: u32,
+    /// Fast retransmits (entries into fast recovery).
+    pub fast_retransmits: u32,
+    /// Of those, SACK-based recoveries (RFC 6675).
+    pub sack_recoveries: u32,
     /// Payload bytes received in order.
     pub bytes_in: u64,
     /// Payload bytes acknowledged by the peer.
@@ -298,7 +307,7 @@ pub struct Tcb {
     ws_ok: bool,
     /// Sequence number of `snd_buf[0]`.
     snd_buf_seq: SeqNumber,
-    snd_buf: VecDeque<u8>,
+    snd_buf: RingBuffer,
     /// Effective send MSS (peer's MSS option, capped by ours).
     mss: u16,
 
@@ -308,8 +317,10 @@ pub struct Tcb {
     /// Right edge of the window we advertised (never moves left).
     rcv_adv: SeqNumber,
     rcv_wscale: u8,
-    rcv_buf: VecDeque<u8>,
-    ooo: Ooo,
+    /// In-order bytes not yet read; out-of-order bytes sit in its free space, at
+    /// their offset from RCV.NXT, tracked by `ooo`.
+    rcv_buf: RingBuffer,
+    ooo: Assembler,
     /// Sequence number of an out-of-order FIN.
     ooo_fin: Option<SeqNumber>,
     fin_received: bool,
@@ -324,7 +335,7 @@ pub struct Tcb {
     ts_offset: u32,
     sack_on: bool,
     /// Peer SACKed ranges above SND.UNA (RFC 6675 scoreboard), sorted, disjoint.
-    sacked: SackList,
+    sacked: SackBlocks,
     /// Highest sequence number retransmitted during this recovery (RFC 6675 HighRxt).
     high_rxt: SeqNumber,
 
@@ -352,12 +363,10 @@ pub struct Tcb {
     last_recv: Instant,
     last_send: Instant,
 
-    // --- RFC 5961 7 rate limit
-    challenge_epoch: Instant,
-    challenge_count: u16,
-
     // --- stats
     retransmits: u32,
+    fast_retransmits: u32,
+    sack_recoveries: u32,
     bytes_in: u64,
     bytes_out: u64,
 }
@@ -384,14 +393,14 @@ impl Tcb {
             snd_wscale: 0,
             ws_ok: false,
             snd_buf_seq: iss + 1u32,
-            snd_buf: VecDeque::new(),
+            snd_buf: RingBuffer::new(cfg.snd_buf),
             mss: 536,
             irs: SeqNumber(0),
             rcv_nxt: SeqNumber(0),
             rcv_adv: SeqNumber(0),
             rcv_wscale: 0,
-            rcv_buf: VecDeque::new(),
-            ooo: Ooo::default(),
+            rcv_buf: RingBuffer::new(cfg.rcv_buf),
+            ooo: Assembler::new(),
             ooo_fin: None,
             fin_received: false,
             rcv_mss: 536,
@@ -400,7 +409,7 @@ impl Tcb {
             ts_recent: 0,
             ts_offset: iss.0,
             sack_on: false,
-            sacked: SackList::default(),
+            sacked: SackBlocks::default(),
             high_rxt: iss,
             rtt: Rtt::new(cfg.rto_initial),
             rtt_probe: None,
@@ -418,9 +427,9 @@ impl Tcb {
             close_at: None,
             last_recv: now,
             last_send: now,
-            challenge_epoch: now,
-            challenge_count: 0,
             retransmits: 0,
+            fast_retransmits: 0,
+            sack_recoveries: 0,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -443,10 +452,12 @@ impl Tcb {
     /// Passive open straight from a SYN that a listener accepted: a TCB in
     /// SYN-RECEIVED (the stack does LISTEN bookkeeping itself). Same as
     /// [`Tcb::listen`] followed by [`Tcb::on_segment`] with the SYN.
-    pub fn accept(cfg: &ConnConfig, now: Instant, iss: SeqNumber, syn: &Segment<'_>) -> Tcb {
+    pub fn accept(cfg: &ConnConfig, now: Instant, iss: SeqNumber, syn: &TcpRepr<'_>) -> Tcb {
         let mut t = Tcb::listen(cfg, now, iss);
         let mut c = Counters::default();
-        let _ = t.on_segment(cfg, now, syn, None, &mut c);
+        // A SYN in LISTEN never draws a challenge ACK.
+        let mut unlimited = TokenBucket::new(RateLimit::UNLIMITED, 0);
+        let _ = t.on_segment(cfg, now, syn, None, &mut unlimited, &mut c);
         t
     }
 
@@ -456,7 +467,7 @@ impl Tcb {
         cfg: &ConnConfig,
         now: Instant,
         cookie: &CookieTcb,
-        ack: &Segment<'_>,
+        ack: &TcpRepr<'_>,
     ) -> Tcb {
         let CookieTcb {
             iss,
@@ -564,8 +575,8 @@ impl Tcb {
     }
 
     /// Free space in the send buffer.
-    pub fn send_capacity(&self, cfg: &ConnConfig) -> usize {
-        cfg.snd_buf.saturating_sub(self.snd_buf.len())
+    pub fn send_capacity(&self, _cfg: &ConnConfig) -> usize {
+        self.snd_buf.window()
     }
 
     /// Bytes waiting in the receive buffer.
@@ -579,7 +590,7 @@ impl Tcb {
     }
 
     /// Queues application data; returns how much fit (RFC 9293 3.10.2 SEND).
-    pub fn send(&mut self, cfg: &ConnConfig, data: &[u8]) -> Result<usize, SocketError> {
+    pub fn send(&mut self, _cfg: &ConnConfig, data: &[u8]) -> Result<usize, SocketError> {
         match self.state {
             State::SynSent | State::SynReceived | State::Established | State::CloseWait => {}
             State::Closed => return Err(SocketError::Closed),
@@ -588,28 +599,13 @@ impl Tcb {
         if self.fin_queued {
             return Err(SocketError::InvalidState);
         }
-        let n = data.len().min(self.send_capacity(cfg));
-        if n > 0 && self.snd_buf.capacity() == 0 {
-            self.snd_buf.reserve_exact(cfg.snd_buf.min(64 * 1024));
-        }
-        self.snd_buf.extend(&data[..n]);
-        Ok(n)
+        Ok(self.snd_buf.enqueue_slice(data))
     }
 
     /// Copies received in-order data into `buf` (RFC 9293 3.10.3 RECEIVE). Returns 0
     /// at end of stream or when nothing is buffered.
     pub fn recv(&mut self, cfg: &ConnConfig, buf: &mut [u8]) -> usize {
-        let mut n = 0;
-        while n < buf.len() {
-            let (a, _) = self.rcv_buf.as_slices();
-            if a.is_empty() {
-                break;
-            }
-            let k = a.len().min(buf.len() - n);
-            buf[n..n + k].copy_from_slice(&a[..k]);
-            self.rcv_buf.drain(..k);
-            n += k;
-        }
+        let n = self.rcv_buf.dequeue_slice(buf);
         self.after_read(cfg, n);
         n
     }
@@ -619,13 +615,13 @@ impl Tcb {
     pub fn recv_with(&mut self, cfg: &ConnConfig, mut f: impl FnMut(&[u8]) -> usize) -> usize {
         let mut total = 0;
         loop {
-            let (a, _) = self.rcv_buf.as_slices();
+            let a = self.rcv_buf.peek_contiguous();
             if a.is_empty() {
                 break;
             }
             let len = a.len();
             let k = f(a).min(len);
-            self.rcv_buf.drain(..k);
+            self.rcv_buf.dequeue_allocated(k);
             total += k;
             if k < len || k == 0 {
                 break;
@@ -644,9 +640,9 @@ impl Tcb {
         if n == 0 {
             return;
         }
-        if self.rcv_buf.is_empty() && self.rcv_buf.capacity() > 0 && self.ooo.is_empty() {
+        if self.ooo.is_empty() {
             // Idle connections hold no buffer memory.
-            self.rcv_buf = VecDeque::new();
+            self.rcv_buf.release_if_empty();
         }
         // RFC 9293 3.8.6.2.2: tell the peer about the opened window, but only once it
         // opened by a useful amount (receiver-side SWS avoidance).
@@ -742,6 +738,8 @@ impl Tcb {
             srtt: self.rtt.srtt(),
             rto: self.rtt.rto(self.backoff, cfg.rto_max),
             retransmits: self.retransmits,
+            fast_retransmits: self.fast_retransmits,
+            sack_recoveries: self.sack_recoveries,
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
             mss: self.mss,
@@ -784,8 +782,10 @@ impl Tcb {
         self.delack_at = None;
         self.persist_at = None;
         self.close_at = None;
-        self.snd_buf = VecDeque::new();
+        self.snd_buf.clear();
+        self.snd_buf.release_if_empty();
         self.ooo.clear();
+        self.ooo_fin = None;
         self.pending &= P_RST;
     }
 
@@ -799,7 +799,8 @@ impl Tcb {
         self.delack_at = None;
         // RFC 9293 3.10.7.4: start the time-wait timer (2 MSL).
         self.close_at = Some(now + cfg.msl * 2);
-        self.snd_buf = VecDeque::new();
+        self.snd_buf.clear();
+        self.snd_buf.release_if_empty();
     }
 
     fn add_event(&mut self, e: Events) {
@@ -820,8 +821,12 @@ impl Tcb {
         (now.total_millis() as u32).wrapping_add(self.ts_offset)
     }
 
-    /// Bytes in flight (RFC 6675 pipe is approximated with SACKed bytes removed).
+    /// Bytes in flight for congestion control: during SACK recovery the RFC 6675
+    /// `pipe`, otherwise FlightSize less what the peer SACKed.
     fn flight(&self) -> u32 {
+        if self.in_recovery && self.sack_on {
+            return self.pipe();
+        }
         let out = self.snd_max.distance(self.snd_una).max(0) as u32;
         out.saturating_sub(self.sacked_bytes())
     }
@@ -830,13 +835,78 @@ impl Tcb {
         self.sacked
             .as_slice()
             .iter()
-            .map(|(l, r)| r.distance(*l).max(0) as u32)
+            .map(|b| b.right.distance(b.left).max(0) as u32)
             .sum()
+    }
+
+    /// The un-SACKed ranges between SND.UNA and SND.MAX, lowest first; at most one
+    /// more than the scoreboard's four blocks. The last one may be the tail above the
+    /// highest SACKed byte (HighACK), which is never "lost".
+    fn holes(&self) -> ([Hole; 5], usize) {
+        let blocks = self.sacked.as_slice();
+        let mut out = [Hole::default(); 5];
+        let mut n = 0;
+        let mut start = self.snd_una;
+        let mut above: u32 = self.sacked_bytes();
+        for i in 0..=blocks.len() {
+            let end = blocks.get(i).map_or(self.snd_max, |b| b.left);
+            if end > start && n < out.len() {
+                // RFC 6675 4 IsLost(): DupThresh discontiguous SACKed ranges, or more
+                // than (DupThresh - 1) * SMSS SACKed bytes, above the sequence number.
+                let lost = (blocks.len() - i) as u32 >= DUP_THRESH
+                    || above > (DUP_THRESH - 1) * u32::from(self.mss);
+                out[n] = Hole {
+                    start,
+                    end,
+                    lost,
+                    tail: i == blocks.len(),
+                };
+                n += 1;
+            }
+            if let Some(b) = blocks.get(i) {
+                start = start.max(b.right);
+                above = above.saturating_sub(b.right.distance(b.left).max(0) as u32);
+            }
+        }
+        (out, n)
+    }
+
+    /// RFC 6675 4 SetPipe(): for every octet between SND.UNA and SND.MAX that is not
+    /// SACKed, one if it is not deemed lost, plus one if it was retransmitted in this
+    /// recovery (below HighRxt).
+    fn pipe(&self) -> u32 {
+        let (holes, n) = self.holes();
+        let mut pipe = 0u32;
+        for h in &holes[..n] {
+            let len = h.end.distance(h.start) as u32;
+            if !h.lost {
+                pipe = pipe.saturating_add(len);
+            }
+            if self.in_recovery && self.high_rxt > h.start {
+                let rtx = self.high_rxt.min(h.end).distance(h.start) as u32;
+                pipe = pipe.saturating_add(rtx);
+            }
+        }
+        pipe
     }
 
     fn current_rto(&self, cfg: &ConnConfig) -> Duration {
         self.rtt.rto(self.backoff, cfg.rto_max)
     }
+}
+
+/// RFC 6675 DupThresh (RFC 5681: three duplicate ACKs).
+const DUP_THRESH: u32 = 3;
+
+/// An un-SACKed range `[start, end)` of the send sequence space (RFC 6675 scoreboard).
+#[derive(Debug, Clone, Copy, Default)]
+struct Hole {
+    start: SeqNumber,
+    end: SeqNumber,
+    /// RFC 6675 IsLost() holds for every octet of it.
+    lost: bool,
+    /// Above the highest SACKed octet (HighACK).
+    tail: bool,
 }
 
 /// Window-scale shift we offer: enough for the receive buffer (RFC 7323 2.3, max 14).

@@ -34,10 +34,13 @@ impl Tcb {
             ctr.resets_sent += 1;
             // RFC 9293 3.10.5 ABORT: <SEQ=SND.NXT><CTL=RST> (SND.MAX if SND.NXT was rewound).
             return Some(OutSegment {
-                seq: self.snd_max,
-                ack: self.rcv_nxt,
-                flags: Flags::RST | Flags::ACK,
-                ..OutSegment::default()
+                repr: TcpRepr {
+                    seq: self.snd_max,
+                    ack: self.rcv_nxt,
+                    flags: TcpFlags::RST | TcpFlags::ACK,
+                    ..TcpRepr::default()
+                },
+                payload_len: 0,
             });
         }
         match self.state {
@@ -47,22 +50,22 @@ impl Tcb {
                     return Some(self.send_syn(cfg, now, ctr));
                 }
                 if self.pending & P_ACK != 0 && self.state == State::SynReceived {
-                    return Some(self.build(cfg, now, self.snd_max, Flags::ACK, 0));
+                    return Some(self.build(cfg, now, self.snd_max, TcpFlags::ACK, 0));
                 }
                 None
             }
             State::TimeWait => (self.pending & P_ACK != 0)
-                .then(|| self.build(cfg, now, self.snd_max, Flags::ACK, 0)),
+                .then(|| self.build(cfg, now, self.snd_max, TcpFlags::ACK, 0)),
             _ => self.dispatch_synchronized(cfg, now, max_payload, ctr),
         }
     }
 
     fn send_syn(&mut self, cfg: &ConnConfig, now: Instant, ctr: &mut Counters) -> OutSegment {
         self.pending &= !(P_SYN | P_ACK);
-        let mut opts = Options {
+        let mut opts = TcpOptions {
             // RFC 9293 3.7.1: announce our MSS (from the MTU).
             mss: Some(cfg.mss),
-            ..Options::default()
+            ..TcpOptions::default()
         };
         let syn_ack = self.state == State::SynReceived;
         // RFC 7323 2.2: a SYN-ACK carries the option only if the SYN did.
@@ -77,7 +80,7 @@ impl Tcb {
             opts.sack_permitted = true;
         }
         if cfg.timestamps && (!syn_ack || self.ts_on) {
-            opts.timestamps = Some(Timestamps {
+            opts.timestamps = Some(TcpTimestamps {
                 tsval: self.ts_now(now),
                 tsecr: if syn_ack { self.ts_recent } else { 0 },
             });
@@ -96,24 +99,27 @@ impl Tcb {
         let window = u16::try_from(self.window_space(cfg).min(65_535)).unwrap_or(u16::MAX);
         self.last_send = now;
         OutSegment {
-            seq: self.iss,
-            ack: if syn_ack { self.rcv_nxt } else { SeqNumber(0) },
-            flags: if syn_ack {
-                Flags::SYN | Flags::ACK
-            } else {
-                Flags::SYN
+            repr: TcpRepr {
+                seq: self.iss,
+                ack: if syn_ack { self.rcv_nxt } else { SeqNumber(0) },
+                flags: if syn_ack {
+                    TcpFlags::SYN | TcpFlags::ACK
+                } else {
+                    TcpFlags::SYN
+                },
+                window,
+                options: opts,
+                ..TcpRepr::default()
             },
-            window,
-            options: opts,
             payload_len: 0,
         }
     }
 
     /// Options for a non-SYN segment: timestamps and SACK blocks.
-    fn data_options(&self, now: Instant) -> Options {
-        let mut o = Options::default();
+    fn data_options(&self, now: Instant) -> TcpOptions {
+        let mut o = TcpOptions::default();
         if self.ts_on {
-            o.timestamps = Some(Timestamps {
+            o.timestamps = Some(TcpTimestamps {
                 tsval: self.ts_now(now),
                 tsecr: self.ts_recent,
             });
@@ -121,8 +127,11 @@ impl Tcb {
         if self.sack_on && !self.ooo.is_empty() {
             // RFC 2018 3: at most 3 blocks fit beside timestamps.
             let max = if self.ts_on { 3 } else { 4 };
-            for (l, r) in self.ooo.sack_blocks(max) {
-                o.sack.push(l, r);
+            for (l, r) in self.ooo.iter_sack().take(max) {
+                o.sack_blocks.push(SackBlock {
+                    left: self.rcv_nxt + l,
+                    right: self.rcv_nxt + r,
+                });
             }
         }
         o
@@ -135,7 +144,7 @@ impl Tcb {
         cfg: &ConnConfig,
         now: Instant,
         seq: SeqNumber,
-        flags: Flags,
+        flags: TcpFlags,
         len: usize,
     ) -> OutSegment {
         let window = self.advertise(cfg);
@@ -144,11 +153,14 @@ impl Tcb {
         self.delack_at = None;
         self.rcv_unacked = 0;
         OutSegment {
-            seq,
-            ack: self.rcv_nxt,
-            flags: flags | Flags::ACK,
-            window,
-            options,
+            repr: TcpRepr {
+                seq,
+                ack: self.rcv_nxt,
+                flags: flags | TcpFlags::ACK,
+                window,
+                options,
+                ..TcpRepr::default()
+            },
             payload_len: len,
         }
     }
@@ -177,27 +189,23 @@ impl Tcb {
     pub fn write_payload(&self, seg: &OutSegment, buf: &mut [u8]) -> usize {
         let len = seg.payload_len.min(buf.len());
         let off = seg.seq.distance(self.snd_buf_seq).max(0) as usize;
-        let (a, b) = self.snd_buf.as_slices();
         let mut done = 0;
-        if let Some(src) = a.get(off..) {
-            let k = src.len().min(len);
-            buf[..k].copy_from_slice(&src[..k]);
-            done = k;
-        }
-        if done < len {
-            let boff = (off + done).saturating_sub(a.len());
-            if let Some(src) = b.get(boff..) {
-                let k = src.len().min(len - done);
-                buf[done..done + k].copy_from_slice(&src[..k]);
-                done += k;
+        while done < len {
+            let src = self.snd_buf.get_allocated(off + done, len - done);
+            if src.is_empty() {
+                break;
             }
+            buf[done..done + src.len()].copy_from_slice(src);
+            done += src.len();
         }
         done
     }
 
     /// Largest payload per segment given the options carried.
-    fn payload_mss(&self, opts: &Options) -> usize {
-        usize::from(self.mss).saturating_sub(opts.wire_len()).max(1)
+    fn payload_mss(&self, opts: &TcpOptions) -> usize {
+        usize::from(self.mss)
+            .saturating_sub(opts.emitted_len())
+            .max(1)
     }
 
     fn dispatch_synchronized(
@@ -212,26 +220,23 @@ impl Tcb {
         let fin_seq = self.fin_seq();
         let fin_pending = self.fin_queued && !self.fin_acked();
 
-        // 1. Fast retransmit / recovery (RFC 5681 3.2, RFC 6582, RFC 6675).
-        if self.pending & P_RTX != 0 {
-            self.pending &= !P_RTX;
-            if let Some((start, end)) = self.next_hole() {
-                let data_end = fin_seq.min(end);
-                let n = (data_end.distance(start).max(0) as usize)
-                    .min(pmss)
-                    .min(max_payload);
-                let fin = fin_pending && start + n == fin_seq && end > fin_seq;
-                if n > 0 || fin {
-                    self.high_rxt = start + n + u32::from(fin);
-                    self.retransmits += 1;
-                    ctr.retransmits += 1;
-                    self.rtt_probe = None;
-                    if self.rto_at.is_none() {
-                        self.rto_at = Some(now + self.current_rto(cfg));
-                    }
-                    let flags = if fin { Flags::FIN } else { Flags::PSH };
-                    return Some(self.build(cfg, now, start, flags, n));
-                }
+        // 1. Fast retransmit / recovery (RFC 5681 3.2, RFC 6582, RFC 6675 5 (C)).
+        let sack_recovery = self.in_recovery && self.sack_on;
+        let pipe_room = |t: &Tcb| t.cc.cwnd().saturating_sub(t.pipe()) as usize >= pmss;
+        let forced = self.pending & P_RTX != 0;
+        self.pending &= !P_RTX;
+        let hole = if forced {
+            // The first retransmission of a recovery, or a NewReno partial ACK.
+            self.next_hole(false)
+        } else if sack_recovery && pipe_room(self) {
+            // NextSeg() rule 1: the first lost octet above HighRxt.
+            self.next_hole(true)
+        } else {
+            None
+        };
+        if let Some((start, end)) = hole {
+            if let Some(out) = self.retransmit(cfg, now, start, end, pmss, ctr) {
+                return Some(out);
             }
         }
 
@@ -278,9 +283,13 @@ impl Tcb {
                 || n as u32 >= self.max_snd_wnd / 2);
         if send_data || (fin_now && n == 0 && (cwnd_room > 0 || retransmitting || flight == 0)) {
             let seq = self.snd_nxt;
-            let mut flags = if n > 0 { Flags::PSH } else { Flags::NONE };
+            let mut flags = if n > 0 {
+                TcpFlags::PSH
+            } else {
+                TcpFlags::empty()
+            };
             if fin_now {
-                flags = flags | Flags::FIN;
+                flags |= TcpFlags::FIN;
             }
             let seg_len = n + usize::from(fin_now);
             if seq < self.snd_max {
@@ -298,6 +307,18 @@ impl Tcb {
             self.persist_at = None;
             self.last_send = now;
             return Some(self.build(cfg, now, seq, flags, n));
+        }
+
+        // NextSeg() rule 3: no lost octet and no new data, but room in the pipe: the
+        // first un-SACKed octet above HighRxt and below HighACK.
+        if sack_recovery && pipe_room(self) {
+            // (With SACK information, `next_hole` never returns the tail above HighACK.)
+            let hole = self.next_hole(false).filter(|_| !self.sacked.is_empty());
+            if let Some((start, end)) = hole {
+                if let Some(out) = self.retransmit(cfg, now, start, end, pmss, ctr) {
+                    return Some(out);
+                }
+            }
         }
 
         // 3. Zero-window persist (RFC 9293 3.8.6.1): probe timer when data waits on a
@@ -320,7 +341,7 @@ impl Tcb {
         if self.pending & P_PROBE != 0 {
             self.pending &= !P_PROBE;
             let seq = self.snd_una - 1u32;
-            return Some(self.build(cfg, now, seq, Flags::NONE, 0));
+            return Some(self.build(cfg, now, seq, TcpFlags::empty(), 0));
         }
 
         // 5. A pure ACK (window update, delayed ACK expiry, duplicate, challenge).
@@ -328,26 +349,59 @@ impl Tcb {
             // SND.MAX, not a rewound SND.NXT: the peer may already hold what we are
             // resending, and an ACK below its RCV.NXT would fail its acceptability test.
             let seq = self.snd_max;
-            return Some(self.build(cfg, now, seq, Flags::NONE, 0));
+            return Some(self.build(cfg, now, seq, TcpFlags::empty(), 0));
         }
         None
     }
 
-    /// The next range to retransmit during recovery: without SACK the segment at
-    /// SND.UNA (RFC 6582); with SACK the first hole above HighRxt below the highest
-    /// SACKed byte (RFC 6675 NextSeg rule 1).
-    fn next_hole(&self) -> Option<(SeqNumber, SeqNumber)> {
+    /// Retransmits up to one segment of `[start, end)` (with the FIN if it ends
+    /// there) and moves HighRxt past it. `None` if there is nothing to send.
+    fn retransmit(
+        &mut self,
+        cfg: &ConnConfig,
+        now: Instant,
+        start: SeqNumber,
+        end: SeqNumber,
+        pmss: usize,
+        ctr: &mut Counters,
+    ) -> Option<OutSegment> {
+        let fin_seq = self.fin_seq();
+        let fin_pending = self.fin_queued && !self.fin_acked();
+        let data_end = fin_seq.min(end);
+        let n = (data_end.distance(start).max(0) as usize).min(pmss);
+        let fin = fin_pending && start + n == fin_seq && end > fin_seq;
+        if n == 0 && !fin {
+            return None;
+        }
+        self.high_rxt = start + n + u32::from(fin);
+        self.retransmits += 1;
+        ctr.retransmits += 1;
+        self.rtt_probe = None;
+        if self.rto_at.is_none() {
+            self.rto_at = Some(now + self.current_rto(cfg));
+        }
+        let flags = if fin { TcpFlags::FIN } else { TcpFlags::PSH };
+        Some(self.build(cfg, now, start, flags, n))
+    }
+
+    /// The next range to retransmit during recovery: without SACK (or without SACK
+    /// information yet) the segment at SND.UNA (RFC 6582); with SACK the first hole
+    /// above HighRxt below the highest SACKed byte (RFC 6675 NextSeg()), only a lost
+    /// one if `lost_only` (rule 1).
+    pub(super) fn next_hole(&self, lost_only: bool) -> Option<(SeqNumber, SeqNumber)> {
         if !self.sack_on || self.sacked.is_empty() {
+            if lost_only {
+                return None;
+            }
             return (self.snd_max > self.snd_una).then_some((self.snd_una, self.snd_max));
         }
-        let mut start = self.snd_una.max(self.high_rxt);
-        for &(l, r) in self.sacked.as_slice() {
-            if start < l {
-                return Some((start, l));
-            }
-            start = start.max(r);
-        }
-        None
+        let from = self.snd_una.max(self.high_rxt);
+        let (holes, n) = self.holes();
+        holes[..n]
+            .iter()
+            .filter(|h| !h.tail && h.end > from && (h.lost || !lost_only))
+            .map(|h| (h.start.max(from), h.end))
+            .next()
     }
 
     /// Runs expired timers. Call when `now` reaches [`Tcb::poll_timeout`].
@@ -426,7 +480,7 @@ impl Tcb {
                 self.recover = self.snd_max;
                 self.dupacks = 0;
                 // RFC 2018 8: after a timeout, SACK information is not trusted.
-                self.sacked = SackList::default();
+                self.sacked = SackBlocks::default();
                 self.high_rxt = self.snd_una;
                 // Karn: no RTT sample from retransmitted data.
                 self.rtt_probe = None;

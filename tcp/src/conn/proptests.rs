@@ -73,6 +73,7 @@ fn run(start: State, ops: Vec<Op>) {
     };
     let mut now = Instant::from_millis(10_000);
     let mut ctr = Counters::default();
+    let mut unlimited = TokenBucket::new(RateLimit::UNLIMITED, 0);
     let mut t = match start {
         State::Listen => Tcb::listen(&c, now, SeqNumber(7)),
         _ => Tcb::connect(&c, now, SeqNumber(u32::MAX - 1000)),
@@ -83,20 +84,20 @@ fn run(start: State, ops: Vec<Op>) {
     // Give the connect side a peer: complete the handshake when asked.
     if start == State::Established {
         t.dispatch(&c, now, &mut buf, &mut ctr);
-        let mut synack = Segment {
+        let mut synack = TcpRepr {
             seq: SeqNumber(u32::MAX - 50),
             ack: t.iss + 1u32,
-            flags: Flags::SYN | Flags::ACK,
+            flags: TcpFlags::SYN | TcpFlags::ACK,
             window: 1000,
-            ..Segment::default()
+            ..TcpRepr::default()
         };
-        synack.options.timestamps = Some(Timestamps {
+        synack.options.timestamps = Some(TcpTimestamps {
             tsval: peer_ts,
             tsecr: 0,
         });
         synack.options.window_scale = Some(3);
         synack.options.sack_permitted = true;
-        t.on_segment(&c, now, &synack, None, &mut ctr);
+        t.on_segment(&c, now, &synack, None, &mut unlimited, &mut ctr);
         assert_eq!(t.state, State::Established);
     }
     for op in ops {
@@ -115,27 +116,30 @@ fn run(start: State, ops: Vec<Op>) {
                 } else {
                     t.rcv_nxt
                 };
-                let mut s = Segment {
+                let mut s = TcpRepr {
                     seq: SeqNumber(base.0.wrapping_add(dseq as u32)),
                     ack: SeqNumber(t.snd_una.0.wrapping_add(dack as u32)),
-                    flags: Flags(flags & 0x3f),
+                    flags: TcpFlags::from_bits(flags & 0x3f),
                     window,
                     payload: &payload[..len],
-                    ..Segment::default()
+                    ..TcpRepr::default()
                 };
                 if let Some((d, ecr)) = ts {
                     peer_ts = peer_ts.wrapping_add(d as u32);
-                    s.options.timestamps = Some(Timestamps {
+                    s.options.timestamps = Some(TcpTimestamps {
                         tsval: peer_ts,
                         tsecr: ecr,
                     });
                 }
                 for (l, n) in sack {
                     let left = SeqNumber(t.snd_una.0.wrapping_add(l as u32));
-                    s.options.sack.push(left, left + n);
+                    s.options.sack_blocks.push(SackBlock {
+                        left,
+                        right: left + n,
+                    });
                 }
                 let mut sink = |d: &[u8]| d.len() / 2;
-                let _ = t.on_segment(&c, now, &s, Some(&mut sink), &mut ctr);
+                let _ = t.on_segment(&c, now, &s, Some(&mut sink), &mut unlimited, &mut ctr);
             }
             Op::Tick(us) => {
                 now += Duration::from_micros(u64::from(us));
@@ -157,7 +161,7 @@ fn run(start: State, ops: Vec<Op>) {
         let mut k = 0;
         while let Some(o) = t.dispatch(&c, now, &mut buf, &mut ctr) {
             assert!(o.payload_len <= buf.len());
-            assert!(o.options.wire_len() <= 40);
+            assert!(o.options.emitted_len() <= 40);
             k += 1;
             assert!(k < 10_000, "dispatch never ends");
         }
@@ -191,21 +195,22 @@ fn established_pair() -> (Tcb, ConnConfig) {
     let c = ConnConfig::default();
     let now = Instant::from_millis(1000);
     let mut ctr = Counters::default();
+    let mut unlimited = TokenBucket::new(RateLimit::UNLIMITED, 0);
     let mut a = Tcb::connect(&c, now, SeqNumber(100));
     let mut buf = vec![0u8; 1500];
     a.dispatch(&c, now, &mut buf, &mut ctr);
-    let synack = Segment {
+    let synack = TcpRepr {
         seq: SeqNumber(9000),
         ack: SeqNumber(101),
-        flags: Flags::SYN | Flags::ACK,
+        flags: TcpFlags::SYN | TcpFlags::ACK,
         window: 65_535,
-        options: Options {
+        options: TcpOptions {
             mss: Some(1460),
-            ..Options::default()
+            ..TcpOptions::default()
         },
-        ..Segment::default()
+        ..TcpRepr::default()
     };
-    a.on_segment(&c, now, &synack, None, &mut ctr);
+    a.on_segment(&c, now, &synack, None, &mut unlimited, &mut ctr);
     while a.dispatch(&c, now, &mut buf, &mut ctr).is_some() {}
     (a, c)
 }

@@ -26,20 +26,20 @@ impl TestInstant for Instant {
     }
 }
 
-fn seg(seq: u32, ack: u32, flags: Flags) -> Segment<'static> {
-    Segment {
+fn seg(seq: u32, ack: u32, flags: TcpFlags) -> TcpRepr<'static> {
+    TcpRepr {
         seq: SeqNumber(seq),
         ack: SeqNumber(ack),
         flags,
         window: 65_535,
-        ..Segment::default()
+        ..TcpRepr::default()
     }
 }
 
-fn data(seq: u32, ack: u32, payload: &'static [u8]) -> Segment<'static> {
-    Segment {
+fn data(seq: u32, ack: u32, payload: &'static [u8]) -> TcpRepr<'static> {
+    TcpRepr {
         payload,
-        ..seg(seq, ack, Flags::ACK | Flags::PSH)
+        ..seg(seq, ack, TcpFlags::ACK | TcpFlags::PSH)
     }
 }
 
@@ -51,14 +51,10 @@ struct Sent {
 }
 
 impl Sent {
-    fn as_seg(&self) -> Segment<'_> {
-        Segment {
-            seq: self.h.seq,
-            ack: self.h.ack,
-            flags: self.h.flags,
-            window: self.h.window,
-            options: self.h.options,
+    fn as_seg(&self) -> TcpRepr<'_> {
+        TcpRepr {
             payload: &self.payload,
+            ..self.h.repr
         }
     }
 }
@@ -77,19 +73,38 @@ fn drain(t: &mut Tcb, c: &ConnConfig, now: Instant) -> Vec<Sent> {
     v
 }
 
-fn feed(t: &mut Tcb, c: &ConnConfig, now: Instant, s: &Segment<'_>) -> Option<OutSegment> {
+/// A challenge-ACK limiter that never limits (the limit has its own tests).
+fn unlimited() -> TokenBucket {
+    TokenBucket::new(RateLimit::UNLIMITED, 0)
+}
+
+fn feed(t: &mut Tcb, c: &ConnConfig, now: Instant, s: &TcpRepr<'_>) -> Option<OutSegment> {
     let mut ctr = Counters::default();
-    t.on_segment(c, now, s, None, &mut ctr)
+    t.on_segment(c, now, s, None, &mut unlimited(), &mut ctr)
+}
+
+/// Feeds `s` with a zero-copy sink that consumes at most `take` bytes of what it is
+/// offered; returns what the sink consumed.
+fn feed_sink(t: &mut Tcb, c: &ConnConfig, s: &TcpRepr<'_>, take: usize) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut sink = |d: &[u8]| {
+        let k = take.min(d.len());
+        seen.extend_from_slice(&d[..k]);
+        k
+    };
+    let mut ctr = Counters::default();
+    t.on_segment(c, t0(), s, Some(&mut sink), &mut unlimited(), &mut ctr);
+    seen
 }
 
 fn feed_ctr(
     t: &mut Tcb,
     c: &ConnConfig,
     now: Instant,
-    s: &Segment<'_>,
+    s: &TcpRepr<'_>,
 ) -> (Option<OutSegment>, Counters) {
     let mut ctr = Counters::default();
-    let r = t.on_segment(c, now, s, None, &mut ctr);
+    let r = t.on_segment(c, now, s, None, &mut unlimited(), &mut ctr);
     (r, ctr)
 }
 
@@ -130,10 +145,10 @@ fn established(c: &ConnConfig) -> (Tcb, Tcb) {
 fn server_plain(c: &ConnConfig) -> Tcb {
     let now = t0();
     let mut t = Tcb::listen(c, now, SeqNumber(ISS_B));
-    feed(&mut t, c, now, &seg(ISS_A, 0, Flags::SYN));
+    feed(&mut t, c, now, &seg(ISS_A, 0, TcpFlags::SYN));
     let out = drain(&mut t, c, now);
-    assert_eq!(out[0].h.flags, Flags::SYN | Flags::ACK);
-    feed(&mut t, c, now, &seg(ISS_A + 1, ISS_B + 1, Flags::ACK));
+    assert_eq!(out[0].h.flags, TcpFlags::SYN | TcpFlags::ACK);
+    feed(&mut t, c, now, &seg(ISS_A + 1, ISS_B + 1, TcpFlags::ACK));
     assert_eq!(t.state(), State::Established);
     t.take_events();
     t
@@ -161,23 +176,23 @@ fn closed_segment_without_ack_answered_with_rst_ack() {
     assert_eq!(t.state(), State::Closed);
     let r = feed(&mut t, &c, t0(), &data(100, 0, b"abc").clone()).unwrap();
     // data() sets ACK; use a plain SYN instead for the no-ACK case.
-    assert_eq!(r.flags, Flags::RST);
-    let r = feed(&mut t, &c, t0(), &seg(100, 0, Flags::SYN)).unwrap();
-    assert_eq!(r.flags, Flags::RST | Flags::ACK);
+    assert_eq!(r.flags, TcpFlags::RST);
+    let r = feed(&mut t, &c, t0(), &seg(100, 0, TcpFlags::SYN)).unwrap();
+    assert_eq!(r.flags, TcpFlags::RST | TcpFlags::ACK);
     assert_eq!(r.seq, SeqNumber(0));
     assert_eq!(r.ack, SeqNumber(101));
 }
 
 #[test]
 fn closed_segment_with_ack_answered_with_rst_at_seg_ack() {
-    let r = reset_for(&seg(7, 4242, Flags::ACK)).unwrap();
-    assert_eq!(r.flags, Flags::RST);
+    let r = reset_for(&seg(7, 4242, TcpFlags::ACK)).unwrap();
+    assert_eq!(r.flags, TcpFlags::RST);
     assert_eq!(r.seq, SeqNumber(4242));
 }
 
 #[test]
 fn closed_rst_ignored() {
-    assert!(reset_for(&seg(7, 4242, Flags::RST | Flags::ACK)).is_none());
+    assert!(reset_for(&seg(7, 4242, TcpFlags::RST | TcpFlags::ACK)).is_none());
 }
 
 // ---------------------------------------------------------------- LISTEN
@@ -186,13 +201,13 @@ fn closed_rst_ignored() {
 fn listen_syn_moves_to_syn_received_and_sends_syn_ack() {
     let c = cfg();
     let mut t = Tcb::listen(&c, t0(), SeqNumber(ISS_B));
-    let mut syn = seg(ISS_A, 0, Flags::SYN);
+    let mut syn = seg(ISS_A, 0, TcpFlags::SYN);
     syn.options.mss = Some(1000);
     assert!(feed(&mut t, &c, t0(), &syn).is_none());
     assert_eq!(t.state(), State::SynReceived);
     let out = drain(&mut t, &c, t0());
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].h.flags, Flags::SYN | Flags::ACK);
+    assert_eq!(out[0].h.flags, TcpFlags::SYN | TcpFlags::ACK);
     assert_eq!(out[0].h.seq, SeqNumber(ISS_B));
     assert_eq!(out[0].h.ack, SeqNumber(ISS_A + 1));
     assert_eq!(out[0].h.options.mss, Some(1460));
@@ -207,8 +222,8 @@ fn listen_syn_moves_to_syn_received_and_sends_syn_ack() {
 fn listen_ack_answered_with_rst() {
     let c = cfg();
     let mut t = Tcb::listen(&c, t0(), SeqNumber(ISS_B));
-    let r = feed(&mut t, &c, t0(), &seg(10, 777, Flags::ACK)).unwrap();
-    assert_eq!((r.seq, r.flags), (SeqNumber(777), Flags::RST));
+    let r = feed(&mut t, &c, t0(), &seg(10, 777, TcpFlags::ACK)).unwrap();
+    assert_eq!((r.seq, r.flags), (SeqNumber(777), TcpFlags::RST));
     assert_eq!(t.state(), State::Listen);
 }
 
@@ -216,7 +231,7 @@ fn listen_ack_answered_with_rst() {
 fn listen_rst_ignored() {
     let c = cfg();
     let mut t = Tcb::listen(&c, t0(), SeqNumber(ISS_B));
-    assert!(feed(&mut t, &c, t0(), &seg(10, 0, Flags::RST)).is_none());
+    assert!(feed(&mut t, &c, t0(), &seg(10, 0, TcpFlags::RST)).is_none());
     assert_eq!(t.state(), State::Listen);
 }
 
@@ -224,7 +239,7 @@ fn listen_rst_ignored() {
 fn listen_segment_without_syn_dropped() {
     let c = cfg();
     let mut t = Tcb::listen(&c, t0(), SeqNumber(ISS_B));
-    assert!(feed(&mut t, &c, t0(), &seg(10, 0, Flags::FIN)).is_none());
+    assert!(feed(&mut t, &c, t0(), &seg(10, 0, TcpFlags::FIN)).is_none());
     assert_eq!(t.state(), State::Listen);
     assert!(drain(&mut t, &c, t0()).is_empty());
 }
@@ -247,7 +262,7 @@ fn syn_sent_dispatch_sends_syn_with_options() {
     let out = drain(&mut t, &c, t0());
     assert_eq!(out.len(), 1);
     let h = out[0].h;
-    assert_eq!((h.seq, h.flags), (SeqNumber(ISS_A), Flags::SYN));
+    assert_eq!((h.seq, h.flags), (SeqNumber(ISS_A), TcpFlags::SYN));
     assert_eq!(h.options.mss, Some(1460));
     assert_eq!(h.options.window_scale, Some(our_wscale(&c)));
     assert!(h.options.sack_permitted);
@@ -264,13 +279,13 @@ fn syn_sent_syn_ack_moves_to_established() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_B, ISS_A + 1, Flags::SYN | Flags::ACK),
+        &seg(ISS_B, ISS_A + 1, TcpFlags::SYN | TcpFlags::ACK),
     );
     assert_eq!(t.state(), State::Established);
     assert!(t.take_events().contains(Events::ESTABLISHED));
     let out = drain(&mut t, &c, t0());
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].h.flags, Flags::ACK);
+    assert_eq!(out[0].h.flags, TcpFlags::ACK);
     assert_eq!(out[0].h.ack, SeqNumber(ISS_B + 1));
     assert_eq!(t.poll_timeout(&c), None);
 }
@@ -280,10 +295,10 @@ fn syn_sent_syn_moves_to_syn_received_simultaneous_open() {
     let c = cfg();
     let mut t = Tcb::connect(&c, t0(), SeqNumber(ISS_A));
     drain(&mut t, &c, t0());
-    feed(&mut t, &c, t0(), &seg(ISS_B, 0, Flags::SYN));
+    feed(&mut t, &c, t0(), &seg(ISS_B, 0, TcpFlags::SYN));
     assert_eq!(t.state(), State::SynReceived);
     let out = drain(&mut t, &c, t0());
-    assert_eq!(out[0].h.flags, Flags::SYN | Flags::ACK);
+    assert_eq!(out[0].h.flags, TcpFlags::SYN | TcpFlags::ACK);
     assert_eq!(out[0].h.seq, SeqNumber(ISS_A));
     assert_eq!(out[0].h.ack, SeqNumber(ISS_B + 1));
 }
@@ -317,13 +332,13 @@ fn syn_sent_bad_ack_answered_with_rst() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_B, ISS_A + 50, Flags::SYN | Flags::ACK),
+        &seg(ISS_B, ISS_A + 50, TcpFlags::SYN | TcpFlags::ACK),
     )
     .unwrap();
-    assert_eq!((r.seq, r.flags), (SeqNumber(ISS_A + 50), Flags::RST));
+    assert_eq!((r.seq, r.flags), (SeqNumber(ISS_A + 50), TcpFlags::RST));
     assert_eq!(t.state(), State::SynSent);
-    let r = feed(&mut t, &c, t0(), &seg(ISS_B, ISS_A, Flags::ACK)).unwrap();
-    assert_eq!(r.flags, Flags::RST);
+    let r = feed(&mut t, &c, t0(), &seg(ISS_B, ISS_A, TcpFlags::ACK)).unwrap();
+    assert_eq!(r.flags, TcpFlags::RST);
 }
 
 #[test]
@@ -335,7 +350,7 @@ fn syn_sent_rst_with_acceptable_ack_refused() {
         &mut t,
         &c,
         t0(),
-        &seg(0, ISS_A + 1, Flags::RST | Flags::ACK),
+        &seg(0, ISS_A + 1, TcpFlags::RST | TcpFlags::ACK),
     );
     assert_eq!(t.state(), State::Closed);
     assert_eq!(t.close_reason(), Some(CloseReason::Refused));
@@ -347,14 +362,14 @@ fn syn_sent_rst_without_ack_ignored() {
     let c = cfg();
     let mut t = Tcb::connect(&c, t0(), SeqNumber(ISS_A));
     drain(&mut t, &c, t0());
-    assert!(feed(&mut t, &c, t0(), &seg(0, 0, Flags::RST)).is_none());
+    assert!(feed(&mut t, &c, t0(), &seg(0, 0, TcpFlags::RST)).is_none());
     assert_eq!(t.state(), State::SynSent);
     // A RST with an unacceptable ACK is dropped too (no RST in reply to a RST).
     assert!(feed(
         &mut t,
         &c,
         t0(),
-        &seg(0, ISS_A + 9, Flags::RST | Flags::ACK)
+        &seg(0, ISS_A + 9, TcpFlags::RST | TcpFlags::ACK)
     )
     .is_none());
     assert_eq!(t.state(), State::SynSent);
@@ -373,7 +388,7 @@ fn syn_sent_rto_retransmits_syn_with_backoff() {
     assert_eq!(out.len(), 1);
     assert_eq!(
         (out[0].h.seq, out[0].h.flags),
-        (SeqNumber(ISS_A), Flags::SYN)
+        (SeqNumber(ISS_A), TcpFlags::SYN)
     );
     let second = t.poll_timeout(&c).unwrap();
     assert_eq!(second - first, Duration::from_secs(2));
@@ -412,7 +427,7 @@ fn syn_sent_shutdown_with_queued_data_sends_fin_after_handshake() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_B, ISS_A + 1, Flags::SYN | Flags::ACK),
+        &seg(ISS_B, ISS_A + 1, TcpFlags::SYN | TcpFlags::ACK),
     );
     assert_eq!(t.state(), State::FinWait1);
     let out = drain(&mut t, &c, t0());
@@ -436,7 +451,7 @@ fn syn_sent_close_moves_to_closed() {
 
 fn syn_received(c: &ConnConfig) -> Tcb {
     let mut t = Tcb::listen(c, t0(), SeqNumber(ISS_B));
-    feed(&mut t, c, t0(), &seg(ISS_A, 0, Flags::SYN));
+    feed(&mut t, c, t0(), &seg(ISS_A, 0, TcpFlags::SYN));
     drain(&mut t, c, t0());
     t
 }
@@ -445,7 +460,7 @@ fn syn_received(c: &ConnConfig) -> Tcb {
 fn syn_received_ack_moves_to_established() {
     let c = cfg();
     let mut t = syn_received(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 1, ISS_B + 1, Flags::ACK));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 1, ISS_B + 1, TcpFlags::ACK));
     assert_eq!(t.state(), State::Established);
     assert!(t.take_events().contains(Events::ESTABLISHED));
     assert_eq!(t.poll_timeout(&c), None);
@@ -464,8 +479,8 @@ fn syn_received_ack_with_data_delivers_it() {
 fn syn_received_bad_ack_answered_with_rst() {
     let c = cfg();
     let mut t = syn_received(&c);
-    let r = feed(&mut t, &c, t0(), &seg(ISS_A + 1, ISS_B + 77, Flags::ACK)).unwrap();
-    assert_eq!((r.seq, r.flags), (SeqNumber(ISS_B + 77), Flags::RST));
+    let r = feed(&mut t, &c, t0(), &seg(ISS_A + 1, ISS_B + 77, TcpFlags::ACK)).unwrap();
+    assert_eq!((r.seq, r.flags), (SeqNumber(ISS_B + 77), TcpFlags::RST));
     assert_eq!(t.state(), State::SynReceived);
 }
 
@@ -473,7 +488,7 @@ fn syn_received_bad_ack_answered_with_rst() {
 fn syn_received_exact_rst_passive_returns_to_listen() {
     let c = cfg();
     let mut t = syn_received(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 1, 0, Flags::RST));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 1, 0, TcpFlags::RST));
     // The stack keeps its listener; this half-open TCB just goes away quietly.
     assert_eq!(t.state(), State::Closed);
     assert_eq!(t.close_reason(), Some(CloseReason::Reset));
@@ -484,9 +499,9 @@ fn syn_received_exact_rst_active_refused() {
     let c = cfg();
     let mut t = Tcb::connect(&c, t0(), SeqNumber(ISS_A));
     drain(&mut t, &c, t0());
-    feed(&mut t, &c, t0(), &seg(ISS_B, 0, Flags::SYN));
+    feed(&mut t, &c, t0(), &seg(ISS_B, 0, TcpFlags::SYN));
     assert_eq!(t.state(), State::SynReceived);
-    feed(&mut t, &c, t0(), &seg(ISS_B + 1, 0, Flags::RST));
+    feed(&mut t, &c, t0(), &seg(ISS_B + 1, 0, TcpFlags::RST));
     assert_eq!(t.close_reason(), Some(CloseReason::Refused));
 }
 
@@ -494,18 +509,18 @@ fn syn_received_exact_rst_active_refused() {
 fn syn_received_retransmitted_syn_resends_syn_ack() {
     let c = cfg();
     let mut t = syn_received(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A, 0, Flags::SYN));
+    feed(&mut t, &c, t0(), &seg(ISS_A, 0, TcpFlags::SYN));
     assert_eq!(t.state(), State::SynReceived);
     let out = drain(&mut t, &c, t0());
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].h.flags, Flags::SYN | Flags::ACK);
+    assert_eq!(out[0].h.flags, TcpFlags::SYN | TcpFlags::ACK);
 }
 
 #[test]
 fn syn_received_new_syn_passive_returns_to_listen() {
     let c = cfg();
     let mut t = syn_received(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 10, 0, Flags::SYN));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 10, 0, TcpFlags::SYN));
     assert_eq!(t.state(), State::Closed);
 }
 
@@ -517,7 +532,7 @@ fn syn_received_rto_resends_syn_ack() {
     let mut ctr = Counters::default();
     t.handle_timeout(&c, at, &mut ctr);
     let out = drain(&mut t, &c, at);
-    assert_eq!(out[0].h.flags, Flags::SYN | Flags::ACK);
+    assert_eq!(out[0].h.flags, TcpFlags::SYN | TcpFlags::ACK);
     assert_eq!(t.stats(&c).retransmits, 1);
 }
 
@@ -528,7 +543,7 @@ fn syn_received_close_moves_to_fin_wait_1() {
     t.close(t0());
     // RFC 9293 3.10.4: the FIN is queued until the handshake completes.
     assert_eq!(t.state(), State::SynReceived);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 1, ISS_B + 1, Flags::ACK));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 1, ISS_B + 1, TcpFlags::ACK));
     assert_eq!(t.state(), State::FinWait1);
     let out = drain(&mut t, &c, t0());
     assert!(out
@@ -556,19 +571,7 @@ fn established_data_delivered_and_acked() {
 fn established_zero_copy_sink_consumes_in_place() {
     let c = cfg();
     let mut t = server_plain(&c);
-    let mut seen = Vec::new();
-    let mut sink = |d: &[u8]| {
-        seen.extend_from_slice(&d[..3]);
-        3
-    };
-    let mut ctr = Counters::default();
-    t.on_segment(
-        &c,
-        t0(),
-        &data(ISS_A + 1, ISS_B + 1, b"abcdef"),
-        Some(&mut sink),
-        &mut ctr,
-    );
+    let seen = feed_sink(&mut t, &c, &data(ISS_A + 1, ISS_B + 1, b"abcdef"), 3);
     assert_eq!(seen, b"abc");
     assert_eq!(read_all(&mut t, &c), b"def");
     assert_eq!(t.rcv_nxt(), SeqNumber(ISS_A + 7));
@@ -597,6 +600,71 @@ fn established_out_of_order_data_quick_acked_and_reassembled() {
 }
 
 #[test]
+fn established_sink_consumes_in_order_data_out_of_order_bytes_kept() {
+    let c = cfg();
+    let mut t = server_plain(&c);
+    feed(&mut t, &c, t0(), &data(ISS_A + 7, ISS_B + 1, b"ghi"));
+    feed(&mut t, &c, t0(), &data(ISS_A + 4, ISS_B + 1, b"def"));
+    let seen = feed_sink(&mut t, &c, &data(ISS_A + 1, ISS_B + 1, b"abc"), 2);
+    assert_eq!(seen, b"ab");
+    assert_eq!(t.rcv_nxt(), SeqNumber(ISS_A + 10));
+    assert_eq!(read_all(&mut t, &c), b"cdefghi");
+}
+
+#[test]
+fn established_read_to_empty_releases_receive_buffer() {
+    let c = cfg();
+    let mut t = server_plain(&c);
+    feed(&mut t, &c, t0(), &data(ISS_A + 1, ISS_B + 1, b"abc"));
+    assert!(t.rcv_buf.is_allocated());
+    assert_eq!(read_all(&mut t, &c), b"abc");
+    assert!(!t.rcv_buf.is_allocated(), "idle connections hold no buffer");
+}
+
+proptest::proptest! {
+    // Oracle: the byte stream itself. Segments (overlapping, duplicated) arrive in any
+    // order, pass after pass, until the receiver has it all; what it reads must be the
+    // stream, byte-exact, whatever the assembler had to refuse (too many holes).
+    #[test]
+    fn established_reordered_overlapping_segments_reassemble_byte_exact(
+        cuts in proptest::collection::vec((0usize..3000, 1usize..400), 1..40),
+        order in proptest::collection::vec(proptest::num::usize::ANY, 1..40),
+    ) {
+        let c = cfg();
+        let mut t = server_plain(&c);
+        let stream: Vec<u8> = (0..3000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        // Segments: the random cuts plus a tiling so that the stream is covered.
+        let mut segs: Vec<(usize, usize)> = cuts
+            .iter()
+            .map(|&(o, l)| (o, (o + l).min(stream.len())))
+            .collect();
+        segs.extend((0..stream.len()).step_by(500).map(|o| (o, (o + 500).min(stream.len()))));
+        for (i, k) in order.iter().enumerate() {
+            let j = k % segs.len();
+            let i = i % segs.len();
+            segs.swap(i, j);
+        }
+        let mut got = Vec::new();
+        for _pass in 0..20 {
+            for &(a, b) in &segs {
+                let s = TcpRepr {
+                    payload: &stream[a..b],
+                    ..seg(ISS_A + 1 + a as u32, ISS_B + 1, TcpFlags::ACK)
+                };
+                feed(&mut t, &c, t0(), &s);
+                drain(&mut t, &c, t0());
+            }
+            got.extend(read_all(&mut t, &c));
+            if got.len() == stream.len() {
+                break;
+            }
+        }
+        proptest::prop_assert_eq!(&got[..], &stream[..]);
+        proptest::prop_assert_eq!(t.rcv_nxt(), SeqNumber(ISS_A + 1 + stream.len() as u32));
+    }
+}
+
+#[test]
 fn established_duplicate_and_overlapping_data_trimmed() {
     let c = cfg();
     let mut t = server_plain(&c);
@@ -612,13 +680,16 @@ fn established_sack_blocks_sent_for_holes() {
     let (_a, mut b) = established(&c);
     let base = b.rcv_nxt().0;
     let mut s = data(base + 10, ISS_A + 1, b"xyz");
-    s.options.timestamps = b.ts_recent().map(|r| Timestamps { tsval: r, tsecr: 0 });
+    s.options.timestamps = b.ts_recent().map(|r| TcpTimestamps { tsval: r, tsecr: 0 });
     feed(&mut b, &c, t0(), &s);
     let out = drain(&mut b, &c, t0());
-    let sack = out[0].h.options.sack;
+    let sack = out[0].h.options.sack_blocks;
     assert_eq!(
         sack.as_slice(),
-        &[(SeqNumber(base + 10), SeqNumber(base + 13))]
+        &[SackBlock {
+            left: SeqNumber(base + 10),
+            right: SeqNumber(base + 13)
+        }]
     );
 }
 
@@ -643,7 +714,7 @@ fn established_unacceptable_segment_acked_and_dropped() {
 fn established_exact_rst_resets() {
     let c = cfg();
     let mut t = server_plain(&c);
-    let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 1, 0, Flags::RST));
+    let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 1, 0, TcpFlags::RST));
     assert_eq!(t.state(), State::Closed);
     assert_eq!(t.close_reason(), Some(CloseReason::Reset));
     assert_eq!(ctr.resets_received, 1);
@@ -654,7 +725,7 @@ fn established_exact_rst_resets() {
 fn established_in_window_rst_challenge_acked() {
     let c = cfg();
     let mut t = server_plain(&c);
-    let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 100, 0, Flags::RST));
+    let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 100, 0, TcpFlags::RST));
     assert_eq!(t.state(), State::Established);
     assert_eq!(ctr.challenge_acks, 1);
     let out = drain(&mut t, &c, t0());
@@ -669,7 +740,12 @@ fn established_in_window_rst_challenge_acked() {
 fn established_out_of_window_rst_dropped_silently() {
     let c = cfg();
     let mut t = server_plain(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 100_000_000, 0, Flags::RST));
+    feed(
+        &mut t,
+        &c,
+        t0(),
+        &seg(ISS_A + 100_000_000, 0, TcpFlags::RST),
+    );
     assert_eq!(t.state(), State::Established);
     assert!(drain(&mut t, &c, t0()).is_empty());
 }
@@ -678,7 +754,7 @@ fn established_out_of_window_rst_dropped_silently() {
 fn established_syn_challenge_acked() {
     let c = cfg();
     let mut t = server_plain(&c);
-    let (r, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 5, 0, Flags::SYN));
+    let (r, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 5, 0, TcpFlags::SYN));
     assert!(r.is_none());
     assert_eq!(t.state(), State::Established);
     assert_eq!(ctr.challenge_acks, 1);
@@ -686,23 +762,25 @@ fn established_syn_challenge_acked() {
 }
 
 #[test]
-fn established_challenge_acks_rate_limited() {
-    let c = ConnConfig {
-        challenge_ack_limit: 3,
-        ..cfg()
-    };
+fn established_challenge_acks_rate_limited_across_connections() {
+    let c = cfg();
+    // One limiter shared by two connections, as the stack shares it.
+    let mut limit = TokenBucket::new(RateLimit::per_second(3), 0);
     let mut t = server_plain(&c);
-    let mut total = Counters::default();
-    for i in 0..10 {
-        let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 10 + i, 0, Flags::RST));
-        total.challenge_acks += ctr.challenge_acks;
-        total.challenge_acks_suppressed += ctr.challenge_acks_suppressed;
+    let mut u = server_plain(&c);
+    let mut ctr = Counters::default();
+    for i in 0..5 {
+        let rst = seg(ISS_A + 10 + i, 0, TcpFlags::RST);
+        t.on_segment(&c, t0(), &rst, None, &mut limit, &mut ctr);
+        u.on_segment(&c, t0(), &rst, None, &mut limit, &mut ctr);
     }
-    assert_eq!(total.challenge_acks, 3);
-    assert_eq!(total.challenge_acks_suppressed, 7);
+    assert_eq!(ctr.challenge_acks, 3);
+    assert_eq!(ctr.challenge_acks_suppressed, 7);
     // A second later the budget is back.
     let later = t0() + Duration::from_secs(1);
-    let (_, ctr) = feed_ctr(&mut t, &c, later, &seg(ISS_A + 10, 0, Flags::RST));
+    let mut ctr = Counters::default();
+    let rst = seg(ISS_A + 10, 0, TcpFlags::RST);
+    t.on_segment(&c, later, &rst, None, &mut limit, &mut ctr);
     assert_eq!(ctr.challenge_acks, 1);
 }
 
@@ -743,7 +821,7 @@ fn established_without_ack_bit_dropped() {
     let c = cfg();
     let mut t = server_plain(&c);
     let mut s = data(ISS_A + 1, 0, b"x");
-    s.flags = Flags::PSH;
+    s.flags = TcpFlags::PSH;
     feed(&mut t, &c, t0(), &s);
     assert_eq!(read_all(&mut t, &c), b"");
 }
@@ -756,7 +834,7 @@ fn established_fin_moves_to_close_wait() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_A + 1, ISS_B + 1, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 1, TcpFlags::FIN | TcpFlags::ACK),
     );
     assert_eq!(t.state(), State::CloseWait);
     assert!(t.take_events().contains(Events::PEER_CLOSED));
@@ -770,7 +848,7 @@ fn established_out_of_order_fin_waits_for_data() {
     let c = cfg();
     let mut t = server_plain(&c);
     let mut s = data(ISS_A + 3, ISS_B + 1, b"cd");
-    s.flags = s.flags | Flags::FIN;
+    s.flags |= TcpFlags::FIN;
     feed(&mut t, &c, t0(), &s);
     assert_eq!(t.state(), State::Established);
     feed(&mut t, &c, t0(), &data(ISS_A + 1, ISS_B + 1, b"ab"));
@@ -868,15 +946,61 @@ fn established_paws_old_timestamp_dropped() {
     let ts = old.h.options.timestamps.unwrap();
     feed(&mut b, &c, t0() + Duration::from_secs(5), &s[0].as_seg());
     drain(&mut b, &c, t0());
-    old.h.options.timestamps = Some(Timestamps {
+    old.h.repr.options.timestamps = Some(TcpTimestamps {
         tsval: ts.tsval.wrapping_sub(1000),
         ..ts
     });
-    old.h.seq += 3u32;
+    old.h.repr.seq += 3u32;
     old.payload = b"old".to_vec();
     let (_, ctr) = feed_ctr(&mut b, &c, t0(), &old.as_seg());
     assert_eq!(ctr.unacceptable, 1);
     assert_eq!(read_all(&mut b, &c), b"new");
+}
+
+/// `b` ESTABLISHED with TS.Recent set by a segment at `t0()`, and a next segment from
+/// `a` whose TSval is older than TS.Recent (the peer's clock wrapped).
+fn paws_after_idle(c: &ConnConfig) -> (Tcb, Sent) {
+    let (mut a, mut b) = established(c);
+    a.send(c, b"new").unwrap();
+    let s = drain(&mut a, c, t0());
+    feed(&mut b, c, t0(), &s[0].as_seg());
+    drain(&mut b, c, t0());
+    assert_eq!(read_all(&mut b, c), b"new");
+    let mut old = s[0].clone();
+    let ts = old.h.options.timestamps.unwrap();
+    old.h.repr.options.timestamps = Some(TcpTimestamps {
+        tsval: ts.tsval.wrapping_sub(1 << 31),
+        ..ts
+    });
+    old.h.repr.seq += 3u32;
+    old.payload = b"old".to_vec();
+    (b, old)
+}
+
+#[test]
+fn established_old_timestamp_within_24_days_idle_dropped() {
+    let c = cfg();
+    let (mut b, old) = paws_after_idle(&c);
+    let at = t0() + Duration::from_secs(23 * 24 * 3600);
+    let (_, ctr) = feed_ctr(&mut b, &c, at, &old.as_seg());
+    assert_eq!((ctr.unacceptable, ctr.ts_recent_expired), (1, 0));
+    assert_eq!(read_all(&mut b, &c), b"");
+}
+
+#[test]
+fn established_old_timestamp_after_24_days_idle_accepted() {
+    let c = cfg();
+    let (mut b, old) = paws_after_idle(&c);
+    let at = t0() + Duration::from_secs(25 * 24 * 3600);
+    let (_, ctr) = feed_ctr(&mut b, &c, at, &old.as_seg());
+    assert_eq!((ctr.unacceptable, ctr.ts_recent_expired), (0, 1));
+    assert_eq!(read_all(&mut b, &c), b"old");
+    let tsval = old.h.options.timestamps.unwrap().tsval;
+    assert_eq!(
+        b.ts_recent(),
+        Some(tsval),
+        "TS.Recent restarts from the segment"
+    );
 }
 
 #[test]
@@ -1068,7 +1192,7 @@ fn established_fast_retransmit_after_three_dupacks() {
     let mut rtx = Vec::new();
     // The first ACK from b also updates the window (not a duplicate); feed them all.
     for d in &dup {
-        a.on_segment(&c, t0(), &d.as_seg(), None, &mut ctr);
+        a.on_segment(&c, t0(), &d.as_seg(), None, &mut unlimited(), &mut ctr);
         rtx.extend(drain(&mut a, &c, t0()));
     }
     assert_eq!(rtx.len(), 1);
@@ -1111,6 +1235,144 @@ fn established_sack_recovery_retransmits_only_holes() {
     assert!(a.stats(&c).retransmits <= 3);
 }
 
+/// Sends `n` full segments from `a` (nodelay), delivers all but `lost` to `b` and
+/// returns what `a` sent and the ACKs `b` produced, in order.
+fn send_with_losses(
+    a: &mut Tcb,
+    b: &mut Tcb,
+    c: &ConnConfig,
+    n: usize,
+    lost: &[usize],
+) -> (Vec<Sent>, Vec<Sent>) {
+    a.set_nodelay(true);
+    a.send(c, &vec![5u8; n * 1448]).unwrap();
+    let segs = drain(a, c, t0());
+    assert!(segs.len() >= n, "cwnd let {} of {n} out", segs.len());
+    let mut acks = Vec::new();
+    for (i, s) in segs.iter().enumerate() {
+        if !lost.contains(&i) {
+            feed(b, c, t0(), &s.as_seg());
+            acks.extend(drain(b, c, t0()));
+        }
+    }
+    (segs, acks)
+}
+
+#[test]
+fn established_sack_recovery_pipe_releases_several_lost_segments_per_ack() {
+    let c = cfg();
+    let (mut a, mut b) = established(&c);
+    // 10 segments (the initial window), 1..=4 lost: one ACK for 0, then dupACKs
+    // SACKing 5.., 5..=6, 5..=7, ...
+    let (segs, acks) = send_with_losses(&mut a, &mut b, &c, 10, &[1, 2, 3, 4]);
+    let mut per_ack = Vec::new();
+    for ack in &acks {
+        feed(&mut a, &c, t0(), &ack.as_seg());
+        per_ack.push(drain(&mut a, &c, t0()));
+    }
+    // The third dupACK (4th ACK) starts recovery. Once the first retransmission is
+    // out, RFC 6675 pipe (outstanding - SACKed - lost + retransmitted) is below cwnd:
+    // more of the lost segments follow on the same ACK, not one hole per ACK.
+    let rtx: Vec<_> = per_ack[3].iter().map(|s| s.h.seq).collect();
+    assert!(rtx.len() >= 2, "{rtx:?}");
+    assert_eq!(rtx[0], segs[1].h.seq);
+    assert_eq!(rtx[1], segs[2].h.seq);
+    for s in per_ack.iter().flatten() {
+        feed(&mut b, &c, t0(), &s.as_seg());
+    }
+    pump(&mut a, &mut b, &c, t0());
+    assert_eq!(read_all(&mut b, &c).len(), 10 * 1448);
+    let st = a.stats(&c);
+    assert_eq!((st.fast_retransmits, st.sack_recoveries), (1, 1));
+    assert_eq!(st.retransmits, 4, "each lost segment once");
+}
+
+#[test]
+fn established_dupacks_without_sack_count_fast_retransmit_not_sack_recovery() {
+    let c = ConnConfig {
+        sack: false,
+        ..cfg()
+    };
+    let (mut a, mut b) = established(&c);
+    let (_, acks) = send_with_losses(&mut a, &mut b, &c, 8, &[1]);
+    let mut ctr = Counters::default();
+    for ack in &acks {
+        a.on_segment(&c, t0(), &ack.as_seg(), None, &mut unlimited(), &mut ctr);
+        drain(&mut a, &c, t0());
+    }
+    assert_eq!((ctr.fast_retransmits, ctr.sack_recoveries), (1, 0));
+    let st = a.stats(&c);
+    assert_eq!((st.fast_retransmits, st.sack_recoveries), (1, 0));
+}
+
+#[test]
+fn established_sack_blocks_merged_highest_kept_bogus_ignored() {
+    let c = cfg();
+    let (mut a, _b) = established(&c);
+    let m = u32::from(a.mss);
+    let una = a.snd_una;
+    let at = |k: u32| una + k * m;
+    a.snd_max = at(20);
+    let blk = |l: u32, r: u32| SackBlock {
+        left: at(l),
+        right: at(r),
+    };
+    let mut ack = seg(ISS_B + 1, una.0, TcpFlags::ACK);
+    for b in [blk(2, 3), blk(3, 4), blk(6, 7), blk(25, 26)] {
+        ack.options.sack_blocks.push(b);
+    }
+    a.update_scoreboard(&ack);
+    // [2,3) and [3,4) touch: merged. [25,26) is beyond SND.MAX: ignored.
+    assert_eq!(a.sacked.as_slice(), &[blk(2, 4), blk(6, 7)]);
+    let mut ack = seg(ISS_B + 1, una.0, TcpFlags::ACK);
+    for b in [blk(8, 9), blk(10, 11), blk(12, 13), blk(5, 6)] {
+        ack.options.sack_blocks.push(b);
+    }
+    a.update_scoreboard(&ack);
+    // Five ranges ([5,6) and [6,7) merge): the four highest are kept.
+    assert_eq!(
+        a.sacked.as_slice(),
+        &[blk(5, 7), blk(8, 9), blk(10, 11), blk(12, 13)]
+    );
+}
+
+#[test]
+fn established_sack_scoreboard_pipe_counts_per_rfc6675() {
+    let c = cfg();
+    let (mut a, _b) = established(&c);
+    let m = u32::from(a.mss);
+    let una = a.snd_una;
+    let at = |k: u32| una + k * m;
+    a.snd_max = at(11);
+    a.snd_nxt = at(11);
+    // SACKed: [2,3), [5,6), [7,9) (in MSS units).
+    for (l, r) in [(2, 3), (5, 6), (7, 9)] {
+        a.sacked.push(SackBlock {
+            left: at(l),
+            right: at(r),
+        });
+    }
+    let (holes, n) = a.holes();
+    let got: Vec<_> = holes[..n].iter().map(|h| (h.lost, h.tail)).collect();
+    // [0,2): 3 SACKed ranges above -> lost. [3,5): 3*SMSS SACKed above > 2*SMSS ->
+    // lost. [6,7): 2*SMSS above -> not lost. [9,11): the tail above HighACK.
+    assert_eq!(
+        got,
+        [(true, false), (true, false), (false, false), (false, true)]
+    );
+    a.in_recovery = true;
+    a.sack_on = true;
+    a.high_rxt = una;
+    assert_eq!(a.pipe(), 3 * m, "[6,7) and the tail");
+    a.high_rxt = at(1);
+    assert_eq!(a.pipe(), 4 * m, "plus one retransmitted segment");
+    assert_eq!(a.flight(), 4 * m);
+    assert_eq!(a.next_hole(true), Some((at(1), at(2))));
+    a.high_rxt = at(5);
+    assert_eq!(a.next_hole(true), None, "[6,7) is not lost");
+    assert_eq!(a.next_hole(false), Some((at(6), at(7))), "NextSeg() rule 3");
+}
+
 // ---------------------------------------------------------------- FIN-WAIT-1
 
 fn fin_wait_1(c: &ConnConfig) -> (Tcb, Tcb, Sent) {
@@ -1150,9 +1412,9 @@ fn fin_wait_1_fin_moves_to_closing_simultaneous_close() {
 fn fin_wait_1_fin_ack_moves_to_time_wait() {
     let c = cfg();
     let (mut a, _b, fin) = fin_wait_1(&c);
-    let s = seg(ISS_B + 1, fin.h.seq.0 + 1, Flags::FIN | Flags::ACK);
+    let s = seg(ISS_B + 1, fin.h.seq.0 + 1, TcpFlags::FIN | TcpFlags::ACK);
     let mut s = s;
-    s.options.timestamps = a.ts_recent().map(|r| Timestamps { tsval: r, tsecr: 0 });
+    s.options.timestamps = a.ts_recent().map(|r| TcpTimestamps { tsval: r, tsecr: 0 });
     feed(&mut a, &c, t0(), &s);
     assert_eq!(a.state(), State::TimeWait);
 }
@@ -1161,7 +1423,7 @@ fn fin_wait_1_fin_ack_moves_to_time_wait() {
 fn fin_wait_1_rst_resets() {
     let c = cfg();
     let (mut a, _b, _) = fin_wait_1(&c);
-    feed(&mut a, &c, t0(), &seg(ISS_B + 1, 0, Flags::RST));
+    feed(&mut a, &c, t0(), &seg(ISS_B + 1, 0, TcpFlags::RST));
     assert_eq!(a.close_reason(), Some(CloseReason::Reset));
 }
 
@@ -1251,7 +1513,7 @@ fn close_wait_close_moves_to_last_ack() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_A + 1, ISS_B + 1, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 1, TcpFlags::FIN | TcpFlags::ACK),
     );
     drain(&mut t, &c, t0());
     t.close(t0());
@@ -1268,9 +1530,9 @@ fn close_wait_rst_resets() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_A + 1, ISS_B + 1, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 1, TcpFlags::FIN | TcpFlags::ACK),
     );
-    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, Flags::RST));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, TcpFlags::RST));
     assert_eq!(t.close_reason(), Some(CloseReason::Reset));
 }
 
@@ -1286,10 +1548,10 @@ fn closing_ack_moves_to_time_wait() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_A + 1, ISS_B + 1, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 1, TcpFlags::FIN | TcpFlags::ACK),
     );
     assert_eq!(t.state(), State::Closing);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 2, ISS_B + 2, Flags::ACK));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 2, ISS_B + 2, TcpFlags::ACK));
     assert_eq!(t.state(), State::TimeWait);
 }
 
@@ -1303,9 +1565,9 @@ fn closing_rst_closes() {
         &mut t,
         &c,
         t0(),
-        &seg(ISS_A + 1, ISS_B + 1, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 1, TcpFlags::FIN | TcpFlags::ACK),
     );
-    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, Flags::RST));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, TcpFlags::RST));
     assert_eq!(t.state(), State::Closed);
     assert_eq!(t.close_reason(), Some(CloseReason::Normal));
 }
@@ -1318,7 +1580,7 @@ fn last_ack(c: &ConnConfig) -> Tcb {
         &mut t,
         c,
         t0(),
-        &seg(ISS_A + 1, ISS_B + 1, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 1, TcpFlags::FIN | TcpFlags::ACK),
     );
     t.close(t0());
     drain(&mut t, c, t0());
@@ -1330,7 +1592,7 @@ fn last_ack(c: &ConnConfig) -> Tcb {
 fn last_ack_ack_moves_to_closed() {
     let c = cfg();
     let mut t = last_ack(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 2, ISS_B + 2, Flags::ACK));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 2, ISS_B + 2, TcpFlags::ACK));
     assert_eq!(t.state(), State::Closed);
     assert_eq!(t.close_reason(), Some(CloseReason::Normal));
 }
@@ -1351,7 +1613,7 @@ fn last_ack_rto_retransmits_fin() {
 fn last_ack_rst_closes() {
     let c = cfg();
     let mut t = last_ack(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, Flags::RST));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, TcpFlags::RST));
     assert_eq!(t.state(), State::Closed);
 }
 
@@ -1365,7 +1627,7 @@ fn time_wait(c: &ConnConfig) -> Tcb {
         &mut t,
         c,
         t0(),
-        &seg(ISS_A + 1, ISS_B + 2, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 2, TcpFlags::FIN | TcpFlags::ACK),
     );
     assert_eq!(t.state(), State::TimeWait);
     drain(&mut t, c, t0());
@@ -1381,7 +1643,7 @@ fn time_wait_retransmitted_fin_acked_and_timer_restarted() {
         &mut t,
         &c,
         later,
-        &seg(ISS_A + 1, ISS_B + 2, Flags::FIN | Flags::ACK),
+        &seg(ISS_A + 1, ISS_B + 2, TcpFlags::FIN | TcpFlags::ACK),
     );
     let out = drain(&mut t, &c, later);
     assert_eq!(out.len(), 1);
@@ -1405,7 +1667,7 @@ fn time_wait_2msl_expiry_closes() {
 fn time_wait_rst_closes() {
     let c = cfg();
     let mut t = time_wait(&c);
-    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, Flags::RST));
+    feed(&mut t, &c, t0(), &seg(ISS_A + 2, 0, TcpFlags::RST));
     assert_eq!(t.state(), State::Closed);
 }
 
@@ -1413,7 +1675,7 @@ fn time_wait_rst_closes() {
 fn time_wait_syn_challenge_acked() {
     let c = cfg();
     let mut t = time_wait(&c);
-    let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 2, 0, Flags::SYN));
+    let (_, ctr) = feed_ctr(&mut t, &c, t0(), &seg(ISS_A + 2, 0, TcpFlags::SYN));
     assert_eq!(ctr.challenge_acks, 1);
     assert_eq!(t.state(), State::TimeWait);
 }
@@ -1460,5 +1722,6 @@ fn established_keepalive_answered_stays_open() {
 #[test]
 fn tcb_idle_size_under_one_kib() {
     let size = core::mem::size_of::<Tcb>();
+    println!("idle Tcb: {size} bytes");
     assert!(size < 1024, "Tcb is {size} bytes");
 }

@@ -10,7 +10,6 @@
 //! The engine never reads randomness or a clock: the caller supplies the 128-bit secret
 //! (ISNs, SYN cookies, table hashing) and `now`.
 
-mod convert;
 #[cfg(test)]
 mod tests;
 
@@ -19,20 +18,21 @@ use core::time::Duration;
 use std::collections::{HashMap, VecDeque};
 
 use crate::conn::{
-    reset_for, CloseReason, ConnConfig, ConnStats, CookieTcb, Counters, Events, Flags, Options,
-    OutSegment, Segment, SocketError, State, Tcb, Timestamps,
+    reset_for, CloseReason, ConnConfig, ConnStats, CookieTcb, Counters, Events, OutSegment,
+    SocketError, State, Tcb,
 };
 use crate::cookie::{IsnGenerator, SynCookies, SynOptions};
 use crate::iface::{
     ClosedPortPolicy, Inbound, Interface, InterfaceConfig, InterfaceStats, SendResult, TxQueue,
 };
+use crate::ratelimit::{RateLimit, TokenBucket};
 use crate::seq::SeqNumber;
 use crate::table::{ConnId, ConnTable, FourTuple, InsertError};
 use crate::time::Instant;
 use crate::timer::TimerWheel;
 use crate::wire::icmpv4::{DstUnreachable, OriginalDatagram};
 use crate::wire::ipv4::IpProtocol;
-use crate::wire::tcp::TcpRepr;
+use crate::wire::tcp::{TcpFlags, TcpOptions, TcpRepr, TcpTimestamps};
 
 pub use crate::conn::SocketError as Error;
 
@@ -115,6 +115,12 @@ pub struct StackConfig {
     pub port_filter: Option<fn(&FourTuple) -> bool>,
     /// Most replies (RSTs) waiting for `poll_transmit`.
     pub reply_queue_limit: usize,
+    /// RFC 5961 7: challenge ACKs, stack-wide (default 1000/s, randomised, as Linux).
+    pub challenge_ack_limit: RateLimit,
+    /// RSTs and ICMP port-unreachables answering segments no connection or listener
+    /// wants (default 1000/s, bursts of 50, as Linux limits ICMP); the excess is
+    /// dropped and counted in [`StackStats::replies_rate_limited`].
+    pub closed_port_reply_limit: RateLimit,
 }
 
 impl StackConfig {
@@ -137,6 +143,8 @@ impl StackConfig {
             ephemeral_ports: (32_768, 60_999),
             port_filter: None,
             reply_queue_limit: 256,
+            challenge_ack_limit: RateLimit::CHALLENGE_ACK_DEFAULT,
+            closed_port_reply_limit: RateLimit::CLOSED_PORT_REPLY_DEFAULT,
         }
     }
 }
@@ -180,6 +188,9 @@ pub struct StackStats {
     pub opened: u64,
     /// Connections currently in TIME_WAIT.
     pub time_wait: u64,
+    /// Closed-port RSTs / ICMP port-unreachables not sent because of
+    /// [`StackConfig::closed_port_reply_limit`].
+    pub replies_rate_limited: u64,
 }
 
 /// A segment answering a received one, waiting for `poll_transmit`.
@@ -235,6 +246,10 @@ pub struct Stack {
     /// Largest TCP payload the MTU allows (the TCB caps it further by the MSS).
     max_payload: usize,
     expired: Vec<ConnId>,
+    /// RFC 5961 7 challenge ACKs, shared by every connection.
+    challenge: TokenBucket,
+    /// Closed-port RSTs and ICMP port-unreachables.
+    reply_limit: TokenBucket,
 }
 
 impl Stack {
@@ -268,6 +283,8 @@ impl Stack {
             stats: StackStats::default(),
             max_payload: mss.max(536),
             expired: Vec::new(),
+            challenge: TokenBucket::new(cfg.challenge_ack_limit, seed.rotate_left(17)),
+            reply_limit: TokenBucket::new(cfg.closed_port_reply_limit, seed.rotate_left(41)),
             cfg,
         }
     }
@@ -374,7 +391,6 @@ impl Stack {
         sink: &mut impl FnMut(ConnHandle, &[u8]) -> usize,
     ) {
         self.stats.segments_in += 1;
-        let seg = convert::segment_from_repr(repr);
         let tuple = FourTuple {
             local_addr: dst,
             local_port: repr.dst_port,
@@ -382,7 +398,7 @@ impl Stack {
             remote_port: repr.src_port,
         };
         if let Some(id) = self.table.lookup(&tuple) {
-            if self.time_wait_reusable(id, &seg) {
+            if self.time_wait_reusable(id, repr) {
                 self.stats.time_wait_reused += 1;
                 self.remove(id);
             } else {
@@ -395,7 +411,14 @@ impl Stack {
                 // Only connections the application has heard of are offered payload.
                 let announced = e.flags & F_ANNOUNCED != 0 && e.flags & F_RELEASED == 0;
                 let sink: crate::conn::Sink<'_> = if announced { Some(&mut adapter) } else { None };
-                let reply = e.tcb.on_segment(cfg, now, &seg, sink, &mut self.stats.conn);
+                let reply = e.tcb.on_segment(
+                    cfg,
+                    now,
+                    repr,
+                    sink,
+                    &mut self.challenge,
+                    &mut self.stats.conn,
+                );
                 if let Some(r) = reply {
                     self.queue_reply(tuple, r);
                 }
@@ -403,7 +426,7 @@ impl Stack {
                 return;
             }
         }
-        self.on_listener(now, tuple, &seg);
+        self.on_listener(now, tuple, repr);
     }
 
     /// RFC 1191 path MTU discovery: shrink the MSS of the connection the quoted
@@ -438,7 +461,7 @@ impl Stack {
 
     /// RFC 6191: a SYN may reuse a TIME_WAIT tuple if it is clearly newer — by
     /// timestamp when both used them, else by sequence number.
-    fn time_wait_reusable(&self, id: ConnId, seg: &Segment<'_>) -> bool {
+    fn time_wait_reusable(&self, id: ConnId, seg: &TcpRepr<'_>) -> bool {
         let Some(e) = self.table.get(id) else {
             return false;
         };
@@ -451,19 +474,32 @@ impl Stack {
         }
     }
 
-    fn on_listener(&mut self, now: Instant, tuple: FourTuple, seg: &Segment<'_>) {
+    /// Whether a RST or ICMP error answering a segment nobody wants may go out now
+    /// (the closed-port token bucket); counts the ones that may not.
+    fn reply_allowed(&mut self, now: Instant) -> bool {
+        let ok = self.reply_limit.allow(now);
+        self.stats.replies_rate_limited += u64::from(!ok);
+        ok
+    }
+
+    fn on_listener(&mut self, now: Instant, tuple: FourTuple, seg: &TcpRepr<'_>) {
         let Some(listener) = self.listeners.get(&tuple.local_port) else {
             self.stats.no_listener += 1;
-            match self.cfg.iface.closed_port {
+            let policy = self.cfg.iface.closed_port;
+            match policy {
                 // RFC 9293 3.10.7.1
                 ClosedPortPolicy::Rst => {
                     if let Some(r) = reset_for(seg) {
-                        self.stats.conn.resets_sent += 1;
-                        self.queue_reply(tuple, r);
+                        if self.reply_allowed(now) {
+                            self.stats.conn.resets_sent += 1;
+                            self.queue_reply(tuple, r);
+                        }
                     }
                 }
-                ClosedPortPolicy::IcmpUnreachable if !seg.flags.rst() => {
-                    let repr = convert::repr_from_segment(seg, tuple.remote_port, tuple.local_port);
+                ClosedPortPolicy::IcmpUnreachable
+                    if !seg.flags.rst() && self.reply_allowed(now) =>
+                {
+                    let repr = seg.header();
                     self.push_reply(Reply::Reject(tuple, repr));
                 }
                 _ => {}
@@ -480,8 +516,10 @@ impl Stack {
             }
             self.stats.syn_cookies_invalid += u64::from(!seg.flags.syn());
             if let Some(r) = reset_for(seg) {
-                self.stats.conn.resets_sent += 1;
-                self.queue_reply(tuple, r);
+                if self.reply_allowed(now) {
+                    self.stats.conn.resets_sent += 1;
+                    self.queue_reply(tuple, r);
+                }
             }
             return;
         }
@@ -520,7 +558,7 @@ impl Stack {
     }
 
     /// Answers a SYN statelessly with a cookie SYN-ACK (RFC 4987 3.6).
-    fn send_cookie(&mut self, now: Instant, tuple: FourTuple, seg: &Segment<'_>) {
+    fn send_cookie(&mut self, now: Instant, tuple: FourTuple, seg: &TcpRepr<'_>) {
         let c = &self.cfg.conn;
         let ts = seg.options.timestamps.filter(|_| c.timestamps);
         let opts = SynOptions {
@@ -531,13 +569,13 @@ impl Stack {
         };
         let peer_mss = seg.options.mss.unwrap_or(536).min(c.mss);
         let (cookie, tsval) = self.cookies.encode(now, &tuple, seg.seq, peer_mss, &opts);
-        let mut options = Options {
+        let mut options = TcpOptions {
             mss: Some(c.mss),
-            ..Options::default()
+            ..TcpOptions::default()
         };
         // Without timestamps the cookie cannot remember these, so do not offer them.
         if let (Some(tsval), Some(peer)) = (tsval, ts) {
-            options.timestamps = Some(Timestamps {
+            options.timestamps = Some(TcpTimestamps {
                 tsval,
                 tsecr: peer.tsval,
             });
@@ -548,11 +586,14 @@ impl Stack {
         }
         let window = u16::try_from(c.rcv_buf.min(65_535)).unwrap_or(u16::MAX);
         let out = OutSegment {
-            seq: cookie,
-            ack: seg.seq + 1u32,
-            flags: Flags::SYN | Flags::ACK,
-            window,
-            options,
+            repr: TcpRepr {
+                seq: cookie,
+                ack: seg.seq + 1u32,
+                flags: TcpFlags::SYN | TcpFlags::ACK,
+                window,
+                options,
+                ..TcpRepr::default()
+            },
             payload_len: 0,
         };
         self.stats.syn_cookies_sent += 1;
@@ -560,7 +601,7 @@ impl Stack {
     }
 
     /// Validates an ACK as the end of a cookie handshake and creates the connection.
-    fn accept_cookie(&mut self, now: Instant, tuple: FourTuple, seg: &Segment<'_>) -> bool {
+    fn accept_cookie(&mut self, now: Instant, tuple: FourTuple, seg: &TcpRepr<'_>) -> bool {
         let tsecr = seg.options.timestamps.map(|t| t.tsecr);
         let Some(d) = self
             .cookies
@@ -592,7 +633,14 @@ impl Stack {
             if !seg.payload.is_empty() || seg.flags.fin() {
                 let cfg = &self.cfg.conn;
                 if let Some(e) = self.table.get_mut(id) {
-                    let _ = e.tcb.on_segment(cfg, now, seg, None, &mut self.stats.conn);
+                    let _ = e.tcb.on_segment(
+                        cfg,
+                        now,
+                        seg,
+                        None,
+                        &mut self.challenge,
+                        &mut self.stats.conn,
+                    );
                 }
             }
             self.sync(id);
@@ -791,7 +839,7 @@ impl Stack {
         while let Some(reply) = self.replies.front() {
             let r = match reply {
                 Reply::Tcp(t, out) => {
-                    let repr = convert::repr_from_out(out, t.local_port, t.remote_port);
+                    let repr = out.with_ports(t.local_port, t.remote_port);
                     self.iface
                         .send_tcp(now, tx, t.local_addr, t.remote_addr, &repr)
                 }
@@ -842,7 +890,7 @@ impl Stack {
             else {
                 return false;
             };
-            let repr = convert::repr_from_out(&out, tuple.local_port, tuple.remote_port);
+            let repr = out.with_ports(tuple.local_port, tuple.remote_port);
             let Some(e) = self.table.get(id) else {
                 return false;
             };

@@ -168,6 +168,82 @@ fn stack_closed_port_policy_icmp_sends_port_unreachable() {
     assert_eq!(a.counters().icmp_errors, 1);
 }
 
+/// `a` connects to five closed ports of `b`, whose closed-port replies (by `policy`)
+/// are limited to a burst of 2 and 1 per second.
+fn five_syns_to_closed_ports(policy: ClosedPortPolicy) -> (Stack, Stack) {
+    let mut a = mk(A, 1, |_| {});
+    let mut b = mk(B, 2, |c| {
+        c.iface.closed_port = policy;
+        c.closed_port_reply_limit = RateLimit {
+            per_sec: 1,
+            burst: 2,
+            randomize: false,
+        };
+    });
+    for port in 81..86 {
+        a.connect(t(0), B, port).unwrap();
+    }
+    exchange(&mut a, &mut b, t(0));
+    assert_eq!(b.counters().no_listener, 5);
+    assert_eq!(b.counters().replies_rate_limited, 3);
+    (a, b)
+}
+
+#[test]
+fn stack_closed_port_rsts_beyond_reply_limit_dropped_and_counted() {
+    let (mut a, mut b) = five_syns_to_closed_ports(ClosedPortPolicy::Rst);
+    assert_eq!(b.counters().conn.resets_sent, 2);
+    let resets = events(&mut a)
+        .iter()
+        .filter(|e| matches!(e, Event::Reset(_)))
+        .count();
+    assert_eq!(resets, 2);
+    // A second later the bucket has one more token.
+    a.connect(t(1000), B, 90).unwrap();
+    exchange(&mut a, &mut b, t(1000));
+    assert_eq!(b.counters().conn.resets_sent, 3);
+}
+
+#[test]
+fn stack_closed_port_icmp_beyond_reply_limit_dropped_and_counted() {
+    let (_, b) = five_syns_to_closed_ports(ClosedPortPolicy::IcmpUnreachable);
+    assert_eq!(b.iface_stats().icmp_unreachable_tx, 2);
+}
+
+#[test]
+fn stack_challenge_ack_limit_shared_by_connections() {
+    let (mut a, mut b) = pair();
+    b.cfg.challenge_ack_limit = RateLimit::per_second(1);
+    b.challenge = TokenBucket::new(b.cfg.challenge_ack_limit, 0);
+    b.listen(80, 0).unwrap();
+    let h1 = a.connect(t(0), B, 80).unwrap();
+    let h2 = a.connect(t(0), B, 80).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    // A SYN on each established tuple (RFC 5961 4.2) draws a challenge ACK; the second
+    // one is over the stack-wide budget of 1.
+    for h in [h1, h2] {
+        let tuple = *a.table.tuple(h.0).unwrap();
+        let snd_nxt = a.table.get(h.0).unwrap().tcb.snd_nxt();
+        let syn = TcpRepr {
+            src_port: tuple.local_port,
+            dst_port: tuple.remote_port,
+            // In window, so that it is the SYN rule and not the sequence check.
+            seq: snd_nxt,
+            flags: TcpFlags::SYN,
+            window: 1000,
+            ..TcpRepr::default()
+        };
+        let mut tx = VecTxQueue::new();
+        a.iface
+            .send_tcp(t(1), &mut tx, tuple.local_addr, tuple.remote_addr, &syn);
+        for mut f in tx.frames {
+            b.handle_frame(t(1), &mut f);
+        }
+    }
+    assert_eq!(b.counters().conn.challenge_acks, 1);
+    assert_eq!(b.counters().conn.challenge_acks_suppressed, 1);
+}
+
 #[test]
 fn stack_listen_twice_in_use() {
     let (_, mut b) = pair();
@@ -208,12 +284,12 @@ fn stack_forged_cookie_ack_answered_with_rst() {
         remote_addr: A,
         remote_port: 5555,
     };
-    let seg = Segment {
+    let seg = TcpRepr {
         seq: SeqNumber(100),
         ack: SeqNumber(12345),
-        flags: Flags::ACK,
+        flags: TcpFlags::ACK,
         window: 1000,
-        ..Segment::default()
+        ..TcpRepr::default()
     };
     b.on_listener(t(0), tuple, &seg);
     assert_eq!(b.counters().syn_cookies_invalid, 1);
@@ -488,6 +564,7 @@ mod fuzz {
 #[test]
 fn stack_idle_connection_entry_under_one_kib() {
     let size = core::mem::size_of::<Entry>();
+    println!("stack table entry: {size} bytes");
     assert!(size < 1024, "Entry is {size} bytes");
     // Idle: no buffers allocated after the data is read and acknowledged.
     let (mut a, mut b, ha, hb) = connected();

@@ -1,9 +1,11 @@
-//! A fixed-capacity byte ring whose memory is allocated on first use.
+//! A fixed-capacity byte ring whose memory is allocated on first use and grown on demand.
 //!
 //! A connection's send and receive buffers are `RingBuffer`s. An idle connection holds
-//! none of the backing memory: it is allocated when the first byte is written and can be
+//! none of the backing memory: it is allocated when the first byte is written (a small
+//! first allocation, doubled as the data needs it, never beyond the capacity) and can be
 //! given back with [`RingBuffer::release_if_empty`], so a million idle connections cost
-//! only the 32-byte headers.
+//! only the 32-byte headers and a connection exchanging small messages never holds the
+//! whole configured buffer.
 //!
 //! Positions are counted from the read position:
 //! - `0 .. len()` are the *allocated* (readable) bytes;
@@ -11,13 +13,19 @@
 //!   places out-of-order data there with [`RingBuffer::write_unallocated`] and makes it
 //!   readable with [`RingBuffer::enqueue_unallocated`] once the hole before it is filled.
 
-/// A byte ring with a fixed capacity and lazily allocated storage.
+/// First allocation, in bytes, unless the capacity or the first write is smaller/larger.
+pub const FIRST_ALLOC: usize = 4096;
+
+/// A byte ring with a fixed capacity and lazily allocated, growable storage.
 #[derive(Debug, Clone, Default)]
 pub struct RingBuffer {
-    /// Backing memory: empty until first written, then exactly `capacity` bytes.
+    /// Backing memory: empty until first written, then between the first allocation and
+    /// `capacity` bytes. Positions wrap at its length.
     storage: Box<[u8]>,
     /// The configured capacity in bytes.
     capacity: u32,
+    /// Size of the first allocation.
+    first_alloc: u32,
     /// Index in `storage` of the first readable byte.
     read_at: u32,
     /// Number of readable bytes.
@@ -27,9 +35,15 @@ pub struct RingBuffer {
 impl RingBuffer {
     /// A ring of `capacity` bytes (capped at `u32::MAX`) with no memory allocated yet.
     pub fn new(capacity: usize) -> RingBuffer {
+        RingBuffer::with_first_alloc(capacity, FIRST_ALLOC)
+    }
+
+    /// Like [`new`](Self::new), with the size of the first allocation given.
+    pub fn with_first_alloc(capacity: usize, first_alloc: usize) -> RingBuffer {
         RingBuffer {
             storage: Box::default(),
             capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
+            first_alloc: u32::try_from(first_alloc.max(1)).unwrap_or(u32::MAX),
             read_at: 0,
             length: 0,
         }
@@ -38,6 +52,11 @@ impl RingBuffer {
     /// The configured capacity in bytes.
     pub fn capacity(&self) -> usize {
         self.capacity as usize
+    }
+
+    /// Bytes of backing memory currently allocated.
+    pub fn allocated(&self) -> usize {
+        self.storage.len()
     }
 
     /// Number of readable bytes.
@@ -83,30 +102,50 @@ impl RingBuffer {
         self.length = 0;
     }
 
-    fn allocate(&mut self) {
-        if self.storage.is_empty() && self.capacity > 0 {
-            self.storage = vec![0u8; self.capacity as usize].into_boxed_slice();
+    /// Makes the storage cover positions `0 .. end` past the read position
+    /// (`end <= capacity`), growing it (doubling, at least the first allocation, at most
+    /// the capacity) and keeping every byte at its position.
+    fn reserve(&mut self, end: usize) {
+        let phys = self.storage.len();
+        if end <= phys {
+            return;
         }
+        let cap = self.capacity as usize;
+        let size = end
+            .max(phys.saturating_mul(2))
+            .max(self.first_alloc as usize)
+            .min(cap);
+        let mut grown = vec![0u8; size].into_boxed_slice();
+        if phys > 0 {
+            // Relinearise: position p moves from storage[(read_at + p) % phys] to grown[p].
+            let start = self.read_at as usize;
+            let first = phys - start;
+            grown[..first].copy_from_slice(&self.storage[start..]);
+            grown[first..phys].copy_from_slice(&self.storage[..start]);
+        }
+        self.storage = grown;
+        self.read_at = 0;
     }
 
     /// Storage index of the position `offset` bytes past the read position
-    /// (`offset <= capacity`).
+    /// (`offset <= storage.len()`).
     fn index(&self, offset: usize) -> usize {
-        let cap = self.capacity as usize;
+        let phys = self.storage.len();
         let i = self.read_at as usize + offset;
-        if i >= cap {
-            i - cap
+        if i >= phys {
+            i - phys
         } else {
             i
         }
     }
 
     /// Copies `data` into the ring starting `offset` bytes past the read position; the
-    /// caller guarantees `offset + data.len() <= capacity` and that storage is allocated.
+    /// caller guarantees `offset + data.len() <= capacity`.
     fn copy_in(&mut self, offset: usize, data: &[u8]) {
-        let cap = self.capacity as usize;
+        self.reserve(offset + data.len());
+        let phys = self.storage.len();
         let start = self.index(offset);
-        let first = data.len().min(cap - start);
+        let first = data.len().min(phys - start);
         self.storage[start..start + first].copy_from_slice(&data[..first]);
         self.storage[..data.len() - first].copy_from_slice(&data[first..]);
     }
@@ -130,8 +169,10 @@ impl RingBuffer {
     /// Drops up to `n` readable bytes from the front; returns the number dropped.
     pub fn dequeue_allocated(&mut self, n: usize) -> usize {
         let n = n.min(self.len());
-        self.read_at = self.index(n) as u32;
-        self.length -= n as u32;
+        if n > 0 {
+            self.read_at = self.index(n) as u32;
+            self.length -= n as u32;
+        }
         n
     }
 
@@ -143,8 +184,8 @@ impl RingBuffer {
             return &[];
         }
         let start = self.index(offset);
-        let cap = self.capacity as usize;
-        let n = max_len.min(self.len() - offset).min(cap - start);
+        let phys = self.storage.len();
+        let n = max_len.min(self.len() - offset).min(phys - start);
         &self.storage[start..start + n]
     }
 
@@ -162,7 +203,6 @@ impl RingBuffer {
             return 0;
         }
         let n = data.len().min(window - offset);
-        self.allocate();
         self.copy_in(self.len() + offset, &data[..n]);
         n
     }
@@ -173,7 +213,7 @@ impl RingBuffer {
     pub fn enqueue_unallocated(&mut self, n: usize) -> usize {
         let n = n.min(self.window());
         if n > 0 {
-            self.allocate();
+            self.reserve(self.len() + n);
         }
         self.length += n as u32;
         n
@@ -187,10 +227,11 @@ impl RingBuffer {
         if offset >= window || max_len == 0 {
             return &mut [];
         }
-        self.allocate();
+        let n = max_len.min(window - offset);
+        self.reserve(self.len() + offset + n);
         let start = self.index(self.len() + offset);
-        let cap = self.capacity as usize;
-        let n = max_len.min(window - offset).min(cap - start);
+        let phys = self.storage.len();
+        let n = n.min(phys - start);
         &mut self.storage[start..start + n]
     }
 }
@@ -221,6 +262,25 @@ mod tests {
         assert_eq!(r.dequeue_allocated(3), 3);
         assert!(r.release_if_empty());
         assert!(!r.is_allocated());
+    }
+
+    #[test]
+    fn ring_grows_by_doubling_up_to_capacity_keeping_bytes() {
+        let mut r = RingBuffer::with_first_alloc(20, 4);
+        assert_eq!(r.enqueue_slice(b"abc"), 3);
+        assert_eq!(r.allocated(), 4);
+        r.dequeue_allocated(2);
+        // Wrapped, then grown: the readable byte and the out-of-order bytes keep
+        // their positions.
+        assert_eq!(r.write_unallocated(4, b"xyz"), 3);
+        assert_eq!(r.allocated(), 8);
+        assert_eq!(r.enqueue_slice(b"defg"), 4);
+        assert_eq!(r.enqueue_unallocated(3), 3);
+        let mut buf = [0u8; 8];
+        assert_eq!(r.dequeue_slice(&mut buf), 8);
+        assert_eq!(&buf, b"cdefgxyz");
+        assert_eq!(r.enqueue_slice(&[7u8; 30]), 20);
+        assert_eq!(r.allocated(), 20);
     }
 
     #[test]
@@ -345,8 +405,8 @@ mod tests {
     proptest! {
         // Oracle: the ring against a VecDeque model under arbitrary operation sequences.
         #[test]
-        fn ring_ops_match_vecdeque_model(cap in 0usize..20, ops in proptest::collection::vec(op(), 0..60)) {
-            let mut r = RingBuffer::new(cap);
+        fn ring_ops_match_vecdeque_model(cap in 0usize..20, first in 1usize..8, ops in proptest::collection::vec(op(), 0..60)) {
+            let mut r = RingBuffer::with_first_alloc(cap, first);
             let mut m = Model { cap, readable: VecDeque::new(), head: 0, future: BTreeMap::new() };
             for op in ops {
                 match op {

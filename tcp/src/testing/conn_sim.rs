@@ -3,9 +3,11 @@
 
 use super::link::{Link, LinkConfig, LinkStats, Packet};
 use super::{Rng, Stream};
-use crate::conn::{CloseReason, ConnConfig, ConnStats, Counters, OutSegment, Segment, State, Tcb};
+use crate::conn::{CloseReason, ConnConfig, ConnStats, Counters, OutSegment, State, Tcb};
+use crate::ratelimit::{RateLimit, TokenBucket};
 use crate::seq::SeqNumber;
 use crate::time::Instant;
+use crate::wire::tcp::TcpRepr;
 use core::time::Duration;
 
 /// A segment in flight between the two TCBs.
@@ -18,21 +20,17 @@ pub struct SimSegment {
 }
 
 impl SimSegment {
-    fn as_segment(&self) -> Segment<'_> {
-        Segment {
-            seq: self.h.seq,
-            ack: self.h.ack,
-            flags: self.h.flags,
-            window: self.h.window,
-            options: self.h.options,
+    fn as_segment(&self) -> TcpRepr<'_> {
+        TcpRepr {
             payload: &self.payload,
+            ..self.h.repr
         }
     }
 }
 
 impl Packet for SimSegment {
     fn wire_len(&self) -> usize {
-        14 + 20 + 20 + self.h.options.wire_len() + self.payload.len()
+        14 + 20 + 20 + self.h.options.emitted_len() + self.payload.len()
     }
     fn corrupt(&mut self, _rng: &mut Rng) -> bool {
         // No checksum at this level: corruption is simulated on frames only.
@@ -101,6 +99,8 @@ pub struct ConnSimReport {
 
 struct End {
     tcb: Tcb,
+    /// The stack-wide RFC 5961 challenge-ACK limiter, at its default.
+    challenge: TokenBucket,
     ctr: Counters,
     out: Stream,
     inp: Stream,
@@ -114,6 +114,7 @@ impl End {
     fn new(tcb: Tcb, out: Stream, inp: Stream) -> End {
         End {
             tcb,
+            challenge: TokenBucket::new(RateLimit::CHALLENGE_ACK_DEFAULT, 1),
             ctr: Counters::default(),
             out,
             inp,
@@ -264,7 +265,7 @@ pub fn run(cfg: &ConnSimConfig) -> Result<ConnSimReport, String> {
                         seg.flags,
                         seg.window,
                         seg.payload.len(),
-                        seg.options.sack.as_slice(),
+                        seg.options.sack_blocks.as_slice(),
                         end.tcb.stats(c)
                     );
                 }
@@ -277,10 +278,17 @@ pub fn run(cfg: &ConnSimConfig) -> Result<ConnSimReport, String> {
                         }
                         d.len()
                     };
-                    end.tcb
-                        .on_segment(c, now, &seg, Some(&mut sink), &mut end.ctr)
+                    end.tcb.on_segment(
+                        c,
+                        now,
+                        &seg,
+                        Some(&mut sink),
+                        &mut end.challenge,
+                        &mut end.ctr,
+                    )
                 } else {
-                    end.tcb.on_segment(c, now, &seg, None, &mut end.ctr)
+                    end.tcb
+                        .on_segment(c, now, &seg, None, &mut end.challenge, &mut end.ctr)
                 };
                 if let Some(h) = reply {
                     // RSTs in reply go back on the other link.

@@ -9,6 +9,15 @@ pub mod stack_sim;
 
 pub use link::{Link, LinkConfig, LinkStats, Packet};
 
+/// The environment variable `name` as a `u64`, or `default` when unset or not a number
+/// (the knobs of the simulation soaks, e.g. `SLUICE_SIM_SEEDS`).
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// SplitMix64: a tiny, fast, seedable generator. Deterministic across platforms and
 /// versions, which is what a reproducible simulation needs.
 #[derive(Debug, Clone)]

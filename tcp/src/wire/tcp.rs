@@ -104,6 +104,26 @@ impl TcpFlags {
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
+
+    /// SYN is set.
+    pub const fn syn(self) -> bool {
+        self.contains(TcpFlags::SYN)
+    }
+
+    /// FIN is set.
+    pub const fn fin(self) -> bool {
+        self.contains(TcpFlags::FIN)
+    }
+
+    /// RST is set.
+    pub const fn rst(self) -> bool {
+        self.contains(TcpFlags::RST)
+    }
+
+    /// ACK is set.
+    pub const fn ack(self) -> bool {
+        self.contains(TcpFlags::ACK)
+    }
 }
 
 impl BitOr for TcpFlags {
@@ -606,8 +626,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     }
 }
 
-/// A parsed TCP segment: header fields, options and a borrowed payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A parsed TCP segment: header fields, options and a borrowed payload. This is also
+/// the segment the connection state machine (`conn`) consumes: parsing borrows the
+/// payload from the received frame, so the in-order fast path copies payload bytes only
+/// into the receive buffer (or not at all, with `Stack::recv_with`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TcpRepr<'a> {
     /// Source port.
     pub src_port: u16,
@@ -668,6 +691,21 @@ impl<'a> TcpRepr<'a> {
         TcpRepr::parse(&packet, src, dst, verify_checksum)
     }
 
+    /// The same header without the payload (e.g. to quote it in an ICMP error).
+    pub fn header(&self) -> TcpRepr<'static> {
+        TcpRepr {
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            seq: self.seq,
+            ack: self.ack,
+            flags: self.flags,
+            window: self.window,
+            urgent: self.urgent,
+            options: self.options,
+            payload: &[],
+        }
+    }
+
     /// Header length: 20 bytes plus the emitted options, padded to a multiple of 4.
     pub fn header_len(&self) -> usize {
         HEADER_LEN + self.options.emitted_len()
@@ -676,6 +714,11 @@ impl<'a> TcpRepr<'a> {
     /// Header plus payload.
     pub fn buffer_len(&self) -> usize {
         self.header_len() + self.payload.len()
+    }
+
+    /// SEG.LEN as a sequence-space distance (RFC 9293 3.4), saturating.
+    pub fn seq_len(&self) -> u32 {
+        u32::try_from(self.segment_len()).unwrap_or(u32::MAX)
     }
 
     /// Length in sequence space: payload plus one for SYN and one for FIN (RFC 9293 3.4).
@@ -778,6 +821,29 @@ mod tests {
             ]
         );
         assert_eq!(r.segment_len(), 1);
+    }
+
+    #[test]
+    fn repr_seq_len_flags_and_header_for_the_state_machine() {
+        let data = [1u8, 2, 3];
+        let r = TcpRepr {
+            flags: TcpFlags::FIN | TcpFlags::ACK | TcpFlags::ECE,
+            payload: &data,
+            ..syn()
+        };
+        // SEG.LEN counts FIN; ECE does not hide the RFC 9293 bits.
+        assert_eq!(r.seq_len(), 4);
+        assert!(r.flags.fin() && r.flags.ack() && !r.flags.syn() && !r.flags.rst());
+        assert_eq!(syn().seq_len(), 1);
+        let h = r.header();
+        assert!(h.payload.is_empty());
+        assert_eq!(
+            TcpRepr {
+                payload: &data,
+                ..h
+            },
+            r
+        );
     }
 
     #[test]
