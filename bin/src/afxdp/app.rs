@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 
 use dataplane::Handler;
+
+use super::gateway::GatewayApp;
 use tcp::iface::TxQueue as StackTxQueue;
 use tcp::stack::{ConnHandle, Event, Stack};
 use tcp::Instant;
@@ -82,6 +84,8 @@ pub struct StackWorker {
     stopping: bool,
     /// An active open still to make on the next poll.
     connect: Option<std::net::SocketAddrV4>,
+    /// The WebSocket gateway (or ws-echo), served instead of `app` when set.
+    gateway: Option<Box<GatewayApp>>,
 }
 
 impl StackWorker {
@@ -101,7 +105,14 @@ impl StackWorker {
             pattern: (0..PATTERN_LEN as u64).map(source_byte).collect(),
             stopping: false,
             connect: None,
+            gateway: None,
         })
+    }
+
+    /// Serves the WebSocket gateway (or ws-echo) on every listening port instead of the
+    /// TCP application.
+    pub fn serve_gateway(&mut self, gateway: GatewayApp) {
+        self.gateway = Some(Box::new(gateway));
     }
 
     /// Opens one connection to `remote` on the next poll and serves the application on it.
@@ -238,6 +249,12 @@ impl Handler for StackWorker {
 
     fn on_frame<T: dataplane::TxQueue>(&mut self, now: Instant, frame: &mut [u8], tx: &mut T) {
         let _ = tx;
+        if let Some(g) = self.gateway.as_deref_mut() {
+            // In-order payload goes to the gateway straight from the frame.
+            self.stack
+                .handle_frame_with(now, frame, &mut |conn, data| g.sink(conn, data));
+            return;
+        }
         match self.app {
             // Consumed in place from the frame: nothing is copied into receive buffers.
             TcpApp::Discard | TcpApp::Source => {
@@ -250,6 +267,9 @@ impl Handler for StackWorker {
 
     fn poll<T: dataplane::TxQueue>(&mut self, now: Instant, tx: &mut T) -> bool {
         let mut worked = false;
+        if let Some(g) = self.gateway.as_deref_mut() {
+            g.tick_clock();
+        }
         if let Some(remote) = self.connect.take() {
             match self.stack.connect(now, *remote.ip(), remote.port()) {
                 Ok(conn) => tracing::info!(%remote, ?conn, "connecting"),
@@ -261,8 +281,14 @@ impl Handler for StackWorker {
             self.stack.handle_timeout(now);
         }
         while let Some(event) = self.stack.poll_event() {
-            self.on_event(event);
+            match self.gateway.as_deref_mut() {
+                Some(g) => g.on_event(&mut self.stack, event),
+                None => self.on_event(event),
+            }
             worked = true;
+        }
+        if let Some(g) = self.gateway.as_deref_mut() {
+            worked |= g.poll(&mut self.stack);
         }
         let mut tx = DeviceTx::new(tx);
         self.stack.poll_transmit(now, &mut tx);
@@ -277,6 +303,10 @@ impl Handler for StackWorker {
         // Stop accepting, then close every connection in order (queued data is still
         // delivered; unread data turns a close into a reset).
         self.stopping = true;
+        if let Some(g) = self.gateway.as_deref_mut() {
+            g.stop(&mut self.stack);
+            return;
+        }
         for &port in &self.ports {
             self.stack.unlisten(port);
         }
@@ -286,6 +316,9 @@ impl Handler for StackWorker {
     }
 
     fn drained(&self) -> bool {
+        if let Some(g) = self.gateway.as_deref() {
+            return g.drained();
+        }
         let time_wait = usize::try_from(self.stack.counters().time_wait).unwrap_or(usize::MAX);
         self.stack.connection_count() <= time_wait
     }

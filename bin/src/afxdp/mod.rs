@@ -8,6 +8,7 @@
 //! grace period), the sockets close and the program detaches with its bpf_link; exit 0.
 
 pub mod app;
+pub mod gateway;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +53,8 @@ pub struct Options {
     pub app: TcpApp,
     /// Also open one connection here (from the first queue's worker) and serve `app` on it.
     pub connect: Option<std::net::SocketAddrV4>,
+    /// Serve the WebSocket gateway or ws-echo instead of `app`.
+    pub websocket: Option<gateway::GatewayOptions>,
 }
 
 /// Parses a MAC address `aa:bb:cc:dd:ee:ff`.
@@ -231,6 +234,18 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         },
     )?);
 
+    let mut shared = match &opts.websocket {
+        Some(g) => Some(gateway::Shared::start(
+            g.config.clone(),
+            queues.len(),
+            g.any_path,
+        )?),
+        None => None,
+    };
+    let stop_grace = shared.as_ref().map_or(STOP_GRACE, |s| {
+        s.config.limits.shutdown_timeout() + Duration::from_secs(1)
+    });
+
     let clock = Clock::new();
     let mut workers = Vec::new();
     let mut copy_modes = Vec::new();
@@ -247,10 +262,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         } else {
             None
         };
+        let part = shared.as_mut().map(|s| s.part(workers.len()));
         let (mode_tx, mode_rx) = crossbeam_channel::bounded(1);
         let config = WorkerConfig {
             core: Some(core),
-            stop_grace: STOP_GRACE,
+            stop_grace,
             clock,
             ..WorkerConfig::new(&format!("sluice-q{queue}"))
         };
@@ -260,6 +276,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             let mut worker =
                 StackWorker::new(Stack::new(stack_cfg), app, &ports).map_err(StartError::Config)?;
             worker.connect_to(connect);
+            if let Some(part) = part {
+                worker.serve_gateway(gateway::GatewayApp::new(part, &ports));
+            }
             Ok((device, worker))
         })?;
         if let Ok(mode) = mode_rx.recv() {
@@ -278,13 +297,18 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     };
     let ports: Vec<String> = opts.ports.iter().map(u16::to_string).collect();
     let queue_list: Vec<String> = queues.iter().map(u32::to_string).collect();
-    let app_name = match opts.app {
-        TcpApp::Echo => "tcp-echo",
-        TcpApp::Discard => "tcp-discard",
-        TcpApp::Source => "tcp-source",
+    let app_name = match (&opts.websocket, opts.app) {
+        (Some(g), _) => g.app_name,
+        (None, TcpApp::Echo) => "tcp-echo",
+        (None, TcpApp::Discard) => "tcp-discard",
+        (None, TcpApp::Source) => "tcp-source",
     };
+    let control = shared
+        .as_ref()
+        .and_then(|s| s.control)
+        .map_or_else(String::new, |a| format!(" control={a}"));
     println!(
-        "listening ip={} port={} ports={} backend=afxdp app={app_name} iface={} queues={} xdp={} mode={copy}",
+        "listening ip={} port={} ports={} backend=afxdp app={app_name} iface={} queues={} xdp={} mode={copy}{control}",
         opts.addr,
         opts.ports.first().copied().unwrap_or(0),
         ports.join(","),
@@ -305,9 +329,13 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     info!("stopping: draining connections");
+    // Every worker starts draining at once; then wait for each.
+    for w in &workers {
+        let _ = w.control().send(worker::Control::Stop);
+    }
     let mut failed = None;
     for w in workers {
-        match w.stop() {
+        match w.join() {
             Ok(exit) => {
                 let s = exit.handler.stack().counters();
                 info!(

@@ -14,6 +14,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
+use super::upstream::Upstreams;
 use super::worker::Worker;
 use super::{broker, WorkerHandle, WorkerMsg};
 use crate::config::Config;
@@ -30,18 +31,15 @@ const TICK: Duration = Duration::from_millis(100);
 /// Tokens from here on are upstream sockets of `proxy` connections (`UP_BASE + idx`).
 const UP_BASE: usize = 1 << 30;
 
-/// The upstream socket of a proxy connection.
-#[derive(Debug)]
-struct UpConn {
-    stream: TcpStream,
-    connected: bool,
-}
-
 /// Everything `sluice run --app gateway` needs from the command line, after overrides.
 #[derive(Debug)]
 pub struct Settings {
     /// Validated configuration (flags already applied).
     pub config: Config,
+    /// The application's name in the `listening` line (`gateway`, `ws-echo`).
+    pub app_name: &'static str,
+    /// Serve every request path with the first route (ws-echo).
+    pub any_path: bool,
 }
 
 #[derive(Debug)]
@@ -106,9 +104,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let control_text = control_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     println!(
-        "listening ip={} port={} backend=kernel app=gateway control={control_text}",
+        "listening ip={} port={} backend=kernel app={} control={control_text}",
         config.listen.ip,
-        bound.join(",")
+        bound.join(","),
+        settings.app_name,
     );
     io::stdout().flush().ok();
     info!(ip = %config.listen.ip, ports = %bound.join(","), control = %control_text, "gateway listening");
@@ -119,13 +118,16 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&metrics),
         Some(publisher),
     );
+    if settings.any_path {
+        worker.serve_any_path();
+    }
     let mut driver = Driver {
         poll,
         base: listeners.len(),
         conns: Vec::new(),
         free: Vec::new(),
         lingering: HashMap::new(),
-        upstreams: HashMap::new(),
+        upstreams: Upstreams::new(),
         buf: vec![0u8; READ_BUF],
         metrics,
     };
@@ -142,7 +144,7 @@ struct Driver {
     /// Closed by us (FIN sent), draining the peer until EOF or the deadline.
     lingering: HashMap<usize, Instant>,
     /// Upstream sockets of proxy connections, by connection slot.
-    upstreams: HashMap<usize, UpConn>,
+    upstreams: Upstreams,
     buf: Vec<u8>,
     metrics: Arc<Metrics>,
 }
@@ -189,7 +191,14 @@ impl Driver {
                 }
             }
             for (idx, authority) in worker.take_upstream_requests() {
-                self.open_upstream(worker, idx, &authority, now);
+                self.upstreams.open(
+                    self.poll.registry(),
+                    Token(UP_BASE + idx),
+                    worker,
+                    idx,
+                    &authority,
+                    now,
+                );
             }
             // Publications and control requests; every one queued before an ack was sent.
             while let Ok(msg) = rx.try_recv() {
@@ -287,8 +296,8 @@ impl Driver {
         if self.lingering.contains_key(&idx) {
             return;
         }
-        if self.upstreams.contains_key(&idx) {
-            self.drive_upstream(worker, idx, now);
+        if self.upstreams.contains(idx) {
+            self.upstreams.drive(self.poll.registry(), worker, idx, now);
         }
         loop {
             let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
@@ -337,7 +346,7 @@ impl Driver {
     /// unread data causes no RST that could destroy our last frames in flight).
     fn close(&mut self, worker: &mut Worker, idx: usize, abort: bool) {
         worker.remove(idx);
-        self.drop_upstream(idx);
+        self.upstreams.remove(self.poll.registry(), idx);
         let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
@@ -347,108 +356,6 @@ impl Driver {
         }
         self.lingering.insert(idx, Instant::now() + LINGER);
         self.drain_lingering(idx);
-    }
-
-    fn open_upstream(&mut self, worker: &mut Worker, idx: usize, authority: &str, now: Instant) {
-        use std::net::ToSocketAddrs;
-        let addr = authority.to_socket_addrs().ok().and_then(|mut a| a.next());
-        let stream = addr.and_then(|a| TcpStream::connect(a).ok());
-        let Some(mut stream) = stream else {
-            warn!(authority, "upstream connect failed");
-            worker.upstream_lost(idx, now);
-            return;
-        };
-        stream.set_nodelay(true).ok();
-        if self
-            .poll
-            .registry()
-            .register(
-                &mut stream,
-                Token(UP_BASE + idx),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .is_err()
-        {
-            worker.upstream_lost(idx, now);
-            return;
-        }
-        self.upstreams.insert(
-            idx,
-            UpConn {
-                stream,
-                connected: false,
-            },
-        );
-    }
-
-    /// Writes and reads the upstream socket of proxy connection `idx`.
-    fn drive_upstream(&mut self, worker: &mut Worker, idx: usize, now: Instant) {
-        let Some(u) = self.upstreams.get_mut(&idx) else {
-            return;
-        };
-        if !u.connected {
-            if !matches!(u.stream.take_error(), Ok(None)) {
-                worker.upstream_lost(idx, now);
-                return self.drop_upstream(idx);
-            }
-            match u.stream.peer_addr() {
-                Ok(_) => {
-                    u.connected = true;
-                    worker.upstream_connected(idx);
-                }
-                Err(e) if e.kind() == ErrorKind::NotConnected => return,
-                Err(_) => {
-                    worker.upstream_lost(idx, now);
-                    return self.drop_upstream(idx);
-                }
-            }
-        }
-        loop {
-            loop {
-                let out = worker.upstream_output(idx);
-                if out.is_empty() {
-                    break;
-                }
-                match u.stream.write(out) {
-                    Ok(0) => {
-                        worker.upstream_lost(idx, now);
-                        return self.drop_upstream(idx);
-                    }
-                    Ok(n) => worker.upstream_consume(idx, n),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        worker.upstream_lost(idx, now);
-                        return self.drop_upstream(idx);
-                    }
-                }
-            }
-            if worker.upstream_finished(idx) {
-                return self.drop_upstream(idx);
-            }
-            if !worker.wants_upstream_read(idx) {
-                return;
-            }
-            match u.stream.read(&mut self.buf) {
-                Ok(0) => {
-                    worker.upstream_lost(idx, now);
-                    return self.drop_upstream(idx);
-                }
-                Ok(n) => worker.upstream_receive(idx, &mut self.buf[..n], now),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    worker.upstream_lost(idx, now);
-                    return self.drop_upstream(idx);
-                }
-            }
-        }
-    }
-
-    fn drop_upstream(&mut self, idx: usize) {
-        if let Some(mut u) = self.upstreams.remove(&idx) {
-            self.poll.registry().deregister(&mut u.stream).ok();
-        }
     }
 
     fn drain_lingering(&mut self, idx: usize) {
