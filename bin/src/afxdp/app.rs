@@ -250,6 +250,7 @@ impl Handler for StackWorker {
     fn on_frame<T: dataplane::TxQueue>(&mut self, now: Instant, frame: &mut [u8], tx: &mut T) {
         let _ = tx;
         if let Some(g) = self.gateway.as_deref_mut() {
+            g.note_frame();
             // In-order payload goes to the gateway straight from the frame.
             self.stack
                 .handle_frame_with(now, frame, &mut |conn, data| g.sink(conn, data));

@@ -29,7 +29,8 @@ use tcp::stack::{ConnHandle, Event, Stack};
 use tracing::{debug, warn};
 
 use crate::config::Config;
-use crate::control::{self, metrics::Metrics};
+use crate::control::metrics::{ActionLabel, Metrics, WorkerLabel, WorkerStateLabel};
+use crate::control::{self};
 use crate::gateway::upstream::Upstreams;
 use crate::gateway::worker::Worker;
 use crate::gateway::{broker, ConnId, ConnInfo, WorkerHandle, WorkerMsg};
@@ -67,6 +68,8 @@ pub struct Shared {
     /// Where the control plane listens (`None`: disabled).
     pub control: Option<SocketAddr>,
     any_path: bool,
+    /// XDP counters as last recorded.
+    xdp_seen: dataplane::XdpCounters,
 }
 
 impl Shared {
@@ -111,7 +114,24 @@ impl Shared {
             receivers,
             control,
             any_path,
+            xdp_seen: dataplane::XdpCounters::default(),
         })
+    }
+
+    /// Adds what the XDP program counted since the last call to the metrics.
+    pub fn record_xdp(&mut self, now: dataplane::XdpCounters) {
+        let seen = &mut self.xdp_seen;
+        for (action, new, old) in [
+            ("redirected", now.redirected, &mut seen.redirected),
+            ("passed", now.passed, &mut seen.passed),
+            ("dropped", now.dropped, &mut seen.dropped),
+        ] {
+            let counter = self.metrics.xdp_packets.get_or_create(&ActionLabel {
+                action: action.to_string(),
+            });
+            counter.inc_by(new.saturating_sub(*old));
+            *old = new.max(*old);
+        }
     }
 
     /// The parts worker `index` needs (each index once).
@@ -166,12 +186,23 @@ pub struct GatewayApp {
     stopping: bool,
     ports: Vec<u16>,
     shutdown_timeout: Duration,
+    metrics: Arc<Metrics>,
+    index: usize,
+    /// Loop iterations and busy ones (a frame received or work done) since the last tick.
+    iterations: u64,
+    busy: u64,
+    frame_seen: bool,
+    /// The stack's retransmit counter as last recorded.
+    retransmits_seen: u64,
+    /// TCP states with a non-zero gauge after the last tick.
+    states_seen: Vec<String>,
 }
 
 impl GatewayApp {
     /// Worker `part.index`, serving on `ports`.
     pub fn new(part: Part, ports: &[u16]) -> GatewayApp {
         let shutdown_timeout = part.config.limits.shutdown_timeout();
+        let metrics = Arc::clone(&part.metrics);
         let mut worker = Worker::new(part.index, part.config, part.metrics, Some(part.publisher));
         if part.any_path {
             worker.serve_any_path();
@@ -193,7 +224,76 @@ impl GatewayApp {
             stopping: false,
             ports: ports.to_vec(),
             shutdown_timeout,
+            metrics,
+            index: part.index,
+            iterations: 0,
+            busy: 0,
+            frame_seen: false,
+            retransmits_seen: 0,
+            states_seen: Vec::new(),
         }
+    }
+
+    /// A frame arrived in this iteration (for the busy ratio).
+    pub fn note_frame(&mut self) {
+        self.frame_seen = true;
+    }
+
+    /// Feeds received bytes to the worker, timing it for the processing histogram.
+    fn receive(&mut self, id: ConnId, len: usize, now: Instant) {
+        let started = Instant::now();
+        if let Some(data) = self.scratch.get_mut(..len) {
+            self.worker.receive(id, data, now);
+        }
+        self.metrics
+            .processing_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Every tick: busy ratio, TCP connections by state, retransmits.
+    fn record(&mut self, stack: &Stack) {
+        let ratio = if self.iterations == 0 {
+            0.0
+        } else {
+            self.busy as f64 / self.iterations as f64
+        };
+        self.metrics.set_busy(self.index, ratio);
+        self.iterations = 0;
+        self.busy = 0;
+        let mut counts: HashMap<String, i64> = HashMap::new();
+        for conn in self.by_conn.keys().chain(self.lingering.keys()) {
+            if let Ok(s) = stack.stats(*conn) {
+                *counts.entry(format!("{:?}", s.state)).or_default() += 1;
+            }
+        }
+        let worker = self.index.to_string();
+        for state in self.states_seen.drain(..) {
+            if !counts.contains_key(&state) {
+                self.metrics
+                    .tcp_connections
+                    .get_or_create(&WorkerStateLabel {
+                        worker: worker.clone(),
+                        state,
+                    })
+                    .set(0);
+            }
+        }
+        for (state, n) in counts {
+            self.metrics
+                .tcp_connections
+                .get_or_create(&WorkerStateLabel {
+                    worker: worker.clone(),
+                    state: state.clone(),
+                })
+                .set(n);
+            self.states_seen.push(state);
+        }
+        let retransmits = stack.counters().conn.retransmits;
+        self.metrics
+            .tcp_retransmits
+            .get_or_create(&WorkerLabel { worker })
+            .inc_by(retransmits.saturating_sub(self.retransmits_seen));
+        self.retransmits_seen = retransmits.max(self.retransmits_seen);
     }
 
     /// In-order payload offered straight from an RX frame: feeds the worker as much as it
@@ -213,7 +313,7 @@ impl GatewayApp {
                 break;
             };
             buf.copy_from_slice(rest.get(..n).unwrap_or_default());
-            self.worker.receive(id, buf, self.wall);
+            self.receive(id, n, self.wall);
             taken += n;
         }
         taken
@@ -336,8 +436,7 @@ impl GatewayApp {
                 }
                 return;
             }
-            let data = self.scratch.get_mut(..n).unwrap_or_default();
-            self.worker.receive(id, data, now);
+            self.receive(id, n, now);
         }
     }
 
@@ -433,8 +532,13 @@ impl GatewayApp {
             self.drive(stack, id, now);
             worked = true;
         }
+        self.iterations += 1;
+        if worked || std::mem::take(&mut self.frame_seen) {
+            self.busy += 1;
+        }
         if now.saturating_duration_since(self.last_tick) >= TICK {
             self.last_tick = now;
+            self.record(stack);
             for id in self.worker.handle_timeout(now) {
                 debug!(id, "deadline expired");
                 self.abort(stack, id);

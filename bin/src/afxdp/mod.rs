@@ -325,8 +325,15 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "listening"
     );
 
+    let mut polls = 0u32;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        polls = polls.wrapping_add(1);
+        if let (Some(shared), 0) = (shared.as_mut(), polls % 10) {
+            if let Ok(c) = program.counters() {
+                shared.record_xdp(c);
+            }
+        }
     }
     info!("stopping: draining connections");
     // Every worker starts draining at once; then wait for each.

@@ -161,13 +161,18 @@ impl Driver {
         let mut events = Events::with_capacity(1024);
         let mut shutdown_deadline: Option<Instant> = None;
         let mut last_tick = Instant::now();
+        // Time spent outside epoll_wait since the last tick (the busy ratio).
+        let mut busy = Duration::ZERO;
+        let mut busy_since = Instant::now();
         loop {
+            busy += busy_since.elapsed();
             if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
                 if e.kind() != ErrorKind::Interrupted {
                     return Err(e).context("epoll_wait");
                 }
             }
             let now = Instant::now();
+            busy_since = now;
             for event in events.iter() {
                 let Token(t) = event.token();
                 if event.token() == WAKER {
@@ -208,6 +213,10 @@ impl Driver {
                 self.drive(worker, idx, now);
             }
             if now.duration_since(last_tick) >= TICK {
+                let window = now.duration_since(last_tick).as_secs_f64();
+                self.metrics
+                    .set_busy(0, (busy.as_secs_f64() / window).min(1.0));
+                busy = Duration::ZERO;
                 last_tick = now;
                 for idx in worker.handle_timeout(now) {
                     debug!(idx, "deadline expired");
