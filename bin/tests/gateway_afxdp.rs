@@ -115,6 +115,7 @@ fn wait_subscribed(lab: &Lab, n: usize) -> Vec<serde_json::Value> {
         if subscribed >= n {
             return rows;
         }
+        eprintln!("{} connections, {subscribed} subscribed", rows.len());
         assert!(
             Instant::now() < deadline,
             "only {subscribed} of {n} subscribed"
@@ -173,14 +174,20 @@ fn subscriber(topic: usize, per_topic: usize, ready: &AtomicUsize) -> Result<usi
 #[test]
 #[ignore = "needs root: run by deploy/test.sh"]
 fn gateway_afxdp_two_thousand_clients_ten_topics_in_order() {
-    const CLIENTS: usize = 2_000;
+    // SLUICE_GW_n_clients (a multiple of 10) shrinks the run when debugging by hand.
+    let n_clients: usize = std::env::var("SLUICE_GW_n_clients")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
     const TOPICS: usize = 10;
     const PER_TOPIC: usize = 1_000;
     let _serial = lab::serial();
     let lab = Lab::up(2);
     let sluice = start(
         &lab,
-        "[[route]]\npath = \"/ws\"\nkind = \"pubsub\"\ncompression = false\n",
+        // Every client comes from the peer's one address.
+        "[limits]\nmax_connections_per_ip = 10000\n\n\
+         [[route]]\npath = \"/ws\"\nkind = \"pubsub\"\ncompression = false\n",
     );
     // 2,000 sockets here plus the test's own files.
     rlimit::increase_nofile_limit(8_192).unwrap();
@@ -188,7 +195,7 @@ fn gateway_afxdp_two_thousand_clients_ten_topics_in_order() {
     let ready_c = Arc::clone(&ready);
     let clients = lab.spawn_in_peer(move || {
         // Threads started here inherit the peer namespace.
-        let threads: Vec<_> = (0..CLIENTS)
+        let threads: Vec<_> = (0..n_clients)
             .map(|i| {
                 let ready = Arc::clone(&ready_c);
                 std::thread::Builder::new()
@@ -202,13 +209,13 @@ fn gateway_afxdp_two_thousand_clients_ten_topics_in_order() {
             .map(|t| t.join().unwrap_or_else(|_| Err("client panicked".into())))
             .collect::<Vec<_>>()
     });
-    let rows = wait_subscribed(&lab, CLIENTS);
-    assert_eq!(ready.load(Ordering::SeqCst), CLIENTS);
+    let rows = wait_subscribed(&lab, n_clients);
+    assert_eq!(ready.load(Ordering::SeqCst), n_clients);
     // Both workers carry connections, and AF_XDP rows carry the TCP engine's view.
     let per_worker = |w: u64| rows.iter().filter(|r| r["worker"] == w).count();
     let (w0, w1) = (per_worker(0), per_worker(1));
     println!("connections per worker: {w0} {w1}");
-    assert_eq!(w0 + w1, CLIENTS);
+    assert_eq!(w0 + w1, n_clients);
     assert!(w0 > 0 && w1 > 0, "one worker idle: {w0} {w1}");
     assert!(
         rows.iter().all(|r| r["tcp"]["state"] == "Established"),
@@ -223,9 +230,11 @@ fn gateway_afxdp_two_thousand_clients_ten_topics_in_order() {
     // Every publish reached all 200 subscribers of its topic.
     assert_eq!(delivered.len(), TOPICS * PER_TOPIC);
     assert!(
-        delivered.iter().all(|&d| d == (CLIENTS / TOPICS) as u64),
+        delivered.iter().all(|&d| d == (n_clients / TOPICS) as u64),
         "{:?}",
-        delivered.iter().find(|&&d| d != (CLIENTS / TOPICS) as u64)
+        delivered
+            .iter()
+            .find(|&&d| d != (n_clients / TOPICS) as u64)
     );
     let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(
@@ -235,7 +244,7 @@ fn gateway_afxdp_two_thousand_clients_ten_topics_in_order() {
         failed.first()
     );
     let received: usize = results.iter().map(|r| *r.as_ref().unwrap()).sum();
-    assert_eq!(received, CLIENTS * PER_TOPIC);
+    assert_eq!(received, n_clients * PER_TOPIC);
     println!(
         "{} messages published, {received} delivered in order in {elapsed:?}",
         TOPICS * PER_TOPIC
@@ -251,7 +260,7 @@ fn gateway_afxdp_two_thousand_clients_ten_topics_in_order() {
     );
     assert_eq!(
         metric_value(&text, "sluice_messages_out_total{route=\"/ws\"}"),
-        (CLIENTS + received) as f64
+        (n_clients + received) as f64
     );
     assert!(metric_value(&text, "sluice_xdp_packets_total{action=\"redirected\"}") > 0.0);
     for w in ["0", "1"] {

@@ -105,11 +105,7 @@ pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
         body.len()
     )
     .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
+    read_response(&mut s)
 }
 
 /// `GET path` with an `Accept` header; returns (status, body).
@@ -120,11 +116,33 @@ pub fn http_accept(addr: &str, path: &str, accept: &str) -> (u16, String) {
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
+    read_response(&mut s)
+}
+
+/// Reads a whole HTTP/1.1 response (`Connection: close`), undoing chunked encoding.
+fn read_response(s: &mut TcpStream) -> (u16, String) {
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    if !chunked {
+        return (status, body.to_string());
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let (size, tail) = rest.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return (status, out);
+        }
+        out.push_str(&tail[..size]);
+        rest = &tail[size + 2..];
+    }
 }
 
 /// The value of one sample line (`name{labels}`) in a metrics text, 0 when absent.
