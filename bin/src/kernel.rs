@@ -1,4 +1,6 @@
-//! The kernel-socket backend: mio (epoll, edge-triggered), many connections on one thread.
+//! The kernel-socket backend of the TCP applications (tcp-echo, tcp-discard, tcp-source):
+//! mio (epoll, edge-triggered), many connections on one thread. ws-echo and the gateway run
+//! on the gateway's kernel driver (`gateway::kernel`).
 //!
 //! Each connection has a bounded output queue: while it holds more than
 //! `--max-output-queue` bytes the connection is not read, so a slow reader slows its
@@ -14,9 +16,8 @@ use anyhow::Context;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use tracing::{debug, info, warn};
-use ws::{CloseCode, Connection, Event, ServerConfig};
 
-use crate::cli::{App, RunArgs, Switch};
+use crate::cli::{App, RunArgs};
 
 /// How long a closing connection may linger to drain the peer's data.
 const LINGER: Duration = Duration::from_secs(2);
@@ -28,20 +29,9 @@ const READ_BUF: usize = 64 * 1024;
 /// Application state of one connection.
 #[derive(Debug)]
 enum AppState {
-    TcpEcho(Vec<u8>),
-    TcpDiscard,
-    TcpSource {
-        offset: u64,
-        chunk: Vec<u8>,
-    },
-    WsHandshake(Vec<u8>),
-    /// An open WebSocket; `pre` (the 101 response) is written before the engine's output.
-    Ws {
-        pre: Vec<u8>,
-        ws: Box<Connection>,
-    },
-    /// Draining a fixed response (e.g. a refused handshake) before closing.
-    Reply(Vec<u8>),
+    Echo(Vec<u8>),
+    Discard,
+    Source { offset: u64, chunk: Vec<u8> },
 }
 
 #[derive(Debug)]
@@ -49,7 +39,6 @@ struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
     app: AppState,
-    accepted: Instant,
     /// Peer sent FIN.
     read_eof: bool,
     /// We want to close once the output is flushed.
@@ -59,10 +48,7 @@ struct Conn {
 }
 
 struct Limits {
-    ws: ws::Config,
-    handshake: ServerConfig,
     max_output: usize,
-    handshake_timeout: Duration,
 }
 
 /// Runs the kernel backend until SIGINT/SIGTERM.
@@ -70,6 +56,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
+    }
+    if matches!(args.app, App::WsEcho | App::Gateway) {
+        anyhow::bail!("ws-echo and the gateway run on the gateway's kernel driver");
     }
     let mut poll = Poll::new().context("creating epoll instance")?;
     let mut listeners = Vec::new();
@@ -91,16 +80,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         App::WsEcho => "ws-echo",
         App::Gateway => "gateway",
     };
-    let mut handshake = ServerConfig::default();
-    handshake.deflate.enabled = args.compression == Switch::On;
     let limits = Limits {
-        ws: ws::Config {
-            max_frame_size: args.max_frame_size,
-            max_message_size: args.max_message_size,
-        },
-        handshake,
         max_output: args.max_output_queue.max(1),
-        handshake_timeout: Duration::from_secs(args.handshake_timeout),
     };
     println!(
         "listening ip={} port={} backend=kernel app={app_name}",
@@ -158,10 +139,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
         let now = Instant::now();
         if shutdown_deadline.is_none() && stop.load(Ordering::Relaxed) {
-            info!(
-                connections = live,
-                "stopping: closing connections with 1001"
-            );
+            info!(connections = live, "stopping: closing connections");
             for l in listeners.iter_mut() {
                 poll.registry().deregister(l).ok();
             }
@@ -170,13 +148,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             for idx in 0..conns.len() {
                 let done = match conns[idx].as_mut() {
                     Some(c) => {
-                        match &mut c.app {
-                            AppState::Ws { ws, .. } => {
-                                // RFC 6455 7.4.1: 1001, the server is going away.
-                                let _ = ws.close(CloseCode::GOING_AWAY, "server shutting down");
-                            }
-                            _ => c.closing = true,
-                        }
+                        c.closing = true;
                         drive(c, &mut buf, &limits)
                     }
                     None => false,
@@ -195,11 +167,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         if now.duration_since(last_sweep) >= Duration::from_millis(200) {
             last_sweep = now;
             for idx in 0..conns.len() {
-                let expired = conns[idx].as_ref().is_some_and(|c| {
-                    c.linger_until.is_some_and(|d| now >= d)
-                        || (matches!(c.app, AppState::WsHandshake(_))
-                            && now.duration_since(c.accepted) >= limits.handshake_timeout)
-                });
+                let expired = conns[idx]
+                    .as_ref()
+                    .is_some_and(|c| c.linger_until.is_some_and(|d| now >= d));
                 if expired {
                     debug!(idx, "closing on timeout");
                     remove(&poll, &mut conns, &mut free, &mut live, idx);
@@ -246,20 +216,20 @@ fn accept_all(
             continue;
         }
         let app = match args.app {
-            App::TcpEcho => AppState::TcpEcho(Vec::new()),
-            App::TcpDiscard => AppState::TcpDiscard,
-            App::TcpSource => AppState::TcpSource {
+            App::TcpEcho => AppState::Echo(Vec::new()),
+            App::TcpDiscard => AppState::Discard,
+            App::TcpSource => AppState::Source {
                 offset: 0,
                 chunk: Vec::new(),
             },
-            App::WsEcho | App::Gateway => AppState::WsHandshake(Vec::new()),
+            // Refused in `run`.
+            App::WsEcho | App::Gateway => AppState::Discard,
         };
         debug!(%peer, idx, "accepted");
         conns[idx] = Some(Conn {
             stream,
             peer,
             app,
-            accepted: Instant::now(),
             read_eof: false,
             closing: false,
             linger_until: None,
@@ -290,42 +260,28 @@ pub fn source_byte(offset: u64) -> u8 {
 
 fn output(app: &AppState) -> &[u8] {
     match app {
-        AppState::TcpEcho(out) | AppState::Reply(out) => out,
-        AppState::TcpSource { chunk, .. } => chunk,
-        AppState::Ws { pre, ws } => {
-            if pre.is_empty() {
-                ws.pending_output()
-            } else {
-                pre
-            }
-        }
-        AppState::TcpDiscard | AppState::WsHandshake(_) => &[],
+        AppState::Echo(out) => out,
+        AppState::Source { chunk, .. } => chunk,
+        AppState::Discard => &[],
     }
 }
 
 fn consume(app: &mut AppState, n: usize) {
     match app {
-        AppState::TcpEcho(out) | AppState::Reply(out) => {
+        AppState::Echo(out) => {
             out.drain(..n);
         }
-        AppState::TcpSource { chunk, .. } => {
+        AppState::Source { chunk, .. } => {
             chunk.drain(..n);
         }
-        AppState::Ws { pre, ws } => {
-            if pre.is_empty() {
-                ws.consume_output(n)
-            } else {
-                pre.drain(..n);
-            }
-        }
-        AppState::TcpDiscard | AppState::WsHandshake(_) => {}
+        AppState::Discard => {}
     }
 }
 
 /// Writes as much output as the socket takes. `Err` means the connection is broken.
 fn flush(c: &mut Conn) -> io::Result<()> {
     loop {
-        if let AppState::TcpSource { offset, chunk } = &mut c.app {
+        if let AppState::Source { offset, chunk } = &mut c.app {
             if chunk.is_empty() && !c.closing {
                 chunk.extend((0..16 * 1024u64).map(|i| source_byte(*offset + i)));
                 *offset += 16 * 1024;
@@ -389,13 +345,10 @@ fn drive(c: &mut Conn, buf: &mut [u8], limits: &Limits) -> bool {
         match c.stream.read(buf) {
             Ok(0) => {
                 c.read_eof = true;
-                if matches!(
-                    c.app,
-                    AppState::Ws { .. } | AppState::WsHandshake(_) | AppState::TcpSource { .. }
-                ) {
-                    // A WebSocket peer that closes TCP first (or a source's reader) is done.
+                if matches!(c.app, AppState::Source { .. }) {
+                    // A source's reader that closes is done.
                     c.closing = true;
-                    if let AppState::TcpSource { chunk, .. } = &mut c.app {
+                    if let AppState::Source { chunk, .. } = &mut c.app {
                         chunk.clear();
                     }
                 }
@@ -408,72 +361,9 @@ fn drive(c: &mut Conn, buf: &mut [u8], limits: &Limits) -> bool {
     }
 }
 
-fn on_data(c: &mut Conn, data: &mut [u8], limits: &Limits) {
+fn on_data(c: &mut Conn, data: &mut [u8], _limits: &Limits) {
     match &mut c.app {
-        AppState::TcpEcho(out) => out.extend_from_slice(data),
-        AppState::TcpDiscard | AppState::TcpSource { .. } | AppState::Reply(_) => {}
-        AppState::WsHandshake(head) => {
-            head.extend_from_slice(data);
-            let next = match ws::handshake::parse_request(head, &limits.handshake) {
-                Ok(None) => return,
-                Ok(Some(req)) => {
-                    let accepted = req.accept(&limits.handshake);
-                    let mut ws = Box::new(Connection::new(
-                        ws::Role::Server,
-                        limits.ws,
-                        accepted.deflate,
-                        0,
-                    ));
-                    debug!(peer = %c.peer, path = req.path, deflate = accepted.deflate.is_some(), "websocket open");
-                    // Frames that arrived together with the request.
-                    let mut rest = head.get(req.head_len..).unwrap_or_default().to_vec();
-                    ws_data(&mut ws, &mut rest);
-                    AppState::Ws {
-                        pre: accepted.response,
-                        ws,
-                    }
-                }
-                Err(e) => {
-                    debug!(peer = %c.peer, error = %e, "handshake refused");
-                    c.closing = true;
-                    AppState::Reply(e.response())
-                }
-            };
-            if let AppState::Ws { ws, .. } = &next {
-                c.closing |= ws.is_closed();
-            }
-            c.app = next;
-        }
-        AppState::Ws { ws, .. } => {
-            ws_data(ws, data);
-            if ws.is_closed() {
-                c.closing = true;
-            }
-        }
-    }
-}
-
-fn ws_data(ws: &mut Connection, data: &mut [u8]) {
-    let mut pos = 0;
-    loop {
-        pos += ws.read(&mut data[pos..]);
-        ws_events(ws);
-        if pos >= data.len() || !ws.is_reading() {
-            return;
-        }
-    }
-}
-
-fn ws_events(ws: &mut Connection) {
-    while let Some(ev) = ws.poll_event() {
-        match ev {
-            Event::Message { kind, data } => {
-                // Echo; fails only after Close was sent, when nothing more may be sent.
-                let _ = ws.send(kind, &data);
-            }
-            Event::Failed { code, reason } => debug!(code = code.0, reason, "websocket failed"),
-            Event::Close { code, .. } => debug!(code = code.map(|c| c.0), "websocket close"),
-            Event::Ping(_) | Event::Pong(_) => {}
-        }
+        AppState::Echo(out) => out.extend_from_slice(data),
+        AppState::Discard | AppState::Source { .. } => {}
     }
 }
