@@ -604,18 +604,25 @@ impl Worker {
         }
     }
 
-    /// Whether the transport should read `id` now (false while closing, or while its
-    /// queued output is above the route's bound: backpressure onto the client).
+    /// Whether the transport should read `id` now: not once the WebSocket reads no more
+    /// (Close received, failed, refused), nor while its queued output is above the route's
+    /// bound (backpressure onto the client). After our Close it still reads, to receive
+    /// the peer's answering Close (RFC 6455 7.1.1).
     pub fn wants_read(&self, id: ConnId) -> bool {
         let Some(s) = self.sessions.get(id).and_then(Option::as_ref) else {
             return false;
+        };
+        let reading = match &s.phase {
+            Phase::Handshake(_) => true,
+            Phase::Open(ws) => ws.is_reading(),
+            Phase::Refused => false,
         };
         let bound = s
             .route
             .and_then(|r| self.routes.get(r))
             .map_or(usize::MAX, |r| r.cfg.max_queued_bytes);
         let upstream = s.upstream.as_ref().map_or(0, |u| u.queued());
-        !s.is_closing() && s.out.len() <= bound && upstream <= bound
+        reading && s.out.len() <= bound && upstream <= bound
     }
 
     /// Whether the transport should close `id` now (see [`Session::is_finished`]).
