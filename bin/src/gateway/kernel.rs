@@ -1,5 +1,7 @@
-//! The gateway on kernel sockets: one mio (epoll, edge-triggered) worker thread driving a
-//! [`Worker`], plus the broker and control threads.
+//! The kernel-socket driver: one mio (epoll, edge-triggered) thread driving a sans-IO
+//! [`Service`]: the gateway [`Worker`] (gateway, ws-echo; plus the broker and control
+//! threads) or a TCP application (`crate::kernel`). One accept/read/write/close loop for
+//! every application on `--backend kernel`.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -15,8 +17,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
 use super::upstream::Upstreams;
-use super::worker::Worker;
-use super::{broker, WorkerHandle, WorkerMsg};
+use super::worker::{Refusal, Worker};
+use super::{broker, ConnId, WorkerHandle, WorkerMsg};
 use crate::config::Config;
 use crate::control::{self, metrics::Metrics};
 
@@ -30,6 +32,129 @@ const LINGER: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(100);
 /// Tokens from here on are upstream sockets of `proxy` connections (`UP_BASE + idx`).
 const UP_BASE: usize = 1 << 30;
+
+/// A sans-IO application the kernel driver serves. The driver owns the sockets: it
+/// feeds received bytes in, writes [`Service::output`] and reports what it wrote, reads
+/// only while [`Service::wants_read`], and closes what [`Service::is_finished`] (after
+/// the output is written) or [`Service::handle_timeout`] name.
+pub trait Service {
+    /// A new connection in slot `id`; on `Err` it is closed at once.
+    fn accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Result<(), Refusal>;
+    /// Forget slot `id` (closed by the driver).
+    fn remove(&mut self, id: ConnId);
+    /// Bytes received on `id` (may be modified in place).
+    fn receive(&mut self, id: ConnId, data: &mut [u8], now: Instant);
+    /// The peer closed its sending side.
+    fn peer_closed(&mut self, id: ConnId);
+    /// The next bytes to write on `id`.
+    fn output(&self, id: ConnId) -> &[u8];
+    /// `n` bytes of [`Service::output`] were written.
+    fn consume(&mut self, id: ConnId, n: usize);
+    /// Whether to read `id` now (false: backpressure or done reading).
+    fn wants_read(&self, id: ConnId) -> bool;
+    /// Whether to close `id` now (its output is written).
+    fn is_finished(&self, id: ConnId) -> bool;
+    /// Connections with new output since the last call.
+    fn take_dirty(&mut self) -> Vec<ConnId>;
+    /// Runs deadlines; returns connections to drop at once.
+    fn handle_timeout(&mut self, now: Instant) -> Vec<ConnId>;
+    /// Graceful stop: finish every connection by `deadline`.
+    fn shutdown(&mut self, now: Instant, deadline: Instant);
+    /// Open connections.
+    fn live(&self) -> usize;
+    /// The gateway worker (proxy upstreams, broker messages); `None` for TCP applications.
+    fn gateway(&mut self) -> Option<&mut Worker> {
+        None
+    }
+}
+
+impl Service for Worker {
+    fn accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Result<(), Refusal> {
+        Worker::accept(self, id, peer, now)
+    }
+    fn remove(&mut self, id: ConnId) {
+        Worker::remove(self, id);
+    }
+    fn receive(&mut self, id: ConnId, data: &mut [u8], now: Instant) {
+        Worker::receive(self, id, data, now);
+    }
+    fn peer_closed(&mut self, id: ConnId) {
+        Worker::peer_closed(self, id);
+    }
+    fn output(&self, id: ConnId) -> &[u8] {
+        Worker::output(self, id)
+    }
+    fn consume(&mut self, id: ConnId, n: usize) {
+        Worker::consume(self, id, n);
+    }
+    fn wants_read(&self, id: ConnId) -> bool {
+        Worker::wants_read(self, id)
+    }
+    fn is_finished(&self, id: ConnId) -> bool {
+        Worker::is_finished(self, id)
+    }
+    fn take_dirty(&mut self) -> Vec<ConnId> {
+        Worker::take_dirty(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) -> Vec<ConnId> {
+        Worker::handle_timeout(self, now)
+    }
+    fn shutdown(&mut self, now: Instant, deadline: Instant) {
+        Worker::shutdown(self, now, deadline);
+    }
+    fn live(&self) -> usize {
+        Worker::live(self)
+    }
+    fn gateway(&mut self) -> Option<&mut Worker> {
+        Some(self)
+    }
+}
+
+/// Binds a listener on `ip` for each of `ports` (0 picks one), registered as tokens 0..;
+/// returns them with the bound port numbers.
+pub fn bind(
+    poll: &Poll,
+    ip: std::net::IpAddr,
+    ports: &[u16],
+) -> anyhow::Result<(Vec<TcpListener>, Vec<u16>)> {
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for (i, &port) in ports.iter().enumerate() {
+        let addr = SocketAddr::new(ip, port);
+        let mut l = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        poll.registry()
+            .register(&mut l, Token(i), Interest::READABLE)
+            .context("registering listener")?;
+        bound.push(l.local_addr().context("listener address")?.port());
+        listeners.push(l);
+    }
+    Ok((listeners, bound))
+}
+
+/// Serves `svc` on `listeners` (registered on `poll` by [`bind`]) until `stop` is set,
+/// then shuts down gracefully within `shutdown_timeout`. `rx` carries broker and control
+/// messages for a gateway worker.
+pub fn serve<S: Service>(
+    poll: Poll,
+    mut listeners: Vec<TcpListener>,
+    svc: &mut S,
+    rx: Option<&Receiver<WorkerMsg>>,
+    stop: &AtomicBool,
+    shutdown_timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let mut driver = Driver {
+        poll,
+        base: listeners.len(),
+        conns: Vec::new(),
+        free: Vec::new(),
+        lingering: HashMap::new(),
+        upstreams: Upstreams::new(),
+        buf: vec![0u8; READ_BUF],
+        metrics,
+    };
+    driver.run(svc, &mut listeners, rx, stop, shutdown_timeout)
+}
 
 /// Everything `sluice run --app gateway` needs from the command line, after overrides.
 #[derive(Debug)]
@@ -75,22 +200,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .context("starting broker thread")?;
 
-    let mut listeners = Vec::new();
-    let mut bound = Vec::new();
-    for (i, &port) in config.listen.ports.iter().enumerate() {
-        let addr = SocketAddr::new(config.listen.ip, port);
-        let mut l = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-        poll.registry()
-            .register(&mut l, Token(i), Interest::READABLE)
-            .context("registering listener")?;
-        bound.push(
-            l.local_addr()
-                .context("listener address")?
-                .port()
-                .to_string(),
-        );
-        listeners.push(l);
-    }
+    let (listeners, bound) = bind(&poll, config.listen.ip, &config.listen.ports)?;
+    let bound: Vec<String> = bound.iter().map(u16::to_string).collect();
     let control_addr = if config.control.enabled {
         let ctx = control::Context {
             metrics: Arc::clone(&metrics),
@@ -121,17 +232,15 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     if settings.any_path {
         worker.serve_any_path();
     }
-    let mut driver = Driver {
+    let result = serve(
         poll,
-        base: listeners.len(),
-        conns: Vec::new(),
-        free: Vec::new(),
-        lingering: HashMap::new(),
-        upstreams: Upstreams::new(),
-        buf: vec![0u8; READ_BUF],
+        listeners,
+        &mut worker,
+        Some(&rx),
+        &stop,
+        config.limits.shutdown_timeout(),
         metrics,
-    };
-    let result = driver.run(&mut worker, &mut listeners, &rx, &stop, &config);
+    );
     drop(workers);
     result
 }
@@ -150,13 +259,13 @@ struct Driver {
 }
 
 impl Driver {
-    fn run(
+    fn run<S: Service>(
         &mut self,
-        worker: &mut Worker,
+        worker: &mut S,
         listeners: &mut Vec<TcpListener>,
-        rx: &Receiver<WorkerMsg>,
+        rx: Option<&Receiver<WorkerMsg>>,
         stop: &AtomicBool,
-        config: &Config,
+        shutdown_timeout: Duration,
     ) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut shutdown_deadline: Option<Instant> = None;
@@ -195,19 +304,22 @@ impl Driver {
                     self.drive(worker, idx, now);
                 }
             }
-            for (idx, authority) in worker.take_upstream_requests() {
-                self.upstreams.open(
-                    self.poll.registry(),
-                    Token(UP_BASE + idx),
-                    worker,
-                    idx,
-                    &authority,
-                    now,
-                );
-            }
-            // Publications and control requests; every one queued before an ack was sent.
-            while let Ok(msg) = rx.try_recv() {
-                worker.handle_msg(msg, now);
+            if let Some(gw) = worker.gateway() {
+                for (idx, authority) in gw.take_upstream_requests() {
+                    self.upstreams.open(
+                        self.poll.registry(),
+                        Token(UP_BASE + idx),
+                        gw,
+                        idx,
+                        &authority,
+                        now,
+                    );
+                }
+                // Publications and control requests; every one queued before an ack was
+                // sent.
+                while let Some(msg) = rx.and_then(|rx| rx.try_recv().ok()) {
+                    gw.handle_msg(msg, now);
+                }
             }
             for idx in worker.take_dirty() {
                 self.drive(worker, idx, now);
@@ -244,10 +356,12 @@ impl Driver {
                     self.poll.registry().deregister(l).ok();
                 }
                 listeners.clear();
-                let deadline = now + config.limits.shutdown_timeout();
+                let deadline = now + shutdown_timeout;
                 shutdown_deadline = Some(deadline);
-                while let Ok(msg) = rx.try_recv() {
-                    worker.handle_msg(msg, now);
+                if let Some(gw) = worker.gateway() {
+                    while let Some(msg) = rx.and_then(|rx| rx.try_recv().ok()) {
+                        gw.handle_msg(msg, now);
+                    }
                 }
                 worker.shutdown(now, deadline);
                 for idx in worker.take_dirty() {
@@ -263,7 +377,7 @@ impl Driver {
         }
     }
 
-    fn accept_all(&mut self, listener: &TcpListener, worker: &mut Worker, now: Instant) {
+    fn accept_all<S: Service>(&mut self, listener: &TcpListener, worker: &mut S, now: Instant) {
         loop {
             let (mut stream, peer) = match listener.accept() {
                 Ok(x) => x,
@@ -301,12 +415,14 @@ impl Driver {
     }
 
     /// Writes, reads and closes connection `idx` as far as it can go now.
-    fn drive(&mut self, worker: &mut Worker, idx: usize, now: Instant) {
+    fn drive<S: Service>(&mut self, worker: &mut S, idx: usize, now: Instant) {
         if self.lingering.contains_key(&idx) {
             return;
         }
         if self.upstreams.contains(idx) {
-            self.upstreams.drive(self.poll.registry(), worker, idx, now);
+            if let Some(gw) = worker.gateway() {
+                self.upstreams.drive(self.poll.registry(), gw, idx, now);
+            }
         }
         loop {
             let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
@@ -353,7 +469,7 @@ impl Driver {
 
     /// Closes `idx`: at once (`abort`) or by a lingering close (FIN, then drain the peer so
     /// unread data causes no RST that could destroy our last frames in flight).
-    fn close(&mut self, worker: &mut Worker, idx: usize, abort: bool) {
+    fn close<S: Service>(&mut self, worker: &mut S, idx: usize, abort: bool) {
         worker.remove(idx);
         self.upstreams.remove(self.poll.registry(), idx);
         let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
