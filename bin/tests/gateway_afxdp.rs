@@ -421,3 +421,32 @@ fn ws_echo_afxdp_python_websockets_echo_exact() {
     }
     sluice.stop();
 }
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn gateway_afxdp_chromium_page_shows_published_messages() {
+    let _serial = lab::serial();
+    let lab = Lab::up(2);
+    let sluice = start(&lab, "[[route]]\npath = \"/ws\"\nkind = \"pubsub\"\n");
+    // Headless Chromium in the peer namespace; its page subscribes and lists what arrives.
+    let mut page = gw::Proc::spawn(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.peer_ns, "node"])
+            .arg(gw::repo().join("tests/clients/chromium_gateway.js"))
+            .args([&STACK_IP.to_string(), &PORT.to_string(), "/ws", "t0", "5"]),
+    );
+    assert_eq!(page.line().trim(), "ready");
+    let delivered = publish(&lab, 1, 5, 0);
+    assert_eq!(delivered, vec![1; 5]);
+    let out = page.wait_ok();
+    let items: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("item: "))
+        .collect();
+    assert_eq!(
+        items,
+        (0..5).map(|k| format!("t0: t0:{k}")).collect::<Vec<_>>(),
+        "{out}"
+    );
+    sluice.stop();
+}
