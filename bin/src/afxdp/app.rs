@@ -297,6 +297,10 @@ impl Handler for StackWorker {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
+        if self.gateway.as_deref().is_some_and(GatewayApp::has_pending) {
+            // Publications are waiting: do not sleep.
+            return Some(Instant::from_micros(0));
+        }
         self.stack.poll_timeout()
     }
 

@@ -234,6 +234,11 @@ impl GatewayApp {
         }
     }
 
+    /// Whether broker or control messages are waiting (the worker loop should not sleep).
+    pub fn has_pending(&self) -> bool {
+        self.rx.as_ref().is_some_and(|rx| !rx.is_empty())
+    }
+
     /// A frame arrived in this iteration (for the busy ratio).
     pub fn note_frame(&mut self) {
         self.frame_seen = true;
