@@ -507,6 +507,121 @@ mod tests {
         assert!(p.worker.drained());
     }
 
+    /// A worker serving ws-echo (the gateway `Worker` with one echo route) on port 7.
+    fn ws_echo_pair() -> Pair {
+        use crate::config::{Config, Route, RouteKind};
+        let mut p = Pair::new(TcpApp::Echo);
+        let mut config = Config::default();
+        config.listen.ports = vec![7];
+        config.control.enabled = false;
+        config.routes = vec![Route {
+            path: "/".to_string(),
+            kind: RouteKind::Echo,
+            compression: false,
+            ..Route::default()
+        }];
+        let mut shared = super::super::gateway::Shared::start(config, 1, true).unwrap();
+        p.worker
+            .serve_gateway(GatewayApp::new(shared.part(0), &[7]));
+        p
+    }
+
+    /// Steps until the client has `want` bytes or more (bounded).
+    fn read_client(p: &mut Pair, conn: ConnHandle, want: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..5_000 {
+            p.step();
+            loop {
+                let n = p.client.recv(conn, &mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            if got.len() >= want {
+                break;
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn gateway_ws_echo_over_stack_message_echoed_then_1001_on_stop() {
+        use ws::{ClientHandshake, CloseCode, Connection, DeflateConfig, MessageKind, Role};
+        let mut p = ws_echo_pair();
+        let conn = p.connect();
+        let hs = ClientHandshake::new(
+            [3; 16],
+            Vec::new(),
+            DeflateConfig {
+                enabled: false,
+                ..DeflateConfig::default()
+            },
+        );
+        p.client
+            .send(conn, &hs.request("sluice", "/any/path"))
+            .unwrap();
+        let head = read_client(&mut p, conn, 1);
+        let acc = hs
+            .parse_response(&head)
+            .unwrap()
+            .expect("a whole 101 response");
+        let mut ws = Connection::new(
+            Role::Client,
+            ws::Config {
+                max_frame_size: 1 << 20,
+                max_message_size: 1 << 20,
+            },
+            None,
+            5,
+        );
+        let msg = vec![b'z'; 100_000];
+        ws.send(MessageKind::Binary, &msg).unwrap();
+        let out = ws.pending_output().to_vec();
+        ws.consume_output(out.len());
+        let mut sent = 0;
+        let mut echo = head[acc.head_len..].to_vec();
+        for _ in 0..5_000 {
+            if sent < out.len() {
+                sent += p.client.send(conn, &out[sent..]).unwrap();
+            }
+            echo.extend(read_client(&mut p, conn, 0));
+            if echo.len() >= msg.len() + 4 {
+                break;
+            }
+        }
+        ws.read(&mut echo);
+        match ws.poll_event() {
+            Some(ws::Event::Message { kind, data }) => {
+                assert_eq!(kind, MessageKind::Binary);
+                assert!(data == msg, "echo differs");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A stop closes the WebSocket with 1001 (going away).
+        p.worker.on_stop(p.now);
+        let mut close = read_client(&mut p, conn, 2);
+        ws.read(&mut close);
+        match ws.poll_event() {
+            Some(ws::Event::Close { code, .. }) => assert_eq!(code, Some(CloseCode::GOING_AWAY)),
+            other => panic!("{other:?}"),
+        }
+        // Our answering Close lets the worker finish the connection and drain.
+        let answer = ws.pending_output().to_vec();
+        p.client.send(conn, &answer).unwrap();
+        for _ in 0..5_000 {
+            let events = p.step();
+            if events.contains(&Event::PeerClosed(conn)) {
+                p.client.close(conn).unwrap();
+            }
+            if p.worker.drained() {
+                break;
+            }
+        }
+        assert!(p.worker.drained());
+    }
+
     #[test]
     fn source_byte_period_251() {
         assert_eq!(source_byte(0), 0);
