@@ -356,7 +356,9 @@ fn gateway_afxdp_slow_consumer_dropped_others_continue_memory_bounded() {
     let sluice = start(
         &lab,
         "[[route]]\npath = \"/drop\"\nkind = \"pubsub\"\ncompression = false\n\
-         slow_consumer = \"drop-newest\"\nmax_queued_bytes = 1048576\n",
+         slow_consumer = \"drop-newest\"\nmax_queued_bytes = 1048576\n\
+         [[route]]\npath = \"/ws\"\nkind = \"pubsub\"\ncompression = false\n\
+         max_queued_bytes = 33554432\n",
     );
     let host = STACK_IP.to_string();
     let mut slow = python_in(
@@ -367,11 +369,13 @@ fn gateway_afxdp_slow_consumer_dropped_others_continue_memory_bounded() {
     );
     assert_eq!(slow.line().trim(), "ready");
     wait_subscribed(&lab, 1);
+    // The others read the same topic on a roomier route (a starved test machine must not
+    // push them over the slow route's bound too).
     let mut fast = python_in(
         Some(&lab.peer_ns),
         Some(&host),
         "subscribers.py",
-        &[PORT.to_string(), "/drop".into()]
+        &[PORT.to_string(), "/ws".into()]
             .into_iter()
             .chain(["4", "1", "1000"].map(String::from))
             .collect::<Vec<_>>(),
