@@ -43,7 +43,7 @@ pub enum Command {
 /// Packet I/O backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
-    /// AF_XDP rings with Sluice's userspace TCP stack (docs/AFXDP.md).
+    /// AF_XDP rings with the userspace TCP stack, one pinned worker per queue (root).
     Afxdp,
     /// Linux kernel sockets driven by mio (epoll), one thread: the baseline.
     Kernel,
@@ -58,7 +58,8 @@ pub enum App {
     TcpDiscard,
     /// Send the byte pattern `offset % 251` until the peer closes.
     TcpSource,
-    /// WebSocket echo (RFC 6455, permessage-deflate): every message sent back unchanged.
+    /// WebSocket echo (RFC 6455, permessage-deflate): every message sent back unchanged
+    /// (the gateway with one echo route on every path).
     WsEcho,
     /// The WebSocket gateway: routes, pub/sub, control plane (docs/GATEWAY.md).
     Gateway,
@@ -76,10 +77,12 @@ pub enum Switch {
 /// `sluice run` options.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Gateway configuration file (TOML, see docs/CONFIG.md); flags override it.
+    /// Gateway configuration file (TOML, see docs/CONFIG.md; --app gateway only); flags
+    /// override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<String>,
-    /// Gateway control-plane address (metrics, health, ingest); default 127.0.0.1:9100.
+    /// Control-plane address (metrics, health, ingest, stat): gateway default 127.0.0.1:9100;
+    /// ws-echo has one only when this is given.
     #[arg(long, value_name = "ADDR")]
     pub control: Option<std::net::SocketAddr>,
     /// Network interface for the AF_XDP backend.

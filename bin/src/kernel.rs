@@ -1,479 +1,282 @@
-//! The kernel-socket backend: mio (epoll, edge-triggered), many connections on one thread.
+//! The TCP applications (tcp-echo, tcp-discard, tcp-source) on kernel sockets: a sans-IO
+//! [`TcpService`] served by the same mio driver as the gateway and ws-echo
+//! ([`crate::gateway::kernel::serve`]).
 //!
-//! Each connection has a bounded output queue: while it holds more than
-//! `--max-output-queue` bytes the connection is not read, so a slow reader slows its
-//! sender down through TCP flow control instead of growing memory.
+//! Each connection's output is bounded: while more than `--max-output-queue` bytes wait to
+//! be written the connection is not read, so a slow reader slows its sender down through
+//! TCP flow control instead of growing memory.
 
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
-use tracing::{debug, info, warn};
-use ws::{CloseCode, Connection, Event, ServerConfig};
+use mio::Poll;
+use tracing::info;
 
-use crate::cli::{App, RunArgs, Switch};
+use crate::afxdp::app::source_byte;
+use crate::cli::{App, RunArgs};
+use crate::control::metrics::Metrics;
+use crate::gateway::kernel::{bind, serve, Service};
+use crate::gateway::worker::Refusal;
+use crate::gateway::ConnId;
 
-/// How long a closing connection may linger to drain the peer's data.
-const LINGER: Duration = Duration::from_secs(2);
-/// How long shutdown waits for WebSocket peers to answer our Close.
+/// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// Size of the shared receive buffer.
-const READ_BUF: usize = 64 * 1024;
+/// Bytes of the tcp-source pattern generated at a time.
+const SOURCE_CHUNK: u64 = 16 * 1024;
 
-/// Application state of one connection.
-#[derive(Debug)]
-enum AppState {
-    TcpEcho(Vec<u8>),
-    TcpDiscard,
-    TcpSource {
-        offset: u64,
-        chunk: Vec<u8>,
-    },
-    WsHandshake(Vec<u8>),
-    /// An open WebSocket; `pre` (the 101 response) is written before the engine's output.
-    Ws {
-        pre: Vec<u8>,
-        ws: Box<Connection>,
-    },
-    /// Draining a fixed response (e.g. a refused handshake) before closing.
-    Reply(Vec<u8>),
+/// Which TCP application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Echo,
+    Discard,
+    Source,
 }
 
-#[derive(Debug)]
-struct Conn {
-    stream: TcpStream,
-    peer: SocketAddr,
-    app: AppState,
-    accepted: Instant,
-    /// Peer sent FIN.
-    read_eof: bool,
-    /// We want to close once the output is flushed.
-    closing: bool,
-    /// Our FIN is sent; draining the peer until EOF or the linger deadline.
-    linger_until: Option<Instant>,
+/// One connection: its pending output and, for tcp-source, the pattern offset.
+#[derive(Debug, Default)]
+struct TcpConn {
+    out: Vec<u8>,
+    /// Bytes of `out` already written.
+    head: usize,
+    /// tcp-source: pattern bytes generated so far.
+    offset: u64,
+    /// The peer closed its side.
+    eof: bool,
 }
 
-struct Limits {
-    ws: ws::Config,
-    handshake: ServerConfig,
+impl TcpConn {
+    fn pending(&self) -> usize {
+        self.out.len() - self.head
+    }
+}
+
+/// tcp-echo, tcp-discard or tcp-source as a sans-IO [`Service`].
+#[derive(Debug)]
+pub struct TcpService {
+    kind: Kind,
+    conns: Vec<Option<TcpConn>>,
+    live: usize,
+    max_connections: usize,
     max_output: usize,
-    handshake_timeout: Duration,
+    closing: bool,
+    dirty: Vec<ConnId>,
 }
 
-/// Runs the kernel backend until SIGINT/SIGTERM.
+impl TcpService {
+    fn new(kind: Kind, max_connections: usize, max_output: usize) -> TcpService {
+        TcpService {
+            kind,
+            conns: Vec::new(),
+            live: 0,
+            max_connections,
+            max_output: max_output.max(1),
+            closing: false,
+            dirty: Vec::new(),
+        }
+    }
+
+    fn conn(&self, id: ConnId) -> Option<&TcpConn> {
+        self.conns.get(id).and_then(Option::as_ref)
+    }
+
+    /// tcp-source: the next chunk of the pattern once the last one is written.
+    fn refill(kind: Kind, c: &mut TcpConn, closing: bool) {
+        if kind == Kind::Source && c.pending() == 0 && !c.eof && !closing {
+            c.out.clear();
+            c.head = 0;
+            c.out
+                .extend((0..SOURCE_CHUNK).map(|i| source_byte(c.offset + i)));
+            c.offset += SOURCE_CHUNK;
+        }
+    }
+}
+
+impl Service for TcpService {
+    fn accept(&mut self, id: ConnId, _peer: SocketAddr, _now: Instant) -> Result<(), Refusal> {
+        if self.closing || self.live >= self.max_connections {
+            return Err(Refusal::MaxConnections);
+        }
+        if self.conns.len() <= id {
+            self.conns.resize_with(id + 1, || None);
+        }
+        let mut c = TcpConn::default();
+        Self::refill(self.kind, &mut c, false);
+        self.conns[id] = Some(c);
+        self.live += 1;
+        Ok(())
+    }
+
+    fn remove(&mut self, id: ConnId) {
+        if self.conns.get_mut(id).and_then(Option::take).is_some() {
+            self.live -= 1;
+        }
+    }
+
+    fn receive(&mut self, id: ConnId, data: &mut [u8], _now: Instant) {
+        if self.kind != Kind::Echo {
+            return;
+        }
+        if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) {
+            if c.head > 0 && c.head == c.out.len() {
+                c.out.clear();
+                c.head = 0;
+            }
+            c.out.extend_from_slice(data);
+        }
+    }
+
+    fn peer_closed(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) {
+            c.eof = true;
+            if self.kind == Kind::Source {
+                // Nobody reads the pattern any more.
+                c.out.clear();
+                c.head = 0;
+            }
+        }
+    }
+
+    fn output(&self, id: ConnId) -> &[u8] {
+        self.conn(id)
+            .and_then(|c| c.out.get(c.head..))
+            .unwrap_or_default()
+    }
+
+    fn consume(&mut self, id: ConnId, n: usize) {
+        let (kind, closing) = (self.kind, self.closing);
+        if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) {
+            c.head = (c.head + n).min(c.out.len());
+            Self::refill(kind, c, closing);
+        }
+    }
+
+    fn wants_read(&self, id: ConnId) -> bool {
+        self.conn(id).is_some_and(|c| {
+            !self.closing && (self.kind != Kind::Echo || c.pending() <= self.max_output)
+        })
+    }
+
+    fn is_finished(&self, id: ConnId) -> bool {
+        self.conn(id).is_none_or(|c| match self.kind {
+            // After the peer's FIN (or a stop), finish echoing, then close.
+            Kind::Echo => (c.eof || self.closing) && c.pending() == 0,
+            Kind::Discard => c.eof || self.closing,
+            // The pattern never ends: stop at the peer's FIN or a stop.
+            Kind::Source => c.eof || self.closing,
+        })
+    }
+
+    fn take_dirty(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.dirty)
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Vec<ConnId> {
+        Vec::new()
+    }
+
+    fn shutdown(&mut self, _now: Instant, _deadline: Instant) {
+        self.closing = true;
+        self.dirty = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(id, c)| c.as_ref().map(|_| id))
+            .collect();
+    }
+
+    fn live(&self) -> usize {
+        self.live
+    }
+}
+
+/// Runs a TCP application on kernel sockets until SIGINT/SIGTERM.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let (kind, name) = match args.app {
+        App::TcpEcho => (Kind::Echo, "tcp-echo"),
+        App::TcpDiscard => (Kind::Discard, "tcp-discard"),
+        App::TcpSource => (Kind::Source, "tcp-source"),
+        App::WsEcho | App::Gateway => {
+            anyhow::bail!("ws-echo and the gateway run with their configuration (main.rs)")
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
     }
-    let mut poll = Poll::new().context("creating epoll instance")?;
-    let mut listeners = Vec::new();
-    let mut bound = Vec::new();
-    for (i, &port) in args.ports.iter().enumerate() {
-        let addr = SocketAddr::new(args.ip.addr, port);
-        let mut l = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-        poll.registry()
-            .register(&mut l, Token(i), Interest::READABLE)
-            .context("registering listener")?;
-        bound.push(l.local_addr().context("listener address")?.port());
-        listeners.push(l);
-    }
+    let poll = Poll::new().context("creating epoll instance")?;
+    let (listeners, bound) = bind(&poll, args.ip.addr, &args.ports)?;
     let ports: Vec<String> = bound.iter().map(u16::to_string).collect();
-    let app_name = match args.app {
-        App::TcpEcho => "tcp-echo",
-        App::TcpDiscard => "tcp-discard",
-        App::TcpSource => "tcp-source",
-        App::WsEcho => "ws-echo",
-        App::Gateway => "gateway",
-    };
-    let mut handshake = ServerConfig::default();
-    handshake.deflate.enabled = args.compression == Switch::On;
-    let limits = Limits {
-        ws: ws::Config {
-            max_frame_size: args.max_frame_size,
-            max_message_size: args.max_message_size,
-        },
-        handshake,
-        max_output: args.max_output_queue.max(1),
-        handshake_timeout: Duration::from_secs(args.handshake_timeout),
-    };
     println!(
-        "listening ip={} port={} backend=kernel app={app_name}",
+        "listening ip={} port={} backend=kernel app={name}",
         args.ip.addr,
         ports.join(",")
     );
     io::stdout().flush().ok();
-    info!(ip = %args.ip.addr, ports = %ports.join(","), app = app_name, "listening");
+    info!(ip = %args.ip.addr, ports = %ports.join(","), app = name, "listening");
+    let mut service = TcpService::new(kind, args.max_connections, args.max_output_queue);
+    serve(
+        poll,
+        listeners,
+        &mut service,
+        None,
+        &stop,
+        SHUTDOWN_GRACE,
+        Arc::new(Metrics::new()),
+    )
+}
 
-    let base = listeners.len();
-    let mut conns: Vec<Option<Conn>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
-    let mut live = 0usize;
-    let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0u8; READ_BUF];
-    let mut shutdown_deadline: Option<Instant> = None;
-    let mut last_sweep = Instant::now();
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
 
-    loop {
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(100))) {
-            if e.kind() != ErrorKind::Interrupted {
-                return Err(e).context("epoll_wait");
-            }
-        }
-        for event in events.iter() {
-            let Token(t) = event.token();
-            if t < base {
-                if shutdown_deadline.is_some() {
-                    continue;
-                }
-                accept_all(
-                    &listeners[t],
-                    &poll,
-                    args,
-                    base,
-                    &mut conns,
-                    &mut free,
-                    &mut live,
-                );
-            }
-        }
-        for event in events.iter() {
-            let Token(t) = event.token();
-            if t < base {
-                continue;
-            }
-            let idx = t - base;
-            let done = match conns.get_mut(idx).and_then(Option::as_mut) {
-                Some(c) => drive(c, &mut buf, &limits),
-                None => false,
-            };
-            if done {
-                remove(&poll, &mut conns, &mut free, &mut live, idx);
-            }
-        }
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9))
+    }
+
+    #[test]
+    fn echo_backpressure_stops_reading_above_bound() {
+        let mut s = TcpService::new(Kind::Echo, 10, 4);
         let now = Instant::now();
-        if shutdown_deadline.is_none() && stop.load(Ordering::Relaxed) {
-            info!(
-                connections = live,
-                "stopping: closing connections with 1001"
-            );
-            for l in listeners.iter_mut() {
-                poll.registry().deregister(l).ok();
-            }
-            listeners.clear();
-            shutdown_deadline = Some(now + SHUTDOWN_GRACE);
-            for idx in 0..conns.len() {
-                let done = match conns[idx].as_mut() {
-                    Some(c) => {
-                        match &mut c.app {
-                            AppState::Ws { ws, .. } => {
-                                // RFC 6455 7.4.1: 1001, the server is going away.
-                                let _ = ws.close(CloseCode::GOING_AWAY, "server shutting down");
-                            }
-                            _ => c.closing = true,
-                        }
-                        drive(c, &mut buf, &limits)
-                    }
-                    None => false,
-                };
-                if done {
-                    remove(&poll, &mut conns, &mut free, &mut live, idx);
-                }
-            }
+        s.accept(0, peer(), now).unwrap();
+        s.receive(0, &mut [1, 2, 3, 4, 5], now);
+        assert!(!s.wants_read(0));
+        assert_eq!(s.output(0), &[1, 2, 3, 4, 5]);
+        s.consume(0, 3);
+        assert!(s.wants_read(0));
+        s.peer_closed(0);
+        assert!(!s.is_finished(0), "echo finishes its output first");
+        s.consume(0, 2);
+        assert!(s.is_finished(0));
+    }
+
+    #[test]
+    fn source_pattern_continues_across_chunks() {
+        let mut s = TcpService::new(Kind::Source, 10, 1 << 20);
+        s.accept(0, peer(), Instant::now()).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 40_000 {
+            let out = s.output(0).to_vec();
+            let n = out.len().min(7_000);
+            got.extend_from_slice(&out[..n]);
+            s.consume(0, n);
         }
-        if let Some(deadline) = shutdown_deadline {
-            if live == 0 || now >= deadline {
-                info!(remaining = live, "stopped");
-                return Ok(());
-            }
-        }
-        if now.duration_since(last_sweep) >= Duration::from_millis(200) {
-            last_sweep = now;
-            for idx in 0..conns.len() {
-                let expired = conns[idx].as_ref().is_some_and(|c| {
-                    c.linger_until.is_some_and(|d| now >= d)
-                        || (matches!(c.app, AppState::WsHandshake(_))
-                            && now.duration_since(c.accepted) >= limits.handshake_timeout)
-                });
-                if expired {
-                    debug!(idx, "closing on timeout");
-                    remove(&poll, &mut conns, &mut free, &mut live, idx);
-                }
-            }
+        for (i, b) in got.iter().enumerate() {
+            assert_eq!(*b, source_byte(i as u64), "offset {i}");
         }
     }
-}
 
-fn accept_all(
-    listener: &TcpListener,
-    poll: &Poll,
-    args: &RunArgs,
-    base: usize,
-    conns: &mut Vec<Option<Conn>>,
-    free: &mut Vec<usize>,
-    live: &mut usize,
-) {
-    loop {
-        let (mut stream, peer) = match listener.accept() {
-            Ok(x) => x,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                return;
-            }
-        };
-        if *live >= args.max_connections {
-            warn!(%peer, limit = args.max_connections, "connection limit reached; closing");
-            continue;
-        }
-        stream.set_nodelay(true).ok();
-        let idx = free.pop().unwrap_or_else(|| {
-            conns.push(None);
-            conns.len() - 1
-        });
-        if let Err(e) = poll.registry().register(
-            &mut stream,
-            Token(base + idx),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            warn!(error = %e, "register failed");
-            free.push(idx);
-            continue;
-        }
-        let app = match args.app {
-            App::TcpEcho => AppState::TcpEcho(Vec::new()),
-            App::TcpDiscard => AppState::TcpDiscard,
-            App::TcpSource => AppState::TcpSource {
-                offset: 0,
-                chunk: Vec::new(),
-            },
-            App::WsEcho | App::Gateway => AppState::WsHandshake(Vec::new()),
-        };
-        debug!(%peer, idx, "accepted");
-        conns[idx] = Some(Conn {
-            stream,
-            peer,
-            app,
-            accepted: Instant::now(),
-            read_eof: false,
-            closing: false,
-            linger_until: None,
-        });
-        *live += 1;
-    }
-}
-
-fn remove(
-    poll: &Poll,
-    conns: &mut [Option<Conn>],
-    free: &mut Vec<usize>,
-    live: &mut usize,
-    idx: usize,
-) {
-    if let Some(mut c) = conns.get_mut(idx).and_then(Option::take) {
-        poll.registry().deregister(&mut c.stream).ok();
-        debug!(peer = %c.peer, "closed");
-        free.push(idx);
-        *live -= 1;
-    }
-}
-
-/// The byte at `offset` of the tcp-source pattern.
-pub fn source_byte(offset: u64) -> u8 {
-    (offset % 251) as u8
-}
-
-fn output(app: &AppState) -> &[u8] {
-    match app {
-        AppState::TcpEcho(out) | AppState::Reply(out) => out,
-        AppState::TcpSource { chunk, .. } => chunk,
-        AppState::Ws { pre, ws } => {
-            if pre.is_empty() {
-                ws.pending_output()
-            } else {
-                pre
-            }
-        }
-        AppState::TcpDiscard | AppState::WsHandshake(_) => &[],
-    }
-}
-
-fn consume(app: &mut AppState, n: usize) {
-    match app {
-        AppState::TcpEcho(out) | AppState::Reply(out) => {
-            out.drain(..n);
-        }
-        AppState::TcpSource { chunk, .. } => {
-            chunk.drain(..n);
-        }
-        AppState::Ws { pre, ws } => {
-            if pre.is_empty() {
-                ws.consume_output(n)
-            } else {
-                pre.drain(..n);
-            }
-        }
-        AppState::TcpDiscard | AppState::WsHandshake(_) => {}
-    }
-}
-
-/// Writes as much output as the socket takes. `Err` means the connection is broken.
-fn flush(c: &mut Conn) -> io::Result<()> {
-    loop {
-        if let AppState::TcpSource { offset, chunk } = &mut c.app {
-            if chunk.is_empty() && !c.closing {
-                chunk.extend((0..16 * 1024u64).map(|i| source_byte(*offset + i)));
-                *offset += 16 * 1024;
-            }
-        }
-        let out = output(&c.app);
-        if out.is_empty() {
-            return Ok(());
-        }
-        match c.stream.write(out) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => consume(&mut c.app, n),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Runs one connection as far as it can go; returns true when it should be removed.
-fn drive(c: &mut Conn, buf: &mut [u8], limits: &Limits) -> bool {
-    loop {
-        if c.linger_until.is_some() {
-            // Our FIN is out: discard whatever the peer still sends until its FIN.
-            loop {
-                match c.stream.read(buf) {
-                    Ok(0) => return true,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => return true,
-                }
-            }
-        }
-        if flush(c).is_err() {
-            return true;
-        }
-        let pending = output(&c.app).len();
-        if c.closing || c.read_eof {
-            if pending == 0 {
-                if c.read_eof {
-                    return true;
-                }
-                // Lingering close: send FIN, then drain so unread data causes no RST
-                // that could destroy our last frames in flight.
-                if c.stream.shutdown(Shutdown::Write).is_err() {
-                    return true;
-                }
-                c.linger_until = Some(Instant::now() + LINGER);
-                continue;
-            }
-            if c.read_eof {
-                // Peer half-closed: finish sending, nothing more to read.
-                return false;
-            }
-        }
-        if c.closing || pending > limits.max_output {
-            // Backpressure: wait for a writable event before reading more.
-            return false;
-        }
-        match c.stream.read(buf) {
-            Ok(0) => {
-                c.read_eof = true;
-                if matches!(
-                    c.app,
-                    AppState::Ws { .. } | AppState::WsHandshake(_) | AppState::TcpSource { .. }
-                ) {
-                    // A WebSocket peer that closes TCP first (or a source's reader) is done.
-                    c.closing = true;
-                    if let AppState::TcpSource { chunk, .. } = &mut c.app {
-                        chunk.clear();
-                    }
-                }
-            }
-            Ok(n) => on_data(c, &mut buf[..n], limits),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return true,
-        }
-    }
-}
-
-fn on_data(c: &mut Conn, data: &mut [u8], limits: &Limits) {
-    match &mut c.app {
-        AppState::TcpEcho(out) => out.extend_from_slice(data),
-        AppState::TcpDiscard | AppState::TcpSource { .. } | AppState::Reply(_) => {}
-        AppState::WsHandshake(head) => {
-            head.extend_from_slice(data);
-            let next = match ws::handshake::parse_request(head, &limits.handshake) {
-                Ok(None) => return,
-                Ok(Some(req)) => {
-                    let accepted = req.accept(&limits.handshake);
-                    let mut ws = Box::new(Connection::new(
-                        ws::Role::Server,
-                        limits.ws,
-                        accepted.deflate,
-                        0,
-                    ));
-                    debug!(peer = %c.peer, path = req.path, deflate = accepted.deflate.is_some(), "websocket open");
-                    // Frames that arrived together with the request.
-                    let mut rest = head.get(req.head_len..).unwrap_or_default().to_vec();
-                    ws_data(&mut ws, &mut rest);
-                    AppState::Ws {
-                        pre: accepted.response,
-                        ws,
-                    }
-                }
-                Err(e) => {
-                    debug!(peer = %c.peer, error = %e, "handshake refused");
-                    c.closing = true;
-                    AppState::Reply(e.response())
-                }
-            };
-            if let AppState::Ws { ws, .. } = &next {
-                c.closing |= ws.is_closed();
-            }
-            c.app = next;
-        }
-        AppState::Ws { ws, .. } => {
-            ws_data(ws, data);
-            if ws.is_closed() {
-                c.closing = true;
-            }
-        }
-    }
-}
-
-fn ws_data(ws: &mut Connection, data: &mut [u8]) {
-    let mut pos = 0;
-    loop {
-        pos += ws.read(&mut data[pos..]);
-        ws_events(ws);
-        if pos >= data.len() || !ws.is_reading() {
-            return;
-        }
-    }
-}
-
-fn ws_events(ws: &mut Connection) {
-    while let Some(ev) = ws.poll_event() {
-        match ev {
-            Event::Message { kind, data } => {
-                // Echo; fails only after Close was sent, when nothing more may be sent.
-                let _ = ws.send(kind, &data);
-            }
-            Event::Failed { code, reason } => debug!(code = code.0, reason, "websocket failed"),
-            Event::Close { code, .. } => debug!(code = code.map(|c| c.0), "websocket close"),
-            Event::Ping(_) | Event::Pong(_) => {}
-        }
+    #[test]
+    fn accept_over_max_connections_refused() {
+        let mut s = TcpService::new(Kind::Discard, 1, 1);
+        let now = Instant::now();
+        s.accept(0, peer(), now).unwrap();
+        assert_eq!(s.accept(1, peer(), now), Err(Refusal::MaxConnections));
+        s.remove(0);
+        s.accept(1, peer(), now).unwrap();
     }
 }

@@ -23,9 +23,7 @@ fn main() {
         Command::Info => {
             println!("sluice {}", env!("CARGO_PKG_VERSION"));
             println!("backends: afxdp, kernel");
-            println!(
-                "apps: tcp-echo tcp-discard tcp-source (afxdp, kernel); ws-echo gateway (kernel)"
-            );
+            println!("apps: tcp-echo tcp-discard tcp-source ws-echo gateway (afxdp, kernel)");
             Ok(())
         }
         Command::Run(args) => run(*args),
@@ -40,25 +38,47 @@ fn main() {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    // Gateway addition: `--app gateway` has its own kernel driver in gateway/kernel.rs.
-    if args.app == App::Gateway && args.backend == Backend::Kernel {
-        let config = config::for_run(&args)?;
-        return gateway::kernel::run(gateway::kernel::Settings { config });
-    }
-    if args.config.is_some() && args.backend == Backend::Kernel {
-        anyhow::bail!("--config is not supported yet; pass options on the command line");
-    }
-    if args.app == App::Gateway {
-        anyhow::bail!("--app gateway runs on --backend kernel only in this build (afxdp: not yet)");
-    }
-    match args.backend {
-        Backend::Afxdp => afxdp::run(&afxdp_options(&args)?),
-        Backend::Kernel => {
+    match (args.backend, args.app) {
+        (Backend::Afxdp, _) => afxdp::run(&afxdp_options(&args)?),
+        // One kernel-socket driver serves the gateway and ws-echo (an echo route).
+        (Backend::Kernel, App::Gateway | App::WsEcho) => {
+            if args.pcap.is_some() {
+                anyhow::bail!("--pcap needs --backend afxdp (use tcpdump for kernel sockets)");
+            }
+            gateway::kernel::run(gateway::kernel::Settings {
+                config: gateway_config(&args)?,
+                app_name: app_name(args.app),
+                any_path: args.app == App::WsEcho,
+            })
+        }
+        (Backend::Kernel, _) => {
+            if args.config.is_some() {
+                anyhow::bail!("--config applies to --app gateway and to --backend afxdp");
+            }
             if args.pcap.is_some() {
                 anyhow::bail!("--pcap needs --backend afxdp (use tcpdump for kernel sockets)");
             }
             kernel::run(&args)
         }
+    }
+}
+
+/// The configuration of `--app gateway` (file plus flags) or `--app ws-echo` (flags).
+fn gateway_config(args: &RunArgs) -> anyhow::Result<config::Config> {
+    if args.app == App::WsEcho {
+        gateway::ws_echo_config(args)
+    } else {
+        config::for_run(args)
+    }
+}
+
+fn app_name(app: App) -> &'static str {
+    match app {
+        App::TcpEcho => "tcp-echo",
+        App::TcpDiscard => "tcp-discard",
+        App::TcpSource => "tcp-source",
+        App::WsEcho => "ws-echo",
+        App::Gateway => "gateway",
     }
 }
 
@@ -85,14 +105,24 @@ fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
         Some(m) => Some(afxdp::parse_mac(m).map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let app = match args.app {
-        App::TcpEcho => afxdp::TcpApp::Echo,
-        App::TcpDiscard => afxdp::TcpApp::Discard,
-        App::TcpSource => afxdp::TcpApp::Source,
-        other => anyhow::bail!(
-            "--backend afxdp serves tcp-echo, tcp-discard and tcp-source, not {other:?}"
-        ),
+    let (app, websocket) = match args.app {
+        App::TcpEcho => (afxdp::TcpApp::Echo, None),
+        App::TcpDiscard => (afxdp::TcpApp::Discard, None),
+        App::TcpSource => (afxdp::TcpApp::Source, None),
+        App::WsEcho | App::Gateway => {
+            if args.connect.is_some() {
+                anyhow::bail!("--connect serves the TCP applications only");
+            }
+            let gw = afxdp::gateway::GatewayOptions {
+                app_name: app_name(args.app),
+                config: gateway_config(args)?,
+                any_path: args.app == App::WsEcho,
+            };
+            // The TCP application is not used when the gateway is served.
+            (afxdp::TcpApp::Echo, Some(gw))
+        }
     };
+    // `--config` also carries the `[dataplane]` tuning section, so the TCP applications take it.
     Ok(afxdp::Options {
         iface,
         addr,
@@ -106,5 +136,6 @@ fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
         connect: args.connect,
         dataplane: config::dataplane_for_run(args)?,
         pcap: args.pcap.clone().map(std::path::PathBuf::from),
+        websocket,
     })
 }

@@ -19,14 +19,6 @@ use std::time::Duration;
 
 use lab::{Lab, Sluice, STACK_IP};
 
-/// The gateway's backend: `"kernel"` (kernel sockets on the stack side's address) or
-/// `"afxdp"` (the userspace stack on the stack side's veth). Switch it here, or for one run
-/// with the environment variable `SLUICE_CHROMIUM_BACKEND`.
-const BACKEND: &str = "kernel";
-
-fn backend() -> String {
-    std::env::var("SLUICE_CHROMIUM_BACKEND").unwrap_or_else(|_| BACKEND.to_string())
-}
 /// The WebSocket port the gateway serves.
 const WS_PORT: u16 = 8080;
 /// The control plane, inside the stack namespace.
@@ -43,9 +35,10 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// Starts `sluice run --app gateway` on `backend()` in the lab's stack namespace.
-fn start_gateway(lab: &Lab, config: &std::path::Path) -> Sluice {
-    let backend = backend();
+/// Starts `sluice run --app gateway` on `backend` (`"kernel"`: kernel sockets on the stack
+/// side's address; `"afxdp"`: the userspace stack on the stack side's veth) in the lab's
+/// stack namespace.
+fn start_gateway(lab: &Lab, config: &std::path::Path, backend: &str) -> Sluice {
     let mut args: Vec<String> = vec![
         "netns".into(),
         "exec".into(),
@@ -53,7 +46,7 @@ fn start_gateway(lab: &Lab, config: &std::path::Path) -> Sluice {
         env!("CARGO_BIN_EXE_sluice").into(),
         "run".into(),
         "--backend".into(),
-        backend.clone(),
+        backend.into(),
         "--ip".into(),
         format!("{STACK_IP}/24"),
         "--port".into(),
@@ -67,7 +60,7 @@ fn start_gateway(lab: &Lab, config: &std::path::Path) -> Sluice {
         "--log-level".into(),
         "warn".into(),
     ];
-    match backend.as_str() {
+    match backend {
         // Kernel sockets need the address on the stack side's interface.
         "kernel" => {
             let out = Command::new("ip")
@@ -221,11 +214,21 @@ fn config_file(lab: &Lab) -> PathBuf {
 
 #[test]
 #[ignore = "needs root: run by deploy/test.sh"]
-fn chromium_page_renders_published_messages_in_order() {
+fn chromium_page_renders_published_messages_in_order_afxdp() {
+    chromium_page_renders_published_messages_in_order("afxdp");
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn chromium_page_renders_published_messages_in_order_kernel() {
+    chromium_page_renders_published_messages_in_order("kernel");
+}
+
+fn chromium_page_renders_published_messages_in_order(backend: &str) {
     let _serial = lab::serial();
     let lab = Lab::up(1);
     let config = config_file(&lab);
-    let gateway = start_gateway(&lab, &config);
+    let gateway = start_gateway(&lab, &config, backend);
     let _ = std::fs::remove_file(&config);
 
     let browser = Browser::start(&lab, "news", COUNT, PAGE_PORT);

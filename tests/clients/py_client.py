@@ -6,11 +6,14 @@ Sends text and binary messages of 1 B .. 1 MiB, whole and fragmented, with
 permessage-deflate on or off, and asserts each echo is byte-exact. Exit 0 on success.
 """
 import asyncio
+import os
 import random
 import sys
 
 from websockets.asyncio.client import connect
 
+# The server's address (the AF_XDP lab sets SLUICE_HOST).
+HOST = os.environ.get("SLUICE_HOST", "127.0.0.1")
 SIZES = [1, 125, 126, 65535, 65536, 1 << 20]
 
 
@@ -32,7 +35,7 @@ async def main(port, compression):
     rng = random.Random(6455)
     count = 0
     async with connect(
-        f"ws://127.0.0.1:{port}/",
+        f"ws://{HOST}:{port}/",
         compression="deflate" if compression else None,
         max_size=None,
     ) as ws:

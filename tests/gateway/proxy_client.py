@@ -5,15 +5,20 @@ Sends COUNT text and binary messages of growing size through the gateway and che
 every answer (from the upstream echo server) comes back unchanged and in order; then closes
 normally. Prints `ok N`."""
 import asyncio
+import os
 import sys
 
 import websockets
 
 
+# The gateway's address (the AF_XDP lab sets SLUICE_HOST).
+HOST = os.environ.get("SLUICE_HOST", "127.0.0.1")
+
+
 async def main():
     port, path, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     async with websockets.connect(
-        f"ws://127.0.0.1:{port}{path}", max_size=None, ping_interval=None
+        f"ws://{HOST}:{port}{path}", max_size=None, ping_interval=None
     ) as ws:
         for i in range(count):
             msg = f"m{i}:" + "y" * (i * 37 % 5000)

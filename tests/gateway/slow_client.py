@@ -9,14 +9,16 @@ import socket
 import struct
 import sys
 
+# The gateway's address (the AF_XDP lab sets SLUICE_HOST).
+HOST = os.environ.get("SLUICE_HOST", "127.0.0.1")
 port, path, topic = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-s.connect(("127.0.0.1", port))
+s.connect((HOST, port))
 key = base64.b64encode(os.urandom(16)).decode()
 s.sendall(
     (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
 )

@@ -10,9 +10,14 @@ waits for the server's close and checks its code. Prints `ok ...` and exits 0 on
 """
 import asyncio
 import json
+import os
 import sys
 
 import websockets
+
+
+# The gateway's address (the AF_XDP lab sets SLUICE_HOST).
+HOST = os.environ.get("SLUICE_HOST", "127.0.0.1")
 
 
 async def client(i, args, ready, go):
@@ -20,7 +25,7 @@ async def client(i, args, ready, go):
     mine = sorted({f"t{i % topics}", f"t{(i + 1) % topics}"})
     compression = "deflate" if args["compress"] else None
     async with websockets.connect(
-        f"ws://127.0.0.1:{port}{path}", compression=compression, max_size=None,
+        f"ws://{HOST}:{port}{path}", compression=compression, max_size=None,
         ping_interval=None,
     ) as ws:
         for t in mine:

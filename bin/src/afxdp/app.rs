@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 
 use dataplane::Handler;
+
+use super::gateway::GatewayApp;
 use tcp::iface::TxQueue as StackTxQueue;
 use tcp::stack::{ConnHandle, Event, Stack};
 use tcp::Instant;
@@ -85,6 +87,8 @@ pub struct StackWorker {
     /// Its local port, chosen so the answers reach this worker's queue (`None`: the
     /// stack's next ephemeral port).
     connect_port: Option<u16>,
+    /// The WebSocket gateway (or ws-echo), served instead of `app` when set.
+    gateway: Option<Box<GatewayApp>>,
 }
 
 impl StackWorker {
@@ -105,7 +109,14 @@ impl StackWorker {
             stopping: false,
             connect: None,
             connect_port: None,
+            gateway: None,
         })
+    }
+
+    /// Serves the WebSocket gateway (or ws-echo) on every listening port instead of the
+    /// TCP application.
+    pub fn serve_gateway(&mut self, gateway: GatewayApp) {
+        self.gateway = Some(Box::new(gateway));
     }
 
     /// Opens one connection to `remote` on the next poll and serves the application on it.
@@ -247,6 +258,13 @@ impl Handler for StackWorker {
 
     fn on_frame<T: dataplane::TxQueue>(&mut self, now: Instant, frame: &mut [u8], tx: &mut T) {
         let _ = tx;
+        if let Some(g) = self.gateway.as_deref_mut() {
+            g.note_frame();
+            // In-order payload goes to the gateway straight from the frame.
+            self.stack
+                .handle_frame_with(now, frame, &mut |conn, data| g.sink(conn, data));
+            return;
+        }
         match self.app {
             // Consumed in place from the frame: nothing is copied into receive buffers.
             TcpApp::Discard | TcpApp::Source => {
@@ -259,6 +277,9 @@ impl Handler for StackWorker {
 
     fn poll<T: dataplane::TxQueue>(&mut self, now: Instant, tx: &mut T) -> bool {
         let mut worked = false;
+        if let Some(g) = self.gateway.as_deref_mut() {
+            g.tick_clock();
+        }
         if let Some(remote) = self.connect.take() {
             let opened = match self.connect_port {
                 Some(port) => self
@@ -278,8 +299,14 @@ impl Handler for StackWorker {
             self.stack.handle_timeout(now);
         }
         while let Some(event) = self.stack.poll_event() {
-            self.on_event(event);
+            match self.gateway.as_deref_mut() {
+                Some(g) => g.on_event(&mut self.stack, event),
+                None => self.on_event(event),
+            }
             worked = true;
+        }
+        if let Some(g) = self.gateway.as_deref_mut() {
+            worked |= g.poll(&mut self.stack);
         }
         let mut tx = DeviceTx::new(tx);
         self.stack.poll_transmit(now, &mut tx);
@@ -287,6 +314,10 @@ impl Handler for StackWorker {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
+        if self.gateway.as_deref().is_some_and(GatewayApp::has_pending) {
+            // Publications are waiting: do not sleep.
+            return Some(Instant::from_micros(0));
+        }
         self.stack.poll_timeout()
     }
 
@@ -294,6 +325,10 @@ impl Handler for StackWorker {
         // Stop accepting, then close every connection in order (queued data is still
         // delivered; unread data turns a close into a reset).
         self.stopping = true;
+        if let Some(g) = self.gateway.as_deref_mut() {
+            g.stop(&mut self.stack);
+            return;
+        }
         for &port in &self.ports {
             self.stack.unlisten(port);
         }
@@ -303,6 +338,9 @@ impl Handler for StackWorker {
     }
 
     fn drained(&self) -> bool {
+        if let Some(g) = self.gateway.as_deref() {
+            return g.drained();
+        }
         let time_wait = usize::try_from(self.stack.counters().time_wait).unwrap_or(usize::MAX);
         self.stack.connection_count() <= time_wait
     }
@@ -483,6 +521,121 @@ mod tests {
             }
         }
         assert!(closed, "the worker never sent FIN");
+        assert!(p.worker.drained());
+    }
+
+    /// A worker serving ws-echo (the gateway `Worker` with one echo route) on port 7.
+    fn ws_echo_pair() -> Pair {
+        use crate::config::{Config, Route, RouteKind};
+        let mut p = Pair::new(TcpApp::Echo);
+        let mut config = Config::default();
+        config.listen.ports = vec![7];
+        config.control.enabled = false;
+        config.routes = vec![Route {
+            path: "/".to_string(),
+            kind: RouteKind::Echo,
+            compression: false,
+            ..Route::default()
+        }];
+        let mut shared = super::super::gateway::Shared::start(config, 1, true).unwrap();
+        p.worker
+            .serve_gateway(GatewayApp::new(shared.part(0), &[7]));
+        p
+    }
+
+    /// Steps until the client has `want` bytes or more (bounded).
+    fn read_client(p: &mut Pair, conn: ConnHandle, want: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..5_000 {
+            p.step();
+            loop {
+                let n = p.client.recv(conn, &mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            if got.len() >= want {
+                break;
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn gateway_ws_echo_over_stack_message_echoed_then_1001_on_stop() {
+        use ws::{ClientHandshake, CloseCode, Connection, DeflateConfig, MessageKind, Role};
+        let mut p = ws_echo_pair();
+        let conn = p.connect();
+        let hs = ClientHandshake::new(
+            [3; 16],
+            Vec::new(),
+            DeflateConfig {
+                enabled: false,
+                ..DeflateConfig::default()
+            },
+        );
+        p.client
+            .send(conn, &hs.request("sluice", "/any/path"))
+            .unwrap();
+        let head = read_client(&mut p, conn, 1);
+        let acc = hs
+            .parse_response(&head)
+            .unwrap()
+            .expect("a whole 101 response");
+        let mut ws = Connection::new(
+            Role::Client,
+            ws::Config {
+                max_frame_size: 1 << 20,
+                max_message_size: 1 << 20,
+            },
+            None,
+            5,
+        );
+        let msg = vec![b'z'; 100_000];
+        ws.send(MessageKind::Binary, &msg).unwrap();
+        let out = ws.pending_output().to_vec();
+        ws.consume_output(out.len());
+        let mut sent = 0;
+        let mut echo = head[acc.head_len..].to_vec();
+        for _ in 0..5_000 {
+            if sent < out.len() {
+                sent += p.client.send(conn, &out[sent..]).unwrap();
+            }
+            echo.extend(read_client(&mut p, conn, 0));
+            if echo.len() >= msg.len() + 4 {
+                break;
+            }
+        }
+        ws.read(&mut echo);
+        match ws.poll_event() {
+            Some(ws::Event::Message { kind, data }) => {
+                assert_eq!(kind, MessageKind::Binary);
+                assert!(data == msg, "echo differs");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A stop closes the WebSocket with 1001 (going away).
+        p.worker.on_stop(p.now);
+        let mut close = read_client(&mut p, conn, 2);
+        ws.read(&mut close);
+        match ws.poll_event() {
+            Some(ws::Event::Close { code, .. }) => assert_eq!(code, Some(CloseCode::GOING_AWAY)),
+            other => panic!("{other:?}"),
+        }
+        // Our answering Close lets the worker finish the connection and drain.
+        let answer = ws.pending_output().to_vec();
+        p.client.send(conn, &answer).unwrap();
+        for _ in 0..5_000 {
+            let events = p.step();
+            if events.contains(&Event::PeerClosed(conn)) {
+                p.client.close(conn).unwrap();
+            }
+            if p.worker.drained() {
+                break;
+            }
+        }
         assert!(p.worker.drained());
     }
 

@@ -11,6 +11,7 @@
 //! grace period), the sockets close and the program detaches with its bpf_link; exit 0.
 
 pub mod app;
+pub mod gateway;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +62,8 @@ pub struct Options {
     /// `--pcap FILE`: capture every frame (one file per queue when there are several,
     /// see [`pcap_path`]).
     pub pcap: Option<std::path::PathBuf>,
+    /// Serve the WebSocket gateway or ws-echo instead of `app`.
+    pub websocket: Option<gateway::GatewayOptions>,
 }
 
 /// The capture file of `queue`: `file` itself when it is the only queue, otherwise `file`
@@ -249,6 +252,22 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         },
     )?);
 
+    let mut shared = match &opts.websocket {
+        Some(g) => Some(gateway::Shared::start(
+            g.config.clone(),
+            queues.len(),
+            g.any_path,
+        )?),
+        None => None,
+    };
+    // The gateway flushes and closes with 1001 within its shutdown timeout: the workers
+    // get at least that long (plus a margin) to drain.
+    let stop_grace = shared.as_ref().map_or(opts.dataplane.stop_grace(), |s| {
+        opts.dataplane
+            .stop_grace()
+            .max(s.config.limits.shutdown_timeout() + Duration::from_secs(1))
+    });
+
     let clock = Clock::new();
     let mut workers = Vec::new();
     let mut copy_modes = Vec::new();
@@ -285,10 +304,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             );
             (remote, port)
         });
+        let part = shared.as_mut().map(|s| s.part(workers.len()));
         let (mode_tx, mode_rx) = crossbeam_channel::bounded(1);
         let config = WorkerConfig {
             core: Some(core),
-            stop_grace: opts.dataplane.stop_grace(),
+            stop_grace,
             backoff: opts.dataplane.backoff(),
             clock,
             ..WorkerConfig::new(&format!("sluice-q{queue}"))
@@ -321,6 +341,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 worker.connect_to(Some(remote));
                 worker.connect_from_port(port);
             }
+            if let Some(part) = part {
+                worker.serve_gateway(gateway::GatewayApp::new(part, &ports));
+            }
             Ok((device, worker))
         })?;
         if let Ok(mode) = mode_rx.recv() {
@@ -339,13 +362,18 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     };
     let ports: Vec<String> = opts.ports.iter().map(u16::to_string).collect();
     let queue_list: Vec<String> = queues.iter().map(u32::to_string).collect();
-    let app_name = match opts.app {
-        TcpApp::Echo => "tcp-echo",
-        TcpApp::Discard => "tcp-discard",
-        TcpApp::Source => "tcp-source",
+    let app_name = match (&opts.websocket, opts.app) {
+        (Some(g), _) => g.app_name,
+        (None, TcpApp::Echo) => "tcp-echo",
+        (None, TcpApp::Discard) => "tcp-discard",
+        (None, TcpApp::Source) => "tcp-source",
     };
+    let control = shared
+        .as_ref()
+        .and_then(|s| s.control)
+        .map_or_else(String::new, |a| format!(" control={a}"));
     println!(
-        "listening ip={} port={} ports={} backend=afxdp app={app_name} iface={} queues={} xdp={} mode={copy}",
+        "listening ip={} port={} ports={} backend=afxdp app={app_name} iface={} queues={} xdp={} mode={copy}{control}",
         opts.addr,
         opts.ports.first().copied().unwrap_or(0),
         ports.join(","),
@@ -362,13 +390,24 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "listening"
     );
 
+    let mut polls = 0u32;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        polls = polls.wrapping_add(1);
+        if let (Some(shared), 0) = (shared.as_mut(), polls % 10) {
+            if let Ok(c) = program.counters() {
+                shared.record_xdp(c);
+            }
+        }
     }
     info!("stopping: draining connections");
+    // Every worker starts draining at once; then wait for each.
+    for w in &workers {
+        let _ = w.control().send(worker::Control::Stop);
+    }
     let mut failed = None;
     for w in workers {
-        match w.stop() {
+        match w.join() {
             Ok(exit) => {
                 let s = exit.handler.stack().counters();
                 info!(

@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// Labels `{route="/ws"}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,6 +29,29 @@ pub struct ReasonLabel {
 pub struct ResultLabel {
     /// Outcome.
     pub result: String,
+}
+
+/// Labels `{worker="0"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabel {
+    /// Worker (queue) index.
+    pub worker: String,
+}
+
+/// Labels `{worker="0",state="Established"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerStateLabel {
+    /// Worker (queue) index.
+    pub worker: String,
+    /// RFC 9293 state name.
+    pub state: String,
+}
+
+/// Labels `{action="redirected"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    /// What the XDP program did with a frame.
+    pub action: String,
 }
 
 /// All gateway metrics.
@@ -56,6 +80,16 @@ pub struct Metrics {
     pub published: Counter,
     /// Seconds spent in the gateway per received batch of bytes (parse, route, fan-out).
     pub processing_seconds: Histogram,
+    /// AF_XDP: TCP connections of each worker's stack by state (refreshed every 100 ms).
+    pub tcp_connections: Family<WorkerStateLabel, Gauge>,
+    /// AF_XDP: segments retransmitted by each worker's stack.
+    pub tcp_retransmits: Family<WorkerLabel, Counter>,
+    /// AF_XDP: frames the XDP program redirected to the sockets, passed to the kernel, or
+    /// dropped.
+    pub xdp_packets: Family<ActionLabel, Counter>,
+    /// Fraction of each worker's loop iterations (AF_XDP) or wall time (kernel) that did
+    /// work, over the last ~100 ms.
+    pub worker_busy_ratio: Family<WorkerLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -81,6 +115,10 @@ impl Metrics {
             drops: Family::default(),
             published: Counter::default(),
             processing_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
+            tcp_connections: Family::default(),
+            tcp_retransmits: Family::default(),
+            xdp_packets: Family::default(),
+            worker_busy_ratio: Family::default(),
         };
         registry.register(
             "connections_accepted",
@@ -133,7 +171,36 @@ impl Metrics {
             "Gateway processing time per received batch",
             m.processing_seconds.clone(),
         );
+        registry.register(
+            "tcp_connections",
+            "TCP connections of the AF_XDP stacks by worker and state",
+            m.tcp_connections.clone(),
+        );
+        registry.register(
+            "tcp_retransmits",
+            "TCP segments retransmitted by the AF_XDP stacks",
+            m.tcp_retransmits.clone(),
+        );
+        registry.register(
+            "xdp_packets",
+            "Frames handled by the XDP program, by action",
+            m.xdp_packets.clone(),
+        );
+        registry.register(
+            "worker_busy_ratio",
+            "Fraction of a worker's loop that did work (last ~100 ms)",
+            m.worker_busy_ratio.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Sets worker `worker`'s busy ratio.
+    pub fn set_busy(&self, worker: usize, ratio: f64) {
+        self.worker_busy_ratio
+            .get_or_create(&WorkerLabel {
+                worker: worker.to_string(),
+            })
+            .set(ratio);
     }
 
     /// Counts a drop for `reason`.
@@ -163,13 +230,82 @@ impl Metrics {
             .inc();
     }
 
-    /// Renders the Prometheus text exposition format.
+    /// Renders the OpenMetrics 1.0 text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+
+    /// Renders the classic Prometheus text format 0.0.4 (what a scraper gets unless its
+    /// `Accept` header asks for OpenMetrics).
+    pub fn render_prometheus(&self) -> String {
+        openmetrics_to_prometheus(&self.render())
+    }
+}
+
+/// Whether an `Accept` header value asks for OpenMetrics text (Prometheus sends
+/// `application/openmetrics-text;version=1.0.0,...;q=0.5,text/plain;version=0.0.4;q=0.4`).
+pub fn wants_openmetrics(accept: &str) -> bool {
+    let mut best_om = -1.0f64;
+    let mut best_text = -1.0f64;
+    for item in accept.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let kind = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.strip_prefix("q="))
+            .find_map(|v| v.parse::<f64>().ok())
+            .unwrap_or(1.0);
+        if kind == "application/openmetrics-text" {
+            best_om = best_om.max(q);
+        } else if kind == "text/plain" || kind == "*/*" || kind == "text/*" {
+            best_text = best_text.max(q);
+        }
+    }
+    best_om > 0.0 && best_om >= best_text
+}
+
+/// Rewrites OpenMetrics text as Prometheus 0.0.4 text: no `# EOF` or `# UNIT`, counter
+/// families named by their `_total` sample, `unknown` as `untyped`.
+pub fn openmetrics_to_prometheus(text: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some((name, "counter")) = rest.split_once(' ') {
+                counters.insert(name.to_string());
+            }
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let tail = if prefix == "# TYPE " && tail == "unknown" {
+                    "untyped"
+                } else {
+                    tail
+                };
+                if counters.contains(name) {
+                    out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+                } else {
+                    out.push_str(&format!("{prefix}{name} {tail}\n"));
+                }
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// The `route` label value for a route path.
@@ -200,5 +336,33 @@ mod tests {
         );
         assert!(text.contains("sluice_processing_seconds_bucket"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn prometheus_text_counter_named_by_total_no_eof() {
+        let m = Metrics::new();
+        m.published.inc();
+        let text = m.render_prometheus();
+        assert!(
+            text.contains("# TYPE sluice_published_total counter"),
+            "{text}"
+        );
+        assert!(text.contains("sluice_published_total 1"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            text.contains("# TYPE sluice_processing_seconds histogram"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn accept_header_negotiation_prefers_higher_q() {
+        assert!(wants_openmetrics(
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4"
+        ));
+        assert!(!wants_openmetrics("text/plain;version=0.0.4"));
+        assert!(!wants_openmetrics("*/*"));
+        assert!(!wants_openmetrics(""));
+        assert!(wants_openmetrics("application/openmetrics-text"));
     }
 }

@@ -1,6 +1,6 @@
 //! The control plane: a small HTTP server on a kernel socket (default 127.0.0.1:9100).
 //!
-//! - `GET /metrics`: Prometheus/OpenMetrics text.
+//! - `GET /metrics`: Prometheus text 0.0.4, or OpenMetrics 1.0 when `Accept` prefers it.
 //! - `GET /healthz`: `ok`.
 //! - `POST /publish/{topic}`: the backend ingest; the body (UTF-8) is the message. Answers
 //!   200 `{"topic":..,"delivered":N}` only once the message is queued to every subscriber
@@ -74,11 +74,28 @@ fn handle(mut req: Request, ctx: &Context) {
     let url = req.url().split('?').next().unwrap_or("").to_string();
     let method = req.method().clone();
     let response = match (&method, url.as_str()) {
-        (Method::Get, "/metrics") => text(
-            200,
-            ctx.metrics.render(),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
+        (Method::Get, "/metrics") => {
+            // Prometheus negotiates: OpenMetrics only when the Accept header prefers it.
+            let accept = req
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv("Accept"))
+                .map(|h| h.value.as_str().to_string())
+                .unwrap_or_default();
+            if metrics::wants_openmetrics(&accept) {
+                text(
+                    200,
+                    ctx.metrics.render(),
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+            } else {
+                text(
+                    200,
+                    ctx.metrics.render_prometheus(),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+            }
+        }
         (Method::Get, "/healthz") => text(200, "ok\n", "text/plain"),
         (Method::Get, "/stat") => {
             let rows = snapshot(ctx);
@@ -186,7 +203,9 @@ pub fn stat(addr: &str) -> anyhow::Result<()> {
         serde_json::from_value(stat.get("connections").cloned().unwrap_or_default())
             .unwrap_or_default();
     writeln!(out, "connections: {}", rows.len())?;
-    writeln!(
+    // The AF_XDP backend adds the TCP engine's view of each connection (like `ss -ti`).
+    let tcp = rows.iter().any(|r| r.tcp.is_some());
+    write!(
         out,
         "{:<3} {:<22} {:<10} {:<9} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>6} {:>6}",
         "w",
@@ -202,8 +221,16 @@ pub fn stat(addr: &str) -> anyhow::Result<()> {
         "drops",
         "age_s"
     )?;
+    if tcp {
+        write!(
+            out,
+            " {:<12} {:>8} {:>9} {:>7} {:>7}",
+            "tcp_state", "cwnd", "srtt_us", "rto_ms", "retrans"
+        )?;
+    }
+    writeln!(out)?;
     for r in rows {
-        writeln!(
+        write!(
             out,
             "{:<3} {:<22} {:<10} {:<9} {:>6} {:>8} {:>8} {:>10} {:>10} {:>8} {:>6} {:>6}",
             r.worker,
@@ -219,6 +246,15 @@ pub fn stat(addr: &str) -> anyhow::Result<()> {
             r.drops,
             r.age_s
         )?;
+        if let Some(t) = &r.tcp {
+            let srtt = t.srtt_us.map_or_else(|| "-".to_string(), |v| v.to_string());
+            write!(
+                out,
+                " {:<12} {:>8} {:>9} {:>7} {:>7}",
+                t.state, t.cwnd, srtt, t.rto_ms, t.retransmits
+            )?;
+        }
+        writeln!(out)?;
     }
     // One write; a reader that went away (`sluice stat | head`) is not an error.
     let mut stdout = std::io::stdout().lock();

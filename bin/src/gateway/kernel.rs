@@ -1,5 +1,7 @@
-//! The gateway on kernel sockets: one mio (epoll, edge-triggered) worker thread driving a
-//! [`Worker`], plus the broker and control threads.
+//! The kernel-socket driver: one mio (epoll, edge-triggered) thread driving a sans-IO
+//! [`Service`]: the gateway [`Worker`] (gateway, ws-echo; plus the broker and control
+//! threads) or a TCP application (`crate::kernel`). One accept/read/write/close loop for
+//! every application on `--backend kernel`.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -14,8 +16,9 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
-use super::worker::Worker;
-use super::{broker, WorkerHandle, WorkerMsg};
+use super::upstream::Upstreams;
+use super::worker::{Refusal, Worker};
+use super::{broker, ConnId, WorkerHandle, WorkerMsg};
 use crate::config::Config;
 use crate::control::{self, metrics::Metrics};
 
@@ -30,11 +33,127 @@ const TICK: Duration = Duration::from_millis(100);
 /// Tokens from here on are upstream sockets of `proxy` connections (`UP_BASE + idx`).
 const UP_BASE: usize = 1 << 30;
 
-/// The upstream socket of a proxy connection.
-#[derive(Debug)]
-struct UpConn {
-    stream: TcpStream,
-    connected: bool,
+/// A sans-IO application the kernel driver serves. The driver owns the sockets: it
+/// feeds received bytes in, writes [`Service::output`] and reports what it wrote, reads
+/// only while [`Service::wants_read`], and closes what [`Service::is_finished`] (after
+/// the output is written) or [`Service::handle_timeout`] name.
+pub trait Service {
+    /// A new connection in slot `id`; on `Err` it is closed at once.
+    fn accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Result<(), Refusal>;
+    /// Forget slot `id` (closed by the driver).
+    fn remove(&mut self, id: ConnId);
+    /// Bytes received on `id` (may be modified in place).
+    fn receive(&mut self, id: ConnId, data: &mut [u8], now: Instant);
+    /// The peer closed its sending side.
+    fn peer_closed(&mut self, id: ConnId);
+    /// The next bytes to write on `id`.
+    fn output(&self, id: ConnId) -> &[u8];
+    /// `n` bytes of [`Service::output`] were written.
+    fn consume(&mut self, id: ConnId, n: usize);
+    /// Whether to read `id` now (false: backpressure or done reading).
+    fn wants_read(&self, id: ConnId) -> bool;
+    /// Whether to close `id` now (its output is written).
+    fn is_finished(&self, id: ConnId) -> bool;
+    /// Connections with new output since the last call.
+    fn take_dirty(&mut self) -> Vec<ConnId>;
+    /// Runs deadlines; returns connections to drop at once.
+    fn handle_timeout(&mut self, now: Instant) -> Vec<ConnId>;
+    /// Graceful stop: finish every connection by `deadline`.
+    fn shutdown(&mut self, now: Instant, deadline: Instant);
+    /// Open connections.
+    fn live(&self) -> usize;
+    /// The gateway worker (proxy upstreams, broker messages); `None` for TCP applications.
+    fn gateway(&mut self) -> Option<&mut Worker> {
+        None
+    }
+}
+
+impl Service for Worker {
+    fn accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Result<(), Refusal> {
+        Worker::accept(self, id, peer, now)
+    }
+    fn remove(&mut self, id: ConnId) {
+        Worker::remove(self, id);
+    }
+    fn receive(&mut self, id: ConnId, data: &mut [u8], now: Instant) {
+        Worker::receive(self, id, data, now);
+    }
+    fn peer_closed(&mut self, id: ConnId) {
+        Worker::peer_closed(self, id);
+    }
+    fn output(&self, id: ConnId) -> &[u8] {
+        Worker::output(self, id)
+    }
+    fn consume(&mut self, id: ConnId, n: usize) {
+        Worker::consume(self, id, n);
+    }
+    fn wants_read(&self, id: ConnId) -> bool {
+        Worker::wants_read(self, id)
+    }
+    fn is_finished(&self, id: ConnId) -> bool {
+        Worker::is_finished(self, id)
+    }
+    fn take_dirty(&mut self) -> Vec<ConnId> {
+        Worker::take_dirty(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) -> Vec<ConnId> {
+        Worker::handle_timeout(self, now)
+    }
+    fn shutdown(&mut self, now: Instant, deadline: Instant) {
+        Worker::shutdown(self, now, deadline);
+    }
+    fn live(&self) -> usize {
+        Worker::live(self)
+    }
+    fn gateway(&mut self) -> Option<&mut Worker> {
+        Some(self)
+    }
+}
+
+/// Binds a listener on `ip` for each of `ports` (0 picks one), registered as tokens 0..;
+/// returns them with the bound port numbers.
+pub fn bind(
+    poll: &Poll,
+    ip: std::net::IpAddr,
+    ports: &[u16],
+) -> anyhow::Result<(Vec<TcpListener>, Vec<u16>)> {
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for (i, &port) in ports.iter().enumerate() {
+        let addr = SocketAddr::new(ip, port);
+        let mut l = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        poll.registry()
+            .register(&mut l, Token(i), Interest::READABLE)
+            .context("registering listener")?;
+        bound.push(l.local_addr().context("listener address")?.port());
+        listeners.push(l);
+    }
+    Ok((listeners, bound))
+}
+
+/// Serves `svc` on `listeners` (registered on `poll` by [`bind`]) until `stop` is set,
+/// then shuts down gracefully within `shutdown_timeout`. `rx` carries broker and control
+/// messages for a gateway worker.
+pub fn serve<S: Service>(
+    poll: Poll,
+    mut listeners: Vec<TcpListener>,
+    svc: &mut S,
+    rx: Option<&Receiver<WorkerMsg>>,
+    stop: &AtomicBool,
+    shutdown_timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let mut driver = Driver {
+        poll,
+        base: listeners.len(),
+        conns: Vec::new(),
+        free: Vec::new(),
+        lingering: HashMap::new(),
+        upstreams: Upstreams::new(),
+        buf: vec![0u8; READ_BUF],
+        metrics,
+    };
+    driver.run(svc, &mut listeners, rx, stop, shutdown_timeout)
 }
 
 /// Everything `sluice run --app gateway` needs from the command line, after overrides.
@@ -42,6 +161,10 @@ struct UpConn {
 pub struct Settings {
     /// Validated configuration (flags already applied).
     pub config: Config,
+    /// The application's name in the `listening` line (`gateway`, `ws-echo`).
+    pub app_name: &'static str,
+    /// Serve every request path with the first route (ws-echo).
+    pub any_path: bool,
 }
 
 #[derive(Debug)]
@@ -77,22 +200,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .context("starting broker thread")?;
 
-    let mut listeners = Vec::new();
-    let mut bound = Vec::new();
-    for (i, &port) in config.listen.ports.iter().enumerate() {
-        let addr = SocketAddr::new(config.listen.ip, port);
-        let mut l = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-        poll.registry()
-            .register(&mut l, Token(i), Interest::READABLE)
-            .context("registering listener")?;
-        bound.push(
-            l.local_addr()
-                .context("listener address")?
-                .port()
-                .to_string(),
-        );
-        listeners.push(l);
-    }
+    let (listeners, bound) = bind(&poll, config.listen.ip, &config.listen.ports)?;
+    let bound: Vec<String> = bound.iter().map(u16::to_string).collect();
     let control_addr = if config.control.enabled {
         let ctx = control::Context {
             metrics: Arc::clone(&metrics),
@@ -106,9 +215,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let control_text = control_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     println!(
-        "listening ip={} port={} backend=kernel app=gateway control={control_text}",
+        "listening ip={} port={} backend=kernel app={} control={control_text}",
         config.listen.ip,
-        bound.join(",")
+        bound.join(","),
+        settings.app_name,
     );
     io::stdout().flush().ok();
     info!(ip = %config.listen.ip, ports = %bound.join(","), control = %control_text, "gateway listening");
@@ -119,17 +229,18 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&metrics),
         Some(publisher),
     );
-    let mut driver = Driver {
+    if settings.any_path {
+        worker.serve_any_path();
+    }
+    let result = serve(
         poll,
-        base: listeners.len(),
-        conns: Vec::new(),
-        free: Vec::new(),
-        lingering: HashMap::new(),
-        upstreams: HashMap::new(),
-        buf: vec![0u8; READ_BUF],
+        listeners,
+        &mut worker,
+        Some(&rx),
+        &stop,
+        config.limits.shutdown_timeout(),
         metrics,
-    };
-    let result = driver.run(&mut worker, &mut listeners, &rx, &stop, &config);
+    );
     drop(workers);
     result
 }
@@ -142,30 +253,35 @@ struct Driver {
     /// Closed by us (FIN sent), draining the peer until EOF or the deadline.
     lingering: HashMap<usize, Instant>,
     /// Upstream sockets of proxy connections, by connection slot.
-    upstreams: HashMap<usize, UpConn>,
+    upstreams: Upstreams,
     buf: Vec<u8>,
     metrics: Arc<Metrics>,
 }
 
 impl Driver {
-    fn run(
+    fn run<S: Service>(
         &mut self,
-        worker: &mut Worker,
+        worker: &mut S,
         listeners: &mut Vec<TcpListener>,
-        rx: &Receiver<WorkerMsg>,
+        rx: Option<&Receiver<WorkerMsg>>,
         stop: &AtomicBool,
-        config: &Config,
+        shutdown_timeout: Duration,
     ) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut shutdown_deadline: Option<Instant> = None;
         let mut last_tick = Instant::now();
+        // Time spent outside epoll_wait since the last tick (the busy ratio).
+        let mut busy = Duration::ZERO;
+        let mut busy_since = Instant::now();
         loop {
+            busy += busy_since.elapsed();
             if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
                 if e.kind() != ErrorKind::Interrupted {
                     return Err(e).context("epoll_wait");
                 }
             }
             let now = Instant::now();
+            busy_since = now;
             for event in events.iter() {
                 let Token(t) = event.token();
                 if event.token() == WAKER {
@@ -188,17 +304,31 @@ impl Driver {
                     self.drive(worker, idx, now);
                 }
             }
-            for (idx, authority) in worker.take_upstream_requests() {
-                self.open_upstream(worker, idx, &authority, now);
-            }
-            // Publications and control requests; every one queued before an ack was sent.
-            while let Ok(msg) = rx.try_recv() {
-                worker.handle_msg(msg, now);
+            if let Some(gw) = worker.gateway() {
+                for (idx, authority) in gw.take_upstream_requests() {
+                    self.upstreams.open(
+                        self.poll.registry(),
+                        Token(UP_BASE + idx),
+                        gw,
+                        idx,
+                        &authority,
+                        now,
+                    );
+                }
+                // Publications and control requests; every one queued before an ack was
+                // sent.
+                while let Some(msg) = rx.and_then(|rx| rx.try_recv().ok()) {
+                    gw.handle_msg(msg, now);
+                }
             }
             for idx in worker.take_dirty() {
                 self.drive(worker, idx, now);
             }
             if now.duration_since(last_tick) >= TICK {
+                let window = now.duration_since(last_tick).as_secs_f64();
+                self.metrics
+                    .set_busy(0, (busy.as_secs_f64() / window).min(1.0));
+                busy = Duration::ZERO;
                 last_tick = now;
                 for idx in worker.handle_timeout(now) {
                     debug!(idx, "deadline expired");
@@ -226,10 +356,12 @@ impl Driver {
                     self.poll.registry().deregister(l).ok();
                 }
                 listeners.clear();
-                let deadline = now + config.limits.shutdown_timeout();
+                let deadline = now + shutdown_timeout;
                 shutdown_deadline = Some(deadline);
-                while let Ok(msg) = rx.try_recv() {
-                    worker.handle_msg(msg, now);
+                if let Some(gw) = worker.gateway() {
+                    while let Some(msg) = rx.and_then(|rx| rx.try_recv().ok()) {
+                        gw.handle_msg(msg, now);
+                    }
                 }
                 worker.shutdown(now, deadline);
                 for idx in worker.take_dirty() {
@@ -245,7 +377,7 @@ impl Driver {
         }
     }
 
-    fn accept_all(&mut self, listener: &TcpListener, worker: &mut Worker, now: Instant) {
+    fn accept_all<S: Service>(&mut self, listener: &TcpListener, worker: &mut S, now: Instant) {
         loop {
             let (mut stream, peer) = match listener.accept() {
                 Ok(x) => x,
@@ -283,12 +415,14 @@ impl Driver {
     }
 
     /// Writes, reads and closes connection `idx` as far as it can go now.
-    fn drive(&mut self, worker: &mut Worker, idx: usize, now: Instant) {
+    fn drive<S: Service>(&mut self, worker: &mut S, idx: usize, now: Instant) {
         if self.lingering.contains_key(&idx) {
             return;
         }
-        if self.upstreams.contains_key(&idx) {
-            self.drive_upstream(worker, idx, now);
+        if self.upstreams.contains(idx) {
+            if let Some(gw) = worker.gateway() {
+                self.upstreams.drive(self.poll.registry(), gw, idx, now);
+            }
         }
         loop {
             let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
@@ -335,9 +469,9 @@ impl Driver {
 
     /// Closes `idx`: at once (`abort`) or by a lingering close (FIN, then drain the peer so
     /// unread data causes no RST that could destroy our last frames in flight).
-    fn close(&mut self, worker: &mut Worker, idx: usize, abort: bool) {
+    fn close<S: Service>(&mut self, worker: &mut S, idx: usize, abort: bool) {
         worker.remove(idx);
-        self.drop_upstream(idx);
+        self.upstreams.remove(self.poll.registry(), idx);
         let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
@@ -347,108 +481,6 @@ impl Driver {
         }
         self.lingering.insert(idx, Instant::now() + LINGER);
         self.drain_lingering(idx);
-    }
-
-    fn open_upstream(&mut self, worker: &mut Worker, idx: usize, authority: &str, now: Instant) {
-        use std::net::ToSocketAddrs;
-        let addr = authority.to_socket_addrs().ok().and_then(|mut a| a.next());
-        let stream = addr.and_then(|a| TcpStream::connect(a).ok());
-        let Some(mut stream) = stream else {
-            warn!(authority, "upstream connect failed");
-            worker.upstream_lost(idx, now);
-            return;
-        };
-        stream.set_nodelay(true).ok();
-        if self
-            .poll
-            .registry()
-            .register(
-                &mut stream,
-                Token(UP_BASE + idx),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .is_err()
-        {
-            worker.upstream_lost(idx, now);
-            return;
-        }
-        self.upstreams.insert(
-            idx,
-            UpConn {
-                stream,
-                connected: false,
-            },
-        );
-    }
-
-    /// Writes and reads the upstream socket of proxy connection `idx`.
-    fn drive_upstream(&mut self, worker: &mut Worker, idx: usize, now: Instant) {
-        let Some(u) = self.upstreams.get_mut(&idx) else {
-            return;
-        };
-        if !u.connected {
-            if !matches!(u.stream.take_error(), Ok(None)) {
-                worker.upstream_lost(idx, now);
-                return self.drop_upstream(idx);
-            }
-            match u.stream.peer_addr() {
-                Ok(_) => {
-                    u.connected = true;
-                    worker.upstream_connected(idx);
-                }
-                Err(e) if e.kind() == ErrorKind::NotConnected => return,
-                Err(_) => {
-                    worker.upstream_lost(idx, now);
-                    return self.drop_upstream(idx);
-                }
-            }
-        }
-        loop {
-            loop {
-                let out = worker.upstream_output(idx);
-                if out.is_empty() {
-                    break;
-                }
-                match u.stream.write(out) {
-                    Ok(0) => {
-                        worker.upstream_lost(idx, now);
-                        return self.drop_upstream(idx);
-                    }
-                    Ok(n) => worker.upstream_consume(idx, n),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        worker.upstream_lost(idx, now);
-                        return self.drop_upstream(idx);
-                    }
-                }
-            }
-            if worker.upstream_finished(idx) {
-                return self.drop_upstream(idx);
-            }
-            if !worker.wants_upstream_read(idx) {
-                return;
-            }
-            match u.stream.read(&mut self.buf) {
-                Ok(0) => {
-                    worker.upstream_lost(idx, now);
-                    return self.drop_upstream(idx);
-                }
-                Ok(n) => worker.upstream_receive(idx, &mut self.buf[..n], now),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    worker.upstream_lost(idx, now);
-                    return self.drop_upstream(idx);
-                }
-            }
-        }
-    }
-
-    fn drop_upstream(&mut self, idx: usize) {
-        if let Some(mut u) = self.upstreams.remove(&idx) {
-            self.poll.registry().deregister(&mut u.stream).ok();
-        }
     }
 
     fn drain_lingering(&mut self, idx: usize) {

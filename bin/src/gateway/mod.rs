@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod protocol;
 pub mod proxy;
 pub mod session;
+pub mod upstream;
 pub mod worker;
 
 use std::sync::{Arc, OnceLock};
@@ -19,6 +20,40 @@ use bytes::Bytes;
 use ws::deflate::Deflater;
 use ws::frame::encode_frame;
 use ws::{FrameHeader, OpCode};
+
+/// The configuration `--app ws-echo` runs with: one echo route (served on every path),
+/// no control plane unless `--control` is given, no pings or idle timeout, and the
+/// command line's limits.
+pub fn ws_echo_config(args: &crate::cli::RunArgs) -> anyhow::Result<crate::config::Config> {
+    use crate::config::{Config, Route, RouteKind};
+    if args.config.is_some() {
+        anyhow::bail!("--config applies to --app gateway; ws-echo takes its options as flags");
+    }
+    let mut c = Config::default();
+    c.listen.ip = args.ip.addr;
+    c.listen.ports.clone_from(&args.ports);
+    c.control.enabled = args.control.is_some();
+    if let Some(addr) = args.control {
+        c.control.addr = addr;
+    }
+    c.limits.max_message_size = args.max_message_size;
+    c.limits.max_frame_size = args.max_frame_size;
+    c.limits.max_connections = args.max_connections;
+    c.limits.max_connections_per_ip = args.max_connections;
+    c.limits.handshake_timeout_ms = args.handshake_timeout.saturating_mul(1000).max(1);
+    c.limits.ping_interval_ms = 0;
+    c.limits.idle_timeout_ms = 0;
+    c.routes = vec![Route {
+        path: "/".to_string(),
+        kind: RouteKind::Echo,
+        compression: args.compression == crate::cli::Switch::On,
+        max_queued_bytes: args.max_output_queue.max(1),
+        ..Route::default()
+    }];
+    c.validate()
+        .map_err(|e| anyhow::anyhow!("ws-echo options: {e}"))?;
+    Ok(c)
+}
 
 /// Index of a connection inside one worker (the transport's slot number).
 pub type ConnId = usize;
@@ -133,6 +168,24 @@ pub struct ConnInfo {
     pub drops: u64,
     /// Seconds since accept.
     pub age_s: u64,
+    /// The TCP engine's view (AF_XDP backend only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpInfo>,
+}
+
+/// One connection's TCP state as the AF_XDP stack sees it (like `ss -ti`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TcpInfo {
+    /// RFC 9293 state (`Established`, `FinWait1`, ...).
+    pub state: String,
+    /// Congestion window, bytes.
+    pub cwnd: u32,
+    /// Smoothed RTT in microseconds, once measured.
+    pub srtt_us: Option<u64>,
+    /// Retransmission timeout in milliseconds.
+    pub rto_ms: u64,
+    /// Segments retransmitted.
+    pub retransmits: u32,
 }
 
 /// Messages to a worker.

@@ -17,7 +17,7 @@ use super::broker::Publisher;
 use super::protocol::{Reply, Request};
 use super::proxy::{UpEvent, Upstream};
 use super::session::{Phase, Session};
-use super::{Ack, ConnId, ConnInfo, Publication, WorkerMsg};
+use super::{Ack, ConnId, ConnInfo, Publication, TcpInfo, WorkerMsg};
 use crate::config::{parse_upstream, Config, Route, RouteKind, SlowConsumer};
 use crate::control::metrics::{route_label, Metrics};
 
@@ -89,6 +89,8 @@ pub struct Worker {
     upstream_requests: Vec<(ConnId, String)>,
     /// Seeds upstream masking keys.
     mask_seed: u64,
+    /// Requests for unknown paths take the first route (ws-echo) instead of a 404.
+    any_path: bool,
 }
 
 impl Worker {
@@ -146,7 +148,14 @@ impl Worker {
             unrouted_bytes_in,
             upstream_requests: Vec::new(),
             mask_seed: random_seed(),
+            any_path: false,
         }
+    }
+
+    /// Serves every request path with the first route (how `--app ws-echo` answers any
+    /// path); by default an unknown path gets 404.
+    pub fn serve_any_path(&mut self) {
+        self.any_path = true;
     }
 
     /// Open connections.
@@ -265,7 +274,8 @@ impl Worker {
                 Err(e) => Upgrade::Refuse(e.response(), "bad_request"),
                 Ok(Some(req)) => {
                     let allowed = &self.config.limits.allowed_origins;
-                    match self.config.route(req.path).map(|(i, _)| i) {
+                    let fallback = (self.any_path && !self.routes.is_empty()).then_some(0);
+                    match self.config.route(req.path).map(|(i, _)| i).or(fallback) {
                         None => Upgrade::Refuse(http_refusal(404, "Not Found"), "not_found"),
                         // RFC 6455 4.2.2 item 4 / 10.2: the server may refuse an origin
                         // it does not accept with an HTTP error (403).
@@ -594,18 +604,25 @@ impl Worker {
         }
     }
 
-    /// Whether the transport should read `id` now (false while closing, or while its
-    /// queued output is above the route's bound: backpressure onto the client).
+    /// Whether the transport should read `id` now: not once the WebSocket reads no more
+    /// (Close received, failed, refused), nor while its queued output is above the route's
+    /// bound (backpressure onto the client). After our Close it still reads, to receive
+    /// the peer's answering Close (RFC 6455 7.1.1).
     pub fn wants_read(&self, id: ConnId) -> bool {
         let Some(s) = self.sessions.get(id).and_then(Option::as_ref) else {
             return false;
+        };
+        let reading = match &s.phase {
+            Phase::Handshake(_) => true,
+            Phase::Open(ws) => ws.is_reading(),
+            Phase::Refused => false,
         };
         let bound = s
             .route
             .and_then(|r| self.routes.get(r))
             .map_or(usize::MAX, |r| r.cfg.max_queued_bytes);
         let upstream = s.upstream.as_ref().map_or(0, |u| u.queued());
-        !s.is_closing() && s.out.len() <= bound && upstream <= bound
+        reading && s.out.len() <= bound && upstream <= bound
     }
 
     /// Whether the transport should close `id` now (see [`Session::is_finished`]).
@@ -805,10 +822,21 @@ impl Worker {
 
     /// The per-connection table for `sluice stat`.
     pub fn snapshot(&self, now: Instant) -> Vec<ConnInfo> {
+        self.snapshot_with(now, |_| None)
+    }
+
+    /// The per-connection table, with the transport's TCP view of each connection
+    /// (`tcp(id)`, e.g. the AF_XDP stack's state, cwnd and RTT).
+    pub fn snapshot_with(
+        &self,
+        now: Instant,
+        tcp: impl Fn(ConnId) -> Option<TcpInfo>,
+    ) -> Vec<ConnInfo> {
         self.sessions
             .iter()
-            .flatten()
-            .map(|s| ConnInfo {
+            .enumerate()
+            .filter_map(|(id, s)| s.as_ref().map(|s| (id, s)))
+            .map(|(id, s)| ConnInfo {
                 worker: self.index,
                 peer: s.peer.to_string(),
                 route: s
@@ -824,6 +852,7 @@ impl Worker {
                 queued: s.out.len(),
                 drops: s.drops,
                 age_s: now.saturating_duration_since(s.accepted).as_secs(),
+                tcp: tcp(id),
             })
             .collect()
     }

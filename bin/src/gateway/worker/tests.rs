@@ -376,11 +376,15 @@ fn shutdown_queued_messages_then_1001() {
             ..
         })
     ));
+    // The transport keeps reading to receive the client's answering Close.
+    assert!(w.wants_read(0));
+    assert!(!w.is_finished(0));
     // The client answers the Close; the connection is then finished.
     let mut answer = c.pending_output().to_vec();
     w.receive(0, &mut answer, now);
     drain(&mut w, 0);
     assert!(w.is_finished(0));
+    assert!(!w.wants_read(0));
     assert_eq!(w.accept(1, peer(9), now), Err(Refusal::MaxConnections));
 }
 
