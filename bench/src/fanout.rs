@@ -325,8 +325,9 @@ fn publish_loop(
              Content-Length: {}\r\n\r\n",
             body.len()
         );
-        conn.write_all(req.as_bytes())?;
-        conn.write_all(&body)?;
+        let mut req = req.into_bytes();
+        req.extend_from_slice(&body);
+        conn.write_all(&req)?;
         resp.clear();
         loop {
             let got = conn.read(&mut buf)?;

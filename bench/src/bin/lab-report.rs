@@ -35,6 +35,16 @@ struct Cli {
     svg_link: String,
 }
 
+/// Plot colours follow this order.
+const KNOWN: [&str; 6] = [
+    "sluice-afxdp",
+    "sluice-kernel",
+    "ref-tungstenite",
+    "ref-fastwebsockets",
+    "ref-tcp-echo",
+    "load-generator-ceiling",
+];
+
 const BEGIN: &str = "<!-- lab:begin -->";
 const END: &str = "<!-- lab:end -->";
 
@@ -368,6 +378,7 @@ fn plot(scenarios: &[Scenario], path: &Path) -> anyhow::Result<()> {
             .x_desc("percentile")
             .y_desc("latency (us, log)")
             .x_labels(5)
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .x_label_formatter(&|x| match x.round() as i64 {
                 0 => "p0".into(),
                 1 => "p90".into(),
@@ -378,7 +389,11 @@ fn plot(scenarios: &[Scenario], path: &Path) -> anyhow::Result<()> {
             })
             .draw()?;
         for (i, (name, pts)) in series.into_iter().enumerate() {
-            let c = colors[i % colors.len()];
+            // The same target keeps its colour in every panel.
+            let c = KNOWN
+                .iter()
+                .position(|k| *k == name)
+                .map_or(colors[i % colors.len()], |k| colors[k % colors.len()]);
             chart
                 .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
                 .label(name)
