@@ -1,8 +1,10 @@
 //! Benchmarks for Sluice: criterion micro-benchmarks (`benches/`) and the load generator
 //! `sluice-load` with its loopback responder and the kernel-socket reference servers.
 
+pub mod bulk;
 pub mod ceiling;
 pub mod client;
+pub mod fanout;
 pub mod report;
 pub mod responder;
 pub mod settings;

@@ -2,6 +2,9 @@
 //!
 //! `sluice-load [OPTIONS] HOST:PORT` runs the load against a target;
 //! `sluice-load ceiling [OPTIONS]` measures the generator's own ceiling on loopback.
+//! `sluice-load fanout [OPTIONS] HOST:PORT --ingest ADDR` measures gateway broadcast fan-out;
+//! `sluice-load bulk HOST:PORT` measures bulk TCP throughput to a discard server and
+//! `sluice-load sink --addr A` is such a server on kernel sockets.
 //! Exits 1 if any connection failed or any echo did not match, 2 on bad usage.
 
 use std::net::ToSocketAddrs;
@@ -42,6 +45,70 @@ enum Cmd {
         #[arg(long)]
         responder_spin: bool,
     },
+    /// Broadcast fan-out through the gateway: N subscribers on a pubsub route, one
+    /// publisher POSTing to the control endpoint; reports deliveries/s and latency.
+    Fanout {
+        /// The gateway's WebSocket HOST:PORT.
+        target: String,
+        /// The gateway's control endpoint HOST:PORT (POST /publish/{topic}).
+        #[arg(long)]
+        ingest: String,
+        /// The pubsub route's path.
+        #[arg(long, default_value = "/live")]
+        path: String,
+        /// Topic.
+        #[arg(long, default_value = "bench")]
+        topic: String,
+        /// Publications per second (default: closed loop, next POST on the answer).
+        #[arg(long)]
+        publish_rate: Option<f64>,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Bulk TCP throughput to a discard server.
+    Bulk {
+        /// Target HOST:PORT (a discard server).
+        target: String,
+        /// Seconds of sending.
+        #[arg(long, short = 'd', default_value_t = 5.0)]
+        duration: f64,
+        /// Bytes per write.
+        #[arg(long, default_value_t = 65_536)]
+        chunk: usize,
+        /// Write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// A kernel-socket discard server (prints `listening ADDR`).
+    Sink {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9009")]
+        addr: std::net::SocketAddr,
+        /// CPU to pin the accepting thread (and its readers) to.
+        #[arg(long)]
+        pin: Option<usize>,
+    },
+}
+
+fn resolve(target: &str) -> Option<std::net::SocketAddr> {
+    target.to_socket_addrs().ok()?.next()
+}
+
+fn write_json<T: serde::Serialize>(value: &T, path: Option<&PathBuf>) -> bool {
+    let Some(path) = path else { return true };
+    match serde_json::to_string_pretty(value) {
+        Ok(t) => match std::fs::write(path, t + "\n") {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("sluice-load: writing {}: {e}", path.display());
+                false
+            }
+        },
+        Err(e) => {
+            eprintln!("sluice-load: JSON: {e}");
+            false
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -128,18 +195,8 @@ fn finish(report: anyhow::Result<Report>, json: Option<&PathBuf>) -> ExitCode {
         }
     };
     print!("{}", report.human());
-    if let Some(path) = json {
-        let text = match serde_json::to_string_pretty(&report) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("sluice-load: JSON: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        if let Err(e) = std::fs::write(path, text + "\n") {
-            eprintln!("sluice-load: writing {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
+    if !write_json(&report, json) {
+        return ExitCode::from(2);
     }
     if report.is_ok() {
         ExitCode::SUCCESS
@@ -167,6 +224,75 @@ fn main() -> ExitCode {
                 responder_spin,
             };
             finish(sluice_bench::ceiling(&s, &opts), load.json.as_ref())
+        }
+        Some(Cmd::Fanout {
+            target,
+            ingest,
+            path,
+            topic,
+            publish_rate,
+            load,
+        }) => {
+            let (Some(addr), Some(ingest)) = (resolve(&target), resolve(&ingest)) else {
+                eprintln!("sluice-load: cannot resolve {target} or {ingest}");
+                return ExitCode::from(2);
+            };
+            let s = load.settings(addr, target);
+            let opts = sluice_bench::fanout::FanoutOptions {
+                ingest,
+                path,
+                topic,
+                rate: publish_rate,
+            };
+            finish(sluice_bench::fanout::fanout(&s, &opts), load.json.as_ref())
+        }
+        Some(Cmd::Bulk {
+            target,
+            duration,
+            chunk,
+            json,
+        }) => {
+            let Some(addr) = resolve(&target) else {
+                eprintln!("sluice-load: cannot resolve {target}");
+                return ExitCode::from(2);
+            };
+            match sluice_bench::bulk::bulk(
+                addr,
+                std::time::Duration::from_secs_f64(duration),
+                chunk,
+            ) {
+                Ok(r) => {
+                    println!(
+                        "bulk {}: {} bytes in {:.2} s = {:.3} Gbit/s",
+                        r.target, r.bytes, r.seconds, r.gbit_per_s
+                    );
+                    if write_json(&r, json.as_ref()) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(2)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("sluice-load: bulk: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Some(Cmd::Sink { addr, pin }) => {
+            if let Some(cpu) = pin {
+                let _ = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+            }
+            let r = sluice_bench::bulk::sink(addr, |a| {
+                println!("listening {a}");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            });
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluice-load: sink: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
         }
         None => {
             let Some(target) = cli.target else {

@@ -1,0 +1,345 @@
+#!/usr/bin/env bash
+# Sluice side-by-side benchmark on the network-namespace lab, in one command (issue 7).
+#
+#   bench/lab.sh [--quick] [--only GROUPS] [--results DIR] [--no-build] [--no-doc]
+#                [--server-cpu N] [--client-cpu N] [--rate R]
+#
+# Builds the release binaries, creates a lab (deploy/lab.sh, unique prefix, removed on exit
+# whatever happens), and runs every target with the same client settings, pinned the same
+# way: the server under test on --server-cpu (default 0), the client (sluice-load, in the
+# peer namespace) on --client-cpu (default 1).
+#
+# Groups (--only takes a comma list; default all):
+#   ws      WebSocket echo: Sluice ws-echo on AF_XDP, Sluice ws-echo on --backend kernel,
+#           ref-tungstenite, ref-fastwebsockets; scenarios 1 conn 64 B ping-pong (spinning
+#           client), 100 conns 64 B saturation (pipeline 16), 1,000 conns 1 KiB open loop
+#           at --rate msgs/s (default 20,000)
+#   tcp     TCP echo ping-pong: Sluice tcp-echo on AF_XDP and on the kernel backend vs
+#           ref-tcp-echo (1 conn and 100 conns)
+#   bulk    bulk throughput, `sluice-load bulk`: Sluice tcp-discard on AF_XDP vs a kernel
+#           discard server (`sluice-load sink`), over the same veth, offloads off
+#   fanout  gateway broadcast: 1 publisher (POST /publish on the control endpoint) ->
+#           1,000 subscribers; Sluice gateway on the kernel backend and on AF_XDP
+#   ceiling the load generator's own ceiling on loopback (rows in the ws/tcp tables)
+#
+# A target that cannot start (e.g. an app the AF_XDP backend does not serve yet) is
+# reported as "not available (its error line)" and the run goes on.
+#
+# Output: one table per scenario (p50/p90/p99/p99.9/max, msgs/s, ratios to the best
+# kernel-socket target), JSON under the results dir (default target/bench-lab/<time>),
+# docs/bench-lab.svg (percentile plot) and the lab section of docs/BENCHMARKS.md
+# (between <!-- lab:begin --> and <!-- lab:end -->) unless --no-doc.
+# Runtime after the build: ~2.5 min by default, ~45 s with --quick (measured here).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+QUICK=0
+ONLY="ws,tcp,bulk,fanout,ceiling"
+RESULTS=""
+BUILD=1
+DOC=1
+SERVER_CPU=0
+CLIENT_CPU=1
+RATE=""
+
+die() { echo "bench/lab.sh: $*" >&2; exit 2; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1; shift ;;
+    --only) ONLY=${2:?--only needs a list}; shift 2 ;;
+    --results) RESULTS=${2:?--results needs a directory}; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    --no-doc) DOC=0; shift ;;
+    --server-cpu) SERVER_CPU=${2:?}; shift 2 ;;
+    --client-cpu) CLIENT_CPU=${2:?}; shift 2 ;;
+    --rate) RATE=${2:?}; shift 2 ;;
+    -h|--help) usage 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || die "must run as root (network namespaces, AF_XDP)"
+for g in ${ONLY//,/ }; do
+  case "$g" in ws|tcp|bulk|fanout|ceiling) ;; *) die "unknown group '$g'" ;; esac
+done
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+if [ "$QUICK" = 1 ]; then
+  WARMUP=0.3; DURATION=1; BULK_S=1; RATE=${RATE:-5000}
+else
+  WARMUP=1; DURATION=5; BULK_S=5; RATE=${RATE:-20000}
+fi
+[ -n "$RESULTS" ] || RESULTS="$ROOT/target/bench-lab/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$RESULTS"
+RESULTS=$(cd "$RESULTS" && pwd)
+BIN="$ROOT/target/release"
+
+if [ "$BUILD" = 1 ]; then
+  echo "== building release binaries" >&2
+  (cd "$ROOT" && cargo build --release --locked -p sluice -p sluice-bench --bins) >&2
+fi
+for b in sluice sluice-load ref-tungstenite ref-fastwebsockets ref-tcp-echo lab-report; do
+  [ -x "$BIN/$b" ] || die "missing $BIN/$b (run without --no-build)"
+done
+
+# ---- the lab ----------------------------------------------------------------------------
+PREFIX="slb$$"
+PREFIX=${PREFIX:0:12}
+SERVER_PID=""
+CONFIG=""
+cleanup() {
+  set +e
+  stop_server
+  [ -n "$CONFIG" ] && rm -f "$CONFIG"
+  "$ROOT/deploy/lab.sh" down --prefix "$PREFIX" >/dev/null 2>&1
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+eval "$("$ROOT/deploy/lab.sh" up --prefix "$PREFIX")"
+STACK="$STACK_IP"
+# LAB.md: the peer's offloads off (deploy/lab.sh does it; checked here).
+ip netns exec "$PEER_NS" ethtool -K "$PEER_IF" tx off tso off gso off gro off >/dev/null 2>&1 || true
+
+{
+  echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "commit:   $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo ' (dirty)')"
+  echo "cpu:      $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(nproc) cores"
+  echo "kernel:   $(uname -r)"
+  echo "load avg: $(cut -d' ' -f1-3 /proc/loadavg) at start"
+  echo "memory:   $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "lab:      veth $STACK_IF/$PEER_IF, peer offloads off (tx tso gso gro), AF_XDP copy mode"
+  echo "pinning:  server on CPU $SERVER_CPU, client (sluice-load, peer namespace) on CPU $CLIENT_CPU"
+  echo "mode:     $([ "$QUICK" = 1 ] && echo "--quick (smoke run, not for quoting)" || echo "default") warm-up ${WARMUP} s, measured ${DURATION} s"
+} >"$RESULTS/machine.txt"
+cat "$RESULTS/machine.txt" >&2
+
+kernel_ip() { # add|del ADDR
+  ip -n "$STACK_NS" addr "$1" "$2/24" dev "$STACK_IF" 2>/dev/null || true
+}
+
+# start_server LOGNAME CMD...: runs CMD in the stack namespace pinned to SERVER_CPU and waits
+# for its `listening` line. On failure prints one error line and returns 1.
+start_server() {
+  local log="$RESULTS/$1.log"; shift
+  ip netns exec "$STACK_NS" taskset -c "$SERVER_CPU" "$@" >"$log" 2>&1 &
+  SERVER_PID=$!
+  local i
+  for i in $(seq 1 200); do
+    if grep -q '^listening' "$log" 2>/dev/null; then
+      return 0
+    fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      wait "$SERVER_PID" 2>/dev/null || true
+      SERVER_PID=""
+      ERROR_LINE=$( (grep -iE 'error|not (available|supported)|unsupported' "$log" || tail -n1 "$log") | tail -n1 | cut -c1-200)
+      [ -n "$ERROR_LINE" ] || ERROR_LINE="exited without a listening line"
+      return 1
+    fi
+    sleep 0.1
+  done
+  ERROR_LINE="no listening line within 20 s"
+  stop_server
+  return 1
+}
+
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    local i
+    for i in $(seq 1 30); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+
+scenario() { # DIR TITLE: creates the scenario directory
+  mkdir -p "$RESULTS/$1"
+  echo "$2" >"$RESULTS/$1/title.txt"
+}
+
+# client SCENARIO TARGETFILE ARGS...: sluice-load in the peer namespace, pinned.
+client() {
+  local dir=$1 name=$2; shift 2
+  echo "-- $dir / $name" >&2
+  ip netns exec "$PEER_NS" "$BIN/sluice-load" "$@" --pin "$CLIENT_CPU" \
+    --warmup "$WARMUP" -d "$DURATION" --json "$RESULTS/$dir/$name.json" >&2 ||
+    echo "   (sluice-load reported errors; kept in the JSON)" >&2
+}
+
+unavailable() { # SCENARIO... TARGETFILE: records why a target did not run
+  local name=${!#} d
+  for d in "${@:1:$#-1}"; do
+    echo "$ERROR_LINE" >"$RESULTS/$d/$name.error"
+  done
+  echo "   $name not available: $ERROR_LINE" >&2
+}
+
+WS_PORT=9001
+WS_SCENARIOS=(1-ws-pingpong 2-ws-c100 3-ws-open1000)
+ws_runs() { # TARGETFILE
+  client 1-ws-pingpong "$1" "$STACK:$WS_PORT" --proto ws -c 1 -s 64 --spin
+  client 2-ws-c100 "$1" "$STACK:$WS_PORT" --proto ws -c 100 -s 64 -k 16
+  client 3-ws-open1000 "$1" "$STACK:$WS_PORT" --proto ws -c 1000 -s 1024 --mode open --rate "$RATE" -k 4
+}
+
+if want ws; then
+  scenario 1-ws-pingpong "WebSocket, 1 connection, 64 B ping-pong (spinning client)"
+  scenario 2-ws-c100 "WebSocket, 100 connections, 64 B, pipeline 16 (saturation)"
+  scenario 3-ws-open1000 "WebSocket, 1,000 connections, 1 KiB, open loop at $RATE msgs/s"
+  echo "== ws: sluice ws-echo on AF_XDP" >&2
+  if start_server sluice-afxdp-ws "$BIN/sluice" run --backend afxdp --iface "$STACK_IF" \
+      --ip "$STACK/24" --port "$WS_PORT" --app ws-echo --compression off --cores "$SERVER_CPU" \
+      --log-level warn; then
+    ws_runs 1-sluice-afxdp; stop_server
+  else
+    unavailable "${WS_SCENARIOS[@]}" 1-sluice-afxdp
+  fi
+  kernel_ip add "$STACK"
+  echo "== ws: sluice ws-echo on the kernel backend" >&2
+  if start_server sluice-kernel-ws "$BIN/sluice" run --backend kernel --ip "$STACK" \
+      --port "$WS_PORT" --app ws-echo --compression off --log-level warn; then
+    ws_runs 2-sluice-kernel; stop_server
+  else
+    unavailable "${WS_SCENARIOS[@]}" 2-sluice-kernel
+  fi
+  echo "== ws: ref-tungstenite" >&2
+  if start_server ref-tungstenite "$BIN/ref-tungstenite" --addr "$STACK:$WS_PORT"; then
+    ws_runs 3-ref-tungstenite; stop_server
+  else
+    unavailable "${WS_SCENARIOS[@]}" 3-ref-tungstenite
+  fi
+  echo "== ws: ref-fastwebsockets" >&2
+  if start_server ref-fastwebsockets "$BIN/ref-fastwebsockets" --addr "$STACK:$WS_PORT"; then
+    ws_runs 4-ref-fastwebsockets; stop_server
+  else
+    unavailable "${WS_SCENARIOS[@]}" 4-ref-fastwebsockets
+  fi
+  kernel_ip del "$STACK"
+  if want ceiling; then
+    echo "== ws: load generator ceiling (loopback in the peer namespace)" >&2
+    C=(ceiling --responder-pin "$SERVER_CPU")
+    client 1-ws-pingpong 9-load-generator-ceiling "${C[@]}" --proto ws -c 1 -s 64 --spin
+    client 2-ws-c100 9-load-generator-ceiling "${C[@]}" --proto ws -c 100 -s 64 -k 16
+    client 3-ws-open1000 9-load-generator-ceiling "${C[@]}" --proto ws -c 1000 -s 1024 --mode open --rate "$RATE" -k 4
+  fi
+fi
+
+TCP_PORT=9002
+TCP_SCENARIOS=(5-tcp-pingpong 6-tcp-c100)
+tcp_runs() {
+  client 5-tcp-pingpong "$1" "$STACK:$TCP_PORT" --proto tcp -c 1 -s 64 --spin
+  client 6-tcp-c100 "$1" "$STACK:$TCP_PORT" --proto tcp -c 100 -s 64 -k 16
+}
+if want tcp; then
+  scenario 5-tcp-pingpong "TCP echo, 1 connection, 64 B ping-pong (spinning client)"
+  scenario 6-tcp-c100 "TCP echo, 100 connections, 64 B, pipeline 16 (saturation)"
+  echo "== tcp: sluice tcp-echo on AF_XDP" >&2
+  if start_server sluice-afxdp-tcp "$BIN/sluice" run --backend afxdp --iface "$STACK_IF" \
+      --ip "$STACK/24" --port "$TCP_PORT" --app tcp-echo --cores "$SERVER_CPU" --log-level warn; then
+    tcp_runs 1-sluice-afxdp; stop_server
+  else
+    unavailable "${TCP_SCENARIOS[@]}" 1-sluice-afxdp
+  fi
+  kernel_ip add "$STACK"
+  echo "== tcp: sluice tcp-echo on the kernel backend" >&2
+  if start_server sluice-kernel-tcp "$BIN/sluice" run --backend kernel --ip "$STACK" \
+      --port "$TCP_PORT" --app tcp-echo --log-level warn; then
+    tcp_runs 2-sluice-kernel; stop_server
+  else
+    unavailable "${TCP_SCENARIOS[@]}" 2-sluice-kernel
+  fi
+  echo "== tcp: ref-tcp-echo" >&2
+  if start_server ref-tcp-echo "$BIN/ref-tcp-echo" --addr "$STACK:$TCP_PORT"; then
+    tcp_runs 3-ref-tcp-echo; stop_server
+  else
+    unavailable "${TCP_SCENARIOS[@]}" 3-ref-tcp-echo
+  fi
+  kernel_ip del "$STACK"
+  if want ceiling; then
+    echo "== tcp: load generator ceiling" >&2
+    client 5-tcp-pingpong 9-load-generator-ceiling ceiling --responder-pin "$SERVER_CPU" --proto tcp -c 1 -s 64 --spin
+    client 6-tcp-c100 9-load-generator-ceiling ceiling --responder-pin "$SERVER_CPU" --proto tcp -c 100 -s 64 -k 16
+  fi
+fi
+
+BULK_PORT=9003
+bulk_run() { # TARGETFILE
+  echo "-- 7-bulk / $1" >&2
+  ip netns exec "$PEER_NS" taskset -c "$CLIENT_CPU" "$BIN/sluice-load" bulk "$STACK:$BULK_PORT" \
+    -d "$BULK_S" --json "$RESULTS/7-bulk/$1.json" >&2 || {
+      ERROR_LINE="bulk client failed"; unavailable 7-bulk "$1"; }
+}
+if want bulk; then
+  scenario 7-bulk "Bulk TCP, 1 connection, peer -> server over one veth (offloads off), $BULK_S s"
+  echo "== bulk: sluice tcp-discard on AF_XDP" >&2
+  if start_server sluice-afxdp-bulk "$BIN/sluice" run --backend afxdp --iface "$STACK_IF" \
+      --ip "$STACK/24" --port "$BULK_PORT" --app tcp-discard --cores "$SERVER_CPU" --log-level warn; then
+    bulk_run 1-sluice-afxdp; stop_server
+  else
+    unavailable 7-bulk 1-sluice-afxdp
+  fi
+  kernel_ip add "$STACK"
+  echo "== bulk: kernel discard (sluice-load sink)" >&2
+  if start_server kernel-sink "$BIN/sluice-load" sink --addr "$STACK:$BULK_PORT"; then
+    bulk_run 2-kernel-to-kernel; stop_server
+  else
+    unavailable 7-bulk 2-kernel-to-kernel
+  fi
+  kernel_ip del "$STACK"
+fi
+
+GW_PORT=9004
+CONTROL_IP=198.18.0.3
+fanout_run() { # TARGETFILE
+  client 8-fanout "$1" fanout "$STACK:$GW_PORT" --ingest "$CONTROL_IP:9100" --path /live \
+    -c 1000 -s 64 --connect-timeout 20
+}
+if want fanout; then
+  scenario 8-fanout "Gateway broadcast: 1 publisher (POST /publish, closed loop) -> 1,000 subscribers; msgs/s = deliveries/s, latency = publish to delivery"
+  CONFIG=$(mktemp /tmp/sluice-bench-gw.XXXXXX.toml)
+  cat >"$CONFIG" <<EOF
+[control]
+enabled = true
+[limits]
+max_connections = 5000
+max_connections_per_ip = 5000
+[[route]]
+path = "/live"
+kind = "pubsub"
+compression = false
+slow_consumer = "drop-newest"
+max_queued_bytes = 4194304
+EOF
+  # The control plane is kernel sockets on a second address of the stack's interface
+  # (frames for it pass the XDP filter to the kernel).
+  kernel_ip add "$CONTROL_IP"
+  echo "== fanout: sluice gateway on AF_XDP" >&2
+  if start_server sluice-afxdp-gw "$BIN/sluice" run --backend afxdp --iface "$STACK_IF" \
+      --ip "$STACK/24" --port "$GW_PORT" --app gateway --config "$CONFIG" \
+      --control "$CONTROL_IP:9100" --cores "$SERVER_CPU" --log-level warn; then
+    fanout_run 1-sluice-afxdp; stop_server
+  else
+    unavailable 8-fanout 1-sluice-afxdp
+  fi
+  kernel_ip add "$STACK"
+  echo "== fanout: sluice gateway on the kernel backend" >&2
+  if start_server sluice-kernel-gw "$BIN/sluice" run --backend kernel --ip "$STACK" \
+      --port "$GW_PORT" --app gateway --config "$CONFIG" --control "$CONTROL_IP:9100" \
+      --log-level warn; then
+    fanout_run 2-sluice-kernel; stop_server
+  else
+    unavailable 8-fanout 2-sluice-kernel
+  fi
+  kernel_ip del "$STACK"
+  kernel_ip del "$CONTROL_IP"
+fi
+
+echo "== report" >&2
+REPORT_ARGS=("$RESULTS" --svg "$RESULTS/bench-lab.svg")
+if [ "$DOC" = 1 ]; then
+  REPORT_ARGS=("$RESULTS" --svg "$ROOT/docs/bench-lab.svg" --doc "$ROOT/docs/BENCHMARKS.md")
+fi
+"$BIN/lab-report" "${REPORT_ARGS[@]}"
+echo "results: $RESULTS" >&2
