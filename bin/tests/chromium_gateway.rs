@@ -78,17 +78,6 @@ fn start_gateway(lab: &Lab, config: &std::path::Path, backend: &str) -> Sluice {
     Sluice::spawn(&args)
 }
 
-/// Runs `f` on a thread inside the stack namespace (where the control plane listens).
-fn in_stack<T: Send + 'static>(lab: &Lab, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = lab.stack_ns.clone();
-    std::thread::spawn(move || {
-        dataplane::sys::enter_netns(&ns).expect("enter the stack namespace");
-        f()
-    })
-    .join()
-    .expect("stack thread panicked")
-}
-
 /// A one-shot HTTP/1.1 request; returns (status, body).
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -258,7 +247,7 @@ fn chromium_page_renders_published_messages_in_order(backend: &str) {
         })
         .collect();
     let to_publish = sent.clone();
-    let (metrics, statuses) = in_stack(&lab, move || {
+    let (metrics, statuses) = lab.in_stack(move || {
         let statuses: Vec<(u16, String)> = to_publish
             .iter()
             .map(|m| http(CONTROL, "POST", "/publish/news", m))
@@ -297,7 +286,7 @@ fn chromium_page_renders_published_messages_in_order(backend: &str) {
     let (ok, stderr) = stranger.finish();
     assert!(!ok && line.is_none(), "{line:?} {stderr}");
     assert!(stderr.contains("page not subscribed"), "{stderr}");
-    let metrics = in_stack(&lab, || http(CONTROL, "GET", "/metrics", "").1);
+    let metrics = lab.in_stack(|| http(CONTROL, "GET", "/metrics", "").1);
     assert!(
         metrics.contains("sluice_handshakes_total{result=\"origin\"} 1"),
         "{metrics}"

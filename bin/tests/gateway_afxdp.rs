@@ -51,20 +51,9 @@ fn start(lab: &Lab, config: &str) -> Sluice {
     sluice
 }
 
-/// Runs `f` on a fresh thread inside the stack namespace (where the control plane is).
-fn in_stack<T: Send + 'static>(lab: &Lab, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = lab.stack_ns.clone();
-    std::thread::spawn(move || {
-        dataplane::sys::enter_netns(&ns).expect("enter the stack namespace");
-        f()
-    })
-    .join()
-    .expect("stack-namespace thread panicked")
-}
-
 /// `GET path` on the control plane; asserts 200.
 fn get(lab: &Lab, path: &'static str) -> String {
-    let (status, body) = in_stack(lab, move || http(CONTROL, "GET", path, ""));
+    let (status, body) = lab.in_stack(move || http(CONTROL, "GET", path, ""));
     assert_eq!(status, 200, "GET {path}: {body}");
     body
 }
@@ -73,7 +62,7 @@ fn get(lab: &Lab, path: &'static str) -> String {
 /// publisher thread per topic (each in order); returns the `delivered` counts.
 fn publish(lab: &Lab, topics: usize, per_topic: usize, pad: usize) -> Vec<u64> {
     let filler = "x".repeat(pad);
-    in_stack(lab, move || {
+    lab.in_stack(move || {
         let threads: Vec<_> = (0..topics)
             .map(|t| {
                 let filler = filler.clone();

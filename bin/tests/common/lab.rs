@@ -65,6 +65,18 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// Runs `f` on a fresh thread inside the stack namespace (where the control plane
+    /// listens on loopback) and returns its result.
+    pub fn in_stack<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let ns = self.stack_ns.clone();
+        std::thread::spawn(move || {
+            dataplane::sys::enter_netns(&ns).expect("enter the stack namespace");
+            f()
+        })
+        .join()
+        .expect("stack-namespace thread panicked")
+    }
+
     /// Creates a lab with `queues` queues per veth end.
     pub fn up(queues: u32) -> Lab {
         let prefix = unique_prefix();
