@@ -77,12 +77,14 @@ impl Pair {
             self.a.poll_transmit(self.now, &mut self.tx);
             while let Some(mut f) = self.tx.frames.pop_front() {
                 moved = true;
-                self.b.handle_frame_with(self.now, &mut f, &mut |_, d| d.len());
+                self.b
+                    .handle_frame_with(self.now, &mut f, &mut |_, d| d.len());
             }
             self.b.poll_transmit(self.now, &mut self.tx);
             while let Some(mut f) = self.tx.frames.pop_front() {
                 moved = true;
-                self.a.handle_frame_with(self.now, &mut f, &mut |_, d| d.len());
+                self.a
+                    .handle_frame_with(self.now, &mut f, &mut |_, d| d.len());
             }
             if !moved {
                 return;
