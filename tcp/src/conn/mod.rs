@@ -747,15 +747,21 @@ impl Tcb {
     }
 
     /// The earliest instant at which [`Tcb::handle_timeout`] has work to do.
+    #[inline]
     pub fn poll_timeout(&self, cfg: &ConnConfig) -> Option<Instant> {
-        let mut t = [self.rto_at, self.delack_at, self.persist_at, self.close_at]
-            .into_iter()
-            .flatten()
-            .min();
-        if let Some(k) = self.keepalive_deadline(cfg) {
-            t = Some(t.map_or(k, |t| t.min(k)));
+        // Called after every segment: plain compares, no iterator chain.
+        #[inline(always)]
+        fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+            match (a, b) {
+                (Some(x), Some(y)) => Some(if y < x { y } else { x }),
+                (None, t) | (t, None) => t,
+            }
         }
-        t
+        let t = earlier(
+            earlier(self.rto_at, self.delack_at),
+            earlier(self.persist_at, self.close_at),
+        );
+        earlier(t, self.keepalive_deadline(cfg))
     }
 
     fn keepalive_deadline(&self, cfg: &ConnConfig) -> Option<Instant> {
