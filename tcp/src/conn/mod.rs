@@ -749,19 +749,22 @@ impl Tcb {
     /// The earliest instant at which [`Tcb::handle_timeout`] has work to do.
     #[inline]
     pub fn poll_timeout(&self, cfg: &ConnConfig) -> Option<Instant> {
-        // Called after every segment: plain compares, no iterator chain.
-        #[inline(always)]
-        fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-            match (a, b) {
-                (Some(x), Some(y)) => Some(if y < x { y } else { x }),
-                (None, t) | (t, None) => t,
-            }
+        // Called after every segment: branch-free minimum over the raw clock values
+        // (absent deadlines count as the largest value; `any` keeps `None` exact).
+        let all = [
+            self.rto_at,
+            self.delack_at,
+            self.persist_at,
+            self.close_at,
+            self.keepalive_deadline(cfg),
+        ];
+        let mut any = false;
+        let mut min = u64::MAX;
+        for t in all {
+            any |= t.is_some();
+            min = min.min(t.map_or(u64::MAX, Instant::total_micros));
         }
-        let t = earlier(
-            earlier(self.rto_at, self.delack_at),
-            earlier(self.persist_at, self.close_at),
-        );
-        earlier(t, self.keepalive_deadline(cfg))
+        any.then_some(Instant::from_micros(min))
     }
 
     fn keepalive_deadline(&self, cfg: &ConnConfig) -> Option<Instant> {
