@@ -547,11 +547,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         let Ok(len) = u16::try_from(data.len()) else {
             return false;
         };
-        let sum = checksum::combine(
-            checksum::pseudo_header_sum(src, dst, IP_PROTOCOL_TCP, len),
-            checksum::ones_complement_sum(data),
-        );
-        sum == 0xffff
+        checksum::pseudo_header_and_sum(src, dst, IP_PROTOCOL_TCP, len, data) == 0xffff
     }
 }
 
@@ -629,10 +625,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) -> Result<(), WireError> {
         let len = u16::try_from(self.bytes().len()).map_err(|_| WireError::BadValue)?;
         self.set_checksum(0);
-        let sum = checksum::combine(
-            checksum::pseudo_header_sum(src, dst, IP_PROTOCOL_TCP, len),
-            checksum::ones_complement_sum(self.bytes()),
-        );
+        let sum = checksum::pseudo_header_and_sum(src, dst, IP_PROTOCOL_TCP, len, self.bytes());
         self.set_checksum(checksum::finish(sum));
         Ok(())
     }
