@@ -747,15 +747,24 @@ impl Tcb {
     }
 
     /// The earliest instant at which [`Tcb::handle_timeout`] has work to do.
+    #[inline]
     pub fn poll_timeout(&self, cfg: &ConnConfig) -> Option<Instant> {
-        let mut t = [self.rto_at, self.delack_at, self.persist_at, self.close_at]
-            .into_iter()
-            .flatten()
-            .min();
-        if let Some(k) = self.keepalive_deadline(cfg) {
-            t = Some(t.map_or(k, |t| t.min(k)));
+        // Called after every segment: branch-free minimum over the raw clock values
+        // (absent deadlines count as the largest value; `any` keeps `None` exact).
+        let all = [
+            self.rto_at,
+            self.delack_at,
+            self.persist_at,
+            self.close_at,
+            self.keepalive_deadline(cfg),
+        ];
+        let mut any = false;
+        let mut min = u64::MAX;
+        for t in all {
+            any |= t.is_some();
+            min = min.min(t.map_or(u64::MAX, Instant::total_micros));
         }
-        t
+        any.then_some(Instant::from_micros(min))
     }
 
     fn keepalive_deadline(&self, cfg: &ConnConfig) -> Option<Instant> {

@@ -25,6 +25,12 @@ pub(crate) struct NeighborCache {
     entries: HashMap<Ipv4Addr, Neighbor, FixedState>,
     capacity: usize,
     ttl: Duration,
+    /// The entry filled last, `(ip, mac, refresh_after)`: a fill that repeats it before
+    /// `refresh_after` (an eighth of the TTL after its refresh) is skipped without hashing,
+    /// so a busy peer's every frame costs two compares. The entry still expires no
+    /// earlier than 7/8 of the TTL after the peer's last frame. Cleared when that entry is
+    /// evicted.
+    recent: Option<(Ipv4Addr, EthernetAddress, Instant)>,
 }
 
 /// What [`NeighborCache::fill`] did.
@@ -44,6 +50,7 @@ impl NeighborCache {
             entries: HashMap::with_capacity_and_hasher(capacity, FixedState::with_seed(HASH_SEED)),
             capacity,
             ttl,
+            recent: None,
         }
     }
 
@@ -65,10 +72,17 @@ impl NeighborCache {
         now: Instant,
         create: bool,
     ) -> (Fill, bool) {
+        if let Some((rip, rmac, refresh_after)) = self.recent {
+            if rip == ip && rmac == mac && now < refresh_after {
+                return (Fill::Updated, false);
+            }
+        }
         let expires_at = now + self.ttl;
+        let refresh_after = now + self.ttl / 8;
         if let Some(n) = self.entries.get_mut(&ip) {
             n.mac = mac;
             n.expires_at = expires_at;
+            self.recent = Some((ip, mac, refresh_after));
             return (Fill::Updated, false);
         }
         if !create || self.capacity == 0 {
@@ -84,10 +98,14 @@ impl NeighborCache {
                 .map(|(ip, _)| *ip);
             if let Some(v) = victim {
                 self.entries.remove(&v);
+                if self.recent.is_some_and(|(rip, _, _)| rip == v) {
+                    self.recent = None;
+                }
                 evicted = true;
             }
         }
         self.entries.insert(ip, Neighbor { mac, expires_at });
+        self.recent = Some((ip, mac, refresh_after));
         (Fill::Inserted, evicted)
     }
 
@@ -239,6 +257,58 @@ mod tests {
         assert_eq!(c.fill(ip, MAC_A, Instant::ZERO, true).0, Fill::Inserted);
         assert_eq!(c.lookup(ip, Instant::from_millis(59_999)), Some(MAC_A));
         assert_eq!(c.lookup(ip, Instant::from_millis(60_000)), None);
+    }
+
+    #[test]
+    fn cache_refresh_skipped_only_while_fresh() {
+        let ttl = Duration::from_secs(80);
+        let mut c = NeighborCache::new(4, ttl);
+        let ip = Ipv4Addr::new(198, 18, 0, 9);
+        assert_eq!(c.fill(ip, MAC_A, Instant::ZERO, true).0, Fill::Inserted);
+        // Within an eighth of the TTL: skipped, the lifetime still counts from 0.
+        assert_eq!(
+            c.fill(ip, MAC_A, Instant::from_millis(9_999), true).0,
+            Fill::Updated
+        );
+        assert_eq!(c.lookup(ip, Instant::from_millis(79_999)), Some(MAC_A));
+        assert_eq!(c.lookup(ip, Instant::from_millis(80_000)), None);
+        // A peer sending every second keeps its entry forever.
+        let mut c = NeighborCache::new(4, ttl);
+        for s in 0..1_000 {
+            c.fill(ip, MAC_A, Instant::from_millis(s * 1_000), true);
+            assert_eq!(
+                c.lookup(ip, Instant::from_millis(s * 1_000 + 69_999)),
+                Some(MAC_A)
+            );
+        }
+        // A new address is never skipped.
+        assert_eq!(
+            c.fill(ip, MAC_B, Instant::from_millis(999_001), true).0,
+            Fill::Updated
+        );
+        assert_eq!(c.lookup(ip, Instant::from_millis(999_002)), Some(MAC_B));
+        // Another neighbor in between does not confuse the memo.
+        let other = Ipv4Addr::new(198, 18, 0, 10);
+        c.fill(other, MAC_A, Instant::from_millis(999_003), true);
+        assert_eq!(
+            c.fill(ip, MAC_A, Instant::from_millis(999_004), true).0,
+            Fill::Updated
+        );
+        assert_eq!(c.lookup(ip, Instant::from_millis(999_005)), Some(MAC_A));
+    }
+
+    #[test]
+    fn cache_evicted_recent_entry_is_recreated() {
+        let mut c = NeighborCache::new(1, Duration::from_secs(60));
+        let (a, b) = (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2));
+        c.fill(a, MAC_A, Instant::ZERO, true);
+        c.fill(b, MAC_B, Instant::from_millis(1), true); // evicts a
+        assert_eq!(c.lookup(a, Instant::from_millis(2)), None);
+        assert_eq!(
+            c.fill(a, MAC_A, Instant::from_millis(3), true).0,
+            Fill::Inserted
+        );
+        assert_eq!(c.lookup(a, Instant::from_millis(4)), Some(MAC_A));
     }
 
     #[test]

@@ -44,7 +44,32 @@ fn load8(chunk: &[u8]) -> u64 {
 /// The folded one's-complement sum of `data` read as big-endian 16-bit words (an odd
 /// trailing byte is padded with a zero low byte), **not inverted**.
 pub fn ones_complement_sum(data: &[u8]) -> u16 {
-    let mut a0 = 0u64;
+    sum_from(0, data)
+}
+
+/// [`ones_complement_sum`] of the IPv4 pseudo-header (as in [`pseudo_header_sum`])
+/// followed by `data`, in one pass and one fold: the receive path's TCP verification.
+/// `len` is the pseudo-header's length field (normally `data.len()`).
+#[inline]
+pub fn pseudo_header_and_sum(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    len: u16,
+    data: &[u8],
+) -> u16 {
+    // The pseudo-header's three 32-bit words read in native order, like the data.
+    let [lh, ll] = len.to_be_bytes();
+    let init = u64::from(u32::from_ne_bytes(src.octets()))
+        + u64::from(u32::from_ne_bytes(dst.octets()))
+        + u64::from(u32::from_ne_bytes([0, protocol, lh, ll]));
+    sum_from(init, data)
+}
+
+/// The folded sum of `data` with `init` (native-order words, < 2^63) already added.
+#[inline(always)]
+fn sum_from(init: u64, data: &[u8]) -> u16 {
+    let mut a0 = init;
     let mut a1 = 0u64;
     let mut a2 = 0u64;
     let mut a3 = 0u64;
@@ -205,6 +230,18 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn checksum_pseudo_header_one_pass_matches_combined(
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+            src in any::<u32>(), dst in any::<u32>(), protocol in any::<u8>(), len in any::<u16>(),
+        ) {
+            let (src, dst) = (Ipv4Addr::from(src), Ipv4Addr::from(dst));
+            prop_assert_eq!(
+                pseudo_header_and_sum(src, dst, protocol, len, &data),
+                combine(pseudo_header_sum(src, dst, protocol, len), ones_complement_sum(&data))
+            );
+        }
+
         #[test]
         fn checksum_optimised_matches_reference(
             data in proptest::collection::vec(any::<u8>(), 0..2048),

@@ -295,7 +295,25 @@ impl TcpOptions {
     /// Unknown options are skipped by their length; known options with a wrong length are
     /// ignored, as Linux does. A length byte that is missing, below 2 or runs past the
     /// header is [`WireError::BadOption`] (RFC 9293 3.1: options must be parsed safely).
-    pub fn parse(mut opts: &[u8]) -> Result<TcpOptions, WireError> {
+    #[inline]
+    pub fn parse(opts: &[u8]) -> Result<TcpOptions, WireError> {
+        // RFC 7323 Appendix A: the predicted layout of an established connection's
+        // segments, NOP NOP TS as the only option, read with one compare.
+        if let Ok(&[kind::NOP, kind::NOP, kind::TIMESTAMPS, 10, ref ts @ ..]) =
+            <&[u8; 12]>::try_from(opts)
+        {
+            return Ok(TcpOptions {
+                timestamps: Some(TcpTimestamps {
+                    tsval: read_u32(ts, 0),
+                    tsecr: read_u32(ts, 4),
+                }),
+                ..TcpOptions::default()
+            });
+        }
+        TcpOptions::parse_general(opts)
+    }
+
+    fn parse_general(mut opts: &[u8]) -> Result<TcpOptions, WireError> {
         let mut out = TcpOptions::default();
         while let Some((&k, rest)) = opts.split_first() {
             match k {
@@ -529,11 +547,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         let Ok(len) = u16::try_from(data.len()) else {
             return false;
         };
-        let sum = checksum::combine(
-            checksum::pseudo_header_sum(src, dst, IP_PROTOCOL_TCP, len),
-            checksum::ones_complement_sum(data),
-        );
-        sum == 0xffff
+        checksum::pseudo_header_and_sum(src, dst, IP_PROTOCOL_TCP, len, data) == 0xffff
     }
 }
 
@@ -611,10 +625,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) -> Result<(), WireError> {
         let len = u16::try_from(self.bytes().len()).map_err(|_| WireError::BadValue)?;
         self.set_checksum(0);
-        let sum = checksum::combine(
-            checksum::pseudo_header_sum(src, dst, IP_PROTOCOL_TCP, len),
-            checksum::ones_complement_sum(self.bytes()),
-        );
+        let sum = checksum::pseudo_header_and_sum(src, dst, IP_PROTOCOL_TCP, len, self.bytes());
         self.set_checksum(checksum::finish(sum));
         Ok(())
     }
@@ -663,6 +674,17 @@ impl<'a> TcpRepr<'a> {
         verify_checksum: bool,
     ) -> Result<TcpRepr<'a>, WireError> {
         packet.check_len()?;
+        TcpRepr::parse_len_checked(packet, src, dst, verify_checksum)
+    }
+
+    /// [`TcpRepr::parse`] after `check_len` passed (not repeated on the receive path).
+    #[inline]
+    fn parse_len_checked(
+        packet: &TcpPacket<&'a [u8]>,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        verify_checksum: bool,
+    ) -> Result<TcpRepr<'a>, WireError> {
         if verify_checksum && !packet.verify_checksum(src, dst) {
             return Err(WireError::BadChecksum);
         }
@@ -688,7 +710,7 @@ impl<'a> TcpRepr<'a> {
         verify_checksum: bool,
     ) -> Result<TcpRepr<'a>, WireError> {
         let packet = TcpPacket::new_checked(bytes)?;
-        TcpRepr::parse(&packet, src, dst, verify_checksum)
+        TcpRepr::parse_len_checked(&packet, src, dst, verify_checksum)
     }
 
     /// The same header without the payload (e.g. to quote it in an ICMP error).
@@ -924,6 +946,26 @@ mod tests {
     }
 
     #[test]
+    fn options_predicted_timestamps_only() {
+        let opts = [1, 1, 8, 10, 0, 0, 0, 7, 0xff, 0, 0, 1];
+        let parsed = TcpOptions::parse(&opts).unwrap();
+        let want = TcpOptions {
+            timestamps: Some(TcpTimestamps {
+                tsval: 7,
+                tsecr: 0xff00_0001,
+            }),
+            ..TcpOptions::default()
+        };
+        assert_eq!(parsed, want);
+        assert_eq!(TcpOptions::parse_general(&opts).unwrap(), want);
+        // Not the prediction (TS then NOP NOP, or a wrong TS length): the general parser.
+        let other = [8, 10, 0, 0, 0, 7, 0xff, 0, 0, 1, 1, 1];
+        assert_eq!(TcpOptions::parse(&other).unwrap(), want);
+        let bad = [1, 1, 8, 11, 0, 0, 0, 7, 0xff, 0, 0, 1];
+        assert_eq!(TcpOptions::parse(&bad), Err(WireError::BadOption));
+    }
+
+    #[test]
     fn options_bad_lengths_bad_option() {
         assert_eq!(TcpOptions::parse(&[2]), Err(WireError::BadOption));
         assert_eq!(TcpOptions::parse(&[2, 0, 0, 0]), Err(WireError::BadOption));
@@ -1055,6 +1097,17 @@ mod tests {
             prop_assert_eq!(r.header_len() % 4, 0);
             let back = TcpRepr::parse_bytes(&buf, SRC, DST, true).unwrap();
             prop_assert_eq!(back, r);
+        }
+
+        #[test]
+        fn options_predicted_path_agrees_with_general_parse(
+            tail in proptest::collection::vec(any::<u8>(), 0..=12),
+            predicted in any::<bool>(),
+        ) {
+            // Half the cases start with the predicted NOP NOP TS prefix.
+            let mut opts = if predicted { vec![1, 1, 8, 10] } else { Vec::new() };
+            opts.extend_from_slice(&tail);
+            prop_assert_eq!(TcpOptions::parse(&opts), TcpOptions::parse_general(&opts));
         }
 
         #[test]
