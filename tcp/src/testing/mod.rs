@@ -4,6 +4,7 @@
 //! Used by the `tcp/tests/sim_*.rs` tests and by benches; not part of the stable API.
 
 pub mod conn_sim;
+pub mod fastpath;
 pub mod link;
 pub mod stack_sim;
 
