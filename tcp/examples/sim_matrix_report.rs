@@ -4,11 +4,9 @@
 //! (`SLUICE_SIM_BYTES` sets the bytes moved each way, default 4 MiB).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-use tcp::conn::{Algorithm, ConnConfig};
-use tcp::testing::env_u64;
+use tcp::conn::Algorithm;
 use tcp::testing::stack_sim::{run, StackSimConfig};
-use tcp::testing::LinkConfig;
+use tcp::testing::{env_u64, matrix_conn, matrix_link};
 
 fn main() {
     let bytes = env_u64("SLUICE_SIM_BYTES", 4 << 20);
@@ -16,17 +14,8 @@ fn main() {
         for alg in [Algorithm::NewReno, Algorithm::Cubic] {
             for sack in [false, true] {
                 let cfg = StackSimConfig {
-                    conn: ConnConfig {
-                        congestion: alg,
-                        sack,
-                        syn_retries: 12,
-                        ..ConnConfig::default()
-                    },
-                    link: LinkConfig {
-                        loss,
-                        delay: Duration::from_millis(5),
-                        ..LinkConfig::default()
-                    },
+                    conn: matrix_conn(alg, sack),
+                    link: matrix_link(loss, false),
                     bytes_a_to_b: bytes,
                     bytes_b_to_a: bytes,
                     ..StackSimConfig::default()

@@ -5,26 +5,14 @@
 
 use std::time::Duration;
 use tcp::conn::{Algorithm, ConnConfig};
-use tcp::testing::env_u64;
 use tcp::testing::stack_sim::{run, StackSimConfig};
 use tcp::testing::LinkConfig;
+use tcp::testing::{env_u64, matrix_conn, matrix_link};
 
 fn cell(loss: f64, reorder: bool, alg: Algorithm, sack: bool, seed: u64, bytes: u64) {
     let cfg = StackSimConfig {
-        conn: ConnConfig {
-            congestion: alg,
-            sack,
-            // At 20 % loss each way a handshake round fails with p = 0.36, so the
-            // default 6 SYN retries give up once in ~1,300 connections: allow more.
-            syn_retries: 12,
-            ..ConnConfig::default()
-        },
-        link: LinkConfig {
-            loss,
-            reorder: if reorder { 0.05 } else { 0.0 },
-            delay: Duration::from_millis(5),
-            ..LinkConfig::default()
-        },
+        conn: matrix_conn(alg, sack),
+        link: matrix_link(loss, reorder),
         bytes_a_to_b: bytes,
         bytes_b_to_a: bytes,
         seed,
