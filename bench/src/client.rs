@@ -697,17 +697,26 @@ impl Worker<'_> {
             } else {
                 deadline - now
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    self.ctx.stats.error(ErrorKind::Io, format!("poll: {e}"));
-                    break;
-                }
-            }
-            let now = Instant::now();
-            for ev in events.iter() {
-                self.on_event(ev.token().0, now);
+            if !self.poll_events(&mut events, timeout) {
+                break;
             }
         }
+    }
+
+    /// Waits up to `timeout` for readiness and handles what arrived. `false` when polling
+    /// itself failed (recorded as an I/O error): the loop must stop.
+    fn poll_events(&mut self, events: &mut Events, timeout: Duration) -> bool {
+        if let Err(e) = self.poll.poll(events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                self.ctx.stats.error(ErrorKind::Io, format!("poll: {e}"));
+                return false;
+            }
+        }
+        let now = Instant::now();
+        for ev in events.iter() {
+            self.on_event(ev.token().0, now);
+        }
+        true
     }
 
     fn on_event(&mut self, c: usize, now: Instant) {
@@ -812,15 +821,8 @@ impl Worker<'_> {
                 };
                 coarse_timeout(wake.saturating_duration_since(now), next_due.is_some())
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    self.ctx.stats.error(ErrorKind::Io, format!("poll: {e}"));
-                    break;
-                }
-            }
-            let now = Instant::now();
-            for ev in events.iter() {
-                self.on_event(ev.token().0, now);
+            if !self.poll_events(&mut events, timeout) {
+                break;
             }
         }
         self.close_all();
