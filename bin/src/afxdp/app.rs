@@ -470,21 +470,7 @@ mod tests {
     fn source_peer_reads_then_closes_pattern_exact_conn_released() {
         let mut p = Pair::new(TcpApp::Source);
         let conn = p.connect();
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        for _ in 0..20_000 {
-            p.step();
-            loop {
-                let n = p.client.recv(conn, &mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-            }
-            if got.len() >= 200_000 {
-                break;
-            }
-        }
+        let got = read_client(&mut p, conn, 200_000, 20_000);
         assert!(got.len() >= 200_000, "only {} bytes", got.len());
         for (i, &b) in got.iter().enumerate() {
             assert_eq!(b, source_byte(i as u64), "offset {i}");
@@ -543,11 +529,11 @@ mod tests {
         p
     }
 
-    /// Steps until the client has `want` bytes or more (bounded).
-    fn read_client(p: &mut Pair, conn: ConnHandle, want: usize) -> Vec<u8> {
+    /// Steps until the client has `want` bytes or more, at most `steps` times.
+    fn read_client(p: &mut Pair, conn: ConnHandle, want: usize, steps: usize) -> Vec<u8> {
         let mut got = Vec::new();
         let mut buf = vec![0u8; 65536];
-        for _ in 0..5_000 {
+        for _ in 0..steps {
             p.step();
             loop {
                 let n = p.client.recv(conn, &mut buf).unwrap_or(0);
@@ -579,7 +565,7 @@ mod tests {
         p.client
             .send(conn, &hs.request("sluice", "/any/path"))
             .unwrap();
-        let head = read_client(&mut p, conn, 1);
+        let head = read_client(&mut p, conn, 1, 5_000);
         let acc = hs
             .parse_response(&head)
             .unwrap()
@@ -603,7 +589,7 @@ mod tests {
             if sent < out.len() {
                 sent += p.client.send(conn, &out[sent..]).unwrap();
             }
-            echo.extend(read_client(&mut p, conn, 0));
+            echo.extend(read_client(&mut p, conn, 0, 5_000));
             if echo.len() >= msg.len() + 4 {
                 break;
             }
@@ -618,7 +604,7 @@ mod tests {
         }
         // A stop closes the WebSocket with 1001 (going away).
         p.worker.on_stop(p.now);
-        let mut close = read_client(&mut p, conn, 2);
+        let mut close = read_client(&mut p, conn, 2, 5_000);
         ws.read(&mut close);
         match ws.poll_event() {
             Some(ws::Event::Close { code, .. }) => assert_eq!(code, Some(CloseCode::GOING_AWAY)),
