@@ -27,6 +27,8 @@ fi
 apt_pkgs=(
   # C toolchain for libbpf/libxdp (xsk-rs, libbpf-rs) and the XDP program
   clang llvm m4 libelf-dev zlib1g-dev pkg-config make gcc libc6-dev linux-libc-dev
+  # libxdp-sys runs xdp-tools' configure, which requires pcap headers
+  libpcap-dev
   # lab
   iproute2 ethtool nftables iputils-ping procps kmod util-linux tcpdump
   # kernel peers used by the tests and benchmarks
