@@ -496,7 +496,7 @@ impl Tcb {
     ) {
         let wnd = u32::from(seg.window) << self.snd_wscale;
         if self.sack_on && !seg.options.sack_blocks.is_empty() {
-            self.update_scoreboard(seg);
+            self.update_scoreboard(seg, ctr);
         }
         if seg.ack > self.snd_una {
             let acked = seg.ack.distance(self.snd_una) as u32;
@@ -586,8 +586,14 @@ impl Tcb {
                 }
                 // With SACK (RFC 6675 5 (C)) the updated scoreboard and `pipe` decide
                 // what `dispatch` sends; cwnd is not inflated.
-            } else if self.dupacks >= 3 || (self.sack_on && self.sacked_bytes() > 3 * self.cc.mss())
+            } else if self.dupacks >= 3
+                || (self.sack_on && self.sacked.is_lost(self.snd_una, self.mss))
             {
+                // RFC 6675 5: "(1) If DupAcks >= DupThresh, go to step (4). ... (2) If
+                // DupAcks < DupThresh but IsLost (HighACK + 1) returns true --
+                // indicating at least three segments have arrived above the current
+                // cumulative acknowledgment point, which is taken to indicate loss --
+                // go to step (4)."
                 self.enter_recovery(now, ctr);
             }
         }
@@ -636,56 +642,28 @@ impl Tcb {
         }
     }
 
-    /// Merges the peer's SACK blocks into the scoreboard (RFC 6675 4 Update()), without
-    /// allocating: at most four held plus four received ranges.
-    pub(super) fn update_scoreboard(&mut self, seg: &TcpRepr<'_>) {
-        let mut runs = [SackBlock::default(); 2 * SackBlocks::CAPACITY];
-        let mut n = 0;
-        for b in self.sacked.iter().chain(seg.options.sack_blocks.iter()) {
-            // RFC 5961-style sanity: ignore blocks outside what we sent.
+    /// RFC 6675 4 Update(): "Given the information provided in an ACK, each octet
+    /// that is cumulatively ACKed or SACKed should be marked accordingly in the
+    /// scoreboard data structure". Every block is merged into the scoreboard (however
+    /// many ranges that makes, up to its limit); a block that would open a range beyond
+    /// the limit is ignored and counted in `sack_blocks_ignored`.
+    pub(super) fn update_scoreboard(&mut self, seg: &TcpRepr<'_>, ctr: &mut Counters) {
+        let limit = Scoreboard::range_limit(self.snd_una, self.snd_max, self.mss);
+        for &b in seg.options.sack_blocks.iter() {
+            // RFC 5961-style sanity: ignore blocks outside what we sent (and D-SACKs,
+            // RFC 2883, which report data below SND.UNA).
             if b.left >= b.right || b.left < self.snd_una || b.right > self.snd_max {
                 continue;
             }
-            if let Some(slot) = runs.get_mut(n) {
-                *slot = *b;
-                n += 1;
+            if self.sacked.insert(b, limit) == scoreboard::Inserted::Full {
+                ctr.sack_blocks_ignored += 1;
             }
         }
-        let runs = &mut runs[..n];
-        runs.sort_unstable_by_key(|b| b.left);
-        // Merge overlapping or touching ranges in place.
-        let mut merged = 0usize;
-        for i in 0..runs.len() {
-            let b = runs[i];
-            if merged > 0 && b.left <= runs[merged - 1].right {
-                runs[merged - 1].right = runs[merged - 1].right.max(b.right);
-            } else {
-                runs[merged] = b;
-                merged += 1;
-            }
-        }
-        let mut list = SackBlocks::default();
-        // Keep the highest ranges if there are too many: they bound the holes.
-        for b in &runs[merged.saturating_sub(SackBlocks::CAPACITY)..merged] {
-            list.push(*b);
-        }
-        self.sacked = list;
     }
 
+    /// Drops what the cumulative ACK covers from the scoreboard (freed once empty).
     fn trim_scoreboard(&mut self) {
-        if self.sacked.is_empty() {
-            return;
-        }
-        let mut list = SackBlocks::default();
-        for &SackBlock { left: l, right: r } in self.sacked.iter() {
-            if r > self.snd_una {
-                list.push(SackBlock {
-                    left: l.max(self.snd_una),
-                    right: r,
-                });
-            }
-        }
-        self.sacked = list;
+        self.sacked.trim(self.snd_una);
     }
 
     /// Seventh step for states that accept text. Returns whether an in-order FIN was

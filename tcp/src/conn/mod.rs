@@ -13,6 +13,7 @@ mod input;
 mod output;
 #[cfg(test)]
 mod proptests;
+mod scoreboard;
 pub mod segment;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 pub use crate::cc::Algorithm;
 pub use input::Sink;
+pub use scoreboard::MAX_RANGES as MAX_SACK_RANGES;
 pub use segment::{reset_for, OutSegment};
 
 use crate::cc::{Congestion, CongestionControl, Rtt};
@@ -28,7 +30,8 @@ use crate::ratelimit::{RateLimit, TokenBucket};
 use crate::seq::SeqNumber;
 use crate::storage::{Assembler, RingBuffer};
 use crate::time::Instant;
-use crate::wire::tcp::{SackBlock, SackBlocks, TcpFlags, TcpOptions, TcpRepr, TcpTimestamps};
+use crate::wire::tcp::{SackBlock, TcpFlags, TcpOptions, TcpRepr, TcpTimestamps};
+use scoreboard::Scoreboard;
 
 /// The eleven connection states of RFC 9293 3.3.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -179,6 +182,10 @@ pub struct Counters {
     pub fast_retransmits: u64,
     /// Of those, recoveries driven by the SACK scoreboard (RFC 6675).
     pub sack_recoveries: u64,
+    /// SACK blocks ignored because they would have opened a scoreboard range beyond
+    /// the connection's limit (one per SMSS outstanding, at most
+    /// [`MAX_SACK_RANGES`]).
+    pub sack_blocks_ignored: u64,
     /// RFC 7323 5.5: TS.Recent invalidated after more than 24 days idle.
     pub ts_recent_expired: u64,
 }
@@ -334,8 +341,9 @@ pub struct Tcb {
     /// Added to our millisecond clock for TSval (RFC 7323 5.4 / RFC 6528-style offset).
     ts_offset: u32,
     sack_on: bool,
-    /// Peer SACKed ranges above SND.UNA (RFC 6675 scoreboard), sorted, disjoint.
-    sacked: SackBlocks,
+    /// Every range the peer SACKed above SND.UNA (RFC 6675 scoreboard): allocated on
+    /// the first SACK block, freed when it empties.
+    sacked: Scoreboard,
     /// Highest sequence number retransmitted during this recovery (RFC 6675 HighRxt).
     high_rxt: SeqNumber,
 
@@ -409,7 +417,7 @@ impl Tcb {
             ts_recent: 0,
             ts_offset: iss.0,
             sack_on: false,
-            sacked: SackBlocks::default(),
+            sacked: Scoreboard::new(),
             high_rxt: iss,
             rtt: Rtt::new(cfg.rto_initial),
             rtt_probe: None,
@@ -572,6 +580,12 @@ impl Tcb {
     /// Disables (`true`) or enables Nagle's algorithm.
     pub fn set_nodelay(&mut self, nodelay: bool) {
         self.nodelay = nodelay;
+    }
+
+    /// Disjoint ranges in the SACK scoreboard now (RFC 6675; 0 without SACK
+    /// information).
+    pub fn sack_ranges(&self) -> usize {
+        self.sacked.len()
     }
 
     /// Free space in the send buffer.
@@ -793,6 +807,7 @@ impl Tcb {
         self.close_at = None;
         self.snd_buf.clear();
         self.snd_buf.release_if_empty();
+        self.sacked.clear();
         self.ooo.clear();
         self.ooo_fin = None;
         self.pending &= P_RST;
@@ -810,6 +825,7 @@ impl Tcb {
         self.close_at = Some(now + cfg.msl * 2);
         self.snd_buf.clear();
         self.snd_buf.release_if_empty();
+        self.sacked.clear();
     }
 
     fn add_event(&mut self, e: Events) {
@@ -841,81 +857,21 @@ impl Tcb {
     }
 
     fn sacked_bytes(&self) -> u32 {
-        self.sacked
-            .as_slice()
-            .iter()
-            .map(|b| b.right.distance(b.left).max(0) as u32)
-            .sum()
+        self.sacked.sacked_bytes()
     }
 
-    /// The un-SACKed ranges between SND.UNA and SND.MAX, lowest first; at most one
-    /// more than the scoreboard's four blocks. The last one may be the tail above the
-    /// highest SACKed byte (HighACK), which is never "lost".
-    fn holes(&self) -> ([Hole; 5], usize) {
-        let blocks = self.sacked.as_slice();
-        let mut out = [Hole::default(); 5];
-        let mut n = 0;
-        let mut start = self.snd_una;
-        let mut above: u32 = self.sacked_bytes();
-        for i in 0..=blocks.len() {
-            let end = blocks.get(i).map_or(self.snd_max, |b| b.left);
-            if end > start && n < out.len() {
-                // RFC 6675 4 IsLost(): DupThresh discontiguous SACKed ranges, or more
-                // than (DupThresh - 1) * SMSS SACKed bytes, above the sequence number.
-                let lost = (blocks.len() - i) as u32 >= DUP_THRESH
-                    || above > (DUP_THRESH - 1) * u32::from(self.mss);
-                out[n] = Hole {
-                    start,
-                    end,
-                    lost,
-                    tail: i == blocks.len(),
-                };
-                n += 1;
-            }
-            if let Some(b) = blocks.get(i) {
-                start = start.max(b.right);
-                above = above.saturating_sub(b.right.distance(b.left).max(0) as u32);
-            }
-        }
-        (out, n)
-    }
-
-    /// RFC 6675 4 SetPipe(): for every octet between SND.UNA and SND.MAX that is not
-    /// SACKed, one if it is not deemed lost, plus one if it was retransmitted in this
-    /// recovery (below HighRxt).
+    /// RFC 6675 4 SetPipe() over the whole scoreboard: for every octet between SND.UNA
+    /// and SND.MAX that is not SACKed, one if it is not deemed lost, plus one if it was
+    /// retransmitted in this recovery (below HighRxt).
     fn pipe(&self) -> u32 {
-        let (holes, n) = self.holes();
-        let mut pipe = 0u32;
-        for h in &holes[..n] {
-            let len = h.end.distance(h.start) as u32;
-            if !h.lost {
-                pipe = pipe.saturating_add(len);
-            }
-            if self.in_recovery && self.high_rxt > h.start {
-                let rtx = self.high_rxt.min(h.end).distance(h.start) as u32;
-                pipe = pipe.saturating_add(rtx);
-            }
-        }
-        pipe
+        let high_rxt = self.in_recovery.then_some(self.high_rxt);
+        self.sacked
+            .pipe(self.snd_una, self.snd_max, self.mss, high_rxt)
     }
 
     fn current_rto(&self, cfg: &ConnConfig) -> Duration {
         self.rtt.rto(self.backoff, cfg.rto_max)
     }
-}
-
-/// RFC 6675 DupThresh (RFC 5681: three duplicate ACKs).
-const DUP_THRESH: u32 = 3;
-
-/// An un-SACKed range `[start, end)` of the send sequence space (RFC 6675 scoreboard).
-#[derive(Debug, Clone, Copy, Default)]
-struct Hole {
-    start: SeqNumber,
-    end: SeqNumber,
-    /// RFC 6675 IsLost() holds for every octet of it.
-    lost: bool,
-    /// Above the highest SACKed octet (HighACK).
-    tail: bool,
 }
 
 /// Window-scale shift we offer: enough for the receive buffer (RFC 7323 2.3, max 14).

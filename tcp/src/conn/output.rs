@@ -396,12 +396,8 @@ impl Tcb {
             return (self.snd_max > self.snd_una).then_some((self.snd_una, self.snd_max));
         }
         let from = self.snd_una.max(self.high_rxt);
-        let (holes, n) = self.holes();
-        holes[..n]
-            .iter()
-            .filter(|h| !h.tail && h.end > from && (h.lost || !lost_only))
-            .map(|h| (h.start.max(from), h.end))
-            .next()
+        self.sacked
+            .next_seg(self.snd_una, from, self.mss, lost_only)
     }
 
     /// Runs expired timers. Call when `now` reaches [`Tcb::poll_timeout`].
@@ -479,8 +475,9 @@ impl Tcb {
                 self.in_recovery = false;
                 self.recover = self.snd_max;
                 self.dupacks = 0;
-                // RFC 2018 8: after a timeout, SACK information is not trusted.
-                self.sacked = SackBlocks::default();
+                // RFC 2018 8: after a timeout, SACK information is not trusted
+                // (RFC 6675 5.1 keeps this); the scoreboard's memory is freed.
+                self.sacked.clear();
                 self.high_rxt = self.snd_una;
                 // Karn: no RTT sample from retransmitted data.
                 self.rtt_probe = None;

@@ -63,6 +63,19 @@ fn check(t: &Tcb, c: &ConnConfig) {
     assert!(t.snd_nxt <= t.snd_max);
     assert!(t.rcv_buf.len() <= c.rcv_buf);
     assert!(t.snd_buf.len() <= c.snd_buf);
+    // The SACK scoreboard only holds what is outstanding, within its limit, and holds
+    // no memory once empty.
+    if let (Some(first), Some(last)) = (t.sacked.ranges().first(), t.sacked.ranges().last()) {
+        assert!(
+            first.left >= t.snd_una && last.right <= t.snd_max,
+            "{:?}",
+            t.sacked
+        );
+    }
+    assert!(t.sacked.len() <= scoreboard::MAX_RANGES);
+    if t.sacked.is_empty() {
+        assert_eq!(t.sacked.heap_bytes(), 0);
+    }
 }
 
 fn run(start: State, ops: Vec<Op>) {

@@ -1306,7 +1306,7 @@ fn established_dupacks_without_sack_count_fast_retransmit_not_sack_recovery() {
 }
 
 #[test]
-fn established_sack_blocks_merged_highest_kept_bogus_ignored() {
+fn established_sack_blocks_merged_all_kept_bogus_ignored() {
     let c = cfg();
     let (mut a, _b) = established(&c);
     let m = u32::from(a.mss);
@@ -1317,23 +1317,53 @@ fn established_sack_blocks_merged_highest_kept_bogus_ignored() {
         left: at(l),
         right: at(r),
     };
+    let mut ctr = Counters::default();
     let mut ack = seg(ISS_B + 1, una.0, TcpFlags::ACK);
     for b in [blk(2, 3), blk(3, 4), blk(6, 7), blk(25, 26)] {
         ack.options.sack_blocks.push(b);
     }
-    a.update_scoreboard(&ack);
+    a.update_scoreboard(&ack, &mut ctr);
     // [2,3) and [3,4) touch: merged. [25,26) is beyond SND.MAX: ignored.
-    assert_eq!(a.sacked.as_slice(), &[blk(2, 4), blk(6, 7)]);
+    assert_eq!(a.sacked.ranges(), &[blk(2, 4), blk(6, 7)]);
     let mut ack = seg(ISS_B + 1, una.0, TcpFlags::ACK);
     for b in [blk(8, 9), blk(10, 11), blk(12, 13), blk(5, 6)] {
         ack.options.sack_blocks.push(b);
     }
-    a.update_scoreboard(&ack);
-    // Five ranges ([5,6) and [6,7) merge): the four highest are kept.
+    a.update_scoreboard(&ack, &mut ctr);
+    // Five ranges ([5,6) and [6,7) merge): all are kept (RFC 6675 scoreboard, not
+    // the four blocks one option carries).
     assert_eq!(
-        a.sacked.as_slice(),
-        &[blk(5, 7), blk(8, 9), blk(10, 11), blk(12, 13)]
+        a.sacked.ranges(),
+        &[blk(2, 4), blk(5, 7), blk(8, 9), blk(10, 11), blk(12, 13)]
     );
+    assert_eq!(a.sacked_bytes(), 7 * m);
+    assert_eq!(ctr.sack_blocks_ignored, 0);
+}
+
+#[test]
+fn established_sack_scoreboard_bounded_by_window_at_one_smss_per_range() {
+    let c = cfg();
+    let (mut a, _b) = established(&c);
+    let una = a.snd_una;
+    // Ten segments outstanding: at most 11 ranges, however small the blocks.
+    a.snd_max = una + 10 * u32::from(a.mss);
+    let mut ctr = Counters::default();
+    for k in 0..100u32 {
+        let mut ack = seg(ISS_B + 1, una.0, TcpFlags::ACK);
+        ack.options.sack_blocks.push(SackBlock {
+            left: una + (2 * k + 1),
+            right: una + (2 * k + 2),
+        });
+        a.update_scoreboard(&ack, &mut ctr);
+    }
+    assert_eq!(a.sacked.len(), 11);
+    assert_eq!(ctr.sack_blocks_ignored, 89, "counted, not kept");
+    // The cumulative ACK trims it; once everything is acknowledged, it is freed.
+    let ack = seg(ISS_B + 1, a.snd_max.0, TcpFlags::ACK);
+    a.snd_nxt = a.snd_max;
+    feed(&mut a, &c, t0(), &ack);
+    assert!(a.sacked.is_empty());
+    assert_eq!(a.sacked.heap_bytes(), 0);
 }
 
 #[test]
@@ -1347,13 +1377,19 @@ fn established_sack_scoreboard_pipe_counts_per_rfc6675() {
     a.snd_nxt = at(11);
     // SACKed: [2,3), [5,6), [7,9) (in MSS units).
     for (l, r) in [(2, 3), (5, 6), (7, 9)] {
-        a.sacked.push(SackBlock {
-            left: at(l),
-            right: at(r),
-        });
+        a.sacked.insert(
+            SackBlock {
+                left: at(l),
+                right: at(r),
+            },
+            usize::MAX,
+        );
     }
-    let (holes, n) = a.holes();
-    let got: Vec<_> = holes[..n].iter().map(|h| (h.lost, h.tail)).collect();
+    let got: Vec<_> = a
+        .sacked
+        .holes(a.snd_una, a.snd_max, a.mss)
+        .map(|h| (h.lost, h.tail))
+        .collect();
     // [0,2): 3 SACKed ranges above -> lost. [3,5): 3*SMSS SACKed above > 2*SMSS ->
     // lost. [6,7): 2*SMSS above -> not lost. [9,11): the tail above HighACK.
     assert_eq!(
