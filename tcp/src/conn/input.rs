@@ -646,7 +646,9 @@ impl Tcb {
     /// that is cumulatively ACKed or SACKed should be marked accordingly in the
     /// scoreboard data structure". Every block is merged into the scoreboard (however
     /// many ranges that makes, up to its limit); a block that would open a range beyond
-    /// the limit is ignored and counted in `sack_blocks_ignored`.
+    /// the limit is ignored and counted in `sack_blocks_ignored`. Out of line, so that
+    /// segments without SACK blocks do not pay for it.
+    #[inline(never)]
     pub(super) fn update_scoreboard(&mut self, seg: &TcpRepr<'_>, ctr: &mut Counters) {
         let limit = Scoreboard::range_limit(self.snd_una, self.snd_max, self.mss);
         for &b in seg.options.sack_blocks.iter() {

@@ -156,10 +156,17 @@ impl Scoreboard {
     /// Forgets everything below `una` (cumulatively acknowledged); frees the
     /// allocation once nothing is left, and gives back most of it when it is mostly
     /// unused.
+    #[inline]
     pub fn trim(&mut self, una: SeqNumber) {
-        if self.ranges.is_empty() {
-            return;
+        if !self.ranges.is_empty() {
+            self.trim_held(una);
         }
+    }
+
+    /// [`Scoreboard::trim`] with ranges held (kept out of line: the no-SACK fast path
+    /// pays only the emptiness test).
+    #[inline(never)]
+    fn trim_held(&mut self, una: SeqNumber) {
         let gone = self.ranges.partition_point(|r| r.right <= una);
         if gone > 0 {
             let removed: u32 = self.ranges[..gone].iter().map(len).sum();

@@ -1,11 +1,15 @@
 //! Deterministic simulation support: a seeded RNG, an in-memory lossy link with a
 //! virtual clock, and harnesses that run two engines against each other.
 //!
+//! `sack_peer` runs a sender against a model receiver that keeps every out-of-order
+//! range, with chosen segments dropped (SACK recovery with many holes).
+//!
 //! Used by the `tcp/tests/sim_*.rs` tests and by benches; not part of the stable API.
 
 pub mod conn_sim;
 pub mod fastpath;
 pub mod link;
+pub mod sack_peer;
 pub mod stack_sim;
 
 pub use link::{Link, LinkConfig, LinkStats, Packet};
