@@ -8,6 +8,13 @@
 //! [`RingBuffer`]s (out-of-order bytes in the receive ring's free space, tracked by an
 //! [`Assembler`]); they are allocated lazily and freed when drained, so an idle
 //! connection costs only the TCB itself.
+//!
+//! With SACK (RFC 2018), the sender keeps the RFC 6675 scoreboard: every range the peer
+//! SACKed above SND.UNA (not only the four blocks one option carries), sorted and
+//! merged, allocated on the first SACK block and freed when it empties, bounded by one
+//! range per SMSS outstanding and at most [`MAX_SACK_RANGES`] (blocks beyond are
+//! counted in [`Counters::sack_blocks_ignored`]). Fast recovery's `pipe`, `IsLost()` and
+//! `NextSeg()` (RFC 6675 4) are computed from it.
 
 mod input;
 mod output;
