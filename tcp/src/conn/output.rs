@@ -241,6 +241,9 @@ impl Tcb {
         }
 
         // 2. New data (or go-back-N retransmission after an RTO) and FIN.
+        if self.snd_nxt < self.snd_max && !self.sacked.is_empty() {
+            self.skip_sacked();
+        }
         let off = self.snd_nxt.distance(self.snd_buf_seq).max(0) as usize;
         let unsent = self.snd_buf.len().saturating_sub(off);
         let flight = self.flight();
@@ -255,14 +258,20 @@ impl Tcb {
         let cwnd_room = self.cc.cwnd().saturating_sub(flight) as usize;
         let retransmitting = self.snd_nxt < self.snd_max;
         let mut n = unsent.min(usable).min(pmss);
+        if retransmitting {
+            // Up to the next SACKed range only (RFC 6675 5.1, see `skip_sacked`).
+            if let Some(next) = self.sacked.next_sacked(self.snd_nxt) {
+                n = n.min(next.distance(self.snd_nxt).max(0) as usize);
+            }
+        }
         if !retransmitting || self.in_recovery {
             n = n.min(cwnd_room);
         } else {
-            // After an RTO: go-back-N, one congestion window at a time.
-            let room = self
-                .cc
-                .cwnd()
-                .saturating_sub(self.snd_nxt.distance(self.snd_una).max(0) as u32);
+            // After an RTO: go-back-N, one congestion window at a time (what the peer
+            // SACKed since, and was skipped, is not in flight).
+            let out = (self.snd_nxt.distance(self.snd_una).max(0) as u32)
+                .saturating_sub(self.sacked.sacked_below(self.snd_nxt));
+            let room = self.cc.cwnd().saturating_sub(out);
             n = n.min(room as usize);
         }
         let fin_now = fin_pending && self.snd_nxt <= fin_seq && n == unsent;
@@ -352,6 +361,18 @@ impl Tcb {
             return Some(self.build(cfg, now, seq, TcpFlags::empty(), 0));
         }
         None
+    }
+
+    /// Go-back-N after an RTO: RFC 6675 5.1, "a SACK TCP sender SHOULD utilize all SACK
+    /// information made available during the loss recovery following an RTO". The
+    /// scoreboard was emptied at the RTO (RFC 2018 8); what the peer SACKs afterwards is
+    /// not sent again: SND.NXT jumps over a SACKed range (never past the end of the
+    /// data, so a FIN is still resent).
+    fn skip_sacked(&mut self) {
+        let to = self.sacked.skip_sacked(self.snd_nxt).min(self.fin_seq());
+        if to > self.snd_nxt {
+            self.snd_nxt = to.min(self.snd_max);
+        }
     }
 
     /// Retransmits up to one segment of `[start, end)` (with the FIN if it ends

@@ -199,6 +199,30 @@ impl Scoreboard {
         self.ranges.get(i).is_some_and(|r| r.left <= seq)
     }
 
+    /// If `seq` has been SACKed, one past the end of its range; otherwise `seq`.
+    pub fn skip_sacked(&self, seq: SeqNumber) -> SeqNumber {
+        let i = self.ranges.partition_point(|r| r.right <= seq);
+        match self.ranges.get(i) {
+            Some(r) if r.left <= seq => r.right,
+            _ => seq,
+        }
+    }
+
+    /// SACKed bytes below `seq`.
+    pub fn sacked_below(&self, seq: SeqNumber) -> u32 {
+        self.ranges
+            .iter()
+            .take_while(|r| r.left < seq)
+            .map(|r| r.right.min(seq).distance(r.left).max(0) as u32)
+            .sum()
+    }
+
+    /// The lowest SACKed octet above `seq`, if any.
+    pub fn next_sacked(&self, seq: SeqNumber) -> Option<SeqNumber> {
+        let i = self.ranges.partition_point(|r| r.left <= seq);
+        self.ranges.get(i).map(|r| r.left)
+    }
+
     /// RFC 6675 4 `IsLost(SeqNum)`: "This routine returns whether the given sequence
     /// number is considered to be lost. The routine returns true when either DupThresh
     /// discontiguous SACKed sequences have arrived above 'SeqNum' or more than
@@ -501,6 +525,16 @@ mod tests {
                     prop_assert_eq!(h.lost, m.is_lost(o));
                     prop_assert_eq!(h.tail, m.high_sacked().is_none_or(|hs| o >= hs));
                 }
+            }
+            for o in (m.una..WND).step_by(5) {
+                let below = (m.una..o).filter(|&p| m.sacked[p as usize]).count() as u32;
+                prop_assert_eq!(sb.sacked_below(s(o)), below, "sacked_below({})", o);
+                let skip = sb.skip_sacked(s(o)).distance(s(0)) as u32;
+                let want = (o..WND).find(|&p| !m.sacked[p as usize]).unwrap_or(WND);
+                prop_assert_eq!(skip, want, "skip_sacked({})", o);
+                let next = sb.next_sacked(s(o)).map(|n| n.distance(s(0)) as u32);
+                let want = ((o + 1)..WND).find(|&p| m.sacked[p as usize] && !m.sacked[p as usize - 1]);
+                prop_assert_eq!(next, want, "next_sacked({})", o);
             }
             let rxt = high_rxt.map(|h| h.max(m.una));
             prop_assert_eq!(

@@ -1366,6 +1366,59 @@ fn established_sack_scoreboard_bounded_by_window_at_one_smss_per_range() {
     assert_eq!(a.sacked.heap_bytes(), 0);
 }
 
+/// RFC 6675 5.1: after an RTO the scoreboard is emptied (RFC 2018 8), but what the
+/// peer SACKs during the go-back-N that follows is not sent again.
+#[test]
+fn established_rto_go_back_n_skips_data_sacked_after_the_timeout() {
+    let c = cfg();
+    let (mut a, _b) = established(&c);
+    a.set_nodelay(true);
+    a.send(&c, &vec![7u8; 6 * 1448]).unwrap();
+    let segs = drain(&mut a, &c, t0());
+    assert_eq!(segs.len(), 6);
+    let at = |k: usize| segs[k].h.seq;
+    // SACK information from before the timeout is expunged.
+    let mut ack = seg(ISS_B + 1, at(0).0, TcpFlags::ACK);
+    ack.options.sack_blocks.push(SackBlock {
+        left: at(5),
+        right: a.snd_max,
+    });
+    feed(&mut a, &c, t0(), &ack);
+    assert_eq!(a.sack_ranges(), 1);
+    let rto = a.poll_timeout(&c).unwrap();
+    let mut ctr = Counters::default();
+    a.handle_timeout(&c, rto, &mut ctr);
+    assert_eq!(a.sack_ranges(), 0, "RFC 2018 8: expunged at the RTO");
+    let first = drain(&mut a, &c, rto);
+    assert_eq!(first[0].h.seq, at(0));
+    // The ACK of segment 0 SACKs segments 2 and 3: the go-back-N resends 1, then 4.
+    let mut ack = seg(ISS_B + 1, at(1).0, TcpFlags::ACK);
+    ack.options.timestamps = first[0].h.options.timestamps.map(|t| TcpTimestamps {
+        tsval: a.ts_recent().unwrap_or(0),
+        tsecr: t.tsval,
+    });
+    ack.options.sack_blocks.push(SackBlock {
+        left: at(2),
+        right: at(4),
+    });
+    feed(&mut a, &c, rto, &ack);
+    let sent: Vec<_> = first
+        .iter()
+        .chain(&drain(&mut a, &c, rto))
+        .map(|s| (s.h.seq, s.h.seq + s.h.payload_len))
+        .collect();
+    // Segment 1 is resent, then segment 4; nothing of [2, 4) again.
+    assert!(
+        sent.iter().any(|&(l, r)| l <= at(1) && at(1) < r),
+        "{sent:?}"
+    );
+    assert!(sent.iter().any(|&(l, _)| l == at(4)), "{sent:?}");
+    assert!(
+        sent.iter().all(|&(l, r)| r <= at(2) || l >= at(4)),
+        "SACKed data resent: {sent:?}"
+    );
+}
+
 #[test]
 fn established_sack_scoreboard_pipe_counts_per_rfc6675() {
     let c = cfg();

@@ -57,6 +57,10 @@ pub struct ConnSimConfig {
     pub zero_copy: bool,
     /// Print every delivered segment to stderr (debugging).
     pub trace: bool,
+    /// Indices (0-based, in order of first transmission) of the client's data segments
+    /// whose first transmission is dropped, on top of the link's own impairments. When
+    /// set, the run also counts [`ConnSimReport::had_bytes_ab`].
+    pub drop_a_to_b: Vec<u64>,
 }
 
 impl Default for ConnSimConfig {
@@ -70,6 +74,7 @@ impl Default for ConnSimConfig {
             time_limit: Duration::from_secs(3600),
             zero_copy: true,
             trace: false,
+            drop_a_to_b: Vec::new(),
         }
     }
 }
@@ -95,6 +100,45 @@ pub struct ConnSimReport {
     pub hash_ab: u64,
     /// FNV-1a of the bytes the client received.
     pub hash_ba: u64,
+    /// Client segments dropped by [`ConnSimConfig::drop_a_to_b`].
+    pub dropped_ab: u64,
+    /// Payload bytes that reached the server when it had already acknowledged or
+    /// SACKed them (counted only with [`ConnSimConfig::drop_a_to_b`]).
+    pub had_bytes_ab: u64,
+}
+
+/// What the server has told the client it holds, in client stream offsets: everything
+/// below its RCV.NXT and every range it SACKed (this stack's receiver never reneges).
+#[derive(Default)]
+struct Held {
+    ranges: Vec<(u64, u64)>,
+}
+
+impl Held {
+    fn add(&mut self, start: u64, end: u64) {
+        let (mut s, mut e) = (start, end);
+        self.ranges.retain(|&(l, r)| {
+            let touches = l <= e && s <= r;
+            if touches {
+                s = s.min(l);
+                e = e.max(r);
+            }
+            !touches
+        });
+        let at = self.ranges.partition_point(|r| r.0 < s);
+        self.ranges.insert(at, (s, e));
+    }
+
+    fn overlap(&self, start: u64, end: u64) -> u64 {
+        self.ranges
+            .iter()
+            .map(|&(l, r)| r.min(end).saturating_sub(l.max(start)))
+            .sum()
+    }
+}
+
+fn offset(seq: SeqNumber, base: SeqNumber) -> u64 {
+    u64::try_from(seq.distance(base)).unwrap_or(0)
 }
 
 struct End {
@@ -184,12 +228,34 @@ pub fn run(cfg: &ConnSimConfig) -> Result<ConnSimReport, String> {
     let mut ba: Link<SimSegment> = Link::new(cfg.link.clone(), cfg.seed.wrapping_mul(5) + 1);
     let mut buf = vec![0u8; usize::from(c.mss)];
     let mut steps: u64 = 0;
+    // Deterministic drops: client data segments first transmitted so far, where the
+    // highest ended, and what the server holds (client stream offsets).
+    let base_ab = iss_a + 1u32;
+    let track = !cfg.drop_a_to_b.is_empty();
+    let (mut first_tx, mut high, mut dropped_ab, mut had_bytes_ab) = (0u64, 0u64, 0u64, 0u64);
+    let mut held = Held::default();
     loop {
         steps += 1;
         a.app(c, now);
         b.app(c, now);
-        for (end, link) in [(&mut a, &mut ab), (&mut b, &mut ba)] {
+        for (end, link, from_a) in [(&mut a, &mut ab, true), (&mut b, &mut ba, false)] {
             while let Some(h) = end.tcb.dispatch(c, now, &mut buf, &mut end.ctr) {
+                if track && from_a && h.payload_len > 0 {
+                    let off = offset(h.seq, base_ab);
+                    if off >= high {
+                        first_tx += 1;
+                        high = off + h.payload_len as u64;
+                        if cfg.drop_a_to_b.contains(&(first_tx - 1)) {
+                            dropped_ab += 1;
+                            continue;
+                        }
+                    }
+                }
+                if track && !from_a {
+                    for blk in h.options.sack_blocks.iter() {
+                        held.add(offset(blk.left, base_ab), offset(blk.right, base_ab));
+                    }
+                }
                 link.send(
                     now,
                     SimSegment {
@@ -256,6 +322,14 @@ pub fn run(cfg: &ConnSimConfig) -> Result<ConnSimReport, String> {
         for (end, link, name) in [(&mut b, &mut ab, "a>b"), (&mut a, &mut ba, "b>a")] {
             while let Some(p) = link.poll(now) {
                 let seg = p.as_segment();
+                if track && name == "a>b" && !seg.payload.is_empty() && !seg.flags.syn() {
+                    let off = offset(seg.seq, base_ab);
+                    let len = seg.payload.len() as u64;
+                    if end.tcb.state().is_synchronized() {
+                        held.add(0, offset(end.tcb.rcv_nxt(), base_ab));
+                    }
+                    had_bytes_ab += held.overlap(off, off + len);
+                }
                 if cfg.trace {
                     eprintln!(
                         "{:>10} {name} seq {} ack {} {:?} win {} len {} sack {:?} | {:?}",
@@ -323,5 +397,7 @@ pub fn run(cfg: &ConnSimConfig) -> Result<ConnSimReport, String> {
         link_ba: ba.stats,
         hash_ab: b.inp.hash,
         hash_ba: a.inp.hash,
+        dropped_ab,
+        had_bytes_ab,
     })
 }
