@@ -23,6 +23,7 @@
 pub mod cc;
 pub mod conn;
 pub mod cookie;
+pub mod copy_count;
 pub mod iface;
 pub mod ratelimit;
 pub mod seq;
@@ -33,7 +34,14 @@ pub mod time;
 pub mod timer;
 pub mod wire;
 
+// The curated API: what a driver or an application needs, at the root. The modules stay
+// public for everything else (wire views, the TCB, the timer wheel, ...).
+pub use conn::{ConnConfig, ConnStats, SocketError, State};
+pub use iface::{ClosedPortPolicy, InterfaceConfig, TxQueue, VecTxQueue};
 pub use seq::SeqNumber;
+pub use stack::{ConnHandle, ConnectError, Event, ListenError, Stack, StackConfig, StackStats};
+pub use table::FourTuple;
 pub use time::Instant;
+pub use wire::{EthernetAddress, WireError};
 #[doc(hidden)]
 pub mod testing;

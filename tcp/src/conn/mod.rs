@@ -20,7 +20,7 @@ mod tests;
 use std::time::Duration;
 
 pub use crate::cc::Algorithm;
-pub use input::Sink;
+pub use input::{Arrival, Offer, Sink};
 pub use segment::{reset_for, OutSegment};
 
 use crate::cc::{Congestion, CongestionControl, Rtt};
@@ -238,6 +238,17 @@ pub enum SocketError {
     /// The connection is closed.
     Closed,
 }
+
+impl core::fmt::Display for SocketError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            SocketError::InvalidState => "connection state does not allow this call",
+            SocketError::Closed => "connection closed",
+        })
+    }
+}
+
+impl std::error::Error for SocketError {}
 
 /// A snapshot of a connection's protocol state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -87,6 +87,29 @@ pub enum ListenError {
     InUse,
 }
 
+impl core::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ConnectError::NoFreePort => "no free local port for this destination",
+            ConnectError::TableFull => "connection table full",
+            ConnectError::InvalidAddress => "destination is not a unicast address and port",
+        })
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+impl core::fmt::Display for ListenError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ListenError::InvalidPort => "port 0 cannot be listened on",
+            ListenError::InUse => "port already has a listener",
+        })
+    }
+}
+
+impl std::error::Error for ListenError {}
+
 /// Stack configuration: every limit has a safe default.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -353,20 +376,36 @@ impl Stack {
         self.handle_frame_with(now, frame, &mut |_, _| 0);
     }
 
-    /// Processes one received frame, offering in-order payload to `sink` straight from
-    /// the frame (only while that connection's receive buffer is empty, so order is
-    /// kept); `sink` returns how many bytes it consumed, the rest is buffered.
+    /// Processes one received frame, lending in-order payload to `sink` mutably, in place
+    /// in the frame (so a WebSocket layer can unmask it there): `sink` returns how many
+    /// bytes it consumed, the rest is copied into the connection's receive buffer (and
+    /// [`Event::Readable`] follows). Checksums are verified before anything is offered.
+    ///
+    /// Payload is offered only while that connection's receive buffer holds no
+    /// in-order data (so order is kept); otherwise it is buffered and read with
+    /// [`Stack::recv`] / [`Stack::recv_with`]. Only connections the application knows
+    /// (announced, not closed by it) are offered payload. The bytes past the count
+    /// `sink` returns are buffered as `sink` left them, so it should modify (e.g.
+    /// unmask) only what it consumes. `sink` runs after the segment's header was
+    /// processed (ACK, window, FIN): it may see a connection whose peer has already
+    /// closed.
     pub fn handle_frame_with(
         &mut self,
         now: Instant,
         frame: &mut [u8],
-        sink: &mut impl FnMut(ConnHandle, &[u8]) -> usize,
+        sink: &mut impl FnMut(ConnHandle, &mut [u8]) -> usize,
     ) {
         self.now = self.now.max(now);
-        match self.iface.receive(now, frame) {
+        let offered = match self.iface.receive(now, frame) {
             Inbound::Tcp {
-                src, dst, segment, ..
-            } => self.on_tcp(now, src, dst, &segment, sink),
+                src,
+                dst,
+                segment,
+                payload_offset,
+                ..
+            } => self
+                .on_tcp(now, src, dst, &segment)
+                .map(|(id, offer)| (id, payload_offset, offer)),
             Inbound::IcmpError {
                 reason,
                 next_hop_mtu,
@@ -377,19 +416,32 @@ impl Stack {
                 if reason == DstUnreachable::FragRequired {
                     self.on_frag_needed(next_hop_mtu, &original);
                 }
+                None
             }
-            Inbound::Handled | Inbound::Dropped(_) => {}
+            Inbound::Handled | Inbound::Dropped(_) => None,
+        };
+        if let Some((id, offset, offer)) = offered {
+            // The segment's borrow of the frame has ended: lend the payload mutably.
+            let range = offer.range.start + offset..offer.range.end + offset;
+            let payload = frame.get_mut(range).unwrap_or_default();
+            let k = sink(ConnHandle(id), payload);
+            if let Some(e) = self.table.get_mut(id) {
+                e.tcb.finish_offer(offer, k, payload);
+            }
+            self.sync(id);
         }
     }
 
+    /// Hands a segment to its connection or listener. Returns the connection and the
+    /// payload to offer the application (then the caller finishes with `finish_offer`
+    /// and `sync`).
     fn on_tcp(
         &mut self,
         now: Instant,
         src: Ipv4Addr,
         dst: Ipv4Addr,
         repr: &TcpRepr<'_>,
-        sink: &mut impl FnMut(ConnHandle, &[u8]) -> usize,
-    ) {
+    ) -> Option<(ConnId, crate::conn::Offer)> {
         self.stats.segments_in += 1;
         let tuple = FourTuple {
             local_addr: dst,
@@ -403,30 +455,29 @@ impl Stack {
                 self.remove(id);
             } else {
                 let cfg = &self.cfg.conn;
-                let Some(e) = self.table.get_mut(id) else {
-                    return;
-                };
-                let h = ConnHandle(id);
-                let mut adapter = |d: &[u8]| sink(h, d);
+                let e = self.table.get_mut(id)?;
                 // Only connections the application has heard of are offered payload.
                 let announced = e.flags & F_ANNOUNCED != 0 && e.flags & F_RELEASED == 0;
-                let sink: crate::conn::Sink<'_> = if announced { Some(&mut adapter) } else { None };
-                let reply = e.tcb.on_segment(
+                let arrival = e.tcb.on_segment_offer(
                     cfg,
                     now,
                     repr,
-                    sink,
+                    announced,
                     &mut self.challenge,
                     &mut self.stats.conn,
                 );
-                if let Some(r) = reply {
+                if let Some(r) = arrival.reply {
                     self.queue_reply(tuple, r);
                 }
+                if let Some(offer) = arrival.offer {
+                    return Some((id, offer));
+                }
                 self.sync(id);
-                return;
+                return None;
             }
         }
         self.on_listener(now, tuple, repr);
+        None
     }
 
     /// RFC 1191 path MTU discovery: shrink the MSS of the connection the quoted
