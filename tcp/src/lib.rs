@@ -36,10 +36,13 @@ pub mod wire;
 
 // The curated API: what a driver or an application needs, at the root. The modules stay
 // public for everything else (wire views, the TCB, the timer wheel, ...).
+pub use bytes::Bytes;
 pub use conn::{ConnConfig, ConnStats, SocketError, State};
 pub use iface::{ClosedPortPolicy, InterfaceConfig, TxQueue, VecTxQueue};
 pub use seq::SeqNumber;
-pub use stack::{ConnHandle, ConnectError, Event, ListenError, Stack, StackConfig, StackStats};
+pub use stack::{
+    ChunkRefused, ConnHandle, ConnectError, Event, ListenError, Stack, StackConfig, StackStats,
+};
 pub use table::FourTuple;
 pub use time::Instant;
 pub use wire::{EthernetAddress, WireError};

@@ -17,6 +17,8 @@ use core::net::Ipv4Addr;
 use core::time::Duration;
 use std::collections::{HashMap, VecDeque};
 
+use bytes::Bytes;
+
 use crate::conn::{
     reset_for, CloseReason, ConnConfig, ConnStats, CookieTcb, Counters, Events, OutSegment,
     SocketError, State, Tcb,
@@ -109,6 +111,33 @@ impl core::fmt::Display for ListenError {
 }
 
 impl std::error::Error for ListenError {}
+
+/// A chunk [`Stack::send_chunk`] refused, given back with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRefused {
+    /// The chunk, unchanged.
+    pub chunk: Bytes,
+    /// [`SocketError::NoRoom`] (retry after [`Event::Writable`]), or the connection
+    /// cannot send ([`SocketError::Closed`], [`SocketError::InvalidState`]).
+    pub reason: SocketError,
+}
+
+impl core::fmt::Display for ChunkRefused {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "chunk of {} bytes refused: {}",
+            self.chunk.len(),
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for ChunkRefused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.reason)
+    }
+}
 
 /// Stack configuration: every limit has a safe default.
 #[derive(Debug, Clone)]
@@ -1147,6 +1176,62 @@ impl Stack {
             self.sync(h.0);
         }
         Ok(n)
+    }
+
+    /// Write-in-place send: lends at least `min_len` bytes (1 if 0) of contiguous free
+    /// send-buffer space to `fill` (more when the buffer already has it contiguous, never
+    /// more than [`Stack::send_capacity`]); `fill` writes from the start of the slice and
+    /// returns how many bytes to queue (capped at the slice; 0 queues nothing). Returns
+    /// the bytes queued; `Ok(0)` without calling `fill` when fewer than `min_len` bytes
+    /// are free (an [`Event::Writable`] follows once acknowledgments free space).
+    ///
+    /// This is how an application builds its output in the send buffer directly (e.g. a
+    /// WebSocket header and payload), with no intermediate buffer: the payload is then
+    /// copied once more, into the TX frame. Rarely (a wrapped buffer that must become
+    /// contiguous) the queued bytes are moved once first.
+    pub fn send_with(
+        &mut self,
+        h: ConnHandle,
+        min_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<usize, SocketError> {
+        let e = self.entry(h)?;
+        let n = e.tcb.send_with(min_len, fill)?;
+        if n > 0 {
+            self.sync(h.0);
+        }
+        Ok(n)
+    }
+
+    /// Queues a shared immutable chunk on the connection without copying it (the queue
+    /// keeps a reference; [`Bytes::clone`] is a reference-count increment), so a
+    /// fan-out message is encoded once and copied only into each TX frame, by first
+    /// transmissions and retransmissions alike. All or nothing: when the send buffer
+    /// ([`Stack::send_capacity`], shared by owned bytes and chunks) lacks room for the
+    /// whole chunk, or the connection cannot send, the chunk is given back in the error
+    /// ([`ChunkRefused`], reason [`SocketError::NoRoom`], [`SocketError::Closed`] or
+    /// [`SocketError::InvalidState`]), so a message is never split by refusal. Chunks and
+    /// bytes from [`Stack::send`] / [`Stack::send_with`] go out in call order. The
+    /// reference is dropped once the peer acknowledged the chunk's last byte (or the
+    /// connection closed).
+    pub fn send_chunk(&mut self, h: ConnHandle, chunk: Bytes) -> Result<(), ChunkRefused> {
+        let e = match self.table.get_mut(h.0) {
+            Some(e) if e.flags & F_RELEASED == 0 => e,
+            _ => {
+                return Err(ChunkRefused {
+                    chunk,
+                    reason: SocketError::Closed,
+                })
+            }
+        };
+        let empty = chunk.is_empty();
+        e.tcb
+            .send_chunk(chunk)
+            .map_err(|(reason, chunk)| ChunkRefused { chunk, reason })?;
+        if !empty {
+            self.sync(h.0);
+        }
+        Ok(())
     }
 
     /// Free space in the send buffer.

@@ -219,6 +219,66 @@ impl RingBuffer {
         n
     }
 
+    /// Arranges for at least `need` bytes of free space (capped at the window) to be
+    /// contiguous right after the readable bytes, without growing the storage (a later
+    /// growth relinearises anyway): an empty ring restarts at the beginning of its
+    /// storage, a wrapped one has its readable bytes rotated there. Returns how many
+    /// bytes moved (0 in the common case).
+    pub fn make_contiguous_free(&mut self, need: usize) -> usize {
+        let need = need.min(self.window());
+        let phys = self.storage.len();
+        let len = self.len();
+        if need == 0 || len + need > phys {
+            return 0;
+        }
+        if len == 0 {
+            self.read_at = 0;
+            return 0;
+        }
+        if self.contiguous_free() >= need {
+            return 0;
+        }
+        self.storage.rotate_left(self.read_at as usize);
+        self.read_at = 0;
+        len
+    }
+
+    /// Free bytes contiguous in the storage right after the readable bytes.
+    fn contiguous_free(&self) -> usize {
+        let phys = self.storage.len();
+        let len = self.len();
+        if len >= phys {
+            return 0;
+        }
+        let r = self.read_at as usize;
+        let t = self.index(len);
+        if t >= r {
+            phys - t
+        } else {
+            r - t
+        }
+    }
+
+    /// Contiguous free space right after the readable bytes: at least `min_len` bytes
+    /// (capped at `max_len` and the window; the storage grows if needed) provided
+    /// [`make_contiguous_free`](Self::make_contiguous_free)`(min_len)` was called first,
+    /// and as much more as the storage already has contiguous, up to `max_len`. Follow
+    /// with [`enqueue_unallocated`](Self::enqueue_unallocated).
+    pub fn get_unallocated_contiguous(&mut self, min_len: usize, max_len: usize) -> &mut [u8] {
+        let max_len = max_len.min(self.window());
+        let min_len = min_len.min(max_len);
+        if max_len == 0 {
+            return &mut [];
+        }
+        self.reserve(self.len() + min_len);
+        let n = self.contiguous_free().min(max_len);
+        let start = self.index(self.len());
+        match self.storage.get_mut(start..start + n) {
+            Some(s) => s,
+            None => &mut [],
+        }
+    }
+
     /// Contiguous free space starting `offset` bytes past the readable bytes, at most
     /// `max_len` long (shorter at the wrap), for writing in place; follow with
     /// [`enqueue_unallocated`](Self::enqueue_unallocated). Allocates the storage.
