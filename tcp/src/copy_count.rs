@@ -1,7 +1,9 @@
 //! Test-only payload copy counting (cargo feature `copy-count`, off by default).
 //!
 //! Every place where the engine copies payload bytes calls [`record`] with its [`Site`]:
-//! into the send ring ([`Site::SendBuffer`]: `Stack::send`), into the receive buffer
+//! into the send ring ([`Site::SendBuffer`]: `Stack::send`, and the bytes an application
+//! writes in place through `Stack::send_with` / `ConnTx::send_with`; a shared chunk
+//! (`send_chunk`) is not copied there), into the receive buffer
 //! ([`Site::RecvBuffer`]: in-order data the application did not consume from the frame,
 //! and out-of-order data), and into a TX frame ([`Site::TxFrame`]: every data segment,
 //! first transmissions and retransmissions alike, from the send ring or a shared chunk).
@@ -16,7 +18,7 @@
 /// Where payload bytes were copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Site {
-    /// Application bytes into a connection's send ring (`Stack::send`).
+    /// Application bytes into a connection's send ring (`send`, `send_with`).
     SendBuffer,
     /// Received payload into a connection's receive buffer.
     RecvBuffer,

@@ -41,7 +41,8 @@ pub use conn::{ConnConfig, ConnStats, SocketError, State};
 pub use iface::{ClosedPortPolicy, InterfaceConfig, TxQueue, VecTxQueue};
 pub use seq::SeqNumber;
 pub use stack::{
-    ChunkRefused, ConnHandle, ConnectError, Event, ListenError, Stack, StackConfig, StackStats,
+    ChunkRefused, ConnHandle, ConnTx, ConnectError, Event, ListenError, Stack, StackConfig,
+    StackStats,
 };
 pub use table::FourTuple;
 pub use time::Instant;

@@ -636,7 +636,10 @@ impl Tcb {
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<usize, SocketError> {
         self.may_send()?;
-        Ok(self.snd_buf.lend(min_len, fill).unwrap_or(0))
+        let n = self.snd_buf.lend(min_len, fill).unwrap_or(0);
+        // Whatever the application wrote in place was a copy into the send buffer.
+        crate::copy_count::record(crate::copy_count::Site::SendBuffer, n);
+        Ok(n)
     }
 
     /// Queues a shared immutable chunk whole without copying it; transmissions and

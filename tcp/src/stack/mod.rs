@@ -112,6 +112,44 @@ impl core::fmt::Display for ListenError {
 
 impl std::error::Error for ListenError {}
 
+/// One connection's send side, lent to the receive sink of
+/// [`Stack::handle_frame_with_tx`] (the stack itself is borrowed then). The calls behave
+/// as the [`Stack`] methods of the same names on that connection; what they queue goes
+/// out on the next [`Stack::poll_transmit`].
+#[derive(Debug)]
+pub struct ConnTx<'a> {
+    tcb: &'a mut Tcb,
+    cfg: &'a ConnConfig,
+}
+
+impl ConnTx<'_> {
+    /// As [`Stack::send`].
+    pub fn send(&mut self, data: &[u8]) -> Result<usize, SocketError> {
+        self.tcb.send(self.cfg, data)
+    }
+
+    /// As [`Stack::send_with`].
+    pub fn send_with(
+        &mut self,
+        min_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<usize, SocketError> {
+        self.tcb.send_with(min_len, fill)
+    }
+
+    /// As [`Stack::send_chunk`].
+    pub fn send_chunk(&mut self, chunk: Bytes) -> Result<(), ChunkRefused> {
+        self.tcb
+            .send_chunk(chunk)
+            .map_err(|(reason, chunk)| ChunkRefused { chunk, reason })
+    }
+
+    /// As [`Stack::send_capacity`].
+    pub fn send_capacity(&self) -> usize {
+        self.tcb.send_capacity(self.cfg)
+    }
+}
+
 /// A chunk [`Stack::send_chunk`] refused, given back with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkRefused {
@@ -424,6 +462,21 @@ impl Stack {
         frame: &mut [u8],
         sink: &mut impl FnMut(ConnHandle, &mut [u8]) -> usize,
     ) {
+        self.handle_frame_with_tx(now, frame, &mut |h, data, _| sink(h, data));
+    }
+
+    /// Like [`Stack::handle_frame_with`], and `sink` also gets the connection's send side
+    /// ([`ConnTx`]), so it can answer from the payload while it is still lent in the
+    /// frame: e.g. a WebSocket echo unmasks a message in place and writes header and
+    /// payload straight into the send buffer with [`ConnTx::send_with`] (two payload
+    /// copies in all: RX frame -> send buffer -> TX frame), or a publisher queues a
+    /// shared chunk with [`ConnTx::send_chunk`].
+    pub fn handle_frame_with_tx(
+        &mut self,
+        now: Instant,
+        frame: &mut [u8],
+        sink: &mut impl FnMut(ConnHandle, &mut [u8], &mut ConnTx<'_>) -> usize,
+    ) {
         self.now = self.now.max(now);
         let offered = match self.iface.receive(now, frame) {
             Inbound::Tcp {
@@ -453,8 +506,13 @@ impl Stack {
             // The segment's borrow of the frame has ended: lend the payload mutably.
             let range = offer.range.start + offset..offer.range.end + offset;
             let payload = frame.get_mut(range).unwrap_or_default();
-            let k = sink(ConnHandle(id), payload);
+            let cfg = &self.cfg.conn;
             if let Some(e) = self.table.get_mut(id) {
+                let mut tx = ConnTx {
+                    tcb: &mut e.tcb,
+                    cfg,
+                };
+                let k = sink(ConnHandle(id), payload, &mut tx);
                 e.tcb.finish_offer(offer, k, payload);
             }
             self.sync(id);

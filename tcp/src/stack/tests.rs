@@ -738,7 +738,7 @@ fn stack_copy_count_chunk_copied_once_per_frame_owned_bytes_twice_sink_none() {
         b.handle_frame_with(t(1), &mut f, &mut |_, d| d.len());
     }
     assert_eq!(snapshot().total(), 0);
-    // Owned bytes written in place: one copy, into the TX frame.
+    // Owned bytes written in place: the write into the send buffer, then the TX frame.
     reset();
     b.send_with(hb, 64, |buf| {
         buf[..64].fill(1);
@@ -747,7 +747,7 @@ fn stack_copy_count_chunk_copied_once_per_frame_owned_bytes_twice_sink_none() {
     .unwrap();
     let frames = out(&mut b, t(2));
     let c = snapshot();
-    assert_eq!((c.send_buffer, c.tx_frame), (0, 1));
+    assert_eq!((c.send_buffer, c.tx_frame), (1, 1));
     // `send` copies into the ring; a sink that leaves bytes makes a receive copy.
     reset();
     for mut f in frames {
@@ -757,4 +757,55 @@ fn stack_copy_count_chunk_copied_once_per_frame_owned_bytes_twice_sink_none() {
     assert_eq!((c.recv_buffer, c.recv_buffer_bytes), (1, 64));
     a.send(ha, &[2u8; 10]).unwrap();
     assert_eq!(snapshot().send_buffer, 1);
+}
+
+#[test]
+fn stack_sink_answers_through_conn_tx_while_payload_is_lent() {
+    let (mut a, mut b, ha, hb) = connected();
+    a.set_nodelay(ha, true).unwrap();
+    b.set_nodelay(hb, true).unwrap();
+    a.send(ha, b"echo me").unwrap();
+    for mut f in out(&mut a, t(1)) {
+        b.handle_frame_with_tx(t(1), &mut f, &mut |h, d, tx| {
+            assert_eq!(h, hb);
+            let free = tx.send_capacity();
+            let n = tx
+                .send_with(d.len(), |buf| {
+                    buf[..d.len()].copy_from_slice(d);
+                    d.len()
+                })
+                .unwrap();
+            assert_eq!(tx.send_capacity(), free - n);
+            tx.send_chunk(Bytes::from_static(b"!")).unwrap();
+            d.len()
+        });
+    }
+    exchange(&mut a, &mut b, t(2));
+    assert_eq!(read_all(&mut a, ha), b"echo me!");
+}
+
+#[cfg(feature = "copy-count")]
+#[test]
+fn stack_copy_count_echo_from_sink_two_copies_rx_frame_send_buffer_tx_frame() {
+    use crate::copy_count::{reset, snapshot};
+    let (mut a, mut b, ha, hb) = connected();
+    a.set_nodelay(ha, true).unwrap();
+    b.set_nodelay(hb, true).unwrap();
+    a.send(ha, &[9u8; 64]).unwrap();
+    let frames = out(&mut a, t(1));
+    reset();
+    for mut f in frames {
+        b.handle_frame_with_tx(t(1), &mut f, &mut |_, d, tx| {
+            tx.send_with(d.len(), |buf| {
+                buf[..d.len()].copy_from_slice(d);
+                d.len()
+            })
+            .unwrap();
+            d.len()
+        });
+    }
+    let _ = out(&mut b, t(1));
+    let c = snapshot();
+    assert_eq!(c.total(), 2, "{c:?}");
+    assert_eq!((c.send_buffer_bytes, c.tx_frame_bytes), (64, 64));
 }
