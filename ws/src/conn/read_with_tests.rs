@@ -207,7 +207,7 @@ fn echo_header_and_payload_written_without_intermediate_buffer_parse_back() {
     // What an echo does with `tcp::Stack::send_with`: header then payload, in one slice.
     let mut c = server();
     let mut wire = client_frame(OpCode::Text, true, b"echo");
-    let mut out = vec![0u8; 64];
+    let mut out = [0u8; 64];
     let mut used = 0;
     c.read_with(&mut wire, &mut |kind, d| {
         let h = c_header(&mut out[used..], kind, d.len());
