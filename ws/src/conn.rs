@@ -52,6 +52,16 @@ pub enum MessageKind {
     Binary,
 }
 
+impl MessageKind {
+    /// The opcode of the first frame of such a message.
+    pub fn opcode(self) -> OpCode {
+        match self {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        }
+    }
+}
+
 /// Something that happened on the connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -796,11 +806,7 @@ impl Connection {
         if self.role == Role::Client {
             return Err(SendError::MaskRequired);
         }
-        let opcode = match kind {
-            MessageKind::Text => OpCode::Text,
-            MessageKind::Binary => OpCode::Binary,
-        };
-        crate::frame::write_header(buf, opcode, payload_len, None)
+        crate::frame::write_header(buf, kind.opcode(), payload_len, None)
             .map_err(|_| SendError::BufferTooSmall)
     }
 

@@ -220,11 +220,7 @@ fn echo_header_and_payload_written_without_intermediate_buffer_parse_back() {
 }
 
 fn c_header(buf: &mut [u8], kind: MessageKind, len: usize) -> usize {
-    let op = match kind {
-        MessageKind::Text => OpCode::Text,
-        MessageKind::Binary => OpCode::Binary,
-    };
-    crate::frame::write_header(buf, op, len, None).unwrap()
+    crate::frame::write_header(buf, kind.opcode(), len, None).unwrap()
 }
 
 #[cfg(feature = "copy-count")]
