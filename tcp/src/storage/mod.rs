@@ -4,6 +4,7 @@
 //! arrived.
 
 pub mod assembler;
+pub mod pool;
 pub mod ring;
 pub mod sendq;
 

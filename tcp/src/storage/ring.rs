@@ -5,7 +5,8 @@
 //! first allocation, doubled as the data needs it, never beyond the capacity) and can be
 //! given back with [`RingBuffer::release_if_empty`], so a million idle connections cost
 //! only the 32-byte headers and a connection exchanging small messages never holds the
-//! whole configured buffer.
+//! whole configured buffer. First-size buffers are recycled through a bounded per-thread
+//! pool (`storage::pool`), so draining and refilling does not allocate.
 //!
 //! Positions are counted from the read position:
 //! - `0 .. len()` are the *allocated* (readable) bytes;
@@ -30,6 +31,13 @@ pub struct RingBuffer {
     read_at: u32,
     /// Number of readable bytes.
     length: u32,
+}
+
+impl Drop for RingBuffer {
+    fn drop(&mut self) {
+        // Recycled through the per-thread pool (see `storage::pool`).
+        super::pool::give_buffer(core::mem::take(&mut self.storage));
+    }
 }
 
 impl RingBuffer {
@@ -90,7 +98,7 @@ impl RingBuffer {
     /// path calls this only when its assembler is empty.
     pub fn release_if_empty(&mut self) -> bool {
         if self.length == 0 {
-            self.storage = Box::default();
+            super::pool::give_buffer(core::mem::take(&mut self.storage));
             self.read_at = 0;
         }
         self.storage.is_empty()
@@ -115,7 +123,7 @@ impl RingBuffer {
             .max(phys.saturating_mul(2))
             .max(self.first_alloc as usize)
             .min(cap);
-        let mut grown = vec![0u8; size].into_boxed_slice();
+        let mut grown = super::pool::take_buffer(size);
         if phys > 0 {
             // Relinearise: position p moves from storage[(read_at + p) % phys] to grown[p].
             let start = self.read_at as usize;
@@ -123,7 +131,7 @@ impl RingBuffer {
             grown[..first].copy_from_slice(&self.storage[start..]);
             grown[first..phys].copy_from_slice(&self.storage[..start]);
         }
-        self.storage = grown;
+        super::pool::give_buffer(core::mem::replace(&mut self.storage, grown));
         self.read_at = 0;
     }
 
