@@ -11,7 +11,7 @@
 //! caller's memory and counts as [`Site::RecvRead`].
 //!
 //! With the feature on, the counts live in a thread-local (a worker's stack runs on one
-//! thread); [`snapshot`] reads them and [`reset`] zeroes them. With the feature off,
+//! thread); `snapshot` reads them and `reset` zeroes them. With the feature off,
 //! [`record`] is an empty inline function and the reading API does not exist, so a test
 //! that relies on the counts cannot silently pass without them.
 

@@ -7,8 +7,8 @@
 //! ([`Site::Output`]: every frame queued by `send`, `ping`, `close`, pong answers), and out
 //! of it ([`Site::Transmit`]: [`crate::Connection::poll_transmit`]).
 //!
-//! With the feature on, the counts live in a thread-local; [`snapshot`] reads them and
-//! [`reset`] zeroes them. With the feature off, [`record`] is an empty inline function and
+//! With the feature on, the counts live in a thread-local; `snapshot` reads them and
+//! `reset` zeroes them. With the feature off, [`record`] is an empty inline function and
 //! the reading API does not exist, so a test relying on the counts cannot silently pass.
 
 /// Where payload bytes were copied.

@@ -70,7 +70,7 @@ impl Tcb {
     /// payload it accepted without buffering ([`Arrival::offer`], only if `offer`), so
     /// that the caller can lend it to the application mutably, in the frame (the
     /// stack's zero-copy receive: WebSocket unmasking in place). The caller must finish
-    /// with [`Tcb::buffer_unconsumed`].
+    /// with [`Tcb::finish_offer`].
     pub fn on_segment_offer(
         &mut self,
         cfg: &ConnConfig,
