@@ -9,26 +9,11 @@
 use std::io;
 use std::time::Duration;
 
-/// Lends free transmit buffers to whoever builds outgoing frames.
-///
-/// This is the adapter point for the TCP engine: `tcp::iface::TxQueue` has the same
-/// `transmit` method on its own side (so `tcp` stays free of I/O); once both are on one
-/// branch the dataplane implements the `tcp` trait for [`crate::XskTx`] and
-/// [`crate::MemTx`] by forwarding (or re-exports it in place of this one), see
+/// Lends free transmit buffers to whoever builds outgoing frames: the one transmit trait,
+/// owned by `tcp` (so a device's transmit half goes straight to `Stack::poll_transmit`) and
+/// implemented here by [`crate::XskTx`] and [`crate::MemTx`]. See
 /// `docs/decisions/0002-device-trait.md`.
-pub trait TxQueue {
-    /// Lends a free buffer of exactly `len` bytes to `fill`, which writes a whole Ethernet
-    /// frame into it and returns how many bytes it used; those bytes are queued for the next
-    /// [`Device::submit`]. A return of 0 cancels the frame and the buffer goes back unused;
-    /// a return above `len` is clamped to `len`.
-    ///
-    /// Returns `false`, without calling `fill`, when no buffer is free (even after
-    /// reclaiming completions) or `len` exceeds [`TxQueue::capacity`]; `true` otherwise.
-    fn transmit<F: FnOnce(&mut [u8]) -> usize>(&mut self, len: usize, fill: F) -> bool;
-
-    /// The largest frame, in bytes, that [`TxQueue::transmit`] can lend a buffer for.
-    fn capacity(&self) -> usize;
-}
+pub use tcp::iface::TxQueue;
 
 /// Counters kept by every device. They only ever grow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,9 +1,11 @@
 //! The connection state machine (RFC 6455 5, 7): frames in, events out, frames queued.
 //!
-//! Drive it with [`Connection::read`] on received bytes (unmasked in place), take
-//! [`Event`]s with [`Connection::poll_event`], queue messages with [`Connection::send`],
-//! and write [`Connection::pending_output`] to the transport, then
-//! [`Connection::consume_output`]. Once [`Connection::is_closed`] and the output is drained,
+//! Drive it with [`Connection::read_with`] (messages handed to a callback, whole ones
+//! borrowed from the input) or [`Connection::read`] (messages as owned events) on received
+//! bytes (unmasked in place), take [`Event`]s with [`Connection::poll_event`], queue
+//! messages with [`Connection::send`] (or write them yourself after
+//! [`Connection::write_message_header`]), and write [`Connection::pending_output`] to the
+//! transport, then [`Connection::consume_output`]. Once [`Connection::is_closed`] and the output is drained,
 //! close the transport.
 
 use std::collections::VecDeque;
@@ -50,6 +52,16 @@ pub enum MessageKind {
     Binary,
 }
 
+impl MessageKind {
+    /// The opcode of the first frame of such a message.
+    pub fn opcode(self) -> OpCode {
+        match self {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        }
+    }
+}
+
 /// Something that happened on the connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -93,6 +105,18 @@ pub enum SendError {
     /// Compressing the message failed.
     #[error("compression failed")]
     Compress,
+    /// [`Connection::write_message_header`]: queued output (a pong, a close) must be
+    /// written to the transport first, to keep the order of frames.
+    #[error("queued output must be written first")]
+    OutputPending,
+    /// [`Connection::write_message_header`] on a client: client frames are masked, so
+    /// the payload cannot be written as is (use [`crate::frame::write_header`] with a
+    /// key and mask the payload, or [`Connection::send`]).
+    #[error("client frames must be masked")]
+    MaskRequired,
+    /// [`Connection::write_message_header`]: the buffer is shorter than the header.
+    #[error("buffer too small for the frame header")]
+    BufferTooSmall,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,7 +159,19 @@ pub struct Connection {
     scratch: Vec<u8>,
     /// A data message was just completed: return from `read` so it is answered in order.
     message_ready: bool,
+    /// Inside `read_with`: completed messages stay in `msg` for the callback
+    /// (`pending_msg`) instead of becoming events.
+    borrow_mode: bool,
+    /// Kind of the completed message waiting in `msg` for the `read_with` callback.
+    pending_msg: Option<MessageKind>,
+    /// Inside `read_with`: a frame was queued on the output (pong, close): return so
+    /// that it is written before any answer the application writes itself.
+    output_ready: bool,
 }
+
+/// Above this capacity the assembly buffer is freed after a message (not kept for the
+/// next one), so a connection that once received a large message does not keep it.
+const KEEP_MSG_CAPACITY: usize = 64 * 1024;
 
 impl Connection {
     /// A connection after a successful handshake; `deflate` as negotiated.
@@ -189,6 +225,9 @@ impl Connection {
             mask_state: mask_seed | 1,
             scratch: Vec::new(),
             message_ready: false,
+            borrow_mode: false,
+            pending_msg: None,
+            output_ready: false,
         }
     }
 
@@ -202,9 +241,79 @@ impl Connection {
     /// - input processing stopped because a Close frame arrived or the connection failed
     ///   ([`Connection::is_reading`] is false): discard the rest.
     pub fn read(&mut self, input: &mut [u8]) -> usize {
+        self.borrow_mode = false;
+        self.read_inner(input, &mut |_, _| {})
+    }
+
+    /// Processes received bytes, unmasking payloads in place, and hands every complete
+    /// data message to `on_message(kind, payload)` (text already validated as UTF-8)
+    /// instead of queuing an [`Event::Message`]:
+    /// - a whole, unfragmented, uncompressed message whose frame lies entirely in `input`
+    ///   is handed out borrowed from `input` itself (unmasked there; no copy, no
+    ///   allocation);
+    /// - fragmented or compressed messages, and frames split across calls, are
+    ///   assembled (bounded by the size limits, as with [`Connection::read`]) and handed
+    ///   out borrowed from the connection's assembly buffer.
+    ///
+    /// Messages are handed out in order within one call, so answers written in the
+    /// callback keep the order of the requests. Control frames still become events
+    /// (their answers, a pong or a close, are queued on [`Connection::pending_output`]),
+    /// and `read_with` returns right after a frame that queued output, so the caller can
+    /// write that first and call again with the rest; [`Connection::write_message_header`]
+    /// refuses while output is pending. Returns how many bytes were consumed: less than
+    /// `input.len()` only after queued output or when input processing stopped (a Close
+    /// arrived or the connection failed, [`Connection::is_reading`] is false: discard the
+    /// rest). Errors (1002, 1007 for invalid UTF-8 in text, 1009) behave as with
+    /// [`Connection::read`].
+    pub fn read_with(
+        &mut self,
+        input: &mut [u8],
+        on_message: &mut impl FnMut(MessageKind, &[u8]),
+    ) -> usize {
+        self.borrow_mode = true;
+        self.output_ready = false;
+        let n = self.read_inner(input, on_message);
+        self.borrow_mode = false;
+        n
+    }
+
+    /// A whole data frame the borrowed path can hand out without assembly: final, not
+    /// compressed, not inside a fragmented message, masked as the role requires, within
+    /// the limits. Anything else takes the general path (which also reports errors).
+    fn borrowable(&self, h: &FrameHeader) -> bool {
+        let masked_ok = match self.role {
+            Role::Server => h.mask.is_some(),
+            Role::Client => h.mask.is_none(),
+        };
+        h.fin
+            && !(h.rsv1 || h.rsv2 || h.rsv3)
+            && matches!(h.opcode, OpCode::Text | OpCode::Binary)
+            && self.msg_kind.is_none()
+            && masked_ok
+            && h.payload_len <= self.config.max_frame_size as u64
+            && h.payload_len <= self.config.max_message_size as u64
+    }
+
+    /// Hands an assembled message waiting in `msg` to the `read_with` callback.
+    fn deliver_assembled(&mut self, on_message: &mut impl FnMut(MessageKind, &[u8])) {
+        if let Some(kind) = self.pending_msg.take() {
+            on_message(kind, &self.msg);
+            if self.msg.capacity() > KEEP_MSG_CAPACITY {
+                self.msg = Vec::new();
+            } else {
+                self.msg.clear();
+            }
+        }
+    }
+
+    fn read_inner(
+        &mut self,
+        input: &mut [u8],
+        on_message: &mut impl FnMut(MessageKind, &[u8]),
+    ) -> usize {
         let mut pos = 0;
         self.message_ready = false;
-        while pos < input.len() && !self.message_ready {
+        while pos < input.len() && !self.message_ready && !self.output_ready {
             match self.rx {
                 RxState::Done => break,
                 RxState::Header => {
@@ -220,6 +329,35 @@ impl Connection {
                         Ok(Some((h, n))) => {
                             pos += n - self.hdr_len;
                             self.hdr_len = 0;
+                            let avail = (input.len() - pos) as u64;
+                            if self.borrow_mode && self.borrowable(&h) && h.payload_len <= avail {
+                                // The whole frame is here: unmask in place, validate, lend.
+                                let len = h.payload_len as usize;
+                                let payload = &mut input[pos..pos + len];
+                                pos += len;
+                                if let Some(key) = h.mask {
+                                    apply_mask(payload, key, 0);
+                                }
+                                let kind = if h.opcode == OpCode::Text {
+                                    MessageKind::Text
+                                } else {
+                                    MessageKind::Binary
+                                };
+                                // RFC 6455 8.1: invalid UTF-8 in a text message fails
+                                // the connection (1007).
+                                if kind == MessageKind::Text
+                                    && simdutf8::basic::from_utf8(payload).is_err()
+                                {
+                                    self.frame = h;
+                                    self.fail(
+                                        CloseCode::INVALID_PAYLOAD,
+                                        "invalid UTF-8 in text message",
+                                    );
+                                    continue;
+                                }
+                                on_message(kind, payload);
+                                continue;
+                            }
                             self.start_frame(h);
                         }
                         Ok(None) => {
@@ -254,6 +392,7 @@ impl Connection {
                     }
                 }
             }
+            self.deliver_assembled(on_message);
         }
         pos
     }
@@ -347,6 +486,7 @@ impl Connection {
     fn payload(&mut self, data: &[u8]) {
         if self.frame.opcode.is_control() {
             self.control.extend_from_slice(data);
+            crate::copy_count::record(crate::copy_count::Site::Message, data.len());
             return;
         }
         let text = self.msg_kind == Some(MessageKind::Text);
@@ -358,9 +498,14 @@ impl Connection {
                     "compressed frame without deflate",
                 );
             };
+            let before = self.msg.len();
             if let Err(e) = inflater.feed(data, &mut self.msg, limit) {
                 return self.fail_deflate(e);
             }
+            crate::copy_count::record(
+                crate::copy_count::Site::Message,
+                self.msg.len().saturating_sub(before),
+            );
             if text {
                 self.check_new_text();
             }
@@ -370,6 +515,7 @@ impl Connection {
                 return self.fail(CloseCode::INVALID_PAYLOAD, "invalid UTF-8 in text message");
             }
             self.msg.extend_from_slice(data);
+            crate::copy_count::record(crate::copy_count::Site::Message, data.len());
         }
     }
 
@@ -440,6 +586,11 @@ impl Connection {
             );
         }
         self.msg_kind = None;
+        if self.borrow_mode {
+            // `read_with` hands it to its callback from `msg`.
+            self.pending_msg = Some(kind);
+            return;
+        }
         let data = std::mem::take(&mut self.msg);
         self.events.push_back(Event::Message { kind, data });
         self.message_ready = true;
@@ -507,6 +658,8 @@ impl Connection {
             self.out_start = 0;
         }
         encode_frame(&mut self.out, h, payload);
+        // In `read_with`: stop so that this goes out before the application's answers.
+        self.output_ready |= self.borrow_mode;
     }
 
     /// Queues a message as one frame (compressed when negotiated and large enough).
@@ -623,8 +776,38 @@ impl Connection {
         let pending = self.pending_output();
         let n = pending.len().min(buf.len());
         buf[..n].copy_from_slice(&pending[..n]);
+        crate::copy_count::record(crate::copy_count::Site::Transmit, n);
         self.consume_output(n);
         n
+    }
+
+    /// Writes the header of a whole, uncompressed data message of `payload_len` bytes
+    /// into the start of `buf` and returns its length; the caller writes the payload
+    /// right after it (e.g. both straight into the TCP send buffer with
+    /// `tcp::Stack::send_with`, sized with [`crate::frame::header_len`]), so an echo
+    /// needs no intermediate buffer. Server frames are unmasked (RFC 6455 5.1).
+    ///
+    /// Refused with [`SendError::Closing`] after a Close was sent (RFC 6455 5.5.1),
+    /// [`SendError::OutputPending`] while [`Connection::pending_output`] is not empty
+    /// (write that first, to keep the frame order), [`SendError::MaskRequired`] for a
+    /// client, and [`SendError::BufferTooSmall`].
+    pub fn write_message_header(
+        &self,
+        buf: &mut [u8],
+        kind: MessageKind,
+        payload_len: usize,
+    ) -> Result<usize, SendError> {
+        if self.close_sent {
+            return Err(SendError::Closing);
+        }
+        if !self.pending_output().is_empty() {
+            return Err(SendError::OutputPending);
+        }
+        if self.role == Role::Client {
+            return Err(SendError::MaskRequired);
+        }
+        crate::frame::write_header(buf, kind.opcode(), payload_len, None)
+            .map_err(|_| SendError::BufferTooSmall)
     }
 
     /// Whether the closing handshake is complete or the connection failed: no more
@@ -655,5 +838,7 @@ impl Connection {
     }
 }
 
+#[cfg(test)]
+mod read_with_tests;
 #[cfg(test)]
 mod tests;

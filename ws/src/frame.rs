@@ -220,6 +220,31 @@ impl FrameHeader {
     }
 }
 
+/// The length of the header of a final, RSV-free frame with `payload_len` bytes of
+/// payload (2 to 14 bytes): size the buffer for [`write_header`] plus the payload.
+pub fn header_len(payload_len: usize, masked: bool) -> usize {
+    let mut h = FrameHeader::new(OpCode::Binary, payload_len as u64);
+    h.mask = masked.then_some([0; 4]);
+    h.header_len()
+}
+
+/// Writes the header of a final (FIN), RSV-free frame of `opcode` carrying `payload_len`
+/// bytes into the start of `buf`, masked with `mask` if given (a client's frames; the
+/// caller then masks the payload with [`crate::mask::apply_mask`] at phase 0), and
+/// returns its length: the payload goes right after it. Server frames are unmasked
+/// (`mask: None`). This lets an application write header and payload straight into a
+/// transport buffer (e.g. `tcp::Stack::send_with`) without an intermediate copy.
+pub fn write_header(
+    buf: &mut [u8],
+    opcode: OpCode,
+    payload_len: usize,
+    mask: Option<[u8; 4]>,
+) -> Result<usize, FrameError> {
+    let mut h = FrameHeader::new(opcode, payload_len as u64);
+    h.mask = mask;
+    h.emit(buf)
+}
+
 /// Appends a whole frame (header and payload, masked if `header.mask` is set) to `out`.
 ///
 /// The payload is copied once, straight into its place in `out`, and masked there.
@@ -233,6 +258,7 @@ pub fn encode_frame(out: &mut Vec<u8>, mut header: FrameHeader, payload: &[u8]) 
     let _ = header.emit(&mut out[start..]);
     let body = out.len();
     out.extend_from_slice(payload);
+    crate::copy_count::record(crate::copy_count::Site::Output, payload.len());
     if let Some(key) = header.mask {
         apply_mask(&mut out[body..], key, 0);
     }

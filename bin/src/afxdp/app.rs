@@ -61,6 +61,10 @@ impl<T: dataplane::TxQueue> StackTxQueue for DeviceTx<'_, T> {
         }
         sent
     }
+
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
 }
 
 /// What the application remembers about one connection.

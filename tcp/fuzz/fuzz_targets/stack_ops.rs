@@ -19,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use tcp::iface::{InterfaceConfig, VecTxQueue};
 use tcp::stack::{ConnHandle, Event, Stack, StackConfig};
 use tcp::wire::{EthernetAddress, Ipv4Addr};
-use tcp::Instant;
+use tcp::{Bytes, Instant};
 
 const ADDR: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2)];
 const PORTS: [u16; 3] = [80, 443, 8080];
@@ -143,8 +143,30 @@ fuzz_target!(|data: &[u8]| {
                         side.stack.handle_frame(now, &mut f);
                     } else {
                         let take = usize::from(input.u8());
+                        let echo = usize::from(input.u8() % 4);
+                        // Consume part in the frame, edit it, and answer from the sink
+                        // through the connection's send side.
                         side.stack
-                            .handle_frame_with(now, &mut f, &mut |_, d| take.min(d.len()));
+                            .handle_frame_with_tx(now, &mut f, &mut |_, d, tx| {
+                                let k = take.min(d.len());
+                                d[..k].reverse();
+                                match echo {
+                                    1 => {
+                                        let _ = tx.send(&d[..k]);
+                                    }
+                                    2 => {
+                                        let _ = tx.send_with(k, |b| {
+                                            b[..k].copy_from_slice(&d[..k]);
+                                            k
+                                        });
+                                    }
+                                    3 => {
+                                        let _ = tx.send_chunk(Bytes::copy_from_slice(&d[..k]));
+                                    }
+                                    _ => {}
+                                }
+                                k
+                            });
                     }
                 }
             }
@@ -249,6 +271,31 @@ fuzz_target!(|data: &[u8]| {
                     let _ = side.stack.abort(h);
                     side.handles.retain(|&x| x != h);
                     assert!(side.stack.send(h, b"x").is_err(), "aborted handle accepted data");
+                }
+            }
+            22 => {
+                // Write in place, reporting any length (capped by the engine).
+                let pick = input.u8();
+                let min = usize::from(input.u16()) % 20_000;
+                let report = usize::from(input.u16());
+                if let Some(h) = side.handle(pick) {
+                    let _ = side.stack.send_with(h, min, |b| {
+                        b.fill(0x62);
+                        report
+                    });
+                }
+            }
+            23 => {
+                // A shared chunk, refused whole or queued whole.
+                let pick = input.u8();
+                let len = usize::from(input.u16()) % 20_000;
+                if let Some(h) = side.handle(pick) {
+                    let chunk = Bytes::from(vec![0x63; len]);
+                    let before = side.stack.send_capacity(h).unwrap_or(0);
+                    match side.stack.send_chunk(h, chunk.clone()) {
+                        Ok(()) => assert!(len <= before, "chunk over the free space accepted"),
+                        Err(r) => assert_eq!(r.chunk, chunk, "refused chunk not given back"),
+                    }
                 }
             }
             _ => {

@@ -12,14 +12,41 @@ const TS_RECENT_MAX_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 /// how many bytes the application consumed.
 pub type Sink<'s> = Option<&'s mut dyn FnMut(&[u8]) -> usize>;
 
+/// What [`Tcb::on_segment_offer`] made of one segment.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Arrival {
+    /// A segment to send at once (a RST per RFC 9293 3.10.7), as from
+    /// [`Tcb::on_segment`].
+    pub reply: Option<OutSegment>,
+    /// In-order payload the TCB accepted (RCV.NXT already moved past it) but did not
+    /// buffer, to be offered to the application straight from the frame. The caller
+    /// must then call [`Tcb::finish_offer`] before any other call on this TCB. Only
+    /// set when offering was asked for and the receive buffer held no in-order data
+    /// (so order is kept).
+    pub offer: Option<Offer>,
+}
+
+/// In-order payload of a segment lent to the application (see [`Arrival::offer`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Offer {
+    /// The bytes, as a range of the segment's payload.
+    pub range: core::ops::Range<usize>,
+    /// Out-of-order data was held: consumed bytes must be stepped over in the receive
+    /// buffer so that the out-of-order bytes stay at their offsets.
+    holes: bool,
+    /// Out-of-order bytes that this payload joined to the stream: readable once the
+    /// payload's unconsumed tail is buffered in front of them.
+    joined: usize,
+}
+
 impl Tcb {
     /// Processes one incoming segment. Returns a segment to send at once when the
     /// answer depends on the incoming segment rather than on the TCB (a RST per
     /// RFC 9293 3.10.7); everything else is produced by [`Tcb::dispatch`].
     ///
     /// `sink`, if given, is offered in-order payload before it is copied into the
-    /// receive buffer (only while that buffer is empty, so order is kept).
-    /// `challenge` is the stack-wide RFC 5961 7 challenge-ACK limiter.
+    /// receive buffer (only while that buffer is empty and no out-of-order data is held,
+    /// so order is kept). `challenge` is the stack-wide RFC 5961 7 challenge-ACK limiter.
     pub fn on_segment(
         &mut self,
         cfg: &ConnConfig,
@@ -29,7 +56,32 @@ impl Tcb {
         challenge: &mut TokenBucket,
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
-        match self.state {
+        let offer = sink.is_some();
+        let arrival = self.on_segment_offer(cfg, now, seg, offer, challenge, ctr);
+        if let (Some(o), Some(f)) = (arrival.offer, sink) {
+            let data = seg.payload.get(o.range.clone()).unwrap_or(&[]);
+            let k = f(data);
+            self.finish_offer(o, k, data);
+        }
+        arrival.reply
+    }
+
+    /// Like [`Tcb::on_segment`], but instead of calling a sink it reports the in-order
+    /// payload it accepted without buffering ([`Arrival::offer`], only if `offer`), so
+    /// that the caller can lend it to the application mutably, in the frame (the
+    /// stack's zero-copy receive: WebSocket unmasking in place). The caller must finish
+    /// with [`Tcb::finish_offer`].
+    pub fn on_segment_offer(
+        &mut self,
+        cfg: &ConnConfig,
+        now: Instant,
+        seg: &TcpRepr<'_>,
+        offer: bool,
+        challenge: &mut TokenBucket,
+        ctr: &mut Counters,
+    ) -> Arrival {
+        let mut offered = None;
+        let reply = match self.state {
             State::Closed => {
                 // RFC 9293 3.10.7.1
                 let r = reset_for(seg);
@@ -38,7 +90,37 @@ impl Tcb {
             }
             State::Listen => self.on_listen(cfg, now, seg, ctr),
             State::SynSent => self.on_syn_sent(cfg, now, seg, ctr),
-            _ => self.on_synchronized(cfg, now, seg, sink, challenge, ctr),
+            _ => {
+                let text = Text {
+                    offer,
+                    offered: &mut offered,
+                };
+                self.on_synchronized(cfg, now, seg, text, challenge, ctr)
+            }
+        };
+        Arrival {
+            reply,
+            offer: offered,
+        }
+    }
+
+    /// Completes an [`Arrival::offer`]: `payload` is the offered bytes (as the
+    /// application left them), of which it consumed the first `consumed`; the rest is
+    /// copied into the receive buffer (and the connection reported readable).
+    pub fn finish_offer(&mut self, offer: Offer, consumed: usize, payload: &[u8]) {
+        let k = consumed.min(payload.len());
+        if offer.holes && k > 0 {
+            // Consumed straight from the frame: step over those positions so the
+            // out-of-order bytes stay at their offsets.
+            self.rcv_buf.enqueue_unallocated(k);
+            self.rcv_buf.dequeue_allocated(k);
+        }
+        if let Some(rest) = payload.get(k..).filter(|r| !r.is_empty()) {
+            self.buffer_text(rest);
+        }
+        if offer.joined > 0 {
+            // Out-of-order bytes that now continue the stream are already in place.
+            self.rcv_buf.enqueue_unallocated(offer.joined);
         }
     }
 
@@ -239,7 +321,7 @@ impl Tcb {
         cfg: &ConnConfig,
         now: Instant,
         seg: &TcpRepr<'_>,
-        sink: Sink<'_>,
+        text: Text<'_>,
         challenge: &mut TokenBucket,
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
@@ -436,7 +518,7 @@ impl Tcb {
                         self.enter_closed(now, CloseReason::Aborted);
                         return None;
                     }
-                    fin = self.process_text(cfg, now, seg, sink, ctr);
+                    fin = self.process_text(cfg, now, seg, text, ctr);
                 }
                 _ => {
                     // CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: the peer already sent
@@ -675,11 +757,13 @@ impl Tcb {
         cfg: &ConnConfig,
         now: Instant,
         seg: &TcpRepr<'_>,
-        sink: Sink<'_>,
+        text: Text<'_>,
         ctr: &mut Counters,
     ) -> bool {
         let mut seq = seg.seq;
         let mut data = seg.payload;
+        // Where `data` starts in the payload (after trimming old bytes).
+        let mut start = 0usize;
         let mut fin = seg.flags.fin();
         // Trim what we already have.
         let dup = self.rcv_nxt.distance(seq);
@@ -698,6 +782,7 @@ impl Tcb {
                 }
             } else {
                 data = &data[dup..];
+                start = dup;
                 seq = self.rcv_nxt;
             }
         }
@@ -720,6 +805,7 @@ impl Tcb {
                 // the assembler remembers which ranges are there (bounded holes).
                 let off = seq.distance(self.rcv_nxt) as usize;
                 let n = self.rcv_buf.write_unallocated(off, data);
+                crate::copy_count::record(crate::copy_count::Site::RecvBuffer, n);
                 if self.ooo.add(off as u32, n as u32).is_err() {
                     ctr.ooo_dropped += 1;
                 }
@@ -732,7 +818,17 @@ impl Tcb {
         }
         let had_holes = !self.ooo.is_empty();
         if !data.is_empty() {
-            self.deliver(data, sink);
+            if text.offer && self.rcv_buf.is_empty() {
+                // The zero-copy path: the caller lends these bytes to the application
+                // in the frame and buffers only what it leaves (`finish_offer`).
+                *text.offered = Some(Offer {
+                    range: start..start + data.len(),
+                    holes: had_holes,
+                    joined: 0,
+                });
+            } else {
+                self.buffer_text(data);
+            }
             let n = data.len();
             self.rcv_nxt += n;
             self.bytes_in += n as u64;
@@ -743,7 +839,13 @@ impl Tcb {
                 self.ooo.advance(n as u32);
                 let k = self.ooo.remove_front();
                 if k > 0 {
-                    self.rcv_buf.enqueue_unallocated(k);
+                    match text.offered.as_mut() {
+                        // Made readable once the offered tail is buffered in front.
+                        Some(o) => o.joined = k,
+                        None => {
+                            self.rcv_buf.enqueue_unallocated(k);
+                        }
+                    }
                     self.rcv_nxt += k;
                     self.bytes_in += k as u64;
                     self.add_event(Events::READABLE);
@@ -767,28 +869,20 @@ impl Tcb {
         fin
     }
 
-    /// Hands in-order bytes (at RCV.NXT, within the window) to the zero-copy sink
-    /// first, buffers the rest.
-    fn deliver(&mut self, data: &[u8], sink: Sink<'_>) {
-        let mut rest = data;
-        if self.rcv_buf.is_empty() {
-            if let Some(f) = sink {
-                let k = f(rest).min(rest.len());
-                rest = &rest[k..];
-                if k > 0 && !self.ooo.is_empty() {
-                    // Consumed straight from the frame: step over those positions so
-                    // the out-of-order bytes stay at their offsets.
-                    self.rcv_buf.enqueue_unallocated(k);
-                    self.rcv_buf.dequeue_allocated(k);
-                }
-            }
-        }
-        if !rest.is_empty() {
-            let n = self.rcv_buf.enqueue_slice(rest);
-            debug_assert_eq!(n, rest.len(), "in-window data fits the receive buffer");
-            self.add_event(Events::READABLE);
-        }
+    /// Appends in-order bytes to the receive buffer (one copy) and reports readable.
+    fn buffer_text(&mut self, data: &[u8]) {
+        let n = self.rcv_buf.enqueue_slice(data);
+        crate::copy_count::record(crate::copy_count::Site::RecvBuffer, n);
+        debug_assert_eq!(n, data.len(), "in-window data fits the receive buffer");
+        self.add_event(Events::READABLE);
     }
+}
+
+/// How the seventh step hands in-order text on: offered (the range reported back) or
+/// buffered.
+pub(super) struct Text<'a> {
+    offer: bool,
+    offered: &'a mut Option<Offer>,
 }
 
 impl Events {

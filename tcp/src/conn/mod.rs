@@ -5,7 +5,8 @@
 //! borrowed from the frame) with [`Tcb::on_segment`], asks it for segments to send with
 //! [`Tcb::dispatch`] / [`Tcb::dispatch_header`] ([`OutSegment`]), and drives its timers
 //! with [`Tcb::poll_timeout`] / [`Tcb::handle_timeout`]. Send and receive data live in
-//! [`RingBuffer`]s (out-of-order bytes in the receive ring's free space, tracked by an
+//! a [`SendQueue`] (owned bytes in a ring plus shared chunks) and a [`RingBuffer`]
+//! (out-of-order bytes in the receive ring's free space, tracked by an
 //! [`Assembler`]); they are allocated lazily and freed when drained, so an idle
 //! connection costs only the TCB itself.
 //!
@@ -28,14 +29,14 @@ mod tests;
 use std::time::Duration;
 
 pub use crate::cc::Algorithm;
-pub use input::Sink;
+pub use input::{Arrival, Offer, Sink};
 pub use scoreboard::MAX_RANGES as MAX_SACK_RANGES;
 pub use segment::{reset_for, OutSegment};
 
 use crate::cc::{Congestion, CongestionControl, Rtt};
 use crate::ratelimit::{RateLimit, TokenBucket};
 use crate::seq::SeqNumber;
-use crate::storage::{Assembler, RingBuffer};
+use crate::storage::{Assembler, RingBuffer, SendQueue};
 use crate::time::Instant;
 use crate::wire::tcp::{SackBlock, TcpFlags, TcpOptions, TcpRepr, TcpTimestamps};
 use scoreboard::Scoreboard;
@@ -251,7 +252,22 @@ pub enum SocketError {
     InvalidState,
     /// The connection is closed.
     Closed,
+    /// The send buffer lacks room for the whole chunk (`send_chunk`); retry after an
+    /// `Event::Writable`.
+    NoRoom,
 }
+
+impl core::fmt::Display for SocketError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            SocketError::InvalidState => "connection state does not allow this call",
+            SocketError::Closed => "connection closed",
+            SocketError::NoRoom => "send buffer lacks room for the whole chunk",
+        })
+    }
+}
+
+impl std::error::Error for SocketError {}
 
 /// A snapshot of a connection's protocol state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,7 +337,8 @@ pub struct Tcb {
     ws_ok: bool,
     /// Sequence number of `snd_buf[0]`.
     snd_buf_seq: SeqNumber,
-    snd_buf: RingBuffer,
+    /// Unacknowledged and unsent data: owned bytes in a ring plus shared chunks.
+    snd_buf: SendQueue,
     /// Effective send MSS (peer's MSS option, capped by ours).
     mss: u16,
 
@@ -408,7 +425,7 @@ impl Tcb {
             snd_wscale: 0,
             ws_ok: false,
             snd_buf_seq: iss + 1u32,
-            snd_buf: RingBuffer::new(cfg.snd_buf),
+            snd_buf: SendQueue::new(cfg.snd_buf),
             mss: 536,
             irs: SeqNumber(0),
             rcv_nxt: SeqNumber(0),
@@ -610,8 +627,8 @@ impl Tcb {
         self.snd_buf.len()
     }
 
-    /// Queues application data; returns how much fit (RFC 9293 3.10.2 SEND).
-    pub fn send(&mut self, _cfg: &ConnConfig, data: &[u8]) -> Result<usize, SocketError> {
+    /// Whether the application may queue data (RFC 9293 3.10.2 SEND).
+    fn may_send(&self) -> Result<(), SocketError> {
         match self.state {
             State::SynSent | State::SynReceived | State::Established | State::CloseWait => {}
             State::Closed => return Err(SocketError::Closed),
@@ -620,13 +637,49 @@ impl Tcb {
         if self.fin_queued {
             return Err(SocketError::InvalidState);
         }
-        Ok(self.snd_buf.enqueue_slice(data))
+        Ok(())
+    }
+
+    /// Queues application data; returns how much fit (RFC 9293 3.10.2 SEND).
+    pub fn send(&mut self, _cfg: &ConnConfig, data: &[u8]) -> Result<usize, SocketError> {
+        self.may_send()?;
+        let n = self.snd_buf.enqueue_slice(data);
+        crate::copy_count::record(crate::copy_count::Site::SendBuffer, n);
+        Ok(n)
+    }
+
+    /// Write-in-place send: lends at least `min_len` bytes of contiguous free send
+    /// buffer to `fill`, which writes from the start and returns how many bytes to
+    /// queue. `Ok(0)` without calling `fill` when fewer than `min_len` bytes are free.
+    pub fn send_with(
+        &mut self,
+        min_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<usize, SocketError> {
+        self.may_send()?;
+        let n = self.snd_buf.lend(min_len, fill).unwrap_or(0);
+        // Whatever the application wrote in place was a copy into the send buffer.
+        crate::copy_count::record(crate::copy_count::Site::SendBuffer, n);
+        Ok(n)
+    }
+
+    /// Queues a shared immutable chunk whole without copying it; transmissions and
+    /// retransmissions copy from it into each frame. Refused whole, and given back,
+    /// when the send buffer lacks room for all of it.
+    pub fn send_chunk(&mut self, chunk: bytes::Bytes) -> Result<(), (SocketError, bytes::Bytes)> {
+        if let Err(e) = self.may_send() {
+            return Err((e, chunk));
+        }
+        self.snd_buf
+            .enqueue_chunk(chunk)
+            .map_err(|c| (SocketError::NoRoom, c))
     }
 
     /// Copies received in-order data into `buf` (RFC 9293 3.10.3 RECEIVE). Returns 0
     /// at end of stream or when nothing is buffered.
     pub fn recv(&mut self, cfg: &ConnConfig, buf: &mut [u8]) -> usize {
         let n = self.rcv_buf.dequeue_slice(buf);
+        crate::copy_count::record(crate::copy_count::Site::RecvRead, n);
         self.after_read(cfg, n);
         n
     }

@@ -198,6 +198,7 @@ impl Tcb {
             buf[done..done + src.len()].copy_from_slice(src);
             done += src.len();
         }
+        crate::copy_count::record(crate::copy_count::Site::TxFrame, done);
         done
     }
 

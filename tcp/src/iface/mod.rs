@@ -31,12 +31,21 @@ use crate::SeqNumber;
 
 use neighbor::{Fill, NeighborCache, PendingQueue, Resolution};
 
-/// Where frames go out: the dataplane's TX ring, or a queue in tests.
+/// Where frames go out: the dataplane's TX ring (AF_XDP, DPDK, the in-memory device), or
+/// a queue in tests. The one transmit trait of the workspace: `tcp` owns it (so the engine
+/// stays free of I/O) and `dataplane` implements it for its devices' transmit halves.
 pub trait TxQueue {
-    /// Lends a TX buffer of at least `len` bytes; `fill` writes a frame and returns its real
-    /// length (at most `len`; 0 cancels the transmission and recycles the buffer).
-    /// Returns false (and does not call `fill`) when no buffer is free.
+    /// Lends a free buffer of exactly `len` bytes to `fill`, which writes a whole Ethernet
+    /// frame into it and returns how many bytes it used; those bytes are queued for
+    /// transmission (for a device: until its next `submit`). A return of 0 cancels the
+    /// frame and the buffer goes back unused; a return above `len` is clamped to `len`.
+    ///
+    /// Returns `false`, without calling `fill`, when no buffer is free or `len` exceeds
+    /// [`TxQueue::capacity`]; `true` otherwise.
     fn transmit<F: FnOnce(&mut [u8]) -> usize>(&mut self, len: usize, fill: F) -> bool;
+
+    /// The largest frame, in bytes, that [`TxQueue::transmit`] can lend a buffer for.
+    fn capacity(&self) -> usize;
 }
 
 /// A [`TxQueue`] that collects frames in memory, for tests and simulations.
@@ -75,6 +84,11 @@ impl TxQueue for VecTxQueue {
             self.frames.push_back(buf);
         }
         true
+    }
+
+    /// Unbounded: a `Vec` per frame.
+    fn capacity(&self) -> usize {
+        usize::MAX
     }
 }
 
@@ -244,6 +258,33 @@ pub enum DropReason {
     TooBig,
 }
 
+impl core::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DropReason::Malformed(e) => write!(f, "malformed frame: {e}"),
+            DropReason::BadChecksum => f.write_str("bad checksum"),
+            DropReason::Fragmented => f.write_str("IPv4 fragment (not reassembled)"),
+            DropReason::UnsupportedEtherType => f.write_str("unsupported EtherType"),
+            DropReason::UnsupportedProtocol => f.write_str("unsupported IP protocol or ICMP type"),
+            DropReason::NotForUs => f.write_str("not addressed to us"),
+            DropReason::BadSource => f.write_str("invalid source address"),
+            DropReason::TxFull => f.write_str("no free TX buffer"),
+            DropReason::PendingFull => f.write_str("ARP pending queue full"),
+            DropReason::NoRoute => f.write_str("no route to destination"),
+            DropReason::TooBig => f.write_str("datagram exceeds the MTU"),
+        }
+    }
+}
+
+impl std::error::Error for DropReason {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DropReason::Malformed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// The outcome of a send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SendResult {
@@ -271,6 +312,9 @@ pub enum Inbound<'a> {
         src_mac: EthernetAddress,
         /// The segment, borrowing the frame.
         segment: TcpRepr<'a>,
+        /// Where `segment.payload` starts in the frame (so a caller holding the frame
+        /// mutably can lend the payload out in place once the segment is processed).
+        payload_offset: usize,
     },
     /// An ICMP destination unreachable for a datagram we sent (for PMTUD and soft errors,
     /// RFC 1122 4.2.3.9, RFC 1191).
@@ -582,11 +626,16 @@ impl Interface {
                     Err(e) => return self.malformed(e),
                 };
                 self.stats.tcp_rx += 1;
+                // The payload is the tail of the IP payload, which starts after the
+                // Ethernet and IP headers.
+                let payload_offset =
+                    ETH + packet.header_len() + body.len().saturating_sub(segment.payload.len());
                 Inbound::Tcp {
                     src: ip.src_addr,
                     dst: ip.dst_addr,
                     src_mac: eth.src_addr,
                     segment,
+                    payload_offset,
                 }
             }
             IpProtocol::Icmp => self.receive_icmp(eth, &ip, body),

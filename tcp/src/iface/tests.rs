@@ -483,9 +483,11 @@ fn tcp_segment_for_us_handed_up_and_mac_learned() {
             dst,
             src_mac,
             segment,
+            payload_offset,
         } => {
             assert_eq!((src, dst, src_mac), (PEER_IP, OUR_IP, PEER_MAC));
             assert_eq!(segment, seg);
+            assert_eq!(f.get(payload_offset..), Some(&b"hello"[..]));
         }
         other => panic!("unexpected {other:?}"),
     }

@@ -17,6 +17,8 @@ use core::net::Ipv4Addr;
 use core::time::Duration;
 use std::collections::{HashMap, VecDeque};
 
+use bytes::Bytes;
+
 use crate::conn::{
     reset_for, CloseReason, ConnConfig, ConnStats, CookieTcb, Counters, Events, OutSegment,
     SocketError, State, Tcb,
@@ -85,6 +87,94 @@ pub enum ListenError {
     InvalidPort,
     /// Something already listens there.
     InUse,
+}
+
+impl core::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ConnectError::NoFreePort => "no free local port for this destination",
+            ConnectError::TableFull => "connection table full",
+            ConnectError::InvalidAddress => "destination is not a unicast address and port",
+        })
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+impl core::fmt::Display for ListenError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ListenError::InvalidPort => "port 0 cannot be listened on",
+            ListenError::InUse => "port already has a listener",
+        })
+    }
+}
+
+impl std::error::Error for ListenError {}
+
+/// One connection's send side, lent to the receive sink of
+/// [`Stack::handle_frame_with_tx`] (the stack itself is borrowed then). The calls behave
+/// as the [`Stack`] methods of the same names on that connection; what they queue goes
+/// out on the next [`Stack::poll_transmit`].
+#[derive(Debug)]
+pub struct ConnTx<'a> {
+    tcb: &'a mut Tcb,
+    cfg: &'a ConnConfig,
+}
+
+impl ConnTx<'_> {
+    /// As [`Stack::send`].
+    pub fn send(&mut self, data: &[u8]) -> Result<usize, SocketError> {
+        self.tcb.send(self.cfg, data)
+    }
+
+    /// As [`Stack::send_with`].
+    pub fn send_with(
+        &mut self,
+        min_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<usize, SocketError> {
+        self.tcb.send_with(min_len, fill)
+    }
+
+    /// As [`Stack::send_chunk`].
+    pub fn send_chunk(&mut self, chunk: Bytes) -> Result<(), ChunkRefused> {
+        self.tcb
+            .send_chunk(chunk)
+            .map_err(|(reason, chunk)| ChunkRefused { chunk, reason })
+    }
+
+    /// As [`Stack::send_capacity`].
+    pub fn send_capacity(&self) -> usize {
+        self.tcb.send_capacity(self.cfg)
+    }
+}
+
+/// A chunk [`Stack::send_chunk`] refused, given back with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRefused {
+    /// The chunk, unchanged.
+    pub chunk: Bytes,
+    /// [`SocketError::NoRoom`] (retry after [`Event::Writable`]), or the connection
+    /// cannot send ([`SocketError::Closed`], [`SocketError::InvalidState`]).
+    pub reason: SocketError,
+}
+
+impl core::fmt::Display for ChunkRefused {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "chunk of {} bytes refused: {}",
+            self.chunk.len(),
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for ChunkRefused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.reason)
+    }
 }
 
 /// Stack configuration: every limit has a safe default.
@@ -353,20 +443,51 @@ impl Stack {
         self.handle_frame_with(now, frame, &mut |_, _| 0);
     }
 
-    /// Processes one received frame, offering in-order payload to `sink` straight from
-    /// the frame (only while that connection's receive buffer is empty, so order is
-    /// kept); `sink` returns how many bytes it consumed, the rest is buffered.
+    /// Processes one received frame, lending in-order payload to `sink` mutably, in place
+    /// in the frame (so a WebSocket layer can unmask it there): `sink` returns how many
+    /// bytes it consumed, the rest is copied into the connection's receive buffer (and
+    /// [`Event::Readable`] follows). Checksums are verified before anything is offered.
+    ///
+    /// Payload is offered only while that connection's receive buffer holds no
+    /// in-order data (so order is kept); otherwise it is buffered and read with
+    /// [`Stack::recv`] / [`Stack::recv_with`]. Only connections the application knows
+    /// (announced, not closed by it) are offered payload. The bytes past the count
+    /// `sink` returns are buffered as `sink` left them, so it should modify (e.g.
+    /// unmask) only what it consumes. `sink` runs after the segment's header was
+    /// processed (ACK, window, FIN): it may see a connection whose peer has already
+    /// closed.
     pub fn handle_frame_with(
         &mut self,
         now: Instant,
         frame: &mut [u8],
-        sink: &mut impl FnMut(ConnHandle, &[u8]) -> usize,
+        sink: &mut impl FnMut(ConnHandle, &mut [u8]) -> usize,
+    ) {
+        self.handle_frame_with_tx(now, frame, &mut |h, data, _| sink(h, data));
+    }
+
+    /// Like [`Stack::handle_frame_with`], and `sink` also gets the connection's send side
+    /// ([`ConnTx`]), so it can answer from the payload while it is still lent in the
+    /// frame: e.g. a WebSocket echo unmasks a message in place and writes header and
+    /// payload straight into the send buffer with [`ConnTx::send_with`] (two payload
+    /// copies in all: RX frame -> send buffer -> TX frame), or a publisher queues a
+    /// shared chunk with [`ConnTx::send_chunk`].
+    pub fn handle_frame_with_tx(
+        &mut self,
+        now: Instant,
+        frame: &mut [u8],
+        sink: &mut impl FnMut(ConnHandle, &mut [u8], &mut ConnTx<'_>) -> usize,
     ) {
         self.now = self.now.max(now);
-        match self.iface.receive(now, frame) {
+        let offered = match self.iface.receive(now, frame) {
             Inbound::Tcp {
-                src, dst, segment, ..
-            } => self.on_tcp(now, src, dst, &segment, sink),
+                src,
+                dst,
+                segment,
+                payload_offset,
+                ..
+            } => self
+                .on_tcp(now, src, dst, &segment)
+                .map(|(id, offer)| (id, payload_offset, offer)),
             Inbound::IcmpError {
                 reason,
                 next_hop_mtu,
@@ -377,19 +498,37 @@ impl Stack {
                 if reason == DstUnreachable::FragRequired {
                     self.on_frag_needed(next_hop_mtu, &original);
                 }
+                None
             }
-            Inbound::Handled | Inbound::Dropped(_) => {}
+            Inbound::Handled | Inbound::Dropped(_) => None,
+        };
+        if let Some((id, offset, offer)) = offered {
+            // The segment's borrow of the frame has ended: lend the payload mutably.
+            let range = offer.range.start + offset..offer.range.end + offset;
+            let payload = frame.get_mut(range).unwrap_or_default();
+            let cfg = &self.cfg.conn;
+            if let Some(e) = self.table.get_mut(id) {
+                let mut tx = ConnTx {
+                    tcb: &mut e.tcb,
+                    cfg,
+                };
+                let k = sink(ConnHandle(id), payload, &mut tx);
+                e.tcb.finish_offer(offer, k, payload);
+            }
+            self.sync(id);
         }
     }
 
+    /// Hands a segment to its connection or listener. Returns the connection and the
+    /// payload to offer the application (then the caller finishes with `finish_offer`
+    /// and `sync`).
     fn on_tcp(
         &mut self,
         now: Instant,
         src: Ipv4Addr,
         dst: Ipv4Addr,
         repr: &TcpRepr<'_>,
-        sink: &mut impl FnMut(ConnHandle, &[u8]) -> usize,
-    ) {
+    ) -> Option<(ConnId, crate::conn::Offer)> {
         self.stats.segments_in += 1;
         let tuple = FourTuple {
             local_addr: dst,
@@ -403,30 +542,29 @@ impl Stack {
                 self.remove(id);
             } else {
                 let cfg = &self.cfg.conn;
-                let Some(e) = self.table.get_mut(id) else {
-                    return;
-                };
-                let h = ConnHandle(id);
-                let mut adapter = |d: &[u8]| sink(h, d);
+                let e = self.table.get_mut(id)?;
                 // Only connections the application has heard of are offered payload.
                 let announced = e.flags & F_ANNOUNCED != 0 && e.flags & F_RELEASED == 0;
-                let sink: crate::conn::Sink<'_> = if announced { Some(&mut adapter) } else { None };
-                let reply = e.tcb.on_segment(
+                let arrival = e.tcb.on_segment_offer(
                     cfg,
                     now,
                     repr,
-                    sink,
+                    announced,
                     &mut self.challenge,
                     &mut self.stats.conn,
                 );
-                if let Some(r) = reply {
+                if let Some(r) = arrival.reply {
                     self.queue_reply(tuple, r);
                 }
+                if let Some(offer) = arrival.offer {
+                    return Some((id, offer));
+                }
                 self.sync(id);
-                return;
+                return None;
             }
         }
         self.on_listener(now, tuple, repr);
+        None
     }
 
     /// RFC 1191 path MTU discovery: shrink the MSS of the connection the quoted
@@ -1096,6 +1234,62 @@ impl Stack {
             self.sync(h.0);
         }
         Ok(n)
+    }
+
+    /// Write-in-place send: lends at least `min_len` bytes (1 if 0) of contiguous free
+    /// send-buffer space to `fill` (more when the buffer already has it contiguous, never
+    /// more than [`Stack::send_capacity`]); `fill` writes from the start of the slice and
+    /// returns how many bytes to queue (capped at the slice; 0 queues nothing). Returns
+    /// the bytes queued; `Ok(0)` without calling `fill` when fewer than `min_len` bytes
+    /// are free (an [`Event::Writable`] follows once acknowledgments free space).
+    ///
+    /// This is how an application builds its output in the send buffer directly (e.g. a
+    /// WebSocket header and payload), with no intermediate buffer: the payload is then
+    /// copied once more, into the TX frame. Rarely (a wrapped buffer that must become
+    /// contiguous) the queued bytes are moved once first.
+    pub fn send_with(
+        &mut self,
+        h: ConnHandle,
+        min_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<usize, SocketError> {
+        let e = self.entry(h)?;
+        let n = e.tcb.send_with(min_len, fill)?;
+        if n > 0 {
+            self.sync(h.0);
+        }
+        Ok(n)
+    }
+
+    /// Queues a shared immutable chunk on the connection without copying it (the queue
+    /// keeps a reference; [`Bytes::clone`] is a reference-count increment), so a
+    /// fan-out message is encoded once and copied only into each TX frame, by first
+    /// transmissions and retransmissions alike. All or nothing: when the send buffer
+    /// ([`Stack::send_capacity`], shared by owned bytes and chunks) lacks room for the
+    /// whole chunk, or the connection cannot send, the chunk is given back in the error
+    /// ([`ChunkRefused`], reason [`SocketError::NoRoom`], [`SocketError::Closed`] or
+    /// [`SocketError::InvalidState`]), so a message is never split by refusal. Chunks and
+    /// bytes from [`Stack::send`] / [`Stack::send_with`] go out in call order. The
+    /// reference is dropped once the peer acknowledged the chunk's last byte (or the
+    /// connection closed).
+    pub fn send_chunk(&mut self, h: ConnHandle, chunk: Bytes) -> Result<(), ChunkRefused> {
+        let e = match self.table.get_mut(h.0) {
+            Some(e) if e.flags & F_RELEASED == 0 => e,
+            _ => {
+                return Err(ChunkRefused {
+                    chunk,
+                    reason: SocketError::Closed,
+                })
+            }
+        };
+        let empty = chunk.is_empty();
+        e.tcb
+            .send_chunk(chunk)
+            .map_err(|(reason, chunk)| ChunkRefused { chunk, reason })?;
+        if !empty {
+            self.sync(h.0);
+        }
+        Ok(())
     }
 
     /// Free space in the send buffer.

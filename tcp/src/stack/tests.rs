@@ -578,3 +578,234 @@ fn stack_idle_connection_entry_under_one_kib() {
     assert_eq!(e.tcb.recv_queue(), 0);
     assert_eq!(a.table.get(ha.0).unwrap().tcb.send_queue(), 0);
 }
+
+#[test]
+fn stack_mutable_sink_edits_payload_in_frame_unconsumed_tail_buffered_as_left() {
+    let (mut a, mut b, ha, hb) = connected();
+    a.send(ha, b"hello world").unwrap();
+    let mut seen = Vec::new();
+    for mut f in out(&mut a, t(1)) {
+        let frame_range = f.as_ptr_range();
+        b.handle_frame_with(t(1), &mut f, &mut |h, d| {
+            assert_eq!(h, hb);
+            // The payload is lent inside the RX frame itself, mutably.
+            let r = d.as_ptr_range();
+            assert!(frame_range.start <= r.start && r.end <= frame_range.end);
+            // Consume (and edit, like WebSocket unmasking) the first word only.
+            d[..5].make_ascii_uppercase();
+            seen.extend_from_slice(&d[..5]);
+            5
+        });
+    }
+    assert_eq!(seen, b"HELLO");
+    assert!(events(&mut b).contains(&Event::Readable(hb)));
+    assert_eq!(read_all(&mut b, hb), b" world", "the tail was buffered");
+}
+
+#[test]
+fn stack_sink_not_offered_while_receive_buffer_holds_data_order_kept() {
+    let (mut a, mut b, ha, hb) = connected();
+    a.set_nodelay(ha, true).unwrap();
+    a.send(ha, b"first").unwrap();
+    for mut f in out(&mut a, t(1)) {
+        b.handle_frame_with(t(1), &mut f, &mut |_, _| 0);
+    }
+    a.send(ha, b"second").unwrap();
+    let mut offered = 0;
+    for mut f in out(&mut a, t(2)) {
+        b.handle_frame_with(t(2), &mut f, &mut |_, d| {
+            offered += d.len();
+            d.len()
+        });
+    }
+    assert_eq!(offered, 0, "buffered data first: nothing offered");
+    assert_eq!(read_all(&mut b, hb), b"firstsecond");
+}
+
+#[test]
+fn stack_send_with_writes_in_place_and_refuses_below_min() {
+    let (mut a, mut b, ha, hb) = connected();
+    let n = a
+        .send_with(ha, 4, |buf| {
+            assert!(buf.len() >= 4);
+            buf[..4].copy_from_slice(b"abcd");
+            4
+        })
+        .unwrap();
+    assert_eq!(n, 4);
+    let cap = a.send_capacity(ha).unwrap();
+    let called = a
+        .send_with(ha, cap + 1, |_| panic!("must not be called"))
+        .unwrap();
+    assert_eq!(called, 0);
+    exchange(&mut a, &mut b, t(1));
+    assert_eq!(read_all(&mut b, hb), b"abcd");
+    // After shutdown the send side refuses.
+    a.shutdown(ha).unwrap();
+    assert_eq!(a.send_with(ha, 1, |_| 1), Err(SocketError::InvalidState));
+}
+
+#[test]
+fn stack_send_chunk_interleaves_with_owned_bytes_and_refuses_whole() {
+    let (mut a, mut b) = (mk(A, 1, |c| c.conn.snd_buf = 64), mk(B, 2, |_| {}));
+    b.listen(80, 0).unwrap();
+    let ha = a.connect(t(0), B, 80).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    let hb = accepted(&events(&mut b)).unwrap();
+    a.send(ha, b"<").unwrap();
+    let chunk = Bytes::from(vec![b'x'; 40]);
+    a.send_chunk(ha, chunk.clone()).unwrap();
+    a.send(ha, b">").unwrap();
+    // 42 queued, 22 free: a 30-byte chunk is refused whole and given back.
+    let big = Bytes::from(vec![b'y'; 30]);
+    let refused = a.send_chunk(ha, big.clone()).unwrap_err();
+    assert_eq!(refused.reason, SocketError::NoRoom);
+    assert_eq!(refused.chunk, big);
+    assert_eq!(a.send_capacity(ha).unwrap(), 22);
+    exchange(&mut a, &mut b, t(1));
+    let mut want = b"<".to_vec();
+    want.extend_from_slice(&chunk);
+    want.push(b'>');
+    assert_eq!(read_all(&mut b, hb), want);
+    // Acknowledged (after the delayed ACK): the queue let go of the chunk.
+    run_until(&mut a, &mut b, t(1), t(1000), |a, _| {
+        a.send_capacity(ha).unwrap() == 64
+    });
+    let e = a.table.get(ha.0).unwrap();
+    assert_eq!(e.tcb.send_queue(), 0);
+    // A stale handle gives the chunk back too.
+    a.abort(ha).unwrap();
+    let r = a.send_chunk(ha, big.clone()).unwrap_err();
+    assert_eq!((r.reason, r.chunk), (SocketError::Closed, big));
+}
+
+#[test]
+fn stack_send_chunk_lost_segment_retransmitted_from_chunk_byte_exact() {
+    let (mut a, mut b, ha, hb) = connected();
+    let msg: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let chunk = Bytes::from(msg.clone());
+    a.send_chunk(ha, chunk.clone()).unwrap();
+    // Lose the first data segment; the rest arrive out of order.
+    let mut frames = out(&mut a, t(1));
+    assert!(
+        frames.len() >= 3,
+        "5000 bytes take several segments: {}",
+        frames.len()
+    );
+    frames.remove(0);
+    for mut f in frames {
+        b.handle_frame(t(1), &mut f);
+    }
+    let mut got = Vec::new();
+    run_until(&mut a, &mut b, t(1), t(60_000), |a, b| {
+        got.extend(read_all(b, hb));
+        got.len() == 5000 && a.send_capacity(ha).unwrap() == a.config().conn.snd_buf
+    });
+    assert!(a.stats(ha).unwrap().retransmits > 0);
+    assert_eq!(got, msg);
+}
+
+#[test]
+fn stack_errors_display_and_are_std_errors() {
+    fn is_error<E: std::error::Error>(e: E) -> String {
+        e.to_string()
+    }
+    assert_eq!(is_error(SocketError::Closed), "connection closed");
+    assert!(!is_error(ConnectError::NoFreePort).is_empty());
+    assert!(!is_error(ListenError::InUse).is_empty());
+    let r = ChunkRefused {
+        chunk: Bytes::from_static(b"abc"),
+        reason: SocketError::NoRoom,
+    };
+    assert!(is_error(r).contains("3 bytes"));
+}
+
+#[cfg(feature = "copy-count")]
+#[test]
+fn stack_copy_count_chunk_copied_once_per_frame_owned_bytes_twice_sink_none() {
+    use crate::copy_count::{reset, snapshot};
+    let (mut a, mut b, ha, hb) = connected();
+    a.set_nodelay(ha, true).unwrap();
+    // A shared 64-byte chunk: no copy until the TX frame, one copy into it.
+    reset();
+    a.send_chunk(ha, Bytes::from(vec![7u8; 64])).unwrap();
+    let frames = out(&mut a, t(1));
+    let c = snapshot();
+    assert_eq!((c.send_buffer, c.tx_frame, c.tx_frame_bytes), (0, 1, 64));
+    // Consumed whole by the sink in the RX frame: no copy on the receive side.
+    reset();
+    for mut f in frames {
+        b.handle_frame_with(t(1), &mut f, &mut |_, d| d.len());
+    }
+    assert_eq!(snapshot().total(), 0);
+    // Owned bytes written in place: the write into the send buffer, then the TX frame.
+    reset();
+    b.send_with(hb, 64, |buf| {
+        buf[..64].fill(1);
+        64
+    })
+    .unwrap();
+    let frames = out(&mut b, t(2));
+    let c = snapshot();
+    assert_eq!((c.send_buffer, c.tx_frame), (1, 1));
+    // `send` copies into the ring; a sink that leaves bytes makes a receive copy.
+    reset();
+    for mut f in frames {
+        a.handle_frame_with(t(2), &mut f, &mut |_, _| 0);
+    }
+    let c = snapshot();
+    assert_eq!((c.recv_buffer, c.recv_buffer_bytes), (1, 64));
+    a.send(ha, &[2u8; 10]).unwrap();
+    assert_eq!(snapshot().send_buffer, 1);
+}
+
+#[test]
+fn stack_sink_answers_through_conn_tx_while_payload_is_lent() {
+    let (mut a, mut b, ha, hb) = connected();
+    a.set_nodelay(ha, true).unwrap();
+    b.set_nodelay(hb, true).unwrap();
+    a.send(ha, b"echo me").unwrap();
+    for mut f in out(&mut a, t(1)) {
+        b.handle_frame_with_tx(t(1), &mut f, &mut |h, d, tx| {
+            assert_eq!(h, hb);
+            let free = tx.send_capacity();
+            let n = tx
+                .send_with(d.len(), |buf| {
+                    buf[..d.len()].copy_from_slice(d);
+                    d.len()
+                })
+                .unwrap();
+            assert_eq!(tx.send_capacity(), free - n);
+            tx.send_chunk(Bytes::from_static(b"!")).unwrap();
+            d.len()
+        });
+    }
+    exchange(&mut a, &mut b, t(2));
+    assert_eq!(read_all(&mut a, ha), b"echo me!");
+}
+
+#[cfg(feature = "copy-count")]
+#[test]
+fn stack_copy_count_echo_from_sink_two_copies_rx_frame_send_buffer_tx_frame() {
+    use crate::copy_count::{reset, snapshot};
+    let (mut a, mut b, ha, hb) = connected();
+    a.set_nodelay(ha, true).unwrap();
+    b.set_nodelay(hb, true).unwrap();
+    a.send(ha, &[9u8; 64]).unwrap();
+    let frames = out(&mut a, t(1));
+    reset();
+    for mut f in frames {
+        b.handle_frame_with_tx(t(1), &mut f, &mut |_, d, tx| {
+            tx.send_with(d.len(), |buf| {
+                buf[..d.len()].copy_from_slice(d);
+                d.len()
+            })
+            .unwrap();
+            d.len()
+        });
+    }
+    let _ = out(&mut b, t(1));
+    let c = snapshot();
+    assert_eq!(c.total(), 2, "{c:?}");
+    assert_eq!((c.send_buffer_bytes, c.tx_frame_bytes), (64, 64));
+}

@@ -5,7 +5,8 @@
 //! first allocation, doubled as the data needs it, never beyond the capacity) and can be
 //! given back with [`RingBuffer::release_if_empty`], so a million idle connections cost
 //! only the 32-byte headers and a connection exchanging small messages never holds the
-//! whole configured buffer.
+//! whole configured buffer. First-size buffers are recycled through a bounded per-thread
+//! pool (`storage::pool`), so draining and refilling does not allocate.
 //!
 //! Positions are counted from the read position:
 //! - `0 .. len()` are the *allocated* (readable) bytes;
@@ -30,6 +31,13 @@ pub struct RingBuffer {
     read_at: u32,
     /// Number of readable bytes.
     length: u32,
+}
+
+impl Drop for RingBuffer {
+    fn drop(&mut self) {
+        // Recycled through the per-thread pool (see `storage::pool`).
+        super::pool::give_buffer(core::mem::take(&mut self.storage));
+    }
 }
 
 impl RingBuffer {
@@ -90,7 +98,7 @@ impl RingBuffer {
     /// path calls this only when its assembler is empty.
     pub fn release_if_empty(&mut self) -> bool {
         if self.length == 0 {
-            self.storage = Box::default();
+            super::pool::give_buffer(core::mem::take(&mut self.storage));
             self.read_at = 0;
         }
         self.storage.is_empty()
@@ -115,7 +123,7 @@ impl RingBuffer {
             .max(phys.saturating_mul(2))
             .max(self.first_alloc as usize)
             .min(cap);
-        let mut grown = vec![0u8; size].into_boxed_slice();
+        let mut grown = super::pool::take_buffer(size);
         if phys > 0 {
             // Relinearise: position p moves from storage[(read_at + p) % phys] to grown[p].
             let start = self.read_at as usize;
@@ -123,7 +131,7 @@ impl RingBuffer {
             grown[..first].copy_from_slice(&self.storage[start..]);
             grown[first..phys].copy_from_slice(&self.storage[..start]);
         }
-        self.storage = grown;
+        super::pool::give_buffer(core::mem::replace(&mut self.storage, grown));
         self.read_at = 0;
     }
 
@@ -217,6 +225,66 @@ impl RingBuffer {
         }
         self.length += n as u32;
         n
+    }
+
+    /// Arranges for at least `need` bytes of free space (capped at the window) to be
+    /// contiguous right after the readable bytes, without growing the storage (a later
+    /// growth relinearises anyway): an empty ring restarts at the beginning of its
+    /// storage, a wrapped one has its readable bytes rotated there. Returns how many
+    /// bytes moved (0 in the common case).
+    pub fn make_contiguous_free(&mut self, need: usize) -> usize {
+        let need = need.min(self.window());
+        let phys = self.storage.len();
+        let len = self.len();
+        if need == 0 || len + need > phys {
+            return 0;
+        }
+        if len == 0 {
+            self.read_at = 0;
+            return 0;
+        }
+        if self.contiguous_free() >= need {
+            return 0;
+        }
+        self.storage.rotate_left(self.read_at as usize);
+        self.read_at = 0;
+        len
+    }
+
+    /// Free bytes contiguous in the storage right after the readable bytes.
+    fn contiguous_free(&self) -> usize {
+        let phys = self.storage.len();
+        let len = self.len();
+        if len >= phys {
+            return 0;
+        }
+        let r = self.read_at as usize;
+        let t = self.index(len);
+        if t >= r {
+            phys - t
+        } else {
+            r - t
+        }
+    }
+
+    /// Contiguous free space right after the readable bytes: at least `min_len` bytes
+    /// (capped at `max_len` and the window; the storage grows if needed) provided
+    /// [`make_contiguous_free`](Self::make_contiguous_free)`(min_len)` was called first,
+    /// and as much more as the storage already has contiguous, up to `max_len`. Follow
+    /// with [`enqueue_unallocated`](Self::enqueue_unallocated).
+    pub fn get_unallocated_contiguous(&mut self, min_len: usize, max_len: usize) -> &mut [u8] {
+        let max_len = max_len.min(self.window());
+        let min_len = min_len.min(max_len);
+        if max_len == 0 {
+            return &mut [];
+        }
+        self.reserve(self.len() + min_len);
+        let n = self.contiguous_free().min(max_len);
+        let start = self.index(self.len());
+        match self.storage.get_mut(start..start + n) {
+            Some(s) => s,
+            None => &mut [],
+        }
     }
 
     /// Contiguous free space starting `offset` bytes past the readable bytes, at most

@@ -39,6 +39,20 @@ pub struct StackSimConfig {
     pub time_limit: Duration,
     /// Use `handle_frame_with` and consume payload straight from frames.
     pub zero_copy: bool,
+    /// How the applications queue their data.
+    pub send_mode: SendMode,
+}
+
+/// How the simulated applications queue data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SendMode {
+    /// `Stack::send` (copied into the send ring).
+    #[default]
+    Copy,
+    /// Rotating between `send`, `send_with` (written in place) and `send_chunk` (shared
+    /// chunks of varying size, retried whole when refused), so ring bytes and chunks
+    /// interleave in the send queue.
+    Mixed,
 }
 
 impl Default for StackSimConfig {
@@ -53,6 +67,7 @@ impl Default for StackSimConfig {
             seed: 1,
             time_limit: Duration::from_secs(3600),
             zero_copy: true,
+            send_mode: SendMode::Copy,
         }
     }
 }
@@ -85,6 +100,10 @@ struct AppConn {
     inp: Stream,
     pending: Vec<u8>,
     off: usize,
+    /// A shared chunk `send_chunk` gave back, retried before anything else.
+    chunk: Option<bytes::Bytes>,
+    /// Calls so far (picks the next way to send in [`SendMode::Mixed`]).
+    turn: u32,
     shut: bool,
     closed: bool,
     err: Option<u64>,
@@ -98,14 +117,77 @@ impl AppConn {
             inp,
             pending: Vec::new(),
             off: 0,
+            chunk: None,
+            turn: 0,
             shut: false,
             closed: false,
             err: None,
         }
     }
 
-    fn pump(&mut self, s: &mut Stack) {
-        if !self.shut && !self.closed {
+    /// Queues data by all three ways, in turn; false when nothing more can go now.
+    fn pump_mixed_once(&mut self, s: &mut Stack) -> bool {
+        if let Some(c) = self.chunk.take() {
+            return match s.send_chunk(self.h, c) {
+                Ok(()) => true,
+                Err(r) => {
+                    self.chunk = Some(r.chunk);
+                    false
+                }
+            };
+        }
+        if self.off < self.pending.len() {
+            return match s.send(self.h, &self.pending[self.off..]) {
+                Ok(0) | Err(_) => false,
+                Ok(n) => {
+                    self.off += n;
+                    true
+                }
+            };
+        }
+        if self.out.done() {
+            return false;
+        }
+        self.turn = self.turn.wrapping_add(1);
+        // Sizes that cross segment boundaries and wrap the ring at odd places.
+        let size = 1 + (self.turn as usize * 2_654_435_761) % 5000;
+        match self.turn % 3 {
+            0 => {
+                self.pending.resize(size, 0);
+                let n = self.out.produce(&mut self.pending);
+                self.pending.truncate(n);
+                self.off = 0;
+                true
+            }
+            1 => {
+                let out = &mut self.out;
+                matches!(
+                    s.send_with(self.h, size.min(1000), |b| {
+                        let k = b.len().min(size);
+                        out.produce(&mut b[..k])
+                    }),
+                    Ok(n) if n > 0
+                )
+            }
+            _ => {
+                let mut v = vec![0u8; size];
+                let n = self.out.produce(&mut v);
+                v.truncate(n);
+                self.chunk = Some(bytes::Bytes::from(v));
+                true
+            }
+        }
+    }
+
+    fn pump(&mut self, s: &mut Stack, mode: SendMode) {
+        if mode == SendMode::Mixed && !self.shut && !self.closed {
+            while self.pump_mixed_once(s) {}
+            let drained = self.chunk.is_none() && self.off >= self.pending.len();
+            if self.out.done() && drained && s.shutdown(self.h).is_ok() {
+                self.shut = true;
+            }
+        }
+        if mode == SendMode::Copy && !self.shut && !self.closed {
             loop {
                 if self.off >= self.pending.len() {
                     if self.out.done() {
@@ -166,7 +248,8 @@ fn find(conns: &mut [AppConn], h: ConnHandle) -> Option<&mut AppConn> {
 }
 
 impl Side {
-    fn events(&mut self, seed: u64, bytes_out: u64, bytes_in: u64, server: bool) {
+    fn events(&mut self, cfg: &StackSimConfig, bytes_out: u64, bytes_in: u64, server: bool) {
+        let seed = cfg.seed;
         while let Some(ev) = self.stack.poll_event() {
             match ev {
                 Event::Accepted { conn, .. } if server => {
@@ -194,7 +277,7 @@ impl Side {
             }
         }
         for c in &mut self.conns {
-            c.pump(&mut self.stack);
+            c.pump(&mut self.stack, cfg.send_mode);
         }
     }
 }
@@ -233,8 +316,8 @@ pub fn run(cfg: &StackSimConfig) -> Result<StackSimReport, String> {
     let mut ab: Link<Vec<u8>> = Link::new(cfg.link.clone(), cfg.seed.wrapping_mul(3));
     let mut ba: Link<Vec<u8>> = Link::new(cfg.link.clone(), cfg.seed.wrapping_mul(5) + 1);
     loop {
-        a.events(cfg.seed, cfg.bytes_a_to_b, cfg.bytes_b_to_a, false);
-        b.events(cfg.seed, cfg.bytes_b_to_a, cfg.bytes_a_to_b, true);
+        a.events(cfg, cfg.bytes_a_to_b, cfg.bytes_b_to_a, false);
+        b.events(cfg, cfg.bytes_b_to_a, cfg.bytes_a_to_b, true);
         for s in [&a, &b] {
             if let Some(f) = &s.failure {
                 return Err(f.clone());

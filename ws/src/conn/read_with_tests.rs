@@ -1,0 +1,281 @@
+//! `read_with` (messages borrowed from the input) and `write_message_header`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use proptest::prelude::*;
+
+fn client_frame(op: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mut h = FrameHeader::new(op, 0);
+    h.fin = fin;
+    h.mask = Some([0x11, 0x22, 0x33, 0x44]);
+    let mut out = Vec::new();
+    encode_frame(&mut out, h, payload);
+    out
+}
+
+fn server() -> Connection {
+    Connection::new(Role::Server, Config::default(), None, 1)
+}
+
+fn events(c: &mut Connection) -> Vec<Event> {
+    std::iter::from_fn(|| c.poll_event()).collect()
+}
+
+/// A message as the callback saw it, and whether it lay inside the input.
+type Seen = (MessageKind, Vec<u8>, bool);
+
+/// Feeds all of `bytes` through `read_with` as a caller would (again after queued output,
+/// which it drains), collecting messages.
+fn read_all_with(c: &mut Connection, bytes: &mut [u8]) -> (usize, Vec<Seen>) {
+    let mut seen = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() && c.is_reading() {
+        let range = bytes[pos..].as_ptr_range();
+        pos += c.read_with(&mut bytes[pos..], &mut |kind, data| {
+            let r = data.as_ptr_range();
+            let inside = range.start <= r.start && r.end <= range.end;
+            seen.push((kind, data.to_vec(), inside));
+        });
+        let n = c.pending_output().len();
+        c.consume_output(n);
+    }
+    (pos, seen)
+}
+
+#[test]
+fn open_whole_binary_message_lent_from_input_unmasked_in_place() {
+    let mut c = server();
+    let mut wire = client_frame(OpCode::Binary, true, b"payload bytes");
+    let (n, seen) = read_all_with(&mut c, &mut wire);
+    assert_eq!(n, wire.len());
+    assert_eq!(
+        seen,
+        vec![(MessageKind::Binary, b"payload bytes".to_vec(), true)]
+    );
+    // Unmasked in place: the payload now sits in the input in clear.
+    assert_eq!(&wire[6..], b"payload bytes");
+    assert!(events(&mut c).is_empty(), "no owned Message event");
+}
+
+#[test]
+fn open_pipelined_messages_all_lent_in_one_call_in_order() {
+    let mut c = server();
+    let mut wire = Vec::new();
+    for i in 0..16u8 {
+        wire.extend(client_frame(OpCode::Binary, true, &[i; 64]));
+    }
+    let mut got = Vec::new();
+    let n = c.read_with(&mut wire, &mut |_, d| got.push(d[0]));
+    assert_eq!(n, wire.len(), "one call for the whole segment");
+    assert_eq!(got, (0..16u8).collect::<Vec<_>>());
+}
+
+#[test]
+fn open_text_invalid_utf8_lent_path_fails_1007() {
+    let mut c = server();
+    let mut wire = client_frame(OpCode::Text, true, b"ok \xff\xfe");
+    let (_, seen) = read_all_with(
+        &mut c,
+        &mut client_frame(OpCode::Text, true, "héllo".as_bytes()),
+    );
+    assert_eq!(
+        seen,
+        vec![(MessageKind::Text, "héllo".as_bytes().to_vec(), true)]
+    );
+    let mut delivered = 0;
+    c.read_with(&mut wire, &mut |_, _| delivered += 1);
+    assert_eq!(delivered, 0);
+    assert!(matches!(
+        events(&mut c)[..],
+        [Event::Failed {
+            code: CloseCode::INVALID_PAYLOAD,
+            ..
+        }]
+    ));
+    assert!(!c.is_reading());
+    // The Close frame carries 1007.
+    let out = c.pending_output();
+    assert_eq!(&out[..4], &[0x88, 2, 0x03, 0xef]);
+}
+
+#[test]
+fn open_message_split_across_reads_assembled_then_delivered() {
+    let mut c = server();
+    let mut wire = client_frame(OpCode::Binary, true, &[7u8; 300]);
+    let (a, b) = wire.split_at_mut(100);
+    let mut seen = Vec::new();
+    assert_eq!(c.read_with(a, &mut |k, d| seen.push((k, d.len()))), 100);
+    assert!(seen.is_empty());
+    assert_eq!(c.read_with(b, &mut |k, d| seen.push((k, d.len()))), b.len());
+    assert_eq!(seen, vec![(MessageKind::Binary, 300)]);
+}
+
+#[test]
+fn fragmented_with_interleaved_ping_pong_written_before_message_answer() {
+    let mut c = server();
+    let mut wire = client_frame(OpCode::Text, false, b"frag");
+    wire.extend(client_frame(OpCode::Ping, true, b"p"));
+    wire.extend(client_frame(OpCode::Continuation, true, b"ment"));
+    let mut seen = Vec::new();
+    // The ping's pong is queued: read_with returns so it can be written first.
+    let n = c.read_with(&mut wire, &mut |k, d| seen.push((k, d.to_vec())));
+    assert!(n < wire.len());
+    assert!(seen.is_empty());
+    assert_eq!(events(&mut c), vec![Event::Ping(b"p".to_vec())]);
+    assert_eq!(
+        c.write_message_header(&mut [0u8; 14], MessageKind::Text, 8),
+        Err(SendError::OutputPending)
+    );
+    let pong = c.pending_output().to_vec();
+    assert_eq!(pong, [0x8a, 1, b'p']);
+    c.consume_output(pong.len());
+    let m = c.read_with(&mut wire[n..], &mut |k, d| seen.push((k, d.to_vec())));
+    assert_eq!(n + m, wire.len());
+    assert_eq!(seen, vec![(MessageKind::Text, b"fragment".to_vec())]);
+}
+
+#[test]
+fn compressed_message_assembled_and_delivered_to_callback() {
+    let params = Some(DeflateParams::default());
+    let mut client = Connection::new(Role::Client, Config::default(), params, 42);
+    let mut server = Connection::new(Role::Server, Config::default(), params, 0);
+    let text = "compress me ".repeat(50);
+    client.send(MessageKind::Text, text.as_bytes()).unwrap();
+    let mut wire = client.pending_output().to_vec();
+    let (n, seen) = read_all_with(&mut server, &mut wire);
+    assert_eq!(n, wire.len());
+    assert_eq!(seen, vec![(MessageKind::Text, text.into_bytes(), false)]);
+}
+
+#[test]
+fn open_oversized_frame_lent_path_still_fails_1009() {
+    let mut c = Connection::new(
+        Role::Server,
+        Config {
+            max_frame_size: 10,
+            max_message_size: 10,
+        },
+        None,
+        1,
+    );
+    let mut wire = client_frame(OpCode::Binary, true, &[0u8; 11]);
+    let (_, seen) = read_all_with(&mut c, &mut wire);
+    assert!(seen.is_empty());
+    assert!(matches!(
+        events(&mut c)[..],
+        [Event::Failed {
+            code: CloseCode::TOO_BIG,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn write_message_header_server_unmasked_refused_after_close_and_for_client() {
+    let mut c = server();
+    let mut buf = [0u8; 200];
+    let n = c
+        .write_message_header(&mut buf, MessageKind::Binary, 130)
+        .unwrap();
+    assert_eq!(n, crate::frame::header_len(130, false));
+    let (h, len) = FrameHeader::parse(&buf).unwrap().unwrap();
+    assert_eq!(len, n);
+    assert_eq!(
+        (h.opcode, h.fin, h.mask, h.payload_len),
+        (OpCode::Binary, true, None, 130)
+    );
+    assert_eq!(
+        c.write_message_header(&mut buf[..1], MessageKind::Binary, 1),
+        Err(SendError::BufferTooSmall)
+    );
+    c.close(CloseCode::NORMAL, "").unwrap();
+    let out = c.pending_output().len();
+    c.consume_output(out);
+    assert_eq!(
+        c.write_message_header(&mut buf, MessageKind::Text, 1),
+        Err(SendError::Closing)
+    );
+    let client = Connection::new(Role::Client, Config::default(), None, 3);
+    assert_eq!(
+        client.write_message_header(&mut buf, MessageKind::Text, 1),
+        Err(SendError::MaskRequired)
+    );
+}
+
+#[test]
+fn echo_header_and_payload_written_without_intermediate_buffer_parse_back() {
+    // What an echo does with `tcp::Stack::send_with`: header then payload, in one slice.
+    let mut c = server();
+    let mut wire = client_frame(OpCode::Text, true, b"echo");
+    let mut out = [0u8; 64];
+    let mut used = 0;
+    c.read_with(&mut wire, &mut |kind, d| {
+        let h = c_header(&mut out[used..], kind, d.len());
+        out[used + h..used + h + d.len()].copy_from_slice(d);
+        used += h + d.len();
+    });
+    let (h, n) = FrameHeader::parse(&out[..used]).unwrap().unwrap();
+    assert_eq!((h.opcode, h.mask), (OpCode::Text, None));
+    assert_eq!(&out[n..used], b"echo");
+}
+
+fn c_header(buf: &mut [u8], kind: MessageKind, len: usize) -> usize {
+    crate::frame::write_header(buf, kind.opcode(), len, None).unwrap()
+}
+
+#[cfg(feature = "copy-count")]
+#[test]
+fn copy_count_whole_message_lent_no_copy_split_message_one_copy() {
+    use crate::copy_count::{reset, snapshot};
+    let mut c = server();
+    let mut wire = client_frame(OpCode::Binary, true, &[5u8; 64]);
+    reset();
+    c.read_with(&mut wire, &mut |_, _| {});
+    assert_eq!(snapshot().total(), 0);
+    let mut wire = client_frame(OpCode::Binary, true, &[5u8; 64]);
+    let (a, b) = wire.split_at_mut(30);
+    c.read_with(a, &mut |_, _| {});
+    c.read_with(b, &mut |_, _| {});
+    let s = snapshot();
+    assert_eq!((s.message, s.message_bytes), (2, 64));
+}
+
+proptest! {
+    // Oracle: `read` (owned events). Whatever the split points, `read_with` delivers the
+    // same messages in the same order, and the control events are the same.
+    #[test]
+    fn read_with_arbitrary_splits_same_messages_as_read(
+        msgs in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..2000), 1usize..3000), 1..6),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+        deflate: bool,
+    ) {
+        let params = deflate.then(DeflateParams::default);
+        let mut client = Connection::new(Role::Client, Config::default(), params, 42);
+        let mut expected = Vec::new();
+        for (text, data, frag) in &msgs {
+            let (kind, data) = if *text {
+                (MessageKind::Text, String::from_utf8_lossy(data).into_owned().into_bytes())
+            } else {
+                (MessageKind::Binary, data.clone())
+            };
+            client.send_fragmented(kind, &data, *frag).unwrap();
+            client.ping(b"hb").unwrap();
+            expected.push((kind, data));
+        }
+        let mut wire = client.pending_output().to_vec();
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+        points.sort_unstable();
+        let mut server = Connection::new(Role::Server, Config::default(), params, 0);
+        let mut prev = 0;
+        let mut got = Vec::new();
+        for p in points.into_iter().chain(std::iter::once(wire.len())) {
+            let (n, seen) = read_all_with(&mut server, &mut wire[prev..p]);
+            prop_assert_eq!(n, p - prev);
+            got.extend(seen.into_iter().map(|(k, d, _)| (k, d)));
+            prev = p;
+        }
+        prop_assert_eq!(got, expected);
+        let pings = events(&mut server).into_iter().filter(|e| *e == Event::Ping(b"hb".to_vec())).count();
+        prop_assert_eq!(pings, msgs.len());
+    }
+}
