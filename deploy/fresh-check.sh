@@ -112,10 +112,13 @@ if [ "${1:-}" = --inside ]; then
     script='deploy/setup.sh'
   else
     envs+=(SLUICE_SETUP_SKIP_NODE=1)
-    script='deploy/setup.sh &&
-      echo "fresh-check: apt simulates installing nodejs npm chromium" &&
-      apt-get -q -s install --no-install-recommends nodejs npm chromium >/tmp/simulate.log ||
-      { tail -n 20 /tmp/simulate.log >&2; echo "fresh-check: FAIL: nodejs npm chromium do not install" >&2; exit 1; }'
+    script='deploy/setup.sh || exit
+      echo "fresh-check: apt simulates installing nodejs npm chromium"
+      apt-get -q -s install --no-install-recommends nodejs npm chromium >/tmp/simulate.log || {
+        tail -n 20 /tmp/simulate.log >&2
+        echo "fresh-check: FAIL: apt cannot install nodejs npm chromium" >&2
+        exit 1
+      }'
   fi
   say "chroot: deploy/setup.sh ($(elapsed))"
   chroot "$root" /usr/bin/env -i "${envs[@]}" bash -c "cd /root/sluice && $script" ||
