@@ -5,8 +5,14 @@
 # one worker per queue), has real WebSocket clients (Python `websockets`) in the peer
 # namespace subscribe to topics, has a backend publish through the control plane's ingest
 # endpoint (POST /publish/{topic}), prints what each client received, `sluice stat` and a few
-# metrics, then stops the gateway with SIGTERM (clients see close 1001) and tears everything
-# down, also on failure or Ctrl-C.
+# metrics, then stops the gateway with SIGTERM and tears everything down, also on failure or
+# Ctrl-C.
+#
+# It checks the outcome and exits non-zero, with a `demo.sh: FAIL` line per problem, unless
+# every publication was acknowledged as queued to its topic's subscribers and every client
+# received exactly the published messages of its topics, in publication order, and then close
+# code 1001 (the clients write their results as JSON; the check compares them with what was
+# published).
 #
 #   deploy/demo.sh            (root; installs what is missing via deploy/setup.sh)
 #   SLUICE_BIN=target/debug/sluice deploy/demo.sh    (skip set-up and the release build)
@@ -72,11 +78,12 @@ echo "==> the kernel pings Sluice (ARP answered by Sluice)"
 ip netns exec "$PEER_NS" ping -c 2 -i 0.2 "$STACK_IP" | sed -n '1,3p'
 
 echo "==> 6 Python websockets clients subscribe (clients 0-2: news, 3-5: prices, 5 also news)"
-ip netns exec "$PEER_NS" python3 - "$STACK_IP" >"$work/clients.out" 2>&1 <<'EOF' &
+# Each client records every message it receives and the close code into received.json.
+ip netns exec "$PEER_NS" python3 - "$STACK_IP" "$work/received.json" >"$work/clients.out" 2>&1 <<'EOF' &
 import asyncio, json, sys
 import websockets
 
-host = sys.argv[1]
+host, out = sys.argv[1], sys.argv[2]
 topics = {0: ["news"], 1: ["news"], 2: ["news"], 3: ["prices"], 4: ["prices"], 5: ["prices", "news"]}
 ready = 0
 
@@ -85,36 +92,52 @@ async def client(i):
     async with websockets.connect(f"ws://{host}:8080/ws", ping_interval=None) as ws:
         for t in topics[i]:
             await ws.send(json.dumps({"op": "subscribe", "topic": t}))
-            assert json.loads(await ws.recv())["op"] == "subscribed"
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert reply == {"op": "subscribed", "topic": t}, reply
         ready += 1
         if ready == len(topics):
             print("ready", flush=True)
         got = []
         try:
-            async for raw in ws:
-                m = json.loads(raw)
-                got.append(f"{m['topic']}: {m['data']}")
+            # Bounded: the demo stops the gateway within seconds; a hung client must not
+            # hang the demo (or CI).
+            async with asyncio.timeout(60):
+                async for raw in ws:
+                    m = json.loads(raw)
+                    got.append([m.get("op"), m.get("topic"), m.get("data")])
         except websockets.ConnectionClosed:
             pass
+        except TimeoutError:
+            print(f"client {i}: no close within 60 s", flush=True)
         code = ws.close_code
-        return i, got, code
+        return {"client": i, "topics": topics[i], "received": got, "close": code}
 
 async def main():
-    for i, got, code in sorted(await asyncio.gather(*(client(i) for i in topics))):
-        print(f"client {i} ({'+'.join(topics[i])}) received {len(got)}, then close {code}:")
-        for line in got:
-            print(f"    {line}")
+    results = sorted(await asyncio.gather(*(client(i) for i in topics)), key=lambda r: r["client"])
+    with open(out, "w") as f:
+        json.dump(results, f)
+    for r in results:
+        print(f"client {r['client']} ({'+'.join(r['topics'])}) received {len(r['received'])}, "
+              f"then close {r['close']}:")
+        for op, topic, data in r["received"]:
+            print(f"    {topic}: {data}" if op == "message" else f"    (op {op}) {topic}: {data}")
 
 asyncio.run(main())
 EOF
 clients_pid=$!
+pids+=("$clients_pid")
 wait_line "$work/clients.out" '^ready' "the clients" >/dev/null
 
 echo "==> a backend publishes through the ingest endpoint (POST /publish/{topic})"
+# published.jsonl: one {"topic", "data", "reply"} per publication, for the check below.
 publish() { # topic, text
+  local reply
   printf '  POST /publish/%-7s %-34s -> ' "$1" "\"$2\""
-  ip netns exec "$STACK_NS" curl -sS -X POST --data-binary "$2" "http://127.0.0.1:9100/publish/$1"
-  echo
+  reply=$(ip netns exec "$STACK_NS" curl -sS --max-time 10 -X POST --data-binary "$2" \
+    "http://127.0.0.1:9100/publish/$1") || reply="(curl failed: exit $?)"
+  echo "$reply"
+  python3 -c 'import json, sys; print(json.dumps({"topic": sys.argv[1], "data": sys.argv[2], "reply": sys.argv[3]}))' \
+    "$1" "$2" "$reply" >>"$work/published.jsonl"
 }
 publish news "Sluice runs on AF_XDP"
 publish prices "ACME 101.5"
@@ -134,11 +157,59 @@ ip netns exec "$STACK_NS" curl -sS http://127.0.0.1:9100/metrics |
 
 echo "==> SIGTERM: the gateway stops accepting, flushes, closes every client with 1001"
 kill -TERM "$gw_pid"
-wait "$gw_pid" && echo "the gateway exited 0"
+gw_status=0
+wait "$gw_pid" || gw_status=$?
+pids=("$clients_pid")
+if [ "$gw_status" = 0 ]; then
+  echo "the gateway exited 0"
+else
+  echo "demo.sh: FAIL: the gateway exited with status $gw_status; its log:" >&2
+  sed 's/^/    /' "$work/gateway.log" >&2
+  exit 1
+fi
+wait "$clients_pid" || {
+  echo "demo.sh: FAIL: the clients failed:" >&2; cat "$work/clients.out" >&2; exit 1
+}
 pids=()
-wait "$clients_pid" || { echo "demo.sh: the clients failed:" >&2; cat "$work/clients.out" >&2; exit 1; }
 echo "==> what the clients received"
 grep -v '^ready' "$work/clients.out"
 echo "--- the gateway's log (last lines):"
 sed 's/^/    /' "$work/gateway.log" | tail -n 5
+
+echo "==> check: every client got exactly its topics' publications, in order, then close 1001"
+python3 - "$work/published.jsonl" "$work/received.json" <<'EOF'
+import json, sys
+
+published = [json.loads(line) for line in open(sys.argv[1])]
+results = json.load(open(sys.argv[2]))
+fails = []
+subscribers = {}
+for r in results:
+    for t in r["topics"]:
+        subscribers[t] = subscribers.get(t, 0) + 1
+for p in published:
+    want = {"topic": p["topic"], "delivered": subscribers.get(p["topic"], 0)}
+    try:
+        got = json.loads(p["reply"])
+    except ValueError:
+        got = p["reply"]
+    if got != want:
+        fails.append(f"POST /publish/{p['topic']} {p['data']!r}: reply {got!r}, expected {want!r}")
+for r in results:
+    want = [["message", p["topic"], p["data"]] for p in published if p["topic"] in r["topics"]]
+    if r["received"] != want:
+        fails.append(f"client {r['client']} ({'+'.join(r['topics'])}) received {r['received']!r}, "
+                     f"expected {want!r}")
+    if r["close"] != 1001:
+        fails.append(f"client {r['client']}: close code {r['close']}, expected 1001")
+if len(results) != 6:
+    fails.append(f"{len(results)} client results, expected 6")
+for f in fails:
+    print(f"demo.sh: FAIL: {f}", file=sys.stderr)
+if fails:
+    sys.exit(1)
+n = sum(len(r["received"]) for r in results)
+print(f"ok: {len(published)} publications acknowledged; {len(results)} clients received "
+      f"exactly their {n} messages in order, then close 1001")
+EOF
 echo "==> demo done; tearing the lab down"

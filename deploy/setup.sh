@@ -3,14 +3,17 @@
 # you like; it installs only what is missing.
 #
 # Installs: the C toolchain for the BPF parts (clang llvm m4 libelf-dev zlib1g-dev pkg-config
-# make gcc), the lab tools (iproute2 ethtool nftables ping), the real peers the tests start
-# (iperf3, Python `websockets` and `kosoku` in a venv at .venv/, Node `ws` and
-# `playwright-core` in tests/clients/node_modules, Debian's chromium), and checks the kernel
-# (XDP sockets, BPF syscall, veth, network namespaces) and the Rust toolchain.
+# make gcc libpcap-dev), the lab tools (iproute2 ethtool nftables ping tcpdump), the real
+# peers the tests start (iperf3, Python `websockets` and `kosoku` in a venv at .venv/, Node
+# `ws` and `playwright-core` in tests/clients/node_modules, Debian's chromium), debootstrap
+# (for deploy/fresh-check.sh), and checks the kernel (XDP sockets, BPF syscall, veth, network
+# namespaces) and the Rust toolchain (which it does not install).
 #
 # Exit status is non-zero, with one line per problem, if anything is missing.
 #
 #   SLUICE_SETUP_SKIP_CLIENTS=1   skip the Python/Node/Chromium test clients
+#   SLUICE_SETUP_SKIP_NODE=1      skip only Node, npm, Chromium and the npm install (only the
+#                                 Node/Chromium client tests use them; deploy/demo.sh does not)
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,8 +36,14 @@ apt_pkgs=(
   iproute2 ethtool nftables iputils-ping procps kmod util-linux tcpdump
   # kernel peers used by the tests and benchmarks
   iperf3 python3 python3-venv python3-pip curl ca-certificates git
+  # deploy/fresh-check.sh (a minimal Debian root to check this script and the demo in)
+  debootstrap
 )
-if [ "${SLUICE_SETUP_SKIP_CLIENTS:-0}" != 1 ]; then
+skip_node=0
+if [ "${SLUICE_SETUP_SKIP_CLIENTS:-0}" = 1 ] || [ "${SLUICE_SETUP_SKIP_NODE:-0}" = 1 ]; then
+  skip_node=1
+fi
+if [ "$skip_node" != 1 ]; then
   apt_pkgs+=(nodejs npm chromium)
 fi
 
@@ -108,12 +117,14 @@ if [ "${SLUICE_SETUP_SKIP_CLIENTS:-0}" != 1 ]; then
       problem "python test clients: pip install -r tests/clients/requirements.txt failed"
     fi
   fi
-  if [ -f "$repo/tests/clients/package.json" ]; then
+  if [ "$skip_node" != 1 ] && [ -f "$repo/tests/clients/package.json" ]; then
     if ! (cd "$repo/tests/clients" && npm install --no-audit --no-fund --silent >/dev/null); then
       problem "node test clients: npm install in tests/clients failed"
     fi
   fi
-  [ -x /usr/bin/chromium ] || problem "chromium: apt-get install chromium"
+  if [ "$skip_node" != 1 ] && [ ! -x /usr/bin/chromium ]; then
+    problem "chromium: apt-get install chromium"
+  fi
 fi
 
 if [ ${#problems[@]} -gt 0 ]; then
