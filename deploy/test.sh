@@ -5,7 +5,10 @@
 #   3. cargo clippy -D warnings  lint gate (all targets)
 #   4. cargo test --workspace    unit, property, simulation, real-client and root lab tests
 #                                (root-only tests are #[ignore]d for plain `cargo test` and
-#                                included here with --include-ignored)
+#                                included here with --include-ignored); the Autobahn runs
+#                                use the release binary ($SLUICE_BIN)
+#   5. deploy/fuzz-smoke.sh      builds the cargo-fuzz crates; every target >= 20 s and
+#                                >= 10,000 runs from its committed seeds
 # Any failing step fails the command.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,8 +36,15 @@ cargo fmt --all -- --check
 step "lints (cargo clippy --all-targets -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "release binary (the Autobahn runs use it: twice as fast as the test profile)"
+cargo build --release --locked -p sluice --bin sluice
+export SLUICE_BIN="$repo/target/release/sluice"
+
 step "tests (cargo test --workspace, root lab tests included)"
 cargo test --workspace --locked -- --include-ignored
+
+step "fuzz smoke (deploy/fuzz-smoke.sh: every target >= 20 s and >= 10,000 runs)"
+deploy/fuzz-smoke.sh
 
 step "leftover check"
 left=$(comm -13 <(echo "$netns_before") <(ip netns list | awk '{print $1}' | sort))
