@@ -36,7 +36,7 @@ cargo fmt --all -- --check
 step "lints (cargo clippy --all-targets -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "release binary (the Autobahn runs use it: twice as fast as the test profile)"
+step "release binary (the Autobahn runs use it through SLUICE_BIN)"
 cargo build --release --locked -p sluice --bin sluice
 export SLUICE_BIN="$repo/target/release/sluice"
 

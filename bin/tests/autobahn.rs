@@ -5,7 +5,7 @@
 //! fails the test.
 //!
 //! The server binary is `$SLUICE_BIN` when set (deploy/test.sh points it at the release
-//! build: the cases run about twice as fast as on the test-profile build), else the
+//! build, so the two runs do not each pay for the slower test-profile build), else the
 //! test-profile `sluice` cargo built for this test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
