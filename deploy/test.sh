@@ -8,9 +8,12 @@
 #                                client received exactly its topics' messages, then 1001)
 #   6. cargo test --workspace    unit, property, simulation, real-client and root lab tests
 #                                (root-only tests are #[ignore]d for plain `cargo test` and
-#                                included here with --include-ignored)
-#   7. deploy/fresh-check.sh     setup.sh and the demo in a fresh minimal Debian bookworm root
-#   8. leftover check            no network namespace left behind
+#                                included here with --include-ignored); the Autobahn runs
+#                                use the release binary ($SLUICE_BIN)
+#   7. deploy/fuzz-smoke.sh      builds the cargo-fuzz crates; every target >= 20 s and
+#                                >= 10,000 runs from its committed seeds
+#   8. deploy/fresh-check.sh     setup.sh and the demo in a fresh minimal Debian bookworm root
+#   9. leftover check            no network namespace left behind
 # Any failing step fails the command. Each stage prints its start (UTC, seconds since the
 # start) and its duration; a table of all durations is printed at the end, pass or fail.
 set -euo pipefail
@@ -66,14 +69,18 @@ cargo fmt --all -- --check
 step "lints (cargo clippy --all-targets -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "release build (cargo build --release -p sluice)"
-cargo build --release --locked -p sluice
+step "release build (cargo build --release -p sluice; the demo and the Autobahn runs use it)"
+cargo build --release --locked -p sluice --bin sluice
+export SLUICE_BIN="$repo/target/release/sluice"
 
 step "demo (SLUICE_BIN=target/release/sluice deploy/demo.sh)"
-SLUICE_BIN=target/release/sluice deploy/demo.sh
+deploy/demo.sh
 
 step "tests (cargo test --workspace, root lab tests included)"
 cargo test --workspace --locked -- --include-ignored
+
+step "fuzz smoke (deploy/fuzz-smoke.sh: every target >= 20 s and >= 10,000 runs)"
+deploy/fuzz-smoke.sh
 
 step "fresh machine (deploy/fresh-check.sh: setup.sh and the demo in a bookworm root)"
 deploy/fresh-check.sh

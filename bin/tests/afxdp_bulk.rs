@@ -85,6 +85,7 @@ fn kernel_to_kernel(total: u64) -> f64 {
         let l = TcpListener::bind(SocketAddrV4::new(STACK_IP, 5001)).unwrap();
         ready_tx.send(()).unwrap();
         let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut buf = vec![0u8; 64 * 1024];
         let mut n = 0u64;
         while let Ok(k) = c.read(&mut buf) {
@@ -98,6 +99,7 @@ fn kernel_to_kernel(total: u64) -> f64 {
     ready_rx.recv().unwrap();
     let took = lab.in_peer(move || {
         let mut c = TcpStream::connect(SocketAddrV4::new(STACK_IP, 5001)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let start = Instant::now();
         write_stream(&mut c, total, 7);
         c.shutdown(Shutdown::Write).unwrap();

@@ -141,6 +141,7 @@ fn afxdp_port_filter_kernel_keeps_other_ports_of_the_same_address() {
         dataplane::sys::enter_netns(&ns).unwrap();
         let l = TcpListener::bind(SocketAddrV4::new(STACK_IP, 2222)).unwrap();
         let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut b = [0u8; 6];
         c.read_exact(&mut b).unwrap();
         c.write_all(b"kernel").unwrap();

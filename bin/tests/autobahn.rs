@@ -1,61 +1,75 @@
 //! Autobahn conformance (cases 1-13, compression included) against `--app ws-echo`,
-//! driven by `kosoku -m fuzzingclient`; the report is compared with
-//! `tests/autobahn/expected.json` and any regression fails the test.
+//! driven by `kosoku -m fuzzingclient`, on both backends: the kernel backend on loopback,
+//! and (root) the AF_XDP backend in a lab, kosoku in the peer namespace. Each report is
+//! compared with the one expectations file, `tests/autobahn/expected.json`; any regression
+//! fails the test.
+//!
+//! The server binary is `$SLUICE_BIN` when set (deploy/test.sh points it at the release
+//! build, so the two runs do not each pay for the slower test-profile build), else the
+//! test-profile `sluice` cargo built for this test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/lab.rs"]
+mod lab;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use common::{repo_root, scratch_dir, Server};
+use lab::{Lab, STACK_IP};
 
-/// Worse is larger: a case regresses when its rank rises above the expected one.
-fn rank(behavior: &str) -> u8 {
-    match behavior {
-        "OK" => 0,
-        "NON-STRICT" => 1,
-        "INFORMATIONAL" => 1,
-        "UNIMPLEMENTED" => 3,
-        _ => 4,
-    }
+/// The ws-echo port in the AF_XDP lab.
+const LAB_PORT: u16 = 9001;
+
+/// Whether a case's `behavior` of `got` is acceptable where `want` is expected.
+///
+/// The order is partial: OK is better than both NON-STRICT and INFORMATIONAL, so OK is
+/// accepted where either is expected; NON-STRICT and INFORMATIONAL are not comparable, so
+/// neither is accepted where the other is expected. NON-STRICT where INFORMATIONAL is
+/// expected means the server now breaks a SHOULD it used to keep (a regression);
+/// INFORMATIONAL where NON-STRICT is expected fails too: the case changed its nature, and
+/// the change is reviewed and written into expected.json rather than passing unseen.
+/// UNIMPLEMENTED, FAILED and anything unknown are never accepted.
+fn acceptable(got: &str, want: &str) -> bool {
+    got == "OK" || (got == want && matches!(got, "NON-STRICT" | "INFORMATIONAL"))
 }
 
-#[test]
-fn autobahn_ws_echo_matches_expected() {
-    assert!(
-        common::have("kosoku", &["--help"]),
-        "kosoku not found: pip install -r tests/clients/requirements.txt"
-    );
-    let expected: BTreeMap<String, String> = serde_json::from_str(
+/// Whether a case's `behaviorClose` passes: OK, NON-STRICT or INFORMATIONAL (a clean close
+/// that differed only in a detail Autobahn reports); UNCLEAN, WRONG CODE, FAILED and the
+/// rest fail.
+fn close_acceptable(close: &str) -> bool {
+    matches!(close, "OK" | "NON-STRICT" | "INFORMATIONAL")
+}
+
+/// The expectations: case id -> behaviour.
+fn expected() -> BTreeMap<String, String> {
+    serde_json::from_str(
         &std::fs::read_to_string(repo_root().join("tests/autobahn/expected.json")).unwrap(),
     )
-    .unwrap();
-    let server = Server::start("ws-echo", &[]);
-    let out = scratch_dir("autobahn");
-    let status = Command::new("kosoku")
-        .args(["-m", "fuzzingclient", "-p", "2", "-o"])
-        .arg(&out)
-        .arg(format!("127.0.0.1:{}", server.port))
-        .status()
-        .expect("run kosoku");
-    drop(server);
+    .unwrap()
+}
+
+/// The problems of the kosoku report in `out` against `expected` (empty when it matches).
+fn report_problems(out: &Path, expected: &BTreeMap<String, String>) -> Vec<String> {
     let index: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
     let agents = index.as_object().unwrap();
     assert_eq!(agents.len(), 1, "one agent in the report");
     let cases = agents.values().next().unwrap().as_object().unwrap();
     let mut problems = Vec::new();
-    for (case, want) in &expected {
+    for (case, want) in expected {
         match cases.get(case) {
             None => problems.push(format!("{case}: missing from the report")),
             Some(got) => {
                 let behavior = got["behavior"].as_str().unwrap_or("?");
                 let close = got["behaviorClose"].as_str().unwrap_or("?");
-                if rank(behavior) > rank(want) || rank(behavior) > 1 {
+                if !acceptable(behavior, want) {
                     problems.push(format!("{case}: {behavior} (expected {want})"));
                 }
-                if rank(close) > 1 {
+                if !close_acceptable(close) {
                     problems.push(format!("{case}: close behaviour {close}"));
                 }
             }
@@ -66,11 +80,114 @@ fn autobahn_ws_echo_matches_expected() {
             problems.push(format!("{case}: not in expected.json"));
         }
     }
+    problems
+}
+
+/// The server binary: `$SLUICE_BIN`, else the test-profile build.
+fn sluice_bin() -> PathBuf {
+    match std::env::var_os("SLUICE_BIN") {
+        Some(bin) if !bin.is_empty() => PathBuf::from(bin),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_sluice")),
+    }
+}
+
+/// Runs `kosoku` (through `ip netns exec NS` when `netns` is given) against `target`,
+/// checks the report against expected.json and prints how long the cases took.
+fn run_kosoku(label: &str, netns: Option<&str>, target: &str) {
+    assert!(
+        common::have("kosoku", &["--help"]),
+        "kosoku not found: pip install -r tests/clients/requirements.txt"
+    );
+    let expected = expected();
+    let out = scratch_dir("autobahn");
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "kosoku"]);
+            c
+        }
+        None => Command::new("kosoku"),
+    };
+    let started = Instant::now();
+    let status = cmd
+        .args(["-m", "fuzzingclient", "-p", "2", "-o"])
+        .arg(&out)
+        .arg(target)
+        .status()
+        .expect("run kosoku");
+    println!(
+        "autobahn {label}: {} cases in {:.0} s with {}",
+        expected.len(),
+        started.elapsed().as_secs_f64(),
+        sluice_bin().display()
+    );
+    let problems = report_problems(&out, &expected);
     assert!(
         problems.is_empty(),
-        "Autobahn regressions:\n{}",
-        problems.join("\n")
+        "Autobahn regressions ({label}):\n{}\nreport: {}",
+        problems.join("\n"),
+        out.display()
     );
     assert!(status.success(), "kosoku exited with {status}");
     std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn autobahn_ws_echo_matches_expected() {
+    let server = Server::start_bin(&sluice_bin(), "ws-echo", &[]);
+    run_kosoku("kernel", None, &format!("127.0.0.1:{}", server.port));
+    drop(server);
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn autobahn_afxdp_ws_echo_matches_expected() {
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let bin = sluice_bin();
+    let sluice = lab.sluice_bin(bin.to_str().unwrap(), "ws-echo", &[LAB_PORT], &[]);
+    assert!(
+        sluice.listening.contains("app=ws-echo"),
+        "{}",
+        sluice.listening
+    );
+    run_kosoku(
+        "afxdp",
+        Some(&lab.peer_ns),
+        &format!("{STACK_IP}:{LAB_PORT}"),
+    );
+    // A clean stop after the whole suite: the worker survived every case.
+    sluice.stop();
+}
+
+#[test]
+fn ranking_informational_and_non_strict_not_interchangeable() {
+    // OK is better than both.
+    assert!(acceptable("OK", "OK"));
+    assert!(acceptable("OK", "NON-STRICT"));
+    assert!(acceptable("OK", "INFORMATIONAL"));
+    // Each matches itself.
+    assert!(acceptable("NON-STRICT", "NON-STRICT"));
+    assert!(acceptable("INFORMATIONAL", "INFORMATIONAL"));
+    // Worse than OK fails.
+    assert!(!acceptable("NON-STRICT", "OK"));
+    assert!(!acceptable("INFORMATIONAL", "OK"));
+    // Neither stands in for the other, in either direction.
+    assert!(!acceptable("NON-STRICT", "INFORMATIONAL"));
+    assert!(!acceptable("INFORMATIONAL", "NON-STRICT"));
+    // Never accepted, whatever is expected.
+    for bad in ["UNIMPLEMENTED", "FAILED", "?"] {
+        for want in [
+            "OK",
+            "NON-STRICT",
+            "INFORMATIONAL",
+            "UNIMPLEMENTED",
+            "FAILED",
+        ] {
+            assert!(!acceptable(bad, want), "{bad} accepted for {want}");
+        }
+    }
+    assert!(close_acceptable("OK") && close_acceptable("INFORMATIONAL"));
+    assert!(!close_acceptable("FAILED") && !close_acceptable("UNCLEAN"));
+    assert!(!close_acceptable("WRONG CODE"));
 }

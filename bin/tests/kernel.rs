@@ -6,12 +6,18 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::Command;
+use std::time::Duration;
 
 use common::Server;
 use ws::{ClientHandshake, CloseCode, Config, Connection, DeflateConfig, Event, MessageKind, Role};
 
+/// A loopback client whose reads and writes give up after 30 s (a hung server fails the
+/// test with a timeout error instead of hanging it).
 fn connect(port: u16) -> TcpStream {
-    TcpStream::connect(("127.0.0.1", port)).unwrap()
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
 }
 
 #[test]

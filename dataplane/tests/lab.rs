@@ -112,7 +112,9 @@ fn reflector(
         Ok((device, Reflector { mac, tally: t }))
     })
     .unwrap();
-    let (mac, _) = mac_rx.recv().unwrap();
+    let (mac, _) = mac_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the reflector's socket did not open within 30 s");
     (handle, tally, mac)
 }
 
@@ -302,13 +304,10 @@ fn lab_start_errors_typed() {
 /// Environment variable naming `NAMESPACE:INTERFACE` for the stale-program child.
 const STALE_CHILD: &str = "SLUICE_STALE_CHILD";
 
-/// Not a test on its own: run as a child process by `lab_stale_program_after_kill_...`, it
-/// attaches the program and binds a socket, reports, and waits to be killed.
-#[test]
-fn stale_child_holds_program() {
-    let Ok(spec) = std::env::var(STALE_CHILD) else {
-        return;
-    };
+/// The child half of `lab_stale_program_after_kill_attach_succeeds` (not a test of its
+/// own: that test re-runs itself with [`STALE_CHILD`] set and comes here): it attaches the
+/// program and binds a socket, reports, and waits to be killed.
+fn stale_child_holds_program(spec: &str) -> ! {
     let (ns, iface) = spec.split_once(':').unwrap();
     dataplane::sys::enter_netns(ns).unwrap();
     let program = XdpProgram::attach(iface, &xdp_config()).unwrap();
@@ -319,6 +318,21 @@ fn stale_child_holds_program() {
     let mut sink = String::new();
     let _ = std::io::stdin().read_line(&mut sink);
     std::process::exit(0);
+}
+
+/// Re-runs the calling test `name` (root-only, so `--include-ignored`) in a child process
+/// of this test binary, with `env` set so the test takes its child path.
+fn rerun_self(name: &str, env: (&str, &str)) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        name,
+        "--exact",
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(env.0, env.1);
+    cmd
 }
 
 /// Kills (SIGKILL) and reaps a child process when dropped, panics included.
@@ -334,20 +348,19 @@ impl Drop for KillOnDrop {
 #[test]
 #[ignore = "needs root: run by deploy/test.sh"]
 fn lab_stale_program_after_kill_attach_succeeds() {
+    if let Ok(spec) = std::env::var(STALE_CHILD) {
+        stale_child_holds_program(&spec);
+    }
     let lab = Lab::new(1);
     let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "stale_child_holds_program",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(STALE_CHILD, format!("{}:{}", lab.ns_stack, lab.if_stack))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
+        rerun_self(
+            "lab_stale_program_after_kill_attach_succeeds",
+            (STALE_CHILD, &format!("{}:{}", lab.ns_stack, lab.if_stack)),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap(),
     );
     // libtest prints "test NAME ... " before the test's own output, on the same line.
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
@@ -401,7 +414,8 @@ fn peer_syn(lab: &Lab, port: u16) {
 /// A blocking `connect()` from the peer; returns its stderr (bash's error message).
 fn peer_connect(lab: &Lab, port: u16) -> String {
     let script = format!("exec 3<>/dev/tcp/198.18.0.2/{port}");
-    let out = lab.peer(&["bash", "-c", &script]);
+    // Bounded: an unanswered SYN would otherwise retry for about two minutes.
+    let out = lab.peer(&["timeout", "10", "bash", "-c", &script]);
     assert!(
         !out.status.success(),
         "connect to {port} unexpectedly succeeded"
@@ -528,20 +542,22 @@ fn lab_veth_channels_reported_rss_absent_partition_fallback() {
 /// Environment variable set for the unprivileged child.
 const NO_PRIV_CHILD: &str = "SLUICE_NO_PRIV_CHILD";
 
-/// Not a test on its own: run as user `nobody` by `lab_unprivileged_start_no_privileges`.
-#[test]
-fn no_priv_child_attach() {
-    if std::env::var(NO_PRIV_CHILD).is_err() {
-        return;
-    }
+/// The child half of `lab_unprivileged_start_no_privileges` (not a test of its own: that
+/// test re-runs itself as user `nobody` with [`NO_PRIV_CHILD`] set and comes here).
+fn no_priv_child_attach() -> ! {
     let err = XdpProgram::attach("lo", &xdp_config()).unwrap_err();
     println!("NOPRIV {}", matches!(err, StartError::NoPrivileges { .. }));
     println!("LINE {err}");
+    std::process::exit(0);
 }
 
 #[test]
 #[ignore = "needs root: run by deploy/test.sh"]
 fn lab_unprivileged_start_no_privileges() {
+    if std::env::var(NO_PRIV_CHILD).is_ok() {
+        no_priv_child_attach();
+    }
+    let child = rerun_self("lab_unprivileged_start_no_privileges", (NO_PRIV_CHILD, "1"));
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -549,14 +565,13 @@ fn lab_unprivileged_start_no_privileges() {
             "--clear-groups",
             "--inh-caps=-all",
         ])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "no_priv_child_attach",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(NO_PRIV_CHILD, "1")
+        .arg(child.get_program())
+        .args(child.get_args())
+        .envs(
+            child
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        )
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

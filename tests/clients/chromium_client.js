@@ -22,10 +22,14 @@ const { chromium } = require('playwright-core');
       const sizes = [1, 125, 126, 65535, 65536, 1 << 20];
       const ws = new WebSocket(url);
       ws.binaryType = 'arraybuffer';
-      await new Promise((ok, err) => { ws.onopen = ok; ws.onerror = () => err(new Error('connect failed')); });
+      // Every wait (open, each echo, the close) gives up after 30 s.
+      const bounded = (p, what) => Promise.race([p, new Promise((_, err) => setTimeout(
+        () => err(new Error(`timeout: no ${what} within 30 s`)), 30000))]);
+      await bounded(new Promise((ok, err) => { ws.onopen = ok; ws.onerror = () => err(new Error('connect failed')); }), 'open');
       const pending = [];
       ws.onmessage = (e) => pending.shift()(e.data);
-      const echo = (data) => new Promise((ok) => { pending.push(ok); ws.send(data); });
+      const echo = (data) => bounded(new Promise((ok) => { pending.push(ok); ws.send(data); }),
+        `echo of ${data.length ?? data.byteLength} (${typeof data})`);
       let count = 0;
       for (const n of sizes) {
         let s = '';
@@ -42,7 +46,7 @@ const { chromium } = require('playwright-core');
       const ext = ws.extensions;
       const closed = new Promise((ok) => { ws.onclose = (e) => ok(e.code); });
       ws.close(1000);
-      return { ok: true, count, ext, code: await closed };
+      return { ok: true, count, ext, code: await bounded(closed, 'close') };
     }, `ws://127.0.0.1:${port}/`);
     if (!result.ok) throw new Error(`mismatch: ${result.why}`);
     if (result.code !== 1000) throw new Error(`close code ${result.code}`);

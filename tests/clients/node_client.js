@@ -10,6 +10,9 @@ const crypto = require('crypto');
 const [port, comp] = process.argv.slice(2);
 const compression = comp === 'on';
 const SIZES = [1, 125, 126, 65535, 65536, 1 << 20];
+// Every read (handshake, each echo, the close) gives up after this long: a hung server
+// fails the client with a message, not the CI budget.
+const READ_TIMEOUT_MS = 30000;
 
 function textOf(n) {
   const letters = 'abcdefghijklmnopqrstuvwxyz ';
@@ -28,6 +31,7 @@ function fail(msg) {
 const ws = new WebSocket(`ws://127.0.0.1:${port}/`, {
   perMessageDeflate: compression,
   maxPayload: 0,
+  handshakeTimeout: READ_TIMEOUT_MS,
 });
 const queue = [];
 ws.on('message', (data, isBinary) => queue.shift()(data, isBinary));
@@ -35,7 +39,10 @@ ws.on('error', (e) => fail(`error: ${e.message}`));
 
 function echo(data, binary, fragmented) {
   return new Promise((resolve) => {
+    const what = `binary=${binary} ${Buffer.byteLength(data)} B fragmented=${fragmented}`;
+    const timer = setTimeout(() => fail(`timeout: no echo of ${what} within ${READ_TIMEOUT_MS} ms`), READ_TIMEOUT_MS);
     queue.push((got, isBinary) => {
+      clearTimeout(timer);
       const want = Buffer.isBuffer(data) ? data : Buffer.from(data);
       if (isBinary !== binary || !Buffer.from(got).equals(want)) {
         fail(`mismatch: binary=${binary} ${want.length} B fragmented=${fragmented}`);
@@ -73,6 +80,7 @@ ws.on('open', async () => {
     }
   }
   ws.close(1000);
+  setTimeout(() => fail(`timeout: no close within ${READ_TIMEOUT_MS} ms`), READ_TIMEOUT_MS).unref();
   ws.on('close', (code) => {
     if (code !== 1000) fail(`close code ${code}`);
     console.log(`node ws: ${count} messages echoed, compression=${compression}`);

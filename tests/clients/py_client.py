@@ -15,6 +15,15 @@ from websockets.asyncio.client import connect
 # The server's address (the AF_XDP lab sets SLUICE_HOST).
 HOST = os.environ.get("SLUICE_HOST", "127.0.0.1")
 SIZES = [1, 125, 126, 65535, 65536, 1 << 20]
+# Every read gives up after this long: a hung server fails the client, not the CI budget.
+READ_TIMEOUT = 30
+
+
+async def recv(ws, what):
+    try:
+        return await asyncio.wait_for(ws.recv(), READ_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise SystemExit(f"timeout: no {what} within {READ_TIMEOUT} s") from None
 
 
 def text_of(rng, n):
@@ -38,6 +47,8 @@ async def main(port, compression):
         f"ws://{HOST}:{port}/",
         compression="deflate" if compression else None,
         max_size=None,
+        open_timeout=READ_TIMEOUT,
+        close_timeout=READ_TIMEOUT,
     ) as ws:
         negotiated = ws.response.headers.get("Sec-WebSocket-Extensions")
         if compression != bool(negotiated):
@@ -47,7 +58,7 @@ async def main(port, compression):
                 for fragmented in (False, True):
                     data = text_of(rng, n) if kind == "text" else rng.randbytes(n)
                     await ws.send(fragments(data) if fragmented else data)
-                    echo = await ws.recv()
+                    echo = await recv(ws, f"echo of {kind} {n} B fragmented={fragmented}")
                     if echo != data:
                         raise SystemExit(f"mismatch: {kind} {n} B fragmented={fragmented}")
                     count += 1

@@ -14,6 +14,8 @@ HOST = os.environ.get("SLUICE_HOST", "127.0.0.1")
 port, path, topic = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+# Connect and handshake reads give up after 30 s (it never reads after subscribing).
+s.settimeout(30)
 s.connect((HOST, port))
 key = base64.b64encode(os.urandom(16)).decode()
 s.sendall(

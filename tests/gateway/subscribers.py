@@ -18,6 +18,16 @@ import websockets
 
 # The gateway's address (the AF_XDP lab sets SLUICE_HOST).
 HOST = os.environ.get("SLUICE_HOST", "127.0.0.1")
+# Every read gives up after this long (the publishers may be slow on a loaded machine, but
+# not this slow): a hung gateway fails the client, not the CI budget.
+READ_TIMEOUT = 90
+
+
+async def recv(ws, what):
+    try:
+        return await asyncio.wait_for(ws.recv(), READ_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"timeout: no {what} within {READ_TIMEOUT} s") from None
 
 
 async def client(i, args, ready, go):
@@ -26,11 +36,11 @@ async def client(i, args, ready, go):
     compression = "deflate" if args["compress"] else None
     async with websockets.connect(
         f"ws://{HOST}:{port}{path}", compression=compression, max_size=None,
-        ping_interval=None,
+        ping_interval=None, open_timeout=READ_TIMEOUT, close_timeout=READ_TIMEOUT,
     ) as ws:
         for t in mine:
             await ws.send(json.dumps({"op": "subscribe", "topic": t}))
-            reply = json.loads(await ws.recv())
+            reply = json.loads(await recv(ws, f"client {i}: subscribe reply for {t}"))
             assert reply == {"op": "subscribed", "topic": t}, reply
         ready.append(i)
         if len(ready) == args["pos"][2]:
@@ -39,7 +49,7 @@ async def client(i, args, ready, go):
         want = per_topic * len(mine)
         got = 0
         while got < want:
-            msg = json.loads(await ws.recv())
+            msg = json.loads(await recv(ws, f"client {i}: message {got + 1} of {want}"))
             assert msg["op"] == "message", msg
             t = msg["topic"]
             assert t in next_k, f"client {i} got foreign topic {t}"

@@ -8,13 +8,23 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+/// How long a client child may stay silent on stdout before the test gives up on it (the
+/// clients bound each of their own reads well below this; this catches anything else).
+pub const CLIENT_SILENCE_LIMIT: Duration = Duration::from_secs(300);
+
+/// How long a one-shot HTTP exchange with the control plane may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A child process killed (and reaped) on drop.
 pub struct Proc {
     /// The child.
     pub child: Child,
-    stdout: Option<BufReader<ChildStdout>>,
+    /// Its stdout, line by line (newline kept), from a reader thread.
+    lines: Receiver<String>,
 }
 
 impl Proc {
@@ -26,26 +36,48 @@ impl Proc {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn");
-        let stdout = child.stdout.take().map(BufReader::new);
-        Proc { child, stdout }
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(n) if n > 0 && tx.send(line).is_ok() => {}
+                    _ => break,
+                }
+            }
+        });
+        Proc { child, lines }
     }
 
-    /// The next stdout line.
+    /// The next stdout line; panics when the client closed stdout or printed nothing for
+    /// [`CLIENT_SILENCE_LIMIT`].
     pub fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.stdout.as_mut().unwrap().read_line(&mut line).unwrap();
-        line
+        match self.lines.recv_timeout(CLIENT_SILENCE_LIMIT) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "client printed no line within {} s",
+                CLIENT_SILENCE_LIMIT.as_secs()
+            ),
+            Err(RecvTimeoutError::Disconnected) => String::new(),
+        }
     }
 
-    /// Everything left on stdout (until it closes).
+    /// Everything left on stdout (until it closes); panics when the client stays silent
+    /// for [`CLIENT_SILENCE_LIMIT`] without closing it.
     pub fn rest(&mut self) -> String {
         let mut s = String::new();
-        self.stdout
-            .as_mut()
-            .unwrap()
-            .read_to_string(&mut s)
-            .unwrap();
-        s
+        loop {
+            match self.lines.recv_timeout(CLIENT_SILENCE_LIMIT) {
+                Ok(line) => s.push_str(&line),
+                Err(RecvTimeoutError::Disconnected) => return s,
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "client hung: silent for {} s without exiting; its output so far:\n{s}",
+                    CLIENT_SILENCE_LIMIT.as_secs()
+                ),
+            }
+        }
     }
 
     /// The rest of stdout; asserts a zero exit.
@@ -98,7 +130,7 @@ pub fn python(script: &str, args: &[String]) -> Proc {
 
 /// A one-shot HTTP/1.1 request; returns (status, body).
 pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
+    let mut s = http_connect(addr);
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -110,7 +142,7 @@ pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 
 /// `GET path` with an `Accept` header; returns (status, body).
 pub fn http_accept(addr: &str, path: &str, accept: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
+    let mut s = http_connect(addr);
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
@@ -119,10 +151,20 @@ pub fn http_accept(addr: &str, path: &str, accept: &str) -> (u16, String) {
     read_response(&mut s)
 }
 
+/// A connection to the control plane whose reads and writes time out after
+/// `HTTP_TIMEOUT`.
+fn http_connect(addr: &str) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(HTTP_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(HTTP_TIMEOUT)).unwrap();
+    s
+}
+
 /// Reads a whole HTTP/1.1 response (`Connection: close`), undoing chunked encoding.
 fn read_response(s: &mut TcpStream) -> (u16, String) {
     let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
+    s.read_to_string(&mut raw)
+        .unwrap_or_else(|e| panic!("HTTP response not read: {e} (after: {raw:?})"));
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     let chunked = head.lines().any(|l| {

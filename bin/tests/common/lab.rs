@@ -155,11 +155,16 @@ impl Lab {
     /// Starts `sluice run --backend afxdp` in the stack namespace on this lab's interface
     /// and waits for its `listening` line.
     pub fn sluice(&self, app: &str, ports: &[u16], extra: &[&str]) -> Sluice {
+        self.sluice_bin(env!("CARGO_BIN_EXE_sluice"), app, ports, extra)
+    }
+
+    /// [`Lab::sluice`] with another `sluice` binary (e.g. the release build).
+    pub fn sluice_bin(&self, bin: &str, app: &str, ports: &[u16], extra: &[&str]) -> Sluice {
         let mut args: Vec<String> = vec![
             "netns".into(),
             "exec".into(),
             self.stack_ns.clone(),
-            env!("CARGO_BIN_EXE_sluice").into(),
+            bin.into(),
             "run".into(),
             "--backend".into(),
             "afxdp".into(),

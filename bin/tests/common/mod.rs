@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// A running `sluice run --backend kernel` child; killed on drop.
@@ -17,7 +17,12 @@ impl Server {
     /// Starts `--app APP` on 127.0.0.1 with a free port plus `extra` arguments and waits
     /// for its `listening` line.
     pub fn start(app: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        Server::start_bin(Path::new(env!("CARGO_BIN_EXE_sluice")), app, extra)
+    }
+
+    /// [`Server::start`] with another `sluice` binary (e.g. the release build).
+    pub fn start_bin(bin: &Path, app: &str, extra: &[&str]) -> Server {
+        let mut child = Command::new(bin)
             .args([
                 "run",
                 "--backend",
@@ -36,10 +41,18 @@ impl Server {
             .spawn()
             .expect("spawn sluice");
         let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("sluice printed no listening line within 60 s")
+            });
         let port = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("port="))
