@@ -164,6 +164,45 @@ fn is_root() -> bool {
         .unwrap_or(true)
 }
 
+/// Whether the XDP program redirects every TCP port of the stack's address
+/// (`redirect_all_tcp`, evaluated once here at start, and logged). `auto`: RFC 9293
+/// 3.10.7.1 wants an RST for a closed port; when the kernel does not own the address
+/// nobody but Sluice can send it, so every port comes to Sluice; when the kernel owns it
+/// (any interface of this network namespace), its sockets keep the other ports.
+fn redirects_all_tcp(opts: &Options) -> bool {
+    use crate::config::RedirectAllTcp;
+    let setting = opts.dataplane.redirect_all_tcp;
+    let mut why = String::new();
+    let all = setting.redirects_all(|| match dataplane::sys::kernel_ipv4_owner(opts.addr) {
+        Ok(Some(iface)) => {
+            why = format!(
+                "redirect_all_tcp=auto: the kernel owns {} on {iface}",
+                opts.addr
+            );
+            true
+        }
+        Ok(None) => {
+            why = format!(
+                "redirect_all_tcp=auto: the kernel does not own {}",
+                opts.addr
+            );
+            false
+        }
+        // Cannot tell: keep the port filter, the choice that never takes a port from a
+        // kernel socket.
+        Err(e) => {
+            why = format!("redirect_all_tcp=auto: cannot list the kernel's addresses ({e})");
+            true
+        }
+    });
+    if setting != RedirectAllTcp::Auto {
+        why = format!("redirect_all_tcp={all}");
+    }
+    let policy = if all { "all-ports" } else { "port-filter" };
+    info!(tcp_policy = policy, reason = %why, "XDP TCP policy");
+    all
+}
+
 /// Runs the AF_XDP backend until SIGINT/SIGTERM.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -236,10 +275,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     };
     steering.resize_with(queues.len(), || None);
 
-    // Only Sluice's own ports are redirected; the kernel keeps every other port.
-    // (An empty list redirects every port.)
+    // Every TCP port, or only Sluice's own (the kernel keeps the others); an empty list
+    // redirects every port.
     let mut tcp_ports: Vec<_> = Vec::new();
-    if !opts.dataplane.redirect_all_tcp {
+    if !redirects_all_tcp(opts) {
         tcp_ports.extend(opts.ports.iter().map(|&p| p..=p));
         tcp_ports.push(local_ports.clone());
     }
