@@ -329,7 +329,11 @@ fn afxdp_startup_errors_one_line_nonzero_exit() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // What is really required: root. The code refuses every other uid, so the message
+    // must not suggest that granting capabilities would do.
     assert!(err.contains("not permitted"), "{err}");
+    assert!(err.contains("must run as root (effective uid 0)"), "{err}");
+    assert!(!err.contains("grant"), "{err}");
 
     // A tuning value out of range: one line naming the flag, before anything is attached.
     let (code, err) = start_fails(

@@ -218,7 +218,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     dataplane::sys::ifindex(&opts.iface)
         .map_err(|e| anyhow::Error::new(StartError::from_os("look up", &opts.iface, e)))?;
     if !is_root() {
-        return Err(StartError::NoPrivileges {
+        return Err(StartError::NotRoot {
             what: "load an XDP program and open AF_XDP sockets",
         }
         .into());
