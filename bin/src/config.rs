@@ -298,7 +298,20 @@ pub struct Control {
     pub publish_timeout_ms: u64,
     /// Largest ingest body accepted, in bytes (413 beyond it).
     pub max_publish_bytes: usize,
+    /// A worker whose poll loop has not run for longer than this (ms) is stalled, and
+    /// `/healthz` answers 503.
+    pub worker_stall_ms: u64,
 }
+
+impl Control {
+    /// `worker_stall_ms` as a duration.
+    pub fn worker_stall(&self) -> Duration {
+        Duration::from_millis(self.worker_stall_ms)
+    }
+}
+
+/// `control.worker_stall_ms`.
+pub const WORKER_STALL_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
 
 impl Default for Control {
     fn default() -> Self {
@@ -307,6 +320,7 @@ impl Default for Control {
             enabled: true,
             publish_timeout_ms: 5000,
             max_publish_bytes: 1 << 20,
+            worker_stall_ms: 2000,
         }
     }
 }
@@ -543,6 +557,16 @@ impl Config {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        if !WORKER_STALL_MS.contains(&self.control.worker_stall_ms) {
+            return Err(invalid(
+                "control.worker_stall_ms",
+                format!(
+                    "must be in {}..={} (milliseconds)",
+                    WORKER_STALL_MS.start(),
+                    WORKER_STALL_MS.end()
+                ),
+            ));
         }
         if l.handshake_timeout_ms == 0 {
             return Err(invalid("limits.handshake_timeout_ms", "must be at least 1"));

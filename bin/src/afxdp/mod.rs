@@ -291,13 +291,28 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         },
     )?);
 
-    let mut shared = match &opts.websocket {
-        Some(g) => Some(gateway::Shared::start(
+    let clock = Clock::new();
+    // `/healthz` (gateway, ws-echo): one heartbeat per queue's worker. An idle worker beats
+    // once per idle sleep, so the stall threshold is at least twice that sleep.
+    let health = opts.websocket.as_ref().map(|g| {
+        crate::control::health::Health::new(
+            queues.iter().map(|q| format!("sluice-q{q}")).collect(),
+            clock,
+            g.config
+                .control
+                .worker_stall()
+                .max(opts.dataplane.backoff().sleep * 2),
+        )
+    });
+    let fault = crate::control::health::fault_from_env()?;
+    let mut shared = match (&opts.websocket, &health) {
+        (Some(g), Some(health)) => Some(gateway::Shared::start(
             g.config.clone(),
             queues.len(),
             g.any_path,
+            health.clone(),
         )?),
-        None => None,
+        _ => None,
     };
     // The gateway flushes and closes with 1001 within its shutdown timeout: the workers
     // get at least that long (plus a margin) to drain.
@@ -307,7 +322,6 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             .max(s.config.limits.shutdown_timeout() + Duration::from_secs(1))
     });
 
-    let clock = Clock::new();
     let mut workers = Vec::new();
     let mut copy_modes = Vec::new();
     for (index, ((&queue, &core), steering)) in queues.iter().zip(&cores).zip(steering).enumerate()
@@ -350,6 +364,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             stop_grace,
             backoff: opts.dataplane.backoff(),
             clock,
+            heartbeat: health.as_ref().map(|h| (Arc::clone(&h.beats), index)),
+            fault: fault.filter(|f| f.worker == index),
             ..WorkerConfig::new(&format!("sluice-q{queue}"))
         };
         let xsk = XskConfig {
@@ -430,12 +446,26 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     );
 
     let mut polls = 0u32;
+    let mut unhealthy = false;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         polls = polls.wrapping_add(1);
         if let (Some(shared), 0) = (shared.as_mut(), polls % 10) {
             if let Ok(c) = program.counters() {
                 shared.record_xdp(c);
+            }
+        }
+        // Log when `/healthz` turns (the report names the worker and since when).
+        if let (Some(health), 0) = (&health, polls % 10) {
+            let problems = health.problems();
+            if problems.is_some() != unhealthy {
+                unhealthy = problems.is_some();
+                match problems {
+                    Some(p) => {
+                        tracing::error!(report = %p.trim_end().replace('\n', "; "), "workers unhealthy")
+                    }
+                    None => info!("every worker polling again"),
+                }
             }
         }
     }
