@@ -292,27 +292,31 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     )?);
 
     let clock = Clock::new();
-    // `/healthz` (gateway, ws-echo): one heartbeat per queue's worker. An idle worker beats
-    // once per idle sleep, so the stall threshold is at least twice that sleep.
-    let health = opts.websocket.as_ref().map(|g| {
-        crate::control::health::Health::new(
-            queues.iter().map(|q| format!("sluice-q{q}")).collect(),
-            clock,
-            g.config
-                .control
-                .worker_stall()
-                .max(opts.dataplane.backoff().sleep * 2),
+    // One heartbeat per queue's worker: `/healthz` (gateway, ws-echo) reads them, and the
+    // main loop below logs when one stalls or dies (every app). An idle worker beats once
+    // per idle sleep, so the stall threshold is at least twice that sleep.
+    let stall_after = opts
+        .websocket
+        .as_ref()
+        .map_or_else(
+            || crate::config::Control::default().worker_stall(),
+            |g| g.config.control.worker_stall(),
         )
-    });
+        .max(opts.dataplane.backoff().sleep * 2);
+    let health = crate::control::health::Health::new(
+        queues.iter().map(|q| format!("sluice-q{q}")).collect(),
+        clock,
+        stall_after,
+    );
     let fault = crate::control::health::fault_from_env()?;
-    let mut shared = match (&opts.websocket, &health) {
-        (Some(g), Some(health)) => Some(gateway::Shared::start(
+    let mut shared = match &opts.websocket {
+        Some(g) => Some(gateway::Shared::start(
             g.config.clone(),
             queues.len(),
             g.any_path,
             health.clone(),
         )?),
-        _ => None,
+        None => None,
     };
     // The gateway flushes and closes with 1001 within its shutdown timeout: the workers
     // get at least that long (plus a margin) to drain.
@@ -364,7 +368,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             stop_grace,
             backoff: opts.dataplane.backoff(),
             clock,
-            heartbeat: health.as_ref().map(|h| (Arc::clone(&h.beats), index)),
+            heartbeat: Some((Arc::clone(&health.beats), index)),
             fault: fault.filter(|f| f.worker == index),
             ..WorkerConfig::new(&format!("sluice-q{queue}"))
         };
@@ -456,7 +460,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             }
         }
         // Log when `/healthz` turns (the report names the worker and since when).
-        if let (Some(health), 0) = (&health, polls % 10) {
+        if polls.is_multiple_of(10) {
             let problems = health.problems();
             if problems.is_some() != unhealthy {
                 unhealthy = problems.is_some();
