@@ -174,11 +174,20 @@ pub struct Tuning {
     /// Entries of each AF_XDP ring (RX, TX, fill, completion) [default: 2048; power of two, 64..=32768].
     #[arg(long, value_name = "N")]
     pub ring_size: Option<u32>,
-    /// Redirect TCP to every port of --ip, not only --port and the active-open range
-    /// 32768-60999 (the rest normally stays with the kernel); closed ports then get
-    /// Sluice's RST.
-    #[arg(long)]
-    pub redirect_all_tcp: bool,
+    /// Which TCP ports of --ip the XDP program takes [default: auto]. true: every port
+    /// (closed ports get Sluice's RST, RFC 9293 3.10.7.1); false: only --port and the
+    /// active-open range 32768-60999, the kernel keeps the rest; auto: true unless the
+    /// kernel itself has the --ip address on an interface (checked once at start). A bare
+    /// --redirect-all-tcp means true.
+    #[arg(
+        long,
+        value_name = "true|false|auto",
+        value_enum,
+        num_args = 0..=1,
+        require_equals = false,
+        default_missing_value = "true"
+    )]
+    pub redirect_all_tcp: Option<crate::config::RedirectAllTcp>,
 }
 
 /// `--ip ADDR[/PREFIX]`: the address and, when given, the prefix length.

@@ -80,10 +80,62 @@ pub struct Dataplane {
     pub frame_size: u32,
     /// Entries of each AF_XDP ring: RX, TX, fill, completion (`--ring-size`).
     pub ring_size: u32,
-    /// Redirect TCP to every port of the stack's address, not only Sluice's listening
-    /// ports and active-open range (`--redirect-all-tcp`): Sluice then answers RST on
-    /// closed ports instead of the kernel seeing them.
-    pub redirect_all_tcp: bool,
+    /// Which TCP ports of the stack's address the XDP program takes
+    /// (`--redirect-all-tcp`): all of them (Sluice answers RST on closed ports), only
+    /// Sluice's listening ports and active-open range (the kernel keeps the rest), or
+    /// `auto` (the default): all unless the kernel owns the address itself.
+    pub redirect_all_tcp: RedirectAllTcp,
+}
+
+/// `[dataplane] redirect_all_tcp` / `--redirect-all-tcp`: the XDP program's TCP policy.
+///
+/// RFC 9293 3.10.7.1: a segment to a port nobody listens on MUST get an RST. When Sluice
+/// alone owns the address, only Sluice can send it, so `auto` then redirects every port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedirectAllTcp {
+    /// Decided once at start: `true` unless the kernel has the stack's address on one of
+    /// its interfaces (in Sluice's network namespace), then `false`.
+    #[default]
+    Auto,
+    /// Every TCP port of the address goes to Sluice; closed ports get its RST.
+    #[value(name = "true")]
+    All,
+    /// Only the listening ports and the active-open range go to Sluice; the kernel keeps
+    /// every other port.
+    #[value(name = "false")]
+    Ports,
+}
+
+impl RedirectAllTcp {
+    /// Whether every port is redirected, given whether the kernel owns the address
+    /// (consulted for `Auto` only).
+    pub fn redirects_all(self, kernel_owns_address: impl FnOnce() -> bool) -> bool {
+        match self {
+            RedirectAllTcp::All => true,
+            RedirectAllTcp::Ports => false,
+            RedirectAllTcp::Auto => !kernel_owns_address(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RedirectAllTcp {
+    /// `true`, `false` or `"auto"`.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(RedirectAllTcp::All),
+            Raw::Bool(false) => Ok(RedirectAllTcp::Ports),
+            Raw::Text(t) if t == "auto" => Ok(RedirectAllTcp::Auto),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "expected true, false or \"auto\", found \"{t}\""
+            ))),
+        }
+    }
 }
 
 /// Ranges accepted for the `[dataplane]` keys.
@@ -112,7 +164,7 @@ impl Default for Dataplane {
             umem_frames: 2_048,
             frame_size: 2_048,
             ring_size: 2_048,
-            redirect_all_tcp: false,
+            redirect_all_tcp: RedirectAllTcp::Auto,
         }
     }
 }
@@ -227,8 +279,8 @@ pub fn dataplane_for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Dataplane
     if let Some(v) = t.ring_size {
         d.ring_size = v;
     }
-    if t.redirect_all_tcp {
-        d.redirect_all_tcp = true;
+    if let Some(v) = t.redirect_all_tcp {
+        d.redirect_all_tcp = v;
     }
     d.validate().map_err(anyhow::Error::new)?;
     Ok(d)
@@ -246,7 +298,20 @@ pub struct Control {
     pub publish_timeout_ms: u64,
     /// Largest ingest body accepted, in bytes (413 beyond it).
     pub max_publish_bytes: usize,
+    /// A worker whose poll loop has not run for longer than this (ms) is stalled, and
+    /// `/healthz` answers 503.
+    pub worker_stall_ms: u64,
 }
+
+impl Control {
+    /// `worker_stall_ms` as a duration.
+    pub fn worker_stall(&self) -> Duration {
+        Duration::from_millis(self.worker_stall_ms)
+    }
+}
+
+/// `control.worker_stall_ms`.
+pub const WORKER_STALL_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
 
 impl Default for Control {
     fn default() -> Self {
@@ -255,6 +320,7 @@ impl Default for Control {
             enabled: true,
             publish_timeout_ms: 5000,
             max_publish_bytes: 1 << 20,
+            worker_stall_ms: 2000,
         }
     }
 }
@@ -492,6 +558,16 @@ impl Config {
                 return Err(invalid(key, "must be at least 1"));
             }
         }
+        if !WORKER_STALL_MS.contains(&self.control.worker_stall_ms) {
+            return Err(invalid(
+                "control.worker_stall_ms",
+                format!(
+                    "must be in {}..={} (milliseconds)",
+                    WORKER_STALL_MS.start(),
+                    WORKER_STALL_MS.end()
+                ),
+            ));
+        }
         if l.handshake_timeout_ms == 0 {
             return Err(invalid("limits.handshake_timeout_ms", "must be at least 1"));
         }
@@ -688,6 +764,66 @@ mod tests {
             (4096, 4096, 512)
         );
         assert_eq!(d.stop_grace(), Duration::ZERO);
+    }
+
+    #[test]
+    fn dataplane_redirect_all_tcp_true_false_auto_parsed() {
+        for (text, want) in [
+            ("true", RedirectAllTcp::All),
+            ("false", RedirectAllTcp::Ports),
+            ("\"auto\"", RedirectAllTcp::Auto),
+        ] {
+            let c = Config::parse(&format!("[dataplane]\nredirect_all_tcp = {text}\n")).unwrap();
+            assert_eq!(c.dataplane.redirect_all_tcp, want, "{text}");
+        }
+        assert_eq!(
+            Config::parse("").unwrap().dataplane.redirect_all_tcp,
+            RedirectAllTcp::Auto
+        );
+        let e = Config::parse("[dataplane]\nredirect_all_tcp = \"yes\"\n").unwrap_err();
+        assert!(e.to_string().contains("redirect_all_tcp"), "{e}");
+    }
+
+    #[test]
+    fn redirect_all_tcp_auto_follows_kernel_ownership() {
+        assert!(RedirectAllTcp::Auto.redirects_all(|| false));
+        assert!(!RedirectAllTcp::Auto.redirects_all(|| true));
+        assert!(RedirectAllTcp::All.redirects_all(|| true));
+        assert!(!RedirectAllTcp::Ports.redirects_all(|| false));
+    }
+
+    #[test]
+    fn redirect_all_tcp_flag_bare_true_valued_and_over_file() {
+        use clap::Parser;
+        let dir = std::env::temp_dir().join(format!("sluice-rat-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("d.toml");
+        std::fs::write(&file, "[dataplane]\nredirect_all_tcp = false\n").unwrap();
+        let path = file.to_str().unwrap();
+        let run = |extra: &[&str]| {
+            let mut argv = vec!["sluice", "run", "--port", "7", "--app", "tcp-echo"];
+            argv.extend_from_slice(extra);
+            let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+            let crate::cli::Command::Run(run) = cli.command else {
+                panic!("not run")
+            };
+            dataplane_for_run(&run).unwrap().redirect_all_tcp
+        };
+        assert_eq!(run(&[]), RedirectAllTcp::Auto);
+        assert_eq!(run(&["--redirect-all-tcp"]), RedirectAllTcp::All);
+        assert_eq!(run(&["--redirect-all-tcp", "false"]), RedirectAllTcp::Ports);
+        assert_eq!(run(&["--redirect-all-tcp=auto"]), RedirectAllTcp::Auto);
+        assert_eq!(run(&["--config", path]), RedirectAllTcp::Ports);
+        assert_eq!(
+            run(&["--config", path, "--redirect-all-tcp"]),
+            RedirectAllTcp::All
+        );
+        // A bare flag followed by another option still means `true`.
+        assert_eq!(
+            run(&["--redirect-all-tcp", "--ring-size", "256"]),
+            RedirectAllTcp::All
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -226,6 +226,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         &stop,
         SHUTDOWN_GRACE,
         Arc::new(Metrics::new()),
+        None,
     )
 }
 

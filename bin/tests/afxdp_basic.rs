@@ -104,20 +104,41 @@ print('options', i[5], 'wscale', i[6])\n";
     assert!(rest.is_empty());
 }
 
+/// From the peer, `create_connection` to `port` of the stack with a `timeout`-second
+/// connect timeout: the exception's class name (`ok` when it connected) and the seconds
+/// it took.
+fn peer_connect_outcome(lab: &Lab, port: u16, timeout: f64) -> (String, f64) {
+    let script = format!(
+        "import socket, time\n\
+t = time.monotonic()\n\
+try:\n    socket.create_connection(('{STACK_IP}', {port}), timeout={timeout})\n    r = 'ok'\n\
+except Exception as e:\n    r = type(e).__name__\n\
+print(r, time.monotonic() - t)\n"
+    );
+    let out = lab.peer_ok(&["python3", "-c", &script]);
+    let mut words = out.split_whitespace();
+    let class = words.next().unwrap_or_default().to_string();
+    let secs = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output: {out}"));
+    (class, secs)
+}
+
 #[test]
 #[ignore = "needs root: run by deploy/test.sh"]
 fn afxdp_closed_port_connect_refused() {
     let _serial = lab::serial();
     let lab = Lab::up(1);
-    // Sluice's ports are the listening ones and its active-open range (32768-60999); a
-    // SYN to one of them without a connection gets Sluice's RST. Other ports belong to
-    // the kernel (see afxdp_rss), unless --redirect-all-tcp.
+    // The stack namespace has no kernel address: the default policy (redirect_all_tcp =
+    // auto) sends every TCP port of the address to Sluice, which answers a SYN to a closed
+    // port with RST (RFC 9293 3.10.7.1), in or out of its active-open range.
     let sluice = lab.sluice("tcp-echo", &[7], &[]);
+    let (class, secs) = peer_connect_outcome(&lab, 9, 3.0);
+    assert_eq!(class, "ConnectionRefusedError", "port 9 after {secs} s");
+    // An RST answers at once; a lost SYN would cost the client's 1 s retransmission.
+    assert!(secs < 1.0, "port 9 refused only after {secs} s");
     let err = lab.connect(40_000).expect_err("port 40000 is closed");
-    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
-    sluice.stop();
-    let _sluice = lab.sluice("tcp-echo", &[7], &["--redirect-all-tcp"]);
-    let err = lab.connect(9).expect_err("port 9 is closed");
     assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
     // The listener still works afterwards.
     let mut conn = lab.connect(7).expect("connect to tcp-echo");
@@ -127,6 +148,22 @@ fn afxdp_closed_port_connect_refused() {
     let mut b = [0u8; 1];
     conn.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"x");
+    drop(conn);
+    let log = sluice.stop();
+    assert!(
+        log.contains("tcp_policy=\"all-ports\"") || log.contains("tcp_policy=all-ports"),
+        "{log}"
+    );
+    assert!(log.contains("the kernel does not own 198.18.0.2"), "{log}");
+
+    // Explicitly `false`: only Sluice's ports (listening, active-open range) come to it;
+    // port 9 goes to the kernel, which does not own the address and stays silent, while
+    // port 40000 is still Sluice's and refused.
+    let _sluice = lab.sluice("tcp-echo", &[7], &["--redirect-all-tcp", "false"]);
+    let (class, secs) = peer_connect_outcome(&lab, 9, 1.0);
+    assert_eq!(class, "TimeoutError", "port 9 after {secs} s");
+    let err = lab.connect(40_000).expect_err("port 40000 is closed");
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
 }
 
 #[test]

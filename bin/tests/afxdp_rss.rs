@@ -147,6 +147,8 @@ fn afxdp_port_filter_kernel_keeps_other_ports_of_the_same_address() {
         c.write_all(b"kernel").unwrap();
         b
     });
+    // Default options: redirect_all_tcp = auto sees the kernel's address and keeps the
+    // port filter.
     let sluice = lab.sluice("tcp-echo", &[7], &[]);
 
     // Port 2222 is not Sluice's: XDP passes it to the kernel's socket.
@@ -168,6 +170,11 @@ fn afxdp_port_filter_kernel_keeps_other_ports_of_the_same_address() {
     drop(k);
 
     let log = sluice.stop();
+    assert!(log.contains("port-filter"), "{log}");
+    assert!(
+        log.contains(&format!("the kernel owns {STACK_IP} on {}", lab.stack_if)),
+        "{log}"
+    );
     assert!(Sluice::log_sum(&log, "passed") >= 3, "{log}");
     assert!(Sluice::log_sum(&log, "redirected") >= 3, "{log}");
 }

@@ -416,3 +416,77 @@ fn ws_echo_afxdp_python_websockets_echo_exact() {
 }
 
 // The headless Chromium page test on this backend is bin/tests/chromium_gateway.rs.
+
+/// Polls `GET /healthz` until it answers 503 (at most `within`); returns the body.
+fn healthz_until_unhealthy(lab: &Lab, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, body) = lab.in_stack(|| http(CONTROL, "GET", "/healthz", ""));
+        if status == 503 {
+            return body;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "/healthz still 200 after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn ws_echo_afxdp_healthz_503_names_stalled_or_dead_worker() {
+    let _serial = lab::serial();
+    let lab = Lab::up(2);
+    // Test-only fault injection: queue 1's worker stops polling 4 s after it starts.
+    let sluice = lab.sluice_with_env(
+        "ws-echo",
+        &[PORT],
+        &["--queues", "2", "--control", CONTROL],
+        &["SLUICE_TEST_WORKER_FAULT=stall:1:4000"],
+    );
+    let started = Instant::now();
+    let (status, body) = lab.in_stack(|| http(CONTROL, "GET", "/healthz", ""));
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the 200 check came too late to mean anything"
+    );
+    let body = healthz_until_unhealthy(&lab, Duration::from_secs(30));
+    // Stalled at 4 s, reported once silent past the 2 s threshold.
+    assert!(started.elapsed() >= Duration::from_secs(5), "{body}");
+    assert!(body.starts_with("unhealthy: 1 of 2 worker(s)"), "{body}");
+    assert!(
+        body.contains("worker 1 (sluice-q1): stalled: last poll loop"),
+        "{body}"
+    );
+    assert!(body.contains("unix time"), "{body}");
+    assert!(!body.contains("worker 0"), "{body}");
+    // The main thread logs the change (it looks every 0.5 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sluice.log_text().contains("workers unhealthy") {
+        assert!(Instant::now() < deadline, "{}", sluice.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The stalled worker still takes the stop: the process ends cleanly.
+    sluice.stop();
+
+    // Worker 0's loop ends (as on a device error) 3 s after it starts.
+    let _sluice = lab.sluice_with_env(
+        "ws-echo",
+        &[PORT],
+        &["--queues", "2", "--control", CONTROL],
+        &["SLUICE_TEST_WORKER_FAULT=exit:0:3000"],
+    );
+    let started = Instant::now();
+    let (status, body) = lab.in_stack(|| http(CONTROL, "GET", "/healthz", ""));
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let body = healthz_until_unhealthy(&lab, Duration::from_secs(30));
+    assert!(
+        body.contains("worker 0 (sluice-q0): exited: its poll loop ended"),
+        "{body}"
+    );
+    assert!(!body.contains("worker 1"), "{body}");
+}

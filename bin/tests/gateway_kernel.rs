@@ -341,3 +341,68 @@ fn gateway_proxy_unreachable_upstream_closes_1014() {
         1.0
     );
 }
+
+#[test]
+fn ws_echo_kernel_healthz_503_names_stalled_event_loop() {
+    // Test-only fault injection: the event loop stops polling 3 s after it starts.
+    let mut proc = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .env("SLUICE_TEST_WORKER_FAULT", "stall:0:3000")
+            .args([
+                "run",
+                "--backend",
+                "kernel",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--control",
+                "127.0.0.1:0",
+                "--app",
+                "ws-echo",
+                "--log-level",
+                "error",
+            ]),
+    );
+    let line = proc.line();
+    let started = std::time::Instant::now();
+    let control = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("control="))
+        .unwrap_or_else(|| panic!("no control= in {line:?}"))
+        .to_string();
+    let (status, body) = http(&control, "GET", "/healthz", "");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "the 200 check came too late to mean anything"
+    );
+    let deadline = started + std::time::Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = http(&control, "GET", "/healthz", "");
+        if status == 503 {
+            break body;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(std::time::Instant::now() < deadline, "/healthz still 200");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // Stalled at 3 s, reported once silent past the 2 s threshold.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(4),
+        "{body}"
+    );
+    assert!(
+        body.contains("worker 0 (kernel event loop): stalled: last poll loop"),
+        "{body}"
+    );
+    // SIGTERM ends the stall and the process exits cleanly.
+    let pid = proc.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = proc.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -21,12 +21,21 @@ pub enum StartError {
         /// How many receive queues the driver reports.
         queues: u32,
     },
-    /// The process lacks the privileges for BPF or AF_XDP.
+    /// The kernel refused a BPF or AF_XDP step (`EPERM`/`EACCES`): the process is not
+    /// root, or root without the capabilities (e.g. a systemd `CapabilityBoundingSet`
+    /// that lacks them).
     #[error(
-        "not permitted to {what}: run as root or grant CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF"
+        "not permitted to {what}: run as root (effective uid 0) keeping CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_SYS_ADMIN and CAP_IPC_LOCK"
     )]
     NoPrivileges {
         /// What was refused.
+        what: &'static str,
+    },
+    /// The process does not run as root, which Sluice's AF_XDP backend requires (it is
+    /// checked before anything is attempted; capabilities without root are not enough).
+    #[error("not permitted to {what}: the AF_XDP backend must run as root (effective uid 0); capabilities without root are not supported")]
+    NotRoot {
+        /// What needs root.
         what: &'static str,
     },
     /// Neither native nor generic XDP could be attached.
@@ -113,6 +122,7 @@ mod tests {
                 queues: 2,
             },
             StartError::NoPrivileges { what: "load" },
+            StartError::NotRoot { what: "load" },
             StartError::XdpUnsupported {
                 iface: "x".into(),
                 detail: "d".into(),

@@ -9,6 +9,7 @@
 
 pub mod device;
 pub mod error;
+pub mod health;
 pub mod mem;
 pub mod pcap;
 pub mod rss;
@@ -20,6 +21,7 @@ pub mod xsk;
 
 pub use device::{Device, DeviceError, DeviceStats, TxQueue};
 pub use error::StartError;
+pub use health::{Fault, FaultKind, Heartbeat, Heartbeats, WorkerStatus};
 pub use mem::{MemConfig, MemDevice, MemTx};
 pub use pcap::PcapDevice;
 pub use rss::{PortChooser, RssTable};

@@ -1,5 +1,6 @@
 //! Small system-call helpers: interface lookups through `ioctl` (index, MAC address,
-//! channel count, the ethtool RSS configuration) and entering a network namespace.
+//! channel count, the ethtool RSS configuration), the kernel's own IPv4 addresses
+//! (`getifaddrs`) and entering a network namespace.
 //!
 //! Every lookup goes through a socket created in the calling thread's network namespace,
 //! never through `/sys` (whose view belongs to whoever mounted it), so the helpers work from
@@ -179,6 +180,57 @@ pub fn rss_config(name: &str) -> io::Result<RssTable> {
     Ok(RssTable { key, indirection })
 }
 
+/// The IPv4 addresses the kernel has on its interfaces in the calling thread's network
+/// namespace (`getifaddrs(3)`, i.e. `ip -4 addr`), each with its interface's name.
+pub fn ipv4_addresses() -> io::Result<Vec<(String, std::net::Ipv4Addr)>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: `head` is a valid out-pointer; on success getifaddrs stores a list that we
+    // free below with freeifaddrs, exactly once.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a non-null node of the list getifaddrs returned, not yet freed.
+        let entry = unsafe { &*cur };
+        cur = entry.ifa_next;
+        let addr = entry.ifa_addr;
+        if addr.is_null() {
+            continue;
+        }
+        // SAFETY: a non-null `ifa_addr` points to a sockaddr whose family field is valid.
+        if i32::from(unsafe { (*addr).sa_family }) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: an AF_INET `ifa_addr` is a `sockaddr_in`; read_unaligned needs no alignment.
+        let sin = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in>()) };
+        let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+        let name = if entry.ifa_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: a non-null `ifa_name` is a NUL-terminated string owned by the list.
+            unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        out.push((name, ip));
+    }
+    // SAFETY: `head` came from a successful getifaddrs and is freed once; no reference
+    // into the list outlives this point (names and addresses were copied).
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+/// The interface on which the kernel owns `addr` (as a local address of the calling
+/// thread's network namespace, on any interface), or `None` when it owns it nowhere.
+pub fn kernel_ipv4_owner(addr: std::net::Ipv4Addr) -> io::Result<Option<String>> {
+    Ok(ipv4_addresses()?
+        .into_iter()
+        .find(|(_, a)| *a == addr)
+        .map(|(name, _)| name))
+}
+
 /// Moves the calling thread (only it: network namespaces are per thread) into the named
 /// network namespace, as created by `ip netns add NAME` (`/run/netns/NAME`).
 pub fn enter_netns(name: &str) -> io::Result<()> {
@@ -224,6 +276,30 @@ mod tests {
     fn enter_netns_path_in_name_invalid_input() {
         let err = enter_netns("../etc").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn ipv4_addresses_include_loopback() {
+        let all = ipv4_addresses().unwrap();
+        assert!(
+            all.iter()
+                .any(|(name, a)| name == "lo" && *a == std::net::Ipv4Addr::LOCALHOST),
+            "{all:?}"
+        );
+        assert_eq!(
+            kernel_ipv4_owner(std::net::Ipv4Addr::LOCALHOST)
+                .unwrap()
+                .as_deref(),
+            Some("lo")
+        );
+    }
+
+    #[test]
+    fn kernel_ipv4_owner_unowned_address_none() {
+        // 198.18.255.254 is never assigned on these machines (the lab uses 198.18.0.x in
+        // its own namespaces).
+        let addr = std::net::Ipv4Addr::new(198, 18, 255, 254);
+        assert_eq!(kernel_ipv4_owner(addr).unwrap(), None);
     }
 
     #[test]

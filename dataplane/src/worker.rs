@@ -8,6 +8,9 @@
 //! transmit batch with one kick. An iteration that moved nothing counts as idle; the backoff
 //! spins for `spin` idle iterations, then yields the CPU for `yields` more, then sleeps in
 //! `poll()` on the device for at most `sleep` (or until the handler's next deadline).
+//!
+//! Each iteration also stores its `now` in the worker's heartbeat slot, when it has one
+//! ([`crate::health`]), so the control thread can tell a stalled or dead worker.
 
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -17,6 +20,7 @@ use tcp::Instant;
 
 use crate::device::{Device, DeviceError, DeviceStats, TxQueue};
 use crate::error::StartError;
+use crate::health::{Fault, FaultKind, Heartbeats};
 
 /// What a worker runs for every frame and every loop iteration. The TCP `Stack` implements
 /// it (through an adapter in the binary); tests implement small reflectors.
@@ -135,6 +139,11 @@ pub struct WorkerConfig {
     pub stop_grace: Duration,
     /// The clock (share one between workers).
     pub clock: Clock,
+    /// The heartbeat slots and this worker's index among them; `None`: no heartbeat.
+    pub heartbeat: Option<(std::sync::Arc<Heartbeats>, usize)>,
+    /// **Testing only**: a fault to inject into this worker (its `worker` field is not
+    /// consulted; set it only on the worker it names).
+    pub fault: Option<Fault>,
 }
 
 impl WorkerConfig {
@@ -148,6 +157,8 @@ impl WorkerConfig {
             control_capacity: 64,
             stop_grace: Duration::from_secs(1),
             clock: Clock::new(),
+            heartbeat: None,
+            fault: None,
         }
     }
 }
@@ -172,6 +183,9 @@ pub enum WorkerError {
     /// The worker thread panicked.
     #[error("worker thread panicked")]
     Panicked,
+    /// An injected fault ended the loop (testing only, see [`Fault`]).
+    #[error("the worker exited: injected fault (testing only)")]
+    InjectedFault,
 }
 
 /// The spawning side's handle on a worker.
@@ -244,6 +258,10 @@ where
                     return Err(WorkerError::Panicked);
                 }
             };
+            // Running from here on: whoever waits for `spawn` sees the worker alive.
+            if let Some((beats, index)) = &config.heartbeat {
+                beats.mark_running(*index, config.clock.now());
+            }
             let _ = ready_tx.send(Ok(()));
             run(&config, device, handler, &control_rx, pinned)
         })
@@ -282,6 +300,17 @@ pub fn run<D: Device, H: Handler>(
     let backoff = config.backoff;
     let mut idle: u32 = 0;
     let mut stop_deadline: Option<Instant> = None;
+    // Dropped when this function returns or unwinds: marks the slot exited or panicked.
+    let heartbeat = config
+        .heartbeat
+        .as_ref()
+        .and_then(|(beats, index)| beats.writer(*index));
+    let started = clock.now();
+    if let Some(h) = &heartbeat {
+        h.start(started);
+    }
+    let fault_at = config.fault.map(|f| (started + f.after, f.kind));
+    let mut stalled = false;
     loop {
         let now = clock.now();
         loop {
@@ -313,6 +342,24 @@ pub fn run<D: Device, H: Handler>(
                     pinned,
                 });
             }
+        }
+
+        if let Some((at, kind)) = fault_at {
+            if now >= at {
+                match kind {
+                    FaultKind::Stall => stalled = true,
+                    FaultKind::Exit => return Err(WorkerError::InjectedFault),
+                    FaultKind::Panic => panic!("injected fault: worker panics (testing only)"),
+                }
+            }
+        }
+        if stalled {
+            // Testing only: no device, no application, no heartbeat; stops still end it.
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        if let Some(h) = &heartbeat {
+            h.beat(now);
         }
 
         device.reclaim();
@@ -486,6 +533,104 @@ mod tests {
         }
         fn drained(&self) -> bool {
             self.left == 0
+        }
+    }
+
+    fn watched(
+        name: &str,
+        beats: &std::sync::Arc<Heartbeats>,
+        fault: Option<Fault>,
+    ) -> WorkerConfig {
+        WorkerConfig {
+            heartbeat: Some((std::sync::Arc::clone(beats), 0)),
+            fault,
+            ..quick(name)
+        }
+    }
+
+    /// Waits up to 10 s for worker 0's status to satisfy `want`.
+    fn wait_status(
+        beats: &Heartbeats,
+        clock: Clock,
+        want: impl Fn(crate::health::WorkerStatus) -> bool,
+    ) -> crate::health::WorkerStatus {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = beats
+                .status(0, clock.now(), Duration::from_millis(200))
+                .unwrap();
+            if want(s) || std::time::Instant::now() > deadline {
+                return s;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn worker_heartbeat_alive_then_exited_after_stop() {
+        use crate::health::WorkerStatus;
+        let beats = Heartbeats::new(1);
+        let config = watched("beat", &beats, None);
+        let clock = config.clock;
+        let dev = MemDevice::new(MemConfig::default());
+        let worker = spawn(config, move || Ok((dev, Echo::default()))).unwrap();
+        // Idle, it sleeps 1 ms at a time: well within the 200 ms threshold.
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            wait_status(&beats, clock, WorkerStatus::is_alive),
+            WorkerStatus::Alive
+        );
+        worker.stop().unwrap();
+        assert!(matches!(
+            beats.status(0, clock.now(), Duration::from_millis(200)),
+            Some(WorkerStatus::Exited { .. })
+        ));
+    }
+
+    #[test]
+    fn worker_fault_stall_stalled_and_still_stops() {
+        use crate::health::WorkerStatus;
+        let beats = Heartbeats::new(1);
+        let fault = Fault {
+            worker: 0,
+            kind: FaultKind::Stall,
+            after: Duration::from_millis(50),
+        };
+        let config = watched("stall", &beats, Some(fault));
+        let clock = config.clock;
+        let dev = MemDevice::new(MemConfig::default());
+        let worker = spawn(config, move || Ok((dev, Echo::default()))).unwrap();
+        let s = wait_status(&beats, clock, |s| matches!(s, WorkerStatus::Stalled { .. }));
+        assert!(matches!(s, WorkerStatus::Stalled { .. }), "{s:?}");
+        assert!(worker.stop().unwrap().handler.stopped);
+    }
+
+    #[test]
+    fn worker_fault_exit_and_panic_reported() {
+        use crate::health::WorkerStatus;
+        for (kind, dead) in [(FaultKind::Exit, "Exited"), (FaultKind::Panic, "Panicked")] {
+            let beats = Heartbeats::new(1);
+            let fault = Fault {
+                worker: 0,
+                kind,
+                after: Duration::from_millis(20),
+            };
+            let config = watched("dies", &beats, Some(fault));
+            let clock = config.clock;
+            let dev = MemDevice::new(MemConfig::default());
+            let worker = spawn(config, move || Ok((dev, Echo::default()))).unwrap();
+            let s = wait_status(&beats, clock, |s| {
+                matches!(
+                    s,
+                    WorkerStatus::Exited { .. } | WorkerStatus::Panicked { .. }
+                )
+            });
+            assert!(format!("{s:?}").starts_with(dead), "{kind:?}: {s:?}");
+            let err = worker.join().unwrap_err();
+            match kind {
+                FaultKind::Exit => assert!(matches!(err, WorkerError::InjectedFault)),
+                _ => assert!(matches!(err, WorkerError::Panicked)),
+            }
         }
     }
 

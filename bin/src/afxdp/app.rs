@@ -527,7 +527,12 @@ mod tests {
             compression: false,
             ..Route::default()
         }];
-        let mut shared = super::super::gateway::Shared::start(config, 1, true).unwrap();
+        let health = crate::control::health::Health::new(
+            vec!["q0".to_string()],
+            dataplane::Clock::new(),
+            config.control.worker_stall(),
+        );
+        let mut shared = super::super::gateway::Shared::start(config, 1, true, health).unwrap();
         p.worker
             .serve_gateway(GatewayApp::new(shared.part(0), &[7]));
         p

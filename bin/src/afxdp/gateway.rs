@@ -74,8 +74,13 @@ pub struct Shared {
 
 impl Shared {
     /// Starts the broker and the control plane for `workers` workers. `any_path` serves
-    /// every request path with the first route (ws-echo).
-    pub fn start(config: Config, workers: usize, any_path: bool) -> anyhow::Result<Shared> {
+    /// every request path with the first route (ws-echo); `/healthz` reads `health`.
+    pub fn start(
+        config: Config,
+        workers: usize,
+        any_path: bool,
+        health: control::health::Health,
+    ) -> anyhow::Result<Shared> {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
         let mut handles = Vec::new();
@@ -102,6 +107,7 @@ impl Shared {
                 publisher: publisher.clone(),
                 workers: handles,
                 config: Arc::clone(&config),
+                health,
             };
             Some(control::spawn(config.control.addr, ctx)?)
         } else {

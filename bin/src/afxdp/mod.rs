@@ -164,6 +164,45 @@ fn is_root() -> bool {
         .unwrap_or(true)
 }
 
+/// Whether the XDP program redirects every TCP port of the stack's address
+/// (`redirect_all_tcp`, evaluated once here at start, and logged). `auto`: RFC 9293
+/// 3.10.7.1 wants an RST for a closed port; when the kernel does not own the address
+/// nobody but Sluice can send it, so every port comes to Sluice; when the kernel owns it
+/// (any interface of this network namespace), its sockets keep the other ports.
+fn redirects_all_tcp(opts: &Options) -> bool {
+    use crate::config::RedirectAllTcp;
+    let setting = opts.dataplane.redirect_all_tcp;
+    let mut why = String::new();
+    let all = setting.redirects_all(|| match dataplane::sys::kernel_ipv4_owner(opts.addr) {
+        Ok(Some(iface)) => {
+            why = format!(
+                "redirect_all_tcp=auto: the kernel owns {} on {iface}",
+                opts.addr
+            );
+            true
+        }
+        Ok(None) => {
+            why = format!(
+                "redirect_all_tcp=auto: the kernel does not own {}",
+                opts.addr
+            );
+            false
+        }
+        // Cannot tell: keep the port filter, the choice that never takes a port from a
+        // kernel socket.
+        Err(e) => {
+            why = format!("redirect_all_tcp=auto: cannot list the kernel's addresses ({e})");
+            true
+        }
+    });
+    if setting != RedirectAllTcp::Auto {
+        why = format!("redirect_all_tcp={all}");
+    }
+    let policy = if all { "all-ports" } else { "port-filter" };
+    info!(tcp_policy = policy, reason = %why, "XDP TCP policy");
+    all
+}
+
 /// Runs the AF_XDP backend until SIGINT/SIGTERM.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -179,7 +218,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     dataplane::sys::ifindex(&opts.iface)
         .map_err(|e| anyhow::Error::new(StartError::from_os("look up", &opts.iface, e)))?;
     if !is_root() {
-        return Err(StartError::NoPrivileges {
+        return Err(StartError::NotRoot {
             what: "load an XDP program and open AF_XDP sockets",
         }
         .into());
@@ -236,10 +275,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     };
     steering.resize_with(queues.len(), || None);
 
-    // Only Sluice's own ports are redirected; the kernel keeps every other port.
-    // (An empty list redirects every port.)
+    // Every TCP port, or only Sluice's own (the kernel keeps the others); an empty list
+    // redirects every port.
     let mut tcp_ports: Vec<_> = Vec::new();
-    if !opts.dataplane.redirect_all_tcp {
+    if !redirects_all_tcp(opts) {
         tcp_ports.extend(opts.ports.iter().map(|&p| p..=p));
         tcp_ports.push(local_ports.clone());
     }
@@ -252,11 +291,30 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         },
     )?);
 
+    let clock = Clock::new();
+    // One heartbeat per queue's worker: `/healthz` (gateway, ws-echo) reads them, and the
+    // main loop below logs when one stalls or dies (every app). An idle worker beats once
+    // per idle sleep, so the stall threshold is at least twice that sleep.
+    let stall_after = opts
+        .websocket
+        .as_ref()
+        .map_or_else(
+            || crate::config::Control::default().worker_stall(),
+            |g| g.config.control.worker_stall(),
+        )
+        .max(opts.dataplane.backoff().sleep * 2);
+    let health = crate::control::health::Health::new(
+        queues.iter().map(|q| format!("sluice-q{q}")).collect(),
+        clock,
+        stall_after,
+    );
+    let fault = crate::control::health::fault_from_env()?;
     let mut shared = match &opts.websocket {
         Some(g) => Some(gateway::Shared::start(
             g.config.clone(),
             queues.len(),
             g.any_path,
+            health.clone(),
         )?),
         None => None,
     };
@@ -268,7 +326,6 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             .max(s.config.limits.shutdown_timeout() + Duration::from_secs(1))
     });
 
-    let clock = Clock::new();
     let mut workers = Vec::new();
     let mut copy_modes = Vec::new();
     for (index, ((&queue, &core), steering)) in queues.iter().zip(&cores).zip(steering).enumerate()
@@ -311,6 +368,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             stop_grace,
             backoff: opts.dataplane.backoff(),
             clock,
+            heartbeat: Some((Arc::clone(&health.beats), index)),
+            fault: fault.filter(|f| f.worker == index),
             ..WorkerConfig::new(&format!("sluice-q{queue}"))
         };
         let xsk = XskConfig {
@@ -391,12 +450,26 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     );
 
     let mut polls = 0u32;
+    let mut unhealthy = false;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         polls = polls.wrapping_add(1);
         if let (Some(shared), 0) = (shared.as_mut(), polls % 10) {
             if let Ok(c) = program.counters() {
                 shared.record_xdp(c);
+            }
+        }
+        // Log when `/healthz` turns (the report names the worker and since when).
+        if polls.is_multiple_of(10) {
+            let problems = health.problems();
+            if problems.is_some() != unhealthy {
+                unhealthy = problems.is_some();
+                match problems {
+                    Some(p) => {
+                        tracing::error!(report = %p.trim_end().replace('\n', "; "), "workers unhealthy")
+                    }
+                    None => info!("every worker polling again"),
+                }
             }
         }
     }

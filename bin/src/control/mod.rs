@@ -1,12 +1,14 @@
 //! The control plane: a small HTTP server on a kernel socket (default 127.0.0.1:9100).
 //!
 //! - `GET /metrics`: Prometheus text 0.0.4, or OpenMetrics 1.0 when `Accept` prefers it.
-//! - `GET /healthz`: `ok`.
+//! - `GET /healthz`: `200 ok` while every worker's poll loop is alive; 503 naming each
+//!   stalled, exited or panicked worker and since when otherwise ([`health`]).
 //! - `POST /publish/{topic}`: the backend ingest; the body (UTF-8) is the message. Answers
 //!   200 `{"topic":..,"delivered":N}` only once the message is queued to every subscriber
 //!   on every worker; 503 when that does not happen within `control.publish_timeout_ms`.
 //! - `GET /stat`: JSON with the per-connection table (what `sluice stat` prints).
 
+pub mod health;
 pub mod metrics;
 
 use std::io::{Read, Write};
@@ -37,6 +39,8 @@ pub struct Context {
     pub workers: Vec<WorkerHandle>,
     /// The configuration.
     pub config: Arc<Config>,
+    /// The workers' heartbeats (for `/healthz`).
+    pub health: health::Health,
 }
 
 /// Starts the control server on `addr`; returns the bound address.
@@ -96,7 +100,10 @@ fn handle(mut req: Request, ctx: &Context) {
                 )
             }
         }
-        (Method::Get, "/healthz") => text(200, "ok\n", "text/plain"),
+        (Method::Get, "/healthz") => match ctx.health.problems() {
+            None => text(200, "ok\n", "text/plain"),
+            Some(body) => text(503, body, "text/plain"),
+        },
         (Method::Get, "/stat") => {
             let rows = snapshot(ctx);
             let body = serde_json::json!({ "connections": rows });

@@ -131,9 +131,22 @@ pub fn bind(
     Ok((listeners, bound))
 }
 
+/// The event loop's heartbeat for `/healthz` (and the test-only fault to inject).
+#[derive(Debug)]
+pub struct Liveness {
+    /// Written once per loop iteration.
+    pub heartbeat: dataplane::Heartbeat,
+    /// The clock the heartbeat is read against.
+    pub clock: dataplane::Clock,
+    /// **Testing only** (`SLUICE_TEST_WORKER_FAULT`): `stall` stops the loop until the
+    /// stop signal; `exit` and `panic` end it (the process with it).
+    pub fault: Option<dataplane::Fault>,
+}
+
 /// Serves `svc` on `listeners` (registered on `poll` by [`bind`]) until `stop` is set,
 /// then shuts down gracefully within `shutdown_timeout`. `rx` carries broker and control
-/// messages for a gateway worker.
+/// messages for a gateway worker; `liveness`, when given, is beaten every iteration.
+#[allow(clippy::too_many_arguments)]
 pub fn serve<S: Service>(
     poll: Poll,
     mut listeners: Vec<TcpListener>,
@@ -142,6 +155,7 @@ pub fn serve<S: Service>(
     stop: &AtomicBool,
     shutdown_timeout: Duration,
     metrics: Arc<Metrics>,
+    liveness: Option<Liveness>,
 ) -> anyhow::Result<()> {
     let mut driver = Driver {
         poll,
@@ -153,7 +167,17 @@ pub fn serve<S: Service>(
         buf: vec![0u8; READ_BUF],
         metrics,
     };
-    driver.run(svc, &mut listeners, rx, stop, shutdown_timeout)
+    if let Some(l) = &liveness {
+        l.heartbeat.start(l.clock.now());
+    }
+    driver.run(
+        svc,
+        &mut listeners,
+        rx,
+        stop,
+        shutdown_timeout,
+        liveness.as_ref(),
+    )
 }
 
 /// Everything `sluice run --app gateway` needs from the command line, after overrides.
@@ -193,6 +217,22 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }),
     };
     let workers = vec![handle];
+    let clock = dataplane::Clock::new();
+    let health = control::health::Health::new(
+        vec!["kernel event loop".to_string()],
+        clock,
+        config.control.worker_stall(),
+    );
+    let fault = control::health::fault_from_env()?;
+    let liveness = health.beats.writer(0).map(|heartbeat| Liveness {
+        heartbeat,
+        clock,
+        fault: fault.filter(|f| f.worker == 0),
+    });
+    // Running before the `listening` line, so `/healthz` right after it answers 200.
+    if let Some(l) = &liveness {
+        l.heartbeat.start(clock.now());
+    }
     let publisher = broker::spawn(
         workers.clone(),
         config.limits.publish_queue,
@@ -208,6 +248,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             publisher: publisher.clone(),
             workers: workers.clone(),
             config: Arc::clone(&config),
+            health,
         };
         Some(control::spawn(config.control.addr, ctx).context("starting control plane")?)
     } else {
@@ -240,9 +281,28 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         &stop,
         config.limits.shutdown_timeout(),
         metrics,
+        liveness,
     );
     drop(workers);
     result
+}
+
+/// Testing only (`SLUICE_TEST_WORKER_FAULT`): `stall` stops the loop, without beating,
+/// until the stop signal (the shutdown then runs as usual); `exit` and `panic` end the
+/// process, the event loop being its only worker.
+fn inject_fault(kind: dataplane::FaultKind, stop: &AtomicBool) {
+    match kind {
+        dataplane::FaultKind::Stall => {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        dataplane::FaultKind::Exit => {
+            tracing::error!("injected fault: the event loop exits (testing only)");
+            std::process::exit(1);
+        }
+        dataplane::FaultKind::Panic => panic!("injected fault: event loop panics (testing only)"),
+    }
 }
 
 struct Driver {
@@ -266,8 +326,10 @@ impl Driver {
         rx: Option<&Receiver<WorkerMsg>>,
         stop: &AtomicBool,
         shutdown_timeout: Duration,
+        liveness: Option<&Liveness>,
     ) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(1024);
+        let fault_at = liveness.and_then(|l| l.fault.map(|f| (l.clock.now() + f.after, f.kind)));
         let mut shutdown_deadline: Option<Instant> = None;
         let mut last_tick = Instant::now();
         // Time spent outside epoll_wait since the last tick (the busy ratio).
@@ -282,6 +344,13 @@ impl Driver {
             }
             let now = Instant::now();
             busy_since = now;
+            if let Some(l) = liveness {
+                let beat = l.clock.now();
+                if let Some((_, kind)) = fault_at.filter(|(at, _)| beat >= *at) {
+                    inject_fault(kind, stop);
+                }
+                l.heartbeat.beat(beat);
+            }
             for event in events.iter() {
                 let Token(t) = event.token();
                 if event.token() == WAKER {

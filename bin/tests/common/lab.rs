@@ -155,15 +155,43 @@ impl Lab {
     /// Starts `sluice run --backend afxdp` in the stack namespace on this lab's interface
     /// and waits for its `listening` line.
     pub fn sluice(&self, app: &str, ports: &[u16], extra: &[&str]) -> Sluice {
-        self.sluice_bin(env!("CARGO_BIN_EXE_sluice"), app, ports, extra)
+        self.sluice_bin_with_env(env!("CARGO_BIN_EXE_sluice"), app, ports, extra, &[])
     }
 
     /// [`Lab::sluice`] with another `sluice` binary (e.g. the release build).
     pub fn sluice_bin(&self, bin: &str, app: &str, ports: &[u16], extra: &[&str]) -> Sluice {
+        self.sluice_bin_with_env(bin, app, ports, extra, &[])
+    }
+
+    /// [`Lab::sluice`] with `env` (`NAME=VALUE` items) added to sluice's environment.
+    pub fn sluice_with_env(
+        &self,
+        app: &str,
+        ports: &[u16],
+        extra: &[&str],
+        env: &[&str],
+    ) -> Sluice {
+        self.sluice_bin_with_env(env!("CARGO_BIN_EXE_sluice"), app, ports, extra, env)
+    }
+
+    /// [`Lab::sluice_bin`] with `env` (`NAME=VALUE` items) added to sluice's environment.
+    pub fn sluice_bin_with_env(
+        &self,
+        bin: &str,
+        app: &str,
+        ports: &[u16],
+        extra: &[&str],
+        env: &[&str],
+    ) -> Sluice {
+        // `env` execs sluice, so the child's pid is still sluice's.
         let mut args: Vec<String> = vec![
             "netns".into(),
             "exec".into(),
             self.stack_ns.clone(),
+            "env".into(),
+        ];
+        args.extend(env.iter().map(|s| s.to_string()));
+        args.extend([
             bin.into(),
             "run".into(),
             "--backend".into(),
@@ -176,7 +204,7 @@ impl Lab {
             app.into(),
             "--log-level".into(),
             "info".into(),
-        ];
+        ]);
         for p in ports {
             args.push("--port".into());
             args.push(p.to_string());
