@@ -64,7 +64,7 @@ CLIENT_CPU=1
 RATE=""
 
 die() { echo "bench/lab.sh: $*" >&2; exit 2; }
-usage() { sed -n '2,48p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
