@@ -3,6 +3,7 @@
 #
 #   bench/lab.sh [--quick] [--only GROUPS] [--results DIR] [--no-build] [--no-doc]
 #                [--server-cpu N] [--client-cpu N] [--rate R]
+#   bench/lab.sh --scale [--quick] [--rounds N] [--max-queues N] [--results DIR] [--no-build]
 #
 # Builds the release binaries, creates a lab (deploy/lab.sh, unique prefix, removed on exit
 # whatever happens), and runs every target with the same client settings, pinned the same
@@ -11,25 +12,42 @@
 #
 # Groups (--only takes a comma list; default all):
 #   ws      WebSocket echo: Sluice ws-echo on AF_XDP, Sluice ws-echo on --backend kernel,
-#           ref-tungstenite, ref-fastwebsockets; scenarios 1 conn 64 B ping-pong (spinning
-#           client), 100 conns 64 B saturation (pipeline 16), 1,000 conns 1 KiB open loop
-#           at --rate msgs/s (default 20,000)
+#           ref-tungstenite, ref-fastwebsockets, ref-ws-echo --spin; scenarios 1 conn 64 B
+#           ping-pong (spinning client), 100 conns 64 B saturation (pipeline 16), 1,000
+#           conns 1 KiB open loop at --rate msgs/s (default 20,000)
 #   tcp     TCP echo ping-pong: Sluice tcp-echo on AF_XDP and on the kernel backend vs
-#           ref-tcp-echo (1 conn and 100 conns)
+#           ref-tcp-echo, blocking and --spin (1 conn and 100 conns)
 #   bulk    bulk throughput, `sluice-load bulk`: Sluice tcp-discard on AF_XDP vs a kernel
 #           discard server (`sluice-load sink`), over the same veth, offloads off
 #   fanout  gateway broadcast: 1 publisher (POST /publish on the control endpoint) ->
 #           1,000 subscribers; Sluice gateway on the kernel backend and on AF_XDP
 #   ceiling the load generator's own ceiling on loopback (rows in the ws/tcp tables)
+# Every target is labelled by how its server waits: "spin" (busy-polls: AF_XDP workers,
+# the --spin references) or "block" (sleeps in epoll/tokio). Only one server runs at a time.
+#
+# --scale (issue 12): for Q = 1, 2, 4, ... up to nproc/2 (or --max-queues), a lab with Q
+# veth queues; per round, A = Sluice ws-echo on AF_XDP (--queues Q, workers pinned to cores
+# 0..Q-1), B = Q `ref-ws-echo --spin` kernel servers (server i on core i, port 9201+i);
+# the same client for both: sluice-load, Q threads pinned to cores nproc/2.., 64
+# connections x pipeline 16 x 64 B per thread (thread i talks to server i on B). Rounds
+# A B A B ... (--rounds, default 3). Prints per Q the median msgs/s (min..max), the scaling
+# against Q = 1, Sluice / kernel, and each side's server- and client-core busy (/proc/stat
+# over the measurement window); writes RESULTS/scale.json. Does not touch the docs.
 #
 # A target that cannot start (e.g. an app the AF_XDP backend does not serve yet) is
 # reported as "not available (its error line)" and the run goes on.
+#
+# Prebuilt binaries (a bare machine without cargo): SLUICE_BIN=path/to/sluice and
+# BENCH_BIN_DIR=dir (sluice-load, ref-*, lab-report); either one, or no cargo on PATH,
+# skips the build. Needs only deploy/lab.sh beside this script, ip, ethtool, taskset.
 #
 # Output: one table per scenario (p50/p90/p99/p99.9/max, msgs/s, ratios to the best
 # kernel-socket target), JSON under the results dir (default target/bench-lab/<time>),
 # docs/bench-lab.svg (percentile plot) and the lab section of docs/BENCHMARKS.md
 # (between <!-- lab:begin --> and <!-- lab:end -->) unless --no-doc.
-# Runtime after the build: ~2.5 min by default, ~45 s with --quick (measured here).
+# Runtime after the build: ~3 min by default, ~55 s with --quick (estimated from the groups
+# measured here before the --spin targets were added); --scale --quick on 2
+# cores ~15 s, a default --scale ~45 s per Q.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,13 +55,16 @@ QUICK=0
 ONLY="ws,tcp,bulk,fanout,ceiling"
 RESULTS=""
 BUILD=1
+SCALE=0
+ROUNDS=3
+MAX_QUEUES=""
 DOC=1
 SERVER_CPU=0
 CLIENT_CPU=1
 RATE=""
 
 die() { echo "bench/lab.sh: $*" >&2; exit 2; }
-usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -55,6 +76,9 @@ while [ $# -gt 0 ]; do
     --server-cpu) SERVER_CPU=${2:?}; shift 2 ;;
     --client-cpu) CLIENT_CPU=${2:?}; shift 2 ;;
     --rate) RATE=${2:?}; shift 2 ;;
+    --scale) SCALE=1; shift ;;
+    --rounds) ROUNDS=${2:?}; shift 2 ;;
+    --max-queues) MAX_QUEUES=${2:?}; shift 2 ;;
     -h|--help) usage 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -64,6 +88,8 @@ for g in ${ONLY//,/ }; do
   case "$g" in ws|tcp|bulk|fanout|ceiling) ;; *) die "unknown group '$g'" ;; esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive number"
+[ -z "$MAX_QUEUES" ] || [[ "$MAX_QUEUES" =~ ^[1-9][0-9]*$ ]] || die "--max-queues must be a positive number"
 
 if [ "$QUICK" = 1 ]; then
   WARMUP=0.3; DURATION=1; BULK_S=1; RATE=${RATE:-5000}
@@ -73,67 +99,112 @@ fi
 [ -n "$RESULTS" ] || RESULTS="$ROOT/target/bench-lab/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
-BIN="$ROOT/target/release"
+BIN="${BENCH_BIN_DIR:-$ROOT/target/release}"
+SLUICE="${SLUICE_BIN:-$ROOT/target/release/sluice}"
+# Prebuilt binaries given, or no cargo here: use what is there.
+if [ -n "${SLUICE_BIN:-}${BENCH_BIN_DIR:-}" ] || ! command -v cargo >/dev/null 2>&1; then
+  BUILD=0
+fi
 
 if [ "$BUILD" = 1 ]; then
   echo "== building release binaries" >&2
   (cd "$ROOT" && cargo build --release --locked -p sluice -p sluice-bench --bins) >&2
 fi
-for b in sluice sluice-load ref-tungstenite ref-fastwebsockets ref-tcp-echo lab-report; do
-  [ -x "$BIN/$b" ] || die "missing $BIN/$b (run without --no-build)"
+[ -x "$SLUICE" ] || die "missing $SLUICE (build it, or set SLUICE_BIN)"
+for b in sluice-load ref-tungstenite ref-fastwebsockets ref-tcp-echo ref-ws-echo lab-report; do
+  [ -x "$BIN/$b" ] || die "missing $BIN/$b (build it, or set BENCH_BIN_DIR)"
+done
+for t in ip ethtool taskset; do
+  command -v "$t" >/dev/null 2>&1 || die "needs '$t' on PATH"
 done
 
 # ---- the lab ----------------------------------------------------------------------------
 PREFIX="slb$$"
 PREFIX=${PREFIX:0:12}
-SERVER_PID=""
+SERVER_PIDS=()
 CONFIG=""
+LAB_UP=0
 cleanup() {
   set +e
   stop_server
   [ -n "$CONFIG" ] && rm -f "$CONFIG"
-  "$ROOT/deploy/lab.sh" down --prefix "$PREFIX" >/dev/null 2>&1
+  lab_down
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-eval "$("$ROOT/deploy/lab.sh" up --prefix "$PREFIX")"
-STACK="$STACK_IP"
-# LAB.md: the peer's offloads off (deploy/lab.sh does it; checked here).
-ip netns exec "$PEER_NS" ethtool -K "$PEER_IF" tx off tso off gso off gro off >/dev/null 2>&1 || true
 
-{
+lab_up() { # QUEUES: creates the lab and sets STACK_NS, PEER_NS, STACK_IF, PEER_IF, STACK
+  LAB_UP=1
+  eval "$("$ROOT/deploy/lab.sh" up --prefix "$PREFIX" --queues "$1")"
+  STACK="$STACK_IP"
+  # LAB.md: the peer's offloads off (deploy/lab.sh does it; checked here).
+  ip netns exec "$PEER_NS" ethtool -K "$PEER_IF" tx off tso off gso off gro off >/dev/null 2>&1 || true
+}
+
+lab_down() {
+  if [ "$LAB_UP" = 1 ]; then
+    "$ROOT/deploy/lab.sh" down --prefix "$PREFIX" >/dev/null 2>&1 || true
+    LAB_UP=0
+  fi
+}
+
+commit_line() {
+  if (cd "$ROOT" && git rev-parse --short HEAD >/dev/null 2>&1); then
+    echo "$(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo ' (dirty)')"
+  else
+    echo "unknown (not a git checkout)"
+  fi
+}
+
+machine_header() { # LAB-LINE PINNING-LINE
   echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-  echo "commit:   $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo ' (dirty)')"
+  echo "commit:   $(commit_line)"
   echo "cpu:      $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(nproc) cores"
   echo "kernel:   $(uname -r)"
   echo "load avg: $(cut -d' ' -f1-3 /proc/loadavg) at start"
   echo "memory:   $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-  echo "lab:      veth $STACK_IF/$PEER_IF, peer offloads off (tx tso gso gro), AF_XDP copy mode"
-  echo "pinning:  server on CPU $SERVER_CPU, client (sluice-load, peer namespace) on CPU $CLIENT_CPU"
+  echo "lab:      $1"
+  echo "pinning:  $2"
   echo "mode:     $([ "$QUICK" = 1 ] && echo "--quick (smoke run, not for quoting)" || echo "default") warm-up ${WARMUP} s, measured ${DURATION} s"
-} >"$RESULTS/machine.txt"
-cat "$RESULTS/machine.txt" >&2
+}
+
+# How each target's server waits for work, for the tables (lab-report reads it).
+cat >"$RESULTS/waits.txt" <<WAITS
+sluice-afxdp spin
+sluice-kernel block
+ref-tungstenite block
+ref-fastwebsockets block
+ref-ws-echo-spin spin
+ref-tcp-echo block
+ref-tcp-echo-spin spin
+load-generator-ceiling block
+kernel-to-kernel block
+kernel-ws-spin spin
+WAITS
 
 kernel_ip() { # add|del ADDR
   ip -n "$STACK_NS" addr "$1" "$2/24" dev "$STACK_IF" 2>/dev/null || true
 }
 
-# start_server LOGNAME CMD...: runs CMD in the stack namespace pinned to SERVER_CPU and waits
-# for its `listening` line. On failure prints one error line and returns 1.
+# start_server LOGNAME CMD...: runs CMD in the stack namespace pinned to $PIN (default
+# SERVER_CPU; a list lets the process pin its own threads inside it) and waits for its
+# `listening` line. Several may run at once (--scale); stop_server stops them all. On
+# failure prints one error line, stops them all and returns 1.
 start_server() {
   local log="$RESULTS/$1.log"; shift
-  ip netns exec "$STACK_NS" taskset -c "$SERVER_CPU" "$@" >"$log" 2>&1 &
-  SERVER_PID=$!
+  local pid
+  ip netns exec "$STACK_NS" taskset -c "${PIN:-$SERVER_CPU}" "$@" >"$log" 2>&1 &
+  pid=$!
+  SERVER_PIDS+=("$pid")
   local i
   for i in $(seq 1 200); do
     if grep -q '^listening' "$log" 2>/dev/null; then
       return 0
     fi
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-      wait "$SERVER_PID" 2>/dev/null || true
-      SERVER_PID=""
+    if ! kill -0 "$pid" 2>/dev/null; then
       ERROR_LINE=$( (grep -iE 'error|not (available|supported)|unsupported' "$log" || tail -n1 "$log") | tail -n1 | cut -c1-200)
       [ -n "$ERROR_LINE" ] || ERROR_LINE="exited without a listening line"
+      stop_server
       return 1
     fi
     sleep 0.1
@@ -144,15 +215,97 @@ start_server() {
 }
 
 stop_server() {
-  if [ -n "$SERVER_PID" ]; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    local i
-    for i in $(seq 1 30); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
+  local pid i
+  for pid in "${SERVER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${SERVER_PIDS[@]}"; do
+    for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  SERVER_PIDS=()
 }
+
+# ---- --scale -----------------------------------------------------------------------------
+SCALE_WS_PORT=9101
+SCALE_KERNEL_PORT=9201
+# scale_client DIR NAME PORT PORTS Q CLIENT_CORES: the same client for both sides.
+scale_client() {
+  local dir=$1 name=$2 port=$3 ports=$4 q=$5 cores=$6
+  echo "-- q$q / $name" >&2
+  ip netns exec "$PEER_NS" "$BIN/sluice-load" "$STACK:$port" --ports "$ports" --proto ws \
+    -c $((64 * q)) -s 64 -k 16 -t "$q" --pin "$cores" --connect-timeout 20 \
+    --warmup "$WARMUP" -d "$DURATION" --json "$dir/$name.json" >&2 ||
+    echo "   (sluice-load reported errors; kept in the JSON)" >&2
+  [ -s "$dir/$name.json" ] || echo "sluice-load wrote no report" >"$dir/$name.error"
+}
+
+run_scale() {
+  local ncpu half qs=() q r i dir sc cc ok
+  ncpu=$(nproc)
+  half=$((ncpu / 2))
+  [ "$half" -ge 1 ] || die "--scale needs at least 2 cores (servers on one half, clients on the other)"
+  q=1
+  while [ "$q" -le "$half" ] && { [ -z "$MAX_QUEUES" ] || [ "$q" -le "$MAX_QUEUES" ]; }; do
+    qs+=("$q"); q=$((q * 2))
+  done
+  machine_header "veth with Q queues (Q = ${qs[*]}), peer offloads off (tx tso gso gro), AF_XDP copy mode" \
+    "servers on cores 0..Q-1 (Sluice worker i / ref-ws-echo i on core i), client threads on cores $half..$half+Q-1; $ROUNDS rounds A B" \
+    >"$RESULTS/machine.txt"
+  cat "$RESULTS/machine.txt" >&2
+  for q in "${qs[@]}"; do
+    dir="$RESULTS/scale/q$q"
+    mkdir -p "$dir"
+    sc="0-$((q - 1))"
+    cc="$half-$((half + q - 1))"
+    printf 'server_cores %s\nclient_cores %s\n' "$sc" "$cc" >"$dir/meta.txt"
+    lab_up "$q"
+    for r in $(seq 1 "$ROUNDS"); do
+      echo "== scale: Q=$q round $r/$ROUNDS: A sluice ws-echo on AF_XDP" >&2
+      kernel_ip del "$STACK"
+      if PIN="$sc" start_server "scale-q$q-sluice-afxdp.r$r" "$SLUICE" run --backend afxdp \
+          --iface "$STACK_IF" --ip "$STACK/24" --port "$SCALE_WS_PORT" --queues "$q" \
+          --cores "$sc" --app ws-echo --compression off --log-level warn; then
+        scale_client "$dir" "sluice-afxdp.r$r" "$SCALE_WS_PORT" 1 "$q" "$cc"
+        stop_server
+      else
+        echo "$ERROR_LINE" >"$dir/sluice-afxdp.r$r.error"
+        echo "   not available: $ERROR_LINE" >&2
+      fi
+      echo "== scale: Q=$q round $r/$ROUNDS: B $q x ref-ws-echo --spin" >&2
+      kernel_ip add "$STACK"
+      ok=1
+      for i in $(seq 0 $((q - 1))); do
+        if ! PIN="$i" start_server "scale-q$q-kernel-ws-spin.r$r.s$i" "$BIN/ref-ws-echo" --spin \
+            --pin "$i" --addr "$STACK:$((SCALE_KERNEL_PORT + i))"; then
+          ok=0; break
+        fi
+      done
+      if [ "$ok" = 1 ]; then
+        scale_client "$dir" "kernel-ws-spin.r$r" "$SCALE_KERNEL_PORT" "$q" "$q" "$cc"
+        stop_server
+      else
+        echo "$ERROR_LINE" >"$dir/kernel-ws-spin.r$r.error"
+        echo "   not available: $ERROR_LINE" >&2
+      fi
+      kernel_ip del "$STACK"
+    done
+    lab_down
+  done
+  echo "== report" >&2
+  "$BIN/lab-report" --scale "$RESULTS"
+  echo "results: $RESULTS (scale.json)" >&2
+}
+
+if [ "$SCALE" = 1 ]; then
+  run_scale
+  exit 0
+fi
+
+lab_up 1
+machine_header "veth $STACK_IF/$PEER_IF, peer offloads off (tx tso gso gro), AF_XDP copy mode" \
+  "server on CPU $SERVER_CPU, client (sluice-load, peer namespace) on CPU $CLIENT_CPU" \
+  >"$RESULTS/machine.txt"
+cat "$RESULTS/machine.txt" >&2
 
 scenario() { # DIR TITLE: creates the scenario directory
   mkdir -p "$RESULTS/$1"
@@ -189,7 +342,7 @@ if want ws; then
   scenario 2-ws-c100 "WebSocket, 100 connections, 64 B, pipeline 16 (saturation)"
   scenario 3-ws-open1000 "WebSocket, 1,000 connections, 1 KiB, open loop at $RATE msgs/s"
   echo "== ws: sluice ws-echo on AF_XDP" >&2
-  if start_server sluice-afxdp-ws "$BIN/sluice" run --backend afxdp --iface "$STACK_IF" \
+  if start_server sluice-afxdp-ws "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
       --ip "$STACK/24" --port "$WS_PORT" --app ws-echo --compression off --cores "$SERVER_CPU" \
       --log-level warn; then
     ws_runs 1-sluice-afxdp; stop_server
@@ -198,7 +351,7 @@ if want ws; then
   fi
   kernel_ip add "$STACK"
   echo "== ws: sluice ws-echo on the kernel backend" >&2
-  if start_server sluice-kernel-ws "$BIN/sluice" run --backend kernel --ip "$STACK" \
+  if start_server sluice-kernel-ws "$SLUICE" run --backend kernel --ip "$STACK" \
       --port "$WS_PORT" --app ws-echo --compression off --log-level warn; then
     ws_runs 2-sluice-kernel; stop_server
   else
@@ -215,6 +368,12 @@ if want ws; then
     ws_runs 4-ref-fastwebsockets; stop_server
   else
     unavailable "${WS_SCENARIOS[@]}" 4-ref-fastwebsockets
+  fi
+  echo "== ws: ref-ws-echo --spin (busy-polling epoll)" >&2
+  if start_server ref-ws-echo-spin "$BIN/ref-ws-echo" --spin --addr "$STACK:$WS_PORT"; then
+    ws_runs 5-ref-ws-echo-spin; stop_server
+  else
+    unavailable "${WS_SCENARIOS[@]}" 5-ref-ws-echo-spin
   fi
   kernel_ip del "$STACK"
   if want ceiling; then
@@ -236,7 +395,7 @@ if want tcp; then
   scenario 5-tcp-pingpong "TCP echo, 1 connection, 64 B ping-pong (spinning client)"
   scenario 6-tcp-c100 "TCP echo, 100 connections, 64 B, pipeline 16 (saturation)"
   echo "== tcp: sluice tcp-echo on AF_XDP" >&2
-  if start_server sluice-afxdp-tcp "$BIN/sluice" run --backend afxdp --iface "$STACK_IF" \
+  if start_server sluice-afxdp-tcp "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
       --ip "$STACK/24" --port "$TCP_PORT" --app tcp-echo --cores "$SERVER_CPU" --log-level warn; then
     tcp_runs 1-sluice-afxdp; stop_server
   else
@@ -244,7 +403,7 @@ if want tcp; then
   fi
   kernel_ip add "$STACK"
   echo "== tcp: sluice tcp-echo on the kernel backend" >&2
-  if start_server sluice-kernel-tcp "$BIN/sluice" run --backend kernel --ip "$STACK" \
+  if start_server sluice-kernel-tcp "$SLUICE" run --backend kernel --ip "$STACK" \
       --port "$TCP_PORT" --app tcp-echo --log-level warn; then
     tcp_runs 2-sluice-kernel; stop_server
   else
@@ -255,6 +414,12 @@ if want tcp; then
     tcp_runs 3-ref-tcp-echo; stop_server
   else
     unavailable "${TCP_SCENARIOS[@]}" 3-ref-tcp-echo
+  fi
+  echo "== tcp: ref-tcp-echo --spin (busy-polling epoll)" >&2
+  if start_server ref-tcp-echo-spin "$BIN/ref-tcp-echo" --spin --addr "$STACK:$TCP_PORT"; then
+    tcp_runs 4-ref-tcp-echo-spin; stop_server
+  else
+    unavailable "${TCP_SCENARIOS[@]}" 4-ref-tcp-echo-spin
   fi
   kernel_ip del "$STACK"
   if want ceiling; then
@@ -274,7 +439,7 @@ bulk_run() { # TARGETFILE
 if want bulk; then
   scenario 7-bulk "Bulk TCP, 1 connection, peer -> server over one veth (offloads off), $BULK_S s"
   echo "== bulk: sluice tcp-discard on AF_XDP" >&2
-  if start_server sluice-afxdp-bulk "$BIN/sluice" run --backend afxdp --iface "$STACK_IF" \
+  if start_server sluice-afxdp-bulk "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
       --ip "$STACK/24" --port "$BULK_PORT" --app tcp-discard --cores "$SERVER_CPU" --log-level warn; then
     bulk_run 1-sluice-afxdp; stop_server
   else
@@ -316,7 +481,7 @@ EOF
   # (frames for it pass the XDP filter to the kernel).
   kernel_ip add "$CONTROL_IP"
   echo "== fanout: sluice gateway on AF_XDP" >&2
-  if start_server sluice-afxdp-gw "$BIN/sluice" run --backend afxdp --iface "$STACK_IF" \
+  if start_server sluice-afxdp-gw "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
       --ip "$STACK/24" --port "$GW_PORT" --app gateway --config "$CONFIG" \
       --control "$CONTROL_IP:9100" --cores "$SERVER_CPU" --log-level warn; then
     fanout_run 1-sluice-afxdp; stop_server
@@ -325,7 +490,7 @@ EOF
   fi
   kernel_ip add "$STACK"
   echo "== fanout: sluice gateway on the kernel backend" >&2
-  if start_server sluice-kernel-gw "$BIN/sluice" run --backend kernel --ip "$STACK" \
+  if start_server sluice-kernel-gw "$SLUICE" run --backend kernel --ip "$STACK" \
       --port "$GW_PORT" --app gateway --config "$CONFIG" --control "$CONTROL_IP:9100" \
       --log-level warn; then
     fanout_run 2-sluice-kernel; stop_server

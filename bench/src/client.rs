@@ -56,6 +56,7 @@ pub(crate) fn run_kind(kind: &str, settings: &Settings) -> anyhow::Result<Report
             .spawn(move || worker_main(t, &s, &barrier, &start))?;
         handles.push(h);
     }
+    let cpu_busy = sample_cpu_window(settings, &start, &handles);
     let mut stats = Vec::with_capacity(threads);
     for h in handles {
         match h.join() {
@@ -64,7 +65,36 @@ pub(crate) fn run_kind(kind: &str, settings: &Settings) -> anyhow::Result<Report
             Err(_) => anyhow::bail!("a generator thread panicked"),
         }
     }
-    Ok(Report::from_stats(kind, settings, stats))
+    let mut report = Report::from_stats(kind, settings, stats);
+    report.cpu_busy = cpu_busy;
+    Ok(report)
+}
+
+/// Samples `/proc/stat` when the measurement window opens (warm-up over) and when it
+/// closes, and returns what every CPU did in between; empty if the threads end first.
+fn sample_cpu_window<T>(
+    settings: &Settings,
+    start: &OnceLock<Instant>,
+    handles: &[std::thread::JoinHandle<T>],
+) -> Vec<crate::cpustat::CpuBusy> {
+    let finished = || handles.iter().all(std::thread::JoinHandle::is_finished);
+    // The threads set `start` once every connection is open (or failed).
+    let t0 = loop {
+        if let Some(t) = start.get() {
+            break *t;
+        }
+        if finished() {
+            return Vec::new();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let open = t0 + settings.warmup();
+    let close = open + settings.duration();
+    std::thread::sleep(open.saturating_duration_since(Instant::now()));
+    let before = crate::cpustat::sample();
+    std::thread::sleep(close.saturating_duration_since(Instant::now()));
+    let after = crate::cpustat::sample();
+    crate::cpustat::busy_between(&before, &after)
 }
 
 /// A failure that ends one connection.
@@ -630,8 +660,8 @@ impl Worker<'_> {
     }
 
     fn start_connect(&mut self, c: usize) {
-        let addr = self.settings.target;
         let conn = &mut self.conns[c];
+        let addr = self.settings.target_of(conn.id);
         conn.phase = Phase::Connecting;
         self.connecting += 1;
         let res = TcpStream::connect(addr).and_then(|mut s| {

@@ -4,9 +4,11 @@
 pub mod bulk;
 pub mod ceiling;
 pub mod client;
+pub mod cpustat;
 pub mod fanout;
 pub mod report;
 pub mod responder;
+pub mod scale;
 pub mod settings;
 pub mod wsframe;
 

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::cpustat::CpuBusy;
 use crate::settings::{Mode, Settings};
 
 /// Highest latency the histograms track, in nanoseconds (larger values are clamped).
@@ -201,6 +202,9 @@ pub struct Report {
     pub error_total: u64,
     /// The first few failure messages.
     pub error_samples: Vec<String>,
+    /// What every CPU did during the measurement window (from `/proc/stat`; empty when
+    /// it could not be sampled).
+    pub cpu_busy: Vec<CpuBusy>,
 }
 
 fn us(ns: f64) -> f64 {
@@ -260,6 +264,7 @@ impl Report {
                 .collect(),
             error_total,
             error_samples: total.error_samples,
+            cpu_busy: Vec::new(),
         }
     }
 
@@ -318,6 +323,27 @@ impl Report {
             self.unanswered,
             self.unsent
         );
+        // The client's own CPUs (all of them when unpinned and few).
+        let shown: Vec<&CpuBusy> = self
+            .cpu_busy
+            .iter()
+            .filter(|c| s.pin.contains(&c.cpu) || (s.pin.is_empty() && self.cpu_busy.len() <= 16))
+            .collect();
+        if !shown.is_empty() {
+            out.push_str("cpu busy during the measurement:");
+            for c in shown {
+                let _ = write!(
+                    out,
+                    " cpu{} {:.0}% (usr {:.0} sys {:.0} irq {:.0})",
+                    c.cpu,
+                    c.busy * 100.0,
+                    c.user * 100.0,
+                    c.system * 100.0,
+                    c.irq * 100.0
+                );
+            }
+            out.push('\n');
+        }
         for (k, v) in &self.errors {
             let _ = writeln!(out, "error {k}: {v}");
         }

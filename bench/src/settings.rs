@@ -49,6 +49,9 @@ pub struct Settings {
     pub host: String,
     /// Protocol.
     pub proto: Proto,
+    /// Consecutive ports from the target's: connection `i` goes to port `target + i % ports`
+    /// (with `ports` = threads, thread `t` talks to port `target + t` only).
+    pub ports: u16,
     /// Number of connections.
     pub connections: usize,
     /// Payload bytes per message.
@@ -97,6 +100,7 @@ impl Settings {
             target,
             host: target.to_string(),
             proto: Proto::Ws,
+            ports: 1,
             connections: 1,
             message_size: 64,
             pipeline: 1,
@@ -117,6 +121,9 @@ impl Settings {
         let bad = |m: String| Err(SettingsError(m));
         if self.connections == 0 || self.connections > MAX_CONNECTIONS {
             return bad(format!("connections must be 1..={MAX_CONNECTIONS}"));
+        }
+        if self.ports == 0 || u32::from(self.target.port()) + u32::from(self.ports) > 65_536 {
+            return bad("ports must be >= 1 and end at port 65535 or below".into());
         }
         if self.message_size == 0 || self.message_size > MAX_MESSAGE_SIZE {
             return bad(format!("message size must be 1..={MAX_MESSAGE_SIZE}"));
@@ -145,6 +152,16 @@ impl Settings {
             (Mode::Closed, Some(_)) => bad("--rate applies to --mode open only".into()),
             (Mode::Closed, None) => Ok(()),
         }
+    }
+
+    /// The address connection `id` connects to (see [`Settings::ports`]).
+    pub fn target_of(&self, id: u32) -> SocketAddr {
+        let mut a = self.target;
+        let span = u32::from(self.ports.max(1));
+        // validate() keeps target port + ports - 1 within u16.
+        let port = u32::from(a.port()) + id % span;
+        a.set_port(u16::try_from(port).unwrap_or(a.port()));
+        a
     }
 
     /// Warm-up as a duration.
@@ -220,6 +237,26 @@ mod tests {
     fn settings_zero_connections_rejected() {
         let mut s = base();
         s.connections = 0;
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn settings_ports_spread_connections_round_robin() {
+        let mut s = base();
+        s.ports = 3;
+        s.connections = 6;
+        assert_eq!(s.validate(), Ok(()));
+        let ports: Vec<u16> = (0..6).map(|i| s.target_of(i).port()).collect();
+        assert_eq!(ports, vec![1, 2, 3, 1, 2, 3]);
+    }
+
+    #[test]
+    fn settings_ports_past_65535_rejected() {
+        let mut s = Settings::new("127.0.0.1:65535".parse().unwrap());
+        assert_eq!(s.validate(), Ok(()));
+        s.ports = 2;
+        assert!(s.validate().is_err());
+        s.ports = 0;
         assert!(s.validate().is_err());
     }
 

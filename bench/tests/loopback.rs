@@ -21,8 +21,13 @@ struct Server {
 
 impl Server {
     fn start(bin: &str) -> Self {
+        Self::start_args(bin, &[])
+    }
+
+    fn start_args(bin: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(bin)
             .args(["--addr", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -166,6 +171,82 @@ fn run_against(bin: &str, proto: &str, extra: &[&str], name: &str) {
 const TCP: &str = env!("CARGO_BIN_EXE_ref-tcp-echo");
 const TUNG: &str = env!("CARGO_BIN_EXE_ref-tungstenite");
 const FWS: &str = env!("CARGO_BIN_EXE_ref-fastwebsockets");
+const WS_ECHO: &str = env!("CARGO_BIN_EXE_ref-ws-echo");
+
+/// `ref-ws-echo` (blocking, or busy-polling with `--spin`) echoes every pipelined message
+/// byte for byte, and the report carries the CPU busy of the measurement window.
+#[test]
+fn ws_echo_reference_blocking_and_spinning_match() {
+    for (name, extra) in [
+        ("ws-echo-block", &[][..]),
+        ("ws-echo-spin", &["--spin"][..]),
+    ] {
+        let server = Server::start_args(WS_ECHO, extra);
+        let target = server.addr.to_string();
+        let (code, stdout, v) = load(
+            name,
+            &[
+                &target, "--proto", "ws", "-c", "4", "-k", "8", "-t", "2", "--pin", "0",
+            ],
+        );
+        assert_clean(code, &stdout, &v, 4);
+        let cpus = v["cpu_busy"].as_array().unwrap();
+        assert!(!cpus.is_empty(), "{v}");
+        for c in cpus {
+            let b = c["busy"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&b), "{c}");
+        }
+        assert!(
+            stdout.contains("cpu busy during the measurement: cpu0"),
+            "{stdout}"
+        );
+    }
+}
+
+/// Binds two listeners on consecutive loopback ports (retrying until a free pair is found).
+fn consecutive_listeners() -> (std::net::TcpListener, std::net::TcpListener) {
+    for _ in 0..200 {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p == u16::MAX {
+            continue;
+        }
+        if let Ok(b) = std::net::TcpListener::bind(("127.0.0.1", p + 1)) {
+            return (a, b);
+        }
+    }
+    panic!("no two consecutive free ports");
+}
+
+/// `--ports 2`: every other connection goes to the next port. There a TCP echo answers the
+/// upgrade with its own request, so exactly those connections fail the handshake.
+#[test]
+fn ports_spread_connections_over_consecutive_ports() {
+    let (ws_l, tcp_l) = consecutive_listeners();
+    let target = ws_l.local_addr().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for (l, proto) in [(ws_l, Proto::Ws), (tcp_l, Proto::Tcp)] {
+        let stop = Arc::clone(&stop);
+        handles.push(std::thread::spawn(move || {
+            sluice_bench::responder::serve(l, &ResponderConfig::new(proto), &stop).unwrap();
+        }));
+    }
+    let (code, stdout, v) = load(
+        "ports",
+        &[
+            &target, "--proto", "ws", "-c", "6", "-t", "2", "--ports", "2",
+        ],
+    );
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(v["connected"], 3, "{stdout}");
+    assert_eq!(v["errors"]["handshake_rejected"], 3, "{stdout}");
+    assert_eq!(v["settings"]["ports"], 2);
+}
 
 #[test]
 fn tcp_echo_closed_loop_pipelined_matches() {

@@ -7,6 +7,11 @@
 //! `RESULTS/<scenario>/<target>.json` (a `sluice-load` report, or a `bulk` report) and
 //! `RESULTS/<scenario>/<target>.error` (the target was not available: one line why).
 //! Scenario and target directories are read in name order (lab.sh prefixes them).
+//! `RESULTS/waits.txt` (`<target> spin|block` lines) says how each target's server waits
+//! for work; every table shows it.
+//!
+//! `lab-report --scale RESULTS` summarises `bench/lab.sh --scale` instead (see
+//! `sluice_bench::scale`): a table on stdout and `RESULTS/scale.json`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -33,16 +38,22 @@ struct Cli {
     /// How the doc refers to the SVG (relative link).
     #[arg(long, default_value = "bench-lab.svg")]
     svg_link: String,
+    /// Summarise `bench/lab.sh --scale` results (RESULTS/scale) instead: a table on stdout
+    /// and RESULTS/scale.json.
+    #[arg(long, conflicts_with_all = ["doc", "svg"])]
+    scale: bool,
 }
 
 /// Plot colours follow this order.
-const KNOWN: [&str; 6] = [
+const KNOWN: [&str; 8] = [
     "sluice-afxdp",
     "sluice-kernel",
     "ref-tungstenite",
     "ref-fastwebsockets",
     "ref-tcp-echo",
     "load-generator-ceiling",
+    "ref-ws-echo-spin",
+    "ref-tcp-echo-spin",
 ];
 
 const BEGIN: &str = "<!-- lab:begin -->";
@@ -58,7 +69,22 @@ enum Outcome {
 #[derive(Debug)]
 struct Target {
     name: String,
+    /// How its server waits for work: `spin`, `block` or `-` (the generator's ceiling row
+    /// is labelled by its responder).
+    wait: String,
     outcome: Outcome,
+}
+
+/// `RESULTS/waits.txt`: target (display name) -> `spin` or `block`.
+fn waits(results: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(results.join("waits.txt"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.trim().split_once(' ')?;
+            Some((a.to_string(), b.trim().to_string()))
+        })
+        .collect()
 }
 
 #[derive(Debug)]
@@ -82,6 +108,7 @@ fn display_name(file_stem: &str) -> String {
 }
 
 fn load(results: &Path) -> anyhow::Result<Vec<Scenario>> {
+    let waits = waits(results);
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(results)
         .with_context(|| format!("reading {}", results.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -125,8 +152,10 @@ fn load(results: &Path) -> anyhow::Result<Vec<Scenario>> {
                     Outcome::Load(v)
                 }
             };
+            let name = display_name(&stem);
             targets.push(Target {
-                name: display_name(&stem),
+                wait: waits.get(&name).cloned().unwrap_or_else(|| "?".into()),
+                name,
                 outcome,
             });
         }
@@ -185,7 +214,7 @@ fn table(s: &Scenario) -> String {
             })
             .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
         t.push_str(
-            "| target | Gbit/s | bytes | seconds | vs best kernel |\n|---|---:|---:|---:|---:|\n",
+            "| target | server | Gbit/s | bytes | seconds | vs best kernel |\n|---|---|---:|---:|---:|---:|\n",
         );
         for x in &s.targets {
             match &x.outcome {
@@ -193,8 +222,9 @@ fn table(s: &Scenario) -> String {
                     let g = num(&v["gbit_per_s"]);
                     let _ = writeln!(
                         t,
-                        "| {} | {:.2} | {} | {:.2} | {} |",
+                        "| {} | {} | {:.2} | {} | {:.2} | {} |",
                         x.name,
+                        x.wait,
                         g,
                         fmt_num(num(&v["bytes"])),
                         num(&v["seconds"]),
@@ -202,7 +232,11 @@ fn table(s: &Scenario) -> String {
                     );
                 }
                 Outcome::Unavailable(e) => {
-                    let _ = writeln!(t, "| {} | not available ({}) | | | |", x.name, e);
+                    let _ = writeln!(
+                        t,
+                        "| {} | {} | not available ({}) | | | |",
+                        x.name, x.wait, e
+                    );
                 }
                 Outcome::Load(_) => {}
             }
@@ -233,9 +267,9 @@ fn table(s: &Scenario) -> String {
         .map(|(_, v)| num(&v["msgs_per_s"]))
         .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
     t.push_str(
-        "| target | p50 us | p90 us | p99 us | p99.9 us | max us | msgs/s | p50 vs best kernel | \
+        "| target | server | p50 us | p90 us | p99 us | p99.9 us | max us | msgs/s | p50 vs best kernel | \
          p99 vs best kernel | msgs/s vs best kernel | errors |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for x in &s.targets {
         match &x.outcome {
@@ -257,8 +291,9 @@ fn table(s: &Scenario) -> String {
                 }
                 let _ = writeln!(
                     t,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     x.name,
+                    x.wait,
                     fmt_num(num(&l["p50"])),
                     fmt_num(num(&l["p90"])),
                     fmt_num(num(&l["p99"])),
@@ -274,8 +309,9 @@ fn table(s: &Scenario) -> String {
             Outcome::Unavailable(e) => {
                 let _ = writeln!(
                     t,
-                    "| {} | not available ({}) | | | | | | | | | |",
+                    "| {} | {} | not available ({}) | | | | | | | | | |",
                     x.name,
+                    x.wait,
                     e.replace('|', "/")
                 );
             }
@@ -330,6 +366,8 @@ fn plot(scenarios: &[Scenario], path: &Path) -> anyhow::Result<()> {
         RGBColor(0xff, 0x7f, 0x0e),
         RGBColor(0x94, 0x67, 0xbd),
         RGBColor(0x8c, 0x56, 0x4b),
+        RGBColor(0x17, 0xbe, 0xcf),
+        RGBColor(0x7f, 0x7f, 0x7f),
     ];
     for (area, s) in areas.iter().zip(panels) {
         let series: Vec<(&str, Vec<(f64, f64)>)> = s
@@ -414,6 +452,14 @@ fn plot(scenarios: &[Scenario], path: &Path) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.scale {
+        let report = sluice_bench::scale::load(&cli.results)?;
+        print!("{}", sluice_bench::scale::table(&report));
+        let path = cli.results.join("scale.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        return Ok(());
+    }
     let scenarios = load(&cli.results)?;
     let machine = std::fs::read_to_string(cli.results.join("machine.txt")).unwrap_or_default();
     let mut md = String::new();
@@ -425,7 +471,9 @@ fn main() -> anyhow::Result<()> {
     }
     md.push_str(
         "Ratios: each figure divided by the best kernel-socket target of the same table \
-         (every target not on AF_XDP; lower is better for latency, higher for msgs/s and Gbit/s).\n\n",
+         (every target not on AF_XDP, spinning or blocking; lower is better for latency, higher \
+         for msgs/s and Gbit/s). Server: `spin` busy-polls (AF_XDP workers, `--spin` \
+         references), `block` sleeps in epoll/tokio between events.\n\n",
     );
     for s in &scenarios {
         md.push_str(&table(s));

@@ -116,6 +116,10 @@ struct LoadArgs {
     /// Protocol spoken to the target.
     #[arg(long, value_enum, default_value = "ws")]
     proto: Proto,
+    /// Spread connections over this many consecutive ports from the target's (connection
+    /// i to port + i % N; with N = --threads, thread t talks to port + t only).
+    #[arg(long, default_value_t = 1)]
+    ports: u16,
     /// Number of connections.
     #[arg(long, short = 'c', default_value_t = 1)]
     connections: usize,
@@ -170,6 +174,7 @@ impl LoadArgs {
         let mut s = Settings::new(target);
         s.host = host;
         s.proto = self.proto;
+        s.ports = self.ports;
         s.connections = self.connections;
         s.message_size = self.message_size;
         s.pipeline = self.pipeline;
