@@ -48,6 +48,39 @@ impl ResponderConfig {
     }
 }
 
+/// The options every trivial reference server (`ref-tcp-echo`, `ref-ws-echo`) takes beside
+/// its address; flattened into each binary's command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReferenceArgs {
+    /// CPU to pin the server thread to.
+    #[arg(long)]
+    pub pin: Option<usize>,
+    /// Busy-poll (epoll with a zero timeout, no sleep) instead of blocking in epoll.
+    #[arg(long)]
+    pub spin: bool,
+    /// Most connections served at once.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_connections: usize,
+}
+
+impl ReferenceArgs {
+    /// Pins the thread if asked, then serves `proto` echo on `addr` until the process ends,
+    /// printing `listening ADDR` once bound.
+    pub fn serve(&self, proto: Proto, addr: SocketAddr) -> anyhow::Result<()> {
+        if let Some(cpu) = self.pin {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                anyhow::bail!("could not pin to CPU {cpu}");
+            }
+        }
+        let mut cfg = ResponderConfig::new(proto);
+        cfg.spin = self.spin;
+        cfg.max_connections = self.max_connections;
+        let stop = AtomicBool::new(false);
+        bind_and_serve(addr, &cfg, &stop, |a| println!("listening {a}"))?;
+        Ok(())
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum RPhase {
     Handshake,

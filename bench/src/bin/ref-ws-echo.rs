@@ -7,10 +7,9 @@
 //! docs/decisions/0005-reference-ws-codec.md. Prints `listening ADDR` when ready.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 
 use clap::Parser;
-use sluice_bench::responder::{bind_and_serve, ResponderConfig};
+use sluice_bench::responder::ReferenceArgs;
 use sluice_bench::Proto;
 
 #[derive(Debug, Parser)]
@@ -22,28 +21,11 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9005")]
     addr: SocketAddr,
-    /// CPU to pin the server thread to.
-    #[arg(long)]
-    pin: Option<usize>,
-    /// Busy-poll (epoll with a zero timeout, no sleep) instead of blocking in epoll.
-    #[arg(long)]
-    spin: bool,
-    /// Most connections served at once.
-    #[arg(long, default_value_t = 100_000)]
-    max_connections: usize,
+    #[command(flatten)]
+    reference: ReferenceArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(cpu) = cli.pin {
-        if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-            anyhow::bail!("could not pin to CPU {cpu}");
-        }
-    }
-    let mut cfg = ResponderConfig::new(Proto::Ws);
-    cfg.spin = cli.spin;
-    cfg.max_connections = cli.max_connections;
-    let stop = AtomicBool::new(false);
-    bind_and_serve(cli.addr, &cfg, &stop, |a| println!("listening {a}"))?;
-    Ok(())
+    cli.reference.serve(Proto::Ws, cli.addr)
 }
