@@ -689,6 +689,18 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    /// `dataplane_for_run` for `sluice run --port 7 --app tcp-echo EXTRA...`.
+    fn dataplane_for_args(extra: &[&str]) -> anyhow::Result<Dataplane> {
+        use clap::Parser;
+        let mut argv = vec!["sluice", "run", "--port", "7", "--app", "tcp-echo"];
+        argv.extend_from_slice(extra);
+        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+        let crate::cli::Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        dataplane_for_run(&run)
+    }
+
     #[test]
     fn config_empty_file_defaults() {
         let c = Config::parse("").unwrap();
@@ -794,21 +806,12 @@ mod tests {
 
     #[test]
     fn redirect_all_tcp_flag_bare_true_valued_and_over_file() {
-        use clap::Parser;
         let dir = std::env::temp_dir().join(format!("sluice-rat-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("d.toml");
         std::fs::write(&file, "[dataplane]\nredirect_all_tcp = false\n").unwrap();
         let path = file.to_str().unwrap();
-        let run = |extra: &[&str]| {
-            let mut argv = vec!["sluice", "run", "--port", "7", "--app", "tcp-echo"];
-            argv.extend_from_slice(extra);
-            let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-            let crate::cli::Command::Run(run) = cli.command else {
-                panic!("not run")
-            };
-            dataplane_for_run(&run).unwrap().redirect_all_tcp
-        };
+        let run = |extra: &[&str]| dataplane_for_args(extra).unwrap().redirect_all_tcp;
         assert_eq!(run(&[]), RedirectAllTcp::Auto);
         assert_eq!(run(&["--redirect-all-tcp"]), RedirectAllTcp::All);
         assert_eq!(run(&["--redirect-all-tcp", "false"]), RedirectAllTcp::Ports);
@@ -845,20 +848,11 @@ mod tests {
 
     #[test]
     fn dataplane_flags_override_file_and_are_validated() {
-        use clap::Parser;
         let dir = std::env::temp_dir().join(format!("sluice-dp-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("d.toml");
         std::fs::write(&file, "[dataplane]\nring_size = 256\nidle_spin = 7\n").unwrap();
-        let run = |extra: &[&str]| {
-            let mut argv = vec!["sluice", "run", "--port", "7", "--app", "tcp-echo"];
-            argv.extend_from_slice(extra);
-            let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-            let crate::cli::Command::Run(run) = cli.command else {
-                panic!("not run")
-            };
-            dataplane_for_run(&run)
-        };
+        let run = dataplane_for_args;
         let path = file.to_str().unwrap();
         let d = run(&["--config", path, "--idle-spin", "9"]).unwrap();
         assert_eq!((d.ring_size, d.idle_spin), (256, 9));
