@@ -7,8 +7,6 @@
 //!   on every worker; 503 when that does not happen within `control.publish_timeout_ms`.
 //! - `GET /stat`: JSON with the per-connection table (what `sluice stat` prints).
 
-pub mod metrics;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -21,7 +19,7 @@ use crate::config::Config;
 use crate::gateway::broker::{PublishRequest, Publisher};
 use crate::gateway::protocol::valid_topic;
 use crate::gateway::{ConnInfo, WorkerHandle, WorkerMsg};
-use metrics::Metrics;
+use crate::metrics::{self, Metrics};
 
 /// Threads answering control requests (a publish waits for its ack on its thread).
 const THREADS: usize = 4;

@@ -9,7 +9,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::protocol::Reply;
 use super::{Ack, Publication, WorkerHandle, WorkerMsg};
-use crate::control::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// A message to publish.
 #[derive(Debug)]

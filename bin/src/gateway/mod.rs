@@ -1,17 +1,15 @@
 //! The WebSocket gateway application (`--app gateway`).
 //!
-//! The core is sans-IO: a [`worker::Worker`] takes the bytes each connection receives and
-//! hands back the bytes to send, so the kernel-socket adapter ([`kernel`]) and the AF_XDP
-//! workers drive the same code. Publishing goes through one [`broker`] thread, which frames
+//! The core is sans-IO: a [`worker::Worker`] implements [`crate::app::App`] (it takes the
+//! bytes each connection receives and hands back the bytes to send), so the kernel-socket
+//! driver and the stack driver (`crate::drivers`) serve the same code. Publishing goes through one [`broker`] thread, which frames
 //! each message once and fans the same bytes out to every worker over bounded crossbeam
 //! queues; per-topic order is the broker's order.
 
 pub mod broker;
-pub mod kernel;
 pub mod protocol;
 pub mod proxy;
 pub mod session;
-pub mod upstream;
 pub mod worker;
 
 use std::sync::{Arc, OnceLock};
@@ -21,42 +19,7 @@ use ws::deflate::Deflater;
 use ws::frame::encode_frame;
 use ws::{FrameHeader, OpCode};
 
-/// The configuration `--app ws-echo` runs with: one echo route (served on every path),
-/// no control plane unless `--control` is given, no pings or idle timeout, and the
-/// command line's limits.
-pub fn ws_echo_config(args: &crate::cli::RunArgs) -> anyhow::Result<crate::config::Config> {
-    use crate::config::{Config, Route, RouteKind};
-    if args.config.is_some() {
-        anyhow::bail!("--config applies to --app gateway; ws-echo takes its options as flags");
-    }
-    let mut c = Config::default();
-    c.listen.ip = args.ip.addr;
-    c.listen.ports.clone_from(&args.ports);
-    c.control.enabled = args.control.is_some();
-    if let Some(addr) = args.control {
-        c.control.addr = addr;
-    }
-    c.limits.max_message_size = args.max_message_size;
-    c.limits.max_frame_size = args.max_frame_size;
-    c.limits.max_connections = args.max_connections;
-    c.limits.max_connections_per_ip = args.max_connections;
-    c.limits.handshake_timeout_ms = args.handshake_timeout.saturating_mul(1000).max(1);
-    c.limits.ping_interval_ms = 0;
-    c.limits.idle_timeout_ms = 0;
-    c.routes = vec![Route {
-        path: "/".to_string(),
-        kind: RouteKind::Echo,
-        compression: args.compression == crate::cli::Switch::On,
-        max_queued_bytes: args.max_output_queue.max(1),
-        ..Route::default()
-    }];
-    c.validate()
-        .map_err(|e| anyhow::anyhow!("ws-echo options: {e}"))?;
-    Ok(c)
-}
-
-/// Index of a connection inside one worker (the transport's slot number).
-pub type ConnId = usize;
+pub use crate::app::{ConnId, TcpInfo};
 
 /// A published message, framed once; compressed lazily once per deflate window size.
 #[derive(Debug)]
@@ -171,21 +134,6 @@ pub struct ConnInfo {
     /// The TCP engine's view (AF_XDP backend only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpInfo>,
-}
-
-/// One connection's TCP state as the AF_XDP stack sees it (like `ss -ti`).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct TcpInfo {
-    /// RFC 9293 state (`Established`, `FinWait1`, ...).
-    pub state: String,
-    /// Congestion window, bytes.
-    pub cwnd: u32,
-    /// Smoothed RTT in microseconds, once measured.
-    pub srtt_us: Option<u64>,
-    /// Retransmission timeout in milliseconds.
-    pub rto_ms: u64,
-    /// Segments retransmitted.
-    pub retransmits: u32,
 }
 
 /// Messages to a worker.

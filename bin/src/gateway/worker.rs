@@ -18,8 +18,10 @@ use super::protocol::{Reply, Request};
 use super::proxy::{UpEvent, Upstream};
 use super::session::{Phase, Session};
 use super::{Ack, ConnId, ConnInfo, Publication, TcpInfo, WorkerMsg};
+pub use crate::app::Refusal;
+use crate::app::{App, TcpView};
 use crate::config::{parse_upstream, Config, Route, RouteKind, SlowConsumer};
-use crate::control::metrics::{route_label, Metrics};
+use crate::metrics::{route_label, Metrics};
 
 /// A route with its handshake settings and metric handles.
 #[derive(Debug)]
@@ -30,15 +32,6 @@ struct RouteRt {
     msgs_out: Counter,
     bytes_in: Counter,
     bytes_out: Counter,
-}
-
-/// Why an accepted TCP connection is refused at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// `limits.max_connections` reached.
-    MaxConnections,
-    /// `limits.max_connections_per_ip` reached for this source.
-    MaxPerIp,
 }
 
 /// What a handshake produced.
@@ -855,6 +848,81 @@ impl Worker {
                 tcp: tcp(id),
             })
             .collect()
+    }
+}
+
+/// The gateway (and ws-echo) as the application both drivers serve; each method is the
+/// inherent one of the same name.
+impl App for Worker {
+    type Message = WorkerMsg;
+
+    fn accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Result<(), Refusal> {
+        Worker::accept(self, id, peer, now)
+    }
+    fn remove(&mut self, id: ConnId) {
+        Worker::remove(self, id);
+    }
+    fn receive(&mut self, id: ConnId, data: &mut [u8], now: Instant) {
+        Worker::receive(self, id, data, now);
+    }
+    fn peer_closed(&mut self, id: ConnId) {
+        Worker::peer_closed(self, id);
+    }
+    fn output(&self, id: ConnId) -> &[u8] {
+        Worker::output(self, id)
+    }
+    fn consume(&mut self, id: ConnId, n: usize) {
+        Worker::consume(self, id, n);
+    }
+    fn wants_read(&self, id: ConnId) -> bool {
+        Worker::wants_read(self, id)
+    }
+    fn is_finished(&self, id: ConnId) -> bool {
+        Worker::is_finished(self, id)
+    }
+    fn take_dirty(&mut self) -> Vec<ConnId> {
+        Worker::take_dirty(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) -> Vec<ConnId> {
+        Worker::handle_timeout(self, now)
+    }
+    fn shutdown(&mut self, now: Instant, deadline: Instant) {
+        Worker::shutdown(self, now, deadline);
+    }
+    fn live(&self) -> usize {
+        Worker::live(self)
+    }
+    fn handle_message(&mut self, msg: WorkerMsg, now: Instant, tcp: TcpView<'_>) {
+        match msg {
+            WorkerMsg::Snapshot(tx) => {
+                let _ = tx.send(self.snapshot_with(now, tcp));
+            }
+            other => self.handle_msg(other, now),
+        }
+    }
+    fn take_upstream_requests(&mut self) -> Vec<(ConnId, String)> {
+        Worker::take_upstream_requests(self)
+    }
+    fn upstream_connected(&mut self, id: ConnId) {
+        Worker::upstream_connected(self, id);
+    }
+    fn upstream_output(&self, id: ConnId) -> &[u8] {
+        Worker::upstream_output(self, id)
+    }
+    fn upstream_consume(&mut self, id: ConnId, n: usize) {
+        Worker::upstream_consume(self, id, n);
+    }
+    fn wants_upstream_read(&self, id: ConnId) -> bool {
+        Worker::wants_upstream_read(self, id)
+    }
+    fn upstream_finished(&self, id: ConnId) -> bool {
+        Worker::upstream_finished(self, id)
+    }
+    fn upstream_receive(&mut self, id: ConnId, data: &mut [u8], now: Instant) {
+        Worker::upstream_receive(self, id, data, now);
+    }
+    fn upstream_lost(&mut self, id: ConnId, now: Instant) {
+        Worker::upstream_lost(self, id, now);
     }
 }
 

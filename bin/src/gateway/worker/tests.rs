@@ -9,8 +9,8 @@ use ws::{ClientHandshake, CloseCode, Connection, DeflateConfig, Event, MessageKi
 
 use super::*;
 use crate::config::Config;
-use crate::control::metrics::Metrics;
 use crate::gateway::Publication;
+use crate::metrics::Metrics;
 
 const CONFIG: &str = r#"
 [limits]

@@ -8,30 +8,15 @@
 
 use std::collections::HashMap;
 
+pub mod gateway;
+
 use dataplane::Handler;
 
-use super::gateway::GatewayApp;
+pub use crate::app::tcp::{source_byte, Kind as TcpApp};
+use gateway::GatewayApp;
 use tcp::iface::TxQueue as StackTxQueue;
 use tcp::stack::{ConnHandle, Event, Stack};
 use tcp::Instant;
-
-/// The application served on every listening port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TcpApp {
-    /// Echo every byte back; after the peer's FIN, finish echoing and send ours.
-    Echo,
-    /// Read and drop everything; close once the peer has closed.
-    Discard,
-    /// Send [`source_byte`] for offsets 0, 1, 2, ... until the peer closes; drop what it sends.
-    Source,
-}
-
-/// Byte `offset` of the stream `tcp-source` sends: `offset mod 251` (251 is prime, so the
-/// pattern does not line up with any power-of-two buffer or segment size). The kernel
-/// backend sends the same pattern.
-pub fn source_byte(offset: u64) -> u8 {
-    (offset % 251) as u8
-}
 
 /// Length of the precomputed pattern: whole periods, so any offset's slice starts inside.
 const PATTERN_LEN: usize = 251 * 64;
@@ -523,7 +508,7 @@ mod tests {
             compression: false,
             ..Route::default()
         }];
-        let mut shared = super::super::gateway::Shared::start(config, 1, true).unwrap();
+        let mut shared = gateway::Shared::start(config, 1, true).unwrap();
         p.worker
             .serve_gateway(GatewayApp::new(shared.part(0), &[7]));
         p

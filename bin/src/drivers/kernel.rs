@@ -1,6 +1,6 @@
 //! The kernel-socket driver: one mio (epoll, edge-triggered) thread driving a sans-IO
-//! [`Service`]: the gateway [`Worker`] (gateway, ws-echo; plus the broker and control
-//! threads) or a TCP application (`crate::kernel`). One accept/read/write/close loop for
+//! [`App`]: the gateway [`Worker`] (gateway, ws-echo; plus the broker and control
+//! threads) or a TCP application ([`TcpApp`]). One accept/read/write/close loop for
 //! every application on `--backend kernel`.
 
 use std::collections::HashMap;
@@ -17,10 +17,13 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
 use super::upstream::Upstreams;
-use super::worker::{Refusal, Worker};
-use super::{broker, ConnId, WorkerHandle, WorkerMsg};
+use crate::app::tcp::{Kind, TcpApp};
+use crate::app::App;
 use crate::config::Config;
-use crate::control::{self, metrics::Metrics};
+use crate::control;
+use crate::gateway::worker::Worker;
+use crate::gateway::{broker, WorkerHandle};
+use crate::metrics::Metrics;
 
 /// Size of the shared receive buffer.
 const READ_BUF: usize = 64 * 1024;
@@ -32,83 +35,6 @@ const LINGER: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(100);
 /// Tokens from here on are upstream sockets of `proxy` connections (`UP_BASE + idx`).
 const UP_BASE: usize = 1 << 30;
-
-/// A sans-IO application the kernel driver serves. The driver owns the sockets: it
-/// feeds received bytes in, writes [`Service::output`] and reports what it wrote, reads
-/// only while [`Service::wants_read`], and closes what [`Service::is_finished`] (after
-/// the output is written) or [`Service::handle_timeout`] name.
-pub trait Service {
-    /// A new connection in slot `id`; on `Err` it is closed at once.
-    fn accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Result<(), Refusal>;
-    /// Forget slot `id` (closed by the driver).
-    fn remove(&mut self, id: ConnId);
-    /// Bytes received on `id` (may be modified in place).
-    fn receive(&mut self, id: ConnId, data: &mut [u8], now: Instant);
-    /// The peer closed its sending side.
-    fn peer_closed(&mut self, id: ConnId);
-    /// The next bytes to write on `id`.
-    fn output(&self, id: ConnId) -> &[u8];
-    /// `n` bytes of [`Service::output`] were written.
-    fn consume(&mut self, id: ConnId, n: usize);
-    /// Whether to read `id` now (false: backpressure or done reading).
-    fn wants_read(&self, id: ConnId) -> bool;
-    /// Whether to close `id` now (its output is written).
-    fn is_finished(&self, id: ConnId) -> bool;
-    /// Connections with new output since the last call.
-    fn take_dirty(&mut self) -> Vec<ConnId>;
-    /// Runs deadlines; returns connections to drop at once.
-    fn handle_timeout(&mut self, now: Instant) -> Vec<ConnId>;
-    /// Graceful stop: finish every connection by `deadline`.
-    fn shutdown(&mut self, now: Instant, deadline: Instant);
-    /// Open connections.
-    fn live(&self) -> usize;
-    /// The gateway worker (proxy upstreams, broker messages); `None` for TCP applications.
-    fn gateway(&mut self) -> Option<&mut Worker> {
-        None
-    }
-}
-
-impl Service for Worker {
-    fn accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Result<(), Refusal> {
-        Worker::accept(self, id, peer, now)
-    }
-    fn remove(&mut self, id: ConnId) {
-        Worker::remove(self, id);
-    }
-    fn receive(&mut self, id: ConnId, data: &mut [u8], now: Instant) {
-        Worker::receive(self, id, data, now);
-    }
-    fn peer_closed(&mut self, id: ConnId) {
-        Worker::peer_closed(self, id);
-    }
-    fn output(&self, id: ConnId) -> &[u8] {
-        Worker::output(self, id)
-    }
-    fn consume(&mut self, id: ConnId, n: usize) {
-        Worker::consume(self, id, n);
-    }
-    fn wants_read(&self, id: ConnId) -> bool {
-        Worker::wants_read(self, id)
-    }
-    fn is_finished(&self, id: ConnId) -> bool {
-        Worker::is_finished(self, id)
-    }
-    fn take_dirty(&mut self) -> Vec<ConnId> {
-        Worker::take_dirty(self)
-    }
-    fn handle_timeout(&mut self, now: Instant) -> Vec<ConnId> {
-        Worker::handle_timeout(self, now)
-    }
-    fn shutdown(&mut self, now: Instant, deadline: Instant) {
-        Worker::shutdown(self, now, deadline);
-    }
-    fn live(&self) -> usize {
-        Worker::live(self)
-    }
-    fn gateway(&mut self) -> Option<&mut Worker> {
-        Some(self)
-    }
-}
 
 /// Binds a listener on `ip` for each of `ports` (0 picks one), registered as tokens 0..;
 /// returns them with the bound port numbers.
@@ -134,11 +60,11 @@ pub fn bind(
 /// Serves `svc` on `listeners` (registered on `poll` by [`bind`]) until `stop` is set,
 /// then shuts down gracefully within `shutdown_timeout`. `rx` carries broker and control
 /// messages for a gateway worker.
-pub fn serve<S: Service>(
+pub fn serve<S: App>(
     poll: Poll,
     mut listeners: Vec<TcpListener>,
     svc: &mut S,
-    rx: Option<&Receiver<WorkerMsg>>,
+    rx: Option<&Receiver<S::Message>>,
     stop: &AtomicBool,
     shutdown_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -174,7 +100,7 @@ struct Conn {
 }
 
 /// Runs the gateway on kernel sockets until SIGINT/SIGTERM, then shuts down gracefully.
-pub fn run(settings: Settings) -> anyhow::Result<()> {
+pub fn run_gateway(settings: Settings) -> anyhow::Result<()> {
     let config = Arc::new(settings.config);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -245,6 +171,43 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     result
 }
 
+/// How long a TCP application's shutdown waits for connections to flush and close.
+const TCP_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs a TCP application on kernel sockets until SIGINT/SIGTERM.
+pub fn run_tcp(
+    kind: Kind,
+    ip: std::net::IpAddr,
+    ports: &[u16],
+    max_connections: usize,
+    max_output: usize,
+) -> anyhow::Result<()> {
+    let name = kind.name();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
+    }
+    let poll = Poll::new().context("creating epoll instance")?;
+    let (listeners, bound) = bind(&poll, ip, ports)?;
+    let ports: Vec<String> = bound.iter().map(u16::to_string).collect();
+    println!(
+        "listening ip={ip} port={} backend=kernel app={name}",
+        ports.join(",")
+    );
+    io::stdout().flush().ok();
+    info!(ip = %ip, ports = %ports.join(","), app = name, "listening");
+    let mut app = TcpApp::new(kind, max_connections, max_output);
+    serve(
+        poll,
+        listeners,
+        &mut app,
+        None,
+        &stop,
+        TCP_SHUTDOWN_GRACE,
+        Arc::new(Metrics::new()),
+    )
+}
+
 struct Driver {
     poll: Poll,
     base: usize,
@@ -259,11 +222,11 @@ struct Driver {
 }
 
 impl Driver {
-    fn run<S: Service>(
+    fn run<S: App>(
         &mut self,
         worker: &mut S,
         listeners: &mut Vec<TcpListener>,
-        rx: Option<&Receiver<WorkerMsg>>,
+        rx: Option<&Receiver<S::Message>>,
         stop: &AtomicBool,
         shutdown_timeout: Duration,
     ) -> anyhow::Result<()> {
@@ -304,22 +267,19 @@ impl Driver {
                     self.drive(worker, idx, now);
                 }
             }
-            if let Some(gw) = worker.gateway() {
-                for (idx, authority) in gw.take_upstream_requests() {
-                    self.upstreams.open(
-                        self.poll.registry(),
-                        Token(UP_BASE + idx),
-                        gw,
-                        idx,
-                        &authority,
-                        now,
-                    );
-                }
-                // Publications and control requests; every one queued before an ack was
-                // sent.
-                while let Some(msg) = rx.and_then(|rx| rx.try_recv().ok()) {
-                    gw.handle_msg(msg, now);
-                }
+            for (idx, authority) in worker.take_upstream_requests() {
+                self.upstreams.open(
+                    self.poll.registry(),
+                    Token(UP_BASE + idx),
+                    worker,
+                    idx,
+                    &authority,
+                    now,
+                );
+            }
+            // Publications and control requests; every one queued before an ack was sent.
+            while let Some(msg) = rx.and_then(|rx| rx.try_recv().ok()) {
+                worker.handle_message(msg, now, &|_| None);
             }
             for idx in worker.take_dirty() {
                 self.drive(worker, idx, now);
@@ -358,10 +318,8 @@ impl Driver {
                 listeners.clear();
                 let deadline = now + shutdown_timeout;
                 shutdown_deadline = Some(deadline);
-                if let Some(gw) = worker.gateway() {
-                    while let Some(msg) = rx.and_then(|rx| rx.try_recv().ok()) {
-                        gw.handle_msg(msg, now);
-                    }
+                while let Some(msg) = rx.and_then(|rx| rx.try_recv().ok()) {
+                    worker.handle_message(msg, now, &|_| None);
                 }
                 worker.shutdown(now, deadline);
                 for idx in worker.take_dirty() {
@@ -377,7 +335,7 @@ impl Driver {
         }
     }
 
-    fn accept_all<S: Service>(&mut self, listener: &TcpListener, worker: &mut S, now: Instant) {
+    fn accept_all<S: App>(&mut self, listener: &TcpListener, worker: &mut S, now: Instant) {
         loop {
             let (mut stream, peer) = match listener.accept() {
                 Ok(x) => x,
@@ -415,14 +373,12 @@ impl Driver {
     }
 
     /// Writes, reads and closes connection `idx` as far as it can go now.
-    fn drive<S: Service>(&mut self, worker: &mut S, idx: usize, now: Instant) {
+    fn drive<S: App>(&mut self, worker: &mut S, idx: usize, now: Instant) {
         if self.lingering.contains_key(&idx) {
             return;
         }
         if self.upstreams.contains(idx) {
-            if let Some(gw) = worker.gateway() {
-                self.upstreams.drive(self.poll.registry(), gw, idx, now);
-            }
+            self.upstreams.drive(self.poll.registry(), worker, idx, now);
         }
         loop {
             let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
@@ -469,7 +425,7 @@ impl Driver {
 
     /// Closes `idx`: at once (`abort`) or by a lingering close (FIN, then drain the peer so
     /// unread data causes no RST that could destroy our last frames in flight).
-    fn close<S: Service>(&mut self, worker: &mut S, idx: usize, abort: bool) {
+    fn close<S: App>(&mut self, worker: &mut S, idx: usize, abort: bool) {
         worker.remove(idx);
         self.upstreams.remove(self.poll.registry(), idx);
         let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {

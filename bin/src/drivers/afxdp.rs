@@ -10,9 +10,6 @@
 //! SIGTERM stops it: workers stop accepting, close their connections and drain (bounded by a
 //! grace period), the sockets close and the program detaches with its bpf_link; exit 0.
 
-pub mod app;
-pub mod gateway;
-
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,7 +26,8 @@ use tcp::stack::{Stack, StackConfig};
 use tcp::wire::EthernetAddress;
 use tracing::info;
 
-pub use app::{StackWorker, TcpApp};
+pub use super::stack::gateway;
+pub use super::stack::{StackWorker, TcpApp};
 
 /// Everything `sluice run --backend afxdp` needs, as parsed from the command line.
 #[derive(Debug, Clone)]

@@ -29,11 +29,11 @@ use tcp::stack::{ConnHandle, Event, Stack};
 use tracing::{debug, warn};
 
 use crate::config::Config;
-use crate::control::metrics::{ActionLabel, Metrics, WorkerLabel, WorkerStateLabel};
-use crate::control::{self};
-use crate::gateway::upstream::Upstreams;
+use crate::control;
+use crate::drivers::upstream::Upstreams;
 use crate::gateway::worker::Worker;
 use crate::gateway::{broker, ConnId, ConnInfo, WorkerHandle, WorkerMsg};
+use crate::metrics::{ActionLabel, Metrics, WorkerLabel, WorkerStateLabel};
 
 /// Most broker/control messages handled per loop iteration (bounded work per iteration).
 pub const MSG_BUDGET: usize = 256;
