@@ -4,7 +4,7 @@
 use crate::app::tcp::Kind;
 use crate::cli::{App, Backend, RunArgs};
 use crate::config;
-use crate::drivers::{afxdp, kernel};
+use crate::drivers::{afxdp, gateway, kernel};
 
 /// Runs `sluice run`: the chosen backend and application, until SIGINT/SIGTERM.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -88,20 +88,20 @@ fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
         None => None,
     };
     let (app, websocket) = match args.app {
-        App::TcpEcho => (afxdp::TcpApp::Echo, None),
-        App::TcpDiscard => (afxdp::TcpApp::Discard, None),
-        App::TcpSource => (afxdp::TcpApp::Source, None),
+        App::TcpEcho => (Kind::Echo, None),
+        App::TcpDiscard => (Kind::Discard, None),
+        App::TcpSource => (Kind::Source, None),
         App::WsEcho | App::Gateway => {
             if args.connect.is_some() {
                 anyhow::bail!("--connect serves the TCP applications only");
             }
-            let gw = afxdp::gateway::GatewayOptions {
+            let gw = gateway::GatewayOptions {
                 app_name: app_name(args.app),
                 config: gateway_config(args)?,
                 any_path: args.app == App::WsEcho,
             };
             // The TCP application is not used when the gateway is served.
-            (afxdp::TcpApp::Echo, Some(gw))
+            (Kind::Echo, Some(gw))
         }
     };
     // `--config` also carries the `[dataplane]` tuning section, so the TCP applications take it.
@@ -115,6 +115,8 @@ fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
         cores: args.cores.clone(),
         ports: args.ports.clone(),
         app,
+        max_connections: args.max_connections,
+        max_output: args.max_output_queue,
         connect: args.connect,
         dataplane: config::dataplane_for_run(args)?,
         pcap: args.pcap.clone().map(std::path::PathBuf::from),

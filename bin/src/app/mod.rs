@@ -22,8 +22,8 @@
 
 pub mod tcp;
 
+use ::tcp::Instant;
 use std::net::SocketAddr;
-use std::time::Instant;
 
 /// Index of a connection inside one worker (the driver's slot number, reused after
 /// [`App::remove`]).
@@ -63,7 +63,7 @@ pub type TcpView<'a> = &'a dyn Fn(ConnId) -> Option<TcpInfo>;
 pub trait App {
     /// Messages other threads send this worker (the broker's publications, control
     /// requests) over a bounded queue the driver polls once per batch.
-    type Message: Send + 'static;
+    type Message: Send + std::fmt::Debug + 'static;
 
     /// A new connection in slot `id` (unused since its last [`App::remove`]), from `peer`.
     /// On `Err` the driver closes it at once and the slot stays free.
@@ -94,9 +94,9 @@ pub trait App {
     /// Whether to close `id` now; the driver checks it once [`App::output`] is empty.
     fn is_finished(&self, id: ConnId) -> bool;
 
-    /// Connections with new output or state since the last call (from messages or
-    /// deadlines); the driver flushes each. Call after every batch.
-    fn take_dirty(&mut self) -> Vec<ConnId>;
+    /// Appends to `out` the connections with new output or state since the last call
+    /// (from messages or deadlines); the driver flushes each. Call after every batch.
+    fn take_dirty(&mut self, out: &mut Vec<ConnId>);
 
     /// The earliest instant at which [`App::handle_timeout`] has work (`None`: none). The
     /// driver never sleeps past it.
@@ -104,10 +104,10 @@ pub trait App {
         None
     }
 
-    /// Runs the deadlines due at `now` (handshake, idle, ping, close); returns the
-    /// connections the driver must drop at once (abort). Call when
+    /// Runs the deadlines due at `now` (handshake, idle, ping, close); appends to
+    /// `expired` the connections the driver must drop at once (abort). Call when
     /// [`App::poll_timeout`] has passed.
-    fn handle_timeout(&mut self, now: Instant) -> Vec<ConnId>;
+    fn handle_timeout(&mut self, now: Instant, expired: &mut Vec<ConnId>);
 
     /// Graceful stop: accept nothing new and finish every connection by `deadline` (the
     /// driver keeps flushing and closes what [`App::is_finished`] names).

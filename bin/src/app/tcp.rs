@@ -6,7 +6,7 @@
 //! TCP flow control instead of growing memory.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use tcp::Instant;
 
 use super::{App, ConnId, Refusal};
 
@@ -180,13 +180,11 @@ impl App for TcpApp {
         })
     }
 
-    fn take_dirty(&mut self) -> Vec<ConnId> {
-        std::mem::take(&mut self.dirty)
+    fn take_dirty(&mut self, out: &mut Vec<ConnId>) {
+        out.append(&mut self.dirty);
     }
 
-    fn handle_timeout(&mut self, _now: Instant) -> Vec<ConnId> {
-        Vec::new()
-    }
+    fn handle_timeout(&mut self, _now: Instant, _expired: &mut Vec<ConnId>) {}
 
     fn shutdown(&mut self, _now: Instant, _deadline: Instant) {
         self.closing = true;
@@ -215,7 +213,7 @@ mod tests {
     #[test]
     fn echo_backpressure_stops_reading_above_bound() {
         let mut s = TcpApp::new(Kind::Echo, 10, 4);
-        let now = Instant::now();
+        let now = Instant::from_millis(1_000);
         s.accept(0, peer(), now).unwrap();
         s.receive(0, &mut [1, 2, 3, 4, 5], now);
         assert!(!s.wants_read(0));
@@ -231,7 +229,7 @@ mod tests {
     #[test]
     fn source_pattern_continues_across_chunks() {
         let mut s = TcpApp::new(Kind::Source, 10, 1 << 20);
-        s.accept(0, peer(), Instant::now()).unwrap();
+        s.accept(0, peer(), Instant::from_millis(1_000)).unwrap();
         let mut got = Vec::new();
         while got.len() < 40_000 {
             let out = s.output(0).to_vec();
@@ -247,7 +245,7 @@ mod tests {
     #[test]
     fn accept_over_max_connections_refused() {
         let mut s = TcpApp::new(Kind::Discard, 1, 1);
-        let now = Instant::now();
+        let now = Instant::from_millis(1_000);
         s.accept(0, peer(), now).unwrap();
         assert_eq!(s.accept(1, peer(), now), Err(Refusal::MaxConnections));
         s.remove(0);

@@ -8,12 +8,13 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use tcp::Instant;
 use tracing::{debug, info, warn};
 
 use super::upstream::Upstreams;
@@ -78,6 +79,9 @@ pub fn serve<S: App>(
         upstreams: Upstreams::new(),
         buf: vec![0u8; READ_BUF],
         metrics,
+        clock: dataplane::Clock::new(),
+        now: Instant::ZERO,
+        ids: Vec::new(),
     };
     driver.run(svc, &mut listeners, rx, stop, shutdown_timeout)
 }
@@ -219,6 +223,12 @@ struct Driver {
     upstreams: Upstreams,
     buf: Vec<u8>,
     metrics: Arc<Metrics>,
+    /// The worker's one clock (the same type the stack driver uses).
+    clock: dataplane::Clock,
+    /// `clock` as read at the start of the current batch.
+    now: Instant,
+    /// Reused list of connection ids (dirty, expired).
+    ids: Vec<usize>,
 }
 
 impl Driver {
@@ -232,19 +242,18 @@ impl Driver {
     ) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut shutdown_deadline: Option<Instant> = None;
-        let mut last_tick = Instant::now();
+        let mut last_tick = self.clock.now();
         // Time spent outside epoll_wait since the last tick (the busy ratio).
         let mut busy = Duration::ZERO;
-        let mut busy_since = Instant::now();
         loop {
-            busy += busy_since.elapsed();
             if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
                 if e.kind() != ErrorKind::Interrupted {
                     return Err(e).context("epoll_wait");
                 }
             }
-            let now = Instant::now();
-            busy_since = now;
+            // The worker's clock, read once per batch: every call below gets this `now`.
+            let now = self.clock.now();
+            self.now = now;
             for event in events.iter() {
                 let Token(t) = event.token();
                 if event.token() == WAKER {
@@ -281,22 +290,31 @@ impl Driver {
             while let Some(msg) = rx.and_then(|rx| rx.try_recv().ok()) {
                 worker.handle_message(msg, now, &|_| None);
             }
-            for idx in worker.take_dirty() {
-                self.drive(worker, idx, now);
+            self.flush(worker, now);
+            if worker.poll_timeout().is_some_and(|at| at <= now) {
+                let mut expired = std::mem::take(&mut self.ids);
+                worker.handle_timeout(now, &mut expired);
+                for &idx in &expired {
+                    debug!(idx, "deadline expired");
+                    self.close(worker, idx, true);
+                }
+                expired.clear();
+                self.ids = expired;
+                self.flush(worker, now);
             }
-            if now.duration_since(last_tick) >= TICK {
-                let window = now.duration_since(last_tick).as_secs_f64();
+            // One more read per batch: the batch's processing time (and the busy ratio).
+            let done = self.clock.now();
+            let batch = done - now;
+            busy += batch;
+            if !events.is_empty() {
+                self.metrics.processing_seconds.observe(batch.as_secs_f64());
+            }
+            if now - last_tick >= TICK {
+                let window = (now - last_tick).as_secs_f64();
                 self.metrics
                     .set_busy(0, (busy.as_secs_f64() / window).min(1.0));
                 busy = Duration::ZERO;
                 last_tick = now;
-                for idx in worker.handle_timeout(now) {
-                    debug!(idx, "deadline expired");
-                    self.close(worker, idx, true);
-                }
-                for idx in worker.take_dirty() {
-                    self.drive(worker, idx, now);
-                }
                 let expired: Vec<usize> = self
                     .lingering
                     .iter()
@@ -322,9 +340,7 @@ impl Driver {
                     worker.handle_message(msg, now, &|_| None);
                 }
                 worker.shutdown(now, deadline);
-                for idx in worker.take_dirty() {
-                    self.drive(worker, idx, now);
-                }
+                self.flush(worker, now);
             }
             if let Some(deadline) = shutdown_deadline {
                 if (worker.live() == 0 && self.lingering.is_empty()) || now >= deadline {
@@ -333,6 +349,17 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Drives every connection the application names dirty.
+    fn flush<S: App>(&mut self, worker: &mut S, now: Instant) {
+        let mut ids = std::mem::take(&mut self.ids);
+        worker.take_dirty(&mut ids);
+        for &idx in &ids {
+            self.drive(worker, idx, now);
+        }
+        ids.clear();
+        self.ids = ids;
     }
 
     fn accept_all<S: App>(&mut self, listener: &TcpListener, worker: &mut S, now: Instant) {
@@ -409,13 +436,7 @@ impl Driver {
                     c.read_eof = true;
                     worker.peer_closed(idx);
                 }
-                Ok(n) => {
-                    let started = Instant::now();
-                    worker.receive(idx, &mut self.buf[..n], now);
-                    self.metrics
-                        .processing_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                }
+                Ok(n) => worker.receive(idx, &mut self.buf[..n], now),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return self.close(worker, idx, true),
@@ -435,7 +456,7 @@ impl Driver {
             self.drop_conn(idx);
             return;
         }
-        self.lingering.insert(idx, Instant::now() + LINGER);
+        self.lingering.insert(idx, self.now + LINGER);
         self.drain_lingering(idx);
     }
 

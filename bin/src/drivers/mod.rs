@@ -9,6 +9,7 @@
 //! poll on their worker thread.
 
 pub mod afxdp;
+pub mod gateway;
 pub mod kernel;
 pub mod stack;
 pub mod upstream;

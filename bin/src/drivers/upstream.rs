@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::ToSocketAddrs;
-use std::time::Instant;
+use tcp::Instant;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};

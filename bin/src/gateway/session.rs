@@ -5,7 +5,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use tcp::Instant;
 
 use bytes::Bytes;
 use ws::{CloseCode, Connection};

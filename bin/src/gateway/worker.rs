@@ -7,7 +7,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tcp::Instant;
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
@@ -22,6 +24,9 @@ pub use crate::app::Refusal;
 use crate::app::{App, TcpView};
 use crate::config::{parse_upstream, Config, Route, RouteKind, SlowConsumer};
 use crate::metrics::{route_label, Metrics};
+
+/// How often the deadlines are scanned.
+const SCAN: Duration = Duration::from_millis(100);
 
 /// A route with its handshake settings and metric handles.
 #[derive(Debug)]
@@ -84,6 +89,8 @@ pub struct Worker {
     mask_seed: u64,
     /// Requests for unknown paths take the first route (ws-echo) instead of a 404.
     any_path: bool,
+    /// When the deadlines are scanned next ([`Worker::handle_timeout`]).
+    next_scan: Instant,
 }
 
 impl Worker {
@@ -142,6 +149,7 @@ impl Worker {
             upstream_requests: Vec::new(),
             mask_seed: random_seed(),
             any_path: false,
+            next_scan: Instant::ZERO,
         }
     }
 
@@ -644,6 +652,7 @@ impl Worker {
     /// Runs deadlines (handshake, idle, ping, close) at `now`; returns connections the
     /// transport must drop at once. Call every ~100 ms.
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<ConnId> {
+        self.next_scan = now + SCAN;
         let limits = &self.config.limits;
         let handshake = limits.handshake_timeout();
         let ping = Duration::from_millis(limits.ping_interval_ms);
@@ -660,10 +669,10 @@ impl Worker {
                 expired.push(id);
                 continue;
             }
-            let silent = now.saturating_duration_since(s.last_rx);
+            let silent = now.saturating_since(s.last_rx);
             match &mut s.phase {
                 Phase::Handshake(_) => {
-                    if now.saturating_duration_since(s.accepted) >= handshake {
+                    if now.saturating_since(s.accepted) >= handshake {
                         self.metrics.handshake("timeout");
                         expired.push(id);
                     }
@@ -844,7 +853,7 @@ impl Worker {
                 bytes_out: s.bytes_out,
                 queued: s.out.len(),
                 drops: s.drops,
-                age_s: now.saturating_duration_since(s.accepted).as_secs(),
+                age_s: now.saturating_since(s.accepted).as_secs(),
                 tcp: tcp(id),
             })
             .collect()
@@ -880,11 +889,19 @@ impl App for Worker {
     fn is_finished(&self, id: ConnId) -> bool {
         Worker::is_finished(self, id)
     }
-    fn take_dirty(&mut self) -> Vec<ConnId> {
-        Worker::take_dirty(self)
+    fn take_dirty(&mut self, out: &mut Vec<ConnId>) {
+        for &id in &self.dirty {
+            if let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) {
+                s.dirty = false;
+            }
+        }
+        out.append(&mut self.dirty);
     }
-    fn handle_timeout(&mut self, now: Instant) -> Vec<ConnId> {
-        Worker::handle_timeout(self, now)
+    fn poll_timeout(&self) -> Option<Instant> {
+        (self.live > 0).then_some(self.next_scan)
+    }
+    fn handle_timeout(&mut self, now: Instant, expired: &mut Vec<ConnId>) {
+        expired.append(&mut Worker::handle_timeout(self, now));
     }
     fn shutdown(&mut self, now: Instant, deadline: Instant) {
         Worker::shutdown(self, now, deadline);

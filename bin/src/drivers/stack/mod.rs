@@ -1,27 +1,45 @@
-//! The per-queue worker body: a [`tcp::stack::Stack`] driven by the dataplane's poll loop,
-//! serving one of the simple TCP applications on every listening port.
+//! The stack driver: one worker's [`tcp::stack::Stack`] over any `dataplane::Device`
+//! (AF_XDP in production, [`dataplane::MemDevice`] in tests), serving any [`App`].
 //!
-//! [`StackWorker`] implements [`dataplane::Handler`]: each received frame goes to
-//! [`Stack::handle_frame_with`] (discard and source consume in-order payload straight from
-//! the frame), and after each batch [`StackWorker::poll`] runs due timers, hands events to
-//! the application and builds every segment due into the device's TX buffers.
+//! [`StackDriver`] implements [`dataplane::Handler`], so the dataplane's poll loop drives
+//! it: each received frame goes to [`Stack::handle_frame_with`], whose in-order payload is
+//! handed to the application straight from the RX frame ([`Conns::sink`]); after each batch
+//! [`StackDriver::poll`] runs due timers, hands stack events to the connections, takes the
+//! application's messages (bounded per batch), flushes what the application queued, and
+//! builds every segment due into the device's TX buffers. One clock: the `now` the
+//! dataplane read once for the batch is the only time the stack and the application see.
+//!
+//! Per connection, [`Conns::drive`] pushes [`App::output`] into the stack's send buffer
+//! (the one place output leaves the application, [`Conns::push_output`]), reads buffered
+//! input while [`App::wants_read`], and closes what [`App::is_finished`] names: our FIN
+//! ([`Stack::shutdown`]), then the peer is drained until its FIN (or [`LINGER`]), so unread
+//! data never turns our last segments into a reset.
 
 use std::collections::HashMap;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
 
-pub mod gateway;
-
+use crossbeam_channel::{Receiver, TryRecvError};
 use dataplane::Handler;
-
-pub use crate::app::tcp::{source_byte, Kind as TcpApp};
-use gateway::GatewayApp;
+use mio::{Events, Poll, Token};
 use tcp::iface::TxQueue as StackTxQueue;
 use tcp::stack::{ConnHandle, Event, Stack};
 use tcp::Instant;
+use tracing::{debug, warn};
 
-/// Length of the precomputed pattern: whole periods, so any offset's slice starts inside.
-const PATTERN_LEN: usize = 251 * 64;
-/// Copy buffer for echo (bytes moved from the receive to the send buffer per call).
-const ECHO_CHUNK: usize = 64 * 1024;
+use super::upstream::Upstreams;
+use crate::app::{App, ConnId, TcpInfo};
+use crate::metrics::{Metrics, WorkerLabel, WorkerStateLabel};
+
+/// Most messages from other threads (publications, control) handled per batch.
+pub const MSG_BUDGET: usize = 256;
+/// Period of the driver's bookkeeping (metrics, lingering deadlines).
+pub const TICK: Duration = Duration::from_millis(100);
+/// How long a connection we closed may drain the peer's data before it is reset.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// Scratch buffer for payload read from the stack's receive buffer.
+const SCRATCH: usize = 64 * 1024;
 
 /// Adapts the device's transmit half to the engine's [`StackTxQueue`], counting frames.
 #[derive(Debug)]
@@ -48,64 +66,143 @@ impl<T: dataplane::TxQueue> StackTxQueue for DeviceTx<'_, T> {
     }
 }
 
-/// What the application remembers about one connection.
-#[derive(Debug, Clone, Copy, Default)]
-struct ConnState {
-    /// `tcp-source`: bytes of the pattern queued so far.
-    offset: u64,
-    /// Our FIN has been requested (`shutdown`).
-    shut: bool,
+/// A TCP connection of the stack and what the driver knows about it.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    conn: ConnHandle,
+    /// The peer's FIN has been read.
+    eof: bool,
+    /// Listed in [`Conns::touched`].
+    touched: bool,
+}
+
+/// The application and the driver's per-connection state: everything of a worker except
+/// its stack (so the stack can hand frame payload to it while it runs).
+#[derive(Debug)]
+pub struct Conns<A: App> {
+    app: A,
+    rx: Option<Receiver<A::Message>>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<ConnId>,
+    by_conn: HashMap<ConnHandle, ConnId>,
+    /// Closed by us (FIN queued), draining the peer until its FIN or the deadline.
+    lingering: HashMap<ConnHandle, Instant>,
+    /// Connections that took input from a frame in this batch (flushed in `poll`).
+    touched: Vec<ConnId>,
+    /// Spare list swapped with `touched` and `dirty` (no allocation per batch).
+    spare: Vec<ConnId>,
+    scratch: Vec<u8>,
+    /// The batch's clock, as the dataplane read it.
+    now: Instant,
+    last_tick: Instant,
+    upstreams: Upstreams,
+    poll: Option<Poll>,
+    events: Events,
+    stopping: bool,
+    ports: Vec<u16>,
+    shutdown_timeout: Duration,
+    metrics: Arc<Metrics>,
+    index: usize,
+    /// Loop iterations and busy ones (a frame received or work done) since the last tick.
+    iterations: u64,
+    busy: u64,
+    frame_seen: bool,
+    /// The stack's retransmit counter as last recorded.
+    retransmits_seen: u64,
+    /// TCP states with a non-zero gauge after the last tick.
+    states_seen: Vec<String>,
+}
+
+/// The TCP view of connection `id` (for the application's per-connection table).
+fn tcp_info(stack: &Stack, slots: &[Option<Slot>], id: ConnId) -> Option<TcpInfo> {
+    let slot = slots.get(id).and_then(|s| *s)?;
+    let s = stack.stats(slot.conn).ok()?;
+    Some(TcpInfo {
+        state: format!("{:?}", s.state),
+        cwnd: s.cwnd,
+        srtt_us: s
+            .srtt
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        rto_ms: u64::try_from(s.rto.as_millis()).unwrap_or(u64::MAX),
+        retransmits: s.retransmits,
+    })
 }
 
 /// One worker's stack and application.
 #[derive(Debug)]
-pub struct StackWorker {
+pub struct StackDriver<A: App> {
     stack: Stack,
-    app: TcpApp,
-    ports: Vec<u16>,
-    conns: HashMap<ConnHandle, ConnState>,
-    scratch: Vec<u8>,
-    pattern: Vec<u8>,
-    stopping: bool,
+    conns: Conns<A>,
     /// An active open still to make on the next poll.
-    connect: Option<std::net::SocketAddrV4>,
+    connect: Option<SocketAddrV4>,
     /// Its local port, chosen so the answers reach this worker's queue (`None`: the
     /// stack's next ephemeral port).
     connect_port: Option<u16>,
-    /// The WebSocket gateway (or ws-echo), served instead of `app` when set.
-    gateway: Option<Box<GatewayApp>>,
 }
 
-impl StackWorker {
-    /// A worker serving `app` on `ports` (already listening or not: `listen` is called here).
-    pub fn new(mut stack: Stack, app: TcpApp, ports: &[u16]) -> Result<StackWorker, String> {
+impl<A: App> StackDriver<A> {
+    /// Serves `app` on `ports` of `stack` (`listen` is called here). `rx` carries the
+    /// application's messages from other threads.
+    pub fn new(
+        mut stack: Stack,
+        app: A,
+        rx: Option<Receiver<A::Message>>,
+        ports: &[u16],
+    ) -> Result<StackDriver<A>, String> {
         for &port in ports {
             stack
                 .listen(port, 0)
                 .map_err(|e| format!("cannot listen on port {port}: {e:?}"))?;
         }
-        Ok(StackWorker {
+        Ok(StackDriver {
             stack,
-            app,
-            ports: ports.to_vec(),
-            conns: HashMap::new(),
-            scratch: vec![0; ECHO_CHUNK],
-            pattern: (0..PATTERN_LEN as u64).map(source_byte).collect(),
-            stopping: false,
+            conns: Conns {
+                app,
+                rx,
+                slots: Vec::new(),
+                free: Vec::new(),
+                by_conn: HashMap::new(),
+                lingering: HashMap::new(),
+                touched: Vec::new(),
+                spare: Vec::new(),
+                scratch: vec![0; SCRATCH],
+                now: Instant::ZERO,
+                last_tick: Instant::ZERO,
+                upstreams: Upstreams::new(),
+                poll: None,
+                events: Events::with_capacity(256),
+                stopping: false,
+                ports: ports.to_vec(),
+                shutdown_timeout: Duration::from_secs(2),
+                metrics: Arc::new(Metrics::new()),
+                index: 0,
+                iterations: 0,
+                busy: 0,
+                frame_seen: false,
+                retransmits_seen: 0,
+                states_seen: Vec::new(),
+            },
             connect: None,
             connect_port: None,
-            gateway: None,
         })
     }
 
-    /// Serves the WebSocket gateway (or ws-echo) on every listening port instead of the
-    /// TCP application.
-    pub fn serve_gateway(&mut self, gateway: GatewayApp) {
-        self.gateway = Some(Box::new(gateway));
+    /// Records this worker's metrics (busy ratio, TCP states, retransmits) as worker
+    /// `index` in `metrics`.
+    pub fn with_metrics(mut self, index: usize, metrics: Arc<Metrics>) -> StackDriver<A> {
+        self.conns.index = index;
+        self.conns.metrics = metrics;
+        self
+    }
+
+    /// How long a stop lets the application finish its connections (default 2 s).
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> StackDriver<A> {
+        self.conns.shutdown_timeout = timeout;
+        self
     }
 
     /// Opens one connection to `remote` on the next poll and serves the application on it.
-    pub fn connect_to(&mut self, remote: Option<std::net::SocketAddrV4>) {
+    pub fn connect_to(&mut self, remote: Option<SocketAddrV4>) {
         self.connect = remote;
     }
 
@@ -119,151 +216,448 @@ impl StackWorker {
         &self.stack
     }
 
-    fn on_event(&mut self, event: Event) {
-        match event {
-            Event::Accepted { conn, .. } | Event::Established(conn) => {
-                if self.stopping {
-                    let _ = self.stack.abort(conn);
-                    return;
-                }
-                self.conns.insert(conn, ConnState::default());
-                self.serve(conn);
-            }
-            Event::Readable(conn) | Event::Writable(conn) | Event::PeerClosed(conn) => {
-                self.serve(conn)
-            }
-            Event::Closed(conn) => {
-                // Anything still buffered is read (and for echo, there is nobody left to
-                // send it to): release the handle.
-                self.conns.remove(&conn);
-                let _ = self.stack.close(conn);
-            }
-            Event::Reset(conn) | Event::TimedOut(conn) => {
-                self.conns.remove(&conn);
-            }
-        }
+    /// The application.
+    pub fn app(&self) -> &A {
+        &self.conns.app
     }
 
-    /// Moves data for one connection as far as the buffers allow.
-    fn serve(&mut self, conn: ConnHandle) {
-        let Some(mut state) = self.conns.get(&conn).copied() else {
-            return;
-        };
-        let done = match self.app {
-            TcpApp::Echo => self.serve_echo(conn, &mut state),
-            TcpApp::Discard => self.serve_discard(conn),
-            TcpApp::Source => self.serve_source(conn, &mut state),
-        };
-        match done {
-            Ok(false) => {
-                self.conns.insert(conn, state);
-            }
-            // Finished (closed by us) or the handle went stale.
-            Ok(true) | Err(_) => {
-                self.conns.remove(&conn);
-            }
-        }
-    }
-
-    /// Echo: copy receive buffer to send buffer while both allow; after the peer's FIN and
-    /// the last byte echoed, send our FIN (the connection then closes in order).
-    fn serve_echo(
-        &mut self,
-        conn: ConnHandle,
-        state: &mut ConnState,
-    ) -> Result<bool, tcp::stack::Error> {
-        loop {
-            let room = self.stack.send_capacity(conn)?.min(self.scratch.len());
-            if room == 0 {
-                return Ok(false);
-            }
-            let Some(buf) = self.scratch.get_mut(..room) else {
-                return Ok(false);
-            };
-            let n = self.stack.recv(conn, buf)?;
-            if n == 0 {
-                break;
-            }
-            let data = self.scratch.get(..n).unwrap_or_default();
-            let queued = self.stack.send(conn, data)?;
-            debug_assert_eq!(queued, n, "send capacity was checked");
-        }
-        if self.stack.at_eof(conn)? && !state.shut {
-            // RFC 9293 3.6: the peer's FIN closes only its direction; ours follows the
-            // echoed data.
-            self.stack.shutdown(conn)?;
-            state.shut = true;
-        }
-        Ok(false)
-    }
-
-    /// Discard: drop whatever is buffered; close once the peer has closed.
-    fn serve_discard(&mut self, conn: ConnHandle) -> Result<bool, tcp::stack::Error> {
-        while self.stack.recv_with(conn, |data| data.len())? > 0 {}
-        if self.stack.at_eof(conn)? {
-            self.stack.close(conn)?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    /// Source: keep the send buffer full of the pattern; drop what the peer sends; close
-    /// once the peer has closed.
-    fn serve_source(
-        &mut self,
-        conn: ConnHandle,
-        state: &mut ConnState,
-    ) -> Result<bool, tcp::stack::Error> {
-        while self.stack.recv_with(conn, |data| data.len())? > 0 {}
-        if self.stack.at_eof(conn)? {
-            self.stack.close(conn)?;
-            return Ok(true);
-        }
-        loop {
-            let room = self.stack.send_capacity(conn)?;
-            if room == 0 {
-                return Ok(false);
-            }
-            let start = (state.offset % 251) as usize;
-            let end = (start + room).min(self.pattern.len());
-            let Some(chunk) = self.pattern.get(start..end) else {
-                return Ok(false);
-            };
-            let n = self.stack.send(conn, chunk)?;
-            if n == 0 {
-                return Ok(false);
-            }
-            state.offset += n as u64;
-        }
+    /// Connections the driver holds (open or lingering).
+    pub fn connections(&self) -> usize {
+        self.conns.by_conn.len() + self.conns.lingering.len()
     }
 }
 
-impl Handler for StackWorker {
+impl<A: App> Conns<A> {
+    /// In-order payload offered straight from an RX frame: feeds the application as much
+    /// as it wants now and returns how much it took (the stack buffers the rest). This is
+    /// the one place received frame payload enters the application.
+    fn sink(&mut self, conn: ConnHandle, data: &[u8]) -> usize {
+        let Some(&id) = self.by_conn.get(&conn) else {
+            return 0;
+        };
+        if self.slots.get(id).and_then(|s| *s).is_none_or(|s| s.eof) {
+            return 0;
+        }
+        let mut taken = 0;
+        while taken < data.len() && self.app.wants_read(id) {
+            let rest = data.get(taken..).unwrap_or_default();
+            let n = rest.len().min(self.scratch.len());
+            let Some(buf) = self.scratch.get_mut(..n) else {
+                break;
+            };
+            buf.copy_from_slice(rest.get(..n).unwrap_or_default());
+            self.app.receive(id, buf, self.now);
+            taken += n;
+        }
+        if taken > 0 {
+            self.touch(id);
+        }
+        taken
+    }
+
+    /// Lists `id` for a flush after the batch.
+    fn touch(&mut self, id: ConnId) {
+        if let Some(Some(slot)) = self.slots.get_mut(id) {
+            if !slot.touched {
+                slot.touched = true;
+                self.touched.push(id);
+            }
+        }
+    }
+
+    /// One stack event.
+    fn on_event(&mut self, stack: &mut Stack, event: Event) {
+        match event {
+            Event::Accepted { conn, .. } | Event::Established(conn) => self.accept(stack, conn),
+            Event::Readable(conn) | Event::Writable(conn) | Event::PeerClosed(conn) => {
+                if self.lingering.contains_key(&conn) {
+                    self.drain_lingering(stack, conn);
+                } else if let Some(&id) = self.by_conn.get(&conn) {
+                    self.drive(stack, id);
+                }
+            }
+            Event::Closed(conn) => {
+                if self.lingering.remove(&conn).is_some() {
+                    let _ = stack.close(conn);
+                } else if let Some(&id) = self.by_conn.get(&conn) {
+                    // Read what is still buffered, then the connection is gone.
+                    self.drive(stack, id);
+                    if self.by_conn.contains_key(&conn) {
+                        self.forget(id);
+                        let _ = stack.close(conn);
+                    }
+                }
+            }
+            Event::Reset(conn) | Event::TimedOut(conn) => {
+                self.lingering.remove(&conn);
+                if let Some(&id) = self.by_conn.get(&conn) {
+                    self.forget(id);
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, stack: &mut Stack, conn: ConnHandle) {
+        if self.stopping {
+            let _ = stack.abort(conn);
+            return;
+        }
+        let Some(tuple) = stack.tuple(conn) else {
+            return;
+        };
+        let peer = SocketAddr::V4(SocketAddrV4::new(tuple.remote_addr, tuple.remote_port));
+        let id = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        if let Err(why) = self.app.accept(id, peer, self.now) {
+            debug!(%peer, ?why, "connection refused");
+            self.free.push(id);
+            let _ = stack.close(conn);
+            return;
+        }
+        let _ = stack.set_nodelay(conn, true);
+        if let Some(slot) = self.slots.get_mut(id) {
+            *slot = Some(Slot {
+                conn,
+                eof: false,
+                touched: false,
+            });
+        }
+        self.by_conn.insert(conn, id);
+        // Data may have arrived with the handshake's last ACK.
+        self.drive(stack, id);
+    }
+
+    /// Forgets connection `id` (its handle is stale or released by the caller).
+    fn forget(&mut self, id: ConnId) {
+        self.app.remove(id);
+        if let Some(poll) = &self.poll {
+            self.upstreams.remove(poll.registry(), id);
+        }
+        if let Some(slot) = self.slots.get_mut(id).and_then(Option::take) {
+            self.by_conn.remove(&slot.conn);
+            self.free.push(id);
+        }
+    }
+
+    /// Pushes [`App::output`] of `id` into the send buffer of `conn` as far as it takes
+    /// it, consuming only what it took: the one place output leaves the application.
+    fn push_output(&mut self, stack: &mut Stack, conn: ConnHandle, id: ConnId) -> bool {
+        loop {
+            let out = self.app.output(id);
+            if out.is_empty() {
+                return true;
+            }
+            match stack.send(conn, out) {
+                Ok(0) => return true,
+                Ok(n) => self.app.consume(id, n),
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Pushes output, reads and closes connection `id` as far as it can go now.
+    fn drive(&mut self, stack: &mut Stack, id: ConnId) {
+        let now = self.now;
+        if let Some(poll) = &self.poll {
+            if self.upstreams.contains(id) {
+                self.upstreams
+                    .drive(poll.registry(), &mut self.app, id, now);
+            }
+        }
+        loop {
+            let Some(slot) = self.slots.get(id).and_then(|s| *s) else {
+                return;
+            };
+            if !self.push_output(stack, slot.conn, id) {
+                return self.abort(stack, id);
+            }
+            if self.app.is_finished(id) {
+                return self.close(stack, id);
+            }
+            if slot.eof || !self.app.wants_read(id) {
+                return;
+            }
+            let n = match stack.recv(slot.conn, &mut self.scratch) {
+                Ok(n) => n,
+                Err(_) => return self.abort(stack, id),
+            };
+            if n == 0 {
+                if stack.at_eof(slot.conn).unwrap_or(true) {
+                    if let Some(Some(s)) = self.slots.get_mut(id) {
+                        s.eof = true;
+                    }
+                    self.app.peer_closed(id);
+                    continue;
+                }
+                return;
+            }
+            if let Some(data) = self.scratch.get_mut(..n) {
+                self.app.receive(id, data, now);
+            }
+        }
+    }
+
+    /// Resets connection `id` and forgets it.
+    fn abort(&mut self, stack: &mut Stack, id: ConnId) {
+        if let Some(slot) = self.slots.get(id).and_then(|s| *s) {
+            let _ = stack.abort(slot.conn);
+        }
+        self.forget(id);
+    }
+
+    /// Closes connection `id` in order: FIN after the queued data, then drain the peer.
+    fn close(&mut self, stack: &mut Stack, id: ConnId) {
+        let Some(slot) = self.slots.get(id).and_then(|s| *s) else {
+            return;
+        };
+        self.forget(id);
+        if slot.eof {
+            // Everything the peer sent has been read: close releases the handle at once.
+            let _ = stack.close(slot.conn);
+            return;
+        }
+        if stack.shutdown(slot.conn).is_err() {
+            return;
+        }
+        self.lingering.insert(slot.conn, self.now + LINGER);
+        self.drain_lingering(stack, slot.conn);
+    }
+
+    fn drain_lingering(&mut self, stack: &mut Stack, conn: ConnHandle) {
+        loop {
+            match stack.recv_with(conn, |data| data.len()) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => {
+                    self.lingering.remove(&conn);
+                    return;
+                }
+            }
+        }
+        if stack.at_eof(conn).unwrap_or(true) {
+            self.lingering.remove(&conn);
+            let _ = stack.close(conn);
+        }
+    }
+
+    /// Drives every connection in `touched` and then every one the application names
+    /// dirty; returns whether there was any.
+    fn flush(&mut self, stack: &mut Stack) -> bool {
+        let mut ids = std::mem::take(&mut self.spare);
+        std::mem::swap(&mut ids, &mut self.touched);
+        for &id in &ids {
+            if let Some(Some(slot)) = self.slots.get_mut(id) {
+                slot.touched = false;
+            }
+        }
+        self.app.take_dirty(&mut ids);
+        let worked = !ids.is_empty();
+        for &id in &ids {
+            self.drive(stack, id);
+        }
+        ids.clear();
+        self.spare = ids;
+        worked
+    }
+
+    /// Handles one message from another thread, with the stack's view of connections.
+    fn handle_message(&mut self, stack: &Stack, msg: A::Message) {
+        let slots = &self.slots;
+        let view = |id: ConnId| tcp_info(stack, slots, id);
+        self.app.handle_message(msg, self.now, &view);
+    }
+
+    /// Per-batch work after the stack's events: messages (bounded), upstream sockets,
+    /// output queued by them, deadlines. Returns whether it did anything.
+    fn poll(&mut self, stack: &mut Stack) -> bool {
+        let now = self.now;
+        let mut worked = false;
+        for _ in 0..MSG_BUDGET {
+            let Some(rx) = &self.rx else {
+                break;
+            };
+            match rx.try_recv() {
+                Ok(msg) => {
+                    self.handle_message(stack, msg);
+                    worked = true;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.rx = None;
+                    break;
+                }
+            }
+        }
+        let requests = self.app.take_upstream_requests();
+        if !requests.is_empty() && self.poll.is_none() {
+            match Poll::new() {
+                Ok(p) => self.poll = Some(p),
+                Err(e) => warn!(error = %e, "cannot create the upstream poller"),
+            }
+        }
+        for (id, authority) in requests {
+            match &self.poll {
+                Some(poll) => self.upstreams.open(
+                    poll.registry(),
+                    Token(id),
+                    &mut self.app,
+                    id,
+                    &authority,
+                    now,
+                ),
+                None => self.app.upstream_lost(id, now),
+            }
+            worked = true;
+        }
+        if !self.upstreams.is_empty() {
+            worked |= self.poll_upstreams(stack);
+        }
+        worked |= self.flush(stack);
+        if self.app.poll_timeout().is_some_and(|at| at <= now) {
+            let mut expired = std::mem::take(&mut self.spare);
+            self.app.handle_timeout(now, &mut expired);
+            for &id in &expired {
+                debug!(id, "deadline expired");
+                self.abort(stack, id);
+            }
+            expired.clear();
+            self.spare = expired;
+            self.flush(stack);
+            worked = true;
+        }
+        self.iterations += 1;
+        if worked || std::mem::take(&mut self.frame_seen) {
+            self.busy += 1;
+        }
+        if now - self.last_tick >= TICK {
+            self.last_tick = now;
+            self.record(stack);
+            let expired: Vec<ConnHandle> = self
+                .lingering
+                .iter()
+                .filter(|(_, &d)| now >= d)
+                .map(|(&c, _)| c)
+                .collect();
+            for conn in expired {
+                self.lingering.remove(&conn);
+                let _ = stack.abort(conn);
+            }
+        }
+        worked
+    }
+
+    /// Zero-timeout poll of the upstream sockets; drives the clients whose upstream fired.
+    fn poll_upstreams(&mut self, stack: &mut Stack) -> bool {
+        let Some(poll) = self.poll.as_mut() else {
+            return false;
+        };
+        if poll.poll(&mut self.events, Some(Duration::ZERO)).is_err() {
+            return false;
+        }
+        let ids: Vec<ConnId> = self.events.iter().map(|e| e.token().0).collect();
+        for &id in &ids {
+            self.drive(stack, id);
+        }
+        !ids.is_empty()
+    }
+
+    /// Every tick: busy ratio, TCP connections by state, retransmits.
+    fn record(&mut self, stack: &Stack) {
+        let ratio = if self.iterations == 0 {
+            0.0
+        } else {
+            self.busy as f64 / self.iterations as f64
+        };
+        self.metrics.set_busy(self.index, ratio);
+        self.iterations = 0;
+        self.busy = 0;
+        // Counted by state value (no allocation per connection).
+        let mut counts: Vec<(tcp::conn::State, i64)> = Vec::new();
+        for conn in self.by_conn.keys().chain(self.lingering.keys()) {
+            if let Ok(s) = stack.stats(*conn) {
+                match counts.iter_mut().find(|(st, _)| *st == s.state) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((s.state, 1)),
+                }
+            }
+        }
+        let worker = self.index.to_string();
+        let names: Vec<(String, i64)> = counts
+            .into_iter()
+            .map(|(st, n)| (format!("{st:?}"), n))
+            .collect();
+        for state in self.states_seen.drain(..) {
+            if !names.iter().any(|(s, _)| *s == state) {
+                self.metrics
+                    .tcp_connections
+                    .get_or_create(&WorkerStateLabel {
+                        worker: worker.clone(),
+                        state,
+                    })
+                    .set(0);
+            }
+        }
+        for (state, n) in names {
+            self.metrics
+                .tcp_connections
+                .get_or_create(&WorkerStateLabel {
+                    worker: worker.clone(),
+                    state: state.clone(),
+                })
+                .set(n);
+            self.states_seen.push(state);
+        }
+        let retransmits = stack.counters().conn.retransmits;
+        self.metrics
+            .tcp_retransmits
+            .get_or_create(&WorkerLabel { worker })
+            .inc_by(retransmits.saturating_sub(self.retransmits_seen));
+        self.retransmits_seen = retransmits.max(self.retransmits_seen);
+    }
+
+    /// Graceful stop: stop listening, handle every message already received, then let the
+    /// application finish its connections by the shutdown deadline.
+    fn stop(&mut self, stack: &mut Stack) {
+        self.stopping = true;
+        let now = self.now;
+        let deadline = now + self.shutdown_timeout;
+        for &port in &self.ports {
+            stack.unlisten(port);
+        }
+        if let Some(rx) = self.rx.take() {
+            while let Ok(msg) = rx.try_recv() {
+                self.handle_message(stack, msg);
+            }
+            self.rx = Some(rx);
+        }
+        tracing::info!(
+            connections = self.app.live(),
+            "stopping: closing connections"
+        );
+        self.app.shutdown(now, deadline);
+        self.flush(stack);
+    }
+}
+
+impl<A: App> Handler for StackDriver<A> {
     type Message = ();
 
     fn on_frame<T: dataplane::TxQueue>(&mut self, now: Instant, frame: &mut [u8], tx: &mut T) {
         let _ = tx;
-        if let Some(g) = self.gateway.as_deref_mut() {
-            g.note_frame();
-            // In-order payload goes to the gateway straight from the frame.
-            self.stack
-                .handle_frame_with(now, frame, &mut |conn, data| g.sink(conn, data));
-            return;
-        }
-        match self.app {
-            // Consumed in place from the frame: nothing is copied into receive buffers.
-            TcpApp::Discard | TcpApp::Source => {
-                self.stack
-                    .handle_frame_with(now, frame, &mut |_, data| data.len())
-            }
-            TcpApp::Echo => self.stack.handle_frame(now, frame),
-        }
+        let conns = &mut self.conns;
+        conns.now = now;
+        conns.frame_seen = true;
+        self.stack
+            .handle_frame_with(now, frame, &mut |conn, data| conns.sink(conn, data));
     }
 
     fn poll<T: dataplane::TxQueue>(&mut self, now: Instant, tx: &mut T) -> bool {
         let mut worked = false;
-        if let Some(g) = self.gateway.as_deref_mut() {
-            g.tick_clock();
+        self.conns.now = now;
+        if self.conns.last_tick == Instant::ZERO {
+            self.conns.last_tick = now;
         }
         if let Some(remote) = self.connect.take() {
             let opened = match self.connect_port {
@@ -284,337 +678,45 @@ impl Handler for StackWorker {
             self.stack.handle_timeout(now);
         }
         while let Some(event) = self.stack.poll_event() {
-            match self.gateway.as_deref_mut() {
-                Some(g) => g.on_event(&mut self.stack, event),
-                None => self.on_event(event),
-            }
+            self.conns.on_event(&mut self.stack, event);
             worked = true;
         }
-        if let Some(g) = self.gateway.as_deref_mut() {
-            worked |= g.poll(&mut self.stack);
-        }
+        worked |= self.conns.poll(&mut self.stack);
         let mut tx = DeviceTx::new(tx);
         self.stack.poll_transmit(now, &mut tx);
         worked || tx.frames > 0
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        if self.gateway.as_deref().is_some_and(GatewayApp::has_pending) {
-            // Publications are waiting: do not sleep.
-            return Some(Instant::from_micros(0));
+        if self.conns.rx.as_ref().is_some_and(|rx| !rx.is_empty()) {
+            // Messages are waiting: do not sleep.
+            return Some(Instant::ZERO);
         }
-        self.stack.poll_timeout()
+        let tick = self.conns.last_tick + TICK;
+        [
+            self.stack.poll_timeout(),
+            self.conns.app.poll_timeout(),
+            (!self.conns.lingering.is_empty()).then_some(tick),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    fn on_stop(&mut self, _now: Instant) {
-        // Stop accepting, then close every connection in order (queued data is still
-        // delivered; unread data turns a close into a reset).
-        self.stopping = true;
-        if let Some(g) = self.gateway.as_deref_mut() {
-            g.stop(&mut self.stack);
-            return;
-        }
-        for &port in &self.ports {
-            self.stack.unlisten(port);
-        }
-        for (conn, _) in self.conns.drain() {
-            let _ = self.stack.close(conn);
-        }
+    fn on_stop(&mut self, now: Instant) {
+        // Stop accepting, then let the application close every connection in order
+        // (queued data is still delivered).
+        self.conns.now = now;
+        self.conns.stop(&mut self.stack);
     }
 
     fn drained(&self) -> bool {
-        if let Some(g) = self.gateway.as_deref() {
-            return g.drained();
-        }
         let time_wait = usize::try_from(self.stack.counters().time_wait).unwrap_or(usize::MAX);
-        self.stack.connection_count() <= time_wait
+        self.conns.app.live() == 0
+            && self.conns.lingering.is_empty()
+            && self.stack.connection_count() <= time_wait
     }
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-    use core::net::Ipv4Addr;
-    use dataplane::{Device, MemConfig, MemDevice};
-    use tcp::iface::InterfaceConfig;
-    use tcp::stack::StackConfig;
-    use tcp::wire::EthernetAddress;
-
-    const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-    const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-
-    fn stack(mac: u8, addr: Ipv4Addr, seed: u8) -> Stack {
-        let iface = InterfaceConfig::new(EthernetAddress([2, 0, 0, 0, 0, mac]), addr, 24);
-        Stack::new(StackConfig::new(iface, [seed; 16]))
-    }
-
-    /// A client stack and a worker over two joined in-memory devices, stepped by hand with
-    /// a virtual clock (1 ms per step).
-    struct Pair {
-        client: Stack,
-        worker: StackWorker,
-        client_dev: MemDevice,
-        worker_dev: MemDevice,
-        now: Instant,
-    }
-
-    impl Pair {
-        fn new(app: TcpApp) -> Pair {
-            let (client_dev, worker_dev) = MemDevice::pair(MemConfig {
-                tx_buffers: 4096,
-                rx_capacity: 8192,
-                frame_size: 2048,
-            });
-            Pair {
-                client: stack(1, CLIENT, 1),
-                worker: StackWorker::new(stack(2, SERVER, 2), app, &[7]).unwrap(),
-                client_dev,
-                worker_dev,
-                now: Instant::from_micros(1_000),
-            }
-        }
-
-        /// One step: client out, worker in and out, client in; returns client events.
-        fn step(&mut self) -> Vec<Event> {
-            let now = self.now;
-            self.now += core::time::Duration::from_millis(1);
-            if self.client.poll_timeout().is_some_and(|at| at <= now) {
-                self.client.handle_timeout(now);
-            }
-            self.client_dev.reclaim();
-            self.client
-                .poll_transmit(now, &mut DeviceTx::new(self.client_dev.tx()));
-            self.client_dev.submit().unwrap();
-            self.worker_dev.reclaim();
-            let worker = &mut self.worker;
-            self.worker_dev
-                .receive(4096, |f, tx| worker.on_frame(now, f, tx))
-                .unwrap();
-            self.worker.poll(now, self.worker_dev.tx());
-            self.worker_dev.submit().unwrap();
-            let client = &mut self.client;
-            self.client_dev
-                .receive(4096, |f, _| client.handle_frame(now, f))
-                .unwrap();
-            let mut events = Vec::new();
-            while let Some(e) = self.client.poll_event() {
-                events.push(e);
-            }
-            events
-        }
-
-        fn connect(&mut self) -> ConnHandle {
-            let conn = self.client.connect(self.now, SERVER, 7).unwrap();
-            for _ in 0..3000 {
-                if self.step().contains(&Event::Established(conn)) {
-                    return conn;
-                }
-            }
-            panic!("no handshake");
-        }
-    }
-
-    #[test]
-    fn echo_half_close_after_data_all_echoed_then_fin() {
-        let mut p = Pair::new(TcpApp::Echo);
-        let conn = p.connect();
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
-        let mut sent = 0;
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        let mut shut = false;
-        for _ in 0..20_000 {
-            if sent < data.len() {
-                sent += p.client.send(conn, &data[sent..]).unwrap();
-            } else if !shut {
-                p.client.shutdown(conn).unwrap();
-                shut = true;
-            }
-            p.step();
-            loop {
-                let n = p.client.recv(conn, &mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-            }
-            if shut && got.len() == data.len() && p.client.at_eof(conn).unwrap_or(true) {
-                break;
-            }
-        }
-        assert_eq!(got.len(), data.len());
-        assert!(got == data, "echo differs");
-        assert!(
-            p.client.at_eof(conn).unwrap_or(true),
-            "no FIN after the echo"
-        );
-    }
-
-    #[test]
-    fn source_peer_reads_then_closes_pattern_exact_conn_released() {
-        let mut p = Pair::new(TcpApp::Source);
-        let conn = p.connect();
-        let got = read_client(&mut p, conn, 200_000, 20_000);
-        assert!(got.len() >= 200_000, "only {} bytes", got.len());
-        for (i, &b) in got.iter().enumerate() {
-            assert_eq!(b, source_byte(i as u64), "offset {i}");
-        }
-        // The peer closes: the source closes too and the worker forgets the connection.
-        p.client.close(conn).unwrap();
-        for _ in 0..5_000 {
-            p.step();
-            if p.worker.conns.is_empty() {
-                break;
-            }
-        }
-        assert!(p.worker.conns.is_empty());
-    }
-
-    #[test]
-    fn worker_stop_connections_closed_and_drained() {
-        let mut p = Pair::new(TcpApp::Discard);
-        let conn = p.connect();
-        p.client.send(conn, b"dropped").unwrap();
-        for _ in 0..50 {
-            p.step();
-        }
-        p.worker.on_stop(p.now);
-        let mut closed = false;
-        for _ in 0..5_000 {
-            let events = p.step();
-            if events.contains(&Event::PeerClosed(conn)) {
-                p.client.close(conn).unwrap();
-                closed = true;
-            }
-            if closed && p.worker.drained() {
-                break;
-            }
-        }
-        assert!(closed, "the worker never sent FIN");
-        assert!(p.worker.drained());
-    }
-
-    /// A worker serving ws-echo (the gateway `Worker` with one echo route) on port 7.
-    fn ws_echo_pair() -> Pair {
-        use crate::config::{Config, Route, RouteKind};
-        let mut p = Pair::new(TcpApp::Echo);
-        let mut config = Config::default();
-        config.listen.ports = vec![7];
-        config.control.enabled = false;
-        config.routes = vec![Route {
-            path: "/".to_string(),
-            kind: RouteKind::Echo,
-            compression: false,
-            ..Route::default()
-        }];
-        let mut shared = gateway::Shared::start(config, 1, true).unwrap();
-        p.worker
-            .serve_gateway(GatewayApp::new(shared.part(0), &[7]));
-        p
-    }
-
-    /// Steps until the client has `want` bytes or more, at most `steps` times.
-    fn read_client(p: &mut Pair, conn: ConnHandle, want: usize, steps: usize) -> Vec<u8> {
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        for _ in 0..steps {
-            p.step();
-            loop {
-                let n = p.client.recv(conn, &mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-            }
-            if got.len() >= want {
-                break;
-            }
-        }
-        got
-    }
-
-    #[test]
-    fn gateway_ws_echo_over_stack_message_echoed_then_1001_on_stop() {
-        use ws::{ClientHandshake, CloseCode, Connection, DeflateConfig, MessageKind, Role};
-        let mut p = ws_echo_pair();
-        let conn = p.connect();
-        let hs = ClientHandshake::new(
-            [3; 16],
-            Vec::new(),
-            DeflateConfig {
-                enabled: false,
-                ..DeflateConfig::default()
-            },
-        );
-        p.client
-            .send(conn, &hs.request("sluice", "/any/path"))
-            .unwrap();
-        let head = read_client(&mut p, conn, 1, 5_000);
-        let acc = hs
-            .parse_response(&head)
-            .unwrap()
-            .expect("a whole 101 response");
-        let mut ws = Connection::new(
-            Role::Client,
-            ws::Config {
-                max_frame_size: 1 << 20,
-                max_message_size: 1 << 20,
-            },
-            None,
-            5,
-        );
-        let msg = vec![b'z'; 100_000];
-        ws.send(MessageKind::Binary, &msg).unwrap();
-        let out = ws.pending_output().to_vec();
-        ws.consume_output(out.len());
-        let mut sent = 0;
-        let mut echo = head[acc.head_len..].to_vec();
-        for _ in 0..5_000 {
-            if sent < out.len() {
-                sent += p.client.send(conn, &out[sent..]).unwrap();
-            }
-            echo.extend(read_client(&mut p, conn, 0, 5_000));
-            if echo.len() >= msg.len() + 4 {
-                break;
-            }
-        }
-        ws.read(&mut echo);
-        match ws.poll_event() {
-            Some(ws::Event::Message { kind, data }) => {
-                assert_eq!(kind, MessageKind::Binary);
-                assert!(data == msg, "echo differs");
-            }
-            other => panic!("{other:?}"),
-        }
-        // A stop closes the WebSocket with 1001 (going away).
-        p.worker.on_stop(p.now);
-        let mut close = read_client(&mut p, conn, 2, 5_000);
-        ws.read(&mut close);
-        match ws.poll_event() {
-            Some(ws::Event::Close { code, .. }) => assert_eq!(code, Some(CloseCode::GOING_AWAY)),
-            other => panic!("{other:?}"),
-        }
-        // Our answering Close lets the worker finish the connection and drain.
-        let answer = ws.pending_output().to_vec();
-        p.client.send(conn, &answer).unwrap();
-        for _ in 0..5_000 {
-            let events = p.step();
-            if events.contains(&Event::PeerClosed(conn)) {
-                p.client.close(conn).unwrap();
-            }
-            if p.worker.drained() {
-                break;
-            }
-        }
-        assert!(p.worker.drained());
-    }
-
-    #[test]
-    fn source_byte_period_251() {
-        assert_eq!(source_byte(0), 0);
-        assert_eq!(source_byte(250), 250);
-        assert_eq!(source_byte(251), 0);
-        assert_eq!(source_byte(251 * 1000 + 7), 7);
-    }
-}
+mod tests;
