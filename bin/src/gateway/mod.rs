@@ -7,102 +7,20 @@
 //! queues; per-topic order is the broker's order.
 
 pub mod broker;
+mod deadlines;
+mod echo;
+mod handshake;
+mod limits;
 pub mod protocol;
 pub mod proxy;
+mod pubsub;
 pub mod session;
 pub mod worker;
 
-use std::sync::{Arc, OnceLock};
-
-use bytes::Bytes;
-use ws::deflate::Deflater;
-use ws::frame::encode_frame;
-use ws::{FrameHeader, OpCode};
+use std::sync::Arc;
 
 pub use crate::app::{ConnId, TcpInfo};
-
-/// A published message, framed once; compressed lazily once per deflate window size.
-#[derive(Debug)]
-pub struct Publication {
-    /// The topic.
-    pub topic: Arc<str>,
-    /// The delivery's JSON text (`{"op":"message",...}`).
-    text: Bytes,
-    /// The uncompressed text frame.
-    plain: Bytes,
-    /// Compressed frames, indexed by `server_max_window_bits - 8`.
-    deflated: [OnceLock<Bytes>; 8],
-    level: u32,
-}
-
-impl Publication {
-    /// Frames `text` (a whole delivery message) for `topic`.
-    pub fn new(topic: Arc<str>, text: Bytes, level: u32) -> Publication {
-        let mut plain = Vec::with_capacity(text.len() + FrameHeader::MAX_LEN);
-        encode_frame(&mut plain, FrameHeader::new(OpCode::Text, 0), &text);
-        Publication {
-            topic,
-            text,
-            plain: Bytes::from(plain),
-            deflated: Default::default(),
-            level,
-        }
-    }
-
-    /// The frame for a connection: `window_bits` is its negotiated
-    /// `server_max_window_bits` when permessage-deflate is on (with server no context
-    /// takeover, so a frame compressed once is valid for every such connection).
-    pub fn frame(&self, window_bits: Option<u8>) -> Bytes {
-        let Some(bits) = window_bits else {
-            return self.plain.clone();
-        };
-        let idx = usize::from(bits.clamp(8, 15) - 8);
-        self.deflated[idx]
-            .get_or_init(|| {
-                let mut payload = Vec::new();
-                // RFC 7692 7.1.1.1: server_no_context_takeover - each message stands alone.
-                let mut d = Deflater::new(bits, self.level, true);
-                if d.compress_message(&self.text, &mut payload).is_err() {
-                    return self.plain.clone();
-                }
-                let mut h = FrameHeader::new(OpCode::Text, 0);
-                // RFC 7692 6: RSV1 marks a compressed message.
-                h.rsv1 = true;
-                let mut out = Vec::with_capacity(payload.len() + FrameHeader::MAX_LEN);
-                encode_frame(&mut out, h, &payload);
-                Bytes::from(out)
-            })
-            .clone()
-    }
-}
-
-/// Completion tracking for an ingest publish: answered once every worker queued it.
-#[derive(Debug)]
-pub struct Ack {
-    remaining: std::sync::atomic::AtomicUsize,
-    delivered: std::sync::atomic::AtomicUsize,
-    done: crossbeam_channel::Sender<usize>,
-}
-
-impl Ack {
-    /// An ack waiting for `workers` workers; the total delivery count is sent on `done`.
-    pub fn new(workers: usize, done: crossbeam_channel::Sender<usize>) -> Arc<Ack> {
-        Arc::new(Ack {
-            remaining: workers.into(),
-            delivered: 0.into(),
-            done,
-        })
-    }
-
-    /// One worker queued the message to `n` subscribers.
-    pub fn worker_done(&self, n: usize) {
-        use std::sync::atomic::Ordering;
-        self.delivered.fetch_add(n, Ordering::AcqRel);
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _ = self.done.try_send(self.delivered.load(Ordering::Acquire));
-        }
-    }
-}
+pub use pubsub::{Ack, Publication};
 
 /// One row of `sluice stat`'s per-connection table.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -166,51 +84,5 @@ impl WorkerHandle {
         let ok = self.tx.send(msg).is_ok();
         (self.wake)();
         ok
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    #[test]
-    fn publication_plain_frame_is_text_fin() {
-        let p = Publication::new("t".into(), Bytes::from_static(b"hello"), 1);
-        let f = p.frame(None);
-        assert_eq!(&f[..], b"\x81\x05hello");
-    }
-
-    #[test]
-    fn publication_deflated_frame_shared_and_inflates() {
-        let text = Bytes::from("abcabcabcabcabcabcabcabc".repeat(10));
-        let p = Publication::new("t".into(), text.clone(), 6);
-        let a = p.frame(Some(15));
-        let b = p.frame(Some(15));
-        // Same allocation: compressed once.
-        assert_eq!(a.as_ptr(), b.as_ptr());
-        assert_eq!(a[0], 0xc1);
-        // A client engine with server_no_context_takeover reads it back.
-        let params = ws::DeflateParams {
-            server_no_context_takeover: true,
-            ..Default::default()
-        };
-        let mut client = ws::Connection::new(
-            ws::Role::Client,
-            ws::Config {
-                max_frame_size: 1 << 20,
-                max_message_size: 1 << 20,
-            },
-            Some(params),
-            1,
-        );
-        for frame in [a, b] {
-            let mut buf = frame.to_vec();
-            client.read(&mut buf);
-            match client.poll_event() {
-                Some(ws::Event::Message { data, .. }) => assert_eq!(data, text.to_vec()),
-                other => panic!("{other:?}"),
-            }
-        }
     }
 }
