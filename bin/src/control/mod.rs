@@ -145,7 +145,7 @@ fn publish(req: &mut Request, path: &str, ctx: &Context) -> Response<std::io::Cu
             "application/json",
         ),
         Err(_) => {
-            ctx.metrics.dropped("publish_timeout");
+            ctx.metrics.dropped(crate::metrics::Drop::PublishTimeout);
             text(503, "not queued within the timeout\n", "text/plain")
         }
     }

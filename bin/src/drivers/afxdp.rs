@@ -445,6 +445,7 @@ where
             let mut worker = StackDriver::new(Stack::new(stack_cfg), app, rx, &ports)
                 .map_err(StartError::Config)?
                 .with_metrics(index, metrics)
+                .with_clock(clock)
                 .with_shutdown_timeout(shutdown);
             if let Some((remote, port)) = connect {
                 worker.connect_to(Some(remote));

@@ -78,7 +78,7 @@ pub fn serve<S: App>(
         lingering: HashMap::new(),
         upstreams: Upstreams::new(),
         buf: vec![0u8; READ_BUF],
-        metrics,
+        stats: metrics.worker(0, &[]),
         clock: dataplane::Clock::new(),
         now: Instant::ZERO,
         ids: Vec::new(),
@@ -222,7 +222,8 @@ struct Driver {
     /// Upstream sockets of proxy connections, by connection slot.
     upstreams: Upstreams,
     buf: Vec<u8>,
-    metrics: Arc<Metrics>,
+    /// The driver's metrics block (busy ratio, processing time).
+    stats: Arc<crate::metrics::WorkerStats>,
     /// The worker's one clock (the same type the stack driver uses).
     clock: dataplane::Clock,
     /// `clock` as read at the start of the current batch.
@@ -307,12 +308,11 @@ impl Driver {
             let batch = done - now;
             busy += batch;
             if !events.is_empty() {
-                self.metrics.processing_seconds.observe(batch.as_secs_f64());
+                self.stats.processing(batch);
             }
             if now - last_tick >= TICK {
                 let window = (now - last_tick).as_secs_f64();
-                self.metrics
-                    .set_busy(0, (busy.as_secs_f64() / window).min(1.0));
+                self.stats.set_busy((busy.as_secs_f64() / window).min(1.0));
                 busy = Duration::ZERO;
                 last_tick = now;
                 let expired: Vec<usize> = self

@@ -9,6 +9,7 @@ use ws::CloseCode;
 use super::session::Phase;
 use super::worker::{Worker, SCAN};
 use super::ConnId;
+use crate::metrics::{Drop, Handshake};
 
 impl Worker {
     /// Runs deadlines (handshake, idle, ping, close) at `now`; returns connections the
@@ -27,7 +28,7 @@ impl Worker {
                 continue;
             };
             if s.close_deadline.is_some_and(|d| now >= d) {
-                self.metrics.dropped("close_timeout");
+                self.stats.dropped(Drop::CloseTimeout);
                 expired.push(id);
                 continue;
             }
@@ -35,13 +36,13 @@ impl Worker {
             match &mut s.phase {
                 Phase::Handshake(_) => {
                     if now.saturating_since(s.accepted) >= handshake {
-                        self.metrics.handshake("timeout");
+                        self.stats.handshake(Handshake::Timeout);
                         expired.push(id);
                     }
                 }
                 Phase::Open(ws) if !ws.close_sent() => {
                     if !idle.is_zero() && silent >= idle {
-                        self.metrics.dropped("idle_timeout");
+                        self.stats.dropped(Drop::IdleTimeout);
                         s.close(CloseCode::GOING_AWAY, "idle timeout", deadline);
                         touched.push(id);
                     } else if !ping.is_zero() && silent >= ping && !s.ping_sent {

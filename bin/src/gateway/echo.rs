@@ -10,7 +10,7 @@ pub(super) fn echo(s: &mut Session, route: &RouteRt, kind: MessageKind, data: &[
     if let Some(ws) = s.ws() {
         if ws.send(kind, data).is_ok() {
             s.msgs_out += 1;
-            route.msgs_out.inc();
+            route.stats().msgs_out.add(1);
         }
     }
     s.pull_engine_output();

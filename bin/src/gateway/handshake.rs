@@ -11,6 +11,7 @@ use super::session::Phase;
 use super::worker::Worker;
 use super::ConnId;
 use crate::config::{parse_upstream, RouteKind};
+use crate::metrics::Handshake;
 
 /// What a handshake produced.
 enum Upgrade {
@@ -22,7 +23,7 @@ enum Upgrade {
         rest: Vec<u8>,
         bits: Option<u8>,
     },
-    Refuse(Vec<u8>, &'static str),
+    Refuse(Vec<u8>, Handshake),
 }
 
 /// A minimal HTTP error response that closes the connection.
@@ -42,19 +43,21 @@ impl Worker {
             };
             match ws::handshake::parse_request(head, &self.base_server) {
                 Ok(None) => Upgrade::Incomplete,
-                Err(e) => Upgrade::Refuse(e.response(), "bad_request"),
+                Err(e) => Upgrade::Refuse(e.response(), Handshake::BadRequest),
                 Ok(Some(req)) => {
                     let allowed = &self.config.limits.allowed_origins;
                     let fallback = (self.any_path && !self.routes.is_empty()).then_some(0);
                     match self.config.route(req.path).map(|(i, _)| i).or(fallback) {
-                        None => Upgrade::Refuse(http_refusal(404, "Not Found"), "not_found"),
+                        None => {
+                            Upgrade::Refuse(http_refusal(404, "Not Found"), Handshake::NotFound)
+                        }
                         // RFC 6455 4.2.2 item 4 / 10.2: the server may refuse an origin
                         // it does not accept with an HTTP error (403).
                         Some(_)
                             if !allowed.is_empty()
                                 && !req.origin.is_some_and(|o| allowed.iter().any(|a| a == o)) =>
                         {
-                            Upgrade::Refuse(http_refusal(403, "Forbidden"), "origin")
+                            Upgrade::Refuse(http_refusal(403, "Forbidden"), Handshake::Origin)
                         }
                         Some(i) => {
                             let acc = req.accept(&self.routes[i].server);
@@ -86,7 +89,7 @@ impl Worker {
                 s.out.push(Bytes::from(resp));
                 s.phase = Phase::Refused;
                 s.close_deadline = Some(deadline);
-                self.metrics.handshake(why);
+                self.stats.handshake(why);
             }
             Upgrade::Open {
                 route,
@@ -99,7 +102,7 @@ impl Worker {
                 s.phase = Phase::Open(ws);
                 s.route = Some(route);
                 s.deflate_bits = bits;
-                self.metrics.handshake("ok");
+                self.stats.handshake(Handshake::Ok);
                 let rt = &self.routes[route].cfg;
                 if rt.kind == RouteKind::Proxy && !draining {
                     if let Some(target) =

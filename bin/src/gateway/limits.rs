@@ -8,6 +8,7 @@ use tcp::Instant;
 use super::session::Session;
 use super::worker::{Refusal, Worker};
 use super::ConnId;
+use crate::metrics::Refused;
 
 impl Worker {
     /// A new TCP connection in slot `id` (chosen by the transport, unused until
@@ -15,12 +16,12 @@ impl Worker {
     pub fn accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Result<(), Refusal> {
         let limits = &self.config.limits;
         if self.draining || self.live >= limits.max_connections {
-            self.metrics.refused("max_connections");
+            self.stats.refused(Refused::MaxConnections);
             return Err(Refusal::MaxConnections);
         }
         let count = self.per_ip.entry(peer.ip()).or_insert(0);
         if *count >= limits.max_connections_per_ip {
-            self.metrics.refused("max_connections_per_ip");
+            self.stats.refused(Refused::MaxPerIp);
             return Err(Refusal::MaxPerIp);
         }
         *count += 1;
@@ -29,8 +30,7 @@ impl Worker {
         }
         self.sessions[id] = Some(Session::new(peer, now));
         self.live += 1;
-        self.metrics.connections_accepted.inc();
-        self.metrics.connections_open.inc();
+        self.stats.accepted();
         Ok(())
     }
 
@@ -54,6 +54,6 @@ impl Worker {
             }
         }
         self.live -= 1;
-        self.metrics.connections_open.dec();
+        self.stats.closed();
     }
 }

@@ -78,11 +78,32 @@ impl std::fmt::Debug for WorkerHandle {
     }
 }
 
+/// What became of a message offered to a worker's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// Queued (and the worker woken).
+    Queued,
+    /// The queue is full: the worker is behind. Nothing waits for it.
+    Full,
+    /// The worker is gone (shutting down).
+    Gone,
+}
+
 impl WorkerHandle {
-    /// Sends, blocking while the queue is full; false once the worker is gone.
-    pub fn send(&self, msg: WorkerMsg) -> bool {
-        let ok = self.tx.send(msg).is_ok();
-        (self.wake)();
-        ok
+    /// Queues `msg` without blocking: a slow worker never holds up the caller (the
+    /// broker's policy for a full queue is in docs/GATEWAY.md).
+    pub fn offer(&self, msg: WorkerMsg) -> Offer {
+        match self.tx.try_send(msg) {
+            Ok(()) => {
+                (self.wake)();
+                Offer::Queued
+            }
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
+                // Wake it anyway: it is behind.
+                (self.wake)();
+                Offer::Full
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => Offer::Gone,
+        }
     }
 }

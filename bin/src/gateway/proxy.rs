@@ -12,6 +12,7 @@ use super::session::OutQueue;
 use super::worker::Worker;
 use super::ConnId;
 use crate::config;
+use crate::metrics::Drop;
 
 /// Where the upstream connection is.
 #[derive(Debug)]
@@ -291,7 +292,7 @@ impl Worker {
                     if let Some(ws) = s.ws() {
                         if ws.send(kind, &data).is_ok() {
                             s.msgs_out += 1;
-                            route.msgs_out.inc();
+                            route.stats().msgs_out.add(1);
                         }
                     }
                     s.pull_engine_output();
@@ -304,7 +305,7 @@ impl Worker {
                     s.close(code, "upstream closed", deadline);
                 }
                 UpEvent::Failed => {
-                    self.metrics.dropped("upstream_failed");
+                    self.stats.dropped(Drop::UpstreamFailed);
                     // 1014: bad gateway (IANA WebSocket close code registry).
                     s.close(CloseCode(1014), "upstream failed", deadline);
                 }

@@ -16,6 +16,7 @@ use super::protocol::{Reply, Request};
 use super::worker::Worker;
 use super::ConnId;
 use crate::config::SlowConsumer;
+use crate::metrics::Drop;
 
 /// A published message, framed once; compressed lazily once per deflate window size.
 #[derive(Debug)]
@@ -171,7 +172,7 @@ impl Worker {
                     }
                     .to_json()
                 } else {
-                    self.metrics.dropped("publish_queue_full");
+                    self.stats.dropped(Drop::PublishQueueFull);
                     Reply::Error {
                         error: "publish queue full, try again",
                         id: rid.as_ref(),
@@ -189,7 +190,7 @@ impl Worker {
         if let Some(ws) = s.ws() {
             if ws.send(MessageKind::Text, reply.as_bytes()).is_ok() {
                 s.msgs_out += 1;
-                route.msgs_out.inc();
+                route.stats().msgs_out.add(1);
             }
         }
         s.pull_engine_output();
@@ -215,9 +216,9 @@ impl Worker {
                 if s.out.len() + frame.len() > route.cfg.max_queued_bytes {
                     s.drops += 1;
                     match route.cfg.slow_consumer {
-                        SlowConsumer::DropNewest => self.metrics.dropped("slow_consumer_dropped"),
+                        SlowConsumer::DropNewest => self.stats.dropped(Drop::SlowConsumerDropped),
                         SlowConsumer::Close => {
-                            self.metrics.dropped("slow_consumer_closed");
+                            self.stats.dropped(Drop::SlowConsumerClosed);
                             s.out.truncate_unstarted();
                             s.close(
                                 CloseCode(route.cfg.slow_close_code),
@@ -231,7 +232,7 @@ impl Worker {
                 }
                 s.out.push(frame);
                 s.msgs_out += 1;
-                route.msgs_out.inc();
+                route.stats().msgs_out.add(1);
                 delivered += 1;
                 touched.push(id);
             }

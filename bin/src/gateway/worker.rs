@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tcp::Instant;
 
-use prometheus_client::metrics::counter::Counter;
 use ws::{CloseCode, Event, ServerConfig};
 
 use super::broker::Publisher;
@@ -20,7 +19,8 @@ use super::{ConnId, ConnInfo, TcpInfo, WorkerMsg};
 pub use crate::app::Refusal;
 use crate::app::{App, TcpView};
 use crate::config::{Config, Route, RouteKind};
-use crate::metrics::{route_label, Metrics};
+use crate::metrics::worker::RouteStats;
+use crate::metrics::{Metrics, WorkerStats};
 
 /// How often the deadlines are scanned.
 pub(super) const SCAN: Duration = Duration::from_millis(100);
@@ -30,10 +30,16 @@ pub(super) const SCAN: Duration = Duration::from_millis(100);
 pub(super) struct RouteRt {
     pub(super) cfg: Route,
     pub(super) server: ServerConfig,
-    pub(super) msgs_in: Counter,
-    pub(super) msgs_out: Counter,
-    pub(super) bytes_in: Counter,
-    pub(super) bytes_out: Counter,
+    /// The route's index, for its counters in this worker's [`WorkerStats`].
+    pub(super) index: usize,
+    pub(super) stats: Arc<WorkerStats>,
+}
+
+impl RouteRt {
+    /// This route's counters in this worker's block.
+    pub(super) fn stats(&self) -> &RouteStats {
+        self.stats.route(Some(self.index))
+    }
 }
 
 /// A per-process random value (std's SipHash keys come from the OS random source).
@@ -56,11 +62,11 @@ pub struct Worker {
     pub(super) topics: HashMap<Arc<str>, HashSet<ConnId>>,
     pub(super) per_ip: HashMap<IpAddr, usize>,
     pub(super) live: usize,
-    pub(super) metrics: Arc<Metrics>,
+    /// This worker's metrics block (written only here).
+    pub(super) stats: Arc<WorkerStats>,
     pub(super) publisher: Option<Publisher>,
     pub(super) dirty: Vec<ConnId>,
     pub(super) draining: bool,
-    pub(super) unrouted_bytes_in: Counter,
     /// Proxy connections waiting for the transport to open their upstream socket.
     pub(super) upstream_requests: Vec<(ConnId, String)>,
     /// Seeds upstream masking keys.
@@ -83,10 +89,13 @@ impl Worker {
             max_header_bytes: config.limits.max_header_bytes,
             ..ServerConfig::default()
         };
+        let paths: Vec<String> = config.routes.iter().map(|r| r.path.clone()).collect();
+        let stats = metrics.worker(index, &paths);
         let routes = config
             .routes
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, r)| {
                 let mut server = base_server.clone();
                 server.deflate.enabled = r.compression;
                 if r.kind == RouteKind::Pubsub {
@@ -94,18 +103,14 @@ impl Worker {
                     // RFC 7692 7.1.1.1 server_no_context_takeover.
                     server.deflate.server_no_context_takeover = true;
                 }
-                let label = route_label(&r.path);
                 RouteRt {
                     cfg: r.clone(),
                     server,
-                    msgs_in: metrics.messages_in.get_or_create(&label).clone(),
-                    msgs_out: metrics.messages_out.get_or_create(&label).clone(),
-                    bytes_in: metrics.bytes_in.get_or_create(&label).clone(),
-                    bytes_out: metrics.bytes_out.get_or_create(&label).clone(),
+                    index: i,
+                    stats: Arc::clone(&stats),
                 }
             })
             .collect();
-        let unrouted_bytes_in = metrics.bytes_in.get_or_create(&route_label("-")).clone();
         Worker {
             index,
             ws_config: ws::Config {
@@ -119,11 +124,10 @@ impl Worker {
             topics: HashMap::new(),
             per_ip: HashMap::new(),
             live: 0,
-            metrics,
+            stats,
             publisher,
             dirty: Vec::new(),
             draining: false,
-            unrouted_bytes_in,
             upstream_requests: Vec::new(),
             mask_seed: random_seed(),
             any_path: false,
@@ -168,10 +172,7 @@ impl Worker {
         s.ping_sent = false;
         s.bytes_in += data.len() as u64;
         let route = s.route;
-        match route.and_then(|r| self.routes.get(r)) {
-            Some(r) => r.bytes_in.inc_by(data.len() as u64),
-            None => self.unrouted_bytes_in.inc_by(data.len() as u64),
-        };
+        self.stats.route(route).bytes_in.add(data.len() as u64);
         let Some(s) = self.session(id) else {
             return;
         };
@@ -229,7 +230,7 @@ impl Worker {
         match ev {
             Event::Message { kind, data } => {
                 s.msgs_in += 1;
-                route.msgs_in.inc();
+                route.stats().msgs_in.add(1);
                 match route.cfg.kind {
                     RouteKind::Proxy => {
                         if let Some(up) = s.upstream.as_mut() {
@@ -289,8 +290,8 @@ impl Worker {
         };
         s.out.consume(n);
         s.bytes_out += n as u64;
-        if let Some(r) = s.route.and_then(|r| self.routes.get(r)) {
-            r.bytes_out.inc_by(n as u64);
+        if s.route.is_some() {
+            self.stats.route(s.route).bytes_out.add(n as u64);
         }
     }
 

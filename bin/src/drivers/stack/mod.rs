@@ -30,7 +30,8 @@ use tracing::{debug, warn};
 
 use super::upstream::Upstreams;
 use crate::app::{App, ConnId, TcpInfo};
-use crate::metrics::{Metrics, WorkerLabel, WorkerStateLabel};
+use crate::metrics::worker::TCP_STATES;
+use crate::metrics::{Metrics, WorkerStats};
 
 /// Most messages from other threads (publications, control) handled per batch.
 pub const MSG_BUDGET: usize = 256;
@@ -101,16 +102,16 @@ pub struct Conns<A: App> {
     stopping: bool,
     ports: Vec<u16>,
     shutdown_timeout: Duration,
-    metrics: Arc<Metrics>,
-    index: usize,
+    /// This worker's metrics block (the driver's part: busy ratio, TCP states, batch
+    /// processing time).
+    stats: Arc<WorkerStats>,
+    /// The worker's clock, read once more at the end of a batch that received frames
+    /// (its processing time); `None`: not measured.
+    clock: Option<dataplane::Clock>,
     /// Loop iterations and busy ones (a frame received or work done) since the last tick.
     iterations: u64,
     busy: u64,
     frame_seen: bool,
-    /// The stack's retransmit counter as last recorded.
-    retransmits_seen: u64,
-    /// TCP states with a non-zero gauge after the last tick.
-    states_seen: Vec<String>,
 }
 
 /// The TCP view of connection `id` (for the application's per-connection table).
@@ -174,13 +175,11 @@ impl<A: App> StackDriver<A> {
                 stopping: false,
                 ports: ports.to_vec(),
                 shutdown_timeout: Duration::from_secs(2),
-                metrics: Arc::new(Metrics::new()),
-                index: 0,
+                stats: Arc::new(WorkerStats::new(0, &[])),
+                clock: None,
                 iterations: 0,
                 busy: 0,
                 frame_seen: false,
-                retransmits_seen: 0,
-                states_seen: Vec::new(),
             },
             connect: None,
             connect_port: None,
@@ -190,8 +189,13 @@ impl<A: App> StackDriver<A> {
     /// Records this worker's metrics (busy ratio, TCP states, retransmits) as worker
     /// `index` in `metrics`.
     pub fn with_metrics(mut self, index: usize, metrics: Arc<Metrics>) -> StackDriver<A> {
-        self.conns.index = index;
-        self.conns.metrics = metrics;
+        self.conns.stats = metrics.worker(index, &[]);
+        self
+    }
+
+    /// Measures each batch's processing time with `clock` (the dataplane worker's).
+    pub fn with_clock(mut self, clock: dataplane::Clock) -> StackDriver<A> {
+        self.conns.clock = Some(clock);
         self
     }
 
@@ -528,8 +532,12 @@ impl<A: App> Conns<A> {
             worked = true;
         }
         self.iterations += 1;
-        if worked || std::mem::take(&mut self.frame_seen) {
+        let frames = std::mem::take(&mut self.frame_seen);
+        if worked || frames {
             self.busy += 1;
+        }
+        if let (Some(clock), true) = (self.clock, frames) {
+            self.stats.processing(clock.now() - now);
         }
         if now - self.last_tick >= TICK {
             self.last_tick = now;
@@ -563,58 +571,32 @@ impl<A: App> Conns<A> {
         !ids.is_empty()
     }
 
-    /// Every tick: busy ratio, TCP connections by state, retransmits.
+    /// Every tick: busy ratio, TCP connections by state, retransmits (into this
+    /// worker's own metrics block: no allocation, no shared write).
     fn record(&mut self, stack: &Stack) {
         let ratio = if self.iterations == 0 {
             0.0
         } else {
             self.busy as f64 / self.iterations as f64
         };
-        self.metrics.set_busy(self.index, ratio);
+        self.stats.set_busy(ratio);
         self.iterations = 0;
         self.busy = 0;
-        // Counted by state value (no allocation per connection).
-        let mut counts: Vec<(tcp::conn::State, i64)> = Vec::new();
+        let mut counts = [0u64; TCP_STATES];
+        let mut states: [Option<tcp::conn::State>; TCP_STATES] = [None; TCP_STATES];
         for conn in self.by_conn.keys().chain(self.lingering.keys()) {
             if let Ok(s) = stack.stats(*conn) {
-                match counts.iter_mut().find(|(st, _)| *st == s.state) {
-                    Some((_, n)) => *n += 1,
-                    None => counts.push((s.state, 1)),
-                }
+                let i = (s.state as usize).min(TCP_STATES - 1);
+                counts[i] += 1;
+                states[i] = Some(s.state);
             }
-        }
-        let worker = self.index.to_string();
-        let names: Vec<(String, i64)> = counts
-            .into_iter()
-            .map(|(st, n)| (format!("{st:?}"), n))
-            .collect();
-        for state in self.states_seen.drain(..) {
-            if !names.iter().any(|(s, _)| *s == state) {
-                self.metrics
-                    .tcp_connections
-                    .get_or_create(&WorkerStateLabel {
-                        worker: worker.clone(),
-                        state,
-                    })
-                    .set(0);
-            }
-        }
-        for (state, n) in names {
-            self.metrics
-                .tcp_connections
-                .get_or_create(&WorkerStateLabel {
-                    worker: worker.clone(),
-                    state: state.clone(),
-                })
-                .set(n);
-            self.states_seen.push(state);
         }
         let retransmits = stack.counters().conn.retransmits;
-        self.metrics
-            .tcp_retransmits
-            .get_or_create(&WorkerLabel { worker })
-            .inc_by(retransmits.saturating_sub(self.retransmits_seen));
-        self.retransmits_seen = retransmits.max(self.retransmits_seen);
+        self.stats.set_tcp(
+            &counts,
+            |i| states[i].map_or_else(String::new, |s| format!("{s:?}")),
+            retransmits,
+        );
     }
 
     /// Graceful stop: stop listening, handle every message already received, then let the
