@@ -98,8 +98,9 @@ pub trait App {
     /// (from messages or deadlines); the driver flushes each. Call after every batch.
     fn take_dirty(&mut self, out: &mut Vec<ConnId>);
 
-    /// The earliest instant at which [`App::handle_timeout`] has work (`None`: none). The
-    /// driver never sleeps past it.
+    /// An instant no later than the earliest at which [`App::handle_timeout`] has work
+    /// (`None`: none; a timer wheel may answer earlier, and a call then just advances
+    /// it). The driver never sleeps past it.
     fn poll_timeout(&self) -> Option<Instant> {
         None
     }

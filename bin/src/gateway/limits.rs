@@ -29,6 +29,8 @@ impl Worker {
             self.sessions.resize_with(id + 1, || None);
         }
         self.sessions[id] = Some(Session::new(peer, now));
+        // The handshake deadline.
+        self.arm(id);
         self.live += 1;
         self.stats.accepted();
         Ok(())
@@ -39,6 +41,7 @@ impl Worker {
         let Some(s) = self.sessions.get_mut(id).and_then(Option::take) else {
             return;
         };
+        self.disarm(s.timer);
         for t in &s.topics {
             if let Some(set) = self.topics.get_mut(t) {
                 set.remove(&id);

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tcp::timer::TimerWheel;
 use tcp::Instant;
 
 use ws::{CloseCode, Event, ServerConfig};
@@ -21,9 +22,6 @@ use crate::app::{App, TcpView};
 use crate::config::{Config, Route, RouteKind};
 use crate::metrics::worker::RouteStats;
 use crate::metrics::{Metrics, WorkerStats};
-
-/// How often the deadlines are scanned.
-pub(super) const SCAN: Duration = Duration::from_millis(100);
 
 /// A route with its handshake settings and metric handles.
 #[derive(Debug)]
@@ -73,8 +71,10 @@ pub struct Worker {
     pub(super) mask_seed: u64,
     /// Requests for unknown paths take the first route (ws-echo) instead of a 404.
     pub(super) any_path: bool,
-    /// When the deadlines are scanned next ([`Worker::handle_timeout`]).
-    pub(super) next_scan: Instant,
+    /// Every connection's next deadline, by connection id (the worker's timer wheel).
+    pub(super) timers: TimerWheel<ConnId>,
+    /// Reused list of fired timers.
+    pub(super) fired: Vec<ConnId>,
 }
 
 impl Worker {
@@ -131,7 +131,8 @@ impl Worker {
             upstream_requests: Vec::new(),
             mask_seed: random_seed(),
             any_path: false,
-            next_scan: Instant::ZERO,
+            timers: TimerWheel::new(),
+            fired: Vec::new(),
         }
     }
 
@@ -150,6 +151,7 @@ impl Worker {
         self.sessions.get_mut(id).and_then(Option::as_mut)
     }
 
+    /// Lists `id` for a flush and re-arms its deadline timer (its state changed).
     pub(super) fn mark_dirty(&mut self, id: ConnId) {
         if let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) {
             if !s.dirty {
@@ -157,6 +159,7 @@ impl Worker {
                 self.dirty.push(id);
             }
         }
+        self.arm(id);
     }
 
     pub(super) fn close_deadline(&self, now: Instant) -> Instant {
@@ -415,7 +418,7 @@ impl App for Worker {
         out.append(&mut self.dirty);
     }
     fn poll_timeout(&self) -> Option<Instant> {
-        (self.live > 0).then_some(self.next_scan)
+        self.next_timeout()
     }
     fn handle_timeout(&mut self, now: Instant, expired: &mut Vec<ConnId>) {
         expired.append(&mut Worker::handle_timeout(self, now));

@@ -336,6 +336,34 @@ fn handshake_deadline_expires() {
 }
 
 #[test]
+fn deadlines_on_timer_wheel_traffic_moves_ping_later_poll_timeout_says_when() {
+    use crate::app::App;
+    let (mut w, _) = worker_with(CONFIG);
+    let now = Instant::from_millis(1_000);
+    let mut c = open(&mut w, 0, "/ws", now);
+    // Armed for the ping (30 s after the last bytes): the wheel wakes no later.
+    let at = App::poll_timeout(&w).expect("armed");
+    assert!(at > now && at <= now + Duration::from_secs(30), "{at:?}");
+    // Bytes at +20 s (a Pong the client volunteers): the ping moves to +50 s.
+    let later = now + Duration::from_secs(20);
+    c.pong(b"x").unwrap();
+    let mut pong = c.pending_output().to_vec();
+    c.consume_output(pong.len());
+    w.receive(0, &mut pong, later);
+    w.handle_timeout(now + Duration::from_secs(31));
+    let evs = events(&mut w, 0, &mut c);
+    assert!(evs.is_empty(), "no ping 11 s after traffic: {evs:?}");
+    let at = App::poll_timeout(&w).expect("re-armed for the moved ping");
+    assert!(at <= later + Duration::from_secs(30), "{at:?}");
+    w.handle_timeout(later + Duration::from_secs(30));
+    let evs = events(&mut w, 0, &mut c);
+    assert!(matches!(evs.as_slice(), [Event::Ping(_)]), "{evs:?}");
+    // Removed: nothing armed any more.
+    w.remove(0);
+    assert_eq!(App::poll_timeout(&w), None);
+}
+
+#[test]
 fn idle_connection_pinged_then_closed() {
     let (mut w, _) = worker_with(CONFIG);
     let now = Instant::from_millis(1_000);
