@@ -71,6 +71,8 @@ pub struct Worker {
     pub(super) mask_seed: u64,
     /// Requests for unknown paths take the first route (ws-echo) instead of a 404.
     pub(super) any_path: bool,
+    /// Reused list of WebSocket events of one received chunk.
+    pub(super) events: Vec<Event>,
     /// Every connection's next deadline, by connection id (the worker's timer wheel).
     pub(super) timers: TimerWheel<ConnId>,
     /// Reused list of fired timers.
@@ -131,6 +133,7 @@ impl Worker {
             upstream_requests: Vec::new(),
             mask_seed: random_seed(),
             any_path: false,
+            events: Vec::new(),
             timers: TimerWheel::new(),
             fired: Vec::new(),
         }
@@ -197,9 +200,17 @@ impl Worker {
         }
     }
 
+    /// Feeds WebSocket bytes of an open connection to its engine and handles the
+    /// events (the event list is reused: no allocation per received chunk).
     pub(super) fn feed(&mut self, id: ConnId, data: &mut [u8], now: Instant) {
+        let mut events = std::mem::take(&mut self.events);
+        self.feed_with(id, data, now, &mut events);
+        events.clear();
+        self.events = events;
+    }
+
+    fn feed_with(&mut self, id: ConnId, data: &mut [u8], now: Instant, events: &mut Vec<Event>) {
         let mut pos = 0;
-        let mut events = Vec::new();
         loop {
             let Some(s) = self.session(id) else {
                 return;
