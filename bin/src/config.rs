@@ -635,6 +635,39 @@ pub fn check_file(path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The configuration `--app ws-echo` runs with: one echo route (served on every path),
+/// no control plane unless `--control` is given, no pings or idle timeout, and the
+/// command line's limits.
+pub fn ws_echo_for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Config> {
+    if args.config.is_some() {
+        anyhow::bail!("--config applies to --app gateway; ws-echo takes its options as flags");
+    }
+    let mut c = Config::default();
+    c.listen.ip = args.ip.addr;
+    c.listen.ports.clone_from(&args.ports);
+    c.control.enabled = args.control.is_some();
+    if let Some(addr) = args.control {
+        c.control.addr = addr;
+    }
+    c.limits.max_message_size = args.max_message_size;
+    c.limits.max_frame_size = args.max_frame_size;
+    c.limits.max_connections = args.max_connections;
+    c.limits.max_connections_per_ip = args.max_connections;
+    c.limits.handshake_timeout_ms = args.handshake_timeout.saturating_mul(1000).max(1);
+    c.limits.ping_interval_ms = 0;
+    c.limits.idle_timeout_ms = 0;
+    c.routes = vec![Route {
+        path: "/".to_string(),
+        kind: RouteKind::Echo,
+        compression: args.compression == crate::cli::Switch::On,
+        max_queued_bytes: args.max_output_queue.max(1),
+        ..Route::default()
+    }];
+    c.validate()
+        .map_err(|e| anyhow::anyhow!("ws-echo options: {e}"))?;
+    Ok(c)
+}
+
 /// The configuration for `sluice run --app gateway`: the file (or defaults) with the
 /// flags given on the command line applied on top.
 pub fn for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Config> {

@@ -9,7 +9,6 @@
 //! - `GET /stat`: JSON with the per-connection table (what `sluice stat` prints).
 
 pub mod health;
-pub mod metrics;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,7 +22,7 @@ use crate::config::Config;
 use crate::gateway::broker::{PublishRequest, Publisher};
 use crate::gateway::protocol::valid_topic;
 use crate::gateway::{ConnInfo, WorkerHandle, WorkerMsg};
-use metrics::Metrics;
+use crate::metrics::{self, Metrics};
 
 /// Threads answering control requests (a publish waits for its ack on its thread).
 const THREADS: usize = 4;
@@ -154,7 +153,7 @@ fn publish(req: &mut Request, path: &str, ctx: &Context) -> Response<std::io::Cu
             "application/json",
         ),
         Err(_) => {
-            ctx.metrics.dropped("publish_timeout");
+            ctx.metrics.dropped(crate::metrics::Drop::PublishTimeout);
             text(503, "not queued within the timeout\n", "text/plain")
         }
     }

@@ -1,145 +1,26 @@
 //! The WebSocket gateway application (`--app gateway`).
 //!
-//! The core is sans-IO: a [`worker::Worker`] takes the bytes each connection receives and
-//! hands back the bytes to send, so the kernel-socket adapter ([`kernel`]) and the AF_XDP
-//! workers drive the same code. Publishing goes through one [`broker`] thread, which frames
+//! The core is sans-IO: a [`worker::Worker`] implements [`crate::app::App`] (it takes the
+//! bytes each connection receives and hands back the bytes to send), so the kernel-socket
+//! driver and the stack driver (`crate::drivers`) serve the same code. Publishing goes through one [`broker`] thread, which frames
 //! each message once and fans the same bytes out to every worker over bounded crossbeam
 //! queues; per-topic order is the broker's order.
 
 pub mod broker;
-pub mod kernel;
+mod deadlines;
+mod echo;
+mod handshake;
+mod limits;
 pub mod protocol;
 pub mod proxy;
+mod pubsub;
 pub mod session;
-pub mod upstream;
 pub mod worker;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use bytes::Bytes;
-use ws::deflate::Deflater;
-use ws::frame::encode_frame;
-use ws::{FrameHeader, OpCode};
-
-/// The configuration `--app ws-echo` runs with: one echo route (served on every path),
-/// no control plane unless `--control` is given, no pings or idle timeout, and the
-/// command line's limits.
-pub fn ws_echo_config(args: &crate::cli::RunArgs) -> anyhow::Result<crate::config::Config> {
-    use crate::config::{Config, Route, RouteKind};
-    if args.config.is_some() {
-        anyhow::bail!("--config applies to --app gateway; ws-echo takes its options as flags");
-    }
-    let mut c = Config::default();
-    c.listen.ip = args.ip.addr;
-    c.listen.ports.clone_from(&args.ports);
-    c.control.enabled = args.control.is_some();
-    if let Some(addr) = args.control {
-        c.control.addr = addr;
-    }
-    c.limits.max_message_size = args.max_message_size;
-    c.limits.max_frame_size = args.max_frame_size;
-    c.limits.max_connections = args.max_connections;
-    c.limits.max_connections_per_ip = args.max_connections;
-    c.limits.handshake_timeout_ms = args.handshake_timeout.saturating_mul(1000).max(1);
-    c.limits.ping_interval_ms = 0;
-    c.limits.idle_timeout_ms = 0;
-    c.routes = vec![Route {
-        path: "/".to_string(),
-        kind: RouteKind::Echo,
-        compression: args.compression == crate::cli::Switch::On,
-        max_queued_bytes: args.max_output_queue.max(1),
-        ..Route::default()
-    }];
-    c.validate()
-        .map_err(|e| anyhow::anyhow!("ws-echo options: {e}"))?;
-    Ok(c)
-}
-
-/// Index of a connection inside one worker (the transport's slot number).
-pub type ConnId = usize;
-
-/// A published message, framed once; compressed lazily once per deflate window size.
-#[derive(Debug)]
-pub struct Publication {
-    /// The topic.
-    pub topic: Arc<str>,
-    /// The delivery's JSON text (`{"op":"message",...}`).
-    text: Bytes,
-    /// The uncompressed text frame.
-    plain: Bytes,
-    /// Compressed frames, indexed by `server_max_window_bits - 8`.
-    deflated: [OnceLock<Bytes>; 8],
-    level: u32,
-}
-
-impl Publication {
-    /// Frames `text` (a whole delivery message) for `topic`.
-    pub fn new(topic: Arc<str>, text: Bytes, level: u32) -> Publication {
-        let mut plain = Vec::with_capacity(text.len() + FrameHeader::MAX_LEN);
-        encode_frame(&mut plain, FrameHeader::new(OpCode::Text, 0), &text);
-        Publication {
-            topic,
-            text,
-            plain: Bytes::from(plain),
-            deflated: Default::default(),
-            level,
-        }
-    }
-
-    /// The frame for a connection: `window_bits` is its negotiated
-    /// `server_max_window_bits` when permessage-deflate is on (with server no context
-    /// takeover, so a frame compressed once is valid for every such connection).
-    pub fn frame(&self, window_bits: Option<u8>) -> Bytes {
-        let Some(bits) = window_bits else {
-            return self.plain.clone();
-        };
-        let idx = usize::from(bits.clamp(8, 15) - 8);
-        self.deflated[idx]
-            .get_or_init(|| {
-                let mut payload = Vec::new();
-                // RFC 7692 7.1.1.1: server_no_context_takeover - each message stands alone.
-                let mut d = Deflater::new(bits, self.level, true);
-                if d.compress_message(&self.text, &mut payload).is_err() {
-                    return self.plain.clone();
-                }
-                let mut h = FrameHeader::new(OpCode::Text, 0);
-                // RFC 7692 6: RSV1 marks a compressed message.
-                h.rsv1 = true;
-                let mut out = Vec::with_capacity(payload.len() + FrameHeader::MAX_LEN);
-                encode_frame(&mut out, h, &payload);
-                Bytes::from(out)
-            })
-            .clone()
-    }
-}
-
-/// Completion tracking for an ingest publish: answered once every worker queued it.
-#[derive(Debug)]
-pub struct Ack {
-    remaining: std::sync::atomic::AtomicUsize,
-    delivered: std::sync::atomic::AtomicUsize,
-    done: crossbeam_channel::Sender<usize>,
-}
-
-impl Ack {
-    /// An ack waiting for `workers` workers; the total delivery count is sent on `done`.
-    pub fn new(workers: usize, done: crossbeam_channel::Sender<usize>) -> Arc<Ack> {
-        Arc::new(Ack {
-            remaining: workers.into(),
-            delivered: 0.into(),
-            done,
-        })
-    }
-
-    /// One worker queued the message to `n` subscribers.
-    pub fn worker_done(&self, n: usize) {
-        use std::sync::atomic::Ordering;
-        self.delivered.fetch_add(n, Ordering::AcqRel);
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _ = self.done.try_send(self.delivered.load(Ordering::Acquire));
-        }
-    }
-}
+pub use crate::app::{ConnId, TcpInfo};
+pub use pubsub::{Ack, Publication};
 
 /// One row of `sluice stat`'s per-connection table.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -173,21 +54,6 @@ pub struct ConnInfo {
     pub tcp: Option<TcpInfo>,
 }
 
-/// One connection's TCP state as the AF_XDP stack sees it (like `ss -ti`).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct TcpInfo {
-    /// RFC 9293 state (`Established`, `FinWait1`, ...).
-    pub state: String,
-    /// Congestion window, bytes.
-    pub cwnd: u32,
-    /// Smoothed RTT in microseconds, once measured.
-    pub srtt_us: Option<u64>,
-    /// Retransmission timeout in milliseconds.
-    pub rto_ms: u64,
-    /// Segments retransmitted.
-    pub retransmits: u32,
-}
-
 /// Messages to a worker.
 #[derive(Debug)]
 pub enum WorkerMsg {
@@ -212,57 +78,32 @@ impl std::fmt::Debug for WorkerHandle {
     }
 }
 
-impl WorkerHandle {
-    /// Sends, blocking while the queue is full; false once the worker is gone.
-    pub fn send(&self, msg: WorkerMsg) -> bool {
-        let ok = self.tx.send(msg).is_ok();
-        (self.wake)();
-        ok
-    }
+/// What became of a message offered to a worker's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// Queued (and the worker woken).
+    Queued,
+    /// The queue is full: the worker is behind. Nothing waits for it.
+    Full,
+    /// The worker is gone (shutting down).
+    Gone,
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    #[test]
-    fn publication_plain_frame_is_text_fin() {
-        let p = Publication::new("t".into(), Bytes::from_static(b"hello"), 1);
-        let f = p.frame(None);
-        assert_eq!(&f[..], b"\x81\x05hello");
-    }
-
-    #[test]
-    fn publication_deflated_frame_shared_and_inflates() {
-        let text = Bytes::from("abcabcabcabcabcabcabcabc".repeat(10));
-        let p = Publication::new("t".into(), text.clone(), 6);
-        let a = p.frame(Some(15));
-        let b = p.frame(Some(15));
-        // Same allocation: compressed once.
-        assert_eq!(a.as_ptr(), b.as_ptr());
-        assert_eq!(a[0], 0xc1);
-        // A client engine with server_no_context_takeover reads it back.
-        let params = ws::DeflateParams {
-            server_no_context_takeover: true,
-            ..Default::default()
-        };
-        let mut client = ws::Connection::new(
-            ws::Role::Client,
-            ws::Config {
-                max_frame_size: 1 << 20,
-                max_message_size: 1 << 20,
-            },
-            Some(params),
-            1,
-        );
-        for frame in [a, b] {
-            let mut buf = frame.to_vec();
-            client.read(&mut buf);
-            match client.poll_event() {
-                Some(ws::Event::Message { data, .. }) => assert_eq!(data, text.to_vec()),
-                other => panic!("{other:?}"),
+impl WorkerHandle {
+    /// Queues `msg` without blocking: a slow worker never holds up the caller (the
+    /// broker's policy for a full queue is in docs/GATEWAY.md).
+    pub fn offer(&self, msg: WorkerMsg) -> Offer {
+        match self.tx.try_send(msg) {
+            Ok(()) => {
+                (self.wake)();
+                Offer::Queued
             }
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
+                // Wake it anyway: it is behind.
+                (self.wake)();
+                Offer::Full
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => Offer::Gone,
         }
     }
 }

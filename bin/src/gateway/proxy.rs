@@ -6,8 +6,13 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use ws::{ClientHandshake, CloseCode, Connection, DeflateConfig, Event, MessageKind, Role};
 
+use tcp::Instant;
+
 use super::session::OutQueue;
+use super::worker::Worker;
+use super::ConnId;
 use crate::config;
+use crate::metrics::Drop;
 
 /// Where the upstream connection is.
 #[derive(Debug)]
@@ -197,6 +202,116 @@ impl Upstream {
             Phase::Closed => true,
             Phase::Connecting | Phase::Handshake(..) => false,
         }
+    }
+}
+
+/// The `proxy` route's side of the gateway worker: the transport opens, writes and reads
+/// each client's upstream socket through these.
+impl Worker {
+    /// Proxy connections whose upstream socket the transport must open now: `(id,
+    /// "host:port")`. Report the outcome with [`Worker::upstream_connected`] or
+    /// [`Worker::upstream_lost`].
+    pub fn take_upstream_requests(&mut self) -> Vec<(ConnId, String)> {
+        std::mem::take(&mut self.upstream_requests)
+    }
+
+    /// The upstream TCP connection of `id` is established.
+    pub fn upstream_connected(&mut self, id: ConnId) {
+        if let Some(up) = self.session(id).and_then(|s| s.upstream.as_mut()) {
+            up.connected();
+        }
+    }
+
+    /// The next bytes to write to `id`'s upstream.
+    pub fn upstream_output(&self, id: ConnId) -> &[u8] {
+        self.sessions
+            .get(id)
+            .and_then(Option::as_ref)
+            .and_then(|s| s.upstream.as_ref())
+            .map_or(&[], |u| u.out.front())
+    }
+
+    /// The transport wrote `n` bytes of [`Worker::upstream_output`].
+    pub fn upstream_consume(&mut self, id: ConnId, n: usize) {
+        if let Some(up) = self.session(id).and_then(|s| s.upstream.as_mut()) {
+            up.out.consume(n);
+        }
+    }
+
+    /// Whether the transport should read `id`'s upstream now (not while the client's
+    /// queued output is above the route's bound: backpressure onto the upstream).
+    pub fn wants_upstream_read(&self, id: ConnId) -> bool {
+        let Some(s) = self.sessions.get(id).and_then(Option::as_ref) else {
+            return false;
+        };
+        let bound = s
+            .route
+            .and_then(|r| self.routes.get(r))
+            .map_or(usize::MAX, |r| r.cfg.max_queued_bytes);
+        s.upstream.as_ref().is_some_and(|u| !u.is_finished()) && s.out.len() <= bound
+    }
+
+    /// Whether `id`'s upstream socket should be closed (closed, failed, or the client gone).
+    pub fn upstream_finished(&self, id: ConnId) -> bool {
+        self.sessions
+            .get(id)
+            .and_then(Option::as_ref)
+            .and_then(|s| s.upstream.as_ref())
+            .is_none_or(|u| u.is_finished() && u.out.is_empty())
+    }
+
+    /// Bytes received from `id`'s upstream.
+    pub fn upstream_receive(&mut self, id: ConnId, data: &mut [u8], now: Instant) {
+        let events = match self.session(id).and_then(|s| s.upstream.as_mut()) {
+            Some(up) => up.receive(data),
+            None => return,
+        };
+        self.upstream_events(id, events, now);
+    }
+
+    /// `id`'s upstream connection failed or closed without a closing handshake.
+    pub fn upstream_lost(&mut self, id: ConnId, now: Instant) {
+        let events = match self.session(id).and_then(|s| s.upstream.as_mut()) {
+            Some(up) => up.lost().into_iter().collect(),
+            None => return,
+        };
+        self.upstream_events(id, events, now);
+    }
+
+    pub(super) fn upstream_events(&mut self, id: ConnId, events: Vec<UpEvent>, now: Instant) {
+        let deadline = self.close_deadline(now);
+        let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(route) = s.route.and_then(|r| self.routes.get(r)) else {
+            return;
+        };
+        for ev in events {
+            match ev {
+                UpEvent::Message(kind, data) => {
+                    if let Some(ws) = s.ws() {
+                        if ws.send(kind, &data).is_ok() {
+                            s.msgs_out += 1;
+                            route.stats().msgs_out.add(1);
+                        }
+                    }
+                    s.pull_engine_output();
+                }
+                // The upstream's close is reflected to the client with its code.
+                UpEvent::Closed(code) => {
+                    let code = code
+                        .filter(|c| c.is_valid_on_wire())
+                        .unwrap_or(CloseCode::NORMAL);
+                    s.close(code, "upstream closed", deadline);
+                }
+                UpEvent::Failed => {
+                    self.stats.dropped(Drop::UpstreamFailed);
+                    // 1014: bad gateway (IANA WebSocket close code registry).
+                    s.close(CloseCode(1014), "upstream failed", deadline);
+                }
+            }
+        }
+        self.mark_dirty(id);
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use tcp::Instant;
 
 use bytes::Bytes;
 use ws::{CloseCode, Connection};
@@ -126,6 +126,8 @@ pub struct Session {
     pub dirty: bool,
     /// The upstream connection on a `proxy` route.
     pub upstream: Option<Box<super::proxy::Upstream>>,
+    /// Its deadline timer on the worker's timer wheel, while armed.
+    pub timer: Option<tcp::timer::TimerId>,
 }
 
 impl Session {
@@ -150,6 +152,7 @@ impl Session {
             drops: 0,
             dirty: false,
             upstream: None,
+            timer: None,
         }
     }
 

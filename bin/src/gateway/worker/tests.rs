@@ -2,15 +2,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tcp::Instant;
 
 use bytes::Bytes;
 use ws::{ClientHandshake, CloseCode, Connection, DeflateConfig, Event, MessageKind, Role};
 
 use super::*;
 use crate::config::Config;
-use crate::control::metrics::Metrics;
 use crate::gateway::Publication;
+use crate::metrics::Metrics;
 
 const CONFIG: &str = r#"
 [limits]
@@ -124,7 +126,7 @@ fn publication(topic: &str, data: &str) -> Publication {
 #[test]
 fn pubsub_subscribe_then_deliver_in_order() {
     let (mut w, metrics) = worker_with(CONFIG);
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     let mut c = open(&mut w, 0, "/ws", now);
     send(
         &mut w,
@@ -157,7 +159,7 @@ fn pubsub_subscribe_then_deliver_in_order() {
 #[test]
 fn pubsub_unsubscribe_stops_delivery() {
     let (mut w, _) = worker_with(CONFIG);
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     let mut c = open(&mut w, 0, "/ws", now);
     send(&mut w, 0, &mut c, r#"{"op":"subscribe","topic":"a"}"#, now);
     send(
@@ -180,7 +182,7 @@ fn pubsub_unsubscribe_stops_delivery() {
 #[test]
 fn pubsub_bad_request_error_reply() {
     let (mut w, _) = worker_with(CONFIG);
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     let mut c = open(&mut w, 0, "/ws", now);
     send(&mut w, 0, &mut c, r#"{"op":"dance"}"#, now);
     let got = texts(&events(&mut w, 0, &mut c));
@@ -193,7 +195,7 @@ fn pubsub_bad_request_error_reply() {
 #[test]
 fn pubsub_publish_without_broker_error_reply() {
     let (mut w, _) = worker_with(CONFIG);
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     let mut c = open(&mut w, 0, "/ws", now);
     send(
         &mut w,
@@ -209,7 +211,7 @@ fn pubsub_publish_without_broker_error_reply() {
 #[test]
 fn slow_consumer_drop_newest_counted_others_continue() {
     let (mut w, metrics) = worker_with(CONFIG);
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     let mut slow = open(&mut w, 0, "/ws", now);
     let mut fast = open(&mut w, 1, "/ws", now);
     for (id, c) in [(0, &mut slow), (1, &mut fast)] {
@@ -242,7 +244,7 @@ fn slow_consumer_drop_newest_counted_others_continue() {
 #[test]
 fn slow_consumer_close_policy_sends_1013() {
     let (mut w, metrics) = worker_with(CONFIG);
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     let mut c = open(&mut w, 0, "/live", now);
     send(&mut w, 0, &mut c, r#"{"op":"subscribe","topic":"a"}"#, now);
     events(&mut w, 0, &mut c);
@@ -268,7 +270,7 @@ fn slow_consumer_close_policy_sends_1013() {
 #[test]
 fn echo_message_sent_back() {
     let (mut w, _) = worker_with(CONFIG);
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     let mut c = open(&mut w, 0, "/echo", now);
     send(&mut w, 0, &mut c, "ping me", now);
     assert_eq!(texts(&events(&mut w, 0, &mut c)), vec!["ping me"]);
@@ -277,7 +279,7 @@ fn echo_message_sent_back() {
 #[test]
 fn handshake_unknown_path_404() {
     let (mut w, metrics) = worker_with(CONFIG);
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     w.accept(0, peer(1), now).unwrap();
     let hs = ClientHandshake::new([1; 16], Vec::new(), DeflateConfig::default());
     let mut req = hs.request("gw", "/nope");
@@ -299,7 +301,7 @@ fn handshake_origin_not_allowed_403() {
     let (mut w, _) = worker_with(
         "[limits]\nallowed_origins = [\"https://ok.example\"]\n[[route]]\npath = \"/ws\"\n",
     );
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     w.accept(0, peer(1), now).unwrap();
     let mut req = b"GET /ws HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
@@ -312,7 +314,7 @@ Origin: https://evil.example\r\n\r\n"
 #[test]
 fn accept_per_ip_limit_refused() {
     let (mut w, _) = worker_with(CONFIG);
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     w.accept(0, peer(1), now).unwrap();
     w.accept(1, peer(2), now).unwrap();
     assert_eq!(w.accept(2, peer(3), now), Err(Refusal::MaxPerIp));
@@ -323,7 +325,7 @@ fn accept_per_ip_limit_refused() {
 #[test]
 fn handshake_deadline_expires() {
     let (mut w, metrics) = worker_with(CONFIG);
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     w.accept(0, peer(1), now).unwrap();
     w.receive(0, &mut b"GET /ws HTTP/1.1\r\n".to_vec(), now);
     assert!(w.handle_timeout(now + Duration::from_secs(1)).is_empty());
@@ -334,9 +336,37 @@ fn handshake_deadline_expires() {
 }
 
 #[test]
+fn deadlines_on_timer_wheel_traffic_moves_ping_later_poll_timeout_says_when() {
+    use crate::app::App;
+    let (mut w, _) = worker_with(CONFIG);
+    let now = Instant::from_millis(1_000);
+    let mut c = open(&mut w, 0, "/ws", now);
+    // Armed for the ping (30 s after the last bytes): the wheel wakes no later.
+    let at = App::poll_timeout(&w).expect("armed");
+    assert!(at > now && at <= now + Duration::from_secs(30), "{at:?}");
+    // Bytes at +20 s (a Pong the client volunteers): the ping moves to +50 s.
+    let later = now + Duration::from_secs(20);
+    c.pong(b"x").unwrap();
+    let mut pong = c.pending_output().to_vec();
+    c.consume_output(pong.len());
+    w.receive(0, &mut pong, later);
+    w.handle_timeout(now + Duration::from_secs(31));
+    let evs = events(&mut w, 0, &mut c);
+    assert!(evs.is_empty(), "no ping 11 s after traffic: {evs:?}");
+    let at = App::poll_timeout(&w).expect("re-armed for the moved ping");
+    assert!(at <= later + Duration::from_secs(30), "{at:?}");
+    w.handle_timeout(later + Duration::from_secs(30));
+    let evs = events(&mut w, 0, &mut c);
+    assert!(matches!(evs.as_slice(), [Event::Ping(_)]), "{evs:?}");
+    // Removed: nothing armed any more.
+    w.remove(0);
+    assert_eq!(App::poll_timeout(&w), None);
+}
+
+#[test]
 fn idle_connection_pinged_then_closed() {
     let (mut w, _) = worker_with(CONFIG);
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     let mut c = open(&mut w, 0, "/ws", now);
     w.handle_timeout(now + Duration::from_secs(31));
     let evs = events(&mut w, 0, &mut c);
@@ -358,7 +388,7 @@ fn idle_connection_pinged_then_closed() {
 #[test]
 fn shutdown_queued_messages_then_1001() {
     let (mut w, _) = worker_with(CONFIG);
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     let mut c = open(&mut w, 0, "/ws", now);
     send(&mut w, 0, &mut c, r#"{"op":"subscribe","topic":"a"}"#, now);
     events(&mut w, 0, &mut c);
@@ -391,7 +421,7 @@ fn shutdown_queued_messages_then_1001() {
 #[test]
 fn deliver_ack_counts_subscribers() {
     let (mut w, _) = worker_with(CONFIG);
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     for id in 0..2 {
         let mut c = open(&mut w, id, "/ws", now);
         send(&mut w, id, &mut c, r#"{"op":"subscribe","topic":"a"}"#, now);
@@ -407,7 +437,7 @@ fn proxy_upstream_close_reflected_to_client() {
     let (mut w, _) = worker_with(
         "[[route]]\npath = \"/p\"\nkind = \"proxy\"\nupstream = \"ws://127.0.0.1:9/u\"\n",
     );
-    let now = Instant::now();
+    let now = Instant::from_millis(1_000);
     let mut c = open(&mut w, 0, "/p", now);
     assert_eq!(
         w.take_upstream_requests(),

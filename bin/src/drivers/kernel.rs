@@ -1,6 +1,6 @@
 //! The kernel-socket driver: one mio (epoll, edge-triggered) thread driving a sans-IO
-//! [`Service`]: the gateway [`Worker`] (gateway, ws-echo; plus the broker and control
-//! threads) or a TCP application (`crate::kernel`). One accept/read/write/close loop for
+//! [`App`]: the gateway [`Worker`] (gateway, ws-echo; plus the broker and control
+//! threads) or a TCP application ([`TcpApp`]). One accept/read/write/close loop for
 //! every application on `--backend kernel`.
 
 use std::collections::HashMap;
@@ -8,19 +8,23 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use tcp::Instant;
 use tracing::{debug, info, warn};
 
 use super::upstream::Upstreams;
-use super::worker::{Refusal, Worker};
-use super::{broker, ConnId, WorkerHandle, WorkerMsg};
+use crate::app::tcp::{Kind, TcpApp};
+use crate::app::App;
 use crate::config::Config;
-use crate::control::{self, metrics::Metrics};
+use crate::control;
+use crate::gateway::worker::Worker;
+use crate::gateway::{broker, WorkerHandle};
+use crate::metrics::Metrics;
 
 /// Size of the shared receive buffer.
 const READ_BUF: usize = 64 * 1024;
@@ -32,83 +36,6 @@ const LINGER: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(100);
 /// Tokens from here on are upstream sockets of `proxy` connections (`UP_BASE + idx`).
 const UP_BASE: usize = 1 << 30;
-
-/// A sans-IO application the kernel driver serves. The driver owns the sockets: it
-/// feeds received bytes in, writes [`Service::output`] and reports what it wrote, reads
-/// only while [`Service::wants_read`], and closes what [`Service::is_finished`] (after
-/// the output is written) or [`Service::handle_timeout`] name.
-pub trait Service {
-    /// A new connection in slot `id`; on `Err` it is closed at once.
-    fn accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Result<(), Refusal>;
-    /// Forget slot `id` (closed by the driver).
-    fn remove(&mut self, id: ConnId);
-    /// Bytes received on `id` (may be modified in place).
-    fn receive(&mut self, id: ConnId, data: &mut [u8], now: Instant);
-    /// The peer closed its sending side.
-    fn peer_closed(&mut self, id: ConnId);
-    /// The next bytes to write on `id`.
-    fn output(&self, id: ConnId) -> &[u8];
-    /// `n` bytes of [`Service::output`] were written.
-    fn consume(&mut self, id: ConnId, n: usize);
-    /// Whether to read `id` now (false: backpressure or done reading).
-    fn wants_read(&self, id: ConnId) -> bool;
-    /// Whether to close `id` now (its output is written).
-    fn is_finished(&self, id: ConnId) -> bool;
-    /// Connections with new output since the last call.
-    fn take_dirty(&mut self) -> Vec<ConnId>;
-    /// Runs deadlines; returns connections to drop at once.
-    fn handle_timeout(&mut self, now: Instant) -> Vec<ConnId>;
-    /// Graceful stop: finish every connection by `deadline`.
-    fn shutdown(&mut self, now: Instant, deadline: Instant);
-    /// Open connections.
-    fn live(&self) -> usize;
-    /// The gateway worker (proxy upstreams, broker messages); `None` for TCP applications.
-    fn gateway(&mut self) -> Option<&mut Worker> {
-        None
-    }
-}
-
-impl Service for Worker {
-    fn accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Result<(), Refusal> {
-        Worker::accept(self, id, peer, now)
-    }
-    fn remove(&mut self, id: ConnId) {
-        Worker::remove(self, id);
-    }
-    fn receive(&mut self, id: ConnId, data: &mut [u8], now: Instant) {
-        Worker::receive(self, id, data, now);
-    }
-    fn peer_closed(&mut self, id: ConnId) {
-        Worker::peer_closed(self, id);
-    }
-    fn output(&self, id: ConnId) -> &[u8] {
-        Worker::output(self, id)
-    }
-    fn consume(&mut self, id: ConnId, n: usize) {
-        Worker::consume(self, id, n);
-    }
-    fn wants_read(&self, id: ConnId) -> bool {
-        Worker::wants_read(self, id)
-    }
-    fn is_finished(&self, id: ConnId) -> bool {
-        Worker::is_finished(self, id)
-    }
-    fn take_dirty(&mut self) -> Vec<ConnId> {
-        Worker::take_dirty(self)
-    }
-    fn handle_timeout(&mut self, now: Instant) -> Vec<ConnId> {
-        Worker::handle_timeout(self, now)
-    }
-    fn shutdown(&mut self, now: Instant, deadline: Instant) {
-        Worker::shutdown(self, now, deadline);
-    }
-    fn live(&self) -> usize {
-        Worker::live(self)
-    }
-    fn gateway(&mut self) -> Option<&mut Worker> {
-        Some(self)
-    }
-}
 
 /// Binds a listener on `ip` for each of `ports` (0 picks one), registered as tokens 0..;
 /// returns them with the bound port numbers.
@@ -147,11 +74,11 @@ pub struct Liveness {
 /// then shuts down gracefully within `shutdown_timeout`. `rx` carries broker and control
 /// messages for a gateway worker; `liveness`, when given, is beaten every iteration.
 #[allow(clippy::too_many_arguments)]
-pub fn serve<S: Service>(
+pub fn serve<S: App>(
     poll: Poll,
     mut listeners: Vec<TcpListener>,
     svc: &mut S,
-    rx: Option<&Receiver<WorkerMsg>>,
+    rx: Option<&Receiver<S::Message>>,
     stop: &AtomicBool,
     shutdown_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -165,7 +92,12 @@ pub fn serve<S: Service>(
         lingering: HashMap::new(),
         upstreams: Upstreams::new(),
         buf: vec![0u8; READ_BUF],
-        metrics,
+        stats: metrics.worker(0, &[]),
+        clock: liveness
+            .as_ref()
+            .map_or_else(dataplane::Clock::new, |l| l.clock),
+        now: Instant::ZERO,
+        ids: Vec::new(),
     };
     if let Some(l) = &liveness {
         l.heartbeat.start(l.clock.now());
@@ -198,7 +130,7 @@ struct Conn {
 }
 
 /// Runs the gateway on kernel sockets until SIGINT/SIGTERM, then shuts down gracefully.
-pub fn run(settings: Settings) -> anyhow::Result<()> {
+pub fn run_gateway(settings: Settings) -> anyhow::Result<()> {
     let config = Arc::new(settings.config);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -305,6 +237,44 @@ fn inject_fault(kind: dataplane::FaultKind, stop: &AtomicBool) {
     }
 }
 
+/// How long a TCP application's shutdown waits for connections to flush and close.
+const TCP_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs a TCP application on kernel sockets until SIGINT/SIGTERM.
+pub fn run_tcp(
+    kind: Kind,
+    ip: std::net::IpAddr,
+    ports: &[u16],
+    max_connections: usize,
+    max_output: usize,
+) -> anyhow::Result<()> {
+    let name = kind.name();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
+    }
+    let poll = Poll::new().context("creating epoll instance")?;
+    let (listeners, bound) = bind(&poll, ip, ports)?;
+    let ports: Vec<String> = bound.iter().map(u16::to_string).collect();
+    println!(
+        "listening ip={ip} port={} backend=kernel app={name}",
+        ports.join(",")
+    );
+    io::stdout().flush().ok();
+    info!(ip = %ip, ports = %ports.join(","), app = name, "listening");
+    let mut app = TcpApp::new(kind, max_connections, max_output);
+    serve(
+        poll,
+        listeners,
+        &mut app,
+        None,
+        &stop,
+        TCP_SHUTDOWN_GRACE,
+        Arc::new(Metrics::new()),
+        None,
+    )
+}
+
 struct Driver {
     poll: Poll,
     base: usize,
@@ -315,15 +285,22 @@ struct Driver {
     /// Upstream sockets of proxy connections, by connection slot.
     upstreams: Upstreams,
     buf: Vec<u8>,
-    metrics: Arc<Metrics>,
+    /// The driver's metrics block (busy ratio, processing time).
+    stats: Arc<crate::metrics::WorkerStats>,
+    /// The worker's one clock (the same type the stack driver uses).
+    clock: dataplane::Clock,
+    /// `clock` as read at the start of the current batch.
+    now: Instant,
+    /// Reused list of connection ids (dirty, expired).
+    ids: Vec<usize>,
 }
 
 impl Driver {
-    fn run<S: Service>(
+    fn run<S: App>(
         &mut self,
         worker: &mut S,
         listeners: &mut Vec<TcpListener>,
-        rx: Option<&Receiver<WorkerMsg>>,
+        rx: Option<&Receiver<S::Message>>,
         stop: &AtomicBool,
         shutdown_timeout: Duration,
         liveness: Option<&Liveness>,
@@ -331,25 +308,23 @@ impl Driver {
         let mut events = Events::with_capacity(1024);
         let fault_at = liveness.and_then(|l| l.fault.map(|f| (l.clock.now() + f.after, f.kind)));
         let mut shutdown_deadline: Option<Instant> = None;
-        let mut last_tick = Instant::now();
+        let mut last_tick = self.clock.now();
         // Time spent outside epoll_wait since the last tick (the busy ratio).
         let mut busy = Duration::ZERO;
-        let mut busy_since = Instant::now();
         loop {
-            busy += busy_since.elapsed();
             if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
                 if e.kind() != ErrorKind::Interrupted {
                     return Err(e).context("epoll_wait");
                 }
             }
-            let now = Instant::now();
-            busy_since = now;
+            // The worker's clock, read once per batch: every call below gets this `now`.
+            let now = self.clock.now();
+            self.now = now;
             if let Some(l) = liveness {
-                let beat = l.clock.now();
-                if let Some((_, kind)) = fault_at.filter(|(at, _)| beat >= *at) {
+                if let Some((_, kind)) = fault_at.filter(|(at, _)| now >= *at) {
                     inject_fault(kind, stop);
                 }
-                l.heartbeat.beat(beat);
+                l.heartbeat.beat(now);
             }
             for event in events.iter() {
                 let Token(t) = event.token();
@@ -373,39 +348,44 @@ impl Driver {
                     self.drive(worker, idx, now);
                 }
             }
-            if let Some(gw) = worker.gateway() {
-                for (idx, authority) in gw.take_upstream_requests() {
-                    self.upstreams.open(
-                        self.poll.registry(),
-                        Token(UP_BASE + idx),
-                        gw,
-                        idx,
-                        &authority,
-                        now,
-                    );
-                }
-                // Publications and control requests; every one queued before an ack was
-                // sent.
-                while let Some(msg) = rx.and_then(|rx| rx.try_recv().ok()) {
-                    gw.handle_msg(msg, now);
-                }
+            for (idx, authority) in worker.take_upstream_requests() {
+                self.upstreams.open(
+                    self.poll.registry(),
+                    Token(UP_BASE + idx),
+                    worker,
+                    idx,
+                    &authority,
+                    now,
+                );
             }
-            for idx in worker.take_dirty() {
-                self.drive(worker, idx, now);
+            // Publications and control requests; every one queued before an ack was sent.
+            while let Some(msg) = rx.and_then(|rx| rx.try_recv().ok()) {
+                worker.handle_message(msg, now, &|_| None);
             }
-            if now.duration_since(last_tick) >= TICK {
-                let window = now.duration_since(last_tick).as_secs_f64();
-                self.metrics
-                    .set_busy(0, (busy.as_secs_f64() / window).min(1.0));
-                busy = Duration::ZERO;
-                last_tick = now;
-                for idx in worker.handle_timeout(now) {
+            self.flush(worker, now);
+            if worker.poll_timeout().is_some_and(|at| at <= now) {
+                let mut expired = std::mem::take(&mut self.ids);
+                worker.handle_timeout(now, &mut expired);
+                for &idx in &expired {
                     debug!(idx, "deadline expired");
                     self.close(worker, idx, true);
                 }
-                for idx in worker.take_dirty() {
-                    self.drive(worker, idx, now);
-                }
+                expired.clear();
+                self.ids = expired;
+                self.flush(worker, now);
+            }
+            // One more read per batch: the batch's processing time (and the busy ratio).
+            let done = self.clock.now();
+            let batch = done - now;
+            busy += batch;
+            if !events.is_empty() {
+                self.stats.processing(batch);
+            }
+            if now - last_tick >= TICK {
+                let window = (now - last_tick).as_secs_f64();
+                self.stats.set_busy((busy.as_secs_f64() / window).min(1.0));
+                busy = Duration::ZERO;
+                last_tick = now;
                 let expired: Vec<usize> = self
                     .lingering
                     .iter()
@@ -427,15 +407,11 @@ impl Driver {
                 listeners.clear();
                 let deadline = now + shutdown_timeout;
                 shutdown_deadline = Some(deadline);
-                if let Some(gw) = worker.gateway() {
-                    while let Some(msg) = rx.and_then(|rx| rx.try_recv().ok()) {
-                        gw.handle_msg(msg, now);
-                    }
+                while let Some(msg) = rx.and_then(|rx| rx.try_recv().ok()) {
+                    worker.handle_message(msg, now, &|_| None);
                 }
                 worker.shutdown(now, deadline);
-                for idx in worker.take_dirty() {
-                    self.drive(worker, idx, now);
-                }
+                self.flush(worker, now);
             }
             if let Some(deadline) = shutdown_deadline {
                 if (worker.live() == 0 && self.lingering.is_empty()) || now >= deadline {
@@ -446,7 +422,18 @@ impl Driver {
         }
     }
 
-    fn accept_all<S: Service>(&mut self, listener: &TcpListener, worker: &mut S, now: Instant) {
+    /// Drives every connection the application names dirty.
+    fn flush<S: App>(&mut self, worker: &mut S, now: Instant) {
+        let mut ids = std::mem::take(&mut self.ids);
+        worker.take_dirty(&mut ids);
+        for &idx in &ids {
+            self.drive(worker, idx, now);
+        }
+        ids.clear();
+        self.ids = ids;
+    }
+
+    fn accept_all<S: App>(&mut self, listener: &TcpListener, worker: &mut S, now: Instant) {
         loop {
             let (mut stream, peer) = match listener.accept() {
                 Ok(x) => x,
@@ -484,14 +471,12 @@ impl Driver {
     }
 
     /// Writes, reads and closes connection `idx` as far as it can go now.
-    fn drive<S: Service>(&mut self, worker: &mut S, idx: usize, now: Instant) {
+    fn drive<S: App>(&mut self, worker: &mut S, idx: usize, now: Instant) {
         if self.lingering.contains_key(&idx) {
             return;
         }
         if self.upstreams.contains(idx) {
-            if let Some(gw) = worker.gateway() {
-                self.upstreams.drive(self.poll.registry(), gw, idx, now);
-            }
+            self.upstreams.drive(self.poll.registry(), worker, idx, now);
         }
         loop {
             let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
@@ -522,13 +507,7 @@ impl Driver {
                     c.read_eof = true;
                     worker.peer_closed(idx);
                 }
-                Ok(n) => {
-                    let started = Instant::now();
-                    worker.receive(idx, &mut self.buf[..n], now);
-                    self.metrics
-                        .processing_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                }
+                Ok(n) => worker.receive(idx, &mut self.buf[..n], now),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return self.close(worker, idx, true),
@@ -538,7 +517,7 @@ impl Driver {
 
     /// Closes `idx`: at once (`abort`) or by a lingering close (FIN, then drain the peer so
     /// unread data causes no RST that could destroy our last frames in flight).
-    fn close<S: Service>(&mut self, worker: &mut S, idx: usize, abort: bool) {
+    fn close<S: App>(&mut self, worker: &mut S, idx: usize, abort: bool) {
         worker.remove(idx);
         self.upstreams.remove(self.poll.registry(), idx);
         let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
@@ -548,7 +527,7 @@ impl Driver {
             self.drop_conn(idx);
             return;
         }
-        self.lingering.insert(idx, Instant::now() + LINGER);
+        self.lingering.insert(idx, self.now + LINGER);
         self.drain_lingering(idx);
     }
 

@@ -1,6 +1,6 @@
 //! The AF_XDP backend: Sluice's XDP program on one interface, one AF_XDP socket and one
-//! pinned worker per queue, each worker owning its own [`tcp::stack::Stack`] and serving a
-//! simple TCP application ([`TcpApp`]).
+//! pinned worker per queue, each worker a [`StackDriver`] (its own [`tcp::stack::Stack`])
+//! serving the application: a TCP application ([`TcpApp`]) or the gateway / ws-echo.
 //!
 //! Startup: attach the XDP program (native, else generic) with a port filter of the
 //! listening ports and the active-open range, open one socket per queue (zero-copy, else
@@ -9,9 +9,6 @@
 //! print one `listening` line on stdout. SIGINT or
 //! SIGTERM stops it: workers stop accepting, close their connections and drain (bounded by a
 //! grace period), the sockets close and the program detaches with its bpf_link; exit 0.
-
-pub mod app;
-pub mod gateway;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +26,11 @@ use tcp::stack::{Stack, StackConfig};
 use tcp::wire::EthernetAddress;
 use tracing::info;
 
-pub use app::{StackWorker, TcpApp};
+use super::gateway;
+use super::stack::StackDriver;
+use crate::app::tcp::{Kind, TcpApp};
+use crate::app::App;
+use crate::metrics::Metrics;
 
 /// Everything `sluice run --backend afxdp` needs, as parsed from the command line.
 #[derive(Debug, Clone)]
@@ -52,8 +53,12 @@ pub struct Options {
     pub cores: Option<String>,
     /// Listening ports.
     pub ports: Vec<u16>,
-    /// The application.
-    pub app: TcpApp,
+    /// The TCP application (when `websocket` is `None`).
+    pub app: Kind,
+    /// `--max-connections` of a TCP application (per worker).
+    pub max_connections: usize,
+    /// `--max-output-queue` of a TCP application.
+    pub max_output: usize,
     /// Every worker also opens one connection here (from a local port whose answers reach
     /// its queue) and serves `app` on it.
     pub connect: Option<std::net::SocketAddrV4>,
@@ -309,33 +314,151 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         stall_after,
     );
     let fault = crate::control::health::fault_from_env()?;
-    let mut shared = match &opts.websocket {
-        Some(g) => Some(gateway::Shared::start(
-            g.config.clone(),
-            queues.len(),
-            g.any_path,
-            health.clone(),
-        )?),
-        None => None,
+    let setup = Setup {
+        queues,
+        cores,
+        mac,
+        secret,
+        local_ports,
+        rss,
+        steering,
+        program,
+        clock,
+        health,
+        fault,
     };
-    // The gateway flushes and closes with 1001 within its shutdown timeout: the workers
-    // get at least that long (plus a margin) to drain.
-    let stop_grace = shared.as_ref().map_or(opts.dataplane.stop_grace(), |s| {
-        opts.dataplane
-            .stop_grace()
-            .max(s.config.limits.shutdown_timeout() + Duration::from_secs(1))
-    });
+    match &opts.websocket {
+        Some(g) => {
+            let mut shared = gateway::Shared::start(
+                g.config.clone(),
+                setup.queues.len(),
+                g.any_path,
+                setup.health.clone(),
+            )?;
+            // The gateway flushes and closes with 1001 within its shutdown timeout: the
+            // workers get at least that long (plus a margin) to drain.
+            let shutdown = shared.config.limits.shutdown_timeout();
+            let stop_grace = opts
+                .dataplane
+                .stop_grace()
+                .max(shutdown + Duration::from_secs(1));
+            let metrics = Arc::clone(&shared.metrics);
+            let apps = (0..setup.queues.len())
+                .map(|i| shared.part(i).into_worker())
+                .collect();
+            let control = shared.control;
+            serve(
+                opts,
+                setup,
+                apps,
+                Workers {
+                    name: g.app_name,
+                    stop_grace,
+                    shutdown,
+                    metrics,
+                    control,
+                    shared: Some(&mut shared),
+                },
+                &stop,
+            )
+        }
+        None => {
+            let apps = (0..setup.queues.len())
+                .map(|_| {
+                    let app = TcpApp::new(opts.app, opts.max_connections, opts.max_output);
+                    (app, None)
+                })
+                .collect();
+            serve(
+                opts,
+                setup,
+                apps,
+                Workers {
+                    name: opts.app.name(),
+                    stop_grace: opts.dataplane.stop_grace(),
+                    shutdown: opts.dataplane.stop_grace(),
+                    metrics: Arc::new(Metrics::new()),
+                    control: None,
+                    shared: None,
+                },
+                &stop,
+            )
+        }
+    }
+}
 
+/// What the process set up before the workers start.
+struct Setup {
+    queues: Vec<u32>,
+    cores: Vec<usize>,
+    mac: EthernetAddress,
+    secret: [u8; 16],
+    local_ports: std::ops::RangeInclusive<u16>,
+    rss: Option<dataplane::RssTable>,
+    steering: Vec<Option<dataplane::steer::Steering>>,
+    program: Arc<XdpProgram>,
+    /// The workers' one clock.
+    clock: Clock,
+    /// The workers' heartbeats (`/healthz`, and the stall log of the main loop).
+    health: crate::control::health::Health,
+    /// **Testing only**: the fault to inject into one worker.
+    fault: Option<dataplane::Fault>,
+}
+
+/// How the workers of one application run.
+struct Workers<'a> {
+    /// The application's name in the `listening` line.
+    name: &'static str,
+    stop_grace: Duration,
+    /// How long the application may take to finish its connections on a stop.
+    shutdown: Duration,
+    metrics: Arc<Metrics>,
+    control: Option<std::net::SocketAddr>,
+    /// The gateway's shared parts (for the XDP counters).
+    shared: Option<&'a mut gateway::Shared>,
+}
+
+/// Spawns one pinned worker per queue, each serving its application from `apps`, prints
+/// the `listening` line, and waits for a stop.
+fn serve<A>(
+    opts: &Options,
+    setup: Setup,
+    apps: Vec<(A, Option<crossbeam_channel::Receiver<A::Message>>)>,
+    mut run: Workers<'_>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()>
+where
+    A: App + Send + std::fmt::Debug + 'static,
+{
+    let Setup {
+        queues,
+        cores,
+        mac,
+        secret,
+        local_ports,
+        rss,
+        steering,
+        program,
+        clock,
+        health,
+        fault,
+    } = setup;
+    let stop_grace = run.stop_grace;
     let mut workers = Vec::new();
     let mut copy_modes = Vec::new();
+    let mut apps = apps.into_iter();
     for (index, ((&queue, &core), steering)) in queues.iter().zip(&cores).zip(steering).enumerate()
     {
+        let Some((app, rx)) = apps.next() else {
+            anyhow::bail!("no application for queue {queue}");
+        };
+        let metrics = Arc::clone(&run.metrics);
+        let shutdown = run.shutdown;
         let mut iface = InterfaceConfig::new(mac, opts.addr, opts.prefix_len);
         iface.gateway = opts.gateway;
         let stack_cfg = StackConfig::new(iface, secret);
         let program = Arc::clone(&program);
         let name = opts.iface.clone();
-        let app = opts.app;
         let ports = opts.ports.clone();
         let chooser = match &rss {
             Some(table) => PortChooser::Toeplitz {
@@ -361,7 +484,6 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             );
             (remote, port)
         });
-        let part = shared.as_mut().map(|s| s.part(workers.len()));
         let (mode_tx, mode_rx) = crossbeam_channel::bounded(1);
         let config = WorkerConfig {
             core: Some(core),
@@ -394,14 +516,14 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 })?,
             };
             let device = SteerDevice::new(device, steering);
-            let mut worker =
-                StackWorker::new(Stack::new(stack_cfg), app, &ports).map_err(StartError::Config)?;
+            let mut worker = StackDriver::new(Stack::new(stack_cfg), app, rx, &ports)
+                .map_err(StartError::Config)?
+                .with_metrics(index, metrics)
+                .with_clock(clock)
+                .with_shutdown_timeout(shutdown);
             if let Some((remote, port)) = connect {
                 worker.connect_to(Some(remote));
                 worker.connect_from_port(port);
-            }
-            if let Some(part) = part {
-                worker.serve_gateway(gateway::GatewayApp::new(part, &ports));
             }
             Ok((device, worker))
         })?;
@@ -421,15 +543,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     };
     let ports: Vec<String> = opts.ports.iter().map(u16::to_string).collect();
     let queue_list: Vec<String> = queues.iter().map(u32::to_string).collect();
-    let app_name = match (&opts.websocket, opts.app) {
-        (Some(g), _) => g.app_name,
-        (None, TcpApp::Echo) => "tcp-echo",
-        (None, TcpApp::Discard) => "tcp-discard",
-        (None, TcpApp::Source) => "tcp-source",
-    };
-    let control = shared
-        .as_ref()
-        .and_then(|s| s.control)
+    let app_name = run.name;
+    let control = run
+        .control
         .map_or_else(String::new, |a| format!(" control={a}"));
     println!(
         "listening ip={} port={} ports={} backend=afxdp app={app_name} iface={} queues={} xdp={} mode={copy}{control}",
@@ -454,7 +570,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         polls = polls.wrapping_add(1);
-        if let (Some(shared), 0) = (shared.as_mut(), polls % 10) {
+        if let (Some(shared), 0) = (run.shared.as_deref_mut(), polls % 10) {
             if let Ok(c) = program.counters() {
                 shared.record_xdp(c);
             }

@@ -1,39 +1,45 @@
-//! The TCP applications (tcp-echo, tcp-discard, tcp-source) on kernel sockets: a sans-IO
-//! [`TcpService`] served by the same mio driver as the gateway and ws-echo
-//! ([`crate::gateway::kernel::serve`]).
+//! The TCP applications (tcp-echo, tcp-discard, tcp-source) as one sans-IO [`App`],
+//! [`TcpApp`], served by both drivers.
 //!
 //! Each connection's output is bounded: while more than `--max-output-queue` bytes wait to
 //! be written the connection is not read, so a slow reader slows its sender down through
 //! TCP flow control instead of growing memory.
 
-use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use tcp::Instant;
 
-use anyhow::Context;
-use mio::Poll;
-use tracing::info;
+use super::{App, ConnId, Refusal};
 
-use crate::afxdp::app::source_byte;
-use crate::cli::{App, RunArgs};
-use crate::control::metrics::Metrics;
-use crate::gateway::kernel::{bind, serve, Service};
-use crate::gateway::worker::Refusal;
-use crate::gateway::ConnId;
-
-/// How long shutdown waits for connections to flush and close.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Bytes of the tcp-source pattern generated at a time.
 const SOURCE_CHUNK: u64 = 16 * 1024;
 
+/// Byte `offset` of the stream `tcp-source` sends: `offset mod 251` (251 is prime, so the
+/// pattern does not line up with any power-of-two buffer or segment size).
+pub fn source_byte(offset: u64) -> u8 {
+    (offset % 251) as u8
+}
+
 /// Which TCP application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
+    /// Echo every byte back; after the peer's FIN, finish echoing and send ours.
     Echo,
+    /// Read and drop everything; close once the peer has closed.
     Discard,
+    /// Send [`source_byte`] for offsets 0, 1, 2, ... until the peer closes; drop what it
+    /// sends.
     Source,
+}
+
+impl Kind {
+    /// The application's name (`--app`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Echo => "tcp-echo",
+            Kind::Discard => "tcp-discard",
+            Kind::Source => "tcp-source",
+        }
+    }
 }
 
 /// One connection: its pending output and, for tcp-source, the pattern offset.
@@ -54,9 +60,9 @@ impl TcpConn {
     }
 }
 
-/// tcp-echo, tcp-discard or tcp-source as a sans-IO [`Service`].
+/// tcp-echo, tcp-discard or tcp-source as a sans-IO [`App`].
 #[derive(Debug)]
-pub struct TcpService {
+pub struct TcpApp {
     kind: Kind,
     conns: Vec<Option<TcpConn>>,
     live: usize,
@@ -66,9 +72,11 @@ pub struct TcpService {
     dirty: Vec<ConnId>,
 }
 
-impl TcpService {
-    fn new(kind: Kind, max_connections: usize, max_output: usize) -> TcpService {
-        TcpService {
+impl TcpApp {
+    /// `kind` with at most `max_connections` connections, each reading only while at most
+    /// `max_output` bytes wait to be sent.
+    pub fn new(kind: Kind, max_connections: usize, max_output: usize) -> TcpApp {
+        TcpApp {
             kind,
             conns: Vec::new(),
             live: 0,
@@ -95,7 +103,9 @@ impl TcpService {
     }
 }
 
-impl Service for TcpService {
+impl App for TcpApp {
+    type Message = ();
+
     fn accept(&mut self, id: ConnId, _peer: SocketAddr, _now: Instant) -> Result<(), Refusal> {
         if self.closing || self.live >= self.max_connections {
             return Err(Refusal::MaxConnections);
@@ -170,13 +180,11 @@ impl Service for TcpService {
         })
     }
 
-    fn take_dirty(&mut self) -> Vec<ConnId> {
-        std::mem::take(&mut self.dirty)
+    fn take_dirty(&mut self, out: &mut Vec<ConnId>) {
+        out.append(&mut self.dirty);
     }
 
-    fn handle_timeout(&mut self, _now: Instant) -> Vec<ConnId> {
-        Vec::new()
-    }
+    fn handle_timeout(&mut self, _now: Instant, _expired: &mut Vec<ConnId>) {}
 
     fn shutdown(&mut self, _now: Instant, _deadline: Instant) {
         self.closing = true;
@@ -193,43 +201,6 @@ impl Service for TcpService {
     }
 }
 
-/// Runs a TCP application on kernel sockets until SIGINT/SIGTERM.
-pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let (kind, name) = match args.app {
-        App::TcpEcho => (Kind::Echo, "tcp-echo"),
-        App::TcpDiscard => (Kind::Discard, "tcp-discard"),
-        App::TcpSource => (Kind::Source, "tcp-source"),
-        App::WsEcho | App::Gateway => {
-            anyhow::bail!("ws-echo and the gateway run with their configuration (main.rs)")
-        }
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
-    }
-    let poll = Poll::new().context("creating epoll instance")?;
-    let (listeners, bound) = bind(&poll, args.ip.addr, &args.ports)?;
-    let ports: Vec<String> = bound.iter().map(u16::to_string).collect();
-    println!(
-        "listening ip={} port={} backend=kernel app={name}",
-        args.ip.addr,
-        ports.join(",")
-    );
-    io::stdout().flush().ok();
-    info!(ip = %args.ip.addr, ports = %ports.join(","), app = name, "listening");
-    let mut service = TcpService::new(kind, args.max_connections, args.max_output_queue);
-    serve(
-        poll,
-        listeners,
-        &mut service,
-        None,
-        &stop,
-        SHUTDOWN_GRACE,
-        Arc::new(Metrics::new()),
-        None,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -241,8 +212,8 @@ mod tests {
 
     #[test]
     fn echo_backpressure_stops_reading_above_bound() {
-        let mut s = TcpService::new(Kind::Echo, 10, 4);
-        let now = Instant::now();
+        let mut s = TcpApp::new(Kind::Echo, 10, 4);
+        let now = Instant::from_millis(1_000);
         s.accept(0, peer(), now).unwrap();
         s.receive(0, &mut [1, 2, 3, 4, 5], now);
         assert!(!s.wants_read(0));
@@ -257,8 +228,8 @@ mod tests {
 
     #[test]
     fn source_pattern_continues_across_chunks() {
-        let mut s = TcpService::new(Kind::Source, 10, 1 << 20);
-        s.accept(0, peer(), Instant::now()).unwrap();
+        let mut s = TcpApp::new(Kind::Source, 10, 1 << 20);
+        s.accept(0, peer(), Instant::from_millis(1_000)).unwrap();
         let mut got = Vec::new();
         while got.len() < 40_000 {
             let out = s.output(0).to_vec();
@@ -273,8 +244,8 @@ mod tests {
 
     #[test]
     fn accept_over_max_connections_refused() {
-        let mut s = TcpService::new(Kind::Discard, 1, 1);
-        let now = Instant::now();
+        let mut s = TcpApp::new(Kind::Discard, 1, 1);
+        let now = Instant::from_millis(1_000);
         s.accept(0, peer(), now).unwrap();
         assert_eq!(s.accept(1, peer(), now), Err(Refusal::MaxConnections));
         s.remove(0);

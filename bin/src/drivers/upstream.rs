@@ -1,20 +1,19 @@
 //! The kernel-socket side of `proxy` routes, shared by both backends: one non-blocking mio
 //! `TcpStream` per proxied client, connected, written and read on behalf of the
-//! [`Worker`]. The caller owns the mio `Poll`: it registers each upstream under the token
+//! [`App`] (the gateway's `Worker`). The caller owns the mio `Poll`: it registers each upstream under the token
 //! it picks in [`Upstreams::open`] and calls [`Upstreams::drive`] when that token fires
 //! (and whenever the worker has new upstream output).
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::ToSocketAddrs;
-use std::time::Instant;
+use tcp::Instant;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use tracing::warn;
 
-use super::worker::Worker;
-use super::ConnId;
+use crate::app::{App, ConnId};
 
 /// Size of the receive buffer for upstream reads.
 const READ_BUF: usize = 64 * 1024;
@@ -59,12 +58,12 @@ impl Upstreams {
     }
 
     /// Starts a non-blocking connect to `authority` for client `id`, registered as `token`.
-    /// A failure is reported to the worker at once ([`Worker::upstream_lost`]).
-    pub fn open(
+    /// A failure is reported to the worker at once ([`App::upstream_lost`]).
+    pub fn open<A: App + ?Sized>(
         &mut self,
         registry: &Registry,
         token: Token,
-        worker: &mut Worker,
+        worker: &mut A,
         id: ConnId,
         authority: &str,
         now: Instant,
@@ -94,7 +93,13 @@ impl Upstreams {
     }
 
     /// Writes and reads the upstream socket of client `id` as far as it goes now.
-    pub fn drive(&mut self, registry: &Registry, worker: &mut Worker, id: ConnId, now: Instant) {
+    pub fn drive<A: App + ?Sized>(
+        &mut self,
+        registry: &Registry,
+        worker: &mut A,
+        id: ConnId,
+        now: Instant,
+    ) {
         let Some(u) = self.conns.get_mut(&id) else {
             return;
         };

@@ -1,14 +1,18 @@
-//! Gateway metrics, shared by the workers and the control thread, rendered as Prometheus
-//! text by `/metrics`. Every update is an atomic operation; nothing here blocks a worker
-//! except the first use of a new label value (a short write lock inside `Family`).
+//! Gateway metrics, rendered as Prometheus text by `/metrics`. Workers write only their
+//! own [`WorkerStats`] block (plain per-worker memory, see [`worker`]); the control thread
+//! merges the blocks when `/metrics` is scraped. The series names are those the gateway
+//! always had (`sluice_messages_in_total{route}`, ...).
+
+pub mod worker;
+
+use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
+
+pub use worker::{Drop, Handshake, Refused, WorkerSet, WorkerStats};
 
 /// Labels `{route="/ws"}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,42 +58,19 @@ pub struct ActionLabel {
     pub action: String,
 }
 
-/// All gateway metrics.
+/// All gateway metrics: the per-worker blocks ([`WorkerSet`], merged on scrape) and the
+/// few process-wide ones written by threads that are not workers.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Connections accepted by the transport.
-    pub connections_accepted: Counter,
-    /// Connections refused at accept, by reason (`max_connections`, `max_connections_per_ip`).
-    pub connections_refused: Family<ReasonLabel, Counter>,
-    /// Connections currently open.
-    pub connections_open: Gauge,
-    /// Upgrade handshakes by result (`ok`, `not_found`, `origin`, `bad_request`, `timeout`).
-    pub handshakes: Family<ResultLabel, Counter>,
-    /// Messages received from clients, per route.
-    pub messages_in: Family<RouteLabel, Counter>,
-    /// Messages queued to clients, per route.
-    pub messages_out: Family<RouteLabel, Counter>,
-    /// Bytes received from clients (TCP payload), per route.
-    pub bytes_in: Family<RouteLabel, Counter>,
-    /// Bytes written to clients (TCP payload), per route.
-    pub bytes_out: Family<RouteLabel, Counter>,
-    /// Messages not delivered, or connections closed, by reason.
-    pub drops: Family<ReasonLabel, Counter>,
-    /// Messages accepted for publishing (ingest and clients).
+    /// Every worker's block (connections, handshakes, messages, bytes, drops, processing
+    /// time, TCP states, busy ratio).
+    pub workers: Arc<WorkerSet>,
+    /// Messages accepted for publishing (ingest and clients; written by the broker).
     pub published: Counter,
-    /// Seconds spent in the gateway per received batch of bytes (parse, route, fan-out).
-    pub processing_seconds: Histogram,
-    /// AF_XDP: TCP connections of each worker's stack by state (refreshed every 100 ms).
-    pub tcp_connections: Family<WorkerStateLabel, Gauge>,
-    /// AF_XDP: segments retransmitted by each worker's stack.
-    pub tcp_retransmits: Family<WorkerLabel, Counter>,
     /// AF_XDP: frames the XDP program redirected to the sockets, passed to the kernel, or
-    /// dropped.
+    /// dropped (written by the main thread).
     pub xdp_packets: Family<ActionLabel, Counter>,
-    /// Fraction of each worker's loop iterations (AF_XDP) or wall time (kernel) that did
-    /// work, over the last ~100 ms.
-    pub worker_busy_ratio: Family<WorkerLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -102,132 +83,36 @@ impl Metrics {
     /// A fresh, registered set.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("sluice");
-        let m = Metrics {
-            registry: Registry::default(),
-            connections_accepted: Counter::default(),
-            connections_refused: Family::default(),
-            connections_open: Gauge::default(),
-            handshakes: Family::default(),
-            messages_in: Family::default(),
-            messages_out: Family::default(),
-            bytes_in: Family::default(),
-            bytes_out: Family::default(),
-            drops: Family::default(),
-            published: Counter::default(),
-            processing_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 10)),
-            tcp_connections: Family::default(),
-            tcp_retransmits: Family::default(),
-            xdp_packets: Family::default(),
-            worker_busy_ratio: Family::default(),
-        };
-        registry.register(
-            "connections_accepted",
-            "Client connections accepted",
-            m.connections_accepted.clone(),
-        );
-        registry.register(
-            "connections_refused",
-            "Client connections refused at accept, by reason",
-            m.connections_refused.clone(),
-        );
-        registry.register(
-            "connections_open",
-            "Client connections currently open",
-            m.connections_open.clone(),
-        );
-        registry.register(
-            "handshakes",
-            "WebSocket upgrade handshakes by result",
-            m.handshakes.clone(),
-        );
-        registry.register(
-            "messages_in",
-            "WebSocket messages received from clients",
-            m.messages_in.clone(),
-        );
-        registry.register(
-            "messages_out",
-            "WebSocket messages queued to clients",
-            m.messages_out.clone(),
-        );
-        registry.register(
-            "bytes_in",
-            "Bytes received from clients",
-            m.bytes_in.clone(),
-        );
-        registry.register("bytes_out", "Bytes sent to clients", m.bytes_out.clone());
-        registry.register(
-            "drops",
-            "Messages dropped or connections closed by policy, by reason",
-            m.drops.clone(),
-        );
+        let workers = Arc::new(WorkerSet::default());
+        let published = Counter::default();
+        let xdp_packets = Family::<ActionLabel, Counter>::default();
         registry.register(
             "published",
             "Messages accepted for publishing",
-            m.published.clone(),
-        );
-        registry.register(
-            "processing_seconds",
-            "Gateway processing time per received batch",
-            m.processing_seconds.clone(),
-        );
-        registry.register(
-            "tcp_connections",
-            "TCP connections of the AF_XDP stacks by worker and state",
-            m.tcp_connections.clone(),
-        );
-        registry.register(
-            "tcp_retransmits",
-            "TCP segments retransmitted by the AF_XDP stacks",
-            m.tcp_retransmits.clone(),
+            published.clone(),
         );
         registry.register(
             "xdp_packets",
             "Frames handled by the XDP program, by action",
-            m.xdp_packets.clone(),
+            xdp_packets.clone(),
         );
-        registry.register(
-            "worker_busy_ratio",
-            "Fraction of a worker's loop that did work (last ~100 ms)",
-            m.worker_busy_ratio.clone(),
-        );
-        Metrics { registry, ..m }
+        registry.register_collector(Box::new(Arc::clone(&workers)));
+        Metrics {
+            registry,
+            workers,
+            published,
+            xdp_packets,
+        }
     }
 
-    /// Sets worker `worker`'s busy ratio.
-    pub fn set_busy(&self, worker: usize, ratio: f64) {
-        self.worker_busy_ratio
-            .get_or_create(&WorkerLabel {
-                worker: worker.to_string(),
-            })
-            .set(ratio);
+    /// Registers worker `index`'s block with `routes` (paths in configuration order).
+    pub fn worker(&self, index: usize, routes: &[String]) -> Arc<WorkerStats> {
+        self.workers.add(index, routes)
     }
 
-    /// Counts a drop for `reason`.
-    pub fn dropped(&self, reason: &str) {
-        self.drops
-            .get_or_create(&ReasonLabel {
-                reason: reason.to_string(),
-            })
-            .inc();
-    }
-
-    /// Counts a handshake with `result`.
-    pub fn handshake(&self, result: &str) {
-        self.handshakes
-            .get_or_create(&ResultLabel {
-                result: result.to_string(),
-            })
-            .inc();
-    }
-
-    /// Counts a refused connection.
-    pub fn refused(&self, reason: &str) {
-        self.connections_refused
-            .get_or_create(&ReasonLabel {
-                reason: reason.to_string(),
-            })
-            .inc();
+    /// Counts a drop outside the workers (control thread, broker).
+    pub fn dropped(&self, reason: Drop) {
+        self.workers.dropped(reason);
     }
 
     /// Renders the OpenMetrics 1.0 text format.
@@ -323,17 +208,32 @@ mod tests {
     #[test]
     fn metrics_counters_rendered_with_prefix() {
         let m = Metrics::new();
-        m.messages_in.get_or_create(&route_label("/ws")).inc_by(3);
-        m.dropped("slow_consumer");
+        let w0 = m.worker(0, &["/ws".to_string()]);
+        let w1 = m.worker(1, &["/ws".to_string()]);
+        w0.route(Some(0)).msgs_in.add(2);
+        w1.route(Some(0)).msgs_in.add(1);
+        w1.dropped(Drop::SlowConsumerDropped);
+        m.dropped(Drop::WorkerQueueFull);
+        w0.processing(std::time::Duration::from_micros(3));
         let text = m.render();
         assert!(
             text.contains("sluice_messages_in_total{route=\"/ws\"} 3"),
+            "per-worker counters merged on scrape: {text}"
+        );
+        assert!(
+            text.contains("sluice_drops_total{reason=\"slow_consumer_dropped\"} 1"),
             "{text}"
         );
         assert!(
-            text.contains("sluice_drops_total{reason=\"slow_consumer\"} 1"),
+            text.contains("sluice_drops_total{reason=\"worker_queue_full\"} 1"),
             "{text}"
         );
+        assert!(
+            text.contains("sluice_processing_seconds_bucket{le=\"4e-6\"} 1")
+                || text.contains("sluice_processing_seconds_bucket{le=\"0.000004\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("sluice_processing_seconds_count 1"), "{text}");
         assert!(text.contains("sluice_processing_seconds_bucket"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }

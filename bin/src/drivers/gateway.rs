@@ -1,0 +1,145 @@
+//! What every worker of one gateway process shares (either driver, any number of
+//! workers): the configuration, the metrics, the broker thread, the control plane, and
+//! each worker's bounded inbound queue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use crate::config::Config;
+use crate::control;
+use crate::gateway::worker::Worker;
+use crate::gateway::{broker, WorkerHandle, WorkerMsg};
+use crate::metrics::{ActionLabel, Metrics};
+
+/// `--app gateway` or `--app ws-echo` on the AF_XDP backend.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// The application's name in the `listening` line.
+    pub app_name: &'static str,
+    /// The gateway configuration (ws-echo: one echo route).
+    pub config: Config,
+    /// Serve every request path with the first route (ws-echo).
+    pub any_path: bool,
+}
+
+/// What every worker of one gateway process shares: the config, metrics, the broker's
+/// publishing side, and each worker's inbound queue until that worker takes it.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    publisher: broker::Publisher,
+    receivers: Vec<Option<Receiver<WorkerMsg>>>,
+    /// Where the control plane listens (`None`: disabled).
+    pub control: Option<SocketAddr>,
+    any_path: bool,
+    /// XDP counters as last recorded.
+    xdp_seen: dataplane::XdpCounters,
+}
+
+impl Shared {
+    /// Starts the broker and the control plane for `workers` workers. `any_path` serves
+    /// every request path with the first route (ws-echo); `/healthz` reads `health`.
+    pub fn start(
+        config: Config,
+        workers: usize,
+        any_path: bool,
+        health: control::health::Health,
+    ) -> anyhow::Result<Shared> {
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new());
+        let mut handles = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..workers {
+            let (tx, rx) = crossbeam_channel::bounded(config.limits.worker_queue);
+            // Workers poll their queue every iteration (and sleep at most ~1 ms when idle):
+            // nothing to wake.
+            handles.push(WorkerHandle {
+                tx,
+                wake: Arc::new(|| {}),
+            });
+            receivers.push(Some(rx));
+        }
+        let publisher = broker::spawn(
+            handles.clone(),
+            config.limits.publish_queue,
+            Arc::clone(&metrics),
+        )
+        .map_err(|e| anyhow::anyhow!("starting broker thread: {e}"))?;
+        let control = if config.control.enabled {
+            let ctx = control::Context {
+                metrics: Arc::clone(&metrics),
+                publisher: publisher.clone(),
+                workers: handles,
+                config: Arc::clone(&config),
+                health,
+            };
+            Some(control::spawn(config.control.addr, ctx)?)
+        } else {
+            None
+        };
+        Ok(Shared {
+            config,
+            metrics,
+            publisher,
+            receivers,
+            control,
+            any_path,
+            xdp_seen: dataplane::XdpCounters::default(),
+        })
+    }
+
+    /// Adds what the XDP program counted since the last call to the metrics.
+    pub fn record_xdp(&mut self, now: dataplane::XdpCounters) {
+        let seen = &mut self.xdp_seen;
+        for (action, new, old) in [
+            ("redirected", now.redirected, &mut seen.redirected),
+            ("passed", now.passed, &mut seen.passed),
+            ("dropped", now.dropped, &mut seen.dropped),
+        ] {
+            let counter = self.metrics.xdp_packets.get_or_create(&ActionLabel {
+                action: action.to_string(),
+            });
+            counter.inc_by(new.saturating_sub(*old));
+            *old = new.max(*old);
+        }
+    }
+
+    /// The parts worker `index` needs (each index once).
+    pub fn part(&mut self, index: usize) -> Part {
+        Part {
+            index,
+            config: Arc::clone(&self.config),
+            metrics: Arc::clone(&self.metrics),
+            publisher: self.publisher.clone(),
+            rx: self.receivers.get_mut(index).and_then(Option::take),
+            any_path: self.any_path,
+        }
+    }
+}
+
+/// Everything one worker's gateway is built from.
+#[derive(Debug)]
+pub struct Part {
+    index: usize,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    publisher: broker::Publisher,
+    rx: Option<Receiver<WorkerMsg>>,
+    any_path: bool,
+}
+
+impl Part {
+    /// The worker's gateway application and its inbound queue.
+    pub fn into_worker(self) -> (Worker, Option<Receiver<WorkerMsg>>) {
+        let mut worker = Worker::new(self.index, self.config, self.metrics, Some(self.publisher));
+        if self.any_path {
+            worker.serve_any_path();
+        }
+        (worker, self.rx)
+    }
+}

@@ -1,0 +1,708 @@
+//! The stack driver: one worker's [`tcp::stack::Stack`] over any `dataplane::Device`
+//! (AF_XDP in production, [`dataplane::MemDevice`] in tests), serving any [`App`].
+//!
+//! [`StackDriver`] implements [`dataplane::Handler`], so the dataplane's poll loop drives
+//! it: each received frame goes to [`Stack::handle_frame_with`], whose in-order payload is
+//! handed to the application straight from the RX frame ([`Conns::sink`]); after each batch
+//! [`StackDriver::poll`] runs due timers, hands stack events to the connections, takes the
+//! application's messages (bounded per batch), flushes what the application queued, and
+//! builds every segment due into the device's TX buffers. One clock: the `now` the
+//! dataplane read once for the batch is the only time the stack and the application see.
+//!
+//! Per connection, [`Conns::drive`] pushes [`App::output`] into the stack's send buffer
+//! (the one place output leaves the application, [`Conns::push_output`]), reads buffered
+//! input while [`App::wants_read`], and closes what [`App::is_finished`] names: our FIN
+//! ([`Stack::shutdown`]), then the peer is drained until its FIN (or [`LINGER`]), so unread
+//! data never turns our last segments into a reset.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use dataplane::Handler;
+use mio::{Events, Poll, Token};
+use tcp::iface::TxQueue as StackTxQueue;
+use tcp::stack::{ConnHandle, Event, Stack};
+use tcp::Instant;
+use tracing::{debug, warn};
+
+use super::upstream::Upstreams;
+use crate::app::{App, ConnId, TcpInfo};
+use crate::metrics::worker::TCP_STATES;
+use crate::metrics::{Metrics, WorkerStats};
+
+/// Most messages from other threads (publications, control) handled per batch.
+pub const MSG_BUDGET: usize = 256;
+/// Period of the driver's bookkeeping (metrics, lingering deadlines).
+pub const TICK: Duration = Duration::from_millis(100);
+/// How long a connection we closed may drain the peer's data before it is reset.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// Scratch buffer for payload read from the stack's receive buffer.
+const SCRATCH: usize = 64 * 1024;
+
+/// Adapts the device's transmit half to the engine's [`StackTxQueue`], counting frames.
+#[derive(Debug)]
+pub struct DeviceTx<'a, T> {
+    inner: &'a mut T,
+    /// Frames handed to the device so far.
+    pub frames: usize,
+}
+
+impl<'a, T: dataplane::TxQueue> DeviceTx<'a, T> {
+    /// Wraps `inner`.
+    pub fn new(inner: &'a mut T) -> DeviceTx<'a, T> {
+        DeviceTx { inner, frames: 0 }
+    }
+}
+
+impl<T: dataplane::TxQueue> StackTxQueue for DeviceTx<'_, T> {
+    fn transmit<F: FnOnce(&mut [u8]) -> usize>(&mut self, len: usize, fill: F) -> bool {
+        let sent = self.inner.transmit(len, fill);
+        if sent {
+            self.frames += 1;
+        }
+        sent
+    }
+
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+}
+
+/// A TCP connection of the stack and what the driver knows about it.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    conn: ConnHandle,
+    /// The peer's FIN has been read.
+    eof: bool,
+    /// Listed in [`Conns::touched`].
+    touched: bool,
+}
+
+/// The application and the driver's per-connection state: everything of a worker except
+/// its stack (so the stack can hand frame payload to it while it runs).
+#[derive(Debug)]
+pub struct Conns<A: App> {
+    app: A,
+    rx: Option<Receiver<A::Message>>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<ConnId>,
+    by_conn: HashMap<ConnHandle, ConnId>,
+    /// Closed by us (FIN queued), draining the peer until its FIN or the deadline.
+    lingering: HashMap<ConnHandle, Instant>,
+    /// Connections that took input from a frame in this batch (flushed in `poll`).
+    touched: Vec<ConnId>,
+    /// Spare list swapped with `touched` and `dirty` (no allocation per batch).
+    spare: Vec<ConnId>,
+    scratch: Vec<u8>,
+    /// The batch's clock, as the dataplane read it.
+    now: Instant,
+    last_tick: Instant,
+    upstreams: Upstreams,
+    poll: Option<Poll>,
+    events: Events,
+    stopping: bool,
+    ports: Vec<u16>,
+    shutdown_timeout: Duration,
+    /// This worker's metrics block (the driver's part: busy ratio, TCP states, batch
+    /// processing time).
+    stats: Arc<WorkerStats>,
+    /// The worker's clock, read once more at the end of a batch that received frames
+    /// (its processing time); `None`: not measured.
+    clock: Option<dataplane::Clock>,
+    /// Loop iterations and busy ones (a frame received or work done) since the last tick.
+    iterations: u64,
+    busy: u64,
+    frame_seen: bool,
+}
+
+/// The TCP view of connection `id` (for the application's per-connection table).
+fn tcp_info(stack: &Stack, slots: &[Option<Slot>], id: ConnId) -> Option<TcpInfo> {
+    let slot = slots.get(id).and_then(|s| *s)?;
+    let s = stack.stats(slot.conn).ok()?;
+    Some(TcpInfo {
+        state: format!("{:?}", s.state),
+        cwnd: s.cwnd,
+        srtt_us: s
+            .srtt
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        rto_ms: u64::try_from(s.rto.as_millis()).unwrap_or(u64::MAX),
+        retransmits: s.retransmits,
+    })
+}
+
+/// One worker's stack and application.
+#[derive(Debug)]
+pub struct StackDriver<A: App> {
+    stack: Stack,
+    conns: Conns<A>,
+    /// An active open still to make on the next poll.
+    connect: Option<SocketAddrV4>,
+    /// Its local port, chosen so the answers reach this worker's queue (`None`: the
+    /// stack's next ephemeral port).
+    connect_port: Option<u16>,
+}
+
+impl<A: App> StackDriver<A> {
+    /// Serves `app` on `ports` of `stack` (`listen` is called here). `rx` carries the
+    /// application's messages from other threads.
+    pub fn new(
+        mut stack: Stack,
+        app: A,
+        rx: Option<Receiver<A::Message>>,
+        ports: &[u16],
+    ) -> Result<StackDriver<A>, String> {
+        for &port in ports {
+            stack
+                .listen(port, 0)
+                .map_err(|e| format!("cannot listen on port {port}: {e:?}"))?;
+        }
+        Ok(StackDriver {
+            stack,
+            conns: Conns {
+                app,
+                rx,
+                slots: Vec::new(),
+                free: Vec::new(),
+                by_conn: HashMap::new(),
+                lingering: HashMap::new(),
+                touched: Vec::new(),
+                spare: Vec::new(),
+                scratch: vec![0; SCRATCH],
+                now: Instant::ZERO,
+                last_tick: Instant::ZERO,
+                upstreams: Upstreams::new(),
+                poll: None,
+                events: Events::with_capacity(256),
+                stopping: false,
+                ports: ports.to_vec(),
+                shutdown_timeout: Duration::from_secs(2),
+                stats: Arc::new(WorkerStats::new(0, &[])),
+                clock: None,
+                iterations: 0,
+                busy: 0,
+                frame_seen: false,
+            },
+            connect: None,
+            connect_port: None,
+        })
+    }
+
+    /// Records this worker's metrics (busy ratio, TCP states, retransmits) as worker
+    /// `index` in `metrics`.
+    pub fn with_metrics(mut self, index: usize, metrics: Arc<Metrics>) -> StackDriver<A> {
+        self.conns.stats = metrics.worker(index, &[]);
+        self
+    }
+
+    /// Measures each batch's processing time with `clock` (the dataplane worker's).
+    pub fn with_clock(mut self, clock: dataplane::Clock) -> StackDriver<A> {
+        self.conns.clock = Some(clock);
+        self
+    }
+
+    /// How long a stop lets the application finish its connections (default 2 s).
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> StackDriver<A> {
+        self.conns.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Opens one connection to `remote` on the next poll and serves the application on it.
+    pub fn connect_to(&mut self, remote: Option<SocketAddrV4>) {
+        self.connect = remote;
+    }
+
+    /// Makes that active open from `port` (see `dataplane::PortChooser`).
+    pub fn connect_from_port(&mut self, port: Option<u16>) {
+        self.connect_port = port;
+    }
+
+    /// The stack, e.g. for its counters.
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
+    /// The application.
+    pub fn app(&self) -> &A {
+        &self.conns.app
+    }
+
+    /// Connections the driver holds (open or lingering).
+    pub fn connections(&self) -> usize {
+        self.conns.by_conn.len() + self.conns.lingering.len()
+    }
+}
+
+impl<A: App> Conns<A> {
+    /// In-order payload offered straight from an RX frame: feeds the application as much
+    /// as it wants now and returns how much it took (the stack buffers the rest). This is
+    /// the one place received frame payload enters the application.
+    fn sink(&mut self, conn: ConnHandle, data: &[u8]) -> usize {
+        let Some(&id) = self.by_conn.get(&conn) else {
+            return 0;
+        };
+        if self.slots.get(id).and_then(|s| *s).is_none_or(|s| s.eof) {
+            return 0;
+        }
+        let mut taken = 0;
+        while taken < data.len() && self.app.wants_read(id) {
+            let rest = data.get(taken..).unwrap_or_default();
+            let n = rest.len().min(self.scratch.len());
+            let Some(buf) = self.scratch.get_mut(..n) else {
+                break;
+            };
+            buf.copy_from_slice(rest.get(..n).unwrap_or_default());
+            self.app.receive(id, buf, self.now);
+            taken += n;
+        }
+        if taken > 0 {
+            self.touch(id);
+        }
+        taken
+    }
+
+    /// Lists `id` for a flush after the batch.
+    fn touch(&mut self, id: ConnId) {
+        if let Some(Some(slot)) = self.slots.get_mut(id) {
+            if !slot.touched {
+                slot.touched = true;
+                self.touched.push(id);
+            }
+        }
+    }
+
+    /// One stack event.
+    fn on_event(&mut self, stack: &mut Stack, event: Event) {
+        match event {
+            Event::Accepted { conn, .. } | Event::Established(conn) => self.accept(stack, conn),
+            Event::Readable(conn) | Event::Writable(conn) | Event::PeerClosed(conn) => {
+                if self.lingering.contains_key(&conn) {
+                    self.drain_lingering(stack, conn);
+                } else if let Some(&id) = self.by_conn.get(&conn) {
+                    self.drive(stack, id);
+                }
+            }
+            Event::Closed(conn) => {
+                if self.lingering.remove(&conn).is_some() {
+                    let _ = stack.close(conn);
+                } else if let Some(&id) = self.by_conn.get(&conn) {
+                    // Read what is still buffered, then the connection is gone.
+                    self.drive(stack, id);
+                    if self.by_conn.contains_key(&conn) {
+                        self.forget(id);
+                        let _ = stack.close(conn);
+                    }
+                }
+            }
+            Event::Reset(conn) | Event::TimedOut(conn) => {
+                self.lingering.remove(&conn);
+                if let Some(&id) = self.by_conn.get(&conn) {
+                    self.forget(id);
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, stack: &mut Stack, conn: ConnHandle) {
+        if self.stopping {
+            let _ = stack.abort(conn);
+            return;
+        }
+        let Some(tuple) = stack.tuple(conn) else {
+            return;
+        };
+        let peer = SocketAddr::V4(SocketAddrV4::new(tuple.remote_addr, tuple.remote_port));
+        let id = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        if let Err(why) = self.app.accept(id, peer, self.now) {
+            debug!(%peer, ?why, "connection refused");
+            self.free.push(id);
+            let _ = stack.close(conn);
+            return;
+        }
+        let _ = stack.set_nodelay(conn, true);
+        if let Some(slot) = self.slots.get_mut(id) {
+            *slot = Some(Slot {
+                conn,
+                eof: false,
+                touched: false,
+            });
+        }
+        self.by_conn.insert(conn, id);
+        // Data may have arrived with the handshake's last ACK.
+        self.drive(stack, id);
+    }
+
+    /// Forgets connection `id` (its handle is stale or released by the caller).
+    fn forget(&mut self, id: ConnId) {
+        self.app.remove(id);
+        if let Some(poll) = &self.poll {
+            self.upstreams.remove(poll.registry(), id);
+        }
+        if let Some(slot) = self.slots.get_mut(id).and_then(Option::take) {
+            self.by_conn.remove(&slot.conn);
+            self.free.push(id);
+        }
+    }
+
+    /// Pushes [`App::output`] of `id` into the send buffer of `conn` as far as it takes
+    /// it, consuming only what it took: the one place output leaves the application.
+    fn push_output(&mut self, stack: &mut Stack, conn: ConnHandle, id: ConnId) -> bool {
+        loop {
+            let out = self.app.output(id);
+            if out.is_empty() {
+                return true;
+            }
+            match stack.send(conn, out) {
+                Ok(0) => return true,
+                Ok(n) => self.app.consume(id, n),
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Pushes output, reads and closes connection `id` as far as it can go now.
+    fn drive(&mut self, stack: &mut Stack, id: ConnId) {
+        let now = self.now;
+        if let Some(poll) = &self.poll {
+            if self.upstreams.contains(id) {
+                self.upstreams
+                    .drive(poll.registry(), &mut self.app, id, now);
+            }
+        }
+        loop {
+            let Some(slot) = self.slots.get(id).and_then(|s| *s) else {
+                return;
+            };
+            if !self.push_output(stack, slot.conn, id) {
+                return self.abort(stack, id);
+            }
+            if self.app.is_finished(id) {
+                return self.close(stack, id);
+            }
+            if slot.eof || !self.app.wants_read(id) {
+                return;
+            }
+            let n = match stack.recv(slot.conn, &mut self.scratch) {
+                Ok(n) => n,
+                Err(_) => return self.abort(stack, id),
+            };
+            if n == 0 {
+                if stack.at_eof(slot.conn).unwrap_or(true) {
+                    if let Some(Some(s)) = self.slots.get_mut(id) {
+                        s.eof = true;
+                    }
+                    self.app.peer_closed(id);
+                    continue;
+                }
+                return;
+            }
+            if let Some(data) = self.scratch.get_mut(..n) {
+                self.app.receive(id, data, now);
+            }
+        }
+    }
+
+    /// Resets connection `id` and forgets it.
+    fn abort(&mut self, stack: &mut Stack, id: ConnId) {
+        if let Some(slot) = self.slots.get(id).and_then(|s| *s) {
+            let _ = stack.abort(slot.conn);
+        }
+        self.forget(id);
+    }
+
+    /// Closes connection `id` in order: FIN after the queued data, then drain the peer.
+    fn close(&mut self, stack: &mut Stack, id: ConnId) {
+        let Some(slot) = self.slots.get(id).and_then(|s| *s) else {
+            return;
+        };
+        self.forget(id);
+        if slot.eof {
+            // Everything the peer sent has been read: close releases the handle at once.
+            let _ = stack.close(slot.conn);
+            return;
+        }
+        if stack.shutdown(slot.conn).is_err() {
+            return;
+        }
+        self.lingering.insert(slot.conn, self.now + LINGER);
+        self.drain_lingering(stack, slot.conn);
+    }
+
+    fn drain_lingering(&mut self, stack: &mut Stack, conn: ConnHandle) {
+        loop {
+            match stack.recv_with(conn, |data| data.len()) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => {
+                    self.lingering.remove(&conn);
+                    return;
+                }
+            }
+        }
+        if stack.at_eof(conn).unwrap_or(true) {
+            self.lingering.remove(&conn);
+            let _ = stack.close(conn);
+        }
+    }
+
+    /// Drives every connection in `touched` and then every one the application names
+    /// dirty; returns whether there was any.
+    fn flush(&mut self, stack: &mut Stack) -> bool {
+        let mut ids = std::mem::take(&mut self.spare);
+        std::mem::swap(&mut ids, &mut self.touched);
+        for &id in &ids {
+            if let Some(Some(slot)) = self.slots.get_mut(id) {
+                slot.touched = false;
+            }
+        }
+        self.app.take_dirty(&mut ids);
+        let worked = !ids.is_empty();
+        for &id in &ids {
+            self.drive(stack, id);
+        }
+        ids.clear();
+        self.spare = ids;
+        worked
+    }
+
+    /// Handles one message from another thread, with the stack's view of connections.
+    fn handle_message(&mut self, stack: &Stack, msg: A::Message) {
+        let slots = &self.slots;
+        let view = |id: ConnId| tcp_info(stack, slots, id);
+        self.app.handle_message(msg, self.now, &view);
+    }
+
+    /// Per-batch work after the stack's events: messages (bounded), upstream sockets,
+    /// output queued by them, deadlines. Returns whether it did anything.
+    fn poll(&mut self, stack: &mut Stack) -> bool {
+        let now = self.now;
+        let mut worked = false;
+        for _ in 0..MSG_BUDGET {
+            let Some(rx) = &self.rx else {
+                break;
+            };
+            match rx.try_recv() {
+                Ok(msg) => {
+                    self.handle_message(stack, msg);
+                    worked = true;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.rx = None;
+                    break;
+                }
+            }
+        }
+        let requests = self.app.take_upstream_requests();
+        if !requests.is_empty() && self.poll.is_none() {
+            match Poll::new() {
+                Ok(p) => self.poll = Some(p),
+                Err(e) => warn!(error = %e, "cannot create the upstream poller"),
+            }
+        }
+        for (id, authority) in requests {
+            match &self.poll {
+                Some(poll) => self.upstreams.open(
+                    poll.registry(),
+                    Token(id),
+                    &mut self.app,
+                    id,
+                    &authority,
+                    now,
+                ),
+                None => self.app.upstream_lost(id, now),
+            }
+            worked = true;
+        }
+        if !self.upstreams.is_empty() {
+            worked |= self.poll_upstreams(stack);
+        }
+        worked |= self.flush(stack);
+        if self.app.poll_timeout().is_some_and(|at| at <= now) {
+            let mut expired = std::mem::take(&mut self.spare);
+            self.app.handle_timeout(now, &mut expired);
+            for &id in &expired {
+                debug!(id, "deadline expired");
+                self.abort(stack, id);
+            }
+            expired.clear();
+            self.spare = expired;
+            self.flush(stack);
+            worked = true;
+        }
+        self.iterations += 1;
+        let frames = std::mem::take(&mut self.frame_seen);
+        if worked || frames {
+            self.busy += 1;
+        }
+        if let (Some(clock), true) = (self.clock, frames) {
+            self.stats.processing(clock.now() - now);
+        }
+        if now - self.last_tick >= TICK {
+            self.last_tick = now;
+            self.record(stack);
+            let expired: Vec<ConnHandle> = self
+                .lingering
+                .iter()
+                .filter(|(_, &d)| now >= d)
+                .map(|(&c, _)| c)
+                .collect();
+            for conn in expired {
+                self.lingering.remove(&conn);
+                let _ = stack.abort(conn);
+            }
+        }
+        worked
+    }
+
+    /// Zero-timeout poll of the upstream sockets; drives the clients whose upstream fired.
+    fn poll_upstreams(&mut self, stack: &mut Stack) -> bool {
+        let Some(poll) = self.poll.as_mut() else {
+            return false;
+        };
+        if poll.poll(&mut self.events, Some(Duration::ZERO)).is_err() {
+            return false;
+        }
+        let ids: Vec<ConnId> = self.events.iter().map(|e| e.token().0).collect();
+        for &id in &ids {
+            self.drive(stack, id);
+        }
+        !ids.is_empty()
+    }
+
+    /// Every tick: busy ratio, TCP connections by state, retransmits (into this
+    /// worker's own metrics block: no allocation, no shared write).
+    fn record(&mut self, stack: &Stack) {
+        let ratio = if self.iterations == 0 {
+            0.0
+        } else {
+            self.busy as f64 / self.iterations as f64
+        };
+        self.stats.set_busy(ratio);
+        self.iterations = 0;
+        self.busy = 0;
+        let mut counts = [0u64; TCP_STATES];
+        let mut states: [Option<tcp::conn::State>; TCP_STATES] = [None; TCP_STATES];
+        for conn in self.by_conn.keys().chain(self.lingering.keys()) {
+            if let Ok(s) = stack.stats(*conn) {
+                let i = (s.state as usize).min(TCP_STATES - 1);
+                counts[i] += 1;
+                states[i] = Some(s.state);
+            }
+        }
+        let retransmits = stack.counters().conn.retransmits;
+        self.stats.set_tcp(
+            &counts,
+            |i| states[i].map_or_else(String::new, |s| format!("{s:?}")),
+            retransmits,
+        );
+    }
+
+    /// Graceful stop: stop listening, handle every message already received, then let the
+    /// application finish its connections by the shutdown deadline.
+    fn stop(&mut self, stack: &mut Stack) {
+        self.stopping = true;
+        let now = self.now;
+        let deadline = now + self.shutdown_timeout;
+        for &port in &self.ports {
+            stack.unlisten(port);
+        }
+        if let Some(rx) = self.rx.take() {
+            while let Ok(msg) = rx.try_recv() {
+                self.handle_message(stack, msg);
+            }
+            self.rx = Some(rx);
+        }
+        tracing::info!(
+            connections = self.app.live(),
+            "stopping: closing connections"
+        );
+        self.app.shutdown(now, deadline);
+        self.flush(stack);
+    }
+}
+
+impl<A: App> Handler for StackDriver<A> {
+    type Message = ();
+
+    fn on_frame<T: dataplane::TxQueue>(&mut self, now: Instant, frame: &mut [u8], tx: &mut T) {
+        let _ = tx;
+        let conns = &mut self.conns;
+        conns.now = now;
+        conns.frame_seen = true;
+        self.stack
+            .handle_frame_with(now, frame, &mut |conn, data| conns.sink(conn, data));
+    }
+
+    fn poll<T: dataplane::TxQueue>(&mut self, now: Instant, tx: &mut T) -> bool {
+        let mut worked = false;
+        self.conns.now = now;
+        if self.conns.last_tick == Instant::ZERO {
+            self.conns.last_tick = now;
+        }
+        if let Some(remote) = self.connect.take() {
+            let opened = match self.connect_port {
+                Some(port) => self
+                    .stack
+                    .connect_from(now, port, *remote.ip(), remote.port()),
+                None => self.stack.connect(now, *remote.ip(), remote.port()),
+            };
+            match opened {
+                Ok(conn) => {
+                    tracing::info!(%remote, local_port = ?self.connect_port, ?conn, "connecting")
+                }
+                Err(e) => tracing::warn!(%remote, error = ?e, "cannot connect"),
+            }
+            worked = true;
+        }
+        if self.stack.poll_timeout().is_some_and(|at| at <= now) {
+            self.stack.handle_timeout(now);
+        }
+        while let Some(event) = self.stack.poll_event() {
+            self.conns.on_event(&mut self.stack, event);
+            worked = true;
+        }
+        worked |= self.conns.poll(&mut self.stack);
+        let mut tx = DeviceTx::new(tx);
+        self.stack.poll_transmit(now, &mut tx);
+        worked || tx.frames > 0
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.conns.rx.as_ref().is_some_and(|rx| !rx.is_empty()) {
+            // Messages are waiting: do not sleep.
+            return Some(Instant::ZERO);
+        }
+        let tick = self.conns.last_tick + TICK;
+        [
+            self.stack.poll_timeout(),
+            self.conns.app.poll_timeout(),
+            (!self.conns.lingering.is_empty()).then_some(tick),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn on_stop(&mut self, now: Instant) {
+        // Stop accepting, then let the application close every connection in order
+        // (queued data is still delivered).
+        self.conns.now = now;
+        self.conns.stop(&mut self.stack);
+    }
+
+    fn drained(&self) -> bool {
+        let time_wait = usize::try_from(self.stack.counters().time_wait).unwrap_or(usize::MAX);
+        self.conns.app.live() == 0
+            && self.conns.lingering.is_empty()
+            && self.stack.connection_count() <= time_wait
+    }
+}
+
+#[cfg(test)]
+mod tests;

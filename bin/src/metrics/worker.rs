@@ -1,0 +1,530 @@
+//! Per-worker metrics: one [`WorkerStats`] block per worker, written only by that worker
+//! and read by the control thread when `/metrics` is scraped ([`WorkerSet`] merges the
+//! blocks into the usual series).
+//!
+//! A [`Cell`] is written by one thread only: a relaxed load and a relaxed store (plain
+//! `mov`s on x86; no lock prefix, no read-modify-write), so the packet path takes no lock
+//! and writes no cache line another worker writes. Each block is its own allocation,
+//! aligned to 128 bytes (two cache lines: the adjacent-line prefetcher pairs them), so two
+//! workers' blocks never share a line. A scrape reads each cell once; a value may be one
+//! update behind, never torn.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+
+use super::{ReasonLabel, ResultLabel, RouteLabel, WorkerLabel, WorkerStateLabel};
+
+/// A counter or gauge only one thread writes.
+#[derive(Debug, Default)]
+pub struct Cell(AtomicU64);
+
+impl Cell {
+    /// Adds `n` (single writer: load, add, store).
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Subtracts `n` (a gauge going down).
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_sub(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Sets the value.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// The value as last written.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Handshake results (`sluice_handshakes_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// Upgraded.
+    Ok,
+    /// No route for the path (404).
+    NotFound,
+    /// Origin not allowed (403).
+    Origin,
+    /// Not a valid upgrade request (400).
+    BadRequest,
+    /// No complete request within `limits.handshake_timeout_ms`.
+    Timeout,
+}
+
+impl Handshake {
+    const ALL: [(Handshake, &'static str); 5] = [
+        (Handshake::Ok, "ok"),
+        (Handshake::NotFound, "not_found"),
+        (Handshake::Origin, "origin"),
+        (Handshake::BadRequest, "bad_request"),
+        (Handshake::Timeout, "timeout"),
+    ];
+}
+
+/// Refusals at accept (`sluice_connections_refused_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// `limits.max_connections`.
+    MaxConnections,
+    /// `limits.max_connections_per_ip`.
+    MaxPerIp,
+}
+
+impl Refused {
+    const ALL: [(Refused, &'static str); 2] = [
+        (Refused::MaxConnections, "max_connections"),
+        (Refused::MaxPerIp, "max_connections_per_ip"),
+    ];
+}
+
+/// Drops and policy closes (`sluice_drops_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drop {
+    /// A closing connection did not finish within `limits.close_timeout_ms`.
+    CloseTimeout,
+    /// No bytes from the client within `limits.idle_timeout_ms`.
+    IdleTimeout,
+    /// A client's publish found the broker's queue full.
+    PublishQueueFull,
+    /// A publication not queued to a slow subscriber (`drop_newest`).
+    SlowConsumerDropped,
+    /// A slow subscriber closed (`close`).
+    SlowConsumerClosed,
+    /// A proxy route's upstream failed (client closed with 1014).
+    UpstreamFailed,
+    /// An ingest publish not acknowledged within `control.publish_timeout_ms`.
+    PublishTimeout,
+    /// A publication not delivered to one worker because that worker's queue was full
+    /// (the broker never waits for a slow worker; docs/GATEWAY.md).
+    WorkerQueueFull,
+}
+
+impl Drop {
+    const ALL: [(Drop, &'static str); 8] = [
+        (Drop::CloseTimeout, "close_timeout"),
+        (Drop::IdleTimeout, "idle_timeout"),
+        (Drop::PublishQueueFull, "publish_queue_full"),
+        (Drop::SlowConsumerDropped, "slow_consumer_dropped"),
+        (Drop::SlowConsumerClosed, "slow_consumer_closed"),
+        (Drop::UpstreamFailed, "upstream_failed"),
+        (Drop::PublishTimeout, "publish_timeout"),
+        (Drop::WorkerQueueFull, "worker_queue_full"),
+    ];
+}
+
+/// One route's counters in one worker.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    /// Messages received from clients.
+    pub msgs_in: Cell,
+    /// Messages queued to clients.
+    pub msgs_out: Cell,
+    /// Bytes received (TCP payload).
+    pub bytes_in: Cell,
+    /// Bytes handed to the transport.
+    pub bytes_out: Cell,
+}
+
+/// Upper bounds of the processing-time histogram, in seconds (1 us x 4^i).
+pub const PROCESSING_BOUNDS: [f64; 10] = [
+    1e-6, 4e-6, 1.6e-5, 6.4e-5, 2.56e-4, 1.024e-3, 4.096e-3, 1.6384e-2, 6.5536e-2, 0.262144,
+];
+
+/// TCP states by name, in `tcp::conn::State` order (for `sluice_tcp_connections`).
+pub const TCP_STATES: usize = 11;
+
+/// One worker's metrics.
+#[derive(Debug)]
+#[repr(align(128))]
+pub struct WorkerStats {
+    index: usize,
+    /// Per route, in configuration order; the last entry is `-` (bytes before routing).
+    routes: Vec<(String, RouteStats)>,
+    accepted: Cell,
+    open: Cell,
+    refused: [Cell; 2],
+    handshakes: [Cell; 5],
+    drops: [Cell; 8],
+    /// Processing time per batch: counts per bucket (the last is +Inf), sum in ns.
+    processing: [Cell; 11],
+    processing_sum_ns: Cell,
+    processing_count: Cell,
+    /// Busy ratio (f64 bits); `u64::MAX`: never set.
+    busy: Cell,
+    /// Stack drivers: connections by TCP state (names in `tcp_state_names`), retransmits.
+    tcp_states: [Cell; TCP_STATES],
+    tcp_state_names: Mutex<[Option<String>; TCP_STATES]>,
+    retransmits: Cell,
+    stack: Cell,
+}
+
+impl WorkerStats {
+    /// The block of worker `index` with `routes` (paths in configuration order).
+    pub fn new(index: usize, routes: &[String]) -> WorkerStats {
+        let mut r: Vec<(String, RouteStats)> = routes
+            .iter()
+            .map(|p| (p.clone(), RouteStats::default()))
+            .collect();
+        r.push(("-".to_string(), RouteStats::default()));
+        WorkerStats {
+            index,
+            routes: r,
+            accepted: Cell::default(),
+            open: Cell::default(),
+            refused: Default::default(),
+            handshakes: Default::default(),
+            drops: Default::default(),
+            processing: Default::default(),
+            processing_sum_ns: Cell::default(),
+            processing_count: Cell::default(),
+            busy: Cell(AtomicU64::new(u64::MAX)),
+            tcp_states: Default::default(),
+            tcp_state_names: Mutex::new(Default::default()),
+            retransmits: Cell::default(),
+            stack: Cell::default(),
+        }
+    }
+
+    /// Route `index`'s counters (`None`: not routed yet, the `-` entry).
+    #[inline]
+    pub fn route(&self, index: Option<usize>) -> &RouteStats {
+        let last = self.routes.len() - 1;
+        let i = index.map_or(last, |i| i.min(last));
+        &self.routes[i].1
+    }
+
+    /// A connection was accepted (and is open until [`WorkerStats::closed`]).
+    #[inline]
+    pub fn accepted(&self) {
+        self.accepted.add(1);
+        self.open.add(1);
+    }
+
+    /// An accepted connection is gone.
+    #[inline]
+    pub fn closed(&self) {
+        self.open.sub(1);
+    }
+
+    /// A connection refused at accept.
+    #[inline]
+    pub fn refused(&self, why: Refused) {
+        self.refused[why as usize].add(1);
+    }
+
+    /// A handshake ended with `result`.
+    #[inline]
+    pub fn handshake(&self, result: Handshake) {
+        self.handshakes[result as usize].add(1);
+    }
+
+    /// A drop (or policy close) for `reason`.
+    #[inline]
+    pub fn dropped(&self, reason: Drop) {
+        self.drops[reason as usize].add(1);
+    }
+
+    /// One batch's processing time.
+    #[inline]
+    pub fn processing(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        let i = PROCESSING_BOUNDS
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(PROCESSING_BOUNDS.len());
+        self.processing[i].add(1);
+        self.processing_sum_ns
+            .add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.processing_count.add(1);
+    }
+
+    /// The busy ratio over the last tick.
+    pub fn set_busy(&self, ratio: f64) {
+        self.busy.set(ratio.to_bits());
+    }
+
+    /// A stack driver's connections by state (`counts[i]` for state `i`, named by
+    /// `name(i)` the first time it is non-zero) and retransmit total.
+    pub fn set_tcp(&self, counts: &[u64; TCP_STATES], name: impl Fn(usize) -> String, retx: u64) {
+        for (i, &n) in counts.iter().enumerate() {
+            if n > 0 && self.tcp_states[i].get() == 0 {
+                // First time (or again) non-zero: make sure it has a name. Not on the
+                // packet path (once per tick), and only the control thread contends.
+                if let Ok(mut names) = self.tcp_state_names.lock() {
+                    if names[i].is_none() {
+                        names[i] = Some(name(i));
+                    }
+                }
+            }
+            self.tcp_states[i].set(n);
+        }
+        self.retransmits.set(retx);
+        self.stack.set(1);
+    }
+}
+
+/// Process-wide drop counts written by threads that are not workers (control, broker):
+/// several writers, so real atomic adds (never on the packet path).
+#[derive(Debug, Default)]
+struct ProcessDrops([AtomicU64; 8]);
+
+/// Every worker's block, merged on scrape into the per-worker series of `/metrics`.
+#[derive(Debug, Default)]
+pub struct WorkerSet {
+    blocks: Mutex<Vec<Arc<WorkerStats>>>,
+    process_drops: ProcessDrops,
+}
+
+impl WorkerSet {
+    /// Registers worker `index`'s block (at startup) and returns it.
+    pub fn add(&self, index: usize, routes: &[String]) -> Arc<WorkerStats> {
+        let block = Arc::new(WorkerStats::new(index, routes));
+        if let Ok(mut b) = self.blocks.lock() {
+            b.push(Arc::clone(&block));
+        }
+        block
+    }
+
+    /// A drop counted outside the workers (control thread, broker).
+    pub fn dropped(&self, reason: Drop) {
+        self.process_drops.0[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn blocks(&self) -> Vec<Arc<WorkerStats>> {
+        self.blocks.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+/// Encodes a counter family from `(labels, value)` pairs (skipping zero values unless
+/// `keep_zero`).
+fn counter_family<S: prometheus_client::encoding::EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(S, u64)],
+) -> Result<(), std::fmt::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for WorkerSet {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let blocks = self.blocks();
+        let sum = |f: &dyn Fn(&WorkerStats) -> u64| blocks.iter().map(|b| f(b)).sum::<u64>();
+
+        let accepted = sum(&|b| b.accepted.get());
+        ConstCounter::new(accepted).encode(encoder.encode_descriptor(
+            "connections_accepted",
+            "Client connections accepted",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let refused: Vec<(ReasonLabel, u64)> = Refused::ALL
+            .iter()
+            .map(|(r, name)| {
+                let reason = name.to_string();
+                (
+                    ReasonLabel { reason },
+                    sum(&|b| b.refused[*r as usize].get()),
+                )
+            })
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        counter_family(
+            &mut encoder,
+            "connections_refused",
+            "Client connections refused at accept, by reason",
+            &refused,
+        )?;
+        let open = blocks
+            .iter()
+            .map(|b| b.open.get() as i64)
+            .fold(0i64, i64::wrapping_add);
+        ConstGauge::new(open).encode(encoder.encode_descriptor(
+            "connections_open",
+            "Client connections currently open",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let handshakes: Vec<(ResultLabel, u64)> = Handshake::ALL
+            .iter()
+            .map(|(h, name)| {
+                let result = name.to_string();
+                (
+                    ResultLabel { result },
+                    sum(&|b| b.handshakes[*h as usize].get()),
+                )
+            })
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        counter_family(
+            &mut encoder,
+            "handshakes",
+            "WebSocket upgrade handshakes by result",
+            &handshakes,
+        )?;
+        // Routes: merged by path across workers (every worker has the same routes).
+        let mut paths: Vec<String> = Vec::new();
+        for b in &blocks {
+            for (p, _) in &b.routes {
+                if !paths.contains(p) {
+                    paths.push(p.clone());
+                }
+            }
+        }
+        let route_sum = |p: &str, f: &dyn Fn(&RouteStats) -> u64| -> u64 {
+            blocks
+                .iter()
+                .flat_map(|b| b.routes.iter())
+                .filter(|(q, _)| q == p)
+                .map(|(_, r)| f(r))
+                .sum()
+        };
+        type Field = fn(&RouteStats) -> u64;
+        let families: [(&str, &str, Field); 4] = [
+            (
+                "messages_in",
+                "WebSocket messages received from clients",
+                |r| r.msgs_in.get(),
+            ),
+            (
+                "messages_out",
+                "WebSocket messages queued to clients",
+                |r| r.msgs_out.get(),
+            ),
+            ("bytes_in", "Bytes received from clients", |r| {
+                r.bytes_in.get()
+            }),
+            ("bytes_out", "Bytes sent to clients", |r| r.bytes_out.get()),
+        ];
+        for (name, help, field) in families {
+            let rows: Vec<(RouteLabel, u64)> = paths
+                .iter()
+                .map(|p| (RouteLabel { route: p.clone() }, route_sum(p, &field)))
+                .filter(|(l, v)| l.route != "-" || *v > 0)
+                .collect();
+            counter_family(&mut encoder, name, help, &rows)?;
+        }
+        let drops: Vec<(ReasonLabel, u64)> = Drop::ALL
+            .iter()
+            .map(|(d, name)| {
+                let i = *d as usize;
+                let v =
+                    sum(&|b| b.drops[i].get()) + self.process_drops.0[i].load(Ordering::Relaxed);
+                let reason = name.to_string();
+                (ReasonLabel { reason }, v)
+            })
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        counter_family(
+            &mut encoder,
+            "drops",
+            "Messages dropped or connections closed by policy, by reason",
+            &drops,
+        )?;
+        let mut buckets: Vec<(f64, u64)> = PROCESSING_BOUNDS
+            .iter()
+            .chain(std::iter::once(&f64::MAX))
+            .enumerate()
+            .map(|(i, &b)| (b, sum(&|w| w.processing[i].get())))
+            .collect();
+        buckets.truncate(PROCESSING_BOUNDS.len() + 1);
+        let count = sum(&|b| b.processing_count.get());
+        let total = sum(&|b| b.processing_sum_ns.get()) as f64 / 1e9;
+        encoder
+            .encode_descriptor(
+                "processing_seconds",
+                "Gateway processing time per received batch",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                total, count, &buckets, None,
+            )?;
+        let stacks: Vec<&Arc<WorkerStats>> = blocks.iter().filter(|b| b.stack.get() == 1).collect();
+        if !stacks.is_empty() {
+            let mut m = encoder.encode_descriptor(
+                "tcp_connections",
+                "TCP connections of the AF_XDP stacks by worker and state",
+                None,
+                MetricType::Gauge,
+            )?;
+            for b in &stacks {
+                let names = b
+                    .tcp_state_names
+                    .lock()
+                    .map(|n| n.clone())
+                    .unwrap_or_default();
+                for (i, name) in names.iter().enumerate() {
+                    if let Some(state) = name {
+                        let labels = WorkerStateLabel {
+                            worker: b.index.to_string(),
+                            state: state.clone(),
+                        };
+                        let v = i64::try_from(b.tcp_states[i].get()).unwrap_or(i64::MAX);
+                        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+                    }
+                }
+            }
+            let rows: Vec<(WorkerLabel, u64)> = stacks
+                .iter()
+                .map(|b| {
+                    let worker = b.index.to_string();
+                    (WorkerLabel { worker }, b.retransmits.get())
+                })
+                .collect();
+            counter_family(
+                &mut encoder,
+                "tcp_retransmits",
+                "TCP segments retransmitted by the AF_XDP stacks",
+                &rows,
+            )?;
+        }
+        let busy: Vec<(WorkerLabel, f64)> = blocks
+            .iter()
+            .filter(|b| b.busy.get() != u64::MAX)
+            .map(|b| {
+                let worker = b.index.to_string();
+                (WorkerLabel { worker }, f64::from_bits(b.busy.get()))
+            })
+            .collect();
+        if !busy.is_empty() {
+            let mut m = encoder.encode_descriptor(
+                "worker_busy_ratio",
+                "Fraction of a worker's loop that did work (last ~100 ms)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (labels, v) in &busy {
+                ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! `sluice run`: from the parsed command line to a running backend (the dispatch `main`
+//! calls).
+
+use crate::app::tcp::Kind;
+use crate::cli::{App, Backend, RunArgs};
+use crate::config;
+use crate::drivers::{afxdp, gateway, kernel};
+
+/// Runs `sluice run`: the chosen backend and application, until SIGINT/SIGTERM.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    match (args.backend, args.app) {
+        (Backend::Afxdp, _) => afxdp::run(&afxdp_options(&args)?),
+        // One kernel-socket driver serves the gateway and ws-echo (an echo route).
+        (Backend::Kernel, App::Gateway | App::WsEcho) => {
+            if args.pcap.is_some() {
+                anyhow::bail!("--pcap needs --backend afxdp (use tcpdump for kernel sockets)");
+            }
+            kernel::run_gateway(kernel::Settings {
+                config: gateway_config(&args)?,
+                app_name: app_name(args.app),
+                any_path: args.app == App::WsEcho,
+            })
+        }
+        (Backend::Kernel, _) => {
+            if args.config.is_some() {
+                anyhow::bail!("--config applies to --app gateway and to --backend afxdp");
+            }
+            if args.pcap.is_some() {
+                anyhow::bail!("--pcap needs --backend afxdp (use tcpdump for kernel sockets)");
+            }
+            let kind = match args.app {
+                App::TcpEcho => Kind::Echo,
+                App::TcpDiscard => Kind::Discard,
+                App::TcpSource => Kind::Source,
+                App::WsEcho | App::Gateway => unreachable!("matched above"),
+            };
+            kernel::run_tcp(
+                kind,
+                args.ip.addr,
+                &args.ports,
+                args.max_connections,
+                args.max_output_queue,
+            )
+        }
+    }
+}
+
+/// The configuration of `--app gateway` (file plus flags) or `--app ws-echo` (flags).
+fn gateway_config(args: &RunArgs) -> anyhow::Result<config::Config> {
+    if args.app == App::WsEcho {
+        config::ws_echo_for_run(args)
+    } else {
+        config::for_run(args)
+    }
+}
+
+fn app_name(app: App) -> &'static str {
+    match app {
+        App::TcpEcho => "tcp-echo",
+        App::TcpDiscard => "tcp-discard",
+        App::TcpSource => "tcp-source",
+        App::WsEcho => "ws-echo",
+        App::Gateway => "gateway",
+    }
+}
+
+/// The AF_XDP backend's options from `sluice run` (the `afxdp` module owns the rest).
+fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
+    let iface = args
+        .iface
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("--backend afxdp needs --iface"))?;
+    let std::net::IpAddr::V4(addr) = args.ip.addr else {
+        anyhow::bail!("--backend afxdp needs an IPv4 --ip");
+    };
+    if addr.is_unspecified() {
+        anyhow::bail!("--backend afxdp needs --ip ADDR/PREFIX (the stack's own address)");
+    }
+    // `--ip ADDR` without `/PREFIX`: the subnet is the address alone (docs/AFXDP.md).
+    let prefix_len = args.ip.prefix.unwrap_or(32);
+    let gateway = match args.gateway_ip {
+        None => None,
+        Some(std::net::IpAddr::V4(g)) => Some(g),
+        Some(_) => anyhow::bail!("--gateway-ip must be IPv4"),
+    };
+    let mac = match &args.mac {
+        Some(m) => Some(afxdp::parse_mac(m).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let (app, websocket) = match args.app {
+        App::TcpEcho => (Kind::Echo, None),
+        App::TcpDiscard => (Kind::Discard, None),
+        App::TcpSource => (Kind::Source, None),
+        App::WsEcho | App::Gateway => {
+            if args.connect.is_some() {
+                anyhow::bail!("--connect serves the TCP applications only");
+            }
+            let gw = gateway::GatewayOptions {
+                app_name: app_name(args.app),
+                config: gateway_config(args)?,
+                any_path: args.app == App::WsEcho,
+            };
+            // The TCP application is not used when the gateway is served.
+            (Kind::Echo, Some(gw))
+        }
+    };
+    // `--config` also carries the `[dataplane]` tuning section, so the TCP applications take it.
+    Ok(afxdp::Options {
+        iface,
+        addr,
+        prefix_len,
+        gateway,
+        mac,
+        queues: args.queues.clone(),
+        cores: args.cores.clone(),
+        ports: args.ports.clone(),
+        app,
+        max_connections: args.max_connections,
+        max_output: args.max_output_queue,
+        connect: args.connect,
+        dataplane: config::dataplane_for_run(args)?,
+        pcap: args.pcap.clone().map(std::path::PathBuf::from),
+        websocket,
+    })
+}
