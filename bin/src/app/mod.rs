@@ -11,19 +11,158 @@
 //! The driver's loop, per connection, is always the same:
 //!
 //! 1. a new connection: [`App::accept`] (on `Err`, the driver closes it at once);
-//! 2. while [`App::wants_read`]: hand in received bytes with [`App::receive`]; at the
+//! 2. while [`App::wants_read`]: hand in received bytes with [`App::receive`], with the
+//!    connection's transmit side ([`Tx`]) so the application answers in place; at the
 //!    peer's FIN call [`App::peer_closed`];
-//! 3. write [`App::output`] as far as the transport takes it and report what it took
-//!    with [`App::consume`] (never more than was offered);
-//! 4. once [`App::is_finished`] (checked after the output is written): close the
-//!    connection in order (FIN, then drain the peer) and call [`App::remove`];
+//! 3. when the transport has room again (and for every dirty connection), call
+//!    [`App::flush`]: the application writes what it had to keep queued;
+//! 4. once [`App::is_finished`] (checked after the flush, and once the driver's own
+//!    buffer is written): close the connection in order (FIN, then drain the peer) and
+//!    call [`App::remove`];
 //! 5. after every batch: flush the connections [`App::take_dirty`] names, and run
 //!    [`App::handle_timeout`] when [`App::poll_timeout`] has passed.
+//!
+//! # Output: pushed, in place
+//!
+//! Output is pushed into the transport through [`Tx`], not pulled from the application:
+//! on the stack driver a [`Tx`] writes straight into the connection's TCP send buffer
+//! (`tcp::Stack::send_with`) or queues a shared chunk there (`tcp::Stack::send_chunk`),
+//! so a WebSocket echo is copied twice in all (RX frame -> send buffer -> TX frame) and
+//! a publication once per subscriber (its shared frame -> TX frame). The kernel driver's
+//! [`Tx`] is the connection's write buffer ([`BufTx`]). What does not fit now stays in
+//! the application's own queue until the next [`App::flush`].
 
 pub mod tcp;
 
 use ::tcp::Instant;
+use bytes::Bytes;
 use std::net::SocketAddr;
+
+/// A connection's transmit side, lent to the application by the driver. Every method
+/// takes what fits now and says how much; the application keeps the rest queued and
+/// writes it from [`App::flush`] (the driver calls it when room frees up). Bytes are sent
+/// in call order.
+pub trait Tx {
+    /// Lends at least `min_len` bytes (1 if 0) of contiguous space to `fill`, which
+    /// writes from the start of the slice and returns how many bytes to send (capped at
+    /// the slice). Returns the bytes taken; 0 without calling `fill` when fewer than
+    /// `min_len` bytes are free now (or the connection cannot send any more).
+    fn write_with(&mut self, min_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> usize;
+
+    /// Copies as much of `data` as fits; returns how much.
+    fn write(&mut self, data: &[u8]) -> usize {
+        let mut done = 0;
+        while done < data.len() {
+            let rest = data.get(done..).unwrap_or_default();
+            let n = self.write_with(1, |buf| {
+                let n = buf.len().min(rest.len());
+                if let (Some(to), Some(from)) = (buf.get_mut(..n), rest.get(..n)) {
+                    to.copy_from_slice(from);
+                }
+                n
+            });
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        done
+    }
+
+    /// Sends a shared immutable chunk whole (a transport that can queues it by
+    /// reference, without copying it), or gives it back when it does not fit whole now.
+    fn write_chunk(&mut self, chunk: Bytes) -> Result<(), Bytes>;
+}
+
+/// A [`Tx`] over a byte buffer bounded at `limit` bytes: the kernel driver's write buffer
+/// of a connection, and a test's output.
+#[derive(Debug)]
+pub struct BufTx<'a> {
+    buf: &'a mut Vec<u8>,
+    limit: usize,
+}
+
+impl<'a> BufTx<'a> {
+    /// Most bytes [`Tx::write_with`] lends beyond `min_len` at once.
+    const LEND: usize = 16 * 1024;
+
+    /// Appends to `buf` while it holds at most `limit` bytes.
+    pub fn new(buf: &'a mut Vec<u8>, limit: usize) -> BufTx<'a> {
+        BufTx { buf, limit }
+    }
+
+    /// Free space.
+    pub fn capacity(&self) -> usize {
+        self.limit.saturating_sub(self.buf.len())
+    }
+}
+
+impl Tx for BufTx<'_> {
+    fn write_with(&mut self, min_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> usize {
+        let min_len = min_len.max(1);
+        let room = self.capacity();
+        if room < min_len {
+            return 0;
+        }
+        let lend = room.min(min_len.max(Self::LEND));
+        let start = self.buf.len();
+        self.buf.resize(start + lend, 0);
+        let n = self.buf.get_mut(start..).map_or(0, fill).min(lend);
+        self.buf.truncate(start + n);
+        n
+    }
+
+    fn write(&mut self, data: &[u8]) -> usize {
+        let n = self.capacity().min(data.len());
+        self.buf
+            .extend_from_slice(data.get(..n).unwrap_or_default());
+        n
+    }
+
+    fn write_chunk(&mut self, chunk: Bytes) -> Result<(), Bytes> {
+        if chunk.len() > self.capacity() {
+            return Err(chunk);
+        }
+        self.buf.extend_from_slice(&chunk);
+        Ok(())
+    }
+}
+
+/// Counts what a [`Tx`] took (the application's bytes-out metrics).
+#[derive(Debug)]
+pub struct Counted<'a, T> {
+    inner: &'a mut T,
+    /// Bytes taken so far.
+    pub bytes: usize,
+}
+
+impl<'a, T: Tx> Counted<'a, T> {
+    /// Counts what `inner` takes.
+    pub fn new(inner: &'a mut T) -> Counted<'a, T> {
+        Counted { inner, bytes: 0 }
+    }
+}
+
+impl<T: Tx> Tx for Counted<'_, T> {
+    fn write_with(&mut self, min_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> usize {
+        let n = self.inner.write_with(min_len, fill);
+        self.bytes += n;
+        n
+    }
+
+    fn write(&mut self, data: &[u8]) -> usize {
+        let n = self.inner.write(data);
+        self.bytes += n;
+        n
+    }
+
+    fn write_chunk(&mut self, chunk: Bytes) -> Result<(), Bytes> {
+        let len = chunk.len();
+        self.inner.write_chunk(chunk)?;
+        self.bytes += len;
+        Ok(())
+    }
+}
 
 /// Index of a connection inside one worker (the driver's slot number, reused after
 /// [`App::remove`]).
@@ -74,24 +213,25 @@ pub trait App {
     fn remove(&mut self, id: ConnId);
 
     /// In-order bytes received on `id`, all of them taken; the application may modify them
-    /// in place (WebSocket unmasking). Called only while [`App::wants_read`] is true.
-    fn receive(&mut self, id: ConnId, data: &mut [u8], now: Instant);
+    /// in place (WebSocket unmasking) and answer through `tx` (the connection's transmit
+    /// side) while they are still lent (on the stack driver: in the RX frame). Called only
+    /// while [`App::wants_read`] is true.
+    fn receive<T: Tx>(&mut self, id: ConnId, data: &mut [u8], tx: &mut T, now: Instant);
 
     /// The peer closed its sending side (TCP FIN, after every byte was received).
     fn peer_closed(&mut self, id: ConnId);
 
-    /// The next bytes to send on `id` (empty when nothing is queued). The driver writes a
-    /// prefix of them and reports it with [`App::consume`].
-    fn output(&self, id: ConnId) -> &[u8];
-
-    /// `n` bytes of [`App::output`] were handed to the transport.
-    fn consume(&mut self, id: ConnId, n: usize);
+    /// Writes what `id` has queued into `tx`, as far as it takes it (the rest stays
+    /// queued). The driver calls it when the transport has room again, for every dirty
+    /// connection, and before it checks [`App::is_finished`].
+    fn flush<T: Tx>(&mut self, id: ConnId, tx: &mut T);
 
     /// Whether to read `id` now (false: backpressure, or done reading). The driver leaves
     /// unread data to the transport (TCP flow control), and asks again after output moves.
     fn wants_read(&self, id: ConnId) -> bool;
 
-    /// Whether to close `id` now; the driver checks it once [`App::output`] is empty.
+    /// Whether to close `id` now (its queued output written); the driver checks it after
+    /// [`App::flush`], and closes once its own buffer of the connection is written too.
     fn is_finished(&self, id: ConnId) -> bool;
 
     /// Appends to `out` the connections with new output or state since the last call

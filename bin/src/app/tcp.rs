@@ -8,10 +8,7 @@
 use std::net::SocketAddr;
 use tcp::Instant;
 
-use super::{App, ConnId, Refusal};
-
-/// Bytes of the tcp-source pattern generated at a time.
-const SOURCE_CHUNK: u64 = 16 * 1024;
+use super::{App, ConnId, Refusal, Tx};
 
 /// Byte `offset` of the stream `tcp-source` sends: `offset mod 251` (251 is prime, so the
 /// pattern does not line up with any power-of-two buffer or segment size).
@@ -42,13 +39,14 @@ impl Kind {
     }
 }
 
-/// One connection: its pending output and, for tcp-source, the pattern offset.
+/// One connection: the echo output the transport did not take yet and, for tcp-source,
+/// the pattern offset.
 #[derive(Debug, Default)]
 struct TcpConn {
     out: Vec<u8>,
     /// Bytes of `out` already written.
     head: usize,
-    /// tcp-source: pattern bytes generated so far.
+    /// tcp-source: pattern bytes sent so far.
     offset: u64,
     /// The peer closed its side.
     eof: bool,
@@ -57,6 +55,33 @@ struct TcpConn {
 impl TcpConn {
     fn pending(&self) -> usize {
         self.out.len() - self.head
+    }
+
+    /// Writes the queued echo output into `tx` as far as it goes.
+    fn flush_queue<T: Tx>(&mut self, tx: &mut T) {
+        let n = tx.write(self.out.get(self.head..).unwrap_or_default());
+        self.head += n;
+        if self.head == self.out.len() {
+            self.out.clear();
+            self.head = 0;
+        }
+    }
+
+    /// tcp-source: generates the pattern straight into `tx` until it is full.
+    fn source<T: Tx>(&mut self, tx: &mut T) {
+        loop {
+            let offset = self.offset;
+            let n = tx.write_with(1, |buf| {
+                for (i, b) in buf.iter_mut().enumerate() {
+                    *b = source_byte(offset + i as u64);
+                }
+                buf.len()
+            });
+            if n == 0 {
+                return;
+            }
+            self.offset += n as u64;
+        }
     }
 }
 
@@ -90,17 +115,6 @@ impl TcpApp {
     fn conn(&self, id: ConnId) -> Option<&TcpConn> {
         self.conns.get(id).and_then(Option::as_ref)
     }
-
-    /// tcp-source: the next chunk of the pattern once the last one is written.
-    fn refill(kind: Kind, c: &mut TcpConn, closing: bool) {
-        if kind == Kind::Source && c.pending() == 0 && !c.eof && !closing {
-            c.out.clear();
-            c.head = 0;
-            c.out
-                .extend((0..SOURCE_CHUNK).map(|i| source_byte(c.offset + i)));
-            c.offset += SOURCE_CHUNK;
-        }
-    }
 }
 
 impl App for TcpApp {
@@ -113,10 +127,12 @@ impl App for TcpApp {
         if self.conns.len() <= id {
             self.conns.resize_with(id + 1, || None);
         }
-        let mut c = TcpConn::default();
-        Self::refill(self.kind, &mut c, false);
-        self.conns[id] = Some(c);
+        self.conns[id] = Some(TcpConn::default());
         self.live += 1;
+        if self.kind == Kind::Source {
+            // The pattern starts without input: flush it once accepted.
+            self.dirty.push(id);
+        }
         Ok(())
     }
 
@@ -126,16 +142,16 @@ impl App for TcpApp {
         }
     }
 
-    fn receive(&mut self, id: ConnId, data: &mut [u8], _now: Instant) {
+    fn receive<T: Tx>(&mut self, id: ConnId, data: &mut [u8], tx: &mut T, _now: Instant) {
         if self.kind != Kind::Echo {
             return;
         }
         if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) {
-            if c.head > 0 && c.head == c.out.len() {
-                c.out.clear();
-                c.head = 0;
-            }
-            c.out.extend_from_slice(data);
+            // Straight into the transport; only what it does not take now is queued
+            // (behind what already was, to keep the order).
+            let direct = if c.pending() == 0 { tx.write(data) } else { 0 };
+            c.out
+                .extend_from_slice(data.get(direct..).unwrap_or_default());
         }
     }
 
@@ -150,17 +166,14 @@ impl App for TcpApp {
         }
     }
 
-    fn output(&self, id: ConnId) -> &[u8] {
-        self.conn(id)
-            .and_then(|c| c.out.get(c.head..))
-            .unwrap_or_default()
-    }
-
-    fn consume(&mut self, id: ConnId, n: usize) {
+    fn flush<T: Tx>(&mut self, id: ConnId, tx: &mut T) {
         let (kind, closing) = (self.kind, self.closing);
         if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) {
-            c.head = (c.head + n).min(c.out.len());
-            Self::refill(kind, c, closing);
+            match kind {
+                Kind::Echo => c.flush_queue(tx),
+                Kind::Source if !c.eof && !closing => c.source(tx),
+                Kind::Source | Kind::Discard => {}
+            }
         }
     }
 
@@ -205,37 +218,49 @@ impl App for TcpApp {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::app::BufTx;
 
     fn peer() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9))
     }
 
     #[test]
-    fn echo_backpressure_stops_reading_above_bound() {
+    fn echo_writes_through_and_queues_what_does_not_fit() {
         let mut s = TcpApp::new(Kind::Echo, 10, 4);
         let now = Instant::from_millis(1_000);
         s.accept(0, peer(), now).unwrap();
-        s.receive(0, &mut [1, 2, 3, 4, 5], now);
-        assert!(!s.wants_read(0));
-        assert_eq!(s.output(0), &[1, 2, 3, 4, 5]);
-        s.consume(0, 3);
+        let mut out = Vec::new();
+        // Room for 2 bytes: 3 stay queued, within the bound of 4: still reading.
+        s.receive(0, &mut [1, 2, 3, 4, 5], &mut BufTx::new(&mut out, 2), now);
+        assert_eq!(out, [1, 2]);
         assert!(s.wants_read(0));
+        // Nothing fits: 3 + 3 queued, above the bound: stop reading.
+        s.receive(0, &mut [6, 7, 8], &mut BufTx::new(&mut out, 2), now);
+        assert!(!s.wants_read(0));
         s.peer_closed(0);
         assert!(!s.is_finished(0), "echo finishes its output first");
-        s.consume(0, 2);
+        s.flush(0, &mut BufTx::new(&mut out, 5));
+        assert_eq!(out, [1, 2, 3, 4, 5]);
+        assert!(s.wants_read(0));
+        assert!(!s.is_finished(0));
+        s.flush(0, &mut BufTx::new(&mut out, usize::MAX));
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8]);
         assert!(s.is_finished(0));
     }
 
     #[test]
-    fn source_pattern_continues_across_chunks() {
+    fn source_pattern_continues_across_writes() {
         let mut s = TcpApp::new(Kind::Source, 10, 1 << 20);
         s.accept(0, peer(), Instant::from_millis(1_000)).unwrap();
+        let mut dirty = Vec::new();
+        s.take_dirty(&mut dirty);
+        assert_eq!(dirty, [0], "the pattern starts without input");
         let mut got = Vec::new();
         while got.len() < 40_000 {
-            let out = s.output(0).to_vec();
-            let n = out.len().min(7_000);
-            got.extend_from_slice(&out[..n]);
-            s.consume(0, n);
+            let mut out = Vec::new();
+            s.flush(0, &mut BufTx::new(&mut out, 7_000));
+            assert_eq!(out.len(), 7_000);
+            got.extend_from_slice(&out);
         }
         for (i, b) in got.iter().enumerate() {
             assert_eq!(*b, source_byte(i as u64), "offset {i}");

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::upstream::Upstreams;
 use crate::app::tcp::{Kind, TcpApp};
-use crate::app::App;
+use crate::app::{App, BufTx};
 use crate::config::Config;
 use crate::control;
 use crate::gateway::worker::Worker;
@@ -123,10 +123,54 @@ pub struct Settings {
     pub any_path: bool,
 }
 
+/// Most bytes a connection's write buffer holds (what the socket did not take yet).
+const OUT_LIMIT: usize = 64 * 1024;
+
 #[derive(Debug)]
 struct Conn {
     stream: TcpStream,
     read_eof: bool,
+    /// The connection's write buffer: the application writes into it ([`BufTx`]), the
+    /// driver writes it to the socket.
+    out: Vec<u8>,
+    /// Bytes of `out` already written to the socket.
+    head: usize,
+}
+
+impl Conn {
+    /// The application's [`Tx`] on this connection: room up to [`OUT_LIMIT`].
+    fn tx(&mut self) -> BufTx<'_> {
+        if self.head > 0 {
+            self.out.drain(..self.head);
+            self.head = 0;
+        }
+        BufTx::new(&mut self.out, OUT_LIMIT)
+    }
+
+    /// Whether the write buffer is empty.
+    fn written(&self) -> bool {
+        self.head == self.out.len()
+    }
+
+    /// Writes the buffer to the socket as far as it takes it; `Err` when the connection
+    /// is broken.
+    fn write_out(&mut self) -> Result<(), ()> {
+        while self.head < self.out.len() {
+            match self
+                .stream
+                .write(self.out.get(self.head..).unwrap_or_default())
+            {
+                Ok(0) => return Err(()),
+                Ok(n) => self.head += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Err(()),
+            }
+        }
+        self.out.clear();
+        self.head = 0;
+        Ok(())
+    }
 }
 
 /// Runs the gateway on kernel sockets until SIGINT/SIGTERM, then shuts down gracefully.
@@ -466,6 +510,8 @@ impl Driver {
             self.conns[idx] = Some(Conn {
                 stream,
                 read_eof: false,
+                out: Vec::new(),
+                head: 0,
             });
         }
     }
@@ -482,22 +528,18 @@ impl Driver {
             let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
                 return;
             };
-            // Flush everything the socket takes.
-            loop {
-                let out = worker.output(idx);
-                if out.is_empty() {
-                    break;
-                }
-                match c.stream.write(out) {
-                    Ok(0) => return self.close(worker, idx, true),
-                    Ok(n) => worker.consume(idx, n),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => return self.close(worker, idx, true),
-                }
+            // What the application queued into the write buffer, then everything the
+            // socket takes.
+            worker.flush(idx, &mut c.tx());
+            if c.write_out().is_err() {
+                return self.close(worker, idx, true);
             }
             if worker.is_finished(idx) {
-                return self.close(worker, idx, false);
+                if c.written() {
+                    return self.close(worker, idx, false);
+                }
+                // Finished once the socket takes the rest (a writable event follows).
+                return;
             }
             if c.read_eof || !worker.wants_read(idx) {
                 return;
@@ -507,7 +549,7 @@ impl Driver {
                     c.read_eof = true;
                     worker.peer_closed(idx);
                 }
-                Ok(n) => worker.receive(idx, &mut self.buf[..n], now),
+                Ok(n) => worker.receive(idx, &mut self.buf[..n], &mut c.tx(), now),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return self.close(worker, idx, true),

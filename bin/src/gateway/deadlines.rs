@@ -27,7 +27,7 @@ fn next_deadline(limits: &Limits, s: &Session) -> Option<Instant> {
             let ping_at = (!ping.is_zero() && !s.ping_sent).then(|| s.last_rx + ping);
             [idle_at, ping_at].into_iter().flatten().min()
         }
-        Phase::Open(_) | Phase::Refused => None,
+        Phase::Open(_) | Phase::Refused | Phase::Lent => None,
     };
     [s.close_deadline, phase].into_iter().flatten().min()
 }
@@ -106,7 +106,7 @@ impl Worker {
                         s.pull_engine_output();
                     }
                 }
-                Phase::Open(_) | Phase::Refused => {}
+                Phase::Open(_) | Phase::Refused | Phase::Lent => {}
             }
             // Queues what changed (if anything) and re-arms for the next deadline.
             self.mark_dirty(id);

@@ -10,6 +10,7 @@ use super::proxy::Upstream;
 use super::session::Phase;
 use super::worker::Worker;
 use super::ConnId;
+use crate::app::Tx;
 use crate::config::{parse_upstream, RouteKind};
 use crate::metrics::Handshake;
 
@@ -33,7 +34,9 @@ fn http_refusal(status: u16, reason: &str) -> Vec<u8> {
 }
 
 impl Worker {
-    pub(super) fn upgrade(&mut self, id: ConnId, now: Instant) {
+    /// Parses the upgrade request collected so far; answers (101 or a refusal) on the
+    /// output queue, and feeds what followed the request to the new WebSocket.
+    pub(super) fn upgrade<T: Tx>(&mut self, id: ConnId, tx: &mut T, now: Instant) {
         let outcome = {
             let Some(Some(s)) = self.sessions.get(id) else {
                 return;
@@ -120,7 +123,7 @@ impl Worker {
                 if draining {
                     s.close(CloseCode::GOING_AWAY, "server shutting down", deadline);
                 } else if !rest.is_empty() {
-                    self.feed(id, &mut rest, now);
+                    self.feed(id, &mut rest, tx, now);
                 }
             }
         }

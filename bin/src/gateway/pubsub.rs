@@ -15,6 +15,7 @@ use ws::{CloseCode, MessageKind};
 use super::protocol::{Reply, Request};
 use super::worker::Worker;
 use super::ConnId;
+use crate::app::Tx;
 use crate::config::SlowConsumer;
 use crate::metrics::Drop;
 
@@ -102,7 +103,14 @@ impl Ack {
 }
 
 impl Worker {
-    pub(super) fn pubsub_request(&mut self, id: ConnId, kind: MessageKind, data: &[u8]) {
+    /// Answers one client request of `id` (replies through `tx`, or queued behind what is).
+    pub(super) fn pubsub_request<T: Tx>(
+        &mut self,
+        id: ConnId,
+        kind: MessageKind,
+        data: &[u8],
+        tx: &mut T,
+    ) {
         let req = if kind == MessageKind::Text {
             Request::parse(data).map_err(|e| e.to_string())
         } else {
@@ -187,20 +195,27 @@ impl Worker {
         let Some(route) = s.route.and_then(|r| self.routes.get(r)) else {
             return;
         };
-        if let Some(ws) = s.ws() {
-            if ws.send(MessageKind::Text, reply.as_bytes()).is_ok() {
-                s.msgs_out += 1;
-                route.stats().msgs_out.add(1);
-            }
+        let sent = if s.deflate_bits.is_some() {
+            let sent = s
+                .ws()
+                .is_some_and(|ws| ws.send(MessageKind::Text, reply.as_bytes()).is_ok());
+            s.pull_engine_output();
+            sent
+        } else {
+            s.send_message(tx, MessageKind::Text, reply.as_bytes())
+        };
+        if sent {
+            s.msgs_out += 1;
+            route.stats().msgs_out.add(1);
         }
-        s.pull_engine_output();
     }
 
     /// Queues a publication to this worker's subscribers of its topic.
     pub fn deliver(&mut self, p: &Publication, ack: Option<&Ack>, now: Instant) {
         let deadline = self.close_deadline(now);
         let mut delivered = 0;
-        let mut touched = Vec::new();
+        // The worker's reused list (no allocation per publication).
+        let mut touched = std::mem::take(&mut self.touched);
         if let Some(ids) = self.topics.get(&p.topic) {
             for &id in ids {
                 let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
@@ -237,9 +252,11 @@ impl Worker {
                 touched.push(id);
             }
         }
-        for id in touched {
+        for &id in &touched {
             self.mark_dirty(id);
         }
+        touched.clear();
+        self.touched = touched;
         if let Some(a) = ack {
             a.worker_done(delivered);
         }

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use tcp::Instant;
 
 use bytes::Bytes;
-use ws::{CloseCode, Connection};
+use ws::frame::{encode_frame, header_len, write_header};
+use ws::{CloseCode, Connection, FrameHeader, MessageKind};
+
+use crate::app::Tx;
 
 /// Where a connection is in its life.
 #[derive(Debug)]
@@ -19,6 +22,9 @@ pub enum Phase {
     Open(Box<Connection>),
     /// A refusal response is queued; close once it is written.
     Refused,
+    /// The engine is lent to its own read call (inside `Worker::feed`, which puts it
+    /// back before it returns); an open WebSocket meanwhile.
+    Lent,
 }
 
 /// Output waiting for the transport: a queue of chunks written front to back.
@@ -60,6 +66,24 @@ impl OutQueue {
         if self.head == front.len() {
             self.chunks.pop_front();
             self.head = 0;
+        }
+    }
+
+    /// Writes the queue into `tx` as far as it takes it: a whole chunk by reference
+    /// ([`Tx::write_chunk`]: a shared publication frame is not copied here), else as many
+    /// bytes as fit (copied).
+    pub fn write_to<T: Tx>(&mut self, tx: &mut T) {
+        while let Some(front) = self.chunks.front() {
+            if self.head == 0 && tx.write_chunk(front.clone()).is_ok() {
+                self.len -= front.len();
+                self.chunks.pop_front();
+                continue;
+            }
+            let n = tx.write(front.get(self.head..).unwrap_or_default());
+            if n == 0 {
+                return;
+            }
+            self.consume(n);
         }
     }
 
@@ -176,6 +200,52 @@ impl Session {
         }
     }
 
+    /// Sends one whole data message: header and payload straight into `tx` when nothing
+    /// is queued before it and it fits (the payload's one copy here), else framed into
+    /// the output queue (behind what is queued, for the next flush). Returns false, with
+    /// nothing sent, once our Close was sent (RFC 6455 5.5.1) or when not open. Not for
+    /// permessage-deflate connections (they send through the engine).
+    pub fn send_message<T: Tx>(&mut self, tx: &mut T, kind: MessageKind, payload: &[u8]) -> bool {
+        match &mut self.phase {
+            Phase::Open(ws) if ws.close_sent() => return false,
+            Phase::Open(_) => self.pull_engine_output(),
+            // Inside the engine's own read: a Close it sent stops that read first, and
+            // it has no output pending then.
+            Phase::Lent => {}
+            Phase::Handshake(_) | Phase::Refused => return false,
+        }
+        let opcode = kind.opcode();
+        if self.out.is_empty() {
+            let total = header_len(payload.len(), false) + payload.len();
+            let n = tx.write_with(total, |buf| {
+                let Ok(h) = write_header(buf, opcode, payload.len(), None) else {
+                    return 0;
+                };
+                match buf.get_mut(h..h + payload.len()) {
+                    Some(body) => {
+                        body.copy_from_slice(payload);
+                        h + payload.len()
+                    }
+                    None => 0,
+                }
+            });
+            if n == total {
+                return true;
+            }
+        }
+        let mut frame = Vec::with_capacity(FrameHeader::MAX_LEN + payload.len());
+        encode_frame(&mut frame, FrameHeader::new(opcode, 0), payload);
+        self.out.push(Bytes::from(frame));
+        true
+    }
+
+    /// Writes the engine's pending frames and the output queue into `tx`, as far as it
+    /// takes them.
+    pub fn flush<T: Tx>(&mut self, tx: &mut T) {
+        self.pull_engine_output();
+        self.out.write_to(tx);
+    }
+
     /// Starts the closing handshake (queued behind everything already queued).
     pub fn close(&mut self, code: CloseCode, reason: &str, deadline: Instant) {
         let closed = match &mut self.phase {
@@ -184,6 +254,9 @@ impl Session {
                 let _ = ws.close(code, reason);
                 true
             }
+            // Only `Worker::feed` lends the engine, and nothing closes inside its read:
+            // leave the phase to it.
+            Phase::Lent => true,
             Phase::Handshake(_) | Phase::Refused => false,
         };
         if !closed {
@@ -200,7 +273,7 @@ impl Session {
         match &self.phase {
             Phase::Open(ws) => ws.close_sent() || !ws.is_reading(),
             Phase::Refused => true,
-            Phase::Handshake(_) => false,
+            Phase::Handshake(_) | Phase::Lent => false,
         }
     }
 
@@ -214,6 +287,7 @@ impl Session {
             Phase::Open(ws) => ws.is_closed() || (self.read_eof && ws.close_sent()),
             Phase::Refused => true,
             Phase::Handshake(_) => self.read_eof,
+            Phase::Lent => false,
         }
     }
 
@@ -222,7 +296,7 @@ impl Session {
         match &self.phase {
             Phase::Handshake(_) => "handshake",
             Phase::Open(ws) if ws.close_sent() => "closing",
-            Phase::Open(_) => "open",
+            Phase::Open(_) | Phase::Lent => "open",
             Phase::Refused => "refused",
         }
     }

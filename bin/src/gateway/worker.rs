@@ -1,8 +1,9 @@
 //! The transport-independent gateway worker: every connection of one worker, the local
 //! topic table, limits and the slow-consumer policy. Sans-IO: the transport feeds received
-//! bytes ([`Worker::receive`]), writes [`Worker::output`], reports what it wrote
-//! ([`Worker::consume`]) and closes what [`Worker::is_finished`] or
-//! [`Worker::handle_timeout`] name. No socket and no clock in here: `now` is passed in.
+//! bytes with the connection's transmit side ([`Worker::receive`]: answers are written
+//! into it in place), calls [`Worker::flush`] when it has room again, and closes what
+//! [`Worker::is_finished`] or [`Worker::handle_timeout`] name. No socket and no clock in
+//! here: `now` is passed in.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +19,7 @@ use super::broker::Publisher;
 use super::session::{Phase, Session};
 use super::{ConnId, ConnInfo, TcpInfo, WorkerMsg};
 pub use crate::app::Refusal;
-use crate::app::{App, TcpView};
+use crate::app::{App, Counted, TcpView, Tx};
 use crate::config::{Config, Route, RouteKind};
 use crate::metrics::worker::RouteStats;
 use crate::metrics::{Metrics, WorkerStats};
@@ -77,6 +78,8 @@ pub struct Worker {
     pub(super) timers: TimerWheel<ConnId>,
     /// Reused list of fired timers.
     pub(super) fired: Vec<ConnId>,
+    /// Reused list of the connections one publication reached.
+    pub(super) touched: Vec<ConnId>,
 }
 
 impl Worker {
@@ -136,6 +139,7 @@ impl Worker {
             events: Vec::new(),
             timers: TimerWheel::new(),
             fired: Vec::new(),
+            touched: Vec::new(),
         }
     }
 
@@ -169,8 +173,9 @@ impl Worker {
         now + Duration::from_millis(self.config.limits.close_timeout_ms)
     }
 
-    /// Bytes received on `id`; payloads are unmasked in place.
-    pub fn receive(&mut self, id: ConnId, data: &mut [u8], now: Instant) {
+    /// Bytes received on `id`; payloads are unmasked in place and the answers written
+    /// into `tx` while the bytes are still lent (or queued behind what is queued).
+    pub fn receive<T: Tx>(&mut self, id: ConnId, data: &mut [u8], tx: &mut T, now: Instant) {
         let Some(s) = self.session(id) else {
             return;
         };
@@ -179,18 +184,47 @@ impl Worker {
         s.bytes_in += data.len() as u64;
         let route = s.route;
         self.stats.route(route).bytes_in.add(data.len() as u64);
+        let mut tx = Counted::new(tx);
         let Some(s) = self.session(id) else {
             return;
         };
         match &mut s.phase {
             Phase::Handshake(head) => {
                 head.extend_from_slice(data);
-                self.upgrade(id, now);
+                self.upgrade(id, &mut tx, now);
             }
-            Phase::Open(_) => self.feed(id, data, now),
-            Phase::Refused => {}
+            Phase::Open(_) => self.feed(id, data, &mut tx, now),
+            Phase::Refused | Phase::Lent => {}
         }
+        if let Some(s) = self.session(id) {
+            s.flush(&mut tx);
+        }
+        self.count_out(id, tx.bytes);
         self.mark_dirty(id);
+    }
+
+    /// Writes what `id` has queued (handshake response, engine frames, publications,
+    /// answers that did not fit) into `tx` as far as it takes it.
+    pub fn flush<T: Tx>(&mut self, id: ConnId, tx: &mut T) {
+        let mut tx = Counted::new(tx);
+        if let Some(s) = self.session(id) {
+            s.flush(&mut tx);
+        }
+        self.count_out(id, tx.bytes);
+    }
+
+    /// `n` bytes of `id` went to the transport.
+    fn count_out(&mut self, id: ConnId, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        s.bytes_out += n as u64;
+        if s.route.is_some() {
+            self.stats.route(s.route).bytes_out.add(n as u64);
+        }
     }
 
     /// The peer closed its side (TCP EOF).
@@ -200,40 +234,90 @@ impl Worker {
         }
     }
 
-    /// Feeds WebSocket bytes of an open connection to its engine and handles the
-    /// events (the event list is reused: no allocation per received chunk).
-    pub(super) fn feed(&mut self, id: ConnId, data: &mut [u8], now: Instant) {
-        let mut events = std::mem::take(&mut self.events);
-        self.feed_with(id, data, now, &mut events);
-        events.clear();
-        self.events = events;
-    }
-
-    fn feed_with(&mut self, id: ConnId, data: &mut [u8], now: Instant, events: &mut Vec<Event>) {
+    /// Feeds WebSocket bytes of an open connection to its engine, in order, answering
+    /// into `tx`. Echo and pub/sub routes without permessage-deflate take the borrowed
+    /// path: whole messages are handed out unmasked in `data` itself
+    /// ([`ws::Connection::read_with`]), no copy and no allocation; everything else (and
+    /// any time output is queued) takes the engine's event path.
+    pub(super) fn feed<T: Tx>(&mut self, id: ConnId, data: &mut [u8], tx: &mut T, now: Instant) {
         let mut pos = 0;
-        loop {
-            let Some(s) = self.session(id) else {
+        let mut general = false;
+        while pos < data.len() {
+            let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
                 return;
             };
+            // Queued output first (handshake response, pongs), to keep the order.
+            s.flush(tx);
             let Phase::Open(ws) = &mut s.phase else {
                 return;
             };
-            pos += ws.read(&mut data[pos..]);
-            while let Some(ev) = ws.poll_event() {
-                events.push(ev);
-            }
-            let reading = ws.is_reading();
-            s.pull_engine_output();
-            for ev in events.drain(..) {
-                self.on_event(id, ev, now);
-            }
-            if pos >= data.len() || !reading {
+            if !ws.is_reading() {
                 return;
             }
+            let borrowable = s.deflate_bits.is_none()
+                && s.out.is_empty()
+                && !ws.close_sent()
+                && s.route
+                    .and_then(|r| self.routes.get(r))
+                    .is_some_and(|r| matches!(r.cfg.kind, RouteKind::Echo | RouteKind::Pubsub));
+            let input = data.get_mut(pos..).unwrap_or_default();
+            let mut events = std::mem::take(&mut self.events);
+            let n = if borrowable && !general {
+                let Phase::Open(mut ws) = std::mem::replace(&mut s.phase, Phase::Lent) else {
+                    return;
+                };
+                let n = ws.read_with(input, &mut |kind, payload| {
+                    self.on_message(id, kind, payload, tx);
+                });
+                while let Some(ev) = ws.poll_event() {
+                    events.push(ev);
+                }
+                match self.session(id) {
+                    Some(s) => s.phase = Phase::Open(ws),
+                    None => return,
+                }
+                n
+            } else {
+                let n = ws.read(input);
+                while let Some(ev) = ws.poll_event() {
+                    events.push(ev);
+                }
+                n
+            };
+            for ev in events.drain(..) {
+                self.on_event(id, ev, tx, now);
+            }
+            self.events = events;
+            // A read that took nothing (it cannot while reading) takes the general path
+            // next, which always makes progress.
+            general = n == 0;
+            pos += n;
         }
     }
 
-    fn on_event(&mut self, id: ConnId, ev: Event, now: Instant) {
+    /// One whole data message of `id`, routed (borrowed from the input on the borrowed
+    /// path).
+    fn on_message<T: Tx>(&mut self, id: ConnId, kind: ws::MessageKind, data: &[u8], tx: &mut T) {
+        let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(route) = s.route.and_then(|r| self.routes.get(r)) else {
+            return;
+        };
+        s.msgs_in += 1;
+        route.stats().msgs_in.add(1);
+        match route.cfg.kind {
+            RouteKind::Proxy => {
+                if let Some(up) = s.upstream.as_mut() {
+                    up.send(kind, data.to_vec());
+                }
+            }
+            RouteKind::Echo => super::echo::echo(s, route, kind, data, tx),
+            RouteKind::Pubsub => self.pubsub_request(id, kind, data, tx),
+        }
+    }
+
+    fn on_event<T: Tx>(&mut self, id: ConnId, ev: Event, tx: &mut T, now: Instant) {
         let deadline = self.close_deadline(now);
         let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
             return;
@@ -243,16 +327,15 @@ impl Worker {
         };
         match ev {
             Event::Message { kind, data } => {
-                s.msgs_in += 1;
-                route.stats().msgs_in.add(1);
-                match route.cfg.kind {
-                    RouteKind::Proxy => {
-                        if let Some(up) = s.upstream.as_mut() {
-                            up.send(kind, data);
-                        }
+                if route.cfg.kind == RouteKind::Proxy {
+                    s.msgs_in += 1;
+                    route.stats().msgs_in.add(1);
+                    // The assembled message moves to the upstream as it is.
+                    if let Some(up) = s.upstream.as_mut() {
+                        up.send(kind, data);
                     }
-                    RouteKind::Echo => super::echo::echo(s, route, kind, &data),
-                    RouteKind::Pubsub => self.pubsub_request(id, kind, &data),
+                } else {
+                    self.on_message(id, kind, &data, tx);
                 }
             }
             Event::Close { code, .. } => {
@@ -289,26 +372,6 @@ impl Worker {
         }
     }
 
-    /// The bytes to write next on `id` (empty when nothing is queued).
-    pub fn output(&self, id: ConnId) -> &[u8] {
-        self.sessions
-            .get(id)
-            .and_then(Option::as_ref)
-            .map_or(&[], |s| s.out.front())
-    }
-
-    /// The transport wrote `n` bytes of [`Worker::output`].
-    pub fn consume(&mut self, id: ConnId, n: usize) {
-        let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
-            return;
-        };
-        s.out.consume(n);
-        s.bytes_out += n as u64;
-        if s.route.is_some() {
-            self.stats.route(s.route).bytes_out.add(n as u64);
-        }
-    }
-
     /// Whether the transport should read `id` now: not once the WebSocket reads no more
     /// (Close received, failed, refused), nor while its queued output is above the route's
     /// bound (backpressure onto the client). After our Close it still reads, to receive
@@ -320,6 +383,7 @@ impl Worker {
         let reading = match &s.phase {
             Phase::Handshake(_) => true,
             Phase::Open(ws) => ws.is_reading(),
+            Phase::Lent => true,
             Phase::Refused => false,
         };
         let bound = s
@@ -402,17 +466,14 @@ impl App for Worker {
     fn remove(&mut self, id: ConnId) {
         Worker::remove(self, id);
     }
-    fn receive(&mut self, id: ConnId, data: &mut [u8], now: Instant) {
-        Worker::receive(self, id, data, now);
+    fn receive<T: Tx>(&mut self, id: ConnId, data: &mut [u8], tx: &mut T, now: Instant) {
+        Worker::receive(self, id, data, tx, now);
     }
     fn peer_closed(&mut self, id: ConnId) {
         Worker::peer_closed(self, id);
     }
-    fn output(&self, id: ConnId) -> &[u8] {
-        Worker::output(self, id)
-    }
-    fn consume(&mut self, id: ConnId, n: usize) {
-        Worker::consume(self, id, n);
+    fn flush<T: Tx>(&mut self, id: ConnId, tx: &mut T) {
+        Worker::flush(self, id, tx);
     }
     fn wants_read(&self, id: ConnId) -> bool {
         Worker::wants_read(self, id)

@@ -2,16 +2,18 @@
 //! (AF_XDP in production, [`dataplane::MemDevice`] in tests), serving any [`App`].
 //!
 //! [`StackDriver`] implements [`dataplane::Handler`], so the dataplane's poll loop drives
-//! it: each received frame goes to [`Stack::handle_frame_with`], whose in-order payload is
-//! handed to the application straight from the RX frame ([`Conns::sink`]); after each batch
+//! it: each received frame goes to [`Stack::handle_frame_with_tx`], whose in-order payload
+//! is handed to the application straight from the RX frame, with the connection's send
+//! side ([`FrameTx`]) so it answers in place ([`Conns::sink`]); after each batch
 //! [`StackDriver::poll`] runs due timers, hands stack events to the connections, takes the
 //! application's messages (bounded per batch), flushes what the application queued, and
 //! builds every segment due into the device's TX buffers. One clock: the `now` the
 //! dataplane read once for the batch is the only time the stack and the application see.
 //!
-//! Per connection, [`Conns::drive`] pushes [`App::output`] into the stack's send buffer
-//! (the one place output leaves the application, [`Conns::push_output`]), reads buffered
-//! input while [`App::wants_read`], and closes what [`App::is_finished`] names: our FIN
+//! Per connection, [`Conns::drive`] lets the application write what it queued
+//! ([`App::flush`] into a [`StackTx`]: `send_with` writes in place, `send_chunk` queues a
+//! shared chunk by reference), reads buffered input while [`App::wants_read`], and
+//! closes what [`App::is_finished`] names: our FIN
 //! ([`Stack::shutdown`]), then the peer is drained until its FIN (or [`LINGER`]), so unread
 //! data never turns our last segments into a reset.
 
@@ -24,12 +26,13 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use dataplane::Handler;
 use mio::{Events, Poll, Token};
 use tcp::iface::TxQueue as StackTxQueue;
-use tcp::stack::{ConnHandle, Event, Stack};
+use tcp::stack::{ConnHandle, ConnTx, Event, Stack};
 use tcp::Instant;
+use tcp::SocketError;
 use tracing::{debug, warn};
 
 use super::upstream::Upstreams;
-use crate::app::{App, ConnId, TcpInfo};
+use crate::app::{App, ConnId, TcpInfo, Tx};
 use crate::metrics::worker::TCP_STATES;
 use crate::metrics::{Metrics, WorkerStats};
 
@@ -71,6 +74,80 @@ impl<T: dataplane::TxQueue> StackTxQueue for DeviceTx<'_, T> {
     }
 }
 
+/// The application's [`Tx`] on a connection of the stack: writes in place into its send
+/// buffer ([`Stack::send_with`]) and queues shared chunks by reference
+/// ([`Stack::send_chunk`]). `failed` records that the connection can no longer send (the
+/// driver then resets it); a full buffer is not a failure.
+#[derive(Debug)]
+pub struct StackTx<'a> {
+    stack: &'a mut Stack,
+    conn: ConnHandle,
+    /// A write found the connection unable to send.
+    pub failed: bool,
+}
+
+impl<'a> StackTx<'a> {
+    /// The send side of `conn`.
+    pub fn new(stack: &'a mut Stack, conn: ConnHandle) -> StackTx<'a> {
+        StackTx {
+            stack,
+            conn,
+            failed: false,
+        }
+    }
+}
+
+impl Tx for StackTx<'_> {
+    fn write_with(&mut self, min_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> usize {
+        self.stack
+            .send_with(self.conn, min_len, fill)
+            .unwrap_or_else(|e| {
+                self.failed |= e != SocketError::NoRoom;
+                0
+            })
+    }
+
+    fn write_chunk(&mut self, chunk: bytes::Bytes) -> Result<(), bytes::Bytes> {
+        self.stack.send_chunk(self.conn, chunk).map_err(|e| {
+            self.failed |= e.reason != SocketError::NoRoom;
+            e.chunk
+        })
+    }
+}
+
+/// The application's [`Tx`] inside the receive sink: the connection's send side the
+/// stack lends with the frame's payload ([`ConnTx`]), so an answer is written while the
+/// request is still in the RX frame.
+#[derive(Debug)]
+pub struct FrameTx<'a, 'b> {
+    tx: &'a mut ConnTx<'b>,
+    /// A write found the connection unable to send.
+    pub failed: bool,
+}
+
+impl<'a, 'b> FrameTx<'a, 'b> {
+    /// Wraps the lent send side.
+    pub fn new(tx: &'a mut ConnTx<'b>) -> FrameTx<'a, 'b> {
+        FrameTx { tx, failed: false }
+    }
+}
+
+impl Tx for FrameTx<'_, '_> {
+    fn write_with(&mut self, min_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> usize {
+        self.tx.send_with(min_len, fill).unwrap_or_else(|e| {
+            self.failed |= e != SocketError::NoRoom;
+            0
+        })
+    }
+
+    fn write_chunk(&mut self, chunk: bytes::Bytes) -> Result<(), bytes::Bytes> {
+        self.tx.send_chunk(chunk).map_err(|e| {
+            self.failed |= e.reason != SocketError::NoRoom;
+            e.chunk
+        })
+    }
+}
+
 /// A TCP connection of the stack and what the driver knows about it.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -79,6 +156,9 @@ struct Slot {
     eof: bool,
     /// Listed in [`Conns::touched`].
     touched: bool,
+    /// An answer written from the receive sink found the connection unable to send:
+    /// reset it on the next drive.
+    failed: bool,
 }
 
 /// The application and the driver's per-connection state: everything of a worker except
@@ -236,31 +316,29 @@ impl<A: App> StackDriver<A> {
 }
 
 impl<A: App> Conns<A> {
-    /// In-order payload offered straight from an RX frame: feeds the application as much
-    /// as it wants now and returns how much it took (the stack buffers the rest). This is
-    /// the one place received frame payload enters the application.
-    fn sink(&mut self, conn: ConnHandle, data: &[u8]) -> usize {
+    /// In-order payload offered straight from an RX frame, mutable in place, with the
+    /// connection's send side: when the application wants to read, it takes all of it
+    /// (unmasks it there and answers into `tx`); else nothing (the stack buffers it). This
+    /// is the one place received frame payload enters the application.
+    fn sink(&mut self, conn: ConnHandle, data: &mut [u8], tx: &mut ConnTx<'_>) -> usize {
         let Some(&id) = self.by_conn.get(&conn) else {
             return 0;
         };
         if self.slots.get(id).and_then(|s| *s).is_none_or(|s| s.eof) {
             return 0;
         }
-        let mut taken = 0;
-        while taken < data.len() && self.app.wants_read(id) {
-            let rest = data.get(taken..).unwrap_or_default();
-            let n = rest.len().min(self.scratch.len());
-            let Some(buf) = self.scratch.get_mut(..n) else {
-                break;
-            };
-            buf.copy_from_slice(rest.get(..n).unwrap_or_default());
-            self.app.receive(id, buf, self.now);
-            taken += n;
+        if data.is_empty() || !self.app.wants_read(id) {
+            return 0;
         }
-        if taken > 0 {
-            self.touch(id);
+        let mut tx = FrameTx::new(tx);
+        self.app.receive(id, data, &mut tx, self.now);
+        if tx.failed {
+            if let Some(Some(slot)) = self.slots.get_mut(id) {
+                slot.failed = true;
+            }
         }
-        taken
+        self.touch(id);
+        data.len()
     }
 
     /// Lists `id` for a flush after the batch.
@@ -330,6 +408,7 @@ impl<A: App> Conns<A> {
                 conn,
                 eof: false,
                 touched: false,
+                failed: false,
             });
         }
         self.by_conn.insert(conn, id);
@@ -349,23 +428,15 @@ impl<A: App> Conns<A> {
         }
     }
 
-    /// Pushes [`App::output`] of `id` into the send buffer of `conn` as far as it takes
-    /// it, consuming only what it took: the one place output leaves the application.
+    /// Lets the application write what `id` has queued into the send buffer of `conn`
+    /// ([`App::flush`]); false when the connection can no longer send.
     fn push_output(&mut self, stack: &mut Stack, conn: ConnHandle, id: ConnId) -> bool {
-        loop {
-            let out = self.app.output(id);
-            if out.is_empty() {
-                return true;
-            }
-            match stack.send(conn, out) {
-                Ok(0) => return true,
-                Ok(n) => self.app.consume(id, n),
-                Err(_) => return false,
-            }
-        }
+        let mut tx = StackTx::new(stack, conn);
+        self.app.flush(id, &mut tx);
+        !tx.failed
     }
 
-    /// Pushes output, reads and closes connection `id` as far as it can go now.
+    /// Flushes output, reads and closes connection `id` as far as it can go now.
     fn drive(&mut self, stack: &mut Stack, id: ConnId) {
         let now = self.now;
         if let Some(poll) = &self.poll {
@@ -378,7 +449,7 @@ impl<A: App> Conns<A> {
             let Some(slot) = self.slots.get(id).and_then(|s| *s) else {
                 return;
             };
-            if !self.push_output(stack, slot.conn, id) {
+            if slot.failed || !self.push_output(stack, slot.conn, id) {
                 return self.abort(stack, id);
             }
             if self.app.is_finished(id) {
@@ -402,7 +473,11 @@ impl<A: App> Conns<A> {
                 return;
             }
             if let Some(data) = self.scratch.get_mut(..n) {
-                self.app.receive(id, data, now);
+                let mut tx = StackTx::new(stack, slot.conn);
+                self.app.receive(id, data, &mut tx, now);
+                if tx.failed {
+                    return self.abort(stack, id);
+                }
             }
         }
     }
@@ -636,7 +711,7 @@ impl<A: App> Handler for StackDriver<A> {
         conns.now = now;
         conns.frame_seen = true;
         self.stack
-            .handle_frame_with(now, frame, &mut |conn, data| conns.sink(conn, data));
+            .handle_frame_with_tx(now, frame, &mut |conn, data, tx| conns.sink(conn, data, tx));
     }
 
     fn poll<T: dataplane::TxQueue>(&mut self, now: Instant, tx: &mut T) -> bool {

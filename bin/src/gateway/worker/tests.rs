@@ -43,17 +43,24 @@ fn peer(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// A transport with no room: everything the worker answers stays queued on the session
+/// (so the tests see the slow-consumer bounds), until [`drain`] flushes it.
+struct NoRoom;
+
+impl Tx for NoRoom {
+    fn write_with(&mut self, _: usize, _: impl FnOnce(&mut [u8]) -> usize) -> usize {
+        0
+    }
+    fn write_chunk(&mut self, chunk: Bytes) -> Result<(), Bytes> {
+        Err(chunk)
+    }
+}
+
 /// Everything the worker queued for `id`, as the transport would write it.
 fn drain(w: &mut Worker, id: ConnId) -> Vec<u8> {
     let mut all = Vec::new();
-    loop {
-        let out = w.output(id).to_vec();
-        if out.is_empty() {
-            return all;
-        }
-        w.consume(id, out.len());
-        all.extend_from_slice(&out);
-    }
+    w.flush(id, &mut crate::app::BufTx::new(&mut all, usize::MAX));
+    all
 }
 
 /// Opens a WebSocket on `path` and returns the client engine.
@@ -68,7 +75,7 @@ fn open(w: &mut Worker, id: ConnId, path: &str, now: Instant) -> Connection {
         },
     );
     let mut req = hs.request("gw", path);
-    w.receive(id, &mut req, now);
+    w.receive(id, &mut req, &mut NoRoom, now);
     let out = drain(w, id);
     let acc = hs.parse_response(&out).unwrap().expect("complete response");
     let mut client = Connection::new(
@@ -90,7 +97,7 @@ fn send(w: &mut Worker, id: ConnId, client: &mut Connection, text: &str, now: In
     let mut bytes = client.pending_output().to_vec();
     let n = bytes.len();
     client.consume_output(n);
-    w.receive(id, &mut bytes, now);
+    w.receive(id, &mut bytes, &mut NoRoom, now);
 }
 
 /// Feeds the worker's output for `id` into `client` and returns its events.
@@ -283,7 +290,7 @@ fn handshake_unknown_path_404() {
     w.accept(0, peer(1), now).unwrap();
     let hs = ClientHandshake::new([1; 16], Vec::new(), DeflateConfig::default());
     let mut req = hs.request("gw", "/nope");
-    w.receive(0, &mut req, now);
+    w.receive(0, &mut req, &mut NoRoom, now);
     let out = drain(&mut w, 0);
     assert!(
         out.starts_with(b"HTTP/1.1 404"),
@@ -307,7 +314,7 @@ fn handshake_origin_not_allowed_403() {
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
 Origin: https://evil.example\r\n\r\n"
         .to_vec();
-    w.receive(0, &mut req, now);
+    w.receive(0, &mut req, &mut NoRoom, now);
     assert!(drain(&mut w, 0).starts_with(b"HTTP/1.1 403"));
 }
 
@@ -327,7 +334,7 @@ fn handshake_deadline_expires() {
     let (mut w, metrics) = worker_with(CONFIG);
     let now = Instant::from_millis(1_000);
     w.accept(0, peer(1), now).unwrap();
-    w.receive(0, &mut b"GET /ws HTTP/1.1\r\n".to_vec(), now);
+    w.receive(0, &mut b"GET /ws HTTP/1.1\r\n".to_vec(), &mut NoRoom, now);
     assert!(w.handle_timeout(now + Duration::from_secs(1)).is_empty());
     assert_eq!(w.handle_timeout(now + Duration::from_secs(11)), vec![0]);
     assert!(metrics
@@ -349,7 +356,7 @@ fn deadlines_on_timer_wheel_traffic_moves_ping_later_poll_timeout_says_when() {
     c.pong(b"x").unwrap();
     let mut pong = c.pending_output().to_vec();
     c.consume_output(pong.len());
-    w.receive(0, &mut pong, later);
+    w.receive(0, &mut pong, &mut NoRoom, later);
     w.handle_timeout(now + Duration::from_secs(31));
     let evs = events(&mut w, 0, &mut c);
     assert!(evs.is_empty(), "no ping 11 s after traffic: {evs:?}");
@@ -411,7 +418,7 @@ fn shutdown_queued_messages_then_1001() {
     assert!(!w.is_finished(0));
     // The client answers the Close; the connection is then finished.
     let mut answer = c.pending_output().to_vec();
-    w.receive(0, &mut answer, now);
+    w.receive(0, &mut answer, &mut NoRoom, now);
     drain(&mut w, 0);
     assert!(w.is_finished(0));
     assert!(!w.wants_read(0));
