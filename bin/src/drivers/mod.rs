@@ -11,5 +11,6 @@
 pub mod afxdp;
 pub mod gateway;
 pub mod kernel;
+pub mod loopback;
 pub mod stack;
 pub mod upstream;

@@ -4,94 +4,16 @@
 use super::*;
 use crate::app::tcp::{source_byte, Kind, TcpApp};
 use crate::gateway::worker::Worker;
-use core::net::Ipv4Addr;
-use dataplane::{Device, MemConfig, MemDevice};
-use tcp::iface::InterfaceConfig;
-use tcp::stack::StackConfig;
-use tcp::wire::EthernetAddress;
+use crate::drivers::loopback::Loopback;
 
-const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-
-fn stack(mac: u8, addr: Ipv4Addr, seed: u8) -> Stack {
-    let iface = InterfaceConfig::new(EthernetAddress([2, 0, 0, 0, 0, mac]), addr, 24);
-    Stack::new(StackConfig::new(iface, [seed; 16]))
-}
-
-/// A client stack and a worker over two joined in-memory devices, stepped by hand with
-/// a virtual clock (1 ms per step).
-struct Pair<A: App> {
-    client: Stack,
-    worker: StackDriver<A>,
-    client_dev: MemDevice,
-    worker_dev: MemDevice,
-    now: Instant,
-}
-
-fn tcp_pair(kind: Kind) -> Pair<TcpApp> {
-    Pair::new(TcpApp::new(kind, 100, 1 << 20), None)
-}
-
-impl<A: App> Pair<A> {
-    fn new(app: A, rx: Option<Receiver<A::Message>>) -> Pair<A> {
-        let (client_dev, worker_dev) = MemDevice::pair(MemConfig {
-            tx_buffers: 4096,
-            rx_capacity: 8192,
-            frame_size: 2048,
-        });
-        Pair {
-            client: stack(1, CLIENT, 1),
-            worker: StackDriver::new(stack(2, SERVER, 2), app, rx, &[7]).unwrap(),
-            client_dev,
-            worker_dev,
-            now: Instant::from_micros(1_000),
-        }
-    }
-
-    /// One step: client out, worker in and out, client in; returns client events.
-    fn step(&mut self) -> Vec<Event> {
-        let now = self.now;
-        self.now += core::time::Duration::from_millis(1);
-        if self.client.poll_timeout().is_some_and(|at| at <= now) {
-            self.client.handle_timeout(now);
-        }
-        self.client_dev.reclaim();
-        self.client
-            .poll_transmit(now, &mut DeviceTx::new(self.client_dev.tx()));
-        self.client_dev.submit().unwrap();
-        self.worker_dev.reclaim();
-        let worker = &mut self.worker;
-        self.worker_dev
-            .receive(4096, |f, tx| worker.on_frame(now, f, tx))
-            .unwrap();
-        self.worker.poll(now, self.worker_dev.tx());
-        self.worker_dev.submit().unwrap();
-        let client = &mut self.client;
-        self.client_dev
-            .receive(4096, |f, _| client.handle_frame(now, f))
-            .unwrap();
-        let mut events = Vec::new();
-        while let Some(e) = self.client.poll_event() {
-            events.push(e);
-        }
-        events
-    }
-
-    fn connect(&mut self) -> ConnHandle {
-        let conn = self.client.connect(self.now, SERVER, 7).unwrap();
-        for _ in 0..3000 {
-            if self.step().contains(&Event::Established(conn)) {
-                return conn;
-            }
-        }
-        panic!("no handshake");
-    }
+fn tcp_pair(kind: Kind) -> Loopback<TcpApp> {
+    Loopback::new(TcpApp::new(kind, 100, 1 << 20), None).unwrap()
 }
 
 #[test]
 fn echo_half_close_after_data_all_echoed_then_fin() {
     let mut p = tcp_pair(Kind::Echo);
-    let conn = p.connect();
+    let conn = p.connect().unwrap();
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
     let mut sent = 0;
     let mut got = Vec::new();
@@ -127,8 +49,8 @@ fn echo_half_close_after_data_all_echoed_then_fin() {
 #[test]
 fn source_peer_reads_then_closes_pattern_exact_conn_released() {
     let mut p = tcp_pair(Kind::Source);
-    let conn = p.connect();
-    let got = read_client(&mut p, conn, 200_000, 20_000);
+    let conn = p.connect().unwrap();
+    let got = p.read(conn, 200_000, 20_000);
     assert!(got.len() >= 200_000, "only {} bytes", got.len());
     for (i, &b) in got.iter().enumerate() {
         assert_eq!(b, source_byte(i as u64), "offset {i}");
@@ -137,22 +59,22 @@ fn source_peer_reads_then_closes_pattern_exact_conn_released() {
     p.client.close(conn).unwrap();
     for _ in 0..5_000 {
         p.step();
-        if p.worker.connections() == 0 {
+        if p.server.connections() == 0 {
             break;
         }
     }
-    assert_eq!(p.worker.connections(), 0);
+    assert_eq!(p.server.connections(), 0);
 }
 
 #[test]
 fn worker_stop_connections_closed_and_drained() {
     let mut p = tcp_pair(Kind::Discard);
-    let conn = p.connect();
+    let conn = p.connect().unwrap();
     p.client.send(conn, b"dropped").unwrap();
     for _ in 0..50 {
         p.step();
     }
-    p.worker.on_stop(p.now);
+    p.server.on_stop(p.now);
     let mut closed = false;
     for _ in 0..5_000 {
         let events = p.step();
@@ -160,16 +82,16 @@ fn worker_stop_connections_closed_and_drained() {
             p.client.close(conn).unwrap();
             closed = true;
         }
-        if closed && p.worker.drained() {
+        if closed && p.server.drained() {
             break;
         }
     }
     assert!(closed, "the worker never sent FIN");
-    assert!(p.worker.drained());
+    assert!(p.server.drained());
 }
 
 /// A worker serving ws-echo (the gateway `Worker` with one echo route) on port 7.
-fn ws_echo_pair() -> Pair<Worker> {
+fn ws_echo_pair() -> Loopback<Worker> {
     use crate::config::{Config, Route, RouteKind};
     let mut config = Config::default();
     config.listen.ports = vec![7];
@@ -187,34 +109,14 @@ fn ws_echo_pair() -> Pair<Worker> {
     );
     let mut shared = crate::drivers::gateway::Shared::start(config, 1, true, health).unwrap();
     let (worker, rx) = shared.part(0).into_worker();
-    Pair::new(worker, rx)
-}
-
-/// Steps until the client has `want` bytes or more, at most `steps` times.
-fn read_client<A: App>(p: &mut Pair<A>, conn: ConnHandle, want: usize, steps: usize) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    for _ in 0..steps {
-        p.step();
-        loop {
-            let n = p.client.recv(conn, &mut buf).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-        if got.len() >= want {
-            break;
-        }
-    }
-    got
+    Loopback::new(worker, rx).unwrap()
 }
 
 #[test]
 fn gateway_ws_echo_over_stack_message_echoed_then_1001_on_stop() {
     use ws::{ClientHandshake, CloseCode, Connection, DeflateConfig, MessageKind, Role};
     let mut p = ws_echo_pair();
-    let conn = p.connect();
+    let conn = p.connect().unwrap();
     let hs = ClientHandshake::new(
         [3; 16],
         Vec::new(),
@@ -226,7 +128,7 @@ fn gateway_ws_echo_over_stack_message_echoed_then_1001_on_stop() {
     p.client
         .send(conn, &hs.request("sluice", "/any/path"))
         .unwrap();
-    let head = read_client(&mut p, conn, 1, 5_000);
+    let head = p.read(conn, 1, 5_000);
     let acc = hs
         .parse_response(&head)
         .unwrap()
@@ -250,7 +152,7 @@ fn gateway_ws_echo_over_stack_message_echoed_then_1001_on_stop() {
         if sent < out.len() {
             sent += p.client.send(conn, &out[sent..]).unwrap();
         }
-        echo.extend(read_client(&mut p, conn, 0, 5_000));
+        echo.extend(p.read(conn, 0, 5_000));
         if echo.len() >= msg.len() + 4 {
             break;
         }
@@ -264,8 +166,8 @@ fn gateway_ws_echo_over_stack_message_echoed_then_1001_on_stop() {
         other => panic!("{other:?}"),
     }
     // A stop closes the WebSocket with 1001 (going away).
-    p.worker.on_stop(p.now);
-    let mut close = read_client(&mut p, conn, 2, 5_000);
+    p.server.on_stop(p.now);
+    let mut close = p.read(conn, 2, 5_000);
     ws.read(&mut close);
     match ws.poll_event() {
         Some(ws::Event::Close { code, .. }) => assert_eq!(code, Some(CloseCode::GOING_AWAY)),
@@ -279,11 +181,11 @@ fn gateway_ws_echo_over_stack_message_echoed_then_1001_on_stop() {
         if events.contains(&Event::PeerClosed(conn)) {
             p.client.close(conn).unwrap();
         }
-        if p.worker.drained() {
+        if p.server.drained() {
             break;
         }
     }
-    assert!(p.worker.drained());
+    assert!(p.server.drained());
 }
 
 #[test]
