@@ -147,6 +147,55 @@ impl<A: App> Loopback<A> {
         got
     }
 
+    /// Upgrades `conn` to a WebSocket on `path` (no compression) and returns the client's
+    /// engine, fed whatever followed the 101 response.
+    pub fn upgrade(&mut self, conn: ConnHandle, path: &str) -> Result<ws::Connection, String> {
+        let hs = ws::ClientHandshake::new(
+            [3; 16],
+            Vec::new(),
+            ws::DeflateConfig {
+                enabled: false,
+                ..ws::DeflateConfig::default()
+            },
+        );
+        let request = hs.request("sluice", path);
+        let sent = self
+            .client
+            .send(conn, &request)
+            .map_err(|e| format!("send: {e}"))?;
+        if sent != request.len() {
+            return Err("the upgrade request does not fit the send buffer".to_string());
+        }
+        let mut head = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..5_000 {
+            self.step();
+            head.extend(self.take_received(conn, &mut buf));
+            if let Some(acc) = hs.parse_response(&head).map_err(|e| format!("{e:?}"))? {
+                let mut client = ws::Connection::new(
+                    ws::Role::Client,
+                    ws::Config {
+                        max_frame_size: 1 << 20,
+                        max_message_size: 1 << 20,
+                    },
+                    acc.deflate,
+                    5,
+                );
+                let mut rest = head.get(acc.head_len..).unwrap_or_default().to_vec();
+                client.read(&mut rest);
+                return Ok(client);
+            }
+        }
+        Err("no upgrade response".to_string())
+    }
+
+    /// Queues every frame `ws` has pending on `conn` (sent with the next step).
+    pub fn send_pending(&mut self, conn: ConnHandle, ws: &mut ws::Connection) -> bool {
+        let n = self.client.send(conn, ws.pending_output()).unwrap_or(0);
+        ws.consume_output(n);
+        ws.pending_output().is_empty()
+    }
+
     /// What the client has received on `conn` so far (read through `buf`).
     pub fn take_received(&mut self, conn: ConnHandle, buf: &mut [u8]) -> Vec<u8> {
         let mut got = Vec::new();

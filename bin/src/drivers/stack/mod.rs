@@ -309,6 +309,11 @@ impl<A: App> StackDriver<A> {
         &self.conns.app
     }
 
+    /// The application, mutably (tests and benchmarks inspect it between steps).
+    pub fn app_mut(&mut self) -> &mut A {
+        &mut self.conns.app
+    }
+
     /// Connections the driver holds (open or lingering).
     pub fn connections(&self) -> usize {
         self.conns.by_conn.len() + self.conns.lingering.len()

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
 use crate::app::tcp::{source_byte, Kind, TcpApp};
-use crate::gateway::worker::Worker;
 use crate::drivers::loopback::Loopback;
+use crate::gateway::worker::Worker;
 
 fn tcp_pair(kind: Kind) -> Loopback<TcpApp> {
     Loopback::new(TcpApp::new(kind, 100, 1 << 20), None).unwrap()
