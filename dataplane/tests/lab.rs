@@ -398,7 +398,19 @@ fn lab_stale_program_after_kill_attach_succeeds() {
     let iface = lab.if_stack.clone();
     in_netns(&lab.ns_stack, move || {
         let program = XdpProgram::attach(&iface, &xdp_config()).unwrap();
-        let _device = XskDevice::open(&XskConfig::new(&iface, 0), &program).unwrap();
+        // The kernel frees the dead process's AF_XDP socket asynchronously (deferred
+        // release): the queue may read busy for a moment after the kill, never longer.
+        let mut waited = 0;
+        loop {
+            match XskDevice::open(&XskConfig::new(&iface, 0), &program) {
+                Ok(_device) => break,
+                Err(StartError::QueueBusy { .. }) if waited < 100 => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    waited += 1;
+                }
+                Err(e) => panic!("open after the kill: {e} (waited {} ms)", waited * 20),
+            }
+        }
     });
 }
 

@@ -9,7 +9,9 @@
 //! nothing, idle connections still hold nothing, and the pool holds at most
 //! [`MAX_BUFFERS`] buffers and [`MAX_EXTENT_LISTS`] lists per thread (a worker owns its
 //! stack on one thread, so the pool is in effect per stack). Reused buffers are zeroed,
-//! so no connection ever sees another's bytes.
+//! so no connection ever sees another's bytes: a buffer is zeroed when it is given back,
+//! over the part its ring may have written (so a 64 B message costs zeroing about 64 B,
+//! not the whole buffer), and every pooled buffer is all zeros.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -30,21 +32,23 @@ thread_local! {
 /// A zeroed buffer of `len` bytes, recycled when `len` is the first-allocation size.
 pub(crate) fn take_buffer(len: usize) -> Box<[u8]> {
     if len == FIRST_ALLOC {
-        if let Some(mut b) = BUFFERS.with(|p| p.borrow_mut().pop()) {
-            b.fill(0);
+        if let Some(b) = BUFFERS.with(|p| p.borrow_mut().pop()) {
             return b;
         }
     }
     vec![0u8; len].into_boxed_slice()
 }
 
-/// Gives a ring buffer back (kept if it has the first-allocation size and there is
-/// room; freed otherwise).
-pub(crate) fn give_buffer(b: Box<[u8]>) {
+/// Gives a ring buffer back, of which only `..dirty` may be non-zero: kept (zeroed there)
+/// if it has the first-allocation size and there is room; freed otherwise.
+pub(crate) fn give_buffer(mut b: Box<[u8]>, dirty: usize) {
     if b.len() == FIRST_ALLOC {
         BUFFERS.with(|p| {
             let mut p = p.borrow_mut();
             if p.len() < MAX_BUFFERS {
+                if let Some(used) = b.get_mut(..dirty.min(FIRST_ALLOC)) {
+                    used.fill(0);
+                }
                 p.push(b);
             }
         });
@@ -93,16 +97,16 @@ mod tests {
         b[0] = 42;
         let ptr = b.as_ptr();
         let before = pooled_buffers();
-        give_buffer(b);
+        give_buffer(b, 1);
         assert_eq!(pooled_buffers(), before + 1);
         let again = take_buffer(FIRST_ALLOC);
         assert_eq!(again.as_ptr(), ptr, "the same memory came back");
         assert_eq!(again[0], 0, "zeroed");
         // Other sizes are not kept.
-        give_buffer(vec![0u8; 100].into_boxed_slice());
+        give_buffer(vec![0u8; 100].into_boxed_slice(), 100);
         assert_eq!(pooled_buffers(), before);
         for _ in 0..MAX_BUFFERS + 10 {
-            give_buffer(vec![0u8; FIRST_ALLOC].into_boxed_slice());
+            give_buffer(vec![0u8; FIRST_ALLOC].into_boxed_slice(), 0);
         }
         assert_eq!(pooled_buffers(), MAX_BUFFERS);
     }

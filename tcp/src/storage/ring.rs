@@ -4,7 +4,7 @@
 //! none of the backing memory: it is allocated when the first byte is written (a small
 //! first allocation, doubled as the data needs it, never beyond the capacity) and can be
 //! given back with [`RingBuffer::release_if_empty`], so a million idle connections cost
-//! only the 32-byte headers and a connection exchanging small messages never holds the
+//! only the 40-byte headers and a connection exchanging small messages never holds the
 //! whole configured buffer. First-size buffers are recycled through a bounded per-thread
 //! pool (`storage::pool`), so draining and refilling does not allocate.
 //!
@@ -31,12 +31,15 @@ pub struct RingBuffer {
     read_at: u32,
     /// Number of readable bytes.
     length: u32,
+    /// Storage indices `dirty..` have never been written since the storage was taken
+    /// (still zero), so giving it back zeroes only `..dirty` (`storage::pool`).
+    dirty: u32,
 }
 
 impl Drop for RingBuffer {
     fn drop(&mut self) {
         // Recycled through the per-thread pool (see `storage::pool`).
-        super::pool::give_buffer(core::mem::take(&mut self.storage));
+        super::pool::give_buffer(core::mem::take(&mut self.storage), self.dirty as usize);
     }
 }
 
@@ -54,6 +57,7 @@ impl RingBuffer {
             first_alloc: u32::try_from(first_alloc.max(1)).unwrap_or(u32::MAX),
             read_at: 0,
             length: 0,
+            dirty: 0,
         }
     }
 
@@ -98,8 +102,9 @@ impl RingBuffer {
     /// path calls this only when its assembler is empty.
     pub fn release_if_empty(&mut self) -> bool {
         if self.length == 0 {
-            super::pool::give_buffer(core::mem::take(&mut self.storage));
+            super::pool::give_buffer(core::mem::take(&mut self.storage), self.dirty as usize);
             self.read_at = 0;
+            self.dirty = 0;
         }
         self.storage.is_empty()
     }
@@ -131,8 +136,17 @@ impl RingBuffer {
             grown[..first].copy_from_slice(&self.storage[start..]);
             grown[first..phys].copy_from_slice(&self.storage[..start]);
         }
-        super::pool::give_buffer(core::mem::replace(&mut self.storage, grown));
+        super::pool::give_buffer(
+            core::mem::replace(&mut self.storage, grown),
+            self.dirty as usize,
+        );
         self.read_at = 0;
+        self.dirty = phys as u32;
+    }
+
+    /// Records that storage indices `..end` may have been written.
+    fn touch(&mut self, end: usize) {
+        self.dirty = self.dirty.max(end as u32);
     }
 
     /// Storage index of the position `offset` bytes past the read position
@@ -154,6 +168,8 @@ impl RingBuffer {
         let phys = self.storage.len();
         let start = self.index(offset);
         let first = data.len().min(phys - start);
+        // A wrapped write's second part lands below `start`.
+        self.touch(start + first);
         self.storage[start..start + first].copy_from_slice(&data[..first]);
         self.storage[..data.len() - first].copy_from_slice(&data[first..]);
     }
@@ -247,6 +263,7 @@ impl RingBuffer {
             return 0;
         }
         self.storage.rotate_left(self.read_at as usize);
+        self.touch(phys);
         self.read_at = 0;
         len
     }
@@ -281,6 +298,7 @@ impl RingBuffer {
         self.reserve(self.len() + min_len);
         let n = self.contiguous_free().min(max_len);
         let start = self.index(self.len());
+        self.touch(start + n);
         match self.storage.get_mut(start..start + n) {
             Some(s) => s,
             None => &mut [],
@@ -300,6 +318,7 @@ impl RingBuffer {
         let start = self.index(self.len() + offset);
         let phys = self.storage.len();
         let n = n.min(phys - start);
+        self.touch(start + n);
         &mut self.storage[start..start + n]
     }
 }
@@ -312,8 +331,26 @@ mod tests {
     use std::collections::{BTreeMap, VecDeque};
 
     #[test]
-    fn ring_header_size_is_32_bytes() {
-        assert_eq!(core::mem::size_of::<RingBuffer>(), 32);
+    fn ring_header_size_is_40_bytes() {
+        assert_eq!(core::mem::size_of::<RingBuffer>(), 40);
+    }
+
+    #[test]
+    fn released_storage_comes_back_zeroed_wherever_it_was_written() {
+        let mut r = RingBuffer::new(FIRST_ALLOC);
+        assert_eq!(r.enqueue_slice(&[1; 3000]), 3000);
+        assert_eq!(r.dequeue_allocated(3000), 3000);
+        // Wraps: 1096 bytes at the end, 904 at the start.
+        assert_eq!(r.enqueue_slice(&[2; 2000]), 2000);
+        r.make_contiguous_free(3000);
+        assert_eq!(r.dequeue_allocated(2000), 2000);
+        // Lent in place but never made readable.
+        r.get_unallocated(10, 50).fill(3);
+        assert!(r.release_if_empty());
+        let mut again = RingBuffer::new(FIRST_ALLOC);
+        let storage = again.get_unallocated(0, FIRST_ALLOC);
+        assert_eq!(storage.len(), FIRST_ALLOC, "the recycled buffer, whole");
+        assert!(storage.iter().all(|&b| b == 0), "a byte survived the release");
     }
 
     #[test]

@@ -41,6 +41,9 @@ impl Extent {
     }
 }
 
+/// Most bytes [`SendQueue::lend`] lends beyond `min_len`.
+pub const LEND_CHUNK: usize = 1024;
+
 thread_local! {
     static EXTENT_LISTS: std::cell::RefCell<Vec<VecDeque<Extent>>> =
         const { std::cell::RefCell::new(Vec::new()) };
@@ -122,11 +125,16 @@ impl SendQueue {
         n
     }
 
-    /// Lends contiguous free ring space of at least `min_len` bytes (more if the ring
-    /// already has it contiguous, never more than the window) to `fill`, which writes
-    /// bytes from the start and returns how many; those are queued (capped at the slice).
-    /// Returns `None`, without calling `fill`, when fewer than `min_len` bytes are free.
-    /// May move queued ring bytes once to make the space contiguous (counted as a copy).
+    /// Lends contiguous free ring space of at least `min_len` bytes (more, up to
+    /// [`LEND_CHUNK`], if the ring already has it contiguous; never more than the window)
+    /// to `fill`, which writes bytes from the start and returns how many; those are
+    /// queued (capped at the slice). Returns `None`, without calling `fill`, when fewer
+    /// than `min_len` bytes are free. May move queued ring bytes once to make the space
+    /// contiguous (counted as a copy).
+    ///
+    /// The lend is bounded because every lent byte counts as written for the zeroing of
+    /// the ring's memory when it goes back to the pool (`storage::pool`): a 66-byte
+    /// message lent the whole 4 KiB ring would cost zeroing 4 KiB per message.
     pub fn lend(&mut self, min_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Option<usize> {
         let min_len = min_len.max(1);
         if self.window() < min_len {
@@ -134,8 +142,8 @@ impl SendQueue {
         }
         let moved = self.ring.make_contiguous_free(min_len);
         crate::copy_count::record(crate::copy_count::Site::SendBuffer, moved);
-        let window = self.window();
-        let buf = self.ring.get_unallocated_contiguous(min_len, window);
+        let max_len = self.window().min(min_len.max(LEND_CHUNK));
+        let buf = self.ring.get_unallocated_contiguous(min_len, max_len);
         let len = buf.len();
         let n = fill(buf).min(len);
         let n = self.ring.enqueue_unallocated(n);
