@@ -85,6 +85,10 @@ fn main() -> Result<(), String> {
         }
         echoed += got;
     }
-    println!("echoed {echoed} messages in {rounds} rounds of {batch}");
+    let c = lb.server.stack().counters();
+    println!(
+        "echoed {echoed} messages in {rounds} rounds of {batch}; server segments in {}, out {}",
+        c.segments_in, c.segments_out
+    );
     Ok(())
 }

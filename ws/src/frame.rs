@@ -240,6 +240,12 @@ pub fn write_header(
     payload_len: usize,
     mask: Option<[u8; 4]>,
 ) -> Result<usize, FrameError> {
+    // The common case (a server's small frame), written directly.
+    if let (None, 0..=125, [b0, b1, ..]) = (mask, payload_len, &mut *buf) {
+        *b0 = 0x80 | opcode.bits();
+        *b1 = payload_len as u8;
+        return Ok(2);
+    }
     let mut h = FrameHeader::new(opcode, payload_len as u64);
     h.mask = mask;
     h.emit(buf)

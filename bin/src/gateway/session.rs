@@ -268,6 +268,18 @@ impl Session {
         }
     }
 
+    /// What the connection's deadlines depend on besides `last_rx` (which only moves them
+    /// later): phase, our Close, the close deadline, an outstanding ping.
+    pub fn deadline_state(&self) -> (u8, bool, Option<Instant>, bool) {
+        let (phase, close_sent) = match &self.phase {
+            Phase::Handshake(_) => (0, false),
+            Phase::Open(ws) => (1, ws.close_sent()),
+            Phase::Refused => (2, false),
+            Phase::Lent => (3, false),
+        };
+        (phase, close_sent, self.close_deadline, self.ping_sent)
+    }
+
     /// Whether no more input is wanted: refused, closing or closed.
     pub fn is_closing(&self) -> bool {
         match &self.phase {

@@ -188,6 +188,7 @@ impl Worker {
         let Some(s) = self.session(id) else {
             return;
         };
+        let before = s.deadline_state();
         match &mut s.phase {
             Phase::Handshake(head) => {
                 head.extend_from_slice(data);
@@ -196,11 +197,16 @@ impl Worker {
             Phase::Open(_) => self.feed(id, data, &mut tx, now),
             Phase::Refused | Phase::Lent => {}
         }
-        if let Some(s) = self.session(id) {
-            s.flush(&mut tx);
-        }
         self.count_out(id, tx.bytes);
-        self.mark_dirty(id);
+        // The driver flushes what is still queued right after this call. The deadline
+        // timer moves only if the state it depends on changed: fresh bytes only push the
+        // idle and ping deadlines later, and an earlier timer just fires and re-arms.
+        let Some(s) = self.session(id) else {
+            return;
+        };
+        if s.timer.is_none() || s.deadline_state() != before {
+            self.arm(id);
+        }
     }
 
     /// Writes what `id` has queued (handshake response, engine frames, publications,

@@ -1236,10 +1236,10 @@ impl Stack {
         Ok(n)
     }
 
-    /// Write-in-place send: lends at least `min_len` bytes (1 if 0) of contiguous free
-    /// send-buffer space to `fill` (up to 1 KiB more when the buffer already has it
-    /// contiguous, never more than [`Stack::send_capacity`]: call again for more); `fill`
-    /// writes from the start of the slice and
+    /// Write-in-place send: lends exactly `min_len` bytes of contiguous free send-buffer
+    /// space to `fill`, or for `min_len` 0 or 1 as much as is contiguous up to 1 KiB
+    /// (never more than [`Stack::send_capacity`]: call again for more); `fill` writes from
+    /// the start of the slice and
     /// returns how many bytes to queue (capped at the slice; 0 queues nothing). Returns
     /// the bytes queued; `Ok(0)` without calling `fill` when fewer than `min_len` bytes
     /// are free (an [`Event::Writable`] follows once acknowledgments free space).

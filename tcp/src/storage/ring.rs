@@ -183,6 +183,9 @@ impl RingBuffer {
     /// Moves up to `buf.len()` readable bytes into `buf`; returns the number moved.
     pub fn dequeue_slice(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.len());
+        if n == 0 {
+            return 0;
+        }
         let first = self.get_allocated(0, n).len();
         buf[..first].copy_from_slice(self.get_allocated(0, first));
         let rest = n - first;

@@ -41,7 +41,7 @@ impl Extent {
     }
 }
 
-/// Most bytes [`SendQueue::lend`] lends beyond `min_len`.
+/// Most bytes [`SendQueue::lend`] lends to a caller that asks for at least 1.
 pub const LEND_CHUNK: usize = 1024;
 
 thread_local! {
@@ -125,8 +125,9 @@ impl SendQueue {
         n
     }
 
-    /// Lends contiguous free ring space of at least `min_len` bytes (more, up to
-    /// [`LEND_CHUNK`], if the ring already has it contiguous; never more than the window)
+    /// Lends contiguous free ring space of exactly `min_len` bytes, or, for `min_len` 0 or
+    /// 1, as much as the ring has contiguous up to [`LEND_CHUNK`] (never more than the
+    /// window)
     /// to `fill`, which writes bytes from the start and returns how many; those are
     /// queued (capped at the slice). Returns `None`, without calling `fill`, when fewer
     /// than `min_len` bytes are free. May move queued ring bytes once to make the space
@@ -142,7 +143,8 @@ impl SendQueue {
         }
         let moved = self.ring.make_contiguous_free(min_len);
         crate::copy_count::record(crate::copy_count::Site::SendBuffer, moved);
-        let max_len = self.window().min(min_len.max(LEND_CHUNK));
+        // An exact size is lent exactly; "anything" (1) gets up to a chunk.
+        let max_len = self.window().min(if min_len > 1 { min_len } else { LEND_CHUNK });
         let buf = self.ring.get_unallocated_contiguous(min_len, max_len);
         let len = buf.len();
         let n = fill(buf).min(len);

@@ -17,7 +17,7 @@
 //! ([`Stack::shutdown`]), then the peer is drained until its FIN (or [`LINGER`]), so unread
 //! data never turns our last segments into a reset.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,9 +169,10 @@ pub struct Conns<A: App> {
     rx: Option<Receiver<A::Message>>,
     slots: Vec<Option<Slot>>,
     free: Vec<ConnId>,
-    by_conn: HashMap<ConnHandle, ConnId>,
+    /// By stack handle (a small integer: Fx hashing, not SipHash, on the packet path).
+    by_conn: FxHashMap<ConnHandle, ConnId>,
     /// Closed by us (FIN queued), draining the peer until its FIN or the deadline.
-    lingering: HashMap<ConnHandle, Instant>,
+    lingering: FxHashMap<ConnHandle, Instant>,
     /// Connections that took input from a frame in this batch (flushed in `poll`).
     touched: Vec<ConnId>,
     /// Spare list swapped with `touched` and `dirty` (no allocation per batch).
@@ -246,8 +247,8 @@ impl<A: App> StackDriver<A> {
                 rx,
                 slots: Vec::new(),
                 free: Vec::new(),
-                by_conn: HashMap::new(),
-                lingering: HashMap::new(),
+                by_conn: FxHashMap::default(),
+                lingering: FxHashMap::default(),
                 touched: Vec::new(),
                 spare: Vec::new(),
                 scratch: vec![0; SCRATCH],
