@@ -353,7 +353,10 @@ mod tests {
         let mut again = RingBuffer::new(FIRST_ALLOC);
         let storage = again.get_unallocated(0, FIRST_ALLOC);
         assert_eq!(storage.len(), FIRST_ALLOC, "the recycled buffer, whole");
-        assert!(storage.iter().all(|&b| b == 0), "a byte survived the release");
+        assert!(
+            storage.iter().all(|&b| b == 0),
+            "a byte survived the release"
+        );
     }
 
     #[test]

@@ -144,7 +144,9 @@ impl SendQueue {
         let moved = self.ring.make_contiguous_free(min_len);
         crate::copy_count::record(crate::copy_count::Site::SendBuffer, moved);
         // An exact size is lent exactly; "anything" (1) gets up to a chunk.
-        let max_len = self.window().min(if min_len > 1 { min_len } else { LEND_CHUNK });
+        let max_len = self
+            .window()
+            .min(if min_len > 1 { min_len } else { LEND_CHUNK });
         let buf = self.ring.get_unallocated_contiguous(min_len, max_len);
         let len = buf.len();
         let n = fill(buf).min(len);
