@@ -308,6 +308,37 @@ impl RingBuffer {
         }
     }
 
+    /// The fast case of a write in place: `len` bytes of free space right after the
+    /// readable bytes, when the storage has them contiguous there (allocating a first
+    /// buffer if there is none; no other growth, no move); `None` otherwise (take the
+    /// general path). Follow with [`commit_tail`](Self::commit_tail).
+    pub fn tail_free(&mut self, len: usize) -> Option<&mut [u8]> {
+        let used = self.length as usize;
+        if len == 0 || used + len > self.capacity as usize {
+            return None;
+        }
+        if self.storage.is_empty() {
+            self.reserve(len);
+        }
+        let phys = self.storage.len();
+        if used + len > phys {
+            return None;
+        }
+        let r = self.read_at as usize;
+        let t = r + used;
+        // Not wrapped and room before the end of the storage.
+        if t + len > phys {
+            return None;
+        }
+        self.touch(t + len);
+        self.storage.get_mut(t..t + len)
+    }
+
+    /// Makes `n` bytes lent by [`tail_free`](Self::tail_free) readable.
+    pub fn commit_tail(&mut self, n: usize) {
+        self.length += n as u32;
+    }
+
     /// Contiguous free space starting `offset` bytes past the readable bytes, at most
     /// `max_len` long (shorter at the wrap), for writing in place; follow with
     /// [`enqueue_unallocated`](Self::enqueue_unallocated). Allocates the storage.
@@ -336,6 +367,28 @@ mod tests {
     #[test]
     fn ring_header_size_is_40_bytes() {
         assert_eq!(core::mem::size_of::<RingBuffer>(), 40);
+    }
+
+    #[test]
+    fn tail_free_lends_the_contiguous_tail_or_defers_to_the_general_path() {
+        let mut r = RingBuffer::with_first_alloc(64, 16);
+        // No storage yet: the first buffer is taken.
+        r.tail_free(10).unwrap().copy_from_slice(&[1; 10]);
+        r.commit_tail(10);
+        assert_eq!(r.allocated(), 16);
+        // 6 bytes left before the end of the storage: 7 would need growth.
+        assert!(r.tail_free(7).is_none());
+        r.tail_free(6).unwrap().copy_from_slice(&[2; 6]);
+        r.commit_tail(6);
+        assert_eq!(r.len(), 16);
+        let mut out = [0u8; 16];
+        assert_eq!(r.dequeue_slice(&mut out[..12]), 12);
+        // Free space only by wrapping: the general path's job.
+        assert!(r.tail_free(4).is_none());
+        assert_eq!(r.dequeue_slice(&mut out[12..]), 4);
+        assert_eq!(out, [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2]);
+        // Beyond the capacity: never.
+        assert!(RingBuffer::new(8).tail_free(9).is_none());
     }
 
     #[test]

@@ -141,6 +141,15 @@ impl SendQueue {
         if self.window() < min_len {
             return None;
         }
+        // The common case of an exact size: already contiguous at the ring's tail.
+        if min_len > 1 {
+            if let Some(buf) = self.ring.tail_free(min_len) {
+                let n = fill(buf).min(min_len);
+                self.ring.commit_tail(n);
+                self.push_ring(n);
+                return Some(n);
+            }
+        }
         let moved = self.ring.make_contiguous_free(min_len);
         crate::copy_count::record(crate::copy_count::Site::SendBuffer, moved);
         // An exact size is lent exactly; "anything" (1) gets up to a chunk.
