@@ -14,7 +14,7 @@
 //! `single N`: N rounds of one 64 B binary message in its own segment, each echoed and
 //! read by the client before the next. `pipelined N`: N rounds of 16 such messages in one
 //! segment. Connection set-up and warm-up are counted too: run twice (N and 2N) and divide
-//! the difference by N (messages: by 16 N for `pipelined`). `bench/callgrind-echo.sh`
+//! the difference by N (messages: by 16 N for `pipelined`). `bench/callgrind/echo.sh`
 //! does that.
 
 use std::sync::Arc;

@@ -3,11 +3,11 @@
 # the stack driver on the in-memory wire (bench/examples/ws_echo_count.rs): only the
 # out-of-line serve_frame / serve_poll are collected (the client and the wire are not),
 # and set-up and warm-up cancel out: (I(2N) - I(N)) / N per round.
-#   bench/callgrind-echo.sh [N]     (default 1000; needs valgrind)
+#   bench/callgrind/echo.sh [N]     (default 1000; needs valgrind)
 # Prints instructions per message for `single` (one message per segment) and `pipelined`
 # (16 messages in one segment).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 n=${1:-1000}
 bin=${WS_ECHO_COUNT:-}
 if [ -z "$bin" ]; then
