@@ -222,10 +222,18 @@ impl FrameHeader {
 
 /// The length of the header of a final, RSV-free frame with `payload_len` bytes of
 /// payload (2 to 14 bytes): size the buffer for [`write_header`] plus the payload.
+#[inline]
 pub fn header_len(payload_len: usize, masked: bool) -> usize {
-    let mut h = FrameHeader::new(OpCode::Binary, payload_len as u64);
-    h.mask = masked.then_some([0; 4]);
-    h.header_len()
+    let len = match payload_len {
+        0..=125 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    };
+    if masked {
+        len + 4
+    } else {
+        len
+    }
 }
 
 /// Writes the header of a final (FIN), RSV-free frame of `opcode` carrying `payload_len`
@@ -234,6 +242,7 @@ pub fn header_len(payload_len: usize, masked: bool) -> usize {
 /// returns its length: the payload goes right after it. Server frames are unmasked
 /// (`mask: None`). This lets an application write header and payload straight into a
 /// transport buffer (e.g. `tcp::Stack::send_with`) without an intermediate copy.
+#[inline]
 pub fn write_header(
     buf: &mut [u8],
     opcode: OpCode,
@@ -275,6 +284,24 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn header_len_matches_emitted_header() {
+        for len in [0usize, 1, 125, 126, 127, 0xffff, 0x10000, 1 << 40] {
+            for mask in [None, Some([1, 2, 3, 4])] {
+                let mut buf = [0u8; 14];
+                let n = write_header(&mut buf, OpCode::Binary, len, mask).unwrap();
+                assert_eq!(
+                    header_len(len, mask.is_some()),
+                    n,
+                    "len {len} mask {mask:?}"
+                );
+                let (h, parsed) = FrameHeader::parse(&buf[..n]).unwrap().unwrap();
+                assert_eq!((parsed, h.payload_len, h.mask), (n, len as u64, mask));
+                assert!(h.fin && h.opcode == OpCode::Binary);
+            }
+        }
+    }
 
     #[test]
     fn header_partial_returns_none() {

@@ -268,7 +268,8 @@ impl Worker {
                     .is_some_and(|r| matches!(r.cfg.kind, RouteKind::Echo | RouteKind::Pubsub));
             let input = data.get_mut(pos..).unwrap_or_default();
             let mut events = std::mem::take(&mut self.events);
-            let n = if borrowable && !general {
+            let borrowed = borrowable && !general;
+            let n = if borrowed {
                 let Phase::Open(mut ws) = std::mem::replace(&mut s.phase, Phase::Lent) else {
                     return;
                 };
@@ -295,7 +296,16 @@ impl Worker {
             }
             self.events = events;
             // A read that took nothing (it cannot while reading) takes the general path
-            // next, which always makes progress.
+            // next, which always makes progress; if even that took nothing, stop rather
+            // than spin (the engine then keeps no partial state of these bytes).
+            if n == 0 && !borrowed {
+                tracing::warn!(
+                    id,
+                    left = data.len() - pos,
+                    "WebSocket read made no progress"
+                );
+                return;
+            }
             general = n == 0;
             pos += n;
         }
