@@ -121,6 +121,39 @@ fn ws_client_codec_echo_roundtrip() {
 }
 
 #[test]
+fn ws_echo_message_far_beyond_the_write_buffer_echoed_whole() {
+    // 1 MB of incompressible bytes: the echo is many times the kernel driver's 64 KiB
+    // write buffer, so it drains through it in turns without a writable edge from the
+    // socket in between (epoll is edge-triggered).
+    let server = Server::start("ws-echo", &[]);
+    let (mut s, mut c) = ws_client(server.port);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..1_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    c.send(MessageKind::Binary, &data).unwrap();
+    let out = c.pending_output().to_vec();
+    c.consume_output(out.len());
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        std::thread::spawn(move || w.write_all(&out).unwrap())
+    };
+    match next_event(&mut s, &mut c) {
+        Event::Message { kind, data: echo } => {
+            assert_eq!(kind, MessageKind::Binary);
+            assert!(echo == data, "echo differs ({} bytes)", echo.len());
+        }
+        other => panic!("{other:?}"),
+    }
+    writer.join().unwrap();
+}
+
+#[test]
 fn ws_echo_sigterm_closes_1001_and_exits_0() {
     let server = Server::start("ws-echo", &[]);
     let (mut s, mut c) = ws_client(server.port);

@@ -529,10 +529,20 @@ impl Driver {
                 return;
             };
             // What the application queued into the write buffer, then everything the
-            // socket takes.
-            worker.flush(idx, &mut c.tx());
-            if c.write_out().is_err() {
-                return self.close(worker, idx, true);
+            // socket takes, again while the socket drains the buffer: epoll is
+            // edge-triggered, so output left queued in the application behind a full
+            // buffer would never see another writable event.
+            loop {
+                worker.flush(idx, &mut c.tx());
+                if c.written() {
+                    break;
+                }
+                if c.write_out().is_err() {
+                    return self.close(worker, idx, true);
+                }
+                if !c.written() {
+                    break;
+                }
             }
             if worker.is_finished(idx) {
                 if c.written() {
