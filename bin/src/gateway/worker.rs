@@ -270,7 +270,12 @@ impl Worker {
             let mut events = std::mem::take(&mut self.events);
             let borrowed = borrowable && !general;
             let n = if borrowed {
-                let Phase::Open(mut ws) = std::mem::replace(&mut s.phase, Phase::Lent) else {
+                // The engine is taken out of the session while it reads, so the routes
+                // can use the worker (and the session) from its callback.
+                let phase = std::mem::replace(&mut s.phase, Phase::Lent);
+                let Phase::Open(mut ws) = phase else {
+                    s.phase = phase;
+                    self.events = events;
                     return;
                 };
                 let n = ws.read_with(input, &mut |kind, payload| {
@@ -281,7 +286,10 @@ impl Worker {
                 }
                 match self.session(id) {
                     Some(s) => s.phase = Phase::Open(ws),
-                    None => return,
+                    None => {
+                        self.events = events;
+                        return;
+                    }
                 }
                 n
             } else {
