@@ -294,6 +294,39 @@ impl Connection {
             && h.payload_len <= self.config.max_message_size as u64
     }
 
+    /// The borrowed path's common case, checked on the first bytes of `buf` without the
+    /// general parse: a final, uncompressed Text or Binary frame outside a fragmented
+    /// message, masked as the role requires, with a 7-bit length (< 126), within the
+    /// limits, and entirely in `buf`. Returns its kind, the payload's offset in `buf`
+    /// and its length; `None` sends the frame down the general path (which also reports
+    /// every error).
+    #[inline]
+    fn small_whole_frame(&self, buf: &[u8]) -> Option<(MessageKind, usize, usize)> {
+        let [b0, b1, ..] = *buf else {
+            return None;
+        };
+        let kind = match b0 {
+            0x81 => MessageKind::Text,
+            0x82 => MessageKind::Binary,
+            _ => return None,
+        };
+        let (mask_bit, at) = match self.role {
+            Role::Server => (0x80, 6),
+            Role::Client => (0, 2),
+        };
+        let len = usize::from(b1 & 0x7f);
+        if b1 & 0x80 != mask_bit
+            || len >= 126
+            || at + len > buf.len()
+            || self.msg_kind.is_some()
+            || len > self.config.max_frame_size
+            || len > self.config.max_message_size
+        {
+            return None;
+        }
+        Some((kind, at, len))
+    }
+
     /// Hands an assembled message waiting in `msg` to the `read_with` callback.
     fn deliver_assembled(&mut self, on_message: &mut impl FnMut(MessageKind, &[u8])) {
         if let Some(kind) = self.pending_msg.take() {
@@ -317,6 +350,31 @@ impl Connection {
             match self.rx {
                 RxState::Done => break,
                 RxState::Header => {
+                    if self.borrow_mode && self.hdr_len == 0 {
+                        if let Some((kind, at, len)) = self.small_whole_frame(&input[pos..]) {
+                            // The common case, without the general header parse: a
+                            // small whole data frame, unmasked in place and lent.
+                            let start = pos + at;
+                            pos = start + len;
+                            if self.role == Role::Server {
+                                let k = &input[start - 4..start];
+                                let key = [k[0], k[1], k[2], k[3]];
+                                apply_mask(&mut input[start..pos], key, 0);
+                            }
+                            let payload = &input[start..pos];
+                            if kind == MessageKind::Text
+                                && simdutf8::basic::from_utf8(payload).is_err()
+                            {
+                                self.fail(
+                                    CloseCode::INVALID_PAYLOAD,
+                                    "invalid UTF-8 in text message",
+                                );
+                                continue;
+                            }
+                            on_message(kind, payload);
+                            continue;
+                        }
+                    }
                     let take = (FrameHeader::MAX_LEN - self.hdr_len).min(input.len() - pos);
                     let parsed = if self.hdr_len == 0 {
                         FrameHeader::parse(&input[pos..])

@@ -18,7 +18,8 @@ pub fn apply_mask_scalar(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
 
 /// XORs `buf` in place with `key`, starting at byte `phase` (0..=3) of the key.
 ///
-/// Same contract as [`apply_mask_scalar`], eight bytes at a time.
+/// Same contract as [`apply_mask_scalar`], sixteen bytes at a time (one `u128` XOR,
+/// which the compiler may keep in a vector register), then eight, then byte by byte.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
     let phase = phase & 3;
     // RFC 6455 5.3: octet i of the payload is XORed with octet (i MOD 4) of the key.
@@ -28,19 +29,24 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
         key[(phase + 2) & 3],
         key[(phase + 3) & 3],
     ];
-    let key64 = u64::from_ne_bytes([
-        rotated[0], rotated[1], rotated[2], rotated[3], rotated[0], rotated[1], rotated[2],
-        rotated[3],
-    ]);
-    let mut chunks = buf.chunks_exact_mut(8);
+    let key4 = u32::from_ne_bytes(rotated);
+    let key8 = u64::from(key4) | (u64::from(key4) << 32);
+    let key16 = u128::from(key8) | (u128::from(key8) << 64);
+    let mut chunks = buf.chunks_exact_mut(16);
     for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let v = u64::from_ne_bytes(word) ^ key64;
-        chunk.copy_from_slice(&v.to_ne_bytes());
+        if let Ok(block) = <&mut [u8; 16]>::try_from(chunk) {
+            *block = (u128::from_ne_bytes(*block) ^ key16).to_ne_bytes();
+        }
     }
     let rest = chunks.into_remainder();
-    // Whole 8-byte chunks keep the phase; only the tail advances it.
+    let mut words = rest.chunks_exact_mut(8);
+    for chunk in &mut words {
+        if let Ok(word) = <&mut [u8; 8]>::try_from(chunk) {
+            *word = (u64::from_ne_bytes(*word) ^ key8).to_ne_bytes();
+        }
+    }
+    let rest = words.into_remainder();
+    // Whole 8- and 16-byte chunks keep the phase; only the tail advances it.
     apply_mask_scalar(rest, rotated, 0);
     (phase + rest.len()) & 3
 }

@@ -260,12 +260,11 @@ impl Worker {
             if !ws.is_reading() {
                 return;
             }
+            let kind = s.route.and_then(|r| self.routes.get(r)).map(|r| r.cfg.kind);
             let borrowable = s.deflate_bits.is_none()
                 && s.out.is_empty()
                 && !ws.close_sent()
-                && s.route
-                    .and_then(|r| self.routes.get(r))
-                    .is_some_and(|r| matches!(r.cfg.kind, RouteKind::Echo | RouteKind::Pubsub));
+                && matches!(kind, Some(RouteKind::Echo | RouteKind::Pubsub));
             let input = data.get_mut(pos..).unwrap_or_default();
             let mut events = std::mem::take(&mut self.events);
             let borrowed = borrowable && !general;
@@ -278,9 +277,26 @@ impl Worker {
                     self.events = events;
                     return;
                 };
-                let n = ws.read_with(input, &mut |kind, payload| {
-                    self.on_message(id, kind, payload, tx);
-                });
+                let n = if kind == Some(RouteKind::Echo) {
+                    // Echo needs only its session: every message goes straight back,
+                    // counted once per read.
+                    let (mut msgs_in, mut msgs_out) = (0, 0);
+                    let n = ws.read_with(input, &mut |kind, payload| {
+                        msgs_in += 1;
+                        msgs_out += u64::from(s.send_message(tx, kind, payload));
+                    });
+                    s.msgs_in += msgs_in;
+                    s.msgs_out += msgs_out;
+                    if let Some(route) = s.route.and_then(|r| self.routes.get(r)) {
+                        route.stats().msgs_in.add(msgs_in);
+                        route.stats().msgs_out.add(msgs_out);
+                    }
+                    n
+                } else {
+                    ws.read_with(input, &mut |kind, payload| {
+                        self.on_message(id, kind, payload, tx);
+                    })
+                };
                 while let Some(ev) = ws.poll_event() {
                     events.push(ev);
                 }

@@ -594,7 +594,10 @@ impl Tcb {
                 self.snd_buf_seq += data_acked;
                 self.bytes_out += data_acked as u64;
                 self.add_event(Events::WRITABLE);
-                self.snd_buf.release_if_empty();
+                if self.snd_buf.is_empty() {
+                    // Kept for the next write a while; `handle_timeout` gives it back.
+                    self.snd_release_at = Some(now + SEND_BUFFER_KEEP);
+                }
             }
             self.trim_scoreboard();
             // RTT measurement (RFC 7323 4 RTTM, else one timed segment, Karn).

@@ -301,6 +301,11 @@ pub struct ConnStats {
 }
 
 /// Pending-output flags (bits of `Tcb::pending`).
+/// How long a send buffer the peer's ACK drained is kept for the connection's next write
+/// before it goes back to the pool: a busy connection keeps its buffer (no give-back,
+/// zeroing and take per round trip), an idle one holds none soon after its last ACK.
+pub const SEND_BUFFER_KEEP: core::time::Duration = core::time::Duration::from_millis(200);
+
 const P_ACK: u8 = 1; // send an ACK now
 const P_RST: u8 = 2; // send <SEQ=SND.NXT><CTL=RST> (abort / data after close)
 const P_PROBE: u8 = 4; // zero-window or keepalive probe <SEQ=SND.UNA-1>
@@ -392,6 +397,9 @@ pub struct Tcb {
     persist_at: Option<Instant>,
     /// TIME_WAIT expiry or FIN_WAIT_2 timeout.
     close_at: Option<Instant>,
+    /// When a drained send buffer is given back to the pool ([`SEND_BUFFER_KEEP`] after
+    /// the ACK that drained it), unless a write uses it again first.
+    snd_release_at: Option<Instant>,
     last_recv: Instant,
     last_send: Instant,
 
@@ -456,6 +464,7 @@ impl Tcb {
             rto_at: None,
             delack_at: None,
             persist_at: None,
+            snd_release_at: None,
             close_at: None,
             last_recv: now,
             last_send: now,
@@ -830,6 +839,7 @@ impl Tcb {
             self.delack_at,
             self.persist_at,
             self.close_at,
+            self.snd_release_at,
             self.keepalive_deadline(cfg),
         ];
         let mut any = false;
@@ -865,6 +875,7 @@ impl Tcb {
         self.delack_at = None;
         self.persist_at = None;
         self.close_at = None;
+        self.snd_release_at = None;
         self.snd_buf.clear();
         self.snd_buf.release_if_empty();
         self.sacked.clear();
@@ -883,6 +894,7 @@ impl Tcb {
         self.delack_at = None;
         // RFC 9293 3.10.7.4: start the time-wait timer (2 MSL).
         self.close_at = Some(now + cfg.msl * 2);
+        self.snd_release_at = None;
         self.snd_buf.clear();
         self.snd_buf.release_if_empty();
         self.sacked.clear();

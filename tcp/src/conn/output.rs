@@ -432,6 +432,10 @@ impl Tcb {
             self.delack_at = None;
             self.pending |= P_ACK;
         }
+        if self.snd_release_at.is_some_and(|t| t <= now) {
+            self.snd_release_at = None;
+            self.snd_buf.release_if_empty();
+        }
         if self.persist_at.is_some_and(|t| t <= now) {
             self.persist_at = None;
             self.pending |= P_PROBE;

@@ -564,7 +564,37 @@ fn established_data_delivered_and_acked() {
     assert_eq!(a.send_queue(), 0);
     assert_eq!(a.stats(&c).bytes_out, 11);
     assert_eq!(b.stats(&c).bytes_in, 11);
+    // Only the drained send buffer's keep time is left; then it goes back to the pool.
+    let keep = t0() + SEND_BUFFER_KEEP;
+    assert_eq!(a.poll_timeout(&c), Some(keep));
+    assert!(a.snd_buf.is_allocated());
+    let mut ctr = Counters::default();
+    a.handle_timeout(&c, keep, &mut ctr);
+    assert!(!a.snd_buf.is_allocated(), "idle connections hold no buffer");
     assert_eq!(a.poll_timeout(&c), None);
+}
+
+#[test]
+fn drained_send_buffer_reused_by_the_next_write_within_its_keep_time() {
+    let c = cfg();
+    let (mut a, mut b) = established(&c);
+    assert_eq!(a.send(&c, b"one").unwrap(), 3);
+    pump(&mut a, &mut b, &c, t0());
+    assert_eq!(a.send_queue(), 0);
+    let half = t0() + SEND_BUFFER_KEEP / 2;
+    let mut ctr = Counters::default();
+    a.handle_timeout(&c, half, &mut ctr);
+    assert!(a.snd_buf.is_allocated(), "kept for the next write");
+    assert_eq!(a.send(&c, b"two").unwrap(), 3);
+    // Due while bytes are queued: the buffer stays.
+    a.handle_timeout(&c, t0() + SEND_BUFFER_KEEP, &mut ctr);
+    assert!(a.snd_buf.is_allocated());
+    pump(&mut a, &mut b, &c, half);
+    assert_eq!(read_all(&mut b, &c), b"onetwo");
+    let keep = half + SEND_BUFFER_KEEP;
+    assert_eq!(a.poll_timeout(&c), Some(keep));
+    a.handle_timeout(&c, keep, &mut ctr);
+    assert!(!a.snd_buf.is_allocated());
 }
 
 #[test]

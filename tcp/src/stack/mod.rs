@@ -803,7 +803,6 @@ impl Stack {
     /// Re-arms the connection's timer, queues it for events and transmission, does the
     /// listener accounting and frees it when it is finished.
     fn sync(&mut self, id: ConnId) {
-        let cfg = &self.cfg.conn;
         let Some(e) = self.table.get_mut(id) else {
             return;
         };
@@ -884,20 +883,7 @@ impl Stack {
             e.flags |= F_IN_TX;
             self.tx_ready.push_back(id);
         }
-        // Timer.
-        let want = e.tcb.poll_timeout(cfg);
-        let have = e.timer.map(|(_, at)| at);
-        if want != have {
-            if let Some((tid, _)) = e.timer.take() {
-                self.timers.cancel(tid);
-            }
-            if let Some(at) = want {
-                let tid = self.timers.insert(at, id);
-                if let Some(e) = self.table.get_mut(id) {
-                    e.timer = Some((tid, at));
-                }
-            }
-        }
+        self.rearm(id);
         self.maybe_free(id);
     }
 
@@ -1057,23 +1043,39 @@ impl Stack {
     }
 
     fn sync_after_tx(&mut self, id: ConnId) {
+        self.rearm(id);
+        self.maybe_free(id);
+    }
+
+    /// Brings connection `id`'s wheel entry in line with its earliest deadline. An entry
+    /// due no later than wanted stays in the wheel: when it fires early,
+    /// `handle_timeout` finds nothing due and this re-arms it at the deadline then. So a
+    /// busy connection whose deadlines only move later (the RTO pushed by every ACK, the
+    /// send buffer's keep time) costs no wheel operation per segment.
+    fn rearm(&mut self, id: ConnId) {
         let cfg = &self.cfg.conn;
         let Some(e) = self.table.get_mut(id) else {
             return;
         };
         let want = e.tcb.poll_timeout(cfg);
-        if want != e.timer.map(|(_, at)| at) {
-            if let Some((tid, _)) = e.timer.take() {
-                self.timers.cancel(tid);
-            }
-            if let Some(at) = want {
-                let tid = self.timers.insert(at, id);
-                if let Some(e) = self.table.get_mut(id) {
-                    e.timer = Some((tid, at));
-                }
+        let have = e.timer.map(|(_, at)| at);
+        let early_enough = match (have, want) {
+            (Some(h), Some(w)) => h <= w,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if want == have || early_enough {
+            return;
+        }
+        if let Some((tid, _)) = e.timer.take() {
+            self.timers.cancel(tid);
+        }
+        if let Some(at) = want {
+            let tid = self.timers.insert(at, id);
+            if let Some(e) = self.table.get_mut(id) {
+                e.timer = Some((tid, at));
             }
         }
-        self.maybe_free(id);
     }
 
     // ---- events -----------------------------------------------------------------------

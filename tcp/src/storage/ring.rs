@@ -193,6 +193,16 @@ impl RingBuffer {
         self.dequeue_allocated(n)
     }
 
+    /// Moves the read position back to the start of the storage when nothing is
+    /// readable, so the next writes are contiguous from there. Only for a ring that holds
+    /// nothing past its readable bytes (a send ring; never a receive ring, which keeps
+    /// out-of-order data there).
+    pub fn rewind_if_empty(&mut self) {
+        if self.length == 0 {
+            self.read_at = 0;
+        }
+    }
+
     /// Drops up to `n` readable bytes from the front; returns the number dropped.
     pub fn dequeue_allocated(&mut self, n: usize) -> usize {
         let n = n.min(self.len());

@@ -171,6 +171,63 @@ fn open_oversized_frame_lent_path_still_fails_1009() {
 }
 
 #[test]
+fn small_frames_lent_only_when_masked_as_the_role_requires() {
+    // A client receives unmasked server frames on the small-frame path, whole and lent.
+    let mut c = Connection::new(Role::Client, Config::default(), None, 1);
+    let mut wire = Vec::new();
+    for (i, op) in [OpCode::Binary, OpCode::Text, OpCode::Binary]
+        .into_iter()
+        .enumerate()
+    {
+        encode_frame(
+            &mut wire,
+            FrameHeader::new(op, 0),
+            &vec![b'a' + i as u8; 125 - i],
+        );
+    }
+    let (n, seen) = read_all_with(&mut c, &mut wire);
+    assert_eq!(n, wire.len());
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[1], (MessageKind::Text, vec![b'b'; 124], true));
+    assert!(seen.iter().all(|(_, _, inside)| *inside));
+
+    // A server given an unmasked small frame fails the connection (1002), lending nothing.
+    let mut c = server();
+    let mut wire = Vec::new();
+    encode_frame(&mut wire, FrameHeader::new(OpCode::Binary, 0), b"unmasked");
+    let (_, seen) = read_all_with(&mut c, &mut wire);
+    assert!(seen.is_empty());
+    assert!(matches!(
+        events(&mut c)[..],
+        [Event::Failed {
+            code: CloseCode::PROTOCOL_ERROR,
+            ..
+        }]
+    ));
+
+    // A client given a masked frame fails too.
+    let mut c = Connection::new(Role::Client, Config::default(), None, 1);
+    let (_, seen) = read_all_with(&mut c, &mut client_frame(OpCode::Binary, true, b"x"));
+    assert!(seen.is_empty());
+    assert!(!c.is_reading());
+
+    // Within a fragmented message, a small whole data frame is a protocol error, not a
+    // message of its own.
+    let mut c = server();
+    let mut wire = client_frame(OpCode::Text, false, b"first ");
+    wire.extend(client_frame(OpCode::Binary, true, b"intruder"));
+    let (_, seen) = read_all_with(&mut c, &mut wire);
+    assert!(seen.is_empty());
+    assert!(matches!(
+        events(&mut c)[..],
+        [Event::Failed {
+            code: CloseCode::PROTOCOL_ERROR,
+            ..
+        }]
+    ));
+}
+
+#[test]
 fn write_message_header_server_unmasked_refused_after_close_and_for_client() {
     let mut c = server();
     let mut buf = [0u8; 200];
