@@ -16,6 +16,35 @@ use crate::frame::{encode_frame, FrameHeader, OpCode};
 use crate::mask::apply_mask;
 use crate::utf8::Utf8Validator;
 
+/// See [`Connection::small_shape`].
+#[derive(Clone, Copy, Debug)]
+struct SmallShape {
+    mask_bit: u8,
+    at: usize,
+    limit: usize,
+}
+
+/// A small whole data frame at the start of `buf`, checked on its first two bytes without
+/// the general parse: FIN, no RSV bits, Text or Binary, the mask bit as `shape` requires,
+/// a 7-bit length within `shape.limit`, all of it in `buf`. Returns its kind and payload
+/// length; `None` sends the frame down the general path (which also reports every error).
+#[inline]
+fn small_frame(buf: &[u8], shape: SmallShape) -> Option<(MessageKind, usize)> {
+    let [b0, b1, ..] = *buf else {
+        return None;
+    };
+    let kind = match b0 {
+        0x81 => MessageKind::Text,
+        0x82 => MessageKind::Binary,
+        _ => return None,
+    };
+    let len = usize::from(b1 & 0x7f);
+    if b1 & 0x80 != shape.mask_bit || len > shape.limit || shape.at + len > buf.len() {
+        return None;
+    }
+    Some((kind, len))
+}
+
 /// Which end of the connection this engine is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -294,37 +323,89 @@ impl Connection {
             && h.payload_len <= self.config.max_message_size as u64
     }
 
-    /// The borrowed path's common case, checked on the first bytes of `buf` without the
-    /// general parse: a final, uncompressed Text or Binary frame outside a fragmented
-    /// message, masked as the role requires, with a 7-bit length (< 126), within the
-    /// limits, and entirely in `buf`. Returns its kind, the payload's offset in `buf`
-    /// and its length; `None` sends the frame down the general path (which also reports
-    /// every error).
+    /// What makes a frame small enough for the borrowed path's common case: the mask bit
+    /// the role requires, the header length (with the masking key), and the largest
+    /// payload (under 126: a 7-bit length; within the limits). `None` inside a
+    /// fragmented message, where every frame takes the general path.
     #[inline]
-    fn small_whole_frame(&self, buf: &[u8]) -> Option<(MessageKind, usize, usize)> {
-        let [b0, b1, ..] = *buf else {
+    fn small_shape(&self) -> Option<SmallShape> {
+        if self.msg_kind.is_some() {
             return None;
-        };
-        let kind = match b0 {
-            0x81 => MessageKind::Text,
-            0x82 => MessageKind::Binary,
-            _ => return None,
-        };
+        }
         let (mask_bit, at) = match self.role {
             Role::Server => (0x80, 6),
             Role::Client => (0, 2),
         };
-        let len = usize::from(b1 & 0x7f);
-        if b1 & 0x80 != mask_bit
-            || len >= 126
-            || at + len > buf.len()
-            || self.msg_kind.is_some()
-            || len > self.config.max_frame_size
-            || len > self.config.max_message_size
-        {
-            return None;
+        let limit = 125
+            .min(self.config.max_frame_size)
+            .min(self.config.max_message_size);
+        Some(SmallShape {
+            mask_bit,
+            at,
+            limit,
+        })
+    }
+
+    /// Unmasks (server role), validates (text) and lends the small frame at the start of
+    /// `input` ([`small_frame`]); returns its length in bytes. Invalid UTF-8 in a text
+    /// message fails the connection (1007) instead.
+    #[inline]
+    fn lend_small(
+        &mut self,
+        input: &mut [u8],
+        shape: SmallShape,
+        (kind, len): (MessageKind, usize),
+        on_message: &mut impl FnMut(MessageKind, &[u8]),
+    ) -> usize {
+        let end = shape.at + len;
+        let Some((head, payload)) = input.get_mut(..end).map(|f| f.split_at_mut(shape.at)) else {
+            return 0;
+        };
+        if let [_, _, k0, k1, k2, k3] = *head {
+            apply_mask(payload, [k0, k1, k2, k3], 0);
         }
-        Some((kind, at, len))
+        // RFC 6455 8.1: invalid UTF-8 in a text message fails the connection (1007).
+        if kind == MessageKind::Text && simdutf8::basic::from_utf8(payload).is_err() {
+            self.fail(CloseCode::INVALID_PAYLOAD, "invalid UTF-8 in text message");
+        } else {
+            on_message(kind, payload);
+        }
+        end
+    }
+
+    /// Takes the leading run of small whole data frames of `input` — final, uncompressed
+    /// Text or Binary frames outside a fragmented message, payload under 126 bytes,
+    /// masked as the role requires, each entirely in `input` — unmasking each in place
+    /// and lending it to `on_message` as [`Connection::read_with`] does, and stops at the
+    /// first frame that is anything else (call `read_with` with the rest). Returns how
+    /// many bytes it consumed (0 when the engine is not between frames).
+    ///
+    /// For answers sized by their requests: each such frame is at least as long as the
+    /// same payload framed by this end (2 header bytes, no mask), so an echo of
+    /// everything taken fits in as many bytes as were consumed.
+    pub fn read_small_with(
+        &mut self,
+        input: &mut [u8],
+        on_message: &mut impl FnMut(MessageKind, &[u8]),
+    ) -> usize {
+        if self.rx != RxState::Header || self.hdr_len != 0 {
+            return 0;
+        }
+        let Some(shape) = self.small_shape() else {
+            return 0;
+        };
+        let mut pos = 0;
+        while let Some(rest) = input.get_mut(pos..) {
+            let Some(frame) = small_frame(rest, shape) else {
+                break;
+            };
+            let n = self.lend_small(rest, shape, frame, on_message);
+            pos += n;
+            if n == 0 || self.rx != RxState::Header {
+                break;
+            }
+        }
+        pos
     }
 
     /// Hands an assembled message waiting in `msg` to the `read_with` callback.
@@ -350,29 +431,16 @@ impl Connection {
             match self.rx {
                 RxState::Done => break,
                 RxState::Header => {
-                    if self.borrow_mode && self.hdr_len == 0 {
-                        if let Some((kind, at, len)) = self.small_whole_frame(&input[pos..]) {
-                            // The common case, without the general header parse: a
-                            // small whole data frame, unmasked in place and lent.
-                            let start = pos + at;
-                            pos = start + len;
-                            if self.role == Role::Server {
-                                let k = &input[start - 4..start];
-                                let key = [k[0], k[1], k[2], k[3]];
-                                apply_mask(&mut input[start..pos], key, 0);
-                            }
-                            let payload = &input[start..pos];
-                            if kind == MessageKind::Text
-                                && simdutf8::basic::from_utf8(payload).is_err()
-                            {
-                                self.fail(
-                                    CloseCode::INVALID_PAYLOAD,
-                                    "invalid UTF-8 in text message",
-                                );
+                    if let (true, 0, Some(shape)) =
+                        (self.borrow_mode, self.hdr_len, self.small_shape())
+                    {
+                        if let Some(frame) = small_frame(&input[pos..], shape) {
+                            // The common case, without the general header parse.
+                            let n = self.lend_small(&mut input[pos..], shape, frame, on_message);
+                            if n > 0 {
+                                pos += n;
                                 continue;
                             }
-                            on_message(kind, payload);
-                            continue;
                         }
                     }
                     let take = (FrameHeader::MAX_LEN - self.hdr_len).min(input.len() - pos);

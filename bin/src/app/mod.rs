@@ -234,6 +234,14 @@ pub trait App {
     /// [`App::flush`], and closes once its own buffer of the connection is written too.
     fn is_finished(&self, id: ConnId) -> bool;
 
+    /// Whether `id`, right after [`App::receive`], has nothing for the driver to do before
+    /// its next event: no output left queued, not finished, open. The stack driver then
+    /// skips its flush of the connection for that receive. The default (false) always
+    /// flushes.
+    fn settled(&self, _id: ConnId) -> bool {
+        false
+    }
+
     /// Appends to `out` the connections with new output or state since the last call
     /// (from messages or deadlines); the driver flushes each. Call after every batch.
     fn take_dirty(&mut self, out: &mut Vec<ConnId>);

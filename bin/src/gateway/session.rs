@@ -303,6 +303,20 @@ impl Session {
         }
     }
 
+    /// Open, with nothing queued (in the output queue or the engine) and not finished:
+    /// the driver has nothing to flush.
+    pub fn settled(&self) -> bool {
+        match &self.phase {
+            Phase::Open(ws) => {
+                self.out.is_empty()
+                    && ws.pending_output().is_empty()
+                    && !ws.is_closed()
+                    && !(self.read_eof && ws.close_sent())
+            }
+            _ => false,
+        }
+    }
+
     /// A short name of the phase for `sluice stat`.
     pub fn state_name(&self) -> &'static str {
         match &self.phase {

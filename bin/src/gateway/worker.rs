@@ -280,11 +280,18 @@ impl Worker {
                 let n = if kind == Some(RouteKind::Echo) {
                     // Echo needs only its session: every message goes straight back,
                     // counted once per read.
-                    let (mut msgs_in, mut msgs_out) = (0, 0);
-                    let n = ws.read_with(input, &mut |kind, payload| {
-                        msgs_in += 1;
-                        msgs_out += u64::from(s.send_message(tx, kind, payload));
-                    });
+                    let (small, echoed) = super::echo::echo_small(&mut ws, input, tx);
+                    let (mut msgs_in, mut msgs_out) = (echoed, echoed);
+                    let rest = input.get_mut(small..).unwrap_or_default();
+                    let n = small
+                        + if rest.is_empty() || !ws.is_reading() {
+                            0
+                        } else {
+                            ws.read_with(rest, &mut |kind, payload| {
+                                msgs_in += 1;
+                                msgs_out += u64::from(s.send_message(tx, kind, payload));
+                            })
+                        };
                     s.msgs_in += msgs_in;
                     s.msgs_out += msgs_out;
                     if let Some(route) = s.route.and_then(|r| self.routes.get(r)) {
@@ -520,6 +527,12 @@ impl App for Worker {
     }
     fn is_finished(&self, id: ConnId) -> bool {
         Worker::is_finished(self, id)
+    }
+    fn settled(&self, id: ConnId) -> bool {
+        self.sessions
+            .get(id)
+            .and_then(Option::as_ref)
+            .is_some_and(Session::settled)
     }
     fn take_dirty(&mut self, out: &mut Vec<ConnId>) {
         for &id in &self.dirty {

@@ -593,7 +593,10 @@ impl Tcb {
                 self.snd_buf.dequeue_allocated(data_acked);
                 self.snd_buf_seq += data_acked;
                 self.bytes_out += data_acked as u64;
-                self.add_event(Events::WRITABLE);
+                if self.write_blocked {
+                    self.write_blocked = false;
+                    self.add_event(Events::WRITABLE);
+                }
                 if self.snd_buf.is_empty() {
                     // Kept for the next write a while; `handle_timeout` gives it back.
                     self.snd_release_at = Some(now + SEND_BUFFER_KEEP);
@@ -693,7 +696,8 @@ impl Tcb {
                 self.persist_at = None;
                 self.persist_backoff = 0;
             }
-            if opened && !self.snd_buf.is_empty() {
+            if opened && self.write_blocked && !self.snd_buf.is_empty() {
+                self.write_blocked = false;
                 self.add_event(Events::WRITABLE);
             }
         }

@@ -207,7 +207,8 @@ impl Events {
     pub const ESTABLISHED: Events = Events(1);
     /// Data (or the peer's FIN) can be read.
     pub const READABLE: Events = Events(2);
-    /// Send buffer space became available.
+    /// Send buffer space became available after a write found the buffer full (or took
+    /// only part of what it was given); acknowledgments raise nothing otherwise.
     pub const WRITABLE: Events = Events(4);
     /// The peer sent FIN: no more data will arrive.
     pub const PEER_CLOSED: Events = Events(8);
@@ -400,6 +401,9 @@ pub struct Tcb {
     /// When a drained send buffer is given back to the pool ([`SEND_BUFFER_KEEP`] after
     /// the ACK that drained it), unless a write uses it again first.
     snd_release_at: Option<Instant>,
+    /// A write found the send buffer full (or took only part): the next ACK that frees
+    /// space raises WRITABLE. Without one, acknowledgments raise no event.
+    write_blocked: bool,
     last_recv: Instant,
     last_send: Instant,
 
@@ -465,6 +469,7 @@ impl Tcb {
             delack_at: None,
             persist_at: None,
             snd_release_at: None,
+            write_blocked: false,
             close_at: None,
             last_recv: now,
             last_send: now,
@@ -654,6 +659,7 @@ impl Tcb {
         self.may_send()?;
         let n = self.snd_buf.enqueue_slice(data);
         crate::copy_count::record(crate::copy_count::Site::SendBuffer, n);
+        self.write_blocked |= n < data.len();
         Ok(n)
     }
 
@@ -666,7 +672,10 @@ impl Tcb {
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<usize, SocketError> {
         self.may_send()?;
-        let n = self.snd_buf.lend(min_len, fill).unwrap_or(0);
+        let Some(n) = self.snd_buf.lend(min_len, fill) else {
+            self.write_blocked = true;
+            return Ok(0);
+        };
         // Whatever the application wrote in place was a copy into the send buffer.
         crate::copy_count::record(crate::copy_count::Site::SendBuffer, n);
         Ok(n)
@@ -679,9 +688,10 @@ impl Tcb {
         if let Err(e) = self.may_send() {
             return Err((e, chunk));
         }
-        self.snd_buf
-            .enqueue_chunk(chunk)
-            .map_err(|c| (SocketError::NoRoom, c))
+        self.snd_buf.enqueue_chunk(chunk).map_err(|c| {
+            self.write_blocked = true;
+            (SocketError::NoRoom, c)
+        })
     }
 
     /// Copies received in-order data into `buf` (RFC 9293 3.10.3 RECEIVE). Returns 0

@@ -147,8 +147,20 @@ impl Tcb {
         flags: TcpFlags,
         len: usize,
     ) -> OutSegment {
-        let window = self.advertise(cfg);
         let options = self.data_options(now);
+        self.build_with(cfg, seq, flags, len, options)
+    }
+
+    /// [`Tcb::build`] with the options already made (by the caller, at the same `now`).
+    fn build_with(
+        &mut self,
+        cfg: &ConnConfig,
+        seq: SeqNumber,
+        flags: TcpFlags,
+        len: usize,
+        options: TcpOptions,
+    ) -> OutSegment {
+        let window = self.advertise(cfg);
         self.pending &= !P_ACK;
         self.delack_at = None;
         self.rcv_unacked = 0;
@@ -316,7 +328,7 @@ impl Tcb {
             }
             self.persist_at = None;
             self.last_send = now;
-            return Some(self.build(cfg, now, seq, flags, n));
+            return Some(self.build_with(cfg, seq, flags, n, opts));
         }
 
         // NextSeg() rule 3: no lost octet and no new data, but room in the pipe: the

@@ -56,7 +56,9 @@ pub enum Event {
     Established(ConnHandle),
     /// Data (or end of stream) can be read.
     Readable(ConnHandle),
-    /// Send buffer space is available again.
+    /// Send buffer space is available again after a write (`send`, `send_with`,
+    /// `send_chunk`) found it full or took only part; like an edge-triggered EPOLLOUT,
+    /// it is not raised for acknowledgments nobody waits on.
     Writable(ConnHandle),
     /// The peer closed its sending side; reads hit end of stream once drained.
     PeerClosed(ConnHandle),

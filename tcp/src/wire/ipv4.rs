@@ -212,7 +212,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     pub fn verify_checksum(&self) -> bool {
         let hl = self.header_len();
         match self.b().get(..hl) {
-            Some(h) if hl >= HEADER_LEN => checksum::checksum(h) == 0,
+            Some(h) if hl >= HEADER_LEN => checksum::header_checksum(h) == 0,
             _ => false,
         }
     }
@@ -302,7 +302,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let hl = self.header_len();
-        let ck = self.b().get(..hl).map(checksum::checksum).unwrap_or(0);
+        let ck = self
+            .b()
+            .get(..hl)
+            .map(checksum::header_checksum)
+            .unwrap_or(0);
         self.set_checksum(ck);
     }
 }

@@ -228,6 +228,48 @@ fn small_frames_lent_only_when_masked_as_the_role_requires() {
 }
 
 #[test]
+fn read_small_with_takes_the_leading_small_frames_and_stops_at_anything_else() {
+    let mut c = server();
+    let mut wire = client_frame(OpCode::Binary, true, &[1; 64]);
+    wire.extend(client_frame(OpCode::Text, true, b"hi"));
+    let small = wire.len();
+    // A ping, then a frame with a 16-bit length: both for the general path.
+    wire.extend(client_frame(OpCode::Ping, true, b"p"));
+    wire.extend(client_frame(OpCode::Binary, true, &[2; 200]));
+    let range = wire.as_ptr_range();
+    let mut seen = Vec::new();
+    let n = c.read_small_with(&mut wire, &mut |k, d| {
+        let r = d.as_ptr_range();
+        seen.push((k, d.to_vec(), range.start <= r.start && r.end <= range.end));
+    });
+    assert_eq!(n, small);
+    assert_eq!(
+        seen,
+        vec![
+            (MessageKind::Binary, vec![1; 64], true),
+            (MessageKind::Text, b"hi".to_vec(), true),
+        ]
+    );
+    // Each small frame's echo (2 header bytes, no mask) is shorter than the frame.
+    assert!(seen.iter().map(|(_, d, _)| 2 + d.len()).sum::<usize>() <= n);
+    // Not between frames (a header split across reads): nothing taken.
+    let mut c = server();
+    let mut wire = client_frame(OpCode::Binary, true, b"abc");
+    assert_eq!(c.read_with(&mut wire[..1], &mut |_, _| {}), 1);
+    assert_eq!(c.read_small_with(&mut wire[1..], &mut |_, _| {}), 0);
+    let (_, seen) = read_all_with(&mut c, &mut wire[1..]);
+    assert_eq!(seen, vec![(MessageKind::Binary, b"abc".to_vec(), true)]);
+    // Invalid UTF-8 stops the run and fails the connection (1007).
+    let mut c = server();
+    let mut wire = client_frame(OpCode::Text, true, b"\xff");
+    wire.extend(client_frame(OpCode::Binary, true, b"after"));
+    let mut delivered = 0;
+    let n = c.read_small_with(&mut wire, &mut |_, _| delivered += 1);
+    assert_eq!((n, delivered), (7, 0));
+    assert!(!c.is_reading());
+}
+
+#[test]
 fn write_message_header_server_unmasked_refused_after_close_and_for_client() {
     let mut c = server();
     let mut buf = [0u8; 200];

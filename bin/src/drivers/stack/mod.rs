@@ -342,6 +342,9 @@ impl<A: App> Conns<A> {
             if let Some(Some(slot)) = self.slots.get_mut(id) {
                 slot.failed = true;
             }
+        } else if self.app.settled(id) {
+            // Everything answered in place, nothing queued: no flush to do.
+            return data.len();
         }
         self.touch(id);
         data.len()
