@@ -29,6 +29,9 @@ impl Tcb {
         max_payload: usize,
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
+        if self.nothing_to_send() {
+            return None;
+        }
         if self.pending & P_RST != 0 {
             self.pending &= !P_RST;
             ctr.resets_sent += 1;
@@ -58,6 +61,20 @@ impl Tcb {
                 .then(|| self.build(cfg, now, self.snd_max, TcpFlags::ACK, 0)),
             _ => self.dispatch_synchronized(cfg, now, max_payload, ctr),
         }
+    }
+
+    /// A synchronized connection with nothing to send and nothing that could make it
+    /// send: no control pending (ACK, RST, probe, retransmission), no FIN, no recovery,
+    /// nothing rewound and every queued byte already sent. `dispatch_synchronized` would
+    /// return `None` and change nothing; this says so without working it out (the call
+    /// after each segment, which finds the connection done, is on every round trip).
+    fn nothing_to_send(&self) -> bool {
+        self.pending == 0
+            && matches!(self.state, State::Established | State::CloseWait)
+            && !self.fin_queued
+            && !self.in_recovery
+            && self.snd_nxt == self.snd_max
+            && self.snd_nxt.distance(self.snd_buf_seq).max(0) as usize >= self.snd_buf.len()
     }
 
     fn send_syn(&mut self, cfg: &ConnConfig, now: Instant, ctr: &mut Counters) -> OutSegment {

@@ -703,14 +703,96 @@ impl<'a> TcpRepr<'a> {
     }
 
     /// Parses raw segment bytes (header + payload, cut to the IP payload length).
+    ///
+    /// The receive path's parse: the same checks and result as [`TcpRepr::parse`] of
+    /// [`TcpPacket::new_checked`], the fixed header read from one 20-byte array.
     pub fn parse_bytes(
         bytes: &'a [u8],
         src: Ipv4Addr,
         dst: Ipv4Addr,
         verify_checksum: bool,
     ) -> Result<TcpRepr<'a>, WireError> {
-        let packet = TcpPacket::new_checked(bytes)?;
-        TcpRepr::parse_len_checked(&packet, src, dst, verify_checksum)
+        let h = bytes
+            .first_chunk::<HEADER_LEN>()
+            .ok_or(WireError::Truncated)?;
+        let hl = usize::from(h[12] >> 4) * 4;
+        if hl < HEADER_LEN {
+            return Err(WireError::BadLength);
+        }
+        let (head, payload) = bytes.split_at_checked(hl).ok_or(WireError::Truncated)?;
+        if verify_checksum {
+            let len = u16::try_from(bytes.len()).map_err(|_| WireError::BadChecksum)?;
+            if checksum::pseudo_header_and_sum(src, dst, IP_PROTOCOL_TCP, len, bytes) != 0xffff {
+                return Err(WireError::BadChecksum);
+            }
+        }
+        let options = TcpOptions::parse(head.get(HEADER_LEN..).unwrap_or_default())?;
+        let be16 = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+        let be32 = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        Ok(TcpRepr {
+            src_port: be16(0),
+            dst_port: be16(2),
+            seq: SeqNumber(be32(4)),
+            ack: SeqNumber(be32(8)),
+            flags: TcpFlags(h[13]),
+            window: be16(14),
+            urgent: be16(18),
+            options,
+            payload,
+        })
+    }
+
+    /// The timestamps when they are the only option (an established connection's
+    /// segments without SACK blocks: NOP NOP TS, the layout Linux sends).
+    #[inline]
+    fn timestamps_only(&self) -> Option<TcpTimestamps> {
+        match self.options {
+            TcpOptions {
+                mss: None,
+                window_scale: None,
+                sack_permitted: false,
+                timestamps: Some(ts),
+                sack_blocks,
+            } if sack_blocks.len() == 0 => Some(ts),
+            _ => None,
+        }
+    }
+
+    /// [`TcpRepr::emit_header`] for [`TcpRepr::timestamps_only`]: the 32-byte header
+    /// composed whole and stored at once (the same bytes the general path writes).
+    #[inline]
+    fn emit_header_ts(
+        &self,
+        ts: TcpTimestamps,
+        buf: &mut [u8],
+        payload_len: usize,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    ) -> Result<usize, WireError> {
+        const HL: usize = HEADER_LEN + 12;
+        let total = HL + payload_len;
+        let len = u16::try_from(total).map_err(|_| WireError::BadValue)?;
+        let out = buf.get_mut(..total).ok_or(WireError::BufferTooSmall)?;
+        let mut h = [0u8; HL];
+        h[0..2].copy_from_slice(&self.src_port.to_be_bytes());
+        h[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
+        h[4..8].copy_from_slice(&self.seq.0.to_be_bytes());
+        h[8..12].copy_from_slice(&self.ack.0.to_be_bytes());
+        h[12] = ((HL / 4) as u8) << 4;
+        h[13] = self.flags.0;
+        h[14..16].copy_from_slice(&self.window.to_be_bytes());
+        // h[16..18]: the checksum, zero while summing.
+        h[18..20].copy_from_slice(&self.urgent.to_be_bytes());
+        h[20..24].copy_from_slice(&[kind::NOP, kind::NOP, kind::TIMESTAMPS, 10]);
+        h[24..28].copy_from_slice(&ts.tsval.to_be_bytes());
+        h[28..32].copy_from_slice(&ts.tsecr.to_be_bytes());
+        let (head, _) = out.split_at_mut(HL);
+        head.copy_from_slice(&h);
+        let sum = checksum::pseudo_header_and_sum(src, dst, IP_PROTOCOL_TCP, len, out);
+        if let Some(c) = out.get_mut(16..18) {
+            c.copy_from_slice(&checksum::finish(sum).to_be_bytes());
+        }
+        Ok(total)
     }
 
     /// The same header without the payload (e.g. to quote it in an ICMP error).
@@ -766,6 +848,20 @@ impl<'a> TcpRepr<'a> {
     /// already placed at `buf[header_len()..]` (zero-copy build); `self.payload` is
     /// ignored. Returns the segment length (`header_len() + payload_len`).
     pub fn emit_header(
+        &self,
+        buf: &mut [u8],
+        payload_len: usize,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    ) -> Result<usize, WireError> {
+        match self.timestamps_only() {
+            Some(ts) => self.emit_header_ts(ts, buf, payload_len, src, dst),
+            None => self.emit_header_general(buf, payload_len, src, dst),
+        }
+    }
+
+    /// [`TcpRepr::emit_header`] field by field, for any options.
+    fn emit_header_general(
         &self,
         buf: &mut [u8],
         payload_len: usize,
@@ -1079,6 +1175,53 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn repr_parse_bytes_same_as_parse_of_checked_view(
+            mut bytes in proptest::collection::vec(any::<u8>(), 0..80),
+            data_offset in 0u8..16, fix_checksum in any::<bool>(), verify in any::<bool>(),
+        ) {
+            if let Some(b) = bytes.get_mut(12) {
+                *b = (data_offset << 4) | (*b & 0x0f);
+            }
+            if fix_checksum && bytes.len() >= HEADER_LEN {
+                let _ = TcpPacket::new_unchecked(&mut bytes[..]).fill_checksum(SRC, DST);
+            }
+            let general = TcpPacket::new_checked(&bytes[..])
+                .and_then(|p| TcpRepr::parse(&p, SRC, DST, verify));
+            prop_assert_eq!(TcpRepr::parse_bytes(&bytes, SRC, DST, verify), general);
+        }
+
+        #[test]
+        fn repr_timestamps_only_header_composed_whole_same_bytes_as_field_by_field(
+            seq in any::<u32>(), ack in any::<u32>(), flags in any::<u8>(),
+            window in any::<u16>(), urgent in any::<u16>(), ports in any::<(u16, u16)>(),
+            ts in any::<(u32, u32)>(), payload in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let r = TcpRepr {
+                src_port: ports.0,
+                dst_port: ports.1,
+                seq: SeqNumber(seq),
+                ack: SeqNumber(ack),
+                flags: TcpFlags(flags),
+                window,
+                urgent,
+                options: TcpOptions {
+                    timestamps: Some(TcpTimestamps { tsval: ts.0, tsecr: ts.1 }),
+                    ..TcpOptions::default()
+                },
+                payload: &[],
+            };
+            prop_assert!(r.timestamps_only().is_some());
+            let mut fast = vec![0xee; 32 + payload.len() + 3];
+            let mut general = fast.clone();
+            fast[32..32 + payload.len()].copy_from_slice(&payload);
+            general[32..32 + payload.len()].copy_from_slice(&payload);
+            let a = r.emit_header(&mut fast, payload.len(), SRC, DST).unwrap();
+            let b = r.emit_header_general(&mut general, payload.len(), SRC, DST).unwrap();
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(fast, general);
+        }
+
         #[test]
         fn repr_arbitrary_emit_parse_roundtrips(
             src_port in any::<u16>(), dst_port in any::<u16>(),
