@@ -1010,13 +1010,16 @@ impl Stack {
             let Some(e) = self.table.get_mut(id) else {
                 return false;
             };
-            let Some(out) = e
+            let Some(mut out) = e
                 .tcb
                 .dispatch_header(cfg, now, max_payload, &mut self.stats.conn)
             else {
                 return false;
             };
-            let repr = out.with_ports(tuple.local_port, tuple.remote_port);
+            // The ports set in place (no copy of the header and its options).
+            out.repr.src_port = tuple.local_port;
+            out.repr.dst_port = tuple.remote_port;
+            let repr = &out.repr;
             let Some(e) = self.table.get(id) else {
                 return false;
             };
@@ -1026,7 +1029,7 @@ impl Stack {
                 tx,
                 tuple.local_addr,
                 tuple.remote_addr,
-                &repr,
+                repr,
                 out.payload_len,
                 |buf| {
                     tcb.write_payload(&out, buf);

@@ -753,7 +753,7 @@ impl<'a> TcpRepr<'a> {
                 sack_permitted: false,
                 timestamps: Some(ts),
                 sack_blocks,
-            } if sack_blocks.len() == 0 => Some(ts),
+            } if sack_blocks.is_empty() => Some(ts),
             _ => None,
         }
     }
