@@ -7,7 +7,9 @@
 //! - [`Connection`]: the frame-level state machine. Feed it received bytes with
 //!   [`Connection::read_with`] (payloads are unmasked in place; a whole, unfragmented,
 //!   uncompressed message is handed to the application borrowed from the input, others
-//!   after assembly) or [`Connection::read`] (every message as an owned [`Event::Message`]),
+//!   after assembly; [`Connection::read_small_with`] takes just the leading run of small
+//!   whole frames, checked on two header bytes) or [`Connection::read`] (every message as
+//!   an owned [`Event::Message`]),
 //!   take [`Event`]s, queue messages with [`Connection::send`] and write out
 //!   [`Connection::pending_output`]. An application that writes its answers itself (e.g.
 //!   straight into the TCP send buffer) frames them with

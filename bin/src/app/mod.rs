@@ -13,7 +13,8 @@
 //! 1. a new connection: [`App::accept`] (on `Err`, the driver closes it at once);
 //! 2. while [`App::wants_read`]: hand in received bytes with [`App::receive`], with the
 //!    connection's transmit side ([`Tx`]) so the application answers in place; at the
-//!    peer's FIN call [`App::peer_closed`];
+//!    peer's FIN call [`App::peer_closed`]; after a receive, the driver may skip its
+//!    flush of a connection the application calls [`App::settled`];
 //! 3. when the transport has room again (and for every dirty connection), call
 //!    [`App::flush`]: the application writes what it had to keep queued;
 //! 4. once [`App::is_finished`] (checked after the flush, and once the driver's own
