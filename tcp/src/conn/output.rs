@@ -30,6 +30,13 @@ impl Tcb {
         ctr: &mut Counters,
     ) -> Option<OutSegment> {
         if self.nothing_to_send() {
+            // Checked against the full path wherever debug assertions are on (every test,
+            // the simulations and the interop labs included).
+            #[cfg(debug_assertions)]
+            {
+                let out = self.dispatch_synchronized(cfg, now, max_payload, ctr);
+                debug_assert!(out.is_none(), "nothing_to_send, yet dispatch made {out:?}");
+            }
             return None;
         }
         if self.pending & P_RST != 0 {

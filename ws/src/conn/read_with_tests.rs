@@ -42,6 +42,16 @@ fn read_all_with(c: &mut Connection, bytes: &mut [u8]) -> (usize, Vec<Seen>) {
     (pos, seen)
 }
 
+/// Feeds `wire` through `read_with`: nothing is lent and the connection fails with `code`.
+fn fails_lending_nothing(c: &mut Connection, wire: &mut [u8], code: CloseCode) {
+    let (_, seen) = read_all_with(c, wire);
+    assert!(seen.is_empty());
+    assert!(
+        matches!(events(c)[..], [Event::Failed { code: got, .. }] if got == code),
+        "expected a failure with {code:?}"
+    );
+}
+
 #[test]
 fn open_whole_binary_message_lent_from_input_unmasked_in_place() {
     let mut c = server();
@@ -159,15 +169,7 @@ fn open_oversized_frame_lent_path_still_fails_1009() {
         1,
     );
     let mut wire = client_frame(OpCode::Binary, true, &[0u8; 11]);
-    let (_, seen) = read_all_with(&mut c, &mut wire);
-    assert!(seen.is_empty());
-    assert!(matches!(
-        events(&mut c)[..],
-        [Event::Failed {
-            code: CloseCode::TOO_BIG,
-            ..
-        }]
-    ));
+    fails_lending_nothing(&mut c, &mut wire, CloseCode::TOO_BIG);
 }
 
 #[test]
@@ -195,15 +197,7 @@ fn small_frames_lent_only_when_masked_as_the_role_requires() {
     let mut c = server();
     let mut wire = Vec::new();
     encode_frame(&mut wire, FrameHeader::new(OpCode::Binary, 0), b"unmasked");
-    let (_, seen) = read_all_with(&mut c, &mut wire);
-    assert!(seen.is_empty());
-    assert!(matches!(
-        events(&mut c)[..],
-        [Event::Failed {
-            code: CloseCode::PROTOCOL_ERROR,
-            ..
-        }]
-    ));
+    fails_lending_nothing(&mut c, &mut wire, CloseCode::PROTOCOL_ERROR);
 
     // A client given a masked frame fails too.
     let mut c = Connection::new(Role::Client, Config::default(), None, 1);
@@ -216,15 +210,7 @@ fn small_frames_lent_only_when_masked_as_the_role_requires() {
     let mut c = server();
     let mut wire = client_frame(OpCode::Text, false, b"first ");
     wire.extend(client_frame(OpCode::Binary, true, b"intruder"));
-    let (_, seen) = read_all_with(&mut c, &mut wire);
-    assert!(seen.is_empty());
-    assert!(matches!(
-        events(&mut c)[..],
-        [Event::Failed {
-            code: CloseCode::PROTOCOL_ERROR,
-            ..
-        }]
-    ));
+    fails_lending_nothing(&mut c, &mut wire, CloseCode::PROTOCOL_ERROR);
 }
 
 #[test]
