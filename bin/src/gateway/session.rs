@@ -303,12 +303,14 @@ impl Session {
         }
     }
 
-    /// Open, with nothing queued (in the output queue or the engine) and not finished:
-    /// the driver has nothing to flush.
+    /// Open, with nothing queued (in the output queue or the engine) and not finished,
+    /// and no upstream (a proxy's client messages wait in the upstream's queue for the
+    /// driver's flush to write them): the driver has nothing to flush.
     pub fn settled(&self) -> bool {
         match &self.phase {
             Phase::Open(ws) => {
-                self.out.is_empty()
+                self.upstream.is_none()
+                    && self.out.is_empty()
                     && ws.pending_output().is_empty()
                     && !ws.is_closed()
                     && !(self.read_eof && ws.close_sent())

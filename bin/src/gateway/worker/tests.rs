@@ -495,3 +495,47 @@ fn proxy_upstream_close_reflected_to_client() {
         "{evs:?}"
     );
 }
+
+#[test]
+fn settled_only_when_nothing_is_left_for_the_driver() {
+    use crate::app::App;
+    let (mut w, _) = worker_with(
+        "[[route]]\npath = \"/e\"\nkind = \"echo\"\n[[route]]\npath = \"/p\"\nkind = \"proxy\"\nupstream = \"ws://127.0.0.1:9/u\"\n",
+    );
+    let now = Instant::from_millis(1_000);
+    // Echo: an answer that found no room is queued, so the driver must flush.
+    let mut c = open(&mut w, 0, "/e", now);
+    send(&mut w, 0, &mut c, "queued", now);
+    assert!(!App::settled(&w, 0));
+    drain(&mut w, 0);
+    assert!(App::settled(&w, 0));
+    // Written in place (room in the transport): nothing left.
+    c.send(MessageKind::Text, b"in place").unwrap();
+    let mut bytes = c.pending_output().to_vec();
+    c.consume_output(bytes.len());
+    let mut out = Vec::new();
+    w.receive(
+        0,
+        &mut bytes,
+        &mut crate::app::BufTx::new(&mut out, usize::MAX),
+        now,
+    );
+    assert!(!out.is_empty());
+    assert!(App::settled(&w, 0));
+    // A ping's pong is queued in the engine: not settled until flushed.
+    c.ping(b"p").unwrap();
+    let mut bytes = c.pending_output().to_vec();
+    c.consume_output(bytes.len());
+    w.receive(0, &mut bytes, &mut NoRoom, now);
+    assert!(!App::settled(&w, 0));
+    drain(&mut w, 0);
+    assert!(App::settled(&w, 0));
+    // Proxy: the client's message waits in the upstream's queue for the driver.
+    let mut p = open(&mut w, 1, "/p", now);
+    w.upstream_connected(1);
+    send(&mut w, 1, &mut p, "to the upstream", now);
+    assert!(!App::settled(&w, 1));
+    // Not open (the handshake is pending): never settled.
+    w.accept(2, peer(3000), now).unwrap();
+    assert!(!App::settled(&w, 2));
+}
