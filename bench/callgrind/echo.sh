@@ -20,7 +20,7 @@ count() {
   valgrind --tool=callgrind --collect-atstart=no \
     --toggle-collect='*serve_frame*' --toggle-collect='*serve_poll*' \
     --callgrind-out-file="$out/cg.$1.$2" "$bin" "$1" "$2" >/dev/null 2>"$out/log"
-  callgrind_annotate "$out/cg.$1.$2" | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
+  callgrind_annotate "$out/cg.$1.$2" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
 }
 for mode in single pipelined; do
   a=$(count "$mode" "$n")

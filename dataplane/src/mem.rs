@@ -120,7 +120,8 @@ impl TxQueue for MemTx {
             self.no_buffer += 1;
             return false;
         };
-        buf.clear();
+        // Like a UMEM frame, a reused buffer keeps what it held: the filler writes every
+        // byte it sends (only a longer frame than the buffer last held is zero-extended).
         buf.resize(len, 0);
         let used = fill(&mut buf).min(len);
         if used == 0 {
