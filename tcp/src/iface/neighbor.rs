@@ -54,9 +54,16 @@ impl NeighborCache {
         }
     }
 
-    /// The address for `ip` if known and not expired.
+    /// The address for `ip` if known and not expired. The entry filled last answers
+    /// without hashing while it is before its `refresh_after` (it then expires no earlier
+    /// than 7/8 of the TTL later, and `recent` is cleared whenever it is evicted).
     #[inline]
     pub(crate) fn lookup(&self, ip: Ipv4Addr, now: Instant) -> Option<EthernetAddress> {
+        if let Some((rip, rmac, refresh_after)) = self.recent {
+            if rip == ip && now < refresh_after {
+                return Some(rmac);
+            }
+        }
         match self.entries.get(&ip) {
             Some(n) if now < n.expires_at => Some(n.mac),
             _ => None,
