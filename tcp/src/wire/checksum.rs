@@ -10,8 +10,9 @@
 //!
 //! The optimised sum loads native-endian `u64` words into one carry chain (x86-64's `adc`,
 //! through the safe `_addcarry_u64`; a 128-bit accumulator elsewhere) and byte-swaps the
-//! folded result at the end (RFC 1071 2(B): the sum is byte-order independent). [`reference_checksum`] is the plain word-at-a-time RFC 1071
-//! algorithm, kept as the oracle for property tests and benchmarks.
+//! folded result at the end (RFC 1071 2(B): the sum is byte-order independent).
+//! [`reference_checksum`] is the plain word-at-a-time RFC 1071 algorithm, kept as the
+//! oracle for property tests and benchmarks.
 
 use core::net::Ipv4Addr;
 
@@ -61,9 +62,7 @@ pub fn pseudo_header_and_sum(
 /// The folded sum of `data` with `init` (native-order words, < 2^63) already added.
 #[inline(always)]
 fn sum_from(init: u64, data: &[u8]) -> u16 {
-    let (acc, rest) = sum_words(init, data);
-    let mut acc = acc;
-    let mut tail = rest;
+    let (mut acc, mut tail) = sum_words(init, data);
     if let Some((w, r)) = tail.split_first_chunk::<4>() {
         acc = add64(acc, u64::from(u32::from_ne_bytes(*w)));
         tail = r;
@@ -91,48 +90,50 @@ fn sum_from(init: u64, data: &[u8]) -> u16 {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn sum_words(init: u64, data: &[u8]) -> (u64, &[u8]) {
-    use core::arch::x86_64::_addcarry_u64;
     let mut acc = init;
     let mut carry = 0u8;
     let (blocks, rest) = data.as_chunks::<64>();
     for block in blocks {
-        let (words, _) = block.as_chunks::<8>();
-        for w in words {
-            carry = _addcarry_u64(carry, acc, u64::from_ne_bytes(*w), &mut acc);
-        }
+        carry = adc_words(carry, &mut acc, block.as_chunks::<8>().0);
     }
     // The rest (under 64 bytes: a TCP header alone is 20 to 60) in straight-line chains
     // of four, two and one words, the carry kept in the flag between them.
     let mut tail = rest;
     if let Some((four, r)) = tail.split_first_chunk::<32>() {
-        for w in four.as_chunks::<8>().0 {
-            carry = _addcarry_u64(carry, acc, u64::from_ne_bytes(*w), &mut acc);
-        }
+        carry = adc_words(carry, &mut acc, four.as_chunks::<8>().0);
         tail = r;
     }
     if let Some((two, r)) = tail.split_first_chunk::<16>() {
-        for w in two.as_chunks::<8>().0 {
-            carry = _addcarry_u64(carry, acc, u64::from_ne_bytes(*w), &mut acc);
-        }
+        carry = adc_words(carry, &mut acc, two.as_chunks::<8>().0);
         tail = r;
     }
-    if let Some((w, r)) = tail.split_first_chunk::<8>() {
-        carry = _addcarry_u64(carry, acc, u64::from_ne_bytes(*w), &mut acc);
+    if let Some((one, r)) = tail.split_first_chunk::<8>() {
+        carry = adc_words(carry, &mut acc, core::slice::from_ref(one));
         tail = r;
     }
     (add64(acc, u64::from(carry)), tail)
 }
 
-/// The one's-complement sum of `init` and the whole 8-byte words of `data`, and the
-/// bytes after them (fewer than 8): a 128-bit accumulator (no carry per word), its
-/// halves added with end-around carry at the end.
+/// Adds `words` (native order) to `acc` in one carry chain, `carry` in and out.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn adc_words(mut carry: u8, acc: &mut u64, words: &[[u8; 8]]) -> u8 {
+    for w in words {
+        carry = core::arch::x86_64::_addcarry_u64(carry, *acc, u64::from_ne_bytes(*w), acc);
+    }
+    carry
+}
+
+/// [`sum_words`] where there is no carry chain: the portable sum.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 fn sum_words(init: u64, data: &[u8]) -> (u64, &[u8]) {
     sum_words_portable(init, data)
 }
 
-/// [`sum_words`] for every target (compiled on x86-64 for its test against the carry chain).
+/// [`sum_words`] for every target: a 128-bit accumulator (no carry per word), its halves
+/// added with end-around carry at the end. Compiled on x86-64 for its test against the
+/// carry chain.
 #[cfg(any(test, not(target_arch = "x86_64")))]
 #[inline(always)]
 fn sum_words_portable(init: u64, data: &[u8]) -> (u64, &[u8]) {
