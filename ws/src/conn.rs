@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use crate::close::{parse_close_payload, CloseCode};
 use crate::deflate::{DeflateError, DeflateParams, Deflater, Inflater};
 use crate::frame::{encode_frame, FrameHeader, OpCode};
-use crate::mask::apply_mask;
+use crate::mask::{apply_mask, mask_copy_blocks};
 use crate::utf8::Utf8Validator;
 
 /// See [`Connection::small_shape`].
@@ -22,6 +22,17 @@ struct SmallShape {
     mask_bit: u8,
     at: usize,
     limit: usize,
+}
+
+/// What [`Connection::reflect_small`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reflected {
+    /// Bytes of the input taken.
+    pub consumed: usize,
+    /// Bytes of answers written to the output.
+    pub written: usize,
+    /// Messages answered.
+    pub messages: u64,
 }
 
 /// A small whole data frame at the start of `buf`, checked on its first two bytes without
@@ -406,6 +417,65 @@ impl Connection {
             }
         }
         pos
+    }
+
+    /// Answers the leading run of small whole data frames of `input` (those
+    /// [`Connection::read_small_with`] takes) with the same messages, framed by this end,
+    /// written one after another into `out`: each 2-byte header and its payload unmasked
+    /// straight from `input` in one pass, without touching `input` or lending the payload.
+    /// For a server engine (a client's answers would need masks of their own: it takes
+    /// nothing). Stops at the first frame that is anything else (call `read_with` with the
+    /// rest of `input`), or that does not fit in `out`; a text frame with invalid UTF-8
+    /// fails the connection (1007) and ends the run, consumed but not answered. Each answer
+    /// is 4 bytes shorter than its frame, so `out` as long as `input` takes them all.
+    pub fn reflect_small(&mut self, input: &[u8], out: &mut [u8]) -> Reflected {
+        let mut r = Reflected::default();
+        if self.role != Role::Server || self.rx != RxState::Header || self.hdr_len != 0 {
+            return r;
+        }
+        let Some(shape) = self.small_shape() else {
+            return r;
+        };
+        while let Some(rest) = input.get(r.consumed..) {
+            let Some((kind, len)) = small_frame(rest, shape) else {
+                break;
+            };
+            let [_, _, k0, k1, k2, k3, ..] = *rest else {
+                break;
+            };
+            let key = [k0, k1, k2, k3];
+            // Whole 16-byte blocks where both sides have the room (the excess is the next
+            // frame's bytes read and answer bytes later overwritten or not sent), else
+            // exactly the payload.
+            let blocks = (len + 15) & !15;
+            let Some(answer) = out.get_mut(r.written..) else {
+                break;
+            };
+            match (rest.get(6..6 + blocks), answer.get_mut(..2 + blocks)) {
+                (Some(src), Some(dst)) => mask_copy_blocks(&mut dst[2..], src, key),
+                _ => match (rest.get(6..6 + len), answer.get_mut(2..2 + len)) {
+                    (Some(src), Some(dst)) => {
+                        dst.copy_from_slice(src);
+                        apply_mask(dst, key, 0);
+                    }
+                    _ => break,
+                },
+            }
+            let Some(frame) = answer.get_mut(..2 + len) else {
+                break;
+            };
+            frame[0] = 0x80 | kind.opcode().bits();
+            frame[1] = len as u8;
+            r.consumed += 6 + len;
+            // RFC 6455 8.1: invalid UTF-8 in a text message fails the connection (1007).
+            if kind == MessageKind::Text && simdutf8::basic::from_utf8(&frame[2..]).is_err() {
+                self.fail(CloseCode::INVALID_PAYLOAD, "invalid UTF-8 in text message");
+                break;
+            }
+            r.written += 2 + len;
+            r.messages += 1;
+        }
+        r
     }
 
     /// Hands an assembled message waiting in `msg` to the `read_with` callback.

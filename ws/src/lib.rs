@@ -28,7 +28,7 @@ pub mod mask;
 pub mod utf8;
 
 pub use close::CloseCode;
-pub use conn::{Config, Connection, Event, MessageKind, Role, SendError};
+pub use conn::{Config, Connection, Event, MessageKind, Reflected, Role, SendError};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use frame::{header_len, write_header, FrameError, FrameHeader, OpCode};
 pub use handshake::{Accepted, ClientHandshake, HandshakeError, Request, ServerConfig};

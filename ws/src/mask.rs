@@ -2,6 +2,8 @@
 //!
 //! [`apply_mask`] is the fast path (a `u64` at a time, safe code); [`apply_mask_scalar`] is the
 //! byte-at-a-time oracle it is checked against at every alignment and key phase.
+//! [`mask_copy_blocks`] unmasks while copying, one SSE2 XOR per 16-byte block (the `wide`
+//! crate's safe vector types).
 
 /// XORs `buf` in place with `key`, starting at byte `phase` (0..=3) of the key.
 ///
@@ -49,6 +51,20 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
     // Whole 8- and 16-byte chunks keep the phase; only the tail advances it.
     apply_mask_scalar(rest, rotated, 0);
     (phase + rest.len()) & 3
+}
+
+/// Writes `src` XORed with `key` (from phase 0) into `dst`, sixteen bytes at a time: the
+/// unmasking copy of [`crate::Connection::reflect_small`]. Covers the whole 16-byte blocks
+/// common to both slices; callers round a payload up to a block and ignore the excess.
+#[inline]
+pub fn mask_copy_blocks(dst: &mut [u8], src: &[u8], key: [u8; 4]) {
+    let key16 = wide::u32x4::splat(u32::from_ne_bytes(key));
+    let (dst, _) = dst.as_chunks_mut::<16>();
+    let (src, _) = src.as_chunks::<16>();
+    for (d, s) in dst.iter_mut().zip(src) {
+        let block: wide::u32x4 = bytemuck::cast(*s);
+        *d = bytemuck::cast(block ^ key16);
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +116,25 @@ mod tests {
             let mut whole = data;
             apply_mask_scalar(&mut whole, key, phase);
             prop_assert_eq!(pieces, whole);
+        }
+
+        #[test]
+        fn mask_copy_blocks_equals_copy_then_scalar(
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+            key in any::<[u8; 4]>(),
+            start in 0usize..16,
+            extra in 0usize..40,
+        ) {
+            let start = start.min(data.len());
+            let src = &data[start..];
+            // The output may be longer than the input: only whole common blocks are written.
+            let mut dst = vec![0x5au8; src.len() + extra];
+            mask_copy_blocks(&mut dst, src, key);
+            let blocks = src.len() / 16 * 16;
+            let mut want = src[..blocks].to_vec();
+            apply_mask_scalar(&mut want, key, 0);
+            prop_assert_eq!(&dst[..blocks], &want[..]);
+            prop_assert!(dst[blocks..].iter().all(|&b| b == 0x5a));
         }
     }
 }

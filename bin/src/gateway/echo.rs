@@ -1,6 +1,6 @@
 //! The `echo` route (and ws-echo): every message is sent back as it came.
 
-use ws::{Connection, MessageKind};
+use ws::{Connection, MessageKind, Reflected};
 
 use super::session::Session;
 use super::worker::RouteRt;
@@ -29,31 +29,17 @@ pub(super) fn echo<T: Tx>(
     }
 }
 
-/// Echoes the leading run of small whole frames of `input` ([`Connection::read_small_with`])
+/// Echoes the leading run of small whole frames of `input` ([`Connection::reflect_small`])
 /// through one lend of `tx` as long as `input`: each answer (2 header bytes and the
-/// payload) is shorter than its request, so all of them fit, written in place one after
-/// another. Returns the bytes consumed and the messages echoed; (0, 0) when `tx` has no
-/// such room now (the caller's per-message path then takes the input).
-pub(super) fn echo_small<T: Tx>(ws: &mut Connection, input: &mut [u8], tx: &mut T) -> (usize, u64) {
-    let (mut taken, mut echoed) = (0, 0);
+/// payload, unmasked from `input` straight into `tx`) is shorter than its request, so all
+/// of them fit. Returns the bytes consumed and the messages echoed; (0, 0) when `tx` has
+/// no such room now (the caller's per-message path then takes the input).
+pub(super) fn echo_small<T: Tx>(ws: &mut Connection, input: &[u8], tx: &mut T) -> (usize, u64) {
+    let mut done = Reflected::default();
     tx.write_with(input.len(), |out| {
-        let mut w = 0;
-        taken = ws.read_small_with(input, &mut |kind, payload| {
-            // A small frame's header is 2 bytes (FIN, opcode; 7-bit length, no mask).
-            let len = payload.len();
-            debug_assert!(len < 126, "read_small_with lends payloads under 126 bytes");
-            let Some(frame) = out.get_mut(w..w + 2 + len) else {
-                return;
-            };
-            let (header, body) = frame.split_at_mut(2);
-            header[0] = 0x80 | kind.opcode().bits();
-            header[1] = len as u8;
-            body.copy_from_slice(payload);
-            w += 2 + len;
-            echoed += 1;
-        });
-        w
+        done = ws.reflect_small(input, out);
+        done.written
     });
-    debug_assert!(echoed > 0 || taken == 0);
-    (taken, echoed)
+    debug_assert!(done.messages > 0 || done.written == 0);
+    (done.consumed, done.messages)
 }

@@ -255,6 +255,111 @@ fn read_small_with_takes_the_leading_small_frames_and_stops_at_anything_else() {
     assert!(!c.is_reading());
 }
 
+/// What a server answers with: each message as one unmasked final frame.
+fn server_frames(msgs: &[(MessageKind, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (kind, data) in msgs {
+        encode_frame(
+            &mut out,
+            FrameHeader::new(kind.opcode(), data.len() as u64),
+            data,
+        );
+    }
+    out
+}
+
+#[test]
+fn reflect_small_answers_leading_small_frames_unmasked_input_untouched() {
+    let mut c = server();
+    let mut wire = client_frame(OpCode::Binary, true, &[1; 64]);
+    wire.extend(client_frame(OpCode::Text, true, b"hi"));
+    wire.extend(client_frame(OpCode::Binary, true, b""));
+    wire.extend(client_frame(OpCode::Binary, true, &[9; 125]));
+    let small = wire.len();
+    // A ping, then a frame with a 16-bit length: both for the general path.
+    wire.extend(client_frame(OpCode::Ping, true, b"p"));
+    wire.extend(client_frame(OpCode::Binary, true, &[2; 200]));
+    let before = wire.clone();
+    let mut out = vec![0u8; wire.len()];
+    let r = c.reflect_small(&wire, &mut out);
+    let want = server_frames(&[
+        (MessageKind::Binary, vec![1; 64]),
+        (MessageKind::Text, b"hi".to_vec()),
+        (MessageKind::Binary, Vec::new()),
+        (MessageKind::Binary, vec![9; 125]),
+    ]);
+    assert_eq!(
+        r,
+        Reflected {
+            consumed: small,
+            written: want.len(),
+            messages: 4
+        }
+    );
+    assert_eq!(&out[..r.written], &want[..]);
+    assert_eq!(wire, before, "the input is read, not unmasked in place");
+    // The rest goes through the general path as usual.
+    let (_, seen) = read_all_with(&mut c, &mut wire[small..]);
+    assert_eq!(seen, vec![(MessageKind::Binary, vec![2; 200], true)]);
+    assert!(matches!(events(&mut c)[..], [Event::Ping(_)]));
+}
+
+#[test]
+fn reflect_small_stops_where_out_is_full_at_partial_frames_and_for_clients() {
+    let mut wire = client_frame(OpCode::Binary, true, &[5; 40]);
+    wire.extend(client_frame(OpCode::Binary, true, &[6; 40]));
+    // Room for the first answer only (42 bytes; the second needs 42 more).
+    for room in [42, 50, 83] {
+        let mut c = server();
+        let mut out = vec![0u8; room];
+        let r = c.reflect_small(&wire, &mut out);
+        assert_eq!(
+            (r.consumed, r.written, r.messages),
+            (46, 42, 1),
+            "room {room}"
+        );
+        assert_eq!(
+            &out[..42],
+            &server_frames(&[(MessageKind::Binary, vec![5; 40])])[..]
+        );
+    }
+    // The second frame cut short: only the first is taken.
+    let mut c = server();
+    let mut out = vec![0u8; wire.len()];
+    let r = c.reflect_small(&wire[..wire.len() - 1], &mut out);
+    assert_eq!((r.consumed, r.messages), (46, 1));
+    // Not between frames (a header split across reads): nothing taken.
+    let mut c = server();
+    assert_eq!(c.read_with(&mut wire.clone()[..1], &mut |_, _| {}), 1);
+    assert_eq!(c.reflect_small(&wire[1..], &mut out), Reflected::default());
+    // A client engine's answers would need masks: nothing taken.
+    let mut c = Connection::new(Role::Client, Config::default(), None, 1);
+    let mut h = FrameHeader::new(OpCode::Binary, 0);
+    h.fin = true;
+    let mut plain = Vec::new();
+    encode_frame(&mut plain, h, b"x");
+    assert_eq!(c.reflect_small(&plain, &mut out), Reflected::default());
+}
+
+#[test]
+fn reflect_small_invalid_utf8_fails_1007_consumed_not_answered() {
+    let mut c = server();
+    let mut wire = client_frame(OpCode::Binary, true, b"ok");
+    wire.extend(client_frame(OpCode::Text, true, b"\xff"));
+    wire.extend(client_frame(OpCode::Binary, true, b"after"));
+    let mut out = vec![0u8; wire.len()];
+    let r = c.reflect_small(&wire, &mut out);
+    assert_eq!((r.consumed, r.written, r.messages), (8 + 7, 4, 1));
+    assert!(!c.is_reading());
+    assert!(matches!(
+        events(&mut c)[..],
+        [Event::Failed {
+            code: CloseCode::INVALID_PAYLOAD,
+            ..
+        }]
+    ));
+}
+
 #[test]
 fn write_message_header_server_unmasked_refused_after_close_and_for_client() {
     let mut c = server();
@@ -362,5 +467,60 @@ proptest! {
         prop_assert_eq!(got, expected);
         let pings = events(&mut server).into_iter().filter(|e| *e == Event::Ping(b"hb".to_vec())).count();
         prop_assert_eq!(pings, msgs.len());
+    }
+
+    // Oracle: `read_small_with`, whose lent payloads framed by the server are the answer.
+    // Any run of small frames, followed by anything, into an output of any size.
+    #[test]
+    fn reflect_small_equals_read_small_with_framed(
+        msgs in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..126), any::<[u8; 4]>()), 0..12),
+        tail in proptest::collection::vec(any::<u8>(), 0..8),
+        room in any::<prop::sample::Index>(),
+    ) {
+        let mut wire = Vec::new();
+        for (text, data, key) in &msgs {
+            let (op, data) = if *text {
+                // Valid UTF-8 of at most 125 bytes, cut at a character boundary.
+                let s = String::from_utf8_lossy(data);
+                let mut end = s.len().min(125);
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                (OpCode::Text, s.as_bytes()[..end].to_vec())
+            } else {
+                (OpCode::Binary, data.clone())
+            };
+            let data = &data[..];
+            let mut h = FrameHeader::new(op, 0);
+            h.mask = Some(*key);
+            encode_frame(&mut wire, h, data);
+        }
+        wire.extend(&tail);
+        let mut lent = Vec::new();
+        let mut oracle = server();
+        let taken = oracle.read_small_with(&mut wire.clone(), &mut |k, d| lent.push((k, d.to_vec())));
+        let answers = server_frames(&lent);
+        let mut out = vec![0xa5u8; room.index(wire.len() + 1)];
+        let mut c = server();
+        let r = c.reflect_small(&wire, &mut out);
+        // As many whole answers as fit, byte for byte.
+        let mut fit = 0;
+        let mut used = 0;
+        let mut consumed = 0;
+        for (_, d) in &lent {
+            if used + 2 + d.len() > out.len() {
+                break;
+            }
+            used += 2 + d.len();
+            consumed += 6 + d.len();
+            fit += 1;
+        }
+        prop_assert_eq!(r.messages, fit as u64);
+        prop_assert_eq!(r.written, used);
+        prop_assert_eq!(r.consumed, consumed);
+        prop_assert_eq!(&out[..used], &answers[..used]);
+        if fit == lent.len() {
+            prop_assert_eq!(r.consumed, taken);
+        }
     }
 }
