@@ -436,6 +436,41 @@ impl Connection {
         let Some(shape) = self.small_shape() else {
             return r;
         };
+        // Most of a pipelined run: both sides have room for the largest small frame, so
+        // the frame is read and its answer written through fixed-size views (whole 16-byte
+        // blocks; the excess is the next frame's bytes read, and answer bytes overwritten
+        // by the next answer or not sent).
+        while let (Some(frame), Some(answer)) = (
+            input
+                .get(r.consumed..)
+                .and_then(|s| s.first_chunk::<{ 6 + 128 }>()),
+            out.get_mut(r.written..)
+                .and_then(|s| s.first_chunk_mut::<{ 2 + 128 }>()),
+        ) {
+            let [b0, b1, k0, k1, k2, k3, ..] = *frame;
+            let len = usize::from(b1 & 0x7f);
+            // Text (0x81) or Binary (0x82), final, no RSV bits; masked; 7-bit length.
+            if b0.wrapping_sub(0x81) > 1 || b1 & 0x80 == 0 || len > shape.limit {
+                break;
+            }
+            let blocks = 16 * ((len + 15) / 16);
+            if let (Some(src), Some(dst)) =
+                (frame.get(6..6 + blocks), answer.get_mut(2..2 + blocks))
+            {
+                mask_copy_blocks(dst, src, [k0, k1, k2, k3]);
+            }
+            answer[0] = b0;
+            answer[1] = len as u8;
+            r.consumed += 6 + len;
+            // RFC 6455 8.1: invalid UTF-8 in a text message fails the connection (1007).
+            if b0 == 0x81 && simdutf8::basic::from_utf8(&answer[2..2 + len]).is_err() {
+                self.fail(CloseCode::INVALID_PAYLOAD, "invalid UTF-8 in text message");
+                return r;
+            }
+            r.written += 2 + len;
+            r.messages += 1;
+        }
+        // The last frames, exactly.
         while let Some(rest) = input.get(r.consumed..) {
             let Some((kind, len)) = small_frame(rest, shape) else {
                 break;
@@ -443,20 +478,18 @@ impl Connection {
             let [_, _, k0, k1, k2, k3, ..] = *rest else {
                 break;
             };
-            let key = [k0, k1, k2, k3];
-            // Whole 16-byte blocks where both sides have the room (the excess is the next
-            // frame's bytes read and answer bytes later overwritten or not sent), else
-            // exactly the payload.
-            let blocks = (len + 15) & !15;
             let Some(answer) = out.get_mut(r.written..) else {
                 break;
             };
-            match (rest.get(6..6 + blocks), answer.get_mut(..2 + blocks)) {
-                (Some(src), Some(dst)) => mask_copy_blocks(&mut dst[2..], src, key),
+            // Whole blocks where both sides have the room for them (a frame alone in its
+            // segment), else exactly the payload.
+            let blocks = 16 * ((len + 15) / 16);
+            match (rest.get(6..6 + blocks), answer.get_mut(2..2 + blocks)) {
+                (Some(src), Some(dst)) => mask_copy_blocks(dst, src, [k0, k1, k2, k3]),
                 _ => match (rest.get(6..6 + len), answer.get_mut(2..2 + len)) {
                     (Some(src), Some(dst)) => {
                         dst.copy_from_slice(src);
-                        apply_mask(dst, key, 0);
+                        apply_mask(dst, [k0, k1, k2, k3], 0);
                     }
                     _ => break,
                 },

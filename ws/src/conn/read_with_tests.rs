@@ -343,21 +343,29 @@ fn reflect_small_stops_where_out_is_full_at_partial_frames_and_for_clients() {
 
 #[test]
 fn reflect_small_invalid_utf8_fails_1007_consumed_not_answered() {
-    let mut c = server();
-    let mut wire = client_frame(OpCode::Binary, true, b"ok");
-    wire.extend(client_frame(OpCode::Text, true, b"\xff"));
-    wire.extend(client_frame(OpCode::Binary, true, b"after"));
-    let mut out = vec![0u8; wire.len()];
-    let r = c.reflect_small(&wire, &mut out);
-    assert_eq!((r.consumed, r.written, r.messages), (8 + 7, 4, 1));
-    assert!(!c.is_reading());
-    assert!(matches!(
-        events(&mut c)[..],
-        [Event::Failed {
-            code: CloseCode::INVALID_PAYLOAD,
-            ..
-        }]
-    ));
+    // Followed by short frames (the exact path) and by long ones (the fixed-size path).
+    for after in [5, 125] {
+        let mut c = server();
+        let mut wire = client_frame(OpCode::Binary, true, b"ok");
+        wire.extend(client_frame(OpCode::Text, true, b"\xff"));
+        wire.extend(client_frame(OpCode::Binary, true, &vec![1; after]));
+        wire.extend(client_frame(OpCode::Binary, true, &vec![2; after]));
+        let mut out = vec![0u8; wire.len()];
+        let r = c.reflect_small(&wire, &mut out);
+        assert_eq!(
+            (r.consumed, r.written, r.messages),
+            (8 + 7, 4, 1),
+            "{after}"
+        );
+        assert!(!c.is_reading());
+        assert!(matches!(
+            events(&mut c)[..],
+            [Event::Failed {
+                code: CloseCode::INVALID_PAYLOAD,
+                ..
+            }]
+        ));
+    }
 }
 
 #[test]
