@@ -453,7 +453,7 @@ impl Connection {
             if b0.wrapping_sub(0x81) > 1 || b1 & 0x80 == 0 || len > shape.limit {
                 break;
             }
-            let blocks = 16 * ((len + 15) / 16);
+            let blocks = 16 * len.div_ceil(16);
             if let (Some(src), Some(dst)) =
                 (frame.get(6..6 + blocks), answer.get_mut(2..2 + blocks))
             {
@@ -483,7 +483,7 @@ impl Connection {
             };
             // Whole blocks where both sides have the room for them (a frame alone in its
             // segment), else exactly the payload.
-            let blocks = 16 * ((len + 15) / 16);
+            let blocks = 16 * len.div_ceil(16);
             match (rest.get(6..6 + blocks), answer.get_mut(2..2 + blocks)) {
                 (Some(src), Some(dst)) => mask_copy_blocks(dst, src, [k0, k1, k2, k3]),
                 _ => match (rest.get(6..6 + len), answer.get_mut(2..2 + len)) {
