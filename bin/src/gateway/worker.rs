@@ -246,7 +246,10 @@ impl Worker {
     /// ([`ws::Connection::read_with`]), no copy and no allocation; everything else (and
     /// any time output is queued) takes the engine's event path.
     pub(super) fn feed<T: Tx>(&mut self, id: ConnId, data: &mut [u8], tx: &mut T, now: Instant) {
-        let mut pos = 0;
+        let mut pos = self.echo_fast(id, data, tx, now);
+        if pos == data.len() {
+            return;
+        }
         let mut general = false;
         while pos < data.len() {
             let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
@@ -340,6 +343,48 @@ impl Worker {
             general = n == 0;
             pos += n;
         }
+    }
+
+    /// The echo route's common case, before the general loop of [`Worker::feed`]: nothing
+    /// queued, and the input's leading small whole frames answered in one lend of `tx`
+    /// ([`super::echo::echo_small`]), with no engine event to handle and nothing to flush.
+    /// Returns the bytes taken (all of them when a text frame with invalid UTF-8 failed
+    /// the connection: nothing more is read, and the engine's events are handled here);
+    /// the general loop takes the rest.
+    fn echo_fast<T: Tx>(&mut self, id: ConnId, data: &[u8], tx: &mut T, now: Instant) -> usize {
+        let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
+            return 0;
+        };
+        let Some(route) = s.route.and_then(|r| self.routes.get(r)) else {
+            return 0;
+        };
+        if route.cfg.kind != RouteKind::Echo || s.deflate_bits.is_some() || !s.out.is_empty() {
+            return 0;
+        }
+        let Phase::Open(ws) = &mut s.phase else {
+            return 0;
+        };
+        if !ws.pending_output().is_empty() || ws.close_sent() {
+            return 0;
+        }
+        let (n, echoed) = super::echo::echo_small(ws, data, tx);
+        s.msgs_in += echoed;
+        s.msgs_out += echoed;
+        route.stats().msgs_in.add(echoed);
+        route.stats().msgs_out.add(echoed);
+        if ws.is_reading() {
+            return n;
+        }
+        // Failed (1007): the failure event closes the session, as in the general loop.
+        let mut events = std::mem::take(&mut self.events);
+        while let Some(ev) = ws.poll_event() {
+            events.push(ev);
+        }
+        for ev in events.drain(..) {
+            self.on_event(id, ev, tx, now);
+        }
+        self.events = events;
+        data.len()
     }
 
     /// One whole data message of `id`, routed (borrowed from the input on the borrowed

@@ -25,6 +25,7 @@
 //! ignored. Each slot is an intrusive doubly linked list through the slab, so insert,
 //! cancel and reschedule are O(1) and allocation-free once the slab has grown.
 
+use core::cell::Cell;
 use core::time::Duration;
 
 use crate::time::Instant;
@@ -90,6 +91,9 @@ pub struct TimerWheel<T> {
     nodes: Vec<Node<T>>,
     free_head: u32,
     len: usize,
+    /// [`TimerWheel::next_deadline`]'s tick, remembered until the wheel changes (`None`:
+    /// not known; `Some(None)`: no timer).
+    next_tick: Cell<Option<Option<u64>>>,
 }
 
 impl<T> Default for TimerWheel<T> {
@@ -118,6 +122,7 @@ impl<T> TimerWheel<T> {
             nodes: Vec::new(),
             free_head: NIL,
             len: 0,
+            next_tick: Cell::new(None),
         }
     }
 
@@ -271,6 +276,7 @@ impl<T> TimerWheel<T> {
     }
 
     fn link(&mut self, index: u32) {
+        self.next_tick.set(None);
         let Some(when) = self.entry(index).map(|e| e.when) else {
             return;
         };
@@ -300,6 +306,7 @@ impl<T> TimerWheel<T> {
     }
 
     fn unlink(&mut self, index: u32) {
+        self.next_tick.set(None);
         let Some((prev, next, level, slot)) =
             self.entry(index).map(|e| (e.prev, e.next, e.level, e.slot))
         else {
@@ -349,11 +356,23 @@ impl<T> TimerWheel<T> {
     /// (waking then just cascades). A time in the past means timers are due. `None` if
     /// no timer is scheduled.
     pub fn next_deadline(&self) -> Option<Instant> {
-        if self.due != NIL {
-            return Some(self.tick_instant(self.elapsed));
+        if let Some(tick) = self.next_tick.get() {
+            // Checked against the search wherever debug assertions are on.
+            debug_assert_eq!(tick, self.search_next_tick(), "stale next deadline");
+            return tick.map(|t| self.tick_instant(t));
         }
-        self.next_slot()
-            .map(|(_, _, start)| self.tick_instant(start))
+        let tick = self.search_next_tick();
+        self.next_tick.set(Some(tick));
+        tick.map(|t| self.tick_instant(t))
+    }
+
+    /// The tick [`TimerWheel::next_deadline`] stands for, found from the bitmaps.
+    fn search_next_tick(&self) -> Option<u64> {
+        if self.due != NIL {
+            Some(self.elapsed)
+        } else {
+            self.next_slot().map(|(_, _, start)| start)
+        }
     }
 
     /// Fires every timer whose expiry tick is at or before `now`'s tick, calling
@@ -386,12 +405,16 @@ impl<T> TimerWheel<T> {
                 }
                 // Unreachable: the due list holds only live entries.
                 self.due = NIL;
+                self.next_tick.set(None);
                 continue;
             }
             match self.next_slot() {
                 Some((level, slot, start)) if start <= target => self.cascade(level, slot, start),
                 _ => {
-                    self.elapsed = self.elapsed.max(target);
+                    if target > self.elapsed {
+                        self.elapsed = target;
+                        self.next_tick.set(None);
+                    }
                     return None;
                 }
             }
@@ -401,6 +424,7 @@ impl<T> TimerWheel<T> {
     /// Moves the wheel to `start` and re-places the entries of slot `(level, slot)`
     /// relative to it: those now due go to the due list, the rest to lower levels.
     fn cascade(&mut self, level: usize, slot: usize, start: u64) {
+        self.next_tick.set(None);
         self.elapsed = start;
         let l = &mut self.levels[level];
         let mut index = l.heads[slot];
