@@ -195,3 +195,94 @@ fn source_byte_period_251() {
     assert_eq!(source_byte(251), 0);
     assert_eq!(source_byte(251 * 1000 + 7), 7);
 }
+
+/// Every event of the client's engine for `bytes` (`read` stops after each message).
+fn read_events(ws: &mut ws::Connection, mut bytes: Vec<u8>) -> Vec<ws::Event> {
+    let mut events = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let n = ws.read(&mut bytes[pos..]);
+        while let Some(ev) = ws.poll_event() {
+            events.push(ev);
+        }
+        if n == 0 {
+            break;
+        }
+        pos += n;
+    }
+    events
+}
+
+#[test]
+fn gateway_ws_echo_pipelined_small_frames_then_invalid_utf8_answers_then_1007() {
+    use ws::{CloseCode, Event as WsEvent, MessageKind};
+    let mut p = ws_echo_pair();
+    let conn = p.connect().unwrap();
+    let mut ws = p.upgrade(conn, "/").unwrap();
+    // 20 small messages in one segment (the fixed-size and the exact path), each answered
+    // in order.
+    let msgs: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 10 + 5 * i as usize]).collect();
+    for m in &msgs {
+        ws.send(MessageKind::Binary, m).unwrap();
+    }
+    assert!(p.send_pending(conn, &mut ws));
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..100 {
+        p.step();
+        for ev in read_events(&mut ws, p.take_received(conn, &mut buf)) {
+            match ev {
+                WsEvent::Message { data, .. } => got.push(data),
+                other => panic!("{other:?}"),
+            }
+        }
+        if got.len() == msgs.len() {
+            break;
+        }
+    }
+    assert_eq!(got, msgs);
+    // Two answered, then a text frame with invalid UTF-8 (the rest is never answered): the
+    // answers, then Close 1007.
+    ws.send(MessageKind::Binary, b"one").unwrap();
+    ws.send(MessageKind::Binary, &[2; 100]).unwrap();
+    let mut bad = Vec::new();
+    let mut h = ws::FrameHeader::new(ws::OpCode::Text, 0);
+    h.mask = Some([1, 2, 3, 4]);
+    ws::frame::encode_frame(&mut bad, h, b"\xff\xfe");
+    ws.send(MessageKind::Binary, &[3; 100]).unwrap();
+    let mut wire = ws.pending_output().to_vec();
+    ws.consume_output(wire.len());
+    let at = (2 + 4 + 3) + (2 + 4 + 100);
+    wire.splice(at..at, bad);
+    assert_eq!(p.client.send(conn, &wire).unwrap(), wire.len());
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        p.step();
+        events.extend(read_events(&mut ws, p.take_received(conn, &mut buf)));
+        if events.iter().any(|e| matches!(e, WsEvent::Close { .. })) {
+            break;
+        }
+    }
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(matches!(&events[0], WsEvent::Message { data, .. } if data == b"one"));
+    assert!(matches!(&events[1], WsEvent::Message { data, .. } if data == &[2; 100]));
+    assert!(matches!(
+        events[2],
+        WsEvent::Close {
+            code: Some(CloseCode::INVALID_PAYLOAD),
+            ..
+        }
+    ));
+    // No Close comes back: the worker ends the connection at its close deadline (2 s).
+    let mut ended = false;
+    for _ in 0..3_000 {
+        let tcp_events = p.step();
+        if tcp_events.iter().any(|e| {
+            matches!(e, Event::PeerClosed(c) | Event::Reset(c) | Event::Closed(c) if *c == conn)
+        }) {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the connection outlived the close deadline");
+}
