@@ -267,6 +267,17 @@ impl<V> ConnTable<V> {
         }
     }
 
+    /// The 4-tuple and the state of a live connection, the state mutably (one lookup).
+    pub fn get_with_tuple_mut(&mut self, id: ConnId) -> Option<(&FourTuple, &mut V)> {
+        match self.slots.get_mut(id.index as usize)? {
+            Slot {
+                generation,
+                state: SlotState::Occupied { tuple, value },
+            } if *generation == id.generation => Some((tuple, value)),
+            _ => None,
+        }
+    }
+
     /// The 4-tuple of a live connection.
     pub fn tuple(&self, id: ConnId) -> Option<&FourTuple> {
         self.slot(id).map(|(t, _)| t)

@@ -891,18 +891,19 @@ impl Stack {
 
     /// Frees a closed connection once nobody needs it.
     fn maybe_free(&mut self, id: ConnId) {
-        let Some(e) = self.table.get(id) else {
-            return;
-        };
-        // A queued RST (abort) must still go out; a stale id left in the event queue
-        // is skipped by `poll_event`.
-        if e.tcb.state() != State::Closed || e.flags & F_IN_TX != 0 {
-            return;
-        }
-        // After the terminal event the application may still read what is buffered.
-        if e.flags & F_RELEASED != 0 || (e.flags & F_DONE != 0 && e.tcb.recv_queue() == 0) {
+        if self.table.get(id).is_some_and(Self::freeable) {
             self.remove(id);
         }
+    }
+
+    /// Whether a connection's entry can go: closed, no RST waiting to go out (a stale id
+    /// left in the event queue is skipped by `poll_event`), and released, or done with
+    /// nothing left to read (after the terminal event the application may still read
+    /// what is buffered).
+    fn freeable(e: &Entry) -> bool {
+        e.tcb.state() == State::Closed
+            && e.flags & F_IN_TX == 0
+            && (e.flags & F_RELEASED != 0 || (e.flags & F_DONE != 0 && e.tcb.recv_queue() == 0))
     }
 
     fn remove(&mut self, id: ConnId) {
@@ -990,56 +991,54 @@ impl Stack {
                 break;
             }
             self.tx_ready.pop_front();
-            if let Some(e) = self.table.get_mut(id) {
-                e.flags &= !F_IN_TX;
-            }
             self.sync_after_tx(id);
         }
     }
 
     /// Sends everything one connection has, building each segment straight into a TX
-    /// buffer (the payload is copied once, from the send buffer into the frame); true
-    /// if the TX queue filled up.
+    /// buffer (the payload is copied once, from the send buffer into the frame), and
+    /// takes it off the transmit list (`F_IN_TX`) unless the TX queue filled up first;
+    /// true if it did. One table lookup for all of it.
     fn dispatch_conn(&mut self, now: Instant, id: ConnId, tx: &mut impl TxQueue) -> bool {
-        let Some(&tuple) = self.table.tuple(id) else {
+        let Stack {
+            table,
+            iface,
+            cfg,
+            stats,
+            max_payload,
+            ..
+        } = self;
+        let Some((&tuple, e)) = table.get_with_tuple_mut(id) else {
             return false;
         };
-        let max_payload = self.max_payload;
         loop {
-            let cfg = &self.cfg.conn;
-            let Some(e) = self.table.get_mut(id) else {
-                return false;
-            };
-            let Some(mut out) = e
-                .tcb
-                .dispatch_header(cfg, now, max_payload, &mut self.stats.conn)
+            let Some(mut out) =
+                e.tcb
+                    .dispatch_header(&cfg.conn, now, *max_payload, &mut stats.conn)
             else {
+                e.flags &= !F_IN_TX;
                 return false;
             };
             // The ports set in place (no copy of the header and its options).
             out.repr.src_port = tuple.local_port;
             out.repr.dst_port = tuple.remote_port;
-            let repr = &out.repr;
-            let Some(e) = self.table.get(id) else {
-                return false;
-            };
             let tcb = &e.tcb;
-            let r = self.iface.send_tcp_with(
+            let r = iface.send_tcp_with(
                 now,
                 tx,
                 tuple.local_addr,
                 tuple.remote_addr,
-                repr,
+                &out.repr,
                 out.payload_len,
                 |buf| {
                     tcb.write_payload(&out, buf);
                 },
             );
             match r {
-                SendResult::Sent | SendResult::Queued => self.stats.segments_out += 1,
+                SendResult::Sent | SendResult::Queued => stats.segments_out += 1,
                 SendResult::Dropped(crate::iface::DropReason::TxFull) => {
                     // The TCB counts it as sent; the RTO recovers it like a loss.
-                    self.stats.tx_full += 1;
+                    stats.tx_full += 1;
                     return true;
                 }
                 _ => {}
@@ -1047,9 +1046,16 @@ impl Stack {
         }
     }
 
+    /// After a connection's transmit: its timer re-armed, and the connection freed if it
+    /// is done (one table lookup, as [`Stack::rearm`] and [`Stack::maybe_free`]).
     fn sync_after_tx(&mut self, id: ConnId) {
-        self.rearm(id);
-        self.maybe_free(id);
+        let Some(e) = self.table.get_mut(id) else {
+            return;
+        };
+        rearm_entry(&mut self.timers, &self.cfg.conn, id, e);
+        if Self::freeable(e) {
+            self.remove(id);
+        }
     }
 
     /// Brings connection `id`'s wheel entry in line with its earliest deadline. An entry
@@ -1058,28 +1064,8 @@ impl Stack {
     /// busy connection whose deadlines only move later (the RTO pushed by every ACK, the
     /// send buffer's keep time) costs no wheel operation per segment.
     fn rearm(&mut self, id: ConnId) {
-        let cfg = &self.cfg.conn;
-        let Some(e) = self.table.get_mut(id) else {
-            return;
-        };
-        let want = e.tcb.poll_timeout(cfg);
-        let have = e.timer.map(|(_, at)| at);
-        let early_enough = match (have, want) {
-            (Some(h), Some(w)) => h <= w,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if want == have || early_enough {
-            return;
-        }
-        if let Some((tid, _)) = e.timer.take() {
-            self.timers.cancel(tid);
-        }
-        if let Some(at) = want {
-            let tid = self.timers.insert(at, id);
-            if let Some(e) = self.table.get_mut(id) {
-                e.timer = Some((tid, at));
-            }
+        if let Some(e) = self.table.get_mut(id) {
+            rearm_entry(&mut self.timers, &self.cfg.conn, id, e);
         }
     }
 
@@ -1393,5 +1379,26 @@ impl Stack {
     /// The connection's 4-tuple.
     pub fn tuple(&self, h: ConnHandle) -> Option<FourTuple> {
         self.table.tuple(h.0).copied()
+    }
+}
+
+/// Brings connection `id`'s wheel entry `e` in line with its earliest deadline (see
+/// [`Stack::rearm`]).
+fn rearm_entry(timers: &mut TimerWheel<ConnId>, cfg: &ConnConfig, id: ConnId, e: &mut Entry) {
+    let want = e.tcb.poll_timeout(cfg);
+    let have = e.timer.map(|(_, at)| at);
+    let early_enough = match (have, want) {
+        (Some(h), Some(w)) => h <= w,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if want == have || early_enough {
+        return;
+    }
+    if let Some((tid, _)) = e.timer.take() {
+        timers.cancel(tid);
+    }
+    if let Some(at) = want {
+        e.timer = Some((timers.insert(at, id), at));
     }
 }
