@@ -185,18 +185,30 @@ impl Worker {
         let route = s.route;
         self.stats.route(route).bytes_in.add(data.len() as u64);
         let mut tx = Counted::new(tx);
-        let Some(s) = self.session(id) else {
-            return;
-        };
-        let before = s.deadline_state();
-        match &mut s.phase {
-            Phase::Handshake(head) => {
-                head.extend_from_slice(data);
-                self.upgrade(id, &mut tx, now);
+        // The echo route's common case first: when it answers everything, the state the
+        // deadlines depend on is as it was.
+        let (taken, failed) = self.echo_fast(id, data, &mut tx, now);
+        let changed = if failed {
+            true
+        } else if taken == data.len() {
+            false
+        } else {
+            let Some(s) = self.session(id) else {
+                return;
+            };
+            let before = s.deadline_state();
+            let rest = data.get_mut(taken..).unwrap_or_default();
+            match &mut s.phase {
+                Phase::Handshake(head) => {
+                    head.extend_from_slice(rest);
+                    self.upgrade(id, &mut tx, now);
+                }
+                Phase::Open(_) => self.feed(id, rest, &mut tx, now),
+                Phase::Refused | Phase::Lent => {}
             }
-            Phase::Open(_) => self.feed(id, data, &mut tx, now),
-            Phase::Refused | Phase::Lent => {}
-        }
+            self.session(id)
+                .is_some_and(|s| s.deadline_state() != before)
+        };
         self.count_out(id, tx.bytes);
         // The driver flushes what is still queued right after this call. The deadline
         // timer moves only if the state it depends on changed: fresh bytes only push the
@@ -204,7 +216,7 @@ impl Worker {
         let Some(s) = self.session(id) else {
             return;
         };
-        if s.timer.is_none() || s.deadline_state() != before {
+        if changed || s.timer.is_none() {
             self.arm(id);
         }
     }
@@ -246,10 +258,7 @@ impl Worker {
     /// ([`ws::Connection::read_with`]), no copy and no allocation; everything else (and
     /// any time output is queued) takes the engine's event path.
     pub(super) fn feed<T: Tx>(&mut self, id: ConnId, data: &mut [u8], tx: &mut T, now: Instant) {
-        let mut pos = self.echo_fast(id, data, tx, now);
-        if pos == data.len() {
-            return;
-        }
+        let mut pos = 0;
         let mut general = false;
         while pos < data.len() {
             let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
@@ -345,27 +354,33 @@ impl Worker {
         }
     }
 
-    /// The echo route's common case, before the general loop of [`Worker::feed`]: nothing
-    /// queued, and the input's leading small whole frames answered in one lend of `tx`
-    /// ([`super::echo::echo_small`]), with no engine event to handle and nothing to flush.
-    /// Returns the bytes taken (all of them when a text frame with invalid UTF-8 failed
-    /// the connection: nothing more is read, and the engine's events are handled here);
-    /// the general loop takes the rest.
-    fn echo_fast<T: Tx>(&mut self, id: ConnId, data: &[u8], tx: &mut T, now: Instant) -> usize {
+    /// The echo route's common case, before [`Worker::feed`]: an open session with
+    /// nothing queued, and the input's leading small whole frames answered in one lend of
+    /// `tx` ([`super::echo::echo_small`]), with no engine event to handle and nothing to
+    /// flush. Returns the bytes taken, and whether a text frame with invalid UTF-8 failed
+    /// the connection (then all of them are taken: nothing more is read, and the
+    /// engine's events are handled here); `feed` takes the rest.
+    fn echo_fast<T: Tx>(
+        &mut self,
+        id: ConnId,
+        data: &[u8],
+        tx: &mut T,
+        now: Instant,
+    ) -> (usize, bool) {
         let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
-            return 0;
+            return (0, false);
         };
         let Some(route) = s.route.and_then(|r| self.routes.get(r)) else {
-            return 0;
+            return (0, false);
         };
         if route.cfg.kind != RouteKind::Echo || s.deflate_bits.is_some() || !s.out.is_empty() {
-            return 0;
+            return (0, false);
         }
         let Phase::Open(ws) = &mut s.phase else {
-            return 0;
+            return (0, false);
         };
         if !ws.pending_output().is_empty() || ws.close_sent() {
-            return 0;
+            return (0, false);
         }
         let (n, echoed) = super::echo::echo_small(ws, data, tx);
         s.msgs_in += echoed;
@@ -373,7 +388,7 @@ impl Worker {
         route.stats().msgs_in.add(echoed);
         route.stats().msgs_out.add(echoed);
         if ws.is_reading() {
-            return n;
+            return (n, false);
         }
         // Failed (1007): the failure event closes the session, as in the general loop.
         let mut events = std::mem::take(&mut self.events);
@@ -384,7 +399,7 @@ impl Worker {
             self.on_event(id, ev, tx, now);
         }
         self.events = events;
-        data.len()
+        (data.len(), true)
     }
 
     /// One whole data message of `id`, routed (borrowed from the input on the borrowed

@@ -576,10 +576,8 @@ impl Interface {
         to_us: bool,
         payload: &'a [u8],
     ) -> Inbound<'a> {
-        let packet = match Ipv4Packet::new_checked(payload) {
-            Ok(p) => p,
-            Err(e) => return self.malformed(e),
-        };
+        // `Ipv4Repr::parse` runs the view's length checks (malformed: counted below).
+        let packet = Ipv4Packet::new_unchecked(payload);
         let ip = match Ipv4Repr::parse(&packet, self.config.verify_checksums) {
             Ok(r) => r,
             Err(WireError::BadChecksum) => {
