@@ -493,6 +493,10 @@ impl Worker {
             Phase::Lent => true,
             Phase::Refused => false,
         };
+        if s.out.is_empty() && s.upstream.is_none() {
+            // Nothing queued to bound (the common case, without the route lookup).
+            return reading;
+        }
         let bound = s
             .route
             .and_then(|r| self.routes.get(r))

@@ -42,6 +42,15 @@ pub use crate::conn::SocketError as Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnHandle(ConnId);
 
+impl ConnHandle {
+    /// The handle's slot: dense from 0 and below the stack's connection limit, reused
+    /// once the connection is gone (the handle itself then no longer matches). For side
+    /// tables indexed by connection instead of hashed by handle.
+    pub fn slot(self) -> usize {
+        self.0.index() as usize
+    }
+}
+
 /// Something the application should know about one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Event {

@@ -161,6 +161,57 @@ struct Slot {
     failed: bool,
 }
 
+/// The application's connection id by stack handle: a side table indexed by the handle's
+/// slot ([`ConnHandle::slot`], dense and bounded by the stack's connection limit), so the
+/// per-frame lookup is an index and a compare, not a hash.
+#[derive(Debug, Default)]
+struct ByHandle {
+    slots: Vec<Option<(ConnHandle, ConnId)>>,
+    len: usize,
+}
+
+impl ByHandle {
+    fn get(&self, conn: ConnHandle) -> Option<ConnId> {
+        match self.slots.get(conn.slot()) {
+            Some(&Some((c, id))) if c == conn => Some(id),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, conn: ConnHandle, id: ConnId) {
+        let slot = conn.slot();
+        if self.slots.len() <= slot {
+            self.slots.resize(slot + 1, None);
+        }
+        if let Some(entry) = self.slots.get_mut(slot) {
+            if entry.is_none() {
+                self.len += 1;
+            }
+            *entry = Some((conn, id));
+        }
+    }
+
+    fn remove(&mut self, conn: ConnHandle) -> Option<ConnId> {
+        let entry = self.slots.get_mut(conn.slot())?;
+        match *entry {
+            Some((c, id)) if c == conn => {
+                *entry = None;
+                self.len -= 1;
+                Some(id)
+            }
+            _ => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn handles(&self) -> impl Iterator<Item = ConnHandle> + '_ {
+        self.slots.iter().flatten().map(|&(c, _)| c)
+    }
+}
+
 /// The application and the driver's per-connection state: everything of a worker except
 /// its stack (so the stack can hand frame payload to it while it runs).
 #[derive(Debug)]
@@ -169,8 +220,8 @@ pub struct Conns<A: App> {
     rx: Option<Receiver<A::Message>>,
     slots: Vec<Option<Slot>>,
     free: Vec<ConnId>,
-    /// By stack handle (a small integer: Fx hashing, not SipHash, on the packet path).
-    by_conn: FxHashMap<ConnHandle, ConnId>,
+    /// By stack handle (indexed by its slot on the packet path, no hashing).
+    by_conn: ByHandle,
     /// Closed by us (FIN queued), draining the peer until its FIN or the deadline.
     lingering: FxHashMap<ConnHandle, Instant>,
     /// Connections that took input from a frame in this batch (flushed in `poll`).
@@ -247,7 +298,7 @@ impl<A: App> StackDriver<A> {
                 rx,
                 slots: Vec::new(),
                 free: Vec::new(),
-                by_conn: FxHashMap::default(),
+                by_conn: ByHandle::default(),
                 lingering: FxHashMap::default(),
                 touched: Vec::new(),
                 spare: Vec::new(),
@@ -327,7 +378,7 @@ impl<A: App> Conns<A> {
     /// (unmasks it there and answers into `tx`); else nothing (the stack buffers it). This
     /// is the one place received frame payload enters the application.
     fn sink(&mut self, conn: ConnHandle, data: &mut [u8], tx: &mut ConnTx<'_>) -> usize {
-        let Some(&id) = self.by_conn.get(&conn) else {
+        let Some(id) = self.by_conn.get(conn) else {
             return 0;
         };
         if self.slots.get(id).and_then(|s| *s).is_none_or(|s| s.eof) {
@@ -367,17 +418,17 @@ impl<A: App> Conns<A> {
             Event::Readable(conn) | Event::Writable(conn) | Event::PeerClosed(conn) => {
                 if self.lingering.contains_key(&conn) {
                     self.drain_lingering(stack, conn);
-                } else if let Some(&id) = self.by_conn.get(&conn) {
+                } else if let Some(id) = self.by_conn.get(conn) {
                     self.drive(stack, id);
                 }
             }
             Event::Closed(conn) => {
                 if self.lingering.remove(&conn).is_some() {
                     let _ = stack.close(conn);
-                } else if let Some(&id) = self.by_conn.get(&conn) {
+                } else if let Some(id) = self.by_conn.get(conn) {
                     // Read what is still buffered, then the connection is gone.
                     self.drive(stack, id);
-                    if self.by_conn.contains_key(&conn) {
+                    if self.by_conn.get(conn).is_some() {
                         self.forget(id);
                         let _ = stack.close(conn);
                     }
@@ -385,7 +436,7 @@ impl<A: App> Conns<A> {
             }
             Event::Reset(conn) | Event::TimedOut(conn) => {
                 self.lingering.remove(&conn);
-                if let Some(&id) = self.by_conn.get(&conn) {
+                if let Some(id) = self.by_conn.get(conn) {
                     self.forget(id);
                 }
             }
@@ -432,7 +483,7 @@ impl<A: App> Conns<A> {
             self.upstreams.remove(poll.registry(), id);
         }
         if let Some(slot) = self.slots.get_mut(id).and_then(Option::take) {
-            self.by_conn.remove(&slot.conn);
+            self.by_conn.remove(slot.conn);
             self.free.push(id);
         }
     }
@@ -537,6 +588,11 @@ impl<A: App> Conns<A> {
     /// Drives every connection in `touched` and then every one the application names
     /// dirty; returns whether there was any.
     fn flush(&mut self, stack: &mut Stack) -> bool {
+        // The touched ones first, then the application's (in that order).
+        self.app.take_dirty(&mut self.touched);
+        if self.touched.is_empty() {
+            return false;
+        }
         let mut ids = std::mem::take(&mut self.spare);
         std::mem::swap(&mut ids, &mut self.touched);
         for &id in &ids {
@@ -544,14 +600,12 @@ impl<A: App> Conns<A> {
                 slot.touched = false;
             }
         }
-        self.app.take_dirty(&mut ids);
-        let worked = !ids.is_empty();
         for &id in &ids {
             self.drive(stack, id);
         }
         ids.clear();
         self.spare = ids;
-        worked
+        true
     }
 
     /// Handles one message from another thread, with the stack's view of connections.
@@ -672,8 +726,8 @@ impl<A: App> Conns<A> {
         self.busy = 0;
         let mut counts = [0u64; TCP_STATES];
         let mut states: [Option<tcp::conn::State>; TCP_STATES] = [None; TCP_STATES];
-        for conn in self.by_conn.keys().chain(self.lingering.keys()) {
-            if let Ok(s) = stack.stats(*conn) {
+        for conn in self.by_conn.handles().chain(self.lingering.keys().copied()) {
+            if let Ok(s) = stack.stats(conn) {
                 let i = (s.state as usize).min(TCP_STATES - 1);
                 counts[i] += 1;
                 states[i] = Some(s.state);
