@@ -209,13 +209,20 @@ impl Worker {
             self.session(id)
                 .is_some_and(|s| s.deadline_state() != before)
         };
-        self.count_out(id, tx.bytes);
+        let sent = tx.bytes;
+        let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        if sent > 0 {
+            // As `count_out`, without a second lookup.
+            s.bytes_out += sent as u64;
+            if s.route.is_some() {
+                self.stats.route(s.route).bytes_out.add(sent as u64);
+            }
+        }
         // The driver flushes what is still queued right after this call. The deadline
         // timer moves only if the state it depends on changed: fresh bytes only push the
         // idle and ping deadlines later, and an earlier timer just fires and re-arms.
-        let Some(s) = self.session(id) else {
-            return;
-        };
         if changed || s.timer.is_none() {
             self.arm(id);
         }
