@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use crate::close::{parse_close_payload, CloseCode};
 use crate::deflate::{DeflateError, DeflateParams, Deflater, Inflater};
 use crate::frame::{encode_frame, FrameHeader, OpCode};
-use crate::mask::{apply_mask, mask_copy_blocks};
+use crate::mask::{apply_mask, mask_copy_blocks, mask_copy_pairs};
 use crate::utf8::Utf8Validator;
 
 /// See [`Connection::small_shape`].
@@ -440,24 +440,30 @@ impl Connection {
         // the frame is read and its answer written through fixed-size views (whole 16-byte
         // blocks; the excess is the next frame's bytes read, and answer bytes overwritten
         // by the next answer or not sent).
-        while let (Some(frame), Some(answer)) = (
-            input
+        loop {
+            let Some(frame) = input
                 .get(r.consumed..)
-                .and_then(|s| s.first_chunk::<{ 6 + 128 }>()),
-            out.get_mut(r.written..)
-                .and_then(|s| s.first_chunk_mut::<{ 2 + 128 }>()),
-        ) {
+                .and_then(|s| s.first_chunk::<{ 6 + 128 }>())
+            else {
+                break;
+            };
+            let Some(answer) = out
+                .get_mut(r.written..)
+                .and_then(|s| s.first_chunk_mut::<{ 2 + 128 }>())
+            else {
+                break;
+            };
             let [b0, b1, k0, k1, k2, k3, ..] = *frame;
             let len = usize::from(b1 & 0x7f);
             // Text (0x81) or Binary (0x82), final, no RSV bits; masked; 7-bit length.
             if b0.wrapping_sub(0x81) > 1 || b1 & 0x80 == 0 || len > shape.limit {
                 break;
             }
-            let blocks = 16 * len.div_ceil(16);
-            if let (Some(src), Some(dst)) =
-                (frame.get(6..6 + blocks), answer.get_mut(2..2 + blocks))
+            // Whole 32-byte pairs of blocks (at most 4: the views have 128 bytes of room).
+            let pairs = 32 * len.div_ceil(32);
+            if let (Some(src), Some(dst)) = (frame.get(6..6 + pairs), answer.get_mut(2..2 + pairs))
             {
-                mask_copy_blocks(dst, src, [k0, k1, k2, k3]);
+                mask_copy_pairs(dst, src, [k0, k1, k2, k3]);
             }
             answer[0] = b0;
             answer[1] = len as u8;
