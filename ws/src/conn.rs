@@ -440,13 +440,10 @@ impl Connection {
         // the frame is read and its answer written through fixed-size views (whole 16-byte
         // blocks; the excess is the next frame's bytes read, and answer bytes overwritten
         // by the next answer or not sent).
-        loop {
-            let Some(frame) = input
-                .get(r.consumed..)
-                .and_then(|s| s.first_chunk::<{ 6 + 128 }>())
-            else {
-                break;
-            };
+        while let Some(frame) = input
+            .get(r.consumed..)
+            .and_then(|s| s.first_chunk::<{ 6 + 128 }>())
+        {
             let Some(answer) = out
                 .get_mut(r.written..)
                 .and_then(|s| s.first_chunk_mut::<{ 2 + 128 }>())
