@@ -44,15 +44,20 @@ fn small_frame(buf: &[u8], shape: SmallShape) -> Option<(MessageKind, usize)> {
     let [b0, b1, ..] = *buf else {
         return None;
     };
-    let kind = match b0 {
-        0x81 => MessageKind::Text,
-        0x82 => MessageKind::Binary,
-        _ => return None,
-    };
     let len = usize::from(b1 & 0x7f);
-    if b1 & 0x80 != shape.mask_bit || len > shape.limit || shape.at + len > buf.len() {
+    // Text (0x81) or Binary (0x82): final, no RSV bits.
+    if b0.wrapping_sub(0x81) > 1
+        || b1 & 0x80 != shape.mask_bit
+        || len > shape.limit
+        || shape.at + len > buf.len()
+    {
         return None;
     }
+    let kind = if b0 == 0x81 {
+        MessageKind::Text
+    } else {
+        MessageKind::Binary
+    };
     Some((kind, len))
 }
 
@@ -437,9 +442,9 @@ impl Connection {
             return r;
         };
         // Most of a pipelined run: both sides have room for the largest small frame, so
-        // the frame is read and its answer written through fixed-size views (whole 16-byte
-        // blocks; the excess is the next frame's bytes read, and answer bytes overwritten
-        // by the next answer or not sent).
+        // the frame is read and its answer written through fixed-size views (whole 32-byte
+        // pairs of blocks; the excess is the next frame's bytes read, and answer bytes
+        // overwritten by the next answer or not sent).
         while let Some(frame) = input
             .get(r.consumed..)
             .and_then(|s| s.first_chunk::<{ 6 + 128 }>())
@@ -450,23 +455,23 @@ impl Connection {
             else {
                 break;
             };
-            let [b0, b1, k0, k1, k2, k3, ..] = *frame;
-            let len = usize::from(b1 & 0x7f);
-            // Text (0x81) or Binary (0x82), final, no RSV bits; masked; 7-bit length.
-            if b0.wrapping_sub(0x81) > 1 || b1 & 0x80 == 0 || len > shape.limit {
+            let Some((kind, len)) = small_frame(frame, shape) else {
                 break;
-            }
+            };
+            let [b0, _, k0, k1, k2, k3, ..] = *frame;
             // Whole 32-byte pairs of blocks (at most 4: the views have 128 bytes of room).
             let pairs = 32 * len.div_ceil(32);
             if let (Some(src), Some(dst)) = (frame.get(6..6 + pairs), answer.get_mut(2..2 + pairs))
             {
                 mask_copy_pairs(dst, src, [k0, k1, k2, k3]);
             }
+            // The frame's first byte is the answer's (FIN and the same opcode).
             answer[0] = b0;
             answer[1] = len as u8;
             r.consumed += 6 + len;
             // RFC 6455 8.1: invalid UTF-8 in a text message fails the connection (1007).
-            if b0 == 0x81 && simdutf8::basic::from_utf8(&answer[2..2 + len]).is_err() {
+            if kind == MessageKind::Text && simdutf8::basic::from_utf8(&answer[2..2 + len]).is_err()
+            {
                 self.fail(CloseCode::INVALID_PAYLOAD, "invalid UTF-8 in text message");
                 return r;
             }
