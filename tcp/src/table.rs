@@ -258,13 +258,7 @@ impl<V> ConnTable<V> {
 
     /// The state of a live connection, mutably.
     pub fn get_mut(&mut self, id: ConnId) -> Option<&mut V> {
-        match self.slots.get_mut(id.index as usize)? {
-            Slot {
-                generation,
-                state: SlotState::Occupied { value, .. },
-            } if *generation == id.generation => Some(value),
-            _ => None,
-        }
+        self.get_with_tuple_mut(id).map(|(_, v)| v)
     }
 
     /// The 4-tuple and the state of a live connection, the state mutably (one lookup).

@@ -213,13 +213,7 @@ impl Worker {
         let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
             return;
         };
-        if sent > 0 {
-            // As `count_out`, without a second lookup.
-            s.bytes_out += sent as u64;
-            if s.route.is_some() {
-                self.stats.route(s.route).bytes_out.add(sent as u64);
-            }
-        }
+        count_bytes_out(&self.stats, s, sent);
         // The driver flushes what is still queued right after this call. The deadline
         // timer moves only if the state it depends on changed: fresh bytes only push the
         // idle and ping deadlines later, and an earlier timer just fires and re-arms.
@@ -240,15 +234,8 @@ impl Worker {
 
     /// `n` bytes of `id` went to the transport.
     fn count_out(&mut self, id: ConnId, n: usize) {
-        if n == 0 {
-            return;
-        }
-        let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
-            return;
-        };
-        s.bytes_out += n as u64;
-        if s.route.is_some() {
-            self.stats.route(s.route).bytes_out.add(n as u64);
+        if let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) {
+            count_bytes_out(&self.stats, s, n);
         }
     }
 
@@ -575,6 +562,17 @@ impl Worker {
 
 /// The gateway (and ws-echo) as the application both drivers serve; each method is the
 /// inherent one of the same name.
+/// `n` bytes of session `s` went to the transport: its count and its route's.
+fn count_bytes_out(stats: &WorkerStats, s: &mut Session, n: usize) {
+    if n == 0 {
+        return;
+    }
+    s.bytes_out += n as u64;
+    if s.route.is_some() {
+        stats.route(s.route).bytes_out.add(n as u64);
+    }
+}
+
 impl App for Worker {
     type Message = WorkerMsg;
 
