@@ -36,6 +36,8 @@ apt_pkgs=(
   iproute2 ethtool nftables iputils-ping procps kmod util-linux tcpdump
   # kernel peers used by the tests and benchmarks
   iperf3 python3 python3-venv python3-pip curl ca-certificates git
+  # the cluster tests and benchmark: NATS, the bus between gateway nodes
+  nats-server
   # deploy/fresh-check.sh (a minimal Debian root to check this script and the demo in)
   debootstrap
 )

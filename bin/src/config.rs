@@ -23,6 +23,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// AF_XDP backend tuning: idle backoff, stop grace, UMEM and ring sizes.
     pub dataplane: Dataplane,
+    /// Pub/sub across several gateway nodes over NATS (off by default).
+    pub cluster: Cluster,
 }
 
 impl Default for Config {
@@ -36,7 +38,137 @@ impl Default for Config {
                 ..Route::default()
             }],
             dataplane: Dataplane::default(),
+            cluster: Cluster::default(),
         }
+    }
+}
+
+/// `[cluster]`: pub/sub across gateway nodes over NATS core (docs/OPERATIONS.md,
+/// "Running a cluster"). Off unless `enabled = true`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    /// Whether this node joins a cluster.
+    pub enabled: bool,
+    /// NATS server URLs (`nats://host:port`), tried in order; more are learned from the
+    /// server.
+    pub servers: Vec<String>,
+    /// Subjects are `<subject_prefix>.<topic>` (the topic escaped, [`crate::cluster::subject`]).
+    pub subject_prefix: String,
+    /// This node's name, carried in every message it publishes (so it never takes its own
+    /// messages back) and in the NATS connection name. Empty: the host name and a random
+    /// suffix. Must be unique in the cluster.
+    pub node: String,
+    /// How long a NATS subscription outlives the topic's last local subscriber (ms), so a
+    /// client that resubscribes at once does not churn subscriptions.
+    pub unsubscribe_linger_ms: u64,
+    /// Local publications waiting to be handed to the NATS client; beyond it they are
+    /// dropped for the other nodes (counted).
+    pub outbound_queue: usize,
+    /// Longest wait between two reconnect attempts (ms); attempts back off up to it.
+    pub reconnect_max_delay_ms: u64,
+    /// Token authentication.
+    pub token: Option<String>,
+    /// User and password authentication (both or neither).
+    pub user: Option<String>,
+    /// See `user`.
+    pub password: Option<String>,
+    /// A NATS `.creds` file (JWT and NKey seed).
+    pub credentials_file: Option<String>,
+    /// A PEM file of CA certificates: the connection to NATS must then be TLS.
+    pub tls_ca_file: Option<String>,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            enabled: false,
+            servers: vec!["nats://127.0.0.1:4222".to_string()],
+            subject_prefix: "sluice".to_string(),
+            node: String::new(),
+            unsubscribe_linger_ms: 1000,
+            outbound_queue: 8192,
+            reconnect_max_delay_ms: 2000,
+            token: None,
+            user: None,
+            password: None,
+            credentials_file: None,
+            tls_ca_file: None,
+        }
+    }
+}
+
+impl Cluster {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.servers.is_empty() {
+            return Err(invalid("cluster.servers", "needs at least one NATS URL"));
+        }
+        for s in &self.servers {
+            let rest = s
+                .strip_prefix("nats://")
+                .or_else(|| s.strip_prefix("tls://"))
+                .unwrap_or(s);
+            if rest.is_empty() || rest.contains(char::is_whitespace) {
+                return Err(invalid(
+                    "cluster.servers",
+                    format!("`{s}` is not a NATS URL (nats://host:port)"),
+                ));
+            }
+        }
+        if !crate::cluster::subject::valid_prefix(&self.subject_prefix) {
+            return Err(invalid(
+                "cluster.subject_prefix",
+                "must be NATS subject tokens: non-empty, separated by dots, no spaces, `*` or `>`",
+            ));
+        }
+        if self
+            .node
+            .contains(|c: char| c.is_whitespace() || c.is_control())
+            || self.node.len() > 128
+        {
+            return Err(invalid(
+                "cluster.node",
+                "at most 128 bytes, no whitespace or control characters",
+            ));
+        }
+        if self.outbound_queue == 0 {
+            return Err(invalid("cluster.outbound_queue", "must be at least 1"));
+        }
+        if self.reconnect_max_delay_ms == 0 {
+            return Err(invalid(
+                "cluster.reconnect_max_delay_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return Err(invalid(
+                "cluster.user",
+                "cluster.user and cluster.password go together",
+            ));
+        }
+        let methods = usize::from(self.token.is_some())
+            + usize::from(self.user.is_some())
+            + usize::from(self.credentials_file.is_some());
+        if methods > 1 {
+            return Err(invalid(
+                "cluster.token",
+                "choose one of token, user/password and credentials_file",
+            ));
+        }
+        for (key, file) in [
+            ("cluster.credentials_file", &self.credentials_file),
+            ("cluster.tls_ca_file", &self.tls_ca_file),
+        ] {
+            if let Some(f) = file {
+                if let Err(e) = std::fs::metadata(f) {
+                    return Err(invalid(key, format!("cannot read `{f}`: {e}")));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -541,6 +673,7 @@ impl Config {
     /// Checks ranges and cross-key consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.dataplane.validate()?;
+        self.cluster.validate()?;
         let l = &self.limits;
         let positive = [
             ("limits.max_connections", l.max_connections),

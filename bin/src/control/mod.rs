@@ -40,6 +40,8 @@ pub struct Context {
     pub config: Arc<Config>,
     /// The workers' heartbeats (for `/healthz`).
     pub health: health::Health,
+    /// Cluster mode: the NATS link's state (for `/healthz`).
+    pub cluster: Option<Arc<crate::cluster::Status>>,
 }
 
 /// Starts the control server on `addr`; returns the bound address.
@@ -99,10 +101,16 @@ fn handle(mut req: Request, ctx: &Context) {
                 )
             }
         }
-        (Method::Get, "/healthz") => match ctx.health.problems() {
-            None => text(200, "ok\n", "text/plain"),
-            Some(body) => text(503, body, "text/plain"),
-        },
+        (Method::Get, "/healthz") => {
+            let degraded = ctx.cluster.as_ref().and_then(|c| c.degraded());
+            match (ctx.health.problems(), degraded) {
+                (None, None) => text(200, "ok\n", "text/plain"),
+                // Serving, but cut off from the other nodes: still 200, so a load
+                // balancer does not take every node out when the bus is down.
+                (None, Some(d)) => text(200, d, "text/plain"),
+                (Some(body), d) => text(503, body + d.as_deref().unwrap_or(""), "text/plain"),
+            }
+        }
         (Method::Get, "/stat") => {
             let rows = snapshot(ctx);
             let body = serde_json::json!({ "connections": rows });
@@ -137,21 +145,35 @@ fn publish(req: &mut Request, path: &str, ctx: &Context) -> Response<std::io::Cu
         return text(415, "body must be UTF-8 text\n", "text/plain");
     };
     let (tx, rx) = crossbeam_channel::bounded(1);
-    let accepted = ctx.publisher.publish(PublishRequest {
-        topic: topic.to_string(),
-        data,
-        done: Some(tx),
-    });
-    if !accepted {
+    let (ctx_tx, ctx_rx) = crossbeam_channel::bounded(1);
+    let clustered = ctx.cluster.is_some();
+    let mut req = PublishRequest::local(topic.to_string(), data);
+    req.done = Some(tx);
+    req.cluster_done = clustered.then_some(ctx_tx);
+    if !ctx.publisher.publish(req) {
         return text(503, "broker stopped\n", "text/plain");
     }
     let timeout = Duration::from_millis(ctx.config.control.publish_timeout_ms);
+    let start = std::time::Instant::now();
     match rx.recv_timeout(timeout) {
-        Ok(n) => text(
-            200,
-            serde_json::json!({ "topic": topic, "delivered": n }).to_string(),
-            "application/json",
-        ),
+        Ok(n) => {
+            // Core NATS has no acknowledgement: "sent" means handed to the NATS client
+            // without error, not received by another node.
+            let cluster = if clustered {
+                let left = timeout.saturating_sub(start.elapsed());
+                ctx_rx
+                    .recv_timeout(left)
+                    .map_or("pending", crate::cluster::Handed::as_str)
+            } else {
+                "off"
+            };
+            text(
+                200,
+                serde_json::json!({ "topic": topic, "delivered": n, "cluster": cluster })
+                    .to_string(),
+                "application/json",
+            )
+        }
         Err(_) => {
             ctx.metrics.dropped(crate::metrics::Drop::PublishTimeout);
             text(503, "not queued within the timeout\n", "text/plain")

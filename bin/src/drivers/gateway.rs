@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
+use crate::cluster;
 use crate::config::Config;
 use crate::control;
 use crate::gateway::worker::Worker;
@@ -33,6 +34,7 @@ pub struct Shared {
     /// The metrics.
     pub metrics: Arc<Metrics>,
     publisher: broker::Publisher,
+    interest: Vec<cluster::InterestTx>,
     receivers: Vec<Option<Receiver<WorkerMsg>>>,
     /// Where the control plane listens (`None`: disabled).
     pub control: Option<SocketAddr>,
@@ -51,7 +53,7 @@ impl Shared {
         health: control::health::Health,
     ) -> anyhow::Result<Shared> {
         let config = Arc::new(config);
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::build(config.cluster.enabled));
         let mut handles = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..workers {
@@ -64,12 +66,12 @@ impl Shared {
             });
             receivers.push(Some(rx));
         }
-        let publisher = broker::spawn(
-            handles.clone(),
-            config.limits.publish_queue,
-            Arc::clone(&metrics),
-        )
-        .map_err(|e| anyhow::anyhow!("starting broker thread: {e}"))?;
+        let publishing = start_publishing(&config, &metrics, &handles)?;
+        let publisher = publishing.publisher;
+        let (interest, status) = match publishing.cluster {
+            Some(c) => (c.interest, Some(c.status)),
+            None => (Vec::new(), None),
+        };
         let control = if config.control.enabled {
             let ctx = control::Context {
                 metrics: Arc::clone(&metrics),
@@ -77,6 +79,7 @@ impl Shared {
                 workers: handles,
                 config: Arc::clone(&config),
                 health,
+                cluster: status,
             };
             Some(control::spawn(config.control.addr, ctx)?)
         } else {
@@ -86,6 +89,7 @@ impl Shared {
             config,
             metrics,
             publisher,
+            interest,
             receivers,
             control,
             any_path,
@@ -116,6 +120,7 @@ impl Shared {
             config: Arc::clone(&self.config),
             metrics: Arc::clone(&self.metrics),
             publisher: self.publisher.clone(),
+            interest: self.interest.get(index).cloned(),
             rx: self.receivers.get_mut(index).and_then(Option::take),
             any_path: self.any_path,
         }
@@ -129,6 +134,7 @@ pub struct Part {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     publisher: broker::Publisher,
+    interest: Option<cluster::InterestTx>,
     rx: Option<Receiver<WorkerMsg>>,
     any_path: bool,
 }
@@ -140,6 +146,45 @@ impl Part {
         if self.any_path {
             worker.serve_any_path();
         }
+        if let Some(i) = self.interest {
+            worker.set_interest(i);
+        }
         (worker, self.rx)
     }
+}
+
+/// The broker, and the cluster link when `[cluster]` is on.
+#[derive(Debug)]
+pub struct Publishing {
+    /// The broker's publishing side.
+    pub publisher: broker::Publisher,
+    /// The cluster link's parts (`None`: a single node).
+    pub cluster: Option<cluster::Started>,
+}
+
+/// Starts the broker for `workers` and, in cluster mode, the cluster link first (it
+/// hands other nodes' publications to the broker; the broker offers it local ones).
+pub fn start_publishing(
+    config: &Arc<Config>,
+    metrics: &Arc<Metrics>,
+    workers: &[WorkerHandle],
+) -> anyhow::Result<Publishing> {
+    let queue = broker::Queue::new(config.limits.publish_queue);
+    let cluster = match &metrics.cluster {
+        Some(m) if config.cluster.enabled => Some(cluster::start(
+            config,
+            Arc::clone(m),
+            workers.to_vec(),
+            queue.publisher(),
+        )?),
+        _ => None,
+    };
+    let publisher = broker::spawn_on(
+        queue,
+        workers.to_vec(),
+        Arc::clone(metrics),
+        cluster.as_ref().map(|c| c.outbound.clone()),
+    )
+    .map_err(|e| anyhow::anyhow!("starting broker thread: {e}"))?;
+    Ok(Publishing { publisher, cluster })
 }

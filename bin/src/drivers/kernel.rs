@@ -23,7 +23,7 @@ use crate::app::{App, BufTx};
 use crate::config::Config;
 use crate::control;
 use crate::gateway::worker::Worker;
-use crate::gateway::{broker, WorkerHandle};
+use crate::gateway::WorkerHandle;
 use crate::metrics::Metrics;
 
 /// Size of the shared receive buffer.
@@ -182,7 +182,7 @@ pub fn run_gateway(settings: Settings) -> anyhow::Result<()> {
     }
     let poll = Poll::new().context("creating epoll instance")?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("creating waker")?);
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::build(config.cluster.enabled));
 
     let (tx, rx) = crossbeam_channel::bounded(config.limits.worker_queue);
     let wake_ref = Arc::clone(&waker);
@@ -209,12 +209,12 @@ pub fn run_gateway(settings: Settings) -> anyhow::Result<()> {
     if let Some(l) = &liveness {
         l.heartbeat.start(clock.now());
     }
-    let publisher = broker::spawn(
-        workers.clone(),
-        config.limits.publish_queue,
-        Arc::clone(&metrics),
-    )
-    .context("starting broker thread")?;
+    let publishing = crate::drivers::gateway::start_publishing(&config, &metrics, &workers)?;
+    let publisher = publishing.publisher;
+    let (interest, cluster_status) = match publishing.cluster {
+        Some(c) => (c.interest.into_iter().next(), Some(c.status)),
+        None => (None, None),
+    };
 
     let (listeners, bound) = bind(&poll, config.listen.ip, &config.listen.ports)?;
     let bound: Vec<String> = bound.iter().map(u16::to_string).collect();
@@ -225,6 +225,7 @@ pub fn run_gateway(settings: Settings) -> anyhow::Result<()> {
             workers: workers.clone(),
             config: Arc::clone(&config),
             health,
+            cluster: cluster_status,
         };
         Some(control::spawn(config.control.addr, ctx).context("starting control plane")?)
     } else {
@@ -248,6 +249,9 @@ pub fn run_gateway(settings: Settings) -> anyhow::Result<()> {
     );
     if settings.any_path {
         worker.serve_any_path();
+    }
+    if let Some(i) = interest {
+        worker.set_interest(i);
     }
     let result = serve(
         poll,

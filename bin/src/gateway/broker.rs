@@ -13,6 +13,15 @@ use super::protocol::Reply;
 use super::{Ack, Offer, Publication, WorkerHandle, WorkerMsg};
 use crate::metrics::{Drop, Metrics};
 
+/// Where a publication comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Published on this node (ingest or a client): also offered to the other nodes.
+    Local,
+    /// From another node over NATS: delivered locally only.
+    Remote,
+}
+
 /// A message to publish.
 #[derive(Debug)]
 pub struct PublishRequest {
@@ -22,6 +31,23 @@ pub struct PublishRequest {
     pub data: String,
     /// Answered with the number of subscribers once every worker queued it.
     pub done: Option<Sender<usize>>,
+    /// Where it comes from.
+    pub origin: Origin,
+    /// Answered with what became of it for the other nodes (cluster mode only).
+    pub cluster_done: Option<Sender<crate::cluster::Handed>>,
+}
+
+impl PublishRequest {
+    /// A publication made on this node.
+    pub fn local(topic: String, data: String) -> PublishRequest {
+        PublishRequest {
+            topic,
+            data,
+            done: None,
+            origin: Origin::Local,
+            cluster_done: None,
+        }
+    }
 }
 
 /// The publishing side of the broker, cloned into workers and the control plane.
@@ -33,13 +59,16 @@ pub struct Publisher {
 impl Publisher {
     /// Queues without blocking (workers); false when the broker queue is full or gone.
     pub fn try_publish(&self, topic: String, data: String) -> bool {
-        match self.tx.try_send(PublishRequest {
-            topic,
-            data,
-            done: None,
-        }) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        self.tx.try_send(PublishRequest::local(topic, data)).is_ok()
+    }
+
+    /// Queues `req` without blocking: `Err(Some(req))` when the queue is full,
+    /// `Err(None)` when the broker is gone.
+    pub fn try_send(&self, req: PublishRequest) -> Result<(), Option<PublishRequest>> {
+        match self.tx.try_send(req) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(r)) => Err(Some(r)),
+            Err(TrySendError::Disconnected(_)) => Err(None),
         }
     }
 
@@ -52,28 +81,69 @@ impl Publisher {
 /// Compression level for shared frames.
 const LEVEL: u32 = 1;
 
+/// The broker's queue, made before the broker starts so that the cluster link (which
+/// needs a [`Publisher`]) can be started first.
+#[derive(Debug)]
+pub struct Queue {
+    rx: Receiver<PublishRequest>,
+    publisher: Publisher,
+}
+
+impl Queue {
+    /// A queue of `capacity` requests.
+    pub fn new(capacity: usize) -> Queue {
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        Queue {
+            rx,
+            publisher: Publisher { tx },
+        }
+    }
+
+    /// Its publishing side.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+}
+
 /// Starts the broker thread for `workers`; the queue holds `capacity` requests.
 pub fn spawn(
     workers: Vec<WorkerHandle>,
     capacity: usize,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<Publisher> {
-    let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-    std::thread::Builder::new()
-        .name("sluice-broker".into())
-        .spawn(move || run(&rx, &workers, &metrics))?;
-    Ok(Publisher { tx })
+    spawn_on(Queue::new(capacity), workers, metrics, None)
 }
 
-fn run(rx: &Receiver<PublishRequest>, workers: &[WorkerHandle], metrics: &Metrics) {
+/// Starts the broker thread on `queue`; local publications are also offered to the other
+/// nodes through `cluster` when it is set.
+pub fn spawn_on(
+    queue: Queue,
+    workers: Vec<WorkerHandle>,
+    metrics: Arc<Metrics>,
+    cluster: Option<crate::cluster::Outbound>,
+) -> std::io::Result<Publisher> {
+    let Queue { rx, publisher } = queue;
+    std::thread::Builder::new()
+        .name("sluice-broker".into())
+        .spawn(move || run(&rx, &workers, &metrics, cluster.as_ref()))?;
+    Ok(publisher)
+}
+
+fn run(
+    rx: &Receiver<PublishRequest>,
+    workers: &[WorkerHandle],
+    metrics: &Metrics,
+    cluster: Option<&crate::cluster::Outbound>,
+) {
     while let Ok(req) = rx.recv() {
         let text = Reply::Message {
             topic: &req.topic,
             data: &req.data,
         }
         .to_json();
+        let topic: Arc<str> = Arc::from(req.topic.as_str());
         let publication = Arc::new(Publication::new(
-            Arc::from(req.topic.as_str()),
+            Arc::clone(&topic),
             Bytes::from(text),
             LEVEL,
         ));
@@ -96,6 +166,12 @@ fn run(rx: &Receiver<PublishRequest>, workers: &[WorkerHandle], metrics: &Metric
                         a.worker_done(0);
                     }
                 }
+            }
+        }
+        // After the local queueing, so local order is the broker's order whatever NATS does.
+        if req.origin == Origin::Local {
+            if let Some(c) = cluster {
+                c.offer(topic, req.data, req.cluster_done);
             }
         }
     }
@@ -123,11 +199,7 @@ mod tests {
         let (fast, fast_rx) = handle(64);
         let publisher = spawn(vec![slow, fast], 64, Arc::clone(&metrics)).unwrap();
         for i in 0..5 {
-            assert!(publisher.publish(PublishRequest {
-                topic: "t".into(),
-                data: format!("m{i}"),
-                done: None,
-            }));
+            assert!(publisher.publish(PublishRequest::local("t".into(), format!("m{i}"))));
         }
         // The slow worker never reads, yet the other one gets every publication: the
         // broker did not wait for the slow one.

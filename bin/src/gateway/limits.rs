@@ -47,6 +47,7 @@ impl Worker {
                 set.remove(&id);
                 if set.is_empty() {
                     self.topics.remove(t);
+                    self.interest_changed(t, false);
                 }
             }
         }

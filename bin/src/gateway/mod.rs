@@ -61,6 +61,8 @@ pub enum WorkerMsg {
     Deliver(Arc<Publication>, Option<Arc<Ack>>),
     /// Reply with the per-connection table.
     Snapshot(crossbeam_channel::Sender<Vec<ConnInfo>>),
+    /// Cluster mode: a report of this worker's topics was lost; send them all.
+    InterestResync,
 }
 
 /// How to reach one worker: its bounded queue and a wake-up for its poll loop.

@@ -139,7 +139,12 @@ impl Worker {
                         .get_key_value(topic.as_str())
                         .map_or_else(|| Arc::from(topic.as_str()), |(k, _)| Arc::clone(k));
                     s.topics.insert(Arc::clone(&key));
-                    self.topics.entry(key).or_default().insert(id);
+                    let subs = self.topics.entry(Arc::clone(&key)).or_default();
+                    let first = subs.is_empty();
+                    subs.insert(id);
+                    if first {
+                        self.interest_changed(&key, true);
+                    }
                     Reply::Subscribed {
                         topic: &topic,
                         id: rid.as_ref(),
@@ -155,7 +160,9 @@ impl Worker {
                 if let Some(set) = self.topics.get_mut(topic.as_str()) {
                     set.remove(&id);
                     if set.is_empty() {
-                        self.topics.remove(topic.as_str());
+                        if let Some((key, _)) = self.topics.remove_entry(topic.as_str()) {
+                            self.interest_changed(&key, false);
+                        }
                     }
                 }
                 Reply::Unsubscribed {

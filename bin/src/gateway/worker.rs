@@ -80,6 +80,8 @@ pub struct Worker {
     pub(super) fired: Vec<ConnId>,
     /// Reused list of the connections one publication reached.
     pub(super) touched: Vec<ConnId>,
+    /// Cluster mode: where this worker reports its topics.
+    pub(super) interest: Option<crate::cluster::InterestTx>,
 }
 
 impl Worker {
@@ -140,6 +142,7 @@ impl Worker {
             timers: TimerWheel::new(),
             fired: Vec::new(),
             touched: Vec::new(),
+            interest: None,
         }
     }
 
@@ -470,6 +473,24 @@ impl Worker {
             WorkerMsg::Snapshot(tx) => {
                 let _ = tx.send(self.snapshot(now));
             }
+            WorkerMsg::InterestResync => {
+                if let Some(i) = &self.interest {
+                    i.snapshot(self.topics.keys().cloned().collect());
+                }
+            }
+        }
+    }
+
+    /// Cluster mode: report this worker's topics (first and last local subscriber) to
+    /// the cluster link.
+    pub fn set_interest(&mut self, interest: crate::cluster::InterestTx) {
+        self.interest = Some(interest);
+    }
+
+    /// `topic` got its first local subscriber on this worker (`on`) or lost its last.
+    pub(super) fn interest_changed(&self, topic: &Arc<str>, on: bool) {
+        if let Some(i) = &self.interest {
+            i.changed(topic, on);
         }
     }
 

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 pub use worker::{Drop, Handshake, Refused, WorkerSet, WorkerStats};
@@ -71,6 +73,89 @@ pub struct Metrics {
     /// AF_XDP: frames the XDP program redirected to the sockets, passed to the kernel, or
     /// dropped (written by the main thread).
     pub xdp_packets: Family<ActionLabel, Counter>,
+    /// Cluster mode only (`[cluster]`): the NATS link's series.
+    pub cluster: Option<Arc<ClusterMetrics>>,
+}
+
+/// The cluster link's series (written by the cluster thread and the broker).
+#[derive(Debug)]
+pub struct ClusterMetrics {
+    /// Local publications handed to the NATS client.
+    pub published: Counter,
+    /// Publications from other nodes handed to the broker.
+    pub received: Counter,
+    /// Publications lost between nodes, by reason.
+    pub dropped_by: Family<ReasonLabel, Counter>,
+    /// Reconnections to NATS after a lost connection.
+    pub reconnects: Counter,
+    /// 1 while connected to NATS.
+    pub connected: Gauge,
+    /// NATS subscriptions held (topics with local subscribers, and lingering ones).
+    pub subscriptions: Gauge,
+    /// From the publishing node's publish to this node's receipt (wall clocks of two
+    /// nodes: as good as their clock sync).
+    pub delay: Histogram,
+}
+
+impl ClusterMetrics {
+    /// Counts one publication lost between nodes.
+    pub fn dropped(&self, reason: &str) {
+        self.dropped_by
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    fn register(registry: &mut Registry) -> ClusterMetrics {
+        let m = ClusterMetrics {
+            published: Counter::default(),
+            received: Counter::default(),
+            dropped_by: Family::default(),
+            reconnects: Counter::default(),
+            connected: Gauge::default(),
+            subscriptions: Gauge::default(),
+            // 50 us .. ~6.5 s.
+            delay: Histogram::new(exponential_buckets(50e-6, 2.0, 18)),
+        };
+        let r = registry.sub_registry_with_prefix("cluster");
+        r.register(
+            "published",
+            "Local publications handed to NATS for the other nodes",
+            m.published.clone(),
+        );
+        r.register(
+            "received",
+            "Publications received from other nodes over NATS",
+            m.received.clone(),
+        );
+        r.register(
+            "dropped",
+            "Publications lost between nodes, by reason",
+            m.dropped_by.clone(),
+        );
+        r.register(
+            "reconnects",
+            "Reconnections to NATS after a lost connection",
+            m.reconnects.clone(),
+        );
+        r.register(
+            "connected",
+            "1 while connected to NATS",
+            m.connected.clone(),
+        );
+        r.register(
+            "subscriptions",
+            "NATS subscriptions held by this node",
+            m.subscriptions.clone(),
+        );
+        r.register(
+            "delay_seconds",
+            "Publish on another node to receipt here (wall clocks)",
+            m.delay.clone(),
+        );
+        m
+    }
 }
 
 impl Default for Metrics {
@@ -82,6 +167,11 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh, registered set.
     pub fn new() -> Metrics {
+        Metrics::build(false)
+    }
+
+    /// A fresh, registered set, with the cluster link's series when `cluster` is set.
+    pub fn build(cluster: bool) -> Metrics {
         let mut registry = Registry::with_prefix("sluice");
         let workers = Arc::new(WorkerSet::default());
         let published = Counter::default();
@@ -97,11 +187,13 @@ impl Metrics {
             xdp_packets.clone(),
         );
         registry.register_collector(Box::new(Arc::clone(&workers)));
+        let cluster = cluster.then(|| Arc::new(ClusterMetrics::register(&mut registry)));
         Metrics {
             registry,
             workers,
             published,
             xdp_packets,
+            cluster,
         }
     }
 
