@@ -180,6 +180,11 @@ pub struct Listen {
     pub ip: IpAddr,
     /// Ports to serve on (`--port` overrides).
     pub ports: Vec<u16>,
+    /// Connections from `trusted_proxies` start with a PROXY protocol v2 header naming
+    /// the real client (a load balancer's `send-proxy-v2`); others are served as direct.
+    pub proxy_protocol: bool,
+    /// Proxies (CIDRs) whose PROXY header and `X-Forwarded-For` are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Listen {
@@ -187,7 +192,20 @@ impl Default for Listen {
         Listen {
             ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             ports: vec![8080],
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
         }
+    }
+}
+
+impl Listen {
+    /// Whether `ip` is one of `trusted_proxies`.
+    pub fn trusted(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 }
 
@@ -708,6 +726,12 @@ impl Config {
             return Err(invalid(
                 "limits.ping_interval_ms",
                 "must be below limits.idle_timeout_ms so pings can keep a connection alive",
+            ));
+        }
+        if self.listen.proxy_protocol && self.listen.trusted_proxies.is_empty() {
+            return Err(invalid(
+                "listen.proxy_protocol",
+                "needs listen.trusted_proxies (the load balancers allowed to send the header)",
             ));
         }
         if self.listen.ports.is_empty() {

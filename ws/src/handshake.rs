@@ -125,6 +125,9 @@ pub struct Request<'a> {
     pub protocols: Vec<&'a str>,
     /// Offered extensions, in the client's order.
     pub extensions: Vec<deflate::Extension<'a>>,
+    /// The `X-Forwarded-For` entries of every such header, in order (client first,
+    /// nearest proxy last); whether to believe them is the server's decision.
+    pub forwarded_for: Vec<&'a str>,
     /// Length of the request head in bytes; WebSocket frames follow it.
     pub head_len: usize,
 }
@@ -186,6 +189,7 @@ pub fn parse_request<'a>(
     let mut version = None;
     let mut protocols = Vec::new();
     let mut extensions = Vec::new();
+    let mut forwarded_for = Vec::new();
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).map_err(|_| HandshakeError::Malformed)?;
         let name = h.name;
@@ -212,6 +216,8 @@ pub fn parse_request<'a>(
             let parsed = deflate::parse_extensions(value)
                 .ok_or(HandshakeError::Header("Sec-WebSocket-Extensions"))?;
             extensions.extend(parsed);
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for.extend(value.split(',').map(str::trim).filter(|v| !v.is_empty()));
         }
     }
     // RFC 6455 4.2.1 item 2: a Host header field.
@@ -241,6 +247,7 @@ pub fn parse_request<'a>(
         key,
         protocols,
         extensions,
+        forwarded_for,
         head_len,
     }))
 }
@@ -421,6 +428,22 @@ mod tests {
             accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
+    }
+
+    #[test]
+    fn request_forwarded_for_entries_of_every_header_in_order() {
+        let req = REQ.replace(
+            "\r\n\r\n",
+            "\r\nX-Forwarded-For: 203.0.113.7, 198.18.0.9\r\nx-forwarded-for: 10.0.0.1 ,\r\n\r\n",
+        );
+        let got = parse_request(req.as_bytes(), &ServerConfig::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.forwarded_for, ["203.0.113.7", "198.18.0.9", "10.0.0.1"]);
+        let plain = parse_request(REQ.as_bytes(), &ServerConfig::default())
+            .unwrap()
+            .unwrap();
+        assert!(plain.forwarded_for.is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use tcp::Instant;
 use ws::{CloseCode, Connection, Role};
 
+use super::forwarded::{forwarded_client, ProxyStep};
 use super::proxy::Upstream;
 use super::session::Phase;
 use super::worker::Worker;
@@ -23,6 +24,8 @@ enum Upgrade {
         response: Vec<u8>,
         rest: Vec<u8>,
         bits: Option<u8>,
+        /// The client named by a trusted proxy's `X-Forwarded-For`.
+        client: Option<std::net::IpAddr>,
     },
     Refuse(Vec<u8>, Handshake),
 }
@@ -37,6 +40,10 @@ impl Worker {
     /// Parses the upgrade request collected so far; answers (101 or a refusal) on the
     /// output queue, and feeds what followed the request to the new WebSocket.
     pub(super) fn upgrade<T: Tx>(&mut self, id: ConnId, tx: &mut T, now: Instant) {
+        match self.take_proxy_header(id, now) {
+            ProxyStep::Done => {}
+            ProxyStep::Wait | ProxyStep::Refused => return,
+        }
         let outcome = {
             let Some(Some(s)) = self.sessions.get(id) else {
                 return;
@@ -63,6 +70,12 @@ impl Worker {
                             Upgrade::Refuse(http_refusal(403, "Forbidden"), Handshake::Origin)
                         }
                         Some(i) => {
+                            let listen = &self.config.listen;
+                            let client = if listen.trusted(s.peer.ip()) {
+                                forwarded_client(&req.forwarded_for, listen)
+                            } else {
+                                None
+                            };
                             let acc = req.accept(&self.routes[i].server);
                             Upgrade::Open {
                                 route: i,
@@ -75,12 +88,22 @@ impl Worker {
                                 response: acc.response,
                                 rest: head.get(req.head_len..).unwrap_or_default().to_vec(),
                                 bits: acc.deflate.map(|p| p.server_max_window_bits),
+                                client,
                             }
                         }
                     }
                 }
             }
         };
+        if let Upgrade::Open {
+            client: Some(ip), ..
+        } = &outcome
+        {
+            if !self.rebind_peer(id, std::net::SocketAddr::new(*ip, 0)) {
+                self.refuse_per_ip(id, now);
+                return;
+            }
+        }
         let deadline = self.close_deadline(now);
         let draining = self.draining;
         let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
@@ -100,6 +123,7 @@ impl Worker {
                 response,
                 mut rest,
                 bits,
+                client: _,
             } => {
                 s.out.push(Bytes::from(response));
                 s.phase = Phase::Open(ws);

@@ -19,8 +19,11 @@ impl Worker {
             self.stats.refused(Refused::MaxConnections);
             return Err(Refusal::MaxConnections);
         }
+        // A trusted proxy carries many clients: its connections are limited per client
+        // once the PROXY header or X-Forwarded-For names it (`forwarded`).
+        let proxied = self.config.listen.trusted(peer.ip());
         let count = self.per_ip.entry(peer.ip()).or_insert(0);
-        if *count >= limits.max_connections_per_ip {
+        if *count >= limits.max_connections_per_ip && !proxied {
             self.stats.refused(Refused::MaxPerIp);
             return Err(Refusal::MaxPerIp);
         }
@@ -28,7 +31,9 @@ impl Worker {
         if self.sessions.len() <= id {
             self.sessions.resize_with(id + 1, || None);
         }
-        self.sessions[id] = Some(Session::new(peer, now));
+        let mut session = Session::new(peer, now);
+        session.proxy_header = proxied && self.config.listen.proxy_protocol;
+        self.sessions[id] = Some(session);
         // The handshake deadline.
         self.arm(id);
         self.live += 1;

@@ -9,6 +9,7 @@
 pub mod broker;
 mod deadlines;
 mod echo;
+pub mod forwarded;
 mod handshake;
 mod limits;
 pub mod protocol;

@@ -152,6 +152,8 @@ pub struct Session {
     pub upstream: Option<Box<super::proxy::Upstream>>,
     /// Its deadline timer on the worker's timer wheel, while armed.
     pub timer: Option<tcp::timer::TimerId>,
+    /// From a trusted proxy with `listen.proxy_protocol`: a PROXY v2 header comes first.
+    pub proxy_header: bool,
 }
 
 impl Session {
@@ -177,6 +179,7 @@ impl Session {
             dirty: false,
             upstream: None,
             timer: None,
+            proxy_header: false,
         }
     }
 

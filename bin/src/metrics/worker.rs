@@ -69,15 +69,18 @@ pub enum Handshake {
     BadRequest,
     /// No complete request within `limits.handshake_timeout_ms`.
     Timeout,
+    /// A trusted proxy's connection without a valid PROXY protocol v2 header.
+    BadProxyHeader,
 }
 
 impl Handshake {
-    const ALL: [(Handshake, &'static str); 5] = [
+    const ALL: [(Handshake, &'static str); 6] = [
         (Handshake::Ok, "ok"),
         (Handshake::NotFound, "not_found"),
         (Handshake::Origin, "origin"),
         (Handshake::BadRequest, "bad_request"),
         (Handshake::Timeout, "timeout"),
+        (Handshake::BadProxyHeader, "bad_proxy_header"),
     ];
 }
 
@@ -163,7 +166,7 @@ pub struct WorkerStats {
     accepted: Cell,
     open: Cell,
     refused: [Cell; 2],
-    handshakes: [Cell; 5],
+    handshakes: [Cell; 6],
     drops: [Cell; 8],
     /// Processing time per batch: counts per bucket (the last is +Inf), sum in ns.
     processing: [Cell; 11],

@@ -539,3 +539,133 @@ fn settled_only_when_nothing_is_left_for_the_driver() {
     w.accept(2, peer(3000), now).unwrap();
     assert!(!App::settled(&w, 2));
 }
+
+const BEHIND_LB: &str = r#"
+[listen]
+proxy_protocol = true
+trusted_proxies = ["127.0.0.0/8"]
+[limits]
+max_connections_per_ip = 1
+[[route]]
+path = "/ws"
+kind = "pubsub"
+"#;
+
+fn proxy_v2(client: SocketAddr, proxy: SocketAddr) -> Vec<u8> {
+    use ppp::v2::{Builder, Command, Protocol, Version};
+    Builder::with_addresses(
+        Version::Two | Command::Proxy,
+        Protocol::Stream,
+        (client, proxy),
+    )
+    .write_tlv(ppp::v2::Type::NoOp, b"pad")
+    .unwrap()
+    .build()
+    .unwrap()
+}
+
+fn upgrade_request(path: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn proxy_v2_header_names_the_peer_split_across_reads_and_limits_it_per_ip() {
+    let (mut w, metrics) = worker_with(BEHIND_LB);
+    let now = Instant::from_millis(1_000);
+    let real: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    // The load balancer's connections are not limited by its own address.
+    for id in 0..3 {
+        w.accept(id, peer(1), now).unwrap();
+    }
+    let mut bytes = proxy_v2(real, peer(8080));
+    bytes.extend(upgrade_request("/ws", ""));
+    // Byte by byte through the header and into the request.
+    for b in bytes.clone() {
+        w.receive(0, &mut [b], &mut NoRoom, now);
+    }
+    assert!(drain(&mut w, 0).starts_with(b"HTTP/1.1 101"));
+    let rows = w.snapshot(now);
+    assert_eq!(rows[0].peer, "203.0.113.7:40000");
+    // A second connection of the same real client is over its limit of 1.
+    w.receive(1, &mut bytes.clone(), &mut NoRoom, now);
+    assert!(drain(&mut w, 1).starts_with(b"HTTP/1.1 503"));
+    assert!(w.is_finished(1));
+    assert!(metrics
+        .render()
+        .contains("sluice_connections_refused_total{reason=\"max_connections_per_ip\"} 1"));
+    // Garbage instead of the header: closed without an HTTP answer, counted.
+    w.receive(2, &mut upgrade_request("/ws", ""), &mut NoRoom, now);
+    assert!(drain(&mut w, 2).is_empty());
+    assert!(w.is_finished(2));
+    assert!(metrics
+        .render()
+        .contains("sluice_handshakes_total{result=\"bad_proxy_header\"} 1"));
+    // The count follows the real client: when it leaves, it may come back.
+    w.remove(0);
+    w.remove(1);
+    w.accept(3, peer(1), now).unwrap();
+    w.receive(3, &mut bytes, &mut NoRoom, now);
+    assert!(drain(&mut w, 3).starts_with(b"HTTP/1.1 101"));
+}
+
+#[test]
+fn proxy_v2_header_only_from_trusted_sources_and_local_keeps_the_proxy() {
+    let (mut w, _) = worker_with(BEHIND_LB);
+    let now = Instant::from_millis(1_000);
+    // An untrusted source is a direct client: a PROXY header from it is not HTTP (400).
+    let stranger: SocketAddr = "198.18.0.9:5000".parse().unwrap();
+    w.accept(0, stranger, now).unwrap();
+    let mut bytes = proxy_v2("203.0.113.7:1".parse().unwrap(), peer(8080));
+    bytes.extend(upgrade_request("/ws", ""));
+    w.receive(0, &mut bytes, &mut NoRoom, now);
+    assert!(drain(&mut w, 0).starts_with(b"HTTP/1.1 400"));
+    // LOCAL (the balancer's own health check): the peer stays the proxy.
+    w.accept(1, peer(2), now).unwrap();
+    let mut local = ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Local,
+        ppp::v2::Protocol::Unspecified,
+        ppp::v2::Addresses::Unspecified,
+    )
+    .build()
+    .unwrap();
+    local.extend(upgrade_request("/ws", ""));
+    w.receive(1, &mut local, &mut NoRoom, now);
+    assert!(drain(&mut w, 1).starts_with(b"HTTP/1.1 101"));
+    assert_eq!(w.snapshot(now)[1].peer, peer(2).to_string());
+}
+
+#[test]
+fn forwarded_for_believed_from_trusted_proxies_only() {
+    let (mut w, _) =
+        worker_with("[listen]\ntrusted_proxies = [\"127.0.0.0/8\"]\n[[route]]\npath = \"/ws\"\n");
+    let now = Instant::from_millis(1_000);
+    let xff = "X-Forwarded-For: 6.6.6.6, 203.0.113.7\r\n";
+    w.accept(0, peer(1), now).unwrap();
+    w.receive(0, &mut upgrade_request("/ws", xff), &mut NoRoom, now);
+    assert!(drain(&mut w, 0).starts_with(b"HTTP/1.1 101"));
+    let stranger: SocketAddr = "198.18.0.9:5000".parse().unwrap();
+    w.accept(1, stranger, now).unwrap();
+    w.receive(1, &mut upgrade_request("/ws", xff), &mut NoRoom, now);
+    assert!(drain(&mut w, 1).starts_with(b"HTTP/1.1 101"));
+    let rows = w.snapshot(now);
+    assert_eq!(
+        rows[0].peer, "203.0.113.7:0",
+        "the rightmost untrusted entry"
+    );
+    assert_eq!(
+        rows[1].peer,
+        stranger.to_string(),
+        "not a trusted proxy: ignored"
+    );
+}
+
+#[test]
+fn config_proxy_protocol_needs_trusted_proxies() {
+    let err = Config::parse("[listen]\nproxy_protocol = true\n").unwrap_err();
+    assert!(err.to_string().contains("listen.proxy_protocol"), "{err}");
+    assert!(Config::parse("[listen]\ntrusted_proxies = [\"not-a-cidr\"]\n").is_err());
+}
