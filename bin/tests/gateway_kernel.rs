@@ -406,3 +406,68 @@ fn ws_echo_kernel_healthz_503_names_stalled_event_loop() {
     let status = proc.child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// Behind a load balancer: a PROXY v2 header (from a trusted source) and a trusted
+/// proxy's `X-Forwarded-For` name the client that `/stat` shows; a trusted source without
+/// the header is closed and counted. (Every source is trusted here, on loopback; the
+/// untrusted cases are in the worker's unit tests.)
+#[test]
+fn gateway_proxy_protocol_v2_and_forwarded_for_name_the_real_client() {
+    use std::io::Write as _;
+    let gw = Gateway::start(
+        "[listen]\nproxy_protocol = true\ntrusted_proxies = [\"127.0.0.0/8\"]\n\
+         [[route]]\npath = \"/ws\"\nkind = \"pubsub\"\n",
+    );
+    let addr = format!("127.0.0.1:{}", gw.port);
+    let client: std::net::SocketAddr = "203.0.113.7:41000".parse().unwrap();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let header = ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (client, addr.parse::<std::net::SocketAddr>().unwrap()),
+    )
+    .build()
+    .unwrap();
+    s.write_all(&header).unwrap();
+    let (mut ws, _) = tungstenite::client(format!("ws://{addr}/ws"), s).unwrap();
+    // The second one: a LOCAL header, then a trusted proxy's X-Forwarded-For.
+    let mut s2 = std::net::TcpStream::connect(&addr).unwrap();
+    let local = ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Local,
+        ppp::v2::Protocol::Unspecified,
+        ppp::v2::Addresses::Unspecified,
+    )
+    .build()
+    .unwrap();
+    s2.write_all(&local).unwrap();
+    let mut req =
+        tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{addr}/ws"))
+            .unwrap();
+    req.headers_mut()
+        .insert("X-Forwarded-For", "6.6.6.6, 198.51.100.9".parse().unwrap());
+    let (mut ws2, _) = tungstenite::client(req, s2).unwrap();
+    let stat: serde_json::Value = serde_json::from_str(&gw.get("/stat")).unwrap();
+    let mut peers: Vec<String> = stat["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["peer"].as_str().unwrap().to_string())
+        .collect();
+    peers.sort();
+    assert_eq!(peers, ["198.51.100.9:0", "203.0.113.7:41000"]);
+    // Garbage where the header belongs: closed without an answer, counted.
+    let mut s3 = std::net::TcpStream::connect(&addr).unwrap();
+    s3.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s3.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s3, &mut buf);
+    assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+    assert_eq!(
+        gw.metric("sluice_handshakes_total{result=\"bad_proxy_header\"}"),
+        1.0
+    );
+    let _ = ws.close(None);
+    let _ = ws2.close(None);
+}
