@@ -4,6 +4,7 @@
 #   bench/lab.sh [--quick] [--only GROUPS] [--results DIR] [--no-build] [--no-doc]
 #                [--server-cpu N] [--client-cpu N] [--rate R]
 #   bench/lab.sh --scale [--quick] [--rounds N] [--max-queues N] [--results DIR] [--no-build]
+#   bench/lab.sh --cluster [--quick] [--rounds N] [--results DIR] [--no-build]
 #
 # Builds the release binaries, creates a lab (deploy/lab.sh, unique prefix, removed on exit
 # whatever happens), and runs every target with the same client settings, pinned the same
@@ -34,6 +35,17 @@
 # against Q = 1, Sluice / kernel, and each side's server- and client-core busy (/proc/stat
 # over the measurement window); writes RESULTS/scale.json. Does not touch the docs.
 #
+# --cluster (issue 17): the gateway's cluster mode over NATS. nats-server (Debian's) on the
+# stack namespace's loopback; the same fan-out client as the fanout group (1 publisher,
+# closed loop, POST /publish -> 1,000 subscribers on the AF_XDP gateway, 64 B). Per round:
+# A = one node (cluster off; the publisher posts to the subscribers' node), B = one node
+# with cluster on (the same, plus each publication handed to NATS), C = cross-node (the
+# publisher posts to a second node, a kernel-backend gateway on 198.18.0.4; every
+# delivery crosses NATS). Rounds A B C A B C ... (--rounds, default 3). Prints per case
+# the median (min..max) of p50, p99 and deliveries/s and the ratio to A; writes
+# RESULTS/cluster/summary.txt. Gateways and nats-server share --server-cpu; does not
+# touch the docs.
+#
 # A target that cannot start (e.g. an app the AF_XDP backend does not serve yet) is
 # reported as "not available (its error line)" and the run goes on.
 #
@@ -62,6 +74,7 @@ DOC=1
 SERVER_CPU=0
 CLIENT_CPU=1
 RATE=""
+CLUSTER=0
 
 die() { echo "bench/lab.sh: $*" >&2; exit 2; }
 usage() { sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
@@ -77,6 +90,7 @@ while [ $# -gt 0 ]; do
     --client-cpu) CLIENT_CPU=${2:?}; shift 2 ;;
     --rate) RATE=${2:?}; shift 2 ;;
     --scale) SCALE=1; shift ;;
+    --cluster) CLUSTER=1; shift ;;
     --rounds) ROUNDS=${2:?}; shift 2 ;;
     --max-queues) MAX_QUEUES=${2:?}; shift 2 ;;
     -h|--help) usage 0 ;;
@@ -124,9 +138,18 @@ PREFIX=${PREFIX:0:12}
 SERVER_PIDS=()
 CONFIG=""
 LAB_UP=0
+NATS_PID=""
+stop_nats() {
+  if [ -n "$NATS_PID" ]; then
+    kill -TERM "$NATS_PID" 2>/dev/null || true
+    wait "$NATS_PID" 2>/dev/null || true
+    NATS_PID=""
+  fi
+}
 cleanup() {
   set +e
   stop_server
+  stop_nats
   [ -n "$CONFIG" ] && rm -f "$CONFIG"
   lab_down
 }
@@ -296,8 +319,116 @@ run_scale() {
   echo "results: $RESULTS (scale.json)" >&2
 }
 
+# ---- --cluster ---------------------------------------------------------------------------
+
+run_cluster() {
+  command -v nats-server >/dev/null 2>&1 || die "--cluster needs nats-server (deploy/setup.sh installs it)"
+  local dir="$RESULTS/cluster" r gw_port=9004 ctl=198.18.0.3 node_a=198.18.0.4 f
+  mkdir -p "$dir"
+  lab_up 1
+  machine_header "veth $STACK_IF/$PEER_IF, peer offloads off, AF_XDP copy mode; nats-server $(nats-server --version | awk '{print $2}') on the stack namespace's loopback" \
+    "gateways and nats-server on CPU $SERVER_CPU, client (sluice-load fanout, peer namespace) on CPU $CLIENT_CPU; $ROUNDS rounds A B C" \
+    >"$RESULTS/machine.txt"
+  cat "$RESULTS/machine.txt" >&2
+  local base="[limits]
+max_connections = 5000
+max_connections_per_ip = 5000
+[[route]]
+path = \"/live\"
+kind = \"pubsub\"
+compression = false
+slow_consumer = \"drop-newest\"
+max_queued_bytes = 4194304
+"
+  local cl="[cluster]
+enabled = true
+servers = [\"nats://127.0.0.1:4222\"]"
+  printf '%s' "$base" >"$dir/single.toml"
+  printf '%s\n%s\nnode = "b"\n' "$base" "$cl" >"$dir/node-b.toml"
+  printf '%s\n%s\nnode = "a"\n' "$base" "$cl" >"$dir/node-a.toml"
+  kernel_ip add "$ctl"
+  kernel_ip add "$node_a"
+  ip netns exec "$STACK_NS" taskset -c "$SERVER_CPU" nats-server -a 127.0.0.1 -p 4222 \
+    >"$RESULTS/nats-server.log" 2>&1 &
+  NATS_PID=$!
+  sleep 0.5
+  fan() { # NAME INGEST
+    echo "-- cluster / $1" >&2
+    ip netns exec "$PEER_NS" "$BIN/sluice-load" fanout "$STACK:$gw_port" --ingest "$2" \
+      --path /live -c 1000 -s 64 --connect-timeout 20 --pin "$CLIENT_CPU" \
+      --warmup "$WARMUP" -d "$DURATION" --json "$dir/$1.json" >&2 ||
+      echo "   (sluice-load reported errors; kept in the JSON)" >&2
+  }
+  gw_b() { # LOG CONFIG: the subscribers' node, on AF_XDP
+    start_server "$1" "$SLUICE" run --backend afxdp --iface "$STACK_IF" --ip "$STACK/24" \
+      --port "$gw_port" --app gateway --config "$2" --control "$ctl:9100" \
+      --cores "$SERVER_CPU" --log-level warn
+  }
+  for r in $(seq 1 "$ROUNDS"); do
+    echo "== cluster round $r/$ROUNDS: A one node, cluster off" >&2
+    if gw_b "cluster-a.r$r" "$dir/single.toml"; then
+      fan "a-single.r$r" "$ctl:9100"; stop_server
+    else
+      echo "$ERROR_LINE" >"$dir/a-single.r$r.error"
+    fi
+    echo "== cluster round $r/$ROUNDS: B one node, cluster on" >&2
+    if gw_b "cluster-b.r$r" "$dir/node-b.toml"; then
+      fan "b-single-cluster.r$r" "$ctl:9100"; stop_server
+    else
+      echo "$ERROR_LINE" >"$dir/b-single-cluster.r$r.error"
+    fi
+    echo "== cluster round $r/$ROUNDS: C cross-node (publish on node a, subscribers on node b)" >&2
+    if gw_b "cluster-c-b.r$r" "$dir/node-b.toml" &&
+        start_server "cluster-c-a.r$r" "$SLUICE" run --backend kernel --ip "$node_a" \
+          --port 9005 --app gateway --config "$dir/node-a.toml" --control "$node_a:9101" \
+          --log-level warn; then
+      fan "c-cross-node.r$r" "$node_a:9101"; stop_server
+    else
+      echo "$ERROR_LINE" >"$dir/c-cross-node.r$r.error"
+    fi
+  done
+  stop_nats
+  kernel_ip del "$node_a"
+  kernel_ip del "$ctl"
+  echo "== report" >&2
+  python3 - "$dir" <<'PY' | tee "$dir/summary.txt"
+import json, os, statistics, sys
+d = sys.argv[1]
+cases = [("a-single", "A one node, cluster off"), ("b-single-cluster", "B one node, cluster on"),
+         ("c-cross-node", "C cross-node over NATS")]
+rows = {}
+for key, title in cases:
+    runs = []
+    for f in sorted(os.listdir(d)):
+        if f.startswith(key + ".r") and f.endswith(".json"):
+            j = json.load(open(os.path.join(d, f)))
+            runs.append((j["latency_us"]["p50"], j["latency_us"]["p99"], j["msgs_per_s"], j["error_total"]))
+    rows[key] = (title, runs)
+def cell(vals, fmt):
+    if not vals:
+        return "n/a"
+    return f"{fmt(statistics.median(vals))} ({fmt(min(vals))}..{fmt(max(vals))})"
+us = lambda v: f"{v:.0f}"
+mps = lambda v: f"{v/1e3:.1f}k"
+print("| case | rounds | p50 us | p99 us | deliveries/s | vs A (median deliveries/s) | errors |")
+print("|---|---|---|---|---|---|---|")
+base = statistics.median([r[2] for r in rows["a-single"][1]]) if rows["a-single"][1] else None
+for key, (title, runs) in rows.items():
+    ratio = "-"
+    if base and runs:
+        ratio = f"{statistics.median([r[2] for r in runs]) / base:.2f}x"
+    print(f"| {title} | {len(runs)} | {cell([r[0] for r in runs], us)} | {cell([r[1] for r in runs], us)} "
+          f"| {cell([r[2] for r in runs], mps)} | {ratio} | {sum(r[3] for r in runs)} |")
+PY
+  echo "results: $RESULTS (cluster/summary.txt)" >&2
+}
+
 if [ "$SCALE" = 1 ]; then
   run_scale
+  exit 0
+fi
+if [ "$CLUSTER" = 1 ]; then
+  run_cluster
   exit 0
 fi
 

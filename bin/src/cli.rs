@@ -77,8 +77,9 @@ pub enum Switch {
 /// `sluice run` options.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Gateway configuration file (TOML, see docs/CONFIG.md; --app gateway only); flags
-    /// override it.
+    /// Gateway configuration file (TOML, see docs/CONFIG.md; --app gateway only): routes,
+    /// limits, control plane, `[cluster]` (pub/sub across nodes over NATS), PROXY protocol
+    /// and trusted proxies; flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<String>,
     /// Control-plane address (metrics, health, ingest, stat): gateway default 127.0.0.1:9100;
