@@ -4,7 +4,7 @@
 #   bench/lab.sh [--quick] [--only GROUPS] [--results DIR] [--no-build] [--no-doc]
 #                [--server-cpu N] [--client-cpu N] [--rate R]
 #   bench/lab.sh --scale [--quick] [--rounds N] [--max-queues N] [--results DIR] [--no-build]
-#   bench/lab.sh --cluster [--quick] [--rounds N] [--results DIR] [--no-build]
+#   bench/lab.sh --cluster [--quick] [--rounds N] [--cluster-rate R] [--results DIR] [--no-build]
 #
 # Builds the release binaries, creates a lab (deploy/lab.sh, unique prefix, removed on exit
 # whatever happens), and runs every target with the same client settings, pinned the same
@@ -37,14 +37,16 @@
 #
 # --cluster (issue 17): the gateway's cluster mode over NATS. nats-server (Debian's) on the
 # stack namespace's loopback; the same fan-out client as the fanout group (1 publisher,
-# closed loop, POST /publish -> 1,000 subscribers on the AF_XDP gateway, 64 B). Per round:
-# A = one node (cluster off; the publisher posts to the subscribers' node), B = one node
-# with cluster on (the same, plus each publication handed to NATS), C = cross-node (the
-# publisher posts to a second node, a kernel-backend gateway on 198.18.0.4; every
-# delivery crosses NATS). Rounds A B C A B C ... (--rounds, default 3). Prints per case
-# the median (min..max) of p50, p99 and deliveries/s and the ratio to A; writes
-# RESULTS/cluster/summary.txt. Gateways and nats-server share --server-cpu; does not
-# touch the docs.
+# POST /publish -> 1,000 subscribers on the AF_XDP gateway, 64 B), each case twice: closed
+# loop (the next POST when the last returned: throughput) and open loop at --cluster-rate
+# publications/s (default 100, i.e. 100,000 deliveries/s: latency at the same load).
+# Per round: A = one node (cluster off; the publisher posts to the subscribers' node),
+# B = one node with cluster on (the same, plus each publication handed to NATS),
+# C = cross-node (the publisher posts to a second node, a kernel-backend gateway on
+# 198.18.0.4; every delivery crosses NATS). Rounds A B C A B C ... (--rounds, default 3).
+# Prints per case the median (min..max) of p50, p99 and deliveries/s and the ratios to A;
+# writes RESULTS/cluster/summary.txt. Gateways and nats-server share --server-cpu; does
+# not touch the docs.
 #
 # A target that cannot start (e.g. an app the AF_XDP backend does not serve yet) is
 # reported as "not available (its error line)" and the run goes on.
@@ -75,6 +77,7 @@ SERVER_CPU=0
 CLIENT_CPU=1
 RATE=""
 CLUSTER=0
+CLUSTER_RATE=100
 
 die() { echo "bench/lab.sh: $*" >&2; exit 2; }
 usage() { sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
@@ -91,6 +94,7 @@ while [ $# -gt 0 ]; do
     --rate) RATE=${2:?}; shift 2 ;;
     --scale) SCALE=1; shift ;;
     --cluster) CLUSTER=1; shift ;;
+    --cluster-rate) CLUSTER_RATE=${2:?}; shift 2 ;;
     --rounds) ROUNDS=${2:?}; shift 2 ;;
     --max-queues) MAX_QUEUES=${2:?}; shift 2 ;;
     -h|--help) usage 0 ;;
@@ -352,12 +356,17 @@ servers = [\"nats://127.0.0.1:4222\"]"
     >"$RESULTS/nats-server.log" 2>&1 &
   NATS_PID=$!
   sleep 0.5
-  fan() { # NAME INGEST
-    echo "-- cluster / $1" >&2
-    ip netns exec "$PEER_NS" "$BIN/sluice-load" fanout "$STACK:$gw_port" --ingest "$2" \
-      --path /live -c 1000 -s 64 --connect-timeout 20 --pin "$CLIENT_CPU" \
-      --warmup "$WARMUP" -d "$DURATION" --json "$dir/$1.json" >&2 ||
-      echo "   (sluice-load reported errors; kept in the JSON)" >&2
+  fan() { # NAME INGEST: closed loop (throughput), then open loop at $CLUSTER_RATE (latency)
+    local mode extra
+    for mode in closed open; do
+      extra=()
+      [ "$mode" = open ] && extra=(--publish-rate "$CLUSTER_RATE")
+      echo "-- cluster / $1 $mode" >&2
+      ip netns exec "$PEER_NS" "$BIN/sluice-load" fanout "$STACK:$gw_port" --ingest "$2" \
+        --path /live -c 1000 -s 64 --connect-timeout 20 --pin "$CLIENT_CPU" "${extra[@]}" \
+        --warmup "$WARMUP" -d "$DURATION" --json "$dir/$1-$mode.json" >&2 ||
+        echo "   (sluice-load reported errors; kept in the JSON)" >&2
+    done
   }
   gw_b() { # LOG CONFIG: the subscribers' node, on AF_XDP
     start_server "$1" "$SLUICE" run --backend afxdp --iface "$STACK_IF" --ip "$STACK/24" \
@@ -391,34 +400,39 @@ servers = [\"nats://127.0.0.1:4222\"]"
   kernel_ip del "$node_a"
   kernel_ip del "$ctl"
   echo "== report" >&2
-  python3 - "$dir" <<'PY' | tee "$dir/summary.txt"
+  python3 - "$dir" "$CLUSTER_RATE" <<'PY' | tee "$dir/summary.txt"
 import json, os, statistics, sys
 d = sys.argv[1]
-cases = [("a-single", "A one node, cluster off"), ("b-single-cluster", "B one node, cluster on"),
-         ("c-cross-node", "C cross-node over NATS")]
+rate = sys.argv[2]
+cases = []
+for mode, label in [("closed", "closed loop"), ("open", f"open loop, {rate} publications/s")]:
+    cases += [(f"a-single.r", mode, f"A one node, cluster off; {label}"),
+              (f"b-single-cluster.r", mode, f"B one node, cluster on; {label}"),
+              (f"c-cross-node.r", mode, f"C cross-node over NATS; {label}")]
 rows = {}
-for key, title in cases:
+for key, mode, title in cases:
     runs = []
     for f in sorted(os.listdir(d)):
-        if f.startswith(key + ".r") and f.endswith(".json"):
+        if f.startswith(key) and f.endswith(f"-{mode}.json"):
             j = json.load(open(os.path.join(d, f)))
             runs.append((j["latency_us"]["p50"], j["latency_us"]["p99"], j["msgs_per_s"], j["error_total"]))
-    rows[key] = (title, runs)
+    rows[(key, mode)] = (title, runs)
 def cell(vals, fmt):
     if not vals:
         return "n/a"
     return f"{fmt(statistics.median(vals))} ({fmt(min(vals))}..{fmt(max(vals))})"
 us = lambda v: f"{v:.0f}"
 mps = lambda v: f"{v/1e3:.1f}k"
-print("| case | rounds | p50 us | p99 us | deliveries/s | vs A (median deliveries/s) | errors |")
-print("|---|---|---|---|---|---|---|")
-base = statistics.median([r[2] for r in rows["a-single"][1]]) if rows["a-single"][1] else None
-for key, (title, runs) in rows.items():
-    ratio = "-"
+print("| case | rounds | p50 us | p99 us | deliveries/s | p50 / A's p50 | deliveries/s / A's | errors |")
+print("|---|---|---|---|---|---|---|---|")
+for (key, mode), (title, runs) in rows.items():
+    base = rows[("a-single.r", mode)][1]
+    r50 = rdel = "-"
     if base and runs:
-        ratio = f"{statistics.median([r[2] for r in runs]) / base:.2f}x"
+        r50 = f"{statistics.median([r[0] for r in runs]) / statistics.median([b[0] for b in base]):.2f}x"
+        rdel = f"{statistics.median([r[2] for r in runs]) / statistics.median([b[2] for b in base]):.2f}x"
     print(f"| {title} | {len(runs)} | {cell([r[0] for r in runs], us)} | {cell([r[1] for r in runs], us)} "
-          f"| {cell([r[2] for r in runs], mps)} | {ratio} | {sum(r[3] for r in runs)} |")
+          f"| {cell([r[2] for r in runs], mps)} | {r50} | {rdel} | {sum(r[3] for r in runs)} |")
 PY
   echo "results: $RESULTS (cluster/summary.txt)" >&2
 }

@@ -4,7 +4,7 @@
 //! connect to a `pubsub` route (`--path`, default `/live`) and subscribe to one topic; once
 //! all are subscribed, one publisher thread POSTs `/publish/{topic}` to the gateway's
 //! control endpoint (the ingest path, HTTP/1.1 keep-alive), closed loop (the next POST
-//! when the previous one returned) or at `--rate` publications per second. Each message
+//! when the previous one returned) or at `--publish-rate` publications per second. Each message
 //! carries its publication time (wall clock in ns, so it reads the same in every process);
 //! every subscriber records publish-to-delivery latency and counts deliveries. The report
 //! has the same shape as a load run: `msgs_per_s` is deliveries per second over all

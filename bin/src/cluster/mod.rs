@@ -537,3 +537,67 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn interest_report_lost_then_only_a_snapshot_clears_it() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let i = InterestTx {
+            worker: 3,
+            tx,
+            lost: Arc::new(AtomicBool::new(false)),
+        };
+        let a: Arc<str> = Arc::from("a");
+        i.changed(&a, true);
+        // The queue is full: this one is lost, and later changes wait for a snapshot.
+        i.changed(&a, false);
+        assert!(i.lost.load(Ordering::Relaxed));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Report::Changed {
+                worker: 3,
+                on: true,
+                ..
+            })
+        ));
+        i.changed(&a, true);
+        assert!(rx.try_recv().is_err(), "skipped while a snapshot is owed");
+        i.snapshot(vec![Arc::clone(&a)]);
+        assert!(!i.lost.load(Ordering::Relaxed));
+        match rx.try_recv() {
+            Ok(Report::Snapshot { worker: 3, topics }) => assert_eq!(topics, vec![a]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn outbound_full_queue_answers_dropped_and_counts() {
+        let metrics = Arc::new(crate::metrics::Metrics::build(true));
+        let m = Arc::clone(metrics.cluster.as_ref().unwrap());
+        let (tx, _rx) = mpsc::channel(1);
+        let out = Outbound { tx, metrics: m };
+        out.offer(Arc::from("t"), "one".into(), None);
+        let (done, answer) = crossbeam_channel::bounded(1);
+        out.offer(Arc::from("t"), "two".into(), Some(done));
+        assert_eq!(answer.try_recv(), Ok(Handed::QueueFull));
+        assert!(metrics
+            .render()
+            .contains("sluice_cluster_dropped_total{reason=\"queue_full\"} 1"));
+    }
+
+    #[test]
+    fn status_degraded_until_connected() {
+        let s = Status::default();
+        s.set(false);
+        assert!(s
+            .degraded()
+            .unwrap()
+            .starts_with("degraded: cluster: not connected"));
+        s.set(true);
+        assert_eq!(s.degraded(), None);
+    }
+}
