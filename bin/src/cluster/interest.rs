@@ -28,6 +28,8 @@ pub struct Interest {
     wanted: HashMap<Arc<str>, usize>,
     /// Subscriptions held; `Some(at)`: nobody wants it, release at `at`.
     held: HashMap<Arc<str>, Option<Instant>>,
+    /// How many of `held` are lingering (so [`Interest::expired`] scans only then).
+    lingering: usize,
     linger: Duration,
 }
 
@@ -38,6 +40,7 @@ impl Interest {
             by_worker: vec![HashSet::new(); workers],
             wanted: HashMap::new(),
             held: HashMap::new(),
+            lingering: 0,
             linger,
         }
     }
@@ -81,7 +84,9 @@ impl Interest {
         match self.held.get_mut(&topic) {
             Some(release) => {
                 // Wanted again within the linger: keep the subscription.
-                *release = None;
+                if release.take().is_some() {
+                    self.lingering -= 1;
+                }
                 None
             }
             None => {
@@ -97,7 +102,9 @@ impl Interest {
             if *n == 0 {
                 self.wanted.remove(topic);
                 if let Some(release) = self.held.get_mut(topic) {
-                    *release = Some(now + self.linger);
+                    if release.replace(now + self.linger).is_none() {
+                        self.lingering += 1;
+                    }
                 }
             }
         }
@@ -105,6 +112,9 @@ impl Interest {
 
     /// The subscriptions whose linger ended by `now` (forgotten here).
     pub fn expired(&mut self, now: Instant) -> Vec<Action> {
+        if self.lingering == 0 {
+            return Vec::new();
+        }
         let due: Vec<Arc<str>> = self
             .held
             .iter()
@@ -114,6 +124,7 @@ impl Interest {
         for t in &due {
             self.held.remove(t);
         }
+        self.lingering -= due.len();
         due.into_iter().map(Action::Unsubscribe).collect()
     }
 

@@ -377,8 +377,9 @@ impl Link {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Unbiased: a node that publishes without pause still takes other nodes'
+            // publications and its workers' reports.
             tokio::select! {
-                biased;
                 out = out_rx.recv() => match out {
                     Some(out) => self.publish(&client, out).await,
                     // The broker is gone: the process is stopping.
