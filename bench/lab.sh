@@ -334,7 +334,9 @@ run_cluster() {
     "gateways and nats-server on CPU $SERVER_CPU, client (sluice-load fanout, peer namespace) on CPU $CLIENT_CPU; $ROUNDS rounds A B C" \
     >"$RESULTS/machine.txt"
   cat "$RESULTS/machine.txt" >&2
-  local base="[limits]
+  local base="[control]
+token = \"bench-lab\"
+[limits]
 max_connections = 5000
 max_connections_per_ip = 5000
 [[route]]
@@ -363,7 +365,8 @@ servers = [\"nats://127.0.0.1:4222\"]"
       [ "$mode" = open ] && extra=(--publish-rate "$CLUSTER_RATE")
       echo "-- cluster / $1 $mode" >&2
       ip netns exec "$PEER_NS" "$BIN/sluice-load" fanout "$STACK:$gw_port" --ingest "$2" \
-        --path /live -c 1000 -s 64 --connect-timeout 20 --pin "$CLIENT_CPU" "${extra[@]}" \
+        --path /live --ingest-token bench-lab -c 1000 -s 64 --connect-timeout 20 \
+        --pin "$CLIENT_CPU" "${extra[@]}" \
         --warmup "$WARMUP" -d "$DURATION" --json "$dir/$1-$mode.json" >&2 ||
         echo "   (sluice-load reported errors; kept in the JSON)" >&2
     done
@@ -604,6 +607,7 @@ GW_PORT=9004
 CONTROL_IP=198.18.0.3
 fanout_run() { # TARGETFILE
   client 8-fanout "$1" fanout "$STACK:$GW_PORT" --ingest "$CONTROL_IP:9100" --path /live \
+    --ingest-token bench-lab \
     -c 1000 -s 64 --connect-timeout 20
 }
 if want fanout; then
@@ -612,6 +616,7 @@ if want fanout; then
   cat >"$CONFIG" <<EOF
 [control]
 enabled = true
+token = "bench-lab"           # the control plane is on a lab address, not loopback
 [limits]
 max_connections = 5000
 max_connections_per_ip = 5000

@@ -37,6 +37,8 @@ pub struct FanoutOptions {
     pub topic: String,
     /// Publications per second; `None`: closed loop.
     pub rate: Option<f64>,
+    /// Bearer token for the ingest (`[control] token` of the gateway).
+    pub token: Option<String>,
 }
 
 fn wall_ns() -> u64 {
@@ -152,11 +154,18 @@ pub fn fanout(settings: &Settings, opts: &FanoutOptions) -> anyhow::Result<Repor
             let topic = opts.topic.clone();
             let size = settings.message_size;
             let rate = opts.rate;
+            let auth = opts
+                .token
+                .as_ref()
+                .map(|t| format!("Authorization: Bearer {t}\r\n"))
+                .unwrap_or_default();
             let stop = stop.clone();
             let published = published.clone();
             let pub_end = now + warm + dur;
             publisher = Some(std::thread::spawn(move || {
-                publish_loop(ingest, &topic, size, rate, pub_end, &stop, &published)
+                publish_loop(
+                    ingest, &topic, &auth, size, rate, pub_end, &stop, &published,
+                )
             }));
         }
         if end_at.is_some_and(|e| now >= e) {
@@ -291,9 +300,11 @@ pub fn fanout(settings: &Settings, opts: &FanoutOptions) -> anyhow::Result<Repor
 }
 
 /// POSTs publications until `end`; returns how many the gateway acknowledged.
+#[allow(clippy::too_many_arguments)]
 fn publish_loop(
     ingest: SocketAddr,
     topic: &str,
+    auth: &str,
     size: usize,
     rate: Option<f64>,
     end: Instant,
@@ -322,7 +333,7 @@ fn publish_loop(
         }
         let req = format!(
             "POST /publish/{topic} HTTP/1.1\r\nHost: {ingest}\r\nContent-Type: text/plain\r\n\
-             Content-Length: {}\r\n\r\n",
+             {auth}Content-Length: {}\r\n\r\n",
             body.len()
         );
         let mut req = req.into_bytes();

@@ -37,6 +37,14 @@ pub enum Command {
         /// Control-plane address of the running gateway.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9100")]
         control: String,
+        /// The control plane's bearer token (`[control] token`), if it has one.
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "SLUICE_CONTROL_TOKEN",
+            hide_env_values = true
+        )]
+        token: Option<String>,
     },
 }
 

@@ -25,6 +25,8 @@ pub struct Config {
     pub dataplane: Dataplane,
     /// Pub/sub across several gateway nodes over NATS (off by default).
     pub cluster: Cluster,
+    /// How `auth = "jwt"` routes verify connection tokens.
+    pub auth: Auth,
 }
 
 impl Default for Config {
@@ -39,8 +41,87 @@ impl Default for Config {
             }],
             dataplane: Dataplane::default(),
             cluster: Cluster::default(),
+            auth: Auth::default(),
         }
     }
+}
+
+/// A JWT signature algorithm `[auth]` accepts.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with a shared secret.
+    HS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, with an RSA public key.
+    RS256,
+    /// ECDSA P-256 with SHA-256, with an EC public key.
+    ES256,
+}
+
+/// Where a connection token may come from.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenSource {
+    /// `Authorization: Bearer TOKEN`.
+    Header,
+    /// `Sec-WebSocket-Protocol: sluice.jwt, TOKEN` (browsers cannot set headers).
+    Protocol,
+    /// `?token=TOKEN` in the request target (`auth.query_param`).
+    Query,
+}
+
+/// `[auth]`: connection tokens (JWT) for routes with `auth = "jwt"`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// The one algorithm accepted (a token signed otherwise is refused).
+    pub algorithm: JwtAlgorithm,
+    /// HS256: the shared secret (or `secret_file`).
+    pub secret: Option<String>,
+    /// HS256: a file holding the shared secret (trailing newline ignored).
+    pub secret_file: Option<String>,
+    /// RS256 / ES256: the PEM public key.
+    pub public_key_file: Option<String>,
+    /// Required `aud` (none: not checked).
+    pub audience: Option<String>,
+    /// Required `iss` (none: not checked).
+    pub issuer: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_s: u64,
+    /// Where tokens are looked for, in order.
+    pub token_from: Vec<TokenSource>,
+    /// The query parameter of `token_from = ["query"]`.
+    pub query_param: String,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            algorithm: JwtAlgorithm::HS256,
+            secret: None,
+            secret_file: None,
+            public_key_file: None,
+            audience: None,
+            issuer: None,
+            leeway_s: 30,
+            token_from: vec![
+                TokenSource::Header,
+                TokenSource::Protocol,
+                TokenSource::Query,
+            ],
+            query_param: "token".to_string(),
+        }
+    }
+}
+
+/// Who may open a route.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteAuth {
+    /// Anyone who reaches it.
+    #[default]
+    None,
+    /// A valid JWT (`[auth]`); its claims scope the topics.
+    Jwt,
 }
 
 /// `[cluster]`: pub/sub across gateway nodes over NATS core (docs/OPERATIONS.md,
@@ -451,6 +532,28 @@ pub struct Control {
     /// A worker whose poll loop has not run for longer than this (ms) is stalled, and
     /// `/healthz` answers 503.
     pub worker_stall_ms: u64,
+    /// Bearer token required by `POST /publish` and `GET /stat` (`Authorization: Bearer
+    /// TOKEN`); required when `addr` is not a loopback address.
+    pub token: Option<String>,
+    /// A file holding that token (trailing newline ignored).
+    pub token_file: Option<String>,
+}
+
+impl Control {
+    /// The bearer token, from `token` or `token_file`.
+    pub fn bearer(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => Err(invalid(
+                "control.token",
+                "set token or token_file, not both",
+            )),
+            (Some(t), None) => Ok(Some(t.clone())),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map(|t| Some(t.trim_end_matches(['\r', '\n']).to_string()))
+                .map_err(|e| invalid("control.token_file", format!("cannot read `{f}`: {e}"))),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 impl Control {
@@ -471,6 +574,8 @@ impl Default for Control {
             publish_timeout_ms: 5000,
             max_publish_bytes: 1 << 20,
             worker_stall_ms: 2000,
+            token: None,
+            token_file: None,
         }
     }
 }
@@ -594,6 +699,10 @@ pub struct Route {
     pub slow_close_code: u16,
     /// Per-connection bound on queued output, in bytes.
     pub max_queued_bytes: usize,
+    /// Who may open it: `none` (anyone) or `jwt`.
+    pub auth: RouteAuth,
+    /// Whether clients of this `pubsub` route may publish (`{"op":"publish"}`).
+    pub client_publish: bool,
 }
 
 impl Default for Route {
@@ -606,6 +715,8 @@ impl Default for Route {
             slow_consumer: SlowConsumer::DropNewest,
             slow_close_code: 1008,
             max_queued_bytes: 4 << 20,
+            auth: RouteAuth::None,
+            client_publish: true,
         }
     }
 }
@@ -728,6 +839,10 @@ impl Config {
                 "must be below limits.idle_timeout_ms so pings can keep a connection alive",
             ));
         }
+        self.check_control_token()?;
+        if self.routes.iter().any(|r| r.auth == RouteAuth::Jwt) {
+            crate::gateway::auth::Verifier::new(&self.auth).map_err(|m| invalid("auth", m))?;
+        }
         if self.listen.proxy_protocol && self.listen.trusted_proxies.is_empty() {
             return Err(invalid(
                 "listen.proxy_protocol",
@@ -770,6 +885,43 @@ impl Config {
         Ok(())
     }
 
+    /// The control plane's token rules: readable, not empty, and set whenever the control
+    /// address is not loopback (ingest and `/stat` would be open to the network).
+    fn check_control_token(&self) -> Result<(), ConfigError> {
+        let token = self.control.bearer()?;
+        if token.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("control.token", "must not be empty"));
+        }
+        if self.control.enabled && !self.control.addr.ip().is_loopback() && token.is_none() {
+            return Err(invalid(
+                "control.token",
+                format!(
+                    "required when control.addr ({}) is not a loopback address: POST /publish and /stat would be open to the network",
+                    self.control.addr
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Warnings `check-config` prints (the file is valid): pubsub routes that let
+    /// unauthenticated clients publish on a non-loopback listen address.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.listen.ip.is_loopback() {
+            return out;
+        }
+        for r in &self.routes {
+            if r.kind == RouteKind::Pubsub && r.auth == RouteAuth::None && r.client_publish {
+                out.push(format!(
+                    "route {}: any client that reaches {} may publish to every topic (set auth = \"jwt\" or client_publish = false)",
+                    r.path, self.listen.ip
+                ));
+            }
+        }
+        out
+    }
+
     /// The route for a request target (query string ignored).
     pub fn route(&self, target: &str) -> Option<(usize, &Route)> {
         let path = target.split('?').next().unwrap_or(target);
@@ -780,6 +932,9 @@ impl Config {
 /// `sluice check-config FILE`: validates and prints a summary, or the error with its key.
 pub fn check_file(path: &str) -> anyhow::Result<()> {
     let c = Config::load(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    for w in c.warnings() {
+        println!("{path}: warning: {w}");
+    }
     println!(
         "{path}: ok ({} route(s): {})",
         c.routes.len(),

@@ -23,7 +23,7 @@ fn main() {
         }
         Command::Run(args) => sluice::run::run(*args),
         Command::CheckConfig { file } => config::check_file(&file),
-        Command::Stat { control } => control::stat(&control),
+        Command::Stat { control, token } => control::stat(&control, token.as_deref()),
     };
     if let Err(e) = result {
         eprintln!("sluice: error: {e:#}");

@@ -128,6 +128,8 @@ pub struct Request<'a> {
     /// The `X-Forwarded-For` entries of every such header, in order (client first,
     /// nearest proxy last); whether to believe them is the server's decision.
     pub forwarded_for: Vec<&'a str>,
+    /// The `Authorization` header, if any (the first one).
+    pub authorization: Option<&'a str>,
     /// Length of the request head in bytes; WebSocket frames follow it.
     pub head_len: usize,
 }
@@ -190,6 +192,7 @@ pub fn parse_request<'a>(
     let mut protocols = Vec::new();
     let mut extensions = Vec::new();
     let mut forwarded_for = Vec::new();
+    let mut authorization = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).map_err(|_| HandshakeError::Malformed)?;
         let name = h.name;
@@ -216,6 +219,8 @@ pub fn parse_request<'a>(
             let parsed = deflate::parse_extensions(value)
                 .ok_or(HandshakeError::Header("Sec-WebSocket-Extensions"))?;
             extensions.extend(parsed);
+        } else if name.eq_ignore_ascii_case("authorization") {
+            authorization = authorization.or(Some(value.trim()));
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             forwarded_for.extend(value.split(',').map(str::trim).filter(|v| !v.is_empty()));
         }
@@ -248,6 +253,7 @@ pub fn parse_request<'a>(
         protocols,
         extensions,
         forwarded_for,
+        authorization,
         head_len,
     }))
 }

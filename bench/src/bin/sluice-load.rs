@@ -62,6 +62,9 @@ enum Cmd {
         /// Publications per second (default: closed loop, next POST on the answer).
         #[arg(long)]
         publish_rate: Option<f64>,
+        /// Bearer token for the ingest (the gateway's `[control] token`).
+        #[arg(long)]
+        ingest_token: Option<String>,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -236,6 +239,7 @@ fn main() -> ExitCode {
             path,
             topic,
             publish_rate,
+            ingest_token,
             load,
         }) => {
             let (Some(addr), Some(ingest)) = (resolve(&target), resolve(&ingest)) else {
@@ -248,6 +252,7 @@ fn main() -> ExitCode {
                 path,
                 topic,
                 rate: publish_rate,
+                token: ingest_token,
             };
             finish(sluice_bench::fanout::fanout(&s, &opts), load.json.as_ref())
         }

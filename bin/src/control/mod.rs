@@ -44,19 +44,39 @@ pub struct Context {
     pub cluster: Option<Arc<crate::cluster::Status>>,
 }
 
+/// Whether `req` carries `Authorization: Bearer <token>` (compared in constant time).
+fn authorized(req: &Request, token: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let Some(token) = token else {
+        return true;
+    };
+    req.headers()
+        .iter()
+        .filter(|h| h.field.equiv("Authorization"))
+        .filter_map(|h| h.value.as_str().strip_prefix("Bearer "))
+        .any(|given| bool::from(given.trim().as_bytes().ct_eq(token.as_bytes())))
+}
+
 /// Starts the control server on `addr`; returns the bound address.
 pub fn spawn(addr: SocketAddr, ctx: Context) -> anyhow::Result<SocketAddr> {
+    let token: Option<Arc<str>> = ctx
+        .config
+        .control
+        .bearer()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .map(Arc::from);
     let server = Server::http(addr).map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
     let bound = server.server_addr().to_ip().unwrap_or(addr);
     let server = Arc::new(server);
     for i in 0..THREADS {
         let server = Arc::clone(&server);
         let ctx = ctx.clone();
+        let token = token.clone();
         std::thread::Builder::new()
             .name(format!("sluice-control-{i}"))
             .spawn(move || {
                 for req in server.incoming_requests() {
-                    handle(req, &ctx);
+                    handle(req, &ctx, token.as_deref());
                 }
             })?;
     }
@@ -75,10 +95,23 @@ fn text(
     r
 }
 
-fn handle(mut req: Request, ctx: &Context) {
+fn handle(mut req: Request, ctx: &Context, token: Option<&str>) {
     let url = req.url().split('?').next().unwrap_or("").to_string();
     let method = req.method().clone();
+    // Ingest and the connection table need the token; metrics and health stay open.
+    let guarded = url == "/stat" || url.starts_with("/publish/");
     let response = match (&method, url.as_str()) {
+        _ if guarded && !authorized(&req, token) => {
+            let mut r = text(
+                401,
+                "unauthorized: Authorization: Bearer TOKEN required\n",
+                "text/plain",
+            );
+            if let Ok(h) = Header::from_bytes("WWW-Authenticate", "Bearer") {
+                r = r.with_header(h);
+            }
+            r
+        }
         (Method::Get, "/metrics") => {
             // Prometheus negotiates: OpenMetrics only when the Accept header prefers it.
             let accept = req
@@ -197,11 +230,14 @@ fn snapshot(ctx: &Context) -> Vec<ConnInfo> {
 }
 
 /// A blocking `GET path` against the control plane; returns the body.
-pub fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<String> {
     let mut s = TcpStream::connect(addr)
         .map_err(|e| anyhow::anyhow!("cannot reach the control plane at {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let raw = String::from_utf8_lossy(&raw).into_owned();
@@ -215,10 +251,10 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
 }
 
 /// `sluice stat`: prints the counters and the per-connection table.
-pub fn stat(addr: &str) -> anyhow::Result<()> {
+pub fn stat(addr: &str, token: Option<&str>) -> anyhow::Result<()> {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let metrics = http_get(addr, "/metrics")?;
+    let metrics = http_get(addr, "/metrics", token)?;
     writeln!(out, "counters:")?;
     for line in metrics.lines() {
         if line.starts_with('#') || line.contains("_bucket{") || line.is_empty() {
@@ -226,7 +262,7 @@ pub fn stat(addr: &str) -> anyhow::Result<()> {
         }
         writeln!(out, "  {line}")?;
     }
-    let stat: serde_json::Value = serde_json::from_str(&http_get(addr, "/stat")?)?;
+    let stat: serde_json::Value = serde_json::from_str(&http_get(addr, "/stat", token)?)?;
     let rows: Vec<ConnInfo> =
         serde_json::from_value(stat.get("connections").cloned().unwrap_or_default())
             .unwrap_or_default();

@@ -13,7 +13,7 @@ use super::session::Session;
 use super::worker::Worker;
 use super::ConnId;
 use crate::config::Limits;
-use crate::metrics::{Drop, Handshake};
+use crate::metrics::{Auth, Drop, Handshake};
 
 /// The next instant `s` has deadline work under `limits` (`None`: none): its close
 /// deadline, the handshake timeout, and while open the idle timeout and the next ping.
@@ -25,7 +25,10 @@ fn next_deadline(limits: &Limits, s: &Session) -> Option<Instant> {
         Phase::Open(ws) if !ws.close_sent() => {
             let idle_at = (!idle.is_zero()).then(|| s.last_rx + idle);
             let ping_at = (!ping.is_zero() && !s.ping_sent).then(|| s.last_rx + ping);
-            [idle_at, ping_at].into_iter().flatten().min()
+            [idle_at, ping_at, s.auth_deadline]
+                .into_iter()
+                .flatten()
+                .min()
         }
         Phase::Open(_) | Phase::Refused | Phase::Lent => None,
     };
@@ -96,7 +99,11 @@ impl Worker {
                     }
                 }
                 Phase::Open(ws) if !ws.close_sent() => {
-                    if !idle.is_zero() && silent >= idle {
+                    if s.auth_deadline.is_some_and(|at| now >= at) {
+                        // The token expired: the client reconnects with a fresh one.
+                        self.stats.auth(Auth::ExpiredOpen);
+                        s.close(CloseCode::POLICY, "token expired", deadline);
+                    } else if !idle.is_zero() && silent >= idle {
                         self.stats.dropped(Drop::IdleTimeout);
                         s.close(CloseCode::GOING_AWAY, "idle timeout", deadline);
                     } else if !ping.is_zero() && silent >= ping && !s.ping_sent {

@@ -13,7 +13,7 @@ use super::worker::Worker;
 use super::ConnId;
 use crate::app::Tx;
 use crate::config::{parse_upstream, RouteKind};
-use crate::metrics::Handshake;
+use crate::metrics::{Auth, Handshake};
 
 /// What a handshake produced.
 enum Upgrade {
@@ -26,8 +26,17 @@ enum Upgrade {
         bits: Option<u8>,
         /// The client named by a trusted proxy's `X-Forwarded-For`.
         client: Option<std::net::IpAddr>,
+        /// On an `auth = "jwt"` route: what the token allows.
+        grant: Option<super::auth::Grant>,
     },
-    Refuse(Vec<u8>, Handshake),
+    Refuse(Vec<u8>, Handshake, Option<Auth>),
+}
+
+/// 401 for a missing or bad connection token (RFC 6750 3).
+fn http_unauthorized() -> Vec<u8> {
+    b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"sluice\", error=\"invalid_token\"\r\n\
+Content-Length: 0\r\nConnection: close\r\n\r\n"
+        .to_vec()
 }
 
 /// A minimal HTTP error response that closes the connection.
@@ -53,23 +62,41 @@ impl Worker {
             };
             match ws::handshake::parse_request(head, &self.base_server) {
                 Ok(None) => Upgrade::Incomplete,
-                Err(e) => Upgrade::Refuse(e.response(), Handshake::BadRequest),
+                Err(e) => Upgrade::Refuse(e.response(), Handshake::BadRequest, None),
                 Ok(Some(req)) => {
                     let allowed = &self.config.limits.allowed_origins;
                     let fallback = (self.any_path && !self.routes.is_empty()).then_some(0);
                     match self.config.route(req.path).map(|(i, _)| i).or(fallback) {
-                        None => {
-                            Upgrade::Refuse(http_refusal(404, "Not Found"), Handshake::NotFound)
-                        }
+                        None => Upgrade::Refuse(
+                            http_refusal(404, "Not Found"),
+                            Handshake::NotFound,
+                            None,
+                        ),
                         // RFC 6455 4.2.2 item 4 / 10.2: the server may refuse an origin
                         // it does not accept with an HTTP error (403).
                         Some(_)
                             if !allowed.is_empty()
                                 && !req.origin.is_some_and(|o| allowed.iter().any(|a| a == o)) =>
                         {
-                            Upgrade::Refuse(http_refusal(403, "Forbidden"), Handshake::Origin)
+                            Upgrade::Refuse(http_refusal(403, "Forbidden"), Handshake::Origin, None)
+                        }
+                        Some(i)
+                            if self.routes[i].cfg.auth == crate::config::RouteAuth::Jwt
+                                && self.verifier.is_none() =>
+                        {
+                            Upgrade::Refuse(
+                                http_unauthorized(),
+                                Handshake::Unauthorized,
+                                Some(Auth::Invalid),
+                            )
                         }
                         Some(i) => {
+                            let grant = match (&self.routes[i].cfg.auth, &self.verifier) {
+                                (crate::config::RouteAuth::Jwt, Some(v)) => {
+                                    Some(v.verify(v.token(&req), std::time::SystemTime::now()))
+                                }
+                                _ => None,
+                            };
                             let listen = &self.config.listen;
                             let client = if listen.trusted(s.peer.ip()) {
                                 forwarded_client(&req.forwarded_for, listen)
@@ -77,18 +104,26 @@ impl Worker {
                                 None
                             };
                             let acc = req.accept(&self.routes[i].server);
-                            Upgrade::Open {
-                                route: i,
-                                ws: Box::new(Connection::new(
-                                    Role::Server,
-                                    self.ws_config,
-                                    acc.deflate,
-                                    0,
-                                )),
-                                response: acc.response,
-                                rest: head.get(req.head_len..).unwrap_or_default().to_vec(),
-                                bits: acc.deflate.map(|p| p.server_max_window_bits),
-                                client,
+                            match grant {
+                                Some(Err(why)) => Upgrade::Refuse(
+                                    http_unauthorized(),
+                                    Handshake::Unauthorized,
+                                    Some(why),
+                                ),
+                                grant => Upgrade::Open {
+                                    route: i,
+                                    ws: Box::new(Connection::new(
+                                        Role::Server,
+                                        self.ws_config,
+                                        acc.deflate,
+                                        0,
+                                    )),
+                                    response: acc.response,
+                                    rest: head.get(req.head_len..).unwrap_or_default().to_vec(),
+                                    bits: acc.deflate.map(|p| p.server_max_window_bits),
+                                    client,
+                                    grant: grant.and_then(Result::ok),
+                                },
                             }
                         }
                     }
@@ -111,11 +146,14 @@ impl Worker {
         };
         match outcome {
             Upgrade::Incomplete => {}
-            Upgrade::Refuse(resp, why) => {
+            Upgrade::Refuse(resp, why, auth) => {
                 s.out.push(Bytes::from(resp));
                 s.phase = Phase::Refused;
                 s.close_deadline = Some(deadline);
                 self.stats.handshake(why);
+                if let Some(a) = auth {
+                    self.stats.auth(a);
+                }
             }
             Upgrade::Open {
                 route,
@@ -124,7 +162,13 @@ impl Worker {
                 mut rest,
                 bits,
                 client: _,
+                grant,
             } => {
+                if let Some(g) = grant {
+                    s.auth_deadline = Some(now + g.expires_in);
+                    s.grant = Some(Box::new(g));
+                    self.stats.auth(Auth::Ok);
+                }
                 s.out.push(Bytes::from(response));
                 s.phase = Phase::Open(ws);
                 s.route = Some(route);

@@ -6,6 +6,7 @@
 //! each message once and fans the same bytes out to every worker over bounded crossbeam
 //! queues; per-topic order is the broker's order.
 
+pub mod auth;
 pub mod broker;
 mod deadlines;
 mod echo;

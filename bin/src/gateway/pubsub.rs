@@ -17,7 +17,7 @@ use super::worker::Worker;
 use super::ConnId;
 use crate::app::Tx;
 use crate::config::SlowConsumer;
-use crate::metrics::Drop;
+use crate::metrics::{Auth, Drop};
 
 /// A published message, framed once; compressed lazily once per deflate window size.
 #[derive(Debug)]
@@ -127,7 +127,14 @@ impl Worker {
                 let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
                     return;
                 };
-                if !s.topics.contains(topic.as_str()) && s.topics.len() >= max_subs {
+                if s.grant.as_ref().is_some_and(|g| !g.may_subscribe(&topic)) {
+                    self.stats.auth(Auth::DeniedSubscribe);
+                    Reply::Error {
+                        error: "forbidden: the token does not allow this topic",
+                        id: rid.as_ref(),
+                    }
+                    .to_json()
+                } else if !s.topics.contains(topic.as_str()) && s.topics.len() >= max_subs {
                     Reply::Error {
                         error: "too many subscriptions",
                         id: rid.as_ref(),
@@ -176,6 +183,30 @@ impl Worker {
                 data,
                 id: rid,
             }) => {
+                let refusal = self
+                    .sessions
+                    .get(id)
+                    .and_then(Option::as_ref)
+                    .and_then(|s| {
+                        let route = s.route.and_then(|r| self.routes.get(r))?;
+                        if !route.cfg.client_publish {
+                            Some("forbidden: publishing is not allowed on this route")
+                        } else if s.grant.as_ref().is_some_and(|g| !g.may_publish(&topic)) {
+                            Some("forbidden: the token does not allow publishing to this topic")
+                        } else {
+                            None
+                        }
+                    });
+                if let Some(error) = refusal {
+                    self.stats.auth(Auth::DeniedPublish);
+                    let reply = Reply::Error {
+                        error,
+                        id: rid.as_ref(),
+                    }
+                    .to_json();
+                    self.reply(id, &reply, tx);
+                    return;
+                }
                 let ok = self
                     .publisher
                     .as_ref()
@@ -196,6 +227,11 @@ impl Worker {
                 }
             }
         };
+        self.reply(id, &reply, tx);
+    }
+
+    /// Sends one protocol reply to `id` (through `tx`, or queued behind what is).
+    fn reply<T: Tx>(&mut self, id: ConnId, reply: &str, tx: &mut T) {
         let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
             return;
         };

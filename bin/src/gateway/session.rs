@@ -154,6 +154,10 @@ pub struct Session {
     pub timer: Option<tcp::timer::TimerId>,
     /// From a trusted proxy with `listen.proxy_protocol`: a PROXY v2 header comes first.
     pub proxy_header: bool,
+    /// On an `auth = "jwt"` route: what the client's token allows.
+    pub grant: Option<Box<super::auth::Grant>>,
+    /// When the client's token expires (the connection is closed with 1008 then).
+    pub auth_deadline: Option<Instant>,
 }
 
 impl Session {
@@ -180,6 +184,8 @@ impl Session {
             upstream: None,
             timer: None,
             proxy_header: false,
+            grant: None,
+            auth_deadline: None,
         }
     }
 

@@ -82,6 +82,8 @@ pub struct Worker {
     pub(super) touched: Vec<ConnId>,
     /// Cluster mode: where this worker reports its topics.
     pub(super) interest: Option<crate::cluster::InterestTx>,
+    /// Verifies connection tokens of `auth = "jwt"` routes.
+    pub(super) verifier: Option<Arc<super::auth::Verifier>>,
 }
 
 impl Worker {
@@ -105,6 +107,10 @@ impl Worker {
             .map(|(i, r)| {
                 let mut server = base_server.clone();
                 server.deflate.enabled = r.compression;
+                if r.auth == crate::config::RouteAuth::Jwt {
+                    // Selected when a browser offers its token as a subprotocol.
+                    server.protocols = vec![super::auth::PROTOCOL.to_string()];
+                }
                 if r.kind == RouteKind::Pubsub {
                     // Shared frames are compressed once for all subscribers, which needs
                     // RFC 7692 7.1.1.1 server_no_context_takeover.
@@ -118,6 +124,13 @@ impl Worker {
                 }
             })
             .collect();
+        // The configuration was validated, so a verifier builds whenever a route needs it.
+        let verifier = config
+            .routes
+            .iter()
+            .any(|r| r.auth == crate::config::RouteAuth::Jwt)
+            .then(|| super::auth::Verifier::new(&config.auth).ok().map(Arc::new))
+            .flatten();
         Worker {
             index,
             ws_config: ws::Config {
@@ -143,6 +156,7 @@ impl Worker {
             fired: Vec::new(),
             touched: Vec::new(),
             interest: None,
+            verifier,
         }
     }
 

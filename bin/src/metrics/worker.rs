@@ -71,16 +71,60 @@ pub enum Handshake {
     Timeout,
     /// A trusted proxy's connection without a valid PROXY protocol v2 header.
     BadProxyHeader,
+    /// No valid token on an `auth = "jwt"` route (401; why: `sluice_auth_total`).
+    Unauthorized,
 }
 
 impl Handshake {
-    const ALL: [(Handshake, &'static str); 6] = [
+    const ALL: [(Handshake, &'static str); 7] = [
         (Handshake::Ok, "ok"),
         (Handshake::NotFound, "not_found"),
         (Handshake::Origin, "origin"),
         (Handshake::BadRequest, "bad_request"),
         (Handshake::Timeout, "timeout"),
         (Handshake::BadProxyHeader, "bad_proxy_header"),
+        (Handshake::Unauthorized, "unauthorized"),
+    ];
+}
+
+/// Connection-token outcomes (`sluice_auth_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// A valid token: upgraded.
+    Ok,
+    /// No token on an `auth = "jwt"` route (401).
+    Missing,
+    /// Not a JWT, a bad signature, another algorithm, a missing `exp` (401).
+    Invalid,
+    /// `exp` passed (401).
+    Expired,
+    /// `nbf` not reached (401).
+    NotYetValid,
+    /// `aud` is not `auth.audience` (401).
+    WrongAudience,
+    /// `iss` is not `auth.issuer` (401).
+    WrongIssuer,
+    /// A subscribe the token's claims do not allow (error reply).
+    DeniedSubscribe,
+    /// A publish the token's claims or the route do not allow (error reply).
+    DeniedPublish,
+    /// An open connection whose token expired (closed 1008).
+    ExpiredOpen,
+}
+
+impl Auth {
+    /// Every result and its label.
+    pub const ALL: [(Auth, &'static str); 10] = [
+        (Auth::Ok, "ok"),
+        (Auth::Missing, "missing"),
+        (Auth::Invalid, "invalid"),
+        (Auth::Expired, "expired"),
+        (Auth::NotYetValid, "not_yet_valid"),
+        (Auth::WrongAudience, "wrong_audience"),
+        (Auth::WrongIssuer, "wrong_issuer"),
+        (Auth::DeniedSubscribe, "denied_subscribe"),
+        (Auth::DeniedPublish, "denied_publish"),
+        (Auth::ExpiredOpen, "expired_while_open"),
     ];
 }
 
@@ -166,7 +210,8 @@ pub struct WorkerStats {
     accepted: Cell,
     open: Cell,
     refused: [Cell; 2],
-    handshakes: [Cell; 6],
+    handshakes: [Cell; 7],
+    auth: [Cell; 10],
     drops: [Cell; 8],
     /// Processing time per batch: counts per bucket (the last is +Inf), sum in ns.
     processing: [Cell; 11],
@@ -196,6 +241,7 @@ impl WorkerStats {
             open: Cell::default(),
             refused: Default::default(),
             handshakes: Default::default(),
+            auth: Default::default(),
             drops: Default::default(),
             processing: Default::default(),
             processing_sum_ns: Cell::default(),
@@ -239,6 +285,12 @@ impl WorkerStats {
     #[inline]
     pub fn handshake(&self, result: Handshake) {
         self.handshakes[result as usize].add(1);
+    }
+
+    /// A connection-token outcome.
+    #[inline]
+    pub fn auth(&self, result: Auth) {
+        self.auth[result as usize].add(1);
     }
 
     /// A drop (or policy close) for `reason`.
@@ -391,6 +443,20 @@ impl Collector for WorkerSet {
             "handshakes",
             "WebSocket upgrade handshakes by result",
             &handshakes,
+        )?;
+        let auth: Vec<(ResultLabel, u64)> = Auth::ALL
+            .iter()
+            .map(|(a, name)| {
+                let result = name.to_string();
+                (ResultLabel { result }, sum(&|b| b.auth[*a as usize].get()))
+            })
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        counter_family(
+            &mut encoder,
+            "auth",
+            "Connection tokens and what they allowed, by result",
+            &auth,
         )?;
         // Routes: merged by path across workers (every worker has the same routes).
         let mut paths: Vec<String> = Vec::new();

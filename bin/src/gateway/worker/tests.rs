@@ -669,3 +669,203 @@ fn config_proxy_protocol_needs_trusted_proxies() {
     assert!(err.to_string().contains("listen.proxy_protocol"), "{err}");
     assert!(Config::parse("[listen]\ntrusted_proxies = [\"not-a-cidr\"]\n").is_err());
 }
+
+const JWT_ROUTES: &str = r#"
+[auth]
+secret = "a-test-secret-of-at-least-32-bytes!!"
+leeway_s = 0
+[[route]]
+path = "/secure"
+kind = "pubsub"
+auth = "jwt"
+compression = false
+[[route]]
+path = "/readonly"
+kind = "pubsub"
+client_publish = false
+compression = false
+"#;
+
+/// Opens `/secure` with `extra` header lines; returns the response head and, on 101, the
+/// client engine.
+fn open_jwt(
+    w: &mut Worker,
+    id: ConnId,
+    target: &str,
+    extra: &str,
+    now: Instant,
+) -> (String, Option<Connection>) {
+    w.accept(id, peer(2000 + id as u16), now).unwrap();
+    let mut req = upgrade_request(target, extra);
+    w.receive(id, &mut req, &mut NoRoom, now);
+    let out = drain(w, id);
+    let head_len = out
+        .windows(4)
+        .position(|x| x == b"\r\n\r\n")
+        .map_or(out.len(), |p| p + 4);
+    let head = String::from_utf8_lossy(&out[..head_len]).into_owned();
+    if !head.starts_with("HTTP/1.1 101") {
+        return (head, None);
+    }
+    let mut client = Connection::new(
+        Role::Client,
+        ws::Config {
+            max_frame_size: 1 << 20,
+            max_message_size: 1 << 20,
+        },
+        None,
+        1,
+    );
+    let mut rest = out[head_len..].to_vec();
+    client.read(&mut rest);
+    (head, Some(client))
+}
+
+#[test]
+fn jwt_route_refuses_missing_and_bad_tokens_with_401_counted() {
+    use crate::gateway::auth::tests::{now_s, token};
+    let (mut w, metrics) = worker_with(JWT_ROUTES);
+    let now = Instant::from_millis(1_000);
+    let (head, c) = open_jwt(&mut w, 0, "/secure", "", now);
+    assert!(
+        head.starts_with("HTTP/1.1 401") && head.contains("WWW-Authenticate: Bearer"),
+        "{head}"
+    );
+    assert!(c.is_none() && w.is_finished(0));
+    let expired = token(&serde_json::json!({"exp": now_s() - 5, "subscribe": ["*"]}));
+    let (head, _) = open_jwt(
+        &mut w,
+        1,
+        "/secure",
+        &format!("Authorization: Bearer {expired}\r\n"),
+        now,
+    );
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    let (head, _) = open_jwt(&mut w, 2, "/secure?token=garbage", "", now);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    let text = metrics.render();
+    for line in [
+        "sluice_auth_total{result=\"missing\"} 1",
+        "sluice_auth_total{result=\"expired\"} 1",
+        "sluice_auth_total{result=\"invalid\"} 1",
+        "sluice_handshakes_total{result=\"unauthorized\"} 3",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+}
+
+#[test]
+fn jwt_claims_scope_subscribe_and_publish_each_refusal_answered_and_counted() {
+    use crate::gateway::auth::tests::{now_s, token};
+    let (mut w, metrics) = worker_with(JWT_ROUTES);
+    let now = Instant::from_millis(1_000);
+    let t = token(&serde_json::json!({
+        "exp": now_s() + 600, "subscribe": ["news.*"], "publish": ["chat"]
+    }));
+    // The browser way: the token as a subprotocol beside sluice.jwt, which is selected.
+    let (head, c) = open_jwt(
+        &mut w,
+        0,
+        "/secure",
+        &format!("Sec-WebSocket-Protocol: sluice.jwt, {t}\r\n"),
+        now,
+    );
+    assert!(
+        head.contains("Sec-WebSocket-Protocol: sluice.jwt\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains(&t), "the token is never echoed");
+    let mut c = c.unwrap();
+    send(
+        &mut w,
+        0,
+        &mut c,
+        r#"{"op":"subscribe","topic":"news.a","id":1}"#,
+        now,
+    );
+    send(
+        &mut w,
+        0,
+        &mut c,
+        r#"{"op":"subscribe","topic":"secret","id":2}"#,
+        now,
+    );
+    send(
+        &mut w,
+        0,
+        &mut c,
+        r#"{"op":"publish","topic":"news.a","data":"x","id":3}"#,
+        now,
+    );
+    let replies = texts(&events(&mut w, 0, &mut c));
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    assert!(replies[0].contains("\"subscribed\""), "{replies:?}");
+    assert!(
+        replies[1].contains("forbidden: the token does not allow this topic")
+            && replies[1].contains("\"id\":2")
+    );
+    assert!(
+        replies[2].contains("forbidden: the token does not allow publishing"),
+        "{replies:?}"
+    );
+    // The allowed subscription gets deliveries; the refused one does not exist.
+    w.deliver(&publication("news.a", "ok"), None, now);
+    w.deliver(&publication("secret", "no"), None, now);
+    assert_eq!(texts(&events(&mut w, 0, &mut c)).len(), 1);
+    let text = metrics.render();
+    assert!(
+        text.contains("sluice_auth_total{result=\"ok\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sluice_auth_total{result=\"denied_subscribe\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sluice_auth_total{result=\"denied_publish\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn jwt_expiry_closes_open_connection_1008_and_client_publish_off_refused() {
+    use crate::gateway::auth::tests::{now_s, token};
+    let (mut w, metrics) = worker_with(JWT_ROUTES);
+    let now = Instant::from_millis(1_000);
+    let t = token(&serde_json::json!({"exp": now_s() + 3, "subscribe": ["*"]}));
+    let (_, c) = open_jwt(
+        &mut w,
+        0,
+        "/secure",
+        &format!("Authorization: Bearer {t}\r\n"),
+        now,
+    );
+    let mut c = c.unwrap();
+    // The deadline is the token's expiry (at most 3 s away), not the idle timeout.
+    let at = w.next_timeout().unwrap();
+    assert!(at <= now + Duration::from_secs(3), "{at:?}");
+    let later = now + Duration::from_secs(4);
+    assert!(w.handle_timeout(later).is_empty());
+    let evs = events(&mut w, 0, &mut c);
+    assert!(
+        evs.iter().any(|e| matches!(e, Event::Close { code: Some(CloseCode(1008)), reason } if reason == "token expired")),
+        "{evs:?}"
+    );
+    assert!(metrics
+        .render()
+        .contains("sluice_auth_total{result=\"expired_while_open\"} 1"));
+    // A route without auth but with client_publish = false.
+    let mut r = open(&mut w, 1, "/readonly", now);
+    send(
+        &mut w,
+        1,
+        &mut r,
+        r#"{"op":"publish","topic":"t","data":"x"}"#,
+        now,
+    );
+    let replies = texts(&events(&mut w, 1, &mut r));
+    assert!(
+        replies[0].contains("publishing is not allowed on this route"),
+        "{replies:?}"
+    );
+}
