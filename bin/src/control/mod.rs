@@ -192,20 +192,15 @@ fn publish(req: &mut Request, path: &str, ctx: &Context) -> Response<std::io::Cu
         Ok(n) => {
             // Core NATS has no acknowledgement: "sent" means handed to the NATS client
             // without error, not received by another node.
-            let cluster = if clustered {
+            let mut answer = serde_json::json!({ "topic": topic, "delivered": n });
+            if clustered {
                 let left = timeout.saturating_sub(start.elapsed());
-                ctx_rx
+                let cluster = ctx_rx
                     .recv_timeout(left)
-                    .map_or("pending", crate::cluster::Handed::as_str)
-            } else {
-                "off"
-            };
-            text(
-                200,
-                serde_json::json!({ "topic": topic, "delivered": n, "cluster": cluster })
-                    .to_string(),
-                "application/json",
-            )
+                    .map_or("pending", crate::cluster::Handed::as_str);
+                answer["cluster"] = cluster.into();
+            }
+            text(200, answer.to_string(), "application/json")
         }
         Err(_) => {
             ctx.metrics.dropped(crate::metrics::Drop::PublishTimeout);
