@@ -471,3 +471,131 @@ fn gateway_proxy_protocol_v2_and_forwarded_for_name_the_real_client() {
     let _ = ws.close(None);
     let _ = ws2.close(None);
 }
+
+/// Connection tokens and the control-plane token through a real client (tungstenite) and
+/// real HTTP: 401 without, scoped topics with, `sluice stat --token`.
+#[test]
+fn gateway_jwt_route_and_control_token() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    const SECRET: &str = "an-integration-test-secret-32-bytes!";
+    let gw = Gateway::start(&format!(
+        "[control]\ntoken = \"ctl-secret\"\n\
+         [auth]\nsecret = \"{SECRET}\"\n\
+         [[route]]\npath = \"/secure\"\nkind = \"pubsub\"\nauth = \"jwt\"\n"
+    ));
+    // The control plane: ingest and /stat need the token, metrics and health do not.
+    let (status, _) = http(&gw.control, "POST", "/publish/news", "x");
+    assert_eq!(status, 401);
+    let (status, _) = http(&gw.control, "GET", "/stat", "");
+    assert_eq!(status, 401);
+    assert_eq!(http(&gw.control, "GET", "/healthz", "").0, 200);
+    assert_eq!(http(&gw.control, "GET", "/metrics", "").0, 200);
+    let publish = |data: &str| {
+        let mut s = std::net::TcpStream::connect(&gw.control).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            format!(
+                "POST /publish/news.a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ctl-secret\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{data}",
+                data.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+        out
+    };
+    // No token: 401 before any WebSocket.
+    let url = format!("ws://127.0.0.1:{}/secure", gw.port);
+    match tungstenite::connect(&url) {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = encode(
+        &Header::default(),
+        &serde_json::json!({"exp": exp, "subscribe": ["news.*"]}),
+        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let mut req = tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tungstenite::connect(req).unwrap();
+    let mut ask = |text: &str| {
+        ws.send(tungstenite::Message::text(text)).unwrap();
+        let reply = ws.read().unwrap();
+        serde_json::from_str::<serde_json::Value>(reply.to_text().unwrap()).unwrap()
+    };
+    assert_eq!(
+        ask(r#"{"op":"subscribe","topic":"news.a"}"#)["op"],
+        "subscribed"
+    );
+    let denied = ask(r#"{"op":"subscribe","topic":"admin"}"#);
+    assert_eq!(denied["op"], "error", "{denied}");
+    let denied = ask(r#"{"op":"publish","topic":"news.a","data":"x"}"#);
+    assert_eq!(denied["op"], "error", "{denied}");
+    let answer = publish("hello");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let msg = ws.read().unwrap();
+    assert!(
+        msg.to_text().unwrap().contains("\"data\":\"hello\""),
+        "{msg}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["stat", "--control", &gw.control, "--token", "ctl-secret"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("sluice_auth_total{result=\"denied_subscribe\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sluice_auth_total{result=\"denied_publish\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("connections: 1"), "{text}");
+    let _ = ws.close(None);
+}
+
+/// `check-config` refuses a control plane off loopback without a token, and warns about
+/// pubsub routes open to anyone on a non-loopback listen address.
+#[test]
+fn gateway_check_config_control_token_rule_and_open_publish_warning() {
+    let dir = std::env::temp_dir().join(format!("sluice-gw-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["check-config", path.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = check("open.toml", "[control]\naddr = \"198.18.0.3:9100\"\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("control.token"),
+        "{err}"
+    );
+    let out = check(
+        "warn.toml",
+        "[listen]\nip = \"0.0.0.0\"\n[[route]]\npath = \"/ws\"\nkind = \"pubsub\"\n",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("warning: route /ws: any client"), "{text}");
+    let out = check(
+        "quiet.toml",
+        "[listen]\nip = \"0.0.0.0\"\n[[route]]\npath = \"/ws\"\nkind = \"pubsub\"\nclient_publish = false\n",
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("warning"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
