@@ -612,6 +612,28 @@ pub struct Limits {
     pub publish_queue: usize,
     /// Most topics one connection may subscribe to.
     pub max_subscriptions: usize,
+    /// Sources (CIDRs) allowed to connect; empty: every source not denied.
+    pub allow_sources: Vec<ipnet::IpNet>,
+    /// Sources (CIDRs) refused at accept (checked before `allow_sources`).
+    pub deny_sources: Vec<ipnet::IpNet>,
+    /// New connections per second one source address may open (a burst of as many);
+    /// 0: no limit.
+    pub new_connections_per_ip_per_s: u32,
+    /// Messages per second one connection may send (a burst of as many); beyond it the
+    /// connection is closed with 1008. 0: no limit.
+    pub max_messages_per_s: u32,
+}
+
+impl Limits {
+    /// Whether `ip` passes `deny_sources` and `allow_sources`.
+    pub fn source_allowed(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        !self.deny_sources.iter().any(|n| n.contains(&ip))
+            && (self.allow_sources.is_empty() || self.allow_sources.iter().any(|n| n.contains(&ip)))
+    }
 }
 
 impl Default for Limits {
@@ -631,6 +653,10 @@ impl Default for Limits {
             worker_queue: 4096,
             publish_queue: 4096,
             max_subscriptions: 256,
+            allow_sources: Vec::new(),
+            deny_sources: Vec::new(),
+            new_connections_per_ip_per_s: 0,
+            max_messages_per_s: 0,
         }
     }
 }

@@ -176,6 +176,10 @@ pub enum Refusal {
     MaxConnections,
     /// `limits.max_connections_per_ip` reached for this source.
     MaxPerIp,
+    /// The source is not allowed (`limits.allow_sources` / `deny_sources`).
+    SourceDenied,
+    /// The source opens connections faster than `limits.new_connections_per_ip_per_s`.
+    ConnectionRate,
 }
 
 /// One connection's TCP state as a stack driver sees it (like `ss -ti`); the kernel

@@ -84,6 +84,10 @@ impl Worker {
                 head.drain(..len.min(head.len()));
                 s.proxy_header = false;
                 match addr {
+                    Some(a) if self.source_refusal(a.ip(), now).is_some() => {
+                        self.refuse_source(id, now);
+                        ProxyStep::Refused
+                    }
                     Some(a) if !self.rebind_peer(id, a) => {
                         self.refuse_per_ip(id, now);
                         ProxyStep::Refused
@@ -125,6 +129,19 @@ impl Worker {
         *self.per_ip.entry(addr.ip()).or_insert(0) += 1;
         s.peer = addr;
         true
+    }
+
+    /// The real client behind a proxy is refused by the source rules (counted by
+    /// `source_refusal`): 403 and close.
+    pub(super) fn refuse_source(&mut self, id: ConnId, now: Instant) {
+        let deadline = self.close_deadline(now);
+        if let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) {
+            s.out.push(Bytes::from_static(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            ));
+            s.phase = Phase::Refused;
+            s.close_deadline = Some(deadline);
+        }
     }
 
     /// The real client behind a proxy is over its per-IP limit: 503 and close (counted as

@@ -134,6 +134,10 @@ impl Worker {
             client: Some(ip), ..
         } = &outcome
         {
+            if self.source_refusal(*ip, now).is_some() {
+                self.refuse_source(id, now);
+                return;
+            }
             if !self.rebind_peer(id, std::net::SocketAddr::new(*ip, 0)) {
                 self.refuse_per_ip(id, now);
                 return;

@@ -158,6 +158,8 @@ pub struct Session {
     pub grant: Option<Box<super::auth::Grant>>,
     /// When the client's token expires (the connection is closed with 1008 then).
     pub auth_deadline: Option<Instant>,
+    /// `limits.max_messages_per_s`: the client's message budget (from its first message).
+    pub(super) msg_budget: Option<super::limits::Bucket>,
 }
 
 impl Session {
@@ -186,6 +188,7 @@ impl Session {
             proxy_header: false,
             grant: None,
             auth_deadline: None,
+            msg_budget: None,
         }
     }
 

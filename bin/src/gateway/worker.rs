@@ -84,6 +84,10 @@ pub struct Worker {
     pub(super) interest: Option<crate::cluster::InterestTx>,
     /// Verifies connection tokens of `auth = "jwt"` routes.
     pub(super) verifier: Option<Arc<super::auth::Verifier>>,
+    /// `limits.new_connections_per_ip_per_s` state.
+    pub(super) connect_rates: super::limits::ConnectRates,
+    /// `limits.max_messages_per_s` (0: off), read once.
+    pub(super) msg_rate: u32,
 }
 
 impl Worker {
@@ -124,6 +128,7 @@ impl Worker {
                 }
             })
             .collect();
+        let msg_rate = config.limits.max_messages_per_s;
         // The configuration was validated, so a verifier builds whenever a route needs it.
         let verifier = config
             .routes
@@ -157,6 +162,8 @@ impl Worker {
             touched: Vec::new(),
             interest: None,
             verifier,
+            connect_rates: super::limits::ConnectRates::default(),
+            msg_rate,
         }
     }
 
@@ -199,6 +206,7 @@ impl Worker {
         s.last_rx = now;
         s.ping_sent = false;
         s.bytes_in += data.len() as u64;
+        let msgs_before = s.msgs_in;
         let route = s.route;
         self.stats.route(route).bytes_in.add(data.len() as u64);
         let mut tx = Counted::new(tx);
@@ -227,10 +235,26 @@ impl Worker {
                 .is_some_and(|s| s.deadline_state() != before)
         };
         let sent = tx.bytes;
+        let rate = self.msg_rate;
+        let deadline = self.close_deadline(now);
         let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
             return;
         };
         count_bytes_out(&self.stats, s, sent);
+        let mut changed = changed;
+        if rate != 0 && s.msgs_in != msgs_before {
+            // Charged per read, after it: a read's messages are answered, then a client
+            // over its budget is closed.
+            let n = u32::try_from(s.msgs_in - msgs_before).unwrap_or(u32::MAX);
+            let budget = s
+                .msg_budget
+                .get_or_insert_with(|| super::limits::Bucket::full(rate, now));
+            if !budget.take(n, rate, now) {
+                self.stats.dropped(crate::metrics::Drop::MessageRate);
+                s.close(CloseCode::POLICY, "message rate limit", deadline);
+                changed = true;
+            }
+        }
         // The driver flushes what is still queued right after this call. The deadline
         // timer moves only if the state it depends on changed: fresh bytes only push the
         // idle and ping deadlines later, and an earlier timer just fires and re-arms.

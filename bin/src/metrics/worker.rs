@@ -135,12 +135,18 @@ pub enum Refused {
     MaxConnections,
     /// `limits.max_connections_per_ip`.
     MaxPerIp,
+    /// `limits.allow_sources` / `limits.deny_sources`.
+    SourceDenied,
+    /// `limits.new_connections_per_ip_per_s`.
+    ConnectionRate,
 }
 
 impl Refused {
-    const ALL: [(Refused, &'static str); 2] = [
+    const ALL: [(Refused, &'static str); 4] = [
         (Refused::MaxConnections, "max_connections"),
         (Refused::MaxPerIp, "max_connections_per_ip"),
+        (Refused::SourceDenied, "source_denied"),
+        (Refused::ConnectionRate, "connection_rate"),
     ];
 }
 
@@ -164,10 +170,12 @@ pub enum Drop {
     /// A publication not delivered to one worker because that worker's queue was full
     /// (the broker never waits for a slow worker; docs/GATEWAY.md).
     WorkerQueueFull,
+    /// A client sent messages faster than `limits.max_messages_per_s` (closed 1008).
+    MessageRate,
 }
 
 impl Drop {
-    const ALL: [(Drop, &'static str); 8] = [
+    const ALL: [(Drop, &'static str); 9] = [
         (Drop::CloseTimeout, "close_timeout"),
         (Drop::IdleTimeout, "idle_timeout"),
         (Drop::PublishQueueFull, "publish_queue_full"),
@@ -176,6 +184,7 @@ impl Drop {
         (Drop::UpstreamFailed, "upstream_failed"),
         (Drop::PublishTimeout, "publish_timeout"),
         (Drop::WorkerQueueFull, "worker_queue_full"),
+        (Drop::MessageRate, "message_rate"),
     ];
 }
 
@@ -209,10 +218,10 @@ pub struct WorkerStats {
     routes: Vec<(String, RouteStats)>,
     accepted: Cell,
     open: Cell,
-    refused: [Cell; 2],
-    handshakes: [Cell; 7],
-    auth: [Cell; 10],
-    drops: [Cell; 8],
+    refused: [Cell; Refused::ALL.len()],
+    handshakes: [Cell; Handshake::ALL.len()],
+    auth: [Cell; Auth::ALL.len()],
+    drops: [Cell; Drop::ALL.len()],
     /// Processing time per batch: counts per bucket (the last is +Inf), sum in ns.
     processing: [Cell; 11],
     processing_sum_ns: Cell,
@@ -341,7 +350,7 @@ impl WorkerStats {
 /// Process-wide drop counts written by threads that are not workers (control, broker):
 /// several writers, so real atomic adds (never on the packet path).
 #[derive(Debug, Default)]
-struct ProcessDrops([AtomicU64; 8]);
+struct ProcessDrops([AtomicU64; Drop::ALL.len()]);
 
 /// Every worker's block, merged on scrape into the per-worker series of `/metrics`.
 #[derive(Debug, Default)]

@@ -869,3 +869,73 @@ fn jwt_expiry_closes_open_connection_1008_and_client_publish_off_refused() {
         "{replies:?}"
     );
 }
+
+#[test]
+fn sources_denied_allowed_and_rate_limited_at_accept_counted() {
+    let (mut w, metrics) = worker_with(
+        "[limits]\nallow_sources = [\"127.0.0.0/8\", \"198.18.0.0/15\"]\n\
+         deny_sources = [\"127.0.0.66/32\"]\nnew_connections_per_ip_per_s = 2\n\
+         [[route]]\npath = \"/ws\"\n",
+    );
+    let now = Instant::from_millis(1_000);
+    let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 4000);
+    assert_eq!(
+        w.accept(0, at("127.0.0.66"), now),
+        Err(Refusal::SourceDenied)
+    );
+    assert_eq!(
+        w.accept(0, at("203.0.113.1"), now),
+        Err(Refusal::SourceDenied)
+    );
+    assert_eq!(w.accept(0, at("198.18.0.1"), now), Ok(()));
+    assert_eq!(w.accept(1, at("198.18.0.1"), now), Ok(()));
+    assert_eq!(
+        w.accept(2, at("198.18.0.1"), now),
+        Err(Refusal::ConnectionRate)
+    );
+    assert_eq!(w.accept(2, at("198.18.0.2"), now), Ok(()), "per source");
+    let later = now + Duration::from_millis(600);
+    assert_eq!(w.accept(3, at("198.18.0.1"), later), Ok(()), "refilled");
+    let text = metrics.render();
+    assert!(
+        text.contains("sluice_connections_refused_total{reason=\"source_denied\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sluice_connections_refused_total{reason=\"connection_rate\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn message_rate_over_budget_closes_1008_counted() {
+    let (mut w, metrics) = worker_with(
+        "[limits]\nmax_messages_per_s = 5\n[[route]]\npath = \"/echo\"\nkind = \"echo\"\ncompression = false\n",
+    );
+    let now = Instant::from_millis(1_000);
+    let mut c = open(&mut w, 0, "/echo", now);
+    for i in 0..5 {
+        send(&mut w, 0, &mut c, &format!("m{i}"), now);
+    }
+    let evs = events(&mut w, 0, &mut c);
+    assert_eq!(texts(&evs).len(), 5, "the burst is answered");
+    assert!(!evs.iter().any(|e| matches!(e, Event::Close { .. })));
+    // A second later the budget is back; then a burst of 6 at once goes over it.
+    let later = now + Duration::from_secs(1);
+    for i in 0..6 {
+        c.send(MessageKind::Text, format!("n{i}").as_bytes())
+            .unwrap();
+    }
+    let mut bytes = c.pending_output().to_vec();
+    let n = bytes.len();
+    c.consume_output(n);
+    w.receive(0, &mut bytes, &mut NoRoom, later);
+    let evs = events(&mut w, 0, &mut c);
+    assert!(
+        evs.iter().any(|e| matches!(e, Event::Close { code: Some(CloseCode(1008)), reason } if reason == "message rate limit")),
+        "{evs:?}"
+    );
+    assert!(metrics
+        .render()
+        .contains("sluice_drops_total{reason=\"message_rate\"} 1"));
+}
