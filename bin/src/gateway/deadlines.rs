@@ -25,10 +25,11 @@ fn next_deadline(limits: &Limits, s: &Session) -> Option<Instant> {
         Phase::Open(ws) if !ws.close_sent() => {
             let idle_at = (!idle.is_zero()).then(|| s.last_rx + idle);
             let ping_at = (!ping.is_zero() && !s.ping_sent).then(|| s.last_rx + ping);
-            [idle_at, ping_at, s.auth_deadline]
-                .into_iter()
-                .flatten()
-                .min()
+            let at = [idle_at, ping_at].into_iter().flatten().min();
+            match s.auth_deadline {
+                None => at,
+                Some(expiry) => Some(at.map_or(expiry, |a| a.min(expiry))),
+            }
         }
         Phase::Open(_) | Phase::Refused | Phase::Lent => None,
     };

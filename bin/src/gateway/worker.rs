@@ -236,31 +236,44 @@ impl Worker {
         };
         let sent = tx.bytes;
         let rate = self.msg_rate;
-        let deadline = self.close_deadline(now);
         let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
             return;
         };
         count_bytes_out(&self.stats, s, sent);
+        let unarmed = s.timer.is_none();
         let mut changed = changed;
         if rate != 0 && s.msgs_in != msgs_before {
-            // Charged per read, after it: a read's messages are answered, then a client
-            // over its budget is closed.
-            let n = u32::try_from(s.msgs_in - msgs_before).unwrap_or(u32::MAX);
-            let budget = s
-                .msg_budget
-                .get_or_insert_with(|| super::limits::Bucket::full(rate, now));
-            if !budget.take(n, rate, now) {
-                self.stats.dropped(crate::metrics::Drop::MessageRate);
-                s.close(CloseCode::POLICY, "message rate limit", deadline);
-                changed = true;
-            }
+            let n = s.msgs_in - msgs_before;
+            changed |= self.charge_messages(id, n, now);
         }
         // The driver flushes what is still queued right after this call. The deadline
         // timer moves only if the state it depends on changed: fresh bytes only push the
         // idle and ping deadlines later, and an earlier timer just fires and re-arms.
-        if changed || s.timer.is_none() {
+        if changed || unarmed {
             self.arm(id);
         }
+    }
+
+    /// `limits.max_messages_per_s`: charges `n` messages of one read to `id`'s budget
+    /// (after the read: its messages are answered), and closes a client over it with
+    /// 1008. Returns whether it closed.
+    #[cold]
+    fn charge_messages(&mut self, id: ConnId, n: u64, now: Instant) -> bool {
+        let rate = self.msg_rate;
+        let deadline = self.close_deadline(now);
+        let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
+            return false;
+        };
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let budget = s
+            .msg_budget
+            .get_or_insert_with(|| super::limits::Bucket::full(rate, now));
+        if budget.take(n, rate, now) {
+            return false;
+        }
+        self.stats.dropped(crate::metrics::Drop::MessageRate);
+        s.close(CloseCode::POLICY, "message rate limit", deadline);
+        true
     }
 
     /// Writes what `id` has queued (handshake response, engine frames, publications,
