@@ -146,6 +146,10 @@ pub struct RunArgs {
     /// Per-connection output queue bound (bytes): above it the connection is not read.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_output_queue: usize,
+    /// TCP apps (tcp-echo, tcp-discard, tcp-source): abort (RST) a connection that moves
+    /// no byte either way for this many seconds, so abandoned peers never pin it; 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub tcp_idle_timeout: u64,
     /// permessage-deflate (RFC 7692) for ws-echo.
     #[arg(long, value_enum, default_value = "on")]
     pub compression: Switch,

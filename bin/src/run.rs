@@ -40,6 +40,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 &args.ports,
                 args.max_connections,
                 args.max_output_queue,
+                tcp_idle(&args),
             )
         }
     }
@@ -52,6 +53,11 @@ fn gateway_config(args: &RunArgs) -> anyhow::Result<config::Config> {
     } else {
         config::for_run(args)
     }
+}
+
+/// `--tcp-idle-timeout` (0: none).
+fn tcp_idle(args: &RunArgs) -> Option<std::time::Duration> {
+    (args.tcp_idle_timeout > 0).then(|| std::time::Duration::from_secs(args.tcp_idle_timeout))
 }
 
 fn app_name(app: App) -> &'static str {
@@ -117,6 +123,7 @@ fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
         app,
         max_connections: args.max_connections,
         max_output: args.max_output_queue,
+        tcp_idle_timeout: tcp_idle(args),
         connect: args.connect,
         dataplane: config::dataplane_for_run(args)?,
         pcap: args.pcap.clone().map(std::path::PathBuf::from),

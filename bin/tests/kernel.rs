@@ -220,3 +220,33 @@ fn run_gateway_app_fails_with_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("gateway"), "{err}");
 }
+
+/// `--tcp-idle-timeout`: a silent connection is reset once idle that long; one that keeps
+/// talking is kept.
+#[test]
+fn tcp_idle_connection_reset_after_timeout_active_one_kept() {
+    let server = Server::start("tcp-echo", &["--tcp-idle-timeout", "1"]);
+    let mut idle = connect(server.port);
+    let mut busy = connect(server.port);
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4];
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(400));
+        busy.write_all(b"ping").unwrap();
+        busy.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+    // 2.4 s later the silent one is gone (reset, or at least closed), the busy one alive.
+    let mut one = [0u8; 1];
+    let r = idle.read(&mut one);
+    assert!(
+        matches!(r, Ok(0))
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{r:?} after {:?}",
+        started.elapsed()
+    );
+    busy.write_all(b"more").unwrap();
+    busy.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"more");
+}

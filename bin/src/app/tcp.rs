@@ -50,6 +50,8 @@ struct TcpConn {
     offset: u64,
     /// The peer closed its side.
     eof: bool,
+    /// When bytes last moved either way (for the idle timeout).
+    last: Option<Instant>,
 }
 
 impl TcpConn {
@@ -95,6 +97,10 @@ pub struct TcpApp {
     max_output: usize,
     closing: bool,
     dirty: Vec<ConnId>,
+    /// Connections with no bytes either way for this long are aborted (`None`: never).
+    idle: Option<std::time::Duration>,
+    /// When the next idle check is due (`None`: nothing to check).
+    next_check: Option<Instant>,
 }
 
 impl TcpApp {
@@ -109,6 +115,26 @@ impl TcpApp {
             max_output: max_output.max(1),
             closing: false,
             dirty: Vec::new(),
+            idle: None,
+            next_check: None,
+        }
+    }
+
+    /// Aborts (RST) connections that move no byte either way for `idle`
+    /// (`sluice run --tcp-idle-timeout`, default 300 s): an abandoned peer never pins a
+    /// connection for good. `None` or zero: never.
+    pub fn with_idle_timeout(mut self, idle: Option<std::time::Duration>) -> TcpApp {
+        self.idle = idle.filter(|d| !d.is_zero());
+        self
+    }
+
+    fn touch(&mut self, id: ConnId, now: Instant) {
+        if let (Some(idle), Some(c)) = (self.idle, self.conns.get_mut(id).and_then(Option::as_mut))
+        {
+            c.last = Some(now);
+            if self.next_check.is_none() {
+                self.next_check = Some(now + idle);
+            }
         }
     }
 
@@ -120,7 +146,7 @@ impl TcpApp {
 impl App for TcpApp {
     type Message = ();
 
-    fn accept(&mut self, id: ConnId, _peer: SocketAddr, _now: Instant) -> Result<(), Refusal> {
+    fn accept(&mut self, id: ConnId, _peer: SocketAddr, now: Instant) -> Result<(), Refusal> {
         if self.closing || self.live >= self.max_connections {
             return Err(Refusal::MaxConnections);
         }
@@ -129,6 +155,7 @@ impl App for TcpApp {
         }
         self.conns[id] = Some(TcpConn::default());
         self.live += 1;
+        self.touch(id, now);
         if self.kind == Kind::Source {
             // The pattern starts without input: flush it once accepted.
             self.dirty.push(id);
@@ -142,7 +169,10 @@ impl App for TcpApp {
         }
     }
 
-    fn receive<T: Tx>(&mut self, id: ConnId, data: &mut [u8], tx: &mut T, _now: Instant) {
+    fn receive<T: Tx>(&mut self, id: ConnId, data: &mut [u8], tx: &mut T, now: Instant) {
+        if self.idle.is_some() {
+            self.touch(id, now);
+        }
         if self.kind != Kind::Echo {
             return;
         }
@@ -169,10 +199,16 @@ impl App for TcpApp {
     fn flush<T: Tx>(&mut self, id: ConnId, tx: &mut T) {
         let (kind, closing) = (self.kind, self.closing);
         if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) {
+            let before = (c.pending(), c.offset);
             match kind {
                 Kind::Echo => c.flush_queue(tx),
                 Kind::Source if !c.eof && !closing => c.source(tx),
                 Kind::Source | Kind::Discard => {}
+            }
+            if (c.pending(), c.offset) != before {
+                // Bytes went out: alive (the driver's clock is not passed here, so the
+                // next idle check starts this connection's count again).
+                c.last = None;
             }
         }
     }
@@ -197,7 +233,34 @@ impl App for TcpApp {
         out.append(&mut self.dirty);
     }
 
-    fn handle_timeout(&mut self, _now: Instant, _expired: &mut Vec<ConnId>) {}
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next_check
+    }
+
+    fn handle_timeout(&mut self, now: Instant, expired: &mut Vec<ConnId>) {
+        let Some(idle) = self.idle else {
+            return;
+        };
+        if self.next_check.is_none_or(|at| at > now) {
+            return;
+        }
+        // Output that moved counts as activity: a source or echo connection whose peer
+        // reads is alive even if it sends nothing.
+        let mut next: Option<Instant> = None;
+        for (id, slot) in self.conns.iter_mut().enumerate() {
+            let Some(c) = slot.as_mut() else {
+                continue;
+            };
+            let last = *c.last.get_or_insert(now);
+            if now.saturating_since(last) >= idle {
+                expired.push(id);
+            } else {
+                let at = last + idle;
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        self.next_check = next;
+    }
 
     fn shutdown(&mut self, _now: Instant, _deadline: Instant) {
         self.closing = true;
@@ -275,5 +338,38 @@ mod tests {
         assert_eq!(s.accept(1, peer(), now), Err(Refusal::MaxConnections));
         s.remove(0);
         s.accept(1, peer(), now).unwrap();
+    }
+
+    #[test]
+    fn idle_connections_aborted_after_the_timeout_active_ones_kept() {
+        let t0 = Instant::from_millis(1_000);
+        let idle = std::time::Duration::from_secs(10);
+        let mut s = TcpApp::new(Kind::Echo, 10, 1 << 20).with_idle_timeout(Some(idle));
+        s.accept(0, peer(), t0).unwrap();
+        s.accept(1, peer(), t0).unwrap();
+        assert_eq!(s.poll_timeout(), Some(t0 + idle));
+        // Connection 1 talks at t0 + 6 s; 0 stays silent.
+        let mut out = Vec::new();
+        s.receive(
+            1,
+            &mut b"hi".to_vec(),
+            &mut BufTx::new(&mut out, 1 << 20),
+            t0 + std::time::Duration::from_secs(6),
+        );
+        let mut expired = Vec::new();
+        s.handle_timeout(t0 + idle, &mut expired);
+        assert_eq!(expired, vec![0]);
+        s.remove(0);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(t0 + std::time::Duration::from_secs(16))
+        );
+        expired.clear();
+        s.handle_timeout(t0 + std::time::Duration::from_secs(16), &mut expired);
+        assert_eq!(expired, vec![1]);
+        // Off: nothing is ever due.
+        let mut off = TcpApp::new(Kind::Discard, 10, 1).with_idle_timeout(None);
+        off.accept(0, peer(), t0).unwrap();
+        assert_eq!(off.poll_timeout(), None);
     }
 }

@@ -59,6 +59,8 @@ pub struct Options {
     pub max_connections: usize,
     /// `--max-output-queue` of a TCP application.
     pub max_output: usize,
+    /// TCP apps: abort connections idle this long (`None`: never).
+    pub tcp_idle_timeout: Option<std::time::Duration>,
     /// Every worker also opens one connection here (from a local port whose answers reach
     /// its queue) and serves `app` on it.
     pub connect: Option<std::net::SocketAddrV4>,
@@ -365,7 +367,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         None => {
             let apps = (0..setup.queues.len())
                 .map(|_| {
-                    let app = TcpApp::new(opts.app, opts.max_connections, opts.max_output);
+                    let app = TcpApp::new(opts.app, opts.max_connections, opts.max_output)
+                        .with_idle_timeout(opts.tcp_idle_timeout);
                     (app, None)
                 })
                 .collect();

@@ -295,6 +295,7 @@ pub fn run_tcp(
     ports: &[u16],
     max_connections: usize,
     max_output: usize,
+    idle: Option<Duration>,
 ) -> anyhow::Result<()> {
     let name = kind.name();
     let stop = Arc::new(AtomicBool::new(false));
@@ -310,7 +311,7 @@ pub fn run_tcp(
     );
     io::stdout().flush().ok();
     info!(ip = %ip, ports = %ports.join(","), app = name, "listening");
-    let mut app = TcpApp::new(kind, max_connections, max_output);
+    let mut app = TcpApp::new(kind, max_connections, max_output).with_idle_timeout(idle);
     serve(
         poll,
         listeners,
