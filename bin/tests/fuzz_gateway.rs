@@ -258,7 +258,7 @@ proptest! {
                 w.receive(id, &mut chunk, &mut BufTx::new(&mut out, 512), now);
                 pos += n;
                 k += 1;
-                now = now + Duration::from_millis(3);
+                now += Duration::from_millis(3);
             }
             for d in &deliveries {
                 let topic = ["a", "ab", "zz"][usize::from(*d)];
