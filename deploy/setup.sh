@@ -38,6 +38,8 @@ apt_pkgs=(
   iperf3 python3 python3-venv python3-pip curl ca-certificates git
   # the cluster tests and benchmark: NATS, the bus between gateway nodes
   nats-server
+  # the attack tests: SYN flood and blind RST/SYN/data injection from the peer namespace
+  hping3
   # deploy/fresh-check.sh (a minimal Debian root to check this script and the demo in)
   debootstrap
 )

@@ -232,7 +232,27 @@ pub struct WorkerStats {
     tcp_states: [Cell; TCP_STATES],
     tcp_state_names: Mutex<[Option<String>; TCP_STATES]>,
     retransmits: Cell,
+    /// Stack drivers: the engine's attack-related totals (see [`TcpTotals`]).
+    syn_cookies_sent: Cell,
+    syn_cookies_validated: Cell,
+    challenge_acks: Cell,
+    table_full_drops: Cell,
     stack: Cell,
+}
+
+/// A stack driver's engine totals recorded every tick.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpTotals {
+    /// Segments retransmitted.
+    pub retransmits: u64,
+    /// SYN cookies sent (the SYN backlog was full: a flood, RFC 4987).
+    pub syn_cookies_sent: u64,
+    /// Cookie ACKs that became connections.
+    pub syn_cookies_validated: u64,
+    /// Challenge ACKs sent for in-window RST/SYN or unacceptable ACKs (RFC 5961).
+    pub challenge_acks: u64,
+    /// SYNs dropped because the connection table was full.
+    pub table_full_drops: u64,
 }
 
 impl WorkerStats {
@@ -259,6 +279,10 @@ impl WorkerStats {
             tcp_states: Default::default(),
             tcp_state_names: Mutex::new(Default::default()),
             retransmits: Cell::default(),
+            syn_cookies_sent: Cell::default(),
+            syn_cookies_validated: Cell::default(),
+            challenge_acks: Cell::default(),
+            table_full_drops: Cell::default(),
             stack: Cell::default(),
         }
     }
@@ -328,8 +352,13 @@ impl WorkerStats {
     }
 
     /// A stack driver's connections by state (`counts[i]` for state `i`, named by
-    /// `name(i)` the first time it is non-zero) and retransmit total.
-    pub fn set_tcp(&self, counts: &[u64; TCP_STATES], name: impl Fn(usize) -> String, retx: u64) {
+    /// `name(i)` the first time it is non-zero) and engine totals.
+    pub fn set_tcp(
+        &self,
+        counts: &[u64; TCP_STATES],
+        name: impl Fn(usize) -> String,
+        totals: TcpTotals,
+    ) {
         for (i, &n) in counts.iter().enumerate() {
             if n > 0 && self.tcp_states[i].get() == 0 {
                 // First time (or again) non-zero: make sure it has a name. Not on the
@@ -342,7 +371,11 @@ impl WorkerStats {
             }
             self.tcp_states[i].set(n);
         }
-        self.retransmits.set(retx);
+        self.retransmits.set(totals.retransmits);
+        self.syn_cookies_sent.set(totals.syn_cookies_sent);
+        self.syn_cookies_validated.set(totals.syn_cookies_validated);
+        self.challenge_acks.set(totals.challenge_acks);
+        self.table_full_drops.set(totals.table_full_drops);
         self.stack.set(1);
     }
 }
@@ -583,6 +616,43 @@ impl Collector for WorkerSet {
                 "TCP segments retransmitted by the AF_XDP stacks",
                 &rows,
             )?;
+            type Pick = fn(&WorkerStats) -> u64;
+            let series: [(&str, &str, Pick); 4] = [
+                (
+                    "tcp_syn_cookies_sent",
+                    "SYN cookies sent (SYN backlog full: a SYN flood, RFC 4987)",
+                    |b| b.syn_cookies_sent.get(),
+                ),
+                (
+                    "tcp_syn_cookies_validated",
+                    "Cookie ACKs that became connections",
+                    |b| b.syn_cookies_validated.get(),
+                ),
+                (
+                    "tcp_challenge_acks",
+                    "Challenge ACKs for in-window RST/SYN or unacceptable ACKs (RFC 5961)",
+                    |b| b.challenge_acks.get(),
+                ),
+                (
+                    "tcp_table_full_drops",
+                    "SYNs dropped because the connection table was full",
+                    |b| b.table_full_drops.get(),
+                ),
+            ];
+            for (name, help, pick) in series {
+                let rows: Vec<(WorkerLabel, u64)> = stacks
+                    .iter()
+                    .map(|b| {
+                        (
+                            WorkerLabel {
+                                worker: b.index.to_string(),
+                            },
+                            pick(b),
+                        )
+                    })
+                    .collect();
+                counter_family(&mut encoder, name, help, &rows)?;
+            }
         }
         let busy: Vec<(WorkerLabel, f64)> = blocks
             .iter()

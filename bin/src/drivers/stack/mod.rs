@@ -733,11 +733,18 @@ impl<A: App> Conns<A> {
                 states[i] = Some(s.state);
             }
         }
-        let retransmits = stack.counters().conn.retransmits;
+        let c = stack.counters();
+        let totals = crate::metrics::TcpTotals {
+            retransmits: c.conn.retransmits,
+            syn_cookies_sent: c.syn_cookies_sent,
+            syn_cookies_validated: c.syn_cookies_validated,
+            challenge_acks: c.conn.challenge_acks,
+            table_full_drops: c.table_full_drops,
+        };
         self.stats.set_tcp(
             &counts,
             |i| states[i].map_or_else(String::new, |s| format!("{s:?}")),
-            retransmits,
+            totals,
         );
     }
 

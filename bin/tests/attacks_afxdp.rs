@@ -1,0 +1,397 @@
+//! Root lab tests: attacks and faults against ws-echo on AF_XDP while real clients are
+//! served (issue "Who may connect, and surviving floods"). Each makes its own lab
+//! (removed on drop, even when an assertion fails) and runs the flooders in the peer
+//! namespace.
+//!
+//! - SYN flood (Debian's `hping3`, ~100,000 SYN/s nominal, 10 s, from a second peer
+//!   address whose SYN-ACKs the peer drops, so half-open connections pile up) while 100
+//!   WebSocket clients ping-pong: SYN cookies engage (`sluice_tcp_syn_cookies_sent_total`),
+//!   no client fails, a new client connects afterwards; idle and flood p99 printed.
+//! - Slowloris: 1,000 connections sending their upgrade one byte a second are closed at
+//!   the handshake deadline (`sluice_handshakes_total{result="timeout"}`) while normal
+//!   clients connect and echo throughout.
+//! - Connection exhaustion: beyond `--max-connections` new connections are refused and
+//!   counted, the open ones keep echoing, `sluice_connections_open` never passes the bound.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/gateway.rs"]
+mod gw;
+#[path = "common/lab.rs"]
+mod lab;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddrV4, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gw::{http, metric_value};
+use lab::{Lab, Sluice, STACK_IP};
+
+const PORT: u16 = 8080;
+const CONTROL: &str = "127.0.0.1:9100";
+
+fn metrics(lab: &Lab) -> String {
+    let (status, body) = lab.in_stack(|| http(CONTROL, "GET", "/metrics", ""));
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The sum of a per-worker series (`name{worker="..."}`) over the workers.
+fn sum_workers(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn ws_echo(lab: &Lab, extra: &[&str]) -> Sluice {
+    let mut args = vec!["--control", CONTROL, "--cores", "0"];
+    args.extend_from_slice(extra);
+    lab.sluice("ws-echo", &[PORT], &args)
+}
+
+/// A WebSocket client in the current (peer) namespace.
+fn client() -> Result<tungstenite::WebSocket<TcpStream>, String> {
+    let addr = SocketAddrV4::new(STACK_IP, PORT).into();
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    let (ws, _) = tungstenite::client(format!("ws://{STACK_IP}:{PORT}/"), stream)
+        .map_err(|e| format!("handshake: {e}"))?;
+    Ok(ws)
+}
+
+/// One 64 B echo; the round trip.
+fn echo(ws: &mut tungstenite::WebSocket<TcpStream>, i: u64) -> Result<Duration, String> {
+    let msg = format!("{i:064}");
+    let t = Instant::now();
+    ws.send(tungstenite::Message::text(msg.clone()))
+        .map_err(|e| format!("send: {e}"))?;
+    loop {
+        match ws.read().map_err(|e| format!("read: {e}"))? {
+            tungstenite::Message::Text(t2) if t2.as_str() == msg => return Ok(t.elapsed()),
+            tungstenite::Message::Text(other) => return Err(format!("echo {other} != {msg}")),
+            _ => {}
+        }
+    }
+}
+
+fn p99(v: &mut [Duration]) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+/// `n` clients in the peer namespace that ping-pong until `stop`, each round trip filed
+/// under the phase current when it ended; returns their results.
+fn ping_pong_clients(
+    lab: &Lab,
+    n: usize,
+    phase: &Arc<AtomicUsize>,
+    stop: &Arc<AtomicBool>,
+    rtts: &Arc<Mutex<[Vec<Duration>; 3]>>,
+    ready: &Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<Vec<Result<u64, String>>> {
+    let (phase, stop, rtts, ready) = (
+        Arc::clone(phase),
+        Arc::clone(stop),
+        Arc::clone(rtts),
+        Arc::clone(ready),
+    );
+    lab.spawn_in_peer(move || {
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let (phase, stop, rtts, ready) = (
+                    Arc::clone(&phase),
+                    Arc::clone(&stop),
+                    Arc::clone(&rtts),
+                    Arc::clone(&ready),
+                );
+                std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn(move || -> Result<u64, String> {
+                        let mut ws = client()?;
+                        ready.fetch_add(1, Ordering::SeqCst);
+                        let mut i = 0u64;
+                        while !stop.load(Ordering::SeqCst) {
+                            let rtt = echo(&mut ws, i)?;
+                            let p = phase.load(Ordering::SeqCst).min(2);
+                            rtts.lock().unwrap()[p].push(rtt);
+                            i += 1;
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        let _ = ws.close(None);
+                        Ok(i)
+                    })
+                    .unwrap()
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|_| Err("client panicked".into())))
+            .collect()
+    })
+}
+
+fn wait_ready(ready: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready.load(Ordering::SeqCst) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} clients ready",
+            ready.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn attack_syn_flood_cookies_engage_established_clients_survive() {
+    const CLIENTS: usize = 100;
+    const FLOODER: &str = "198.18.0.9";
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let sluice = ws_echo(&lab, &[]);
+    // The flood comes from a second peer address; the peer drops what Sluice sends back
+    // to it (SYN-ACKs), so nothing completes or resets the half-open connections: the SYN
+    // backlog fills and cookies take over (RFC 4987 3.6).
+    lab.peer_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{FLOODER}/24"),
+        "dev",
+        &lab.peer_if,
+    ]);
+    lab.peer_ok(&["nft", "add", "table", "inet", "slflood"]);
+    lab.peer_ok(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "slflood",
+        "in",
+        "{ type filter hook input priority 0 ; policy accept ; }",
+    ]);
+    lab.peer_ok(&[
+        "nft", "add", "rule", "inet", "slflood", "in", "ip", "daddr", FLOODER, "drop",
+    ]);
+
+    let phase = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let rtts = Arc::new(Mutex::new([Vec::new(), Vec::new(), Vec::new()]));
+    let clients = ping_pong_clients(&lab, CLIENTS, &phase, &stop, &rtts, &ready);
+    wait_ready(&ready, CLIENTS);
+    std::thread::sleep(Duration::from_secs(3));
+
+    // 10 s of SYNs at a nominal 100,000/s (hping3 -i u10), pinned off the clients' core
+    // (CPU 0, beside the Sluice worker; the clients float).
+    phase.store(1, Ordering::SeqCst);
+    let flood = lab.peer(&[
+        "timeout",
+        "10",
+        "taskset",
+        "-c",
+        "0",
+        "hping3",
+        "-q",
+        "-S",
+        "-p",
+        &PORT.to_string(),
+        "-a",
+        FLOODER,
+        "-i",
+        "u10",
+        &STACK_IP.to_string(),
+    ]);
+    phase.store(2, Ordering::SeqCst);
+    let flood_err = String::from_utf8_lossy(&flood.stderr).into_owned();
+    std::thread::sleep(Duration::from_secs(1));
+
+    // A new client after the flood.
+    let fresh = lab.in_peer(|| -> Result<Duration, String> {
+        let mut ws = client()?;
+        let rtt = echo(&mut ws, 7)?;
+        let _ = ws.close(None);
+        Ok(rtt)
+    });
+    stop.store(true, Ordering::SeqCst);
+    let results = clients.join().unwrap();
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    let text = metrics(&lab);
+    let cookies = sum_workers(&text, "sluice_tcp_syn_cookies_sent_total");
+    let mut rtts = rtts.lock().unwrap();
+    let (idle_n, flood_n) = (rtts[0].len(), rtts[1].len());
+    let idle_p99 = p99(&mut rtts[0]);
+    let flood_p99 = p99(&mut rtts[1]);
+    println!(
+        "SYN flood: {cookies} cookies sent; {CLIENTS} clients: idle p99 {idle_p99:?} ({idle_n} round trips), \
+         flood p99 {flood_p99:?} ({flood_n}), {:.1}x; hping3: {}",
+        flood_p99.as_secs_f64() / idle_p99.as_secs_f64().max(1e-9),
+        flood_err.lines().last().unwrap_or("")
+    );
+    assert!(cookies > 0.0, "no SYN cookies: {text}");
+    assert!(
+        failed.is_empty(),
+        "{} clients failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(flood_n > 0, "no round trip completed during the flood");
+    assert!(fresh.is_ok(), "a new client after the flood: {fresh:?}");
+    sluice.stop();
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn attack_slowloris_closed_at_handshake_deadline_while_clients_echo() {
+    const SLOW: usize = 1_000;
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    rlimit::increase_nofile_limit(4_096).unwrap();
+    let sluice = ws_echo(&lab, &["--handshake-timeout", "3"]);
+    let started = Instant::now();
+    // 1,000 connections that send their upgrade request one byte per second.
+    let slow = lab.spawn_in_peer(move || {
+        let mut conns: Vec<Option<TcpStream>> = (0..SLOW)
+            .map(|_| {
+                let s = TcpStream::connect(SocketAddrV4::new(STACK_IP, PORT)).ok()?;
+                s.set_nonblocking(true).ok()?;
+                Some(s)
+            })
+            .collect();
+        let connected = conns.iter().filter(|c| c.is_some()).count();
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n";
+        let mut closed_at = Vec::new();
+        let t0 = Instant::now();
+        for k in 0..8usize {
+            for c in conns.iter_mut() {
+                let Some(s) = c else { continue };
+                let mut buf = [0u8; 64];
+                let gone = match s.read(&mut buf) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                } || s.write(&request[k % request.len()..][..1]).is_err();
+                if gone {
+                    closed_at.push(t0.elapsed());
+                    *c = None;
+                }
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        (
+            connected,
+            closed_at,
+            conns.iter().filter(|c| c.is_some()).count(),
+        )
+    });
+    // Normal clients connect and echo throughout.
+    let normal = lab.in_peer(|| -> Result<usize, String> {
+        let mut n = 0;
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(7) {
+            let mut ws = client()?;
+            for i in 0..5 {
+                echo(&mut ws, i)?;
+            }
+            let _ = ws.close(None);
+            n += 1;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(n)
+    });
+    let (connected, closed_at, still_open) = slow.join().unwrap();
+    let text = metrics(&lab);
+    let timeouts = metric_value(&text, "sluice_handshakes_total{result=\"timeout\"}");
+    println!(
+        "slowloris: {connected} connected, {} closed (first at {:?}, last at {:?}), {still_open} open at the end; \
+         {timeouts} handshake timeouts; normal clients: {normal:?} sessions in {:?}",
+        closed_at.len(),
+        closed_at.first(),
+        closed_at.last(),
+        started.elapsed()
+    );
+    assert_eq!(connected, SLOW);
+    assert_eq!(still_open, 0, "every slow connection closed");
+    assert!(
+        closed_at.iter().all(|t| *t >= Duration::from_secs(2)),
+        "closed before the deadline: {:?}",
+        closed_at.first()
+    );
+    assert_eq!(timeouts, SLOW as f64, "{text}");
+    assert!(normal.as_ref().is_ok_and(|n| *n >= 5), "{normal:?}");
+    sluice.stop();
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn attack_connection_exhaustion_refused_counted_existing_unaffected() {
+    const MAX: usize = 200;
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let sluice = ws_echo(&lab, &["--max-connections", &MAX.to_string()]);
+    let (kept, refused, after) = lab.in_peer(|| {
+        let mut open = Vec::new();
+        for _ in 0..MAX {
+            open.push(client().unwrap());
+        }
+        // Beyond the bound: each new one is closed at once (no upgrade answer).
+        let mut refused = 0;
+        for _ in 0..50 {
+            match client() {
+                Err(_) => refused += 1,
+                Ok(mut ws) => {
+                    if echo(&mut ws, 0).is_err() {
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        // The open ones still echo.
+        let mut kept = 0;
+        for (i, ws) in open.iter_mut().enumerate() {
+            if echo(ws, i as u64).is_ok() {
+                kept += 1;
+            }
+        }
+        // Room again after some leave.
+        for mut ws in open.drain(..50) {
+            let _ = ws.close(None);
+            let _ = ws.flush();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let mut after = 0;
+        for i in 0..50 {
+            if let Ok(mut ws) = client() {
+                if echo(&mut ws, i).is_ok() {
+                    after += 1;
+                    open.push(ws);
+                }
+            }
+        }
+        (kept, refused, after)
+    });
+    let text = metrics(&lab);
+    println!("exhaustion: {kept} kept, {refused} refused, {after} after room was made");
+    assert_eq!(kept, MAX);
+    assert_eq!(refused, 50);
+    assert_eq!(after, 50);
+    assert_eq!(
+        metric_value(
+            &text,
+            "sluice_connections_refused_total{reason=\"max_connections\"}"
+        ),
+        50.0,
+        "{text}"
+    );
+    assert!(metric_value(&text, "sluice_connections_open") <= MAX as f64);
+    sluice.stop();
+}
