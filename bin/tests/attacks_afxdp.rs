@@ -12,6 +12,10 @@
 //!   clients connect and echo throughout.
 //! - Connection exhaustion: beyond `--max-connections` new connections are refused and
 //!   counted, the open ones keep echoing, `sluice_connections_open` never passes the bound.
+//! - Blind injection: RST, SYN and data segments with guessed sequence numbers spread over
+//!   the whole space, spoofing a live connection (`tests/attacks/inject.py`, a raw socket):
+//!   challenge ACKs (`sluice_tcp_challenge_acks_total`), the connection keeps echoing
+//!   (RFC 5961).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/gateway.rs"]
@@ -393,5 +397,45 @@ fn attack_connection_exhaustion_refused_counted_existing_unaffected() {
         "{text}"
     );
     assert!(metric_value(&text, "sluice_connections_open") <= MAX as f64);
+    sluice.stop();
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn attack_blind_rst_syn_data_injection_challenge_acks_connection_survives() {
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    let sluice = ws_echo(&lab, &[]);
+    let (mut ws, local) = lab.in_peer(|| {
+        let ws = client().unwrap();
+        let local = ws.get_ref().local_addr().unwrap();
+        (ws, local)
+    });
+    echo(&mut ws, 1).unwrap();
+    let script = gw::repo().join("tests/attacks/inject.py");
+    for (kind, count) in [("rst", "65536"), ("syn", "200"), ("data", "65536")] {
+        let out = lab.peer_ok(&[
+            "python3",
+            script.to_str().unwrap(),
+            &local.ip().to_string(),
+            &local.port().to_string(),
+            &STACK_IP.to_string(),
+            &PORT.to_string(),
+            kind,
+            count,
+        ]);
+        assert!(out.starts_with("sent"), "{out}");
+        // The connection survives every kind (RFC 5961 3, 4, 5).
+        echo(&mut ws, 2).unwrap_or_else(|e| panic!("after {kind}: {e}"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let text = metrics(&lab);
+    let challenges = sum_workers(&text, "sluice_tcp_challenge_acks_total");
+    println!("blind injection: {challenges} challenge ACKs; the connection echoes");
+    assert!(challenges > 0.0, "{text}");
+    for i in 3..10 {
+        echo(&mut ws, i).unwrap();
+    }
+    let _ = ws.close(None);
     sluice.stop();
 }
