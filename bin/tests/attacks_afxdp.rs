@@ -17,6 +17,9 @@
 //!   the whole space, spoofing a live connection (`tests/attacks/inject.py`, a raw socket):
 //!   challenge ACKs (`sluice_tcp_challenge_acks_total`), the connection keeps echoing
 //!   (RFC 5961).
+//! - Memory: 100,000 idle WebSockets on one AF_XDP worker (held by `tests/attacks/idle_ws.py`
+//!   processes in the peer namespace, two listening ports): the RSS growth per connection
+//!   (TCP + WebSocket + gateway state) is printed and at most 2 KiB.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/gateway.rs"]
@@ -437,5 +440,91 @@ fn attack_blind_rst_syn_data_injection_challenge_acks_connection_survives() {
         echo(&mut ws, i).unwrap();
     }
     let _ = ws.close(None);
+    sluice.stop();
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn attack_memory_100k_idle_websockets_on_one_worker_at_most_2_kib_each() {
+    // SLUICE_IDLE_WS=N changes the count by hand (default 100,000).
+    let n: usize = std::env::var("SLUICE_IDLE_WS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    // Each holder process stays under a 20,000-file limit (what this machine allows);
+    // the handshakes are latency-bound, so more processes open them sooner.
+    const PER_PROCESS: usize = 8_500;
+    let _serial = lab::serial();
+    let lab = Lab::up(1);
+    // Two listening ports, so one peer address has 2 x 64,511 source ports to use.
+    lab.peer_ok(&[
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.ip_local_port_range=1024 65535",
+    ]);
+    let max = (n + 1_000).to_string();
+    let sluice = lab.sluice(
+        "ws-echo",
+        &[PORT, PORT + 1],
+        &[
+            "--control",
+            CONTROL,
+            "--cores",
+            "0",
+            "--max-connections",
+            &max,
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let before = gw::rss_kib(sluice.pid());
+    let started = Instant::now();
+    let script = gw::repo().join("tests/attacks/idle_ws.py");
+    let ports = format!("{PORT},{}", PORT + 1);
+    let mut holders: Vec<gw::Proc> = (0..n.div_ceil(PER_PROCESS))
+        .map(|k| {
+            let count = PER_PROCESS.min(n - k * PER_PROCESS).to_string();
+            gw::Proc::spawn(
+                std::process::Command::new("ip")
+                    .args(["netns", "exec", &lab.peer_ns, "python3"])
+                    .arg(&script)
+                    .args([&STACK_IP.to_string(), &ports, &count]),
+            )
+        })
+        .collect();
+    let mut open = 0;
+    for h in &mut holders {
+        let line = h.line();
+        let got: usize = line
+            .trim()
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("holder: {line}"))
+            .parse()
+            .unwrap();
+        open += got;
+    }
+    let opened = started.elapsed();
+    assert_eq!(open, n);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = gw::rss_kib(sluice.pid());
+    let text = metrics(&lab);
+    let per_conn = (after.saturating_sub(before) * 1024) as f64 / n as f64;
+    println!(
+        "{n} idle WebSockets on one AF_XDP worker opened in {opened:?}: RSS {before} KiB -> {after} KiB, \
+         {per_conn:.0} bytes per connection"
+    );
+    assert_eq!(
+        metric_value(&text, "sluice_connections_open"),
+        n as f64,
+        "{text}"
+    );
+    assert!(per_conn <= 2048.0, "{per_conn:.0} bytes per idle WebSocket");
+    // Still serving: one more client echoes.
+    let fresh = lab.in_peer(|| -> Result<Duration, String> {
+        let mut ws = client()?;
+        echo(&mut ws, 1)
+    });
+    assert!(fresh.is_ok(), "{fresh:?}");
+    drop(holders);
     sluice.stop();
 }

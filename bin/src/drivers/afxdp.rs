@@ -459,7 +459,17 @@ where
         let shutdown = run.shutdown;
         let mut iface = InterfaceConfig::new(mac, opts.addr, opts.prefix_len);
         iface.gateway = opts.gateway;
-        let stack_cfg = StackConfig::new(iface, secret);
+        let mut stack_cfg = StackConfig::new(iface, secret);
+        // The connection table holds every state (TIME_WAIT too): room for the
+        // application's bound and a quarter more, never below the engine's default.
+        let app_max = opts.max_connections.max(
+            opts.websocket
+                .as_ref()
+                .map_or(0, |g| g.config.limits.max_connections),
+        );
+        stack_cfg.max_connections = stack_cfg
+            .max_connections
+            .max(app_max.saturating_add(app_max / 4));
         let program = Arc::clone(&program);
         let name = opts.iface.clone();
         let ports = opts.ports.clone();
