@@ -603,21 +603,13 @@ impl Collector for WorkerSet {
                     }
                 }
             }
-            let rows: Vec<(WorkerLabel, u64)> = stacks
-                .iter()
-                .map(|b| {
-                    let worker = b.index.to_string();
-                    (WorkerLabel { worker }, b.retransmits.get())
-                })
-                .collect();
-            counter_family(
-                &mut encoder,
-                "tcp_retransmits",
-                "TCP segments retransmitted by the AF_XDP stacks",
-                &rows,
-            )?;
             type Pick = fn(&WorkerStats) -> u64;
-            let series: [(&str, &str, Pick); 4] = [
+            let series: [(&str, &str, Pick); 5] = [
+                (
+                    "tcp_retransmits",
+                    "TCP segments retransmitted by the AF_XDP stacks",
+                    |b| b.retransmits.get(),
+                ),
                 (
                     "tcp_syn_cookies_sent",
                     "SYN cookies sent (SYN backlog full: a SYN flood, RFC 4987)",
