@@ -4,7 +4,7 @@
 //!
 //! - `fuzz_worker_bytes`: arbitrary bytes, split at arbitrary points, into a worker with
 //!   every route kind (pubsub, echo, an `auth = "jwt"` route, PROXY protocol from a trusted
-//!   source): upgrade requests mutated from valid ones, then WebSocket frames carrying
+//!   source, an Origin allowlist): upgrade requests mutated from valid ones, then WebSocket frames carrying
 //!   JSON-protocol requests mutated from valid ones. No panic; every connection's queued
 //!   output stays within its route's bound plus one reply; the worker's counts add up.
 //! - `fuzz_protocol_json`: the JSON protocol parser on arbitrary and on mutated valid
@@ -45,6 +45,7 @@ max_frame_size = 4096
 max_message_size = 8192
 max_header_bytes = 2048
 max_messages_per_s = 50
+allowed_origins = ["https://ok.example"]
 [auth]
 secret = "{SECRET}"
 [[route]]
@@ -156,70 +157,77 @@ fn session_bytes() -> impl Strategy<Value = (bool, Vec<u8>)> {
         Just(3u8), // query
         Just(4u8), // a broken token
     ];
+    let origin = prop_oneof![
+        4 => Just("Origin: https://ok.example\r\n"),
+        1 => Just("Origin: https://evil.example\r\n"),
+        1 => Just(""),
+    ];
     (
-        any::<bool>(),
+        (any::<bool>(), origin),
         path,
         auth,
         edits(),
         proptest::collection::vec((0u8..=10, any::<usize>(), edits(), any::<[u8; 4]>()), 0..8),
         any::<bool>(),
     )
-        .prop_map(|(proxied, path, auth, head_edits, frames, garbage)| {
-            let token = valid_token();
-            let (target, extra) = match auth {
-                1 => (
-                    path.to_string(),
-                    format!("Authorization: Bearer {token}\r\n"),
-                ),
-                2 => (
-                    path.to_string(),
-                    format!("Sec-WebSocket-Protocol: sluice.jwt, {token}\r\n"),
-                ),
-                3 => (format!("{path}?token={token}"), String::new()),
-                4 => (
-                    path.to_string(),
-                    format!("Authorization: Bearer {}x\r\n", &token[..token.len() - 3]),
-                ),
-                _ => (path.to_string(), String::new()),
-            };
-            let mut bytes = Vec::new();
-            if proxied {
-                let header = ppp::v2::Builder::with_addresses(
-                    ppp::v2::Version::Two | ppp::v2::Command::Proxy,
-                    ppp::v2::Protocol::Stream,
-                    (
-                        "203.0.113.9:5000".parse::<SocketAddr>().unwrap(),
-                        "10.0.0.2:8080".parse::<SocketAddr>().unwrap(),
+        .prop_map(
+            |((proxied, origin), path, auth, head_edits, frames, garbage)| {
+                let token = valid_token();
+                let (target, extra) = match auth {
+                    1 => (
+                        path.to_string(),
+                        format!("Authorization: Bearer {token}\r\n"),
                     ),
-                )
-                .build()
-                .unwrap();
-                bytes.extend(if garbage {
-                    mutate(&header, &head_edits)
-                } else {
-                    header
-                });
-            }
-            let head = upgrade(&target, &extra);
-            bytes.extend(if garbage && !proxied {
-                mutate(&head, &head_edits)
-            } else {
-                head
-            });
-            let reqs = requests();
-            for (op, which, e, mask) in frames {
-                let payload = mutate(&reqs[which % reqs.len()], &e);
-                let opcode = match op {
-                    0..=6 => 1, // text
-                    7 => 2,     // binary
-                    8 => 9,     // ping
-                    9 => 8,     // close
-                    _ => 0,     // a stray continuation
+                    2 => (
+                        path.to_string(),
+                        format!("Sec-WebSocket-Protocol: sluice.jwt, {token}\r\n"),
+                    ),
+                    3 => (format!("{path}?token={token}"), String::new()),
+                    4 => (
+                        path.to_string(),
+                        format!("Authorization: Bearer {}x\r\n", &token[..token.len() - 3]),
+                    ),
+                    _ => (path.to_string(), String::new()),
                 };
-                bytes.extend(client_frame(opcode, &payload, mask));
-            }
-            (proxied, bytes)
-        })
+                let mut bytes = Vec::new();
+                if proxied {
+                    let header = ppp::v2::Builder::with_addresses(
+                        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+                        ppp::v2::Protocol::Stream,
+                        (
+                            "203.0.113.9:5000".parse::<SocketAddr>().unwrap(),
+                            "10.0.0.2:8080".parse::<SocketAddr>().unwrap(),
+                        ),
+                    )
+                    .build()
+                    .unwrap();
+                    bytes.extend(if garbage {
+                        mutate(&header, &head_edits)
+                    } else {
+                        header
+                    });
+                }
+                let head = upgrade(&target, &format!("{origin}{extra}"));
+                bytes.extend(if garbage && !proxied {
+                    mutate(&head, &head_edits)
+                } else {
+                    head
+                });
+                let reqs = requests();
+                for (op, which, e, mask) in frames {
+                    let payload = mutate(&reqs[which % reqs.len()], &e);
+                    let opcode = match op {
+                        0..=6 => 1, // text
+                        7 => 2,     // binary
+                        8 => 9,     // ping
+                        9 => 8,     // close
+                        _ => 0,     // a stray continuation
+                    };
+                    bytes.extend(client_frame(opcode, &payload, mask));
+                }
+                (proxied, bytes)
+            },
+        )
 }
 
 proptest! {
