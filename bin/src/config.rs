@@ -282,12 +282,18 @@ impl Default for Listen {
 impl Listen {
     /// Whether `ip` is one of `trusted_proxies`.
     pub fn trusted(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 @ IpAddr::V4(_) => v4,
-        };
-        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+        in_any(&self.trusted_proxies, ip)
     }
+}
+
+/// Whether `ip` (an IPv4-mapped IPv6 address taken as its IPv4 address, as a dual-stack
+/// socket reports IPv4 peers) lies in one of `nets`.
+fn in_any(nets: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 @ IpAddr::V4(_) => v4,
+    };
+    nets.iter().any(|n| n.contains(&ip))
 }
 
 /// `[dataplane]`: AF_XDP backend tuning (`sluice run --backend afxdp`). Each key has a
@@ -627,12 +633,8 @@ pub struct Limits {
 impl Limits {
     /// Whether `ip` passes `deny_sources` and `allow_sources`.
     pub fn source_allowed(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 @ IpAddr::V4(_) => v4,
-        };
-        !self.deny_sources.iter().any(|n| n.contains(&ip))
-            && (self.allow_sources.is_empty() || self.allow_sources.iter().any(|n| n.contains(&ip)))
+        !in_any(&self.deny_sources, ip)
+            && (self.allow_sources.is_empty() || in_any(&self.allow_sources, ip))
     }
 }
 

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use ppp::v2::{Addresses, Header, ParseError};
 use tcp::Instant;
 
+use super::handshake::http_refusal;
 use super::session::Phase;
 use super::worker::Worker;
 use super::ConnId;
@@ -84,14 +85,7 @@ impl Worker {
                 head.drain(..len.min(head.len()));
                 s.proxy_header = false;
                 match addr {
-                    Some(a) if self.source_refusal(a.ip(), now).is_some() => {
-                        self.refuse_source(id, now);
-                        ProxyStep::Refused
-                    }
-                    Some(a) if !self.rebind_peer(id, a) => {
-                        self.refuse_per_ip(id, now);
-                        ProxyStep::Refused
-                    }
+                    Some(a) if !self.adopt_client(id, a, now) => ProxyStep::Refused,
                     _ => ProxyStep::Done,
                 }
             }
@@ -105,9 +99,34 @@ impl Worker {
         }
     }
 
+    /// Makes `addr`, the client a trusted proxy names, the peer of `id`, under the same
+    /// rules as a direct client at accept: refused by the source rules, HTTP 403; over
+    /// `limits.max_connections_per_ip`, HTTP 503 (both counted). False when refused (the
+    /// connection is closing).
+    pub(super) fn adopt_client(&mut self, id: ConnId, addr: SocketAddr, now: Instant) -> bool {
+        let refusal = if self.source_refusal(addr.ip(), now).is_some() {
+            Some(http_refusal(403, "Forbidden"))
+        } else if !self.rebind_peer(id, addr) {
+            self.stats.refused(Refused::MaxPerIp);
+            Some(http_refusal(503, "Service Unavailable"))
+        } else {
+            None
+        };
+        let Some(response) = refusal else {
+            return true;
+        };
+        let deadline = self.close_deadline(now);
+        if let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) {
+            s.out.push(Bytes::from(response));
+            s.phase = Phase::Refused;
+            s.close_deadline = Some(deadline);
+        }
+        false
+    }
+
     /// Makes `addr` the peer of `id` (the per-IP count moves with it); false when `addr`
     /// is at `limits.max_connections_per_ip` already.
-    pub(super) fn rebind_peer(&mut self, id: ConnId, addr: SocketAddr) -> bool {
+    fn rebind_peer(&mut self, id: ConnId, addr: SocketAddr) -> bool {
         let max = self.config.limits.max_connections_per_ip;
         let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) else {
             return false;
@@ -129,33 +148,6 @@ impl Worker {
         *self.per_ip.entry(addr.ip()).or_insert(0) += 1;
         s.peer = addr;
         true
-    }
-
-    /// The real client behind a proxy is refused by the source rules (counted by
-    /// `source_refusal`): 403 and close.
-    pub(super) fn refuse_source(&mut self, id: ConnId, now: Instant) {
-        let deadline = self.close_deadline(now);
-        if let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) {
-            s.out.push(Bytes::from_static(
-                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            ));
-            s.phase = Phase::Refused;
-            s.close_deadline = Some(deadline);
-        }
-    }
-
-    /// The real client behind a proxy is over its per-IP limit: 503 and close (counted as
-    /// a per-IP refusal, as at accept).
-    pub(super) fn refuse_per_ip(&mut self, id: ConnId, now: Instant) {
-        let deadline = self.close_deadline(now);
-        self.stats.refused(Refused::MaxPerIp);
-        if let Some(s) = self.sessions.get_mut(id).and_then(Option::as_mut) {
-            s.out.push(Bytes::from_static(
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            ));
-            s.phase = Phase::Refused;
-            s.close_deadline = Some(deadline);
-        }
     }
 }
 

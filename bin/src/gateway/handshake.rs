@@ -40,7 +40,7 @@ Content-Length: 0\r\nConnection: close\r\n\r\n"
 }
 
 /// A minimal HTTP error response that closes the connection.
-fn http_refusal(status: u16, reason: &str) -> Vec<u8> {
+pub(super) fn http_refusal(status: u16, reason: &str) -> Vec<u8> {
     format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         .into_bytes()
 }
@@ -80,22 +80,14 @@ impl Worker {
                         {
                             Upgrade::Refuse(http_refusal(403, "Forbidden"), Handshake::Origin, None)
                         }
-                        Some(i)
-                            if self.routes[i].cfg.auth == crate::config::RouteAuth::Jwt
-                                && self.verifier.is_none() =>
-                        {
-                            Upgrade::Refuse(
-                                http_unauthorized(),
-                                Handshake::Unauthorized,
-                                Some(Auth::Invalid),
-                            )
-                        }
                         Some(i) => {
                             let grant = match (&self.routes[i].cfg.auth, &self.verifier) {
                                 (crate::config::RouteAuth::Jwt, Some(v)) => {
                                     Some(v.verify(v.token(&req), std::time::SystemTime::now()))
                                 }
-                                _ => None,
+                                // Cannot happen with a validated config: refuse, never open.
+                                (crate::config::RouteAuth::Jwt, None) => Some(Err(Auth::Invalid)),
+                                (crate::config::RouteAuth::None, _) => None,
                             };
                             let listen = &self.config.listen;
                             let client = if listen.trusted(s.peer.ip()) {
@@ -134,12 +126,7 @@ impl Worker {
             client: Some(ip), ..
         } = &outcome
         {
-            if self.source_refusal(*ip, now).is_some() {
-                self.refuse_source(id, now);
-                return;
-            }
-            if !self.rebind_peer(id, std::net::SocketAddr::new(*ip, 0)) {
-                self.refuse_per_ip(id, now);
+            if !self.adopt_client(id, std::net::SocketAddr::new(*ip, 0), now) {
                 return;
             }
         }

@@ -72,13 +72,7 @@ impl Worker {
         };
         self.disarm(s.timer);
         for t in &s.topics {
-            if let Some(set) = self.topics.get_mut(t) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.topics.remove(t);
-                    self.interest_changed(t, false);
-                }
-            }
+            self.leave_topic(t, id);
         }
         if let Some(c) = self.per_ip.get_mut(&s.peer.ip()) {
             *c -= 1;

@@ -164,14 +164,7 @@ impl Worker {
                     return;
                 };
                 s.topics.remove(topic.as_str());
-                if let Some(set) = self.topics.get_mut(topic.as_str()) {
-                    set.remove(&id);
-                    if set.is_empty() {
-                        if let Some((key, _)) = self.topics.remove_entry(topic.as_str()) {
-                            self.interest_changed(&key, false);
-                        }
-                    }
-                }
+                self.leave_topic(&topic, id);
                 Reply::Unsubscribed {
                     topic: &topic,
                     id: rid.as_ref(),
@@ -228,6 +221,19 @@ impl Worker {
             }
         };
         self.reply(id, &reply, tx);
+    }
+
+    /// `id` no longer subscribes to `topic` (the worker's table; the session's own set is
+    /// the caller's); the topic's last local subscriber is reported to the cluster link.
+    pub(super) fn leave_topic(&mut self, topic: &str, id: ConnId) {
+        if let Some(set) = self.topics.get_mut(topic) {
+            set.remove(&id);
+            if set.is_empty() {
+                if let Some((key, _)) = self.topics.remove_entry(topic) {
+                    self.interest_changed(&key, false);
+                }
+            }
+        }
     }
 
     /// Sends one protocol reply to `id` (through `tx`, or queued behind what is).
