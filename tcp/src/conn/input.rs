@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::cc::CongestionControl;
+use crate::iface::Predicted;
 
 /// RFC 7323 5.5: TS.Recent is invalid after the connection was idle this long
 /// (24 days, under the 2^31 ms it takes a 1 ms timestamp clock to wrap halfway).
@@ -581,84 +582,7 @@ impl Tcb {
             self.update_scoreboard(seg, ctr);
         }
         if seg.ack > self.snd_una {
-            let acked = seg.ack.distance(self.snd_una) as u32;
-            self.snd_una = seg.ack;
-            if self.snd_nxt < self.snd_una {
-                self.snd_nxt = self.snd_una;
-            }
-            // Drop acknowledged bytes from the send buffer.
-            let data_acked = seg.ack.distance(self.snd_buf_seq).max(0) as usize;
-            let data_acked = data_acked.min(self.snd_buf.len());
-            if data_acked > 0 {
-                self.snd_buf.dequeue_allocated(data_acked);
-                self.snd_buf_seq += data_acked;
-                self.bytes_out += data_acked as u64;
-                if self.write_blocked {
-                    self.write_blocked = false;
-                    self.add_event(Events::WRITABLE);
-                }
-                if self.snd_buf.is_empty() {
-                    // Kept for the next write a while; `handle_timeout` gives it back.
-                    self.snd_release_at = Some(now + SEND_BUFFER_KEEP);
-                }
-            }
-            self.trim_scoreboard();
-            // RTT measurement (RFC 7323 4 RTTM, else one timed segment, Karn).
-            let mut sampled = false;
-            if let (true, Some(ts)) = (self.ts_on, seg.options.timestamps) {
-                if ts.tsecr != 0 {
-                    let ms = self.ts_now(now).wrapping_sub(ts.tsecr);
-                    if ms < 60_000 {
-                        self.rtt.sample(
-                            Duration::from_millis(u64::from(ms)),
-                            cfg.rto_min,
-                            cfg.rto_max,
-                        );
-                        sampled = true;
-                    }
-                }
-            }
-            if let Some((s, sent)) = self.rtt_probe {
-                if seg.ack > s {
-                    if !sampled {
-                        self.rtt.sample(now - sent, cfg.rto_min, cfg.rto_max);
-                    }
-                    self.rtt_probe = None;
-                }
-            }
-            self.backoff = 0;
-            self.retries = 0;
-            // RFC 6298 5.2 / 5.3.
-            if self.snd_una >= self.snd_max {
-                self.rto_at = None;
-            } else {
-                self.rto_at = Some(now + self.current_rto(cfg));
-            }
-            // Congestion control.
-            if self.in_recovery {
-                if seg.ack >= self.recover {
-                    // RFC 6582 3.2 step 3: full acknowledgment, leave recovery.
-                    self.in_recovery = false;
-                    let flight = self.flight();
-                    self.cc.on_recovery_exit(now, flight);
-                    self.dupacks = 0;
-                } else if !self.sack_on {
-                    // RFC 6582 3.2 step 5: partial acknowledgment, retransmit the first
-                    // unacknowledged segment and deflate.
-                    self.pending |= P_RTX;
-                    self.cc.on_partial_ack(acked);
-                } else if self.sacked.is_empty() {
-                    // SACK recovery without SACK information: the next segment is the
-                    // only candidate (RFC 6675 NextSeg() has nothing to go on).
-                    self.pending |= P_RTX;
-                }
-                // Otherwise RFC 6675 5 (C): `dispatch` sends what `pipe` allows.
-            } else {
-                self.dupacks = 0;
-                let before =
-                    (self.snd_max.distance(self.snd_una).max(0) as u32).saturating_add(acked);
-                self.cc.on_ack(now, acked, before, self.rtt.srtt());
-            }
+            self.ack_advance(cfg, now, seg.ack, seg.options.timestamps);
         } else if seg.ack == self.snd_una
             && seg.payload.is_empty()
             && !seg.flags.fin()
@@ -685,13 +609,109 @@ impl Tcb {
                 self.enter_recovery(now, ctr);
             }
         }
-        // RFC 9293 3.10.7.4: update the send window if the segment is newer.
-        if self.snd_wl1 < seg.seq || (self.snd_wl1 == seg.seq && self.snd_wl2 <= seg.ack) {
+        self.update_send_window(seg.seq, seg.ack, wnd);
+    }
+
+    /// The fifth step's new acknowledgment (SND.UNA < SEG.ACK =< SND.MAX), shared by the
+    /// general path and header prediction: SND.UNA, the send buffer, RTT (RFC 7323 4
+    /// RTTM, else one timed segment, Karn), the RTO, congestion control and recovery.
+    #[inline]
+    fn ack_advance(
+        &mut self,
+        cfg: &ConnConfig,
+        now: Instant,
+        ack: SeqNumber,
+        ts: Option<TcpTimestamps>,
+    ) {
+        let acked = ack.distance(self.snd_una) as u32;
+        self.snd_una = ack;
+        if self.snd_nxt < self.snd_una {
+            self.snd_nxt = self.snd_una;
+        }
+        // Drop acknowledged bytes from the send buffer.
+        let data_acked = ack.distance(self.snd_buf_seq).max(0) as usize;
+        let data_acked = data_acked.min(self.snd_buf.len());
+        if data_acked > 0 {
+            self.snd_buf.dequeue_allocated(data_acked);
+            self.snd_buf_seq += data_acked;
+            self.bytes_out += data_acked as u64;
+            if self.write_blocked {
+                self.write_blocked = false;
+                self.add_event(Events::WRITABLE);
+            }
+            if self.snd_buf.is_empty() {
+                // Kept for the next write a while; `handle_timeout` gives it back.
+                self.snd_release_at = Some(now + SEND_BUFFER_KEEP);
+            }
+        }
+        self.trim_scoreboard();
+        // RTT measurement (RFC 7323 4 RTTM, else one timed segment, Karn).
+        let mut sampled = false;
+        if let (true, Some(ts)) = (self.ts_on, ts) {
+            if ts.tsecr != 0 {
+                let ms = self.ts_now(now).wrapping_sub(ts.tsecr);
+                if ms < 60_000 {
+                    self.rtt.sample(
+                        Duration::from_millis(u64::from(ms)),
+                        cfg.rto_min,
+                        cfg.rto_max,
+                    );
+                    sampled = true;
+                }
+            }
+        }
+        if let Some((s, sent)) = self.rtt_probe {
+            if ack > s {
+                if !sampled {
+                    self.rtt.sample(now - sent, cfg.rto_min, cfg.rto_max);
+                }
+                self.rtt_probe = None;
+            }
+        }
+        self.backoff = 0;
+        self.retries = 0;
+        // RFC 6298 5.2 / 5.3.
+        if self.snd_una >= self.snd_max {
+            self.rto_at = None;
+        } else {
+            self.rto_at = Some(now + self.current_rto(cfg));
+        }
+        // Congestion control.
+        if self.in_recovery {
+            if ack >= self.recover {
+                // RFC 6582 3.2 step 3: full acknowledgment, leave recovery.
+                self.in_recovery = false;
+                let flight = self.flight();
+                self.cc.on_recovery_exit(now, flight);
+                self.dupacks = 0;
+            } else if !self.sack_on {
+                // RFC 6582 3.2 step 5: partial acknowledgment, retransmit the first
+                // unacknowledged segment and deflate.
+                self.pending |= P_RTX;
+                self.cc.on_partial_ack(acked);
+            } else if self.sacked.is_empty() {
+                // SACK recovery without SACK information: the next segment is the
+                // only candidate (RFC 6675 NextSeg() has nothing to go on).
+                self.pending |= P_RTX;
+            }
+            // Otherwise RFC 6675 5 (C): `dispatch` sends what `pipe` allows.
+        } else {
+            self.dupacks = 0;
+            let before = (self.snd_max.distance(self.snd_una).max(0) as u32).saturating_add(acked);
+            self.cc.on_ack(now, acked, before, self.rtt.srtt());
+        }
+    }
+
+    /// RFC 9293 3.10.7.4: update the send window if the segment is newer (SND.WL1,
+    /// SND.WL2), shared by the general path and header prediction.
+    #[inline]
+    fn update_send_window(&mut self, seq: SeqNumber, ack: SeqNumber, wnd: u32) {
+        if self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack) {
             let opened = wnd > self.snd_wnd;
             self.snd_wnd = wnd;
             self.max_snd_wnd = self.max_snd_wnd.max(wnd);
-            self.snd_wl1 = seg.seq;
-            self.snd_wl2 = seg.ack;
+            self.snd_wl1 = seq;
+            self.snd_wl2 = ack;
             if wnd > 0 {
                 self.persist_at = None;
                 self.persist_backoff = 0;
@@ -866,14 +886,108 @@ impl Tcb {
                 // RFC 5681 4.2: ACK at once when a segment fills a hole.
                 self.pending |= P_ACK;
             }
-            // RFC 9293 3.8.6.3 / RFC 1122: ACK at least every second full segment.
-            if !cfg.delayed_ack || self.rcv_unacked >= 2 * u32::from(self.rcv_mss) {
-                self.pending |= P_ACK;
-            } else if self.delack_at.is_none() {
-                self.delack_at = Some(now + cfg.delayed_ack_timeout);
-            }
+            self.schedule_data_ack(cfg, now);
         }
         fin
+    }
+
+    /// Header prediction's second half (RFC 9293 3.10.7.4 as BSD's and Linux's receive
+    /// fast path): a segment from [`Interface::receive_predicted`] on an ESTABLISHED
+    /// connection that is exactly the next in sequence, passes PAWS, leaves the send
+    /// window as it is, and either acknowledges new data (outside recovery, with an
+    /// empty SACK scoreboard) or carries in-window data with nothing out of order held,
+    /// is processed here without the general path's checks: the same steps (TS.Recent,
+    /// [`Tcb::ack_advance`], [`Tcb::update_send_window`], in-order text) and the same
+    /// result, which the `fast_path_matches_general_path` property test checks.
+    ///
+    /// `None`, with nothing changed, when the prediction fails: the caller then runs the
+    /// general path on the same segment. Otherwise the payload to offer the application
+    /// (the caller, which only predicts for connections it may offer payload to, then
+    /// calls [`Tcb::finish_offer`]), if any.
+    ///
+    /// [`Interface::receive_predicted`]: crate::iface::Interface
+    #[inline]
+    pub(crate) fn on_predicted(
+        &mut self,
+        cfg: &ConnConfig,
+        now: Instant,
+        seg: &Predicted,
+        payload: &[u8],
+    ) -> Option<Option<Offer>> {
+        if self.state != State::Established || seg.seq != self.rcv_nxt {
+            return None;
+        }
+        // RFC 7323 5.3 (PAWS): an older TSval goes the general way (and is dropped).
+        let ts = match (self.ts_on, seg.ts) {
+            (false, _) => None,
+            (true, Some(ts)) if ts.tsval.wrapping_sub(self.ts_recent) as i32 >= 0 => Some(ts),
+            (true, _) => return None,
+        };
+        let wnd = u32::from(seg.window) << self.snd_wscale;
+        if wnd != self.snd_wnd {
+            return None;
+        }
+        let len = payload.len();
+        if len > 0
+            && (len > self.rcv_wnd() as usize
+                || self.rd_closed
+                || !self.ooo.is_empty()
+                || self.ooo_fin.is_some())
+        {
+            return None;
+        }
+        let new_ack = seg.ack > self.snd_una;
+        if new_ack {
+            if seg.ack > self.snd_max || self.in_recovery || !self.sacked.is_empty() {
+                return None;
+            }
+        } else if seg.ack != self.snd_una || len == 0 {
+            // Old ACKs, duplicate ACKs and window updates: the general path.
+            return None;
+        }
+        // Predicted. The general path's steps for this segment, in its order.
+        self.last_recv = now;
+        self.keepalive_probes = 0;
+        if let Some(ts) = ts {
+            // RFC 7323 4.3 (R3): SEG.SEQ = RCV.NXT.
+            self.ts_recent = ts.tsval;
+        }
+        if new_ack {
+            self.ack_advance(cfg, now, seg.ack, ts);
+        }
+        self.update_send_window(seg.seq, seg.ack, wnd);
+        if len == 0 {
+            return Some(None);
+        }
+        if len > self.rcv_mss as usize {
+            self.rcv_mss = u16::try_from(len).unwrap_or(u16::MAX);
+        }
+        let offer = if self.rcv_buf.is_empty() {
+            Some(Offer {
+                range: 0..len,
+                holes: false,
+                joined: 0,
+            })
+        } else {
+            self.buffer_text(payload);
+            None
+        };
+        self.rcv_nxt += len;
+        self.bytes_in += len as u64;
+        self.rcv_unacked += len as u32;
+        self.schedule_data_ack(cfg, now);
+        Some(offer)
+    }
+
+    /// RFC 9293 3.8.6.3 / RFC 1122 4.2.3.2: after in-order data, ACK at least every
+    /// second full-sized segment, else within the delayed-ACK timeout.
+    #[inline]
+    fn schedule_data_ack(&mut self, cfg: &ConnConfig, now: Instant) {
+        if !cfg.delayed_ack || self.rcv_unacked >= 2 * u32::from(self.rcv_mss) {
+            self.pending |= P_ACK;
+        } else if self.delack_at.is_none() {
+            self.delack_at = Some(now + cfg.delayed_ack_timeout);
+        }
     }
 
     /// Appends in-order bytes to the receive buffer (one copy) and reports readable.

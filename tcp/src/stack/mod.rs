@@ -222,6 +222,11 @@ pub struct StackConfig {
     /// wants (default 1000/s, bursts of 50, as Linux limits ICMP); the excess is
     /// dropped and counted in [`StackStats::replies_rate_limited`].
     pub closed_port_reply_limit: RateLimit,
+    /// Header prediction (on by default): an established connection's next in-order
+    /// segment, or a pure ACK of new data, skips the general receive path's checks
+    /// (same outcome; see [`Stack::handle_frame_with_tx`]). Off runs every segment
+    /// through the general path: for comparison and diagnosis only.
+    pub header_prediction: bool,
 }
 
 impl StackConfig {
@@ -246,6 +251,7 @@ impl StackConfig {
             reply_queue_limit: 256,
             challenge_ack_limit: RateLimit::CHALLENGE_ACK_DEFAULT,
             closed_port_reply_limit: RateLimit::CLOSED_PORT_REPLY_DEFAULT,
+            header_prediction: true,
         }
     }
 }
@@ -293,6 +299,9 @@ pub struct StackStats {
     /// [`StackConfig::closed_port_reply_limit`].
     pub replies_rate_limited: u64,
 }
+
+/// Ethernet and IPv4 headers of a frame header prediction accepted (no IP options).
+const ETH_IP_HEADERS: usize = 34;
 
 /// A segment answering a received one, waiting for `poll_transmit`.
 #[derive(Debug)]
@@ -489,6 +498,12 @@ impl Stack {
         sink: &mut impl FnMut(ConnHandle, &mut [u8], &mut ConnTx<'_>) -> usize,
     ) {
         self.now = self.now.max(now);
+        if self.cfg.header_prediction {
+            if let Some(seg) = self.iface.receive_predicted(now, frame) {
+                self.on_predicted(now, &seg, frame, sink);
+                return;
+            }
+        }
         let offered = match self.iface.receive(now, frame) {
             Inbound::Tcp {
                 src,
@@ -496,9 +511,18 @@ impl Stack {
                 segment,
                 payload_offset,
                 ..
-            } => self
-                .on_tcp(now, src, dst, &segment)
-                .map(|(id, offer)| (id, payload_offset, offer)),
+            } => {
+                self.stats.segments_in += 1;
+                let tuple = FourTuple {
+                    local_addr: dst,
+                    local_port: segment.dst_port,
+                    remote_addr: src,
+                    remote_port: segment.src_port,
+                };
+                let found = self.table.lookup(&tuple);
+                self.on_tcp(now, tuple, found, &segment)
+                    .map(|(id, offer)| (id, payload_offset, offer))
+            }
             Inbound::IcmpError {
                 reason,
                 next_hop_mtu,
@@ -514,40 +538,113 @@ impl Stack {
             Inbound::Handled | Inbound::Dropped(_) => None,
         };
         if let Some((id, offset, offer)) = offered {
-            // The segment's borrow of the frame has ended: lend the payload mutably.
-            let range = offer.range.start + offset..offer.range.end + offset;
-            let payload = frame.get_mut(range).unwrap_or_default();
-            let cfg = &self.cfg.conn;
-            if let Some(e) = self.table.get_mut(id) {
-                let mut tx = ConnTx {
-                    tcb: &mut e.tcb,
-                    cfg,
-                };
-                let k = sink(ConnHandle(id), payload, &mut tx);
-                e.tcb.finish_offer(offer, k, payload);
-            }
+            self.lend_payload(id, offer, offset, frame, sink);
             self.sync(id);
         }
     }
 
-    /// Hands a segment to its connection or listener. Returns the connection and the
+    /// Lends offered in-order payload (`offer.range` from `offset` in `frame`) to `sink`
+    /// in place, and buffers what it leaves ([`Tcb::finish_offer`]).
+    #[inline]
+    fn lend_payload(
+        &mut self,
+        id: ConnId,
+        offer: crate::conn::Offer,
+        offset: usize,
+        frame: &mut [u8],
+        sink: &mut impl FnMut(ConnHandle, &mut [u8], &mut ConnTx<'_>) -> usize,
+    ) {
+        // The segment's borrow of the frame has ended: lend the payload mutably.
+        let range = offer.range.start + offset..offer.range.end + offset;
+        let payload = frame.get_mut(range).unwrap_or_default();
+        let cfg = &self.cfg.conn;
+        if let Some(e) = self.table.get_mut(id) {
+            let mut tx = ConnTx {
+                tcb: &mut e.tcb,
+                cfg,
+            };
+            let k = sink(ConnHandle(id), payload, &mut tx);
+            e.tcb.finish_offer(offer, k, payload);
+        }
+    }
+
+    /// A segment [`Interface::receive_predicted`] accepted. Header prediction: an
+    /// ESTABLISHED connection the application knows (so none of [`Stack::sync`]'s
+    /// listener and TIME_WAIT accounting can apply) whose TCB predicts the segment
+    /// ([`Tcb::on_predicted`]) takes it with one table lookup and the rest of `sync`
+    /// (events, transmit list, timer) inline; anything else goes through the general
+    /// path ([`Stack::on_tcp`]), parsed from the already verified bytes.
+    fn on_predicted(
+        &mut self,
+        now: Instant,
+        seg: &crate::iface::Predicted,
+        frame: &mut [u8],
+        sink: &mut impl FnMut(ConnHandle, &mut [u8], &mut ConnTx<'_>) -> usize,
+    ) {
+        self.stats.segments_in += 1;
+        let tuple = FourTuple {
+            local_addr: self.iface.addr(),
+            local_port: seg.dst_port,
+            remote_addr: seg.src,
+            remote_port: seg.src_port,
+        };
+        let found = self.table.lookup(&tuple);
+        if let Some(id) = found {
+            let cfg = &self.cfg.conn;
+            if let Some(e) = self.table.get_mut(id) {
+                const MASK: u16 = F_ANNOUNCED | F_RELEASED | F_HALF_OPEN | F_TIME_WAIT;
+                let payload = frame.get(seg.payload_at..seg.end).unwrap_or_default();
+                let predicted = if e.flags & MASK == F_ANNOUNCED {
+                    e.tcb.on_predicted(cfg, now, seg, payload)
+                } else {
+                    None
+                };
+                if let Some(offer) = predicted {
+                    if let Some(offer) = offer {
+                        let payload = frame.get_mut(seg.payload_at..seg.end).unwrap_or_default();
+                        let mut tx = ConnTx {
+                            tcb: &mut e.tcb,
+                            cfg,
+                        };
+                        let k = sink(ConnHandle(id), payload, &mut tx);
+                        e.tcb.finish_offer(offer, k, payload);
+                    }
+                    // `sync` for an established, announced connection.
+                    if e.flags & F_IN_EVENTS == 0 && !e.tcb.peek_events().is_empty() {
+                        e.flags |= F_IN_EVENTS;
+                        self.events.push_back(id);
+                    }
+                    if e.flags & F_IN_TX == 0 {
+                        e.flags |= F_IN_TX;
+                        self.tx_ready.push_back(id);
+                    }
+                    rearm_entry(&mut self.timers, cfg, id, e);
+                    return;
+                }
+            }
+        }
+        let tcp = frame.get(ETH_IP_HEADERS..seg.end).unwrap_or_default();
+        let Ok(repr) = TcpRepr::parse_bytes(tcp, seg.src, tuple.local_addr, false) else {
+            return;
+        };
+        if let Some((id, offer)) = self.on_tcp(now, tuple, found, &repr) {
+            self.lend_payload(id, offer, seg.payload_at, frame, sink);
+            self.sync(id);
+        }
+    }
+
+    /// Hands a segment to its connection (`found`, the table's entry for `tuple`) or
+    /// listener. Returns the connection and the
     /// payload to offer the application (then the caller finishes with `finish_offer`
     /// and `sync`).
     fn on_tcp(
         &mut self,
         now: Instant,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        tuple: FourTuple,
+        found: Option<ConnId>,
         repr: &TcpRepr<'_>,
     ) -> Option<(ConnId, crate::conn::Offer)> {
-        self.stats.segments_in += 1;
-        let tuple = FourTuple {
-            local_addr: dst,
-            local_port: repr.dst_port,
-            remote_addr: src,
-            remote_port: repr.src_port,
-        };
-        if let Some(id) = self.table.lookup(&tuple) {
+        if let Some(id) = found {
             if self.time_wait_reusable(id, repr) {
                 self.stats.time_wait_reused += 1;
                 self.remove(id);
