@@ -11,6 +11,8 @@
 //! (ISNs, SYN cookies, table hashing) and `now`.
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use core::net::Ipv4Addr;
@@ -298,6 +300,9 @@ pub struct StackStats {
     /// Closed-port RSTs / ICMP port-unreachables not sent because of
     /// [`StackConfig::closed_port_reply_limit`].
     pub replies_rate_limited: u64,
+    /// Segments taken by header prediction ([`StackConfig::header_prediction`]); the
+    /// rest of `segments_in` went through the general path.
+    pub header_predicted: u64,
 }
 
 /// Ethernet and IPv4 headers of a frame header prediction accepted (no IP options).
@@ -619,6 +624,7 @@ impl Stack {
                         self.tx_ready.push_back(id);
                     }
                     rearm_entry(&mut self.timers, cfg, id, e);
+                    self.stats.header_predicted += 1;
                     return;
                 }
             }
