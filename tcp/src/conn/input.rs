@@ -40,6 +40,19 @@ pub struct Offer {
     joined: usize,
 }
 
+/// What [`Tcb::on_predicted`] made of a predicted segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Prediction {
+    /// In-order payload to offer the application (the caller, which only predicts for
+    /// connections it may offer payload to, then calls [`Tcb::finish_offer`]).
+    pub offer: Option<Offer>,
+    /// The earliest deadline this segment set (a timer armed or moved), if any. The
+    /// other deadlines only moved later or went away, so the caller's timer entry, if
+    /// no later than every deadline before, needs a change only when it is later than
+    /// this one: the same decision as recomputing [`Tcb::poll_timeout`], without it.
+    pub armed: Option<Instant>,
+}
+
 impl Tcb {
     /// Processes one incoming segment. Returns a segment to send at once when the
     /// answer depends on the incoming segment rather than on the TCB (a RST per
@@ -582,7 +595,7 @@ impl Tcb {
             self.update_scoreboard(seg, ctr);
         }
         if seg.ack > self.snd_una {
-            self.ack_advance(cfg, now, seg.ack, seg.options.timestamps);
+            let _ = self.ack_advance(cfg, now, seg.ack, seg.options.timestamps);
         } else if seg.ack == self.snd_una
             && seg.payload.is_empty()
             && !seg.flags.fin()
@@ -615,6 +628,8 @@ impl Tcb {
     /// The fifth step's new acknowledgment (SND.UNA < SEG.ACK =< SND.MAX), shared by the
     /// general path and header prediction: SND.UNA, the send buffer, RTT (RFC 7323 4
     /// RTTM, else one timed segment, Karn), the RTO, congestion control and recovery.
+    ///
+    /// Returns the earliest deadline it set (see [`Prediction::armed`]).
     #[inline]
     fn ack_advance(
         &mut self,
@@ -622,7 +637,8 @@ impl Tcb {
         now: Instant,
         ack: SeqNumber,
         ts: Option<TcpTimestamps>,
-    ) {
+    ) -> Option<Instant> {
+        let mut armed = None;
         let acked = ack.distance(self.snd_una) as u32;
         self.snd_una = ack;
         if self.snd_nxt < self.snd_una {
@@ -641,7 +657,9 @@ impl Tcb {
             }
             if self.snd_buf.is_empty() {
                 // Kept for the next write a while; `handle_timeout` gives it back.
-                self.snd_release_at = Some(now + SEND_BUFFER_KEEP);
+                let at = now + SEND_BUFFER_KEEP;
+                self.snd_release_at = Some(at);
+                armed = Some(at);
             }
         }
         self.trim_scoreboard();
@@ -674,7 +692,9 @@ impl Tcb {
         if self.snd_una >= self.snd_max {
             self.rto_at = None;
         } else {
-            self.rto_at = Some(now + self.current_rto(cfg));
+            let at = now + self.current_rto(cfg);
+            self.rto_at = Some(at);
+            armed = Some(armed.map_or(at, |a: Instant| a.min(at)));
         }
         // Congestion control.
         if self.in_recovery {
@@ -700,6 +720,7 @@ impl Tcb {
             let before = (self.snd_max.distance(self.snd_una).max(0) as u32).saturating_add(acked);
             self.cc.on_ack(now, acked, before, self.rtt.srtt());
         }
+        armed
     }
 
     /// RFC 9293 3.10.7.4: update the send window if the segment is newer (SND.WL1,
@@ -886,7 +907,7 @@ impl Tcb {
                 // RFC 5681 4.2: ACK at once when a segment fills a hole.
                 self.pending |= P_ACK;
             }
-            self.schedule_data_ack(cfg, now);
+            let _ = self.schedule_data_ack(cfg, now);
         }
         fin
     }
@@ -901,9 +922,7 @@ impl Tcb {
     /// result, which the `fast_path_matches_general_path` property test checks.
     ///
     /// `None`, with nothing changed, when the prediction fails: the caller then runs the
-    /// general path on the same segment. Otherwise the payload to offer the application
-    /// (the caller, which only predicts for connections it may offer payload to, then
-    /// calls [`Tcb::finish_offer`]), if any.
+    /// general path on the same segment.
     ///
     /// [`Interface::receive_predicted`]: crate::iface::Interface
     #[inline]
@@ -913,7 +932,7 @@ impl Tcb {
         now: Instant,
         seg: &Predicted,
         payload: &[u8],
-    ) -> Option<Option<Offer>> {
+    ) -> Option<Prediction> {
         if self.state != State::Established || seg.seq != self.rcv_nxt {
             return None;
         }
@@ -952,12 +971,13 @@ impl Tcb {
             // RFC 7323 4.3 (R3): SEG.SEQ = RCV.NXT.
             self.ts_recent = ts.tsval;
         }
+        let mut armed = None;
         if new_ack {
-            self.ack_advance(cfg, now, seg.ack, ts);
+            armed = self.ack_advance(cfg, now, seg.ack, ts);
         }
         self.update_send_window(seg.seq, seg.ack, wnd);
         if len == 0 {
-            return Some(None);
+            return Some(Prediction { offer: None, armed });
         }
         if len > self.rcv_mss as usize {
             self.rcv_mss = u16::try_from(len).unwrap_or(u16::MAX);
@@ -975,19 +995,25 @@ impl Tcb {
         self.rcv_nxt += len;
         self.bytes_in += len as u64;
         self.rcv_unacked += len as u32;
-        self.schedule_data_ack(cfg, now);
-        Some(offer)
+        if let Some(at) = self.schedule_data_ack(cfg, now) {
+            armed = Some(armed.map_or(at, |a: Instant| a.min(at)));
+        }
+        Some(Prediction { offer, armed })
     }
 
     /// RFC 9293 3.8.6.3 / RFC 1122 4.2.3.2: after in-order data, ACK at least every
     /// second full-sized segment, else within the delayed-ACK timeout.
+    /// Returns the deadline it set, if any.
     #[inline]
-    fn schedule_data_ack(&mut self, cfg: &ConnConfig, now: Instant) {
+    fn schedule_data_ack(&mut self, cfg: &ConnConfig, now: Instant) -> Option<Instant> {
         if !cfg.delayed_ack || self.rcv_unacked >= 2 * u32::from(self.rcv_mss) {
             self.pending |= P_ACK;
         } else if self.delack_at.is_none() {
-            self.delack_at = Some(now + cfg.delayed_ack_timeout);
+            let at = now + cfg.delayed_ack_timeout;
+            self.delack_at = Some(at);
+            return Some(at);
         }
+        None
     }
 
     /// Appends in-order bytes to the receive buffer (one copy) and reports readable.

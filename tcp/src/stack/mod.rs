@@ -604,15 +604,19 @@ impl Stack {
                 } else {
                     None
                 };
-                if let Some(offer) = predicted {
-                    if let Some(offer) = offer {
+                if let Some(p) = predicted {
+                    if let Some(offer) = p.offer {
                         let payload = frame.get_mut(seg.payload_at..seg.end).unwrap_or_default();
                         let mut tx = ConnTx {
                             tcb: &mut e.tcb,
                             cfg,
                         };
                         let k = sink(ConnHandle(id), payload, &mut tx);
-                        e.tcb.finish_offer(offer, k, payload);
+                        // Consumed whole (a predicted offer has no holes to step over):
+                        // nothing to buffer.
+                        if k < payload.len() {
+                            e.tcb.finish_offer(offer, k, payload);
+                        }
                     }
                     // `sync` for an established, announced connection.
                     if e.flags & F_IN_EVENTS == 0 && !e.tcb.peek_events().is_empty() {
@@ -623,7 +627,18 @@ impl Stack {
                         e.flags |= F_IN_TX;
                         self.tx_ready.push_back(id);
                     }
-                    rearm_entry(&mut self.timers, cfg, id, e);
+                    // The wheel entry is no later than every deadline the TCB had (see
+                    // `rearm_entry`); the segment moved deadlines only later, except
+                    // `armed`: the entry changes only if that one is earlier.
+                    if p.armed
+                        .is_some_and(|at| e.timer.is_none_or(|(_, have)| at < have))
+                    {
+                        rearm_entry(&mut self.timers, cfg, id, e);
+                    }
+                    debug_assert!(
+                        entry_early_enough(cfg, e),
+                        "header prediction left a timer entry later than a deadline"
+                    );
                     self.stats.header_predicted += 1;
                     return;
                 }
@@ -1100,6 +1115,8 @@ impl Stack {
         while let Some(&id) = self.tx_ready.front() {
             let full = self.dispatch_conn(now, id, tx);
             if full {
+                // It stays on the list; its timer follows what it sent meanwhile.
+                self.rearm(id);
                 break;
             }
             self.tx_ready.pop_front();
@@ -1491,6 +1508,17 @@ impl Stack {
     /// The connection's 4-tuple.
     pub fn tuple(&self, h: ConnHandle) -> Option<FourTuple> {
         self.table.tuple(h.0).copied()
+    }
+}
+
+/// Whether connection `e`'s wheel entry fires no later than its earliest deadline (or
+/// it has none): what [`rearm_entry`] establishes, and the stack keeps after every call
+/// (header prediction relies on it).
+fn entry_early_enough(cfg: &ConnConfig, e: &Entry) -> bool {
+    match (e.tcb.poll_timeout(cfg), e.timer) {
+        (None, _) => true,
+        (Some(want), Some((_, have))) => have <= want,
+        (Some(_), None) => false,
     }
 }
 
