@@ -38,14 +38,40 @@ impl Instant {
         self.micros / 1000
     }
 
+    /// `self` plus `us` microseconds (saturating).
+    #[inline]
+    pub const fn add_micros(self, us: u64) -> Instant {
+        Instant {
+            micros: self.micros.saturating_add(us),
+        }
+    }
+
+    /// Microseconds from `earlier` to `self`, 0 if `earlier` is later.
+    #[inline]
+    pub const fn micros_since(self, earlier: Instant) -> u64 {
+        self.micros.saturating_sub(earlier.micros)
+    }
+
     /// Time elapsed from `earlier` to `self`, zero if `earlier` is later.
     pub fn saturating_since(self, earlier: Instant) -> Duration {
         Duration::from_micros(self.micros.saturating_sub(earlier.micros))
     }
 }
 
-fn duration_micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+/// `d` in whole microseconds, saturating at `u64::MAX` (as `d.as_micros()` would be,
+/// without its 128-bit arithmetic).
+#[inline]
+pub(crate) fn duration_micros(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()))
+}
+
+/// `d` in whole microseconds, saturating at `u32::MAX` (about 71 minutes): the unit of
+/// the RTT estimator and the RTO bounds.
+#[inline]
+pub(crate) fn duration_micros_u32(d: Duration) -> u32 {
+    u32::try_from(duration_micros(d)).unwrap_or(u32::MAX)
 }
 
 impl Add<Duration> for Instant {

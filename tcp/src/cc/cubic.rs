@@ -9,8 +9,6 @@
 //! (RFC 9438 4.3), the window follows `W_est` instead. Slow start, fast recovery and the
 //! loss window are shared with NewReno (see the `cc` module docs).
 
-use core::time::Duration;
-
 use super::{CongestionControl, Window};
 use crate::time::Instant;
 
@@ -37,8 +35,8 @@ pub struct Cubic {
     w_est: f64,
     /// Fraction of a byte of cwnd growth not yet applied.
     frac: f64,
-    /// Last RTT the caller supplied, in seconds.
-    rtt: f64,
+    /// Last smoothed RTT the caller supplied, in microseconds (0: none yet).
+    rtt_us: u32,
     /// The next epoch follows a timeout (RFC 9438 4.8: K = 0, W_max = cwnd_epoch).
     after_timeout: bool,
 }
@@ -54,7 +52,7 @@ impl Cubic {
             origin: 0.0,
             w_est: 0.0,
             frac: 0.0,
-            rtt: 0.0,
+            rtt_us: 0,
             after_timeout: false,
         }
     }
@@ -110,7 +108,7 @@ impl Cubic {
                 now
             }
         };
-        let t = now.saturating_since(epoch_start).as_secs_f64();
+        let t = now.micros_since(epoch_start) as f64 / 1e6;
         let acked_segments = f64::from(acked) / f64::from(self.w.mss);
         // RFC 9438 4.3: W_est += alpha_cubic * segments_acked / cwnd, alpha_cubic = 1
         // once W_est reaches W_max.
@@ -126,7 +124,8 @@ impl Cubic {
         } else {
             // RFC 9438 4.4/4.5: concave and convex regions; target = W_cubic(t + RTT)
             // bounded to [cwnd, 1.5 * cwnd], cwnd += (target - cwnd) / cwnd per segment.
-            let target = self.w_cubic(t + self.rtt).clamp(cwnd, 1.5 * cwnd);
+            let rtt = f64::from(self.rtt_us) / 1e6;
+            let target = self.w_cubic(t + rtt).clamp(cwnd, 1.5 * cwnd);
             cwnd + (target - cwnd) / cwnd * acked_segments
         };
         self.set_segments(next.max(cwnd));
@@ -167,11 +166,11 @@ impl CongestionControl for Cubic {
         self.w.set_mss(mss);
     }
 
-    fn on_ack(&mut self, now: Instant, acked: u32, in_flight_before: u32, rtt: Option<Duration>) {
+    fn on_ack(&mut self, now: Instant, acked: u32, in_flight_before: u32, srtt_us: u32) {
         self.w.pristine = false;
         self.w.in_loss = false;
-        if let Some(rtt) = rtt {
-            self.rtt = rtt.as_secs_f64();
+        if srtt_us != 0 {
+            self.rtt_us = srtt_us;
         }
         if !self.w.cwnd_limited(in_flight_before) {
             return;
@@ -247,10 +246,9 @@ mod tests {
     /// (microseconds); returns the time at the end of the round.
     fn ack_round(cc: &mut Cubic, t: u64, rtt_us: u64) -> u64 {
         let acks = (cc.cwnd() / MSS).max(1);
-        let rtt = Duration::from_micros(rtt_us);
         for i in 0..acks {
             let now = Instant::from_micros(t + rtt_us * u64::from(i) / u64::from(acks));
-            cc.on_ack(now, MSS, cc.cwnd(), Some(rtt));
+            cc.on_ack(now, MSS, cc.cwnd(), rtt_us as u32);
         }
         t + rtt_us
     }

@@ -23,8 +23,6 @@
 //! - Sending after an idle period longer than the RTO (RFC 5681 4.1):
 //!   [`on_idle_restart`](CongestionControl::on_idle_restart).
 
-use core::time::Duration;
-
 use crate::time::Instant;
 
 pub mod cubic;
@@ -56,8 +54,9 @@ pub trait CongestionControl {
     /// Sets SMSS; before any data is acknowledged this also re-derives the initial window.
     fn set_mss(&mut self, mss: u32);
     /// New data acknowledged outside recovery: `acked` bytes, `in_flight_before` bytes
-    /// outstanding before this ACK, `rtt` the current smoothed RTT if known.
-    fn on_ack(&mut self, now: Instant, acked: u32, in_flight_before: u32, rtt: Option<Duration>);
+    /// outstanding before this ACK, `srtt_us` the current smoothed RTT in microseconds
+    /// (0 while unknown: integers on the per-ACK path).
+    fn on_ack(&mut self, now: Instant, acked: u32, in_flight_before: u32, srtt_us: u32);
     /// Loss detected by duplicate ACKs or SACK: enter fast recovery (sets ssthresh,
     /// cwnd = ssthresh).
     fn on_congestion_event(&mut self, now: Instant, in_flight: u32);
@@ -223,8 +222,8 @@ impl CongestionControl for Congestion {
     fn set_mss(&mut self, mss: u32) {
         dispatch!(self, cc => cc.set_mss(mss))
     }
-    fn on_ack(&mut self, now: Instant, acked: u32, in_flight_before: u32, rtt: Option<Duration>) {
-        dispatch!(self, cc => cc.on_ack(now, acked, in_flight_before, rtt))
+    fn on_ack(&mut self, now: Instant, acked: u32, in_flight_before: u32, srtt_us: u32) {
+        dispatch!(self, cc => cc.on_ack(now, acked, in_flight_before, srtt_us))
     }
     fn on_congestion_event(&mut self, now: Instant, in_flight: u32) {
         dispatch!(self, cc => cc.on_congestion_event(now, in_flight))
@@ -276,7 +275,7 @@ mod tests {
         let mut cc = Congestion::new(Algorithm::NewReno, 536);
         cc.set_mss(1460);
         assert_eq!(cc.cwnd(), 14_600);
-        cc.on_ack(Instant::ZERO, 1460, 14_600, None);
+        cc.on_ack(Instant::ZERO, 1460, 14_600, 0);
         cc.set_mss(1000);
         assert_eq!(cc.mss(), 1000);
         assert_eq!(cc.cwnd(), 14_600 + 1460);

@@ -1,8 +1,6 @@
 //! NewReno congestion control: RFC 5681 slow start and congestion avoidance with RFC 3465
 //! appropriate byte counting, RFC 6582 fast recovery.
 
-use core::time::Duration;
-
 use super::{CongestionControl, Window};
 use crate::time::Instant;
 
@@ -43,7 +41,7 @@ impl CongestionControl for NewReno {
         self.w.set_mss(mss);
     }
 
-    fn on_ack(&mut self, _now: Instant, acked: u32, in_flight_before: u32, _rtt: Option<Duration>) {
+    fn on_ack(&mut self, _now: Instant, acked: u32, in_flight_before: u32, _srtt_us: u32) {
         self.w.pristine = false;
         self.w.in_loss = false;
         if !self.w.cwnd_limited(in_flight_before) {
@@ -110,7 +108,7 @@ mod tests {
         let cwnd = cc.cwnd();
         let mut flight = cwnd;
         while flight >= MSS {
-            cc.on_ack(T, MSS, flight.max(cc.cwnd()), None);
+            cc.on_ack(T, MSS, flight.max(cc.cwnd()), 0);
             flight -= MSS;
         }
     }
@@ -128,7 +126,7 @@ mod tests {
     #[test]
     fn newreno_stretch_ack_growth_limited_to_two_smss() {
         let mut cc = NewReno::new(MSS);
-        cc.on_ack(T, 8 * MSS, 10 * MSS, None);
+        cc.on_ack(T, 8 * MSS, 10 * MSS, 0);
         // RFC 3465 2.2: L = 2*SMSS.
         assert_eq!(cc.cwnd(), 12 * MSS);
     }
@@ -136,7 +134,7 @@ mod tests {
     #[test]
     fn newreno_app_limited_ack_no_growth() {
         let mut cc = NewReno::new(MSS);
-        cc.on_ack(T, MSS, 2 * MSS, None);
+        cc.on_ack(T, MSS, 2 * MSS, 0);
         assert_eq!(cc.cwnd(), 10 * MSS);
     }
 
@@ -187,7 +185,7 @@ mod tests {
         // A second timeout of the retransmission keeps ssthresh.
         cc.on_rto(T, MSS);
         assert_eq!(cc.ssthresh(), 15 * MSS);
-        cc.on_ack(T, MSS, MSS, None);
+        cc.on_ack(T, MSS, MSS, 0);
         assert_eq!(cc.cwnd(), 2 * MSS);
     }
 

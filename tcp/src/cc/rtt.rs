@@ -34,7 +34,14 @@ impl Rtt {
     /// Folds in one measurement (RFC 6298 2.2, 2.3); the RTO is clamped to
     /// `[min, max]`.
     pub fn sample(&mut self, r: Duration, min: Duration, max: Duration) {
-        let r = dur_us(r).max(1);
+        self.sample_us(dur_us(r), dur_us(min), dur_us(max));
+    }
+
+    /// [`Rtt::sample`] in microseconds (the receive path's unit: no `Duration`
+    /// arithmetic per ACK).
+    #[inline]
+    pub fn sample_us(&mut self, r: u32, min: u32, max: u32) {
+        let r = r.max(1);
         if self.srtt != 0 {
             // RTTVAR <- (1 - 1/4) * RTTVAR + 1/4 * |SRTT - R'|
             // SRTT <- (1 - 1/8) * SRTT + 1/8 * R'
@@ -51,17 +58,29 @@ impl Rtt {
             .srtt
             .saturating_add(GRANULARITY_US.max(self.rttvar.saturating_mul(4)));
         // RFC 6298 2.4 (minimum; Linux-like 200 ms by default) and 2.5 (maximum).
-        self.rto = rto.clamp(dur_us(min), dur_us(max).max(dur_us(min)));
+        self.rto = rto.clamp(min, max.max(min));
     }
 
     /// The RTO after `backoff` doublings (RFC 6298 5.5), capped at `max`.
     pub fn rto(&self, backoff: u8, max: Duration) -> Duration {
-        let base = u64::from(self.rto);
-        let shifted = base.checked_shl(u32::from(backoff)).unwrap_or(u64::MAX);
-        Duration::from_micros(shifted.min(u64::from(dur_us(max))))
+        Duration::from_micros(self.rto_us(backoff, dur_us(max)))
     }
 
-    /// Smoothed RTT, if sampled.
+    /// [`Rtt::rto`] in microseconds.
+    #[inline]
+    pub fn rto_us(&self, backoff: u8, max: u32) -> u64 {
+        let base = u64::from(self.rto);
+        let shifted = base.checked_shl(u32::from(backoff)).unwrap_or(u64::MAX);
+        shifted.min(u64::from(max))
+    }
+
+    /// The smoothed RTT in microseconds, 0 before the first sample.
+    #[inline]
+    pub fn srtt_us(&self) -> u32 {
+        self.srtt
+    }
+
+    /// The smoothed RTT, `None` before the first sample.
     pub fn srtt(&self) -> Option<Duration> {
         (self.srtt != 0).then(|| Duration::from_micros(u64::from(self.srtt)))
     }
@@ -73,7 +92,7 @@ impl Rtt {
 }
 
 fn dur_us(d: Duration) -> u32 {
-    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+    crate::time::duration_micros_u32(d)
 }
 
 #[cfg(test)]

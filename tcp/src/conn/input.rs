@@ -663,17 +663,18 @@ impl Tcb {
             }
         }
         self.trim_scoreboard();
-        // RTT measurement (RFC 7323 4 RTTM, else one timed segment, Karn).
+        // RTT measurement (RFC 7323 4 RTTM, else one timed segment, Karn), in integer
+        // microseconds.
+        let (rto_min, rto_max) = (
+            crate::time::duration_micros_u32(cfg.rto_min),
+            crate::time::duration_micros_u32(cfg.rto_max),
+        );
         let mut sampled = false;
         if let (true, Some(ts)) = (self.ts_on, ts) {
             if ts.tsecr != 0 {
                 let ms = self.ts_now(now).wrapping_sub(ts.tsecr);
                 if ms < 60_000 {
-                    self.rtt.sample(
-                        Duration::from_millis(u64::from(ms)),
-                        cfg.rto_min,
-                        cfg.rto_max,
-                    );
+                    self.rtt.sample_us(ms * 1000, rto_min, rto_max);
                     sampled = true;
                 }
             }
@@ -681,7 +682,8 @@ impl Tcb {
         if let Some((s, sent)) = self.rtt_probe {
             if ack > s {
                 if !sampled {
-                    self.rtt.sample(now - sent, cfg.rto_min, cfg.rto_max);
+                    let us = u32::try_from(now.micros_since(sent)).unwrap_or(u32::MAX);
+                    self.rtt.sample_us(us, rto_min, rto_max);
                 }
                 self.rtt_probe = None;
             }
@@ -692,7 +694,7 @@ impl Tcb {
         if self.snd_una >= self.snd_max {
             self.rto_at = None;
         } else {
-            let at = now + self.current_rto(cfg);
+            let at = now.add_micros(self.rtt.rto_us(self.backoff, rto_max));
             self.rto_at = Some(at);
             armed = Some(armed.map_or(at, |a: Instant| a.min(at)));
         }
@@ -718,7 +720,7 @@ impl Tcb {
         } else {
             self.dupacks = 0;
             let before = (self.snd_max.distance(self.snd_una).max(0) as u32).saturating_add(acked);
-            self.cc.on_ack(now, acked, before, self.rtt.srtt());
+            self.cc.on_ack(now, acked, before, self.rtt.srtt_us());
         }
         armed
     }
