@@ -229,6 +229,31 @@ impl<V> ConnTable<V> {
         })
     }
 
+    /// The connection with this 4-tuple and its state, mutably: [`ConnTable::lookup`]
+    /// and [`ConnTable::get_mut`] in one probe.
+    #[inline]
+    pub fn lookup_mut(&mut self, tuple: &FourTuple) -> Option<(ConnId, &mut V)> {
+        let hash = hash_of(&self.hasher, tuple);
+        let slots = &self.slots;
+        let &index = self.index.find(hash, |&i| {
+            matches!(slots.get(i as usize),
+                Some(Slot { state: SlotState::Occupied { tuple: t, .. }, .. }) if t == tuple)
+        })?;
+        match self.slots.get_mut(index as usize)? {
+            Slot {
+                generation,
+                state: SlotState::Occupied { value, .. },
+            } => Some((
+                ConnId {
+                    index,
+                    generation: *generation,
+                },
+                value,
+            )),
+            Slot { .. } => None,
+        }
+    }
+
     /// The connection with this 4-tuple.
     pub fn lookup(&self, tuple: &FourTuple) -> Option<ConnId> {
         let hash = hash_of(&self.hasher, tuple);

@@ -595,7 +595,8 @@ impl Tcb {
             self.update_scoreboard(seg, ctr);
         }
         if seg.ack > self.snd_una {
-            let _ = self.ack_advance(cfg, now, seg.ack, seg.options.timestamps);
+            let bounds = RtoBounds::of(cfg);
+            let _ = self.ack_advance(bounds, now, seg.ack, seg.options.timestamps);
         } else if seg.ack == self.snd_una
             && seg.payload.is_empty()
             && !seg.flags.fin()
@@ -633,7 +634,7 @@ impl Tcb {
     #[inline]
     fn ack_advance(
         &mut self,
-        cfg: &ConnConfig,
+        bounds: RtoBounds,
         now: Instant,
         ack: SeqNumber,
         ts: Option<TcpTimestamps>,
@@ -665,10 +666,7 @@ impl Tcb {
         self.trim_scoreboard();
         // RTT measurement (RFC 7323 4 RTTM, else one timed segment, Karn), in integer
         // microseconds.
-        let (rto_min, rto_max) = (
-            crate::time::duration_micros_u32(cfg.rto_min),
-            crate::time::duration_micros_u32(cfg.rto_max),
-        );
+        let (rto_min, rto_max) = (bounds.min, bounds.max);
         let mut sampled = false;
         if let (true, Some(ts)) = (self.ts_on, ts) {
             if ts.tsecr != 0 {
@@ -927,10 +925,11 @@ impl Tcb {
     /// general path on the same segment.
     ///
     /// [`Interface::receive_predicted`]: crate::iface::Interface
-    #[inline]
+    #[inline(always)]
     pub(crate) fn on_predicted(
         &mut self,
         cfg: &ConnConfig,
+        bounds: RtoBounds,
         now: Instant,
         seg: &Predicted,
         payload: &[u8],
@@ -975,7 +974,7 @@ impl Tcb {
         }
         let mut armed = None;
         if new_ack {
-            armed = self.ack_advance(cfg, now, seg.ack, ts);
+            armed = self.ack_advance(bounds, now, seg.ack, ts);
         }
         self.update_send_window(seg.seq, seg.ack, wnd);
         if len == 0 {

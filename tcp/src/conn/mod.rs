@@ -956,6 +956,26 @@ impl Tcb {
     }
 }
 
+/// A [`ConnConfig`]'s RTO bounds in microseconds, the per-ACK unit: computed once per
+/// stack rather than converted from `Duration` on every ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RtoBounds {
+    /// `rto_min`.
+    pub min: u32,
+    /// `rto_max`.
+    pub max: u32,
+}
+
+impl RtoBounds {
+    /// The bounds of `cfg`.
+    pub(crate) fn of(cfg: &ConnConfig) -> RtoBounds {
+        RtoBounds {
+            min: crate::time::duration_micros_u32(cfg.rto_min),
+            max: crate::time::duration_micros_u32(cfg.rto_max),
+        }
+    }
+}
+
 /// Window-scale shift we offer: enough for the receive buffer (RFC 7323 2.3, max 14).
 pub(crate) fn our_wscale(cfg: &ConnConfig) -> u8 {
     if !cfg.window_scaling {

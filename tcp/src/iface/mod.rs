@@ -462,6 +462,7 @@ impl Interface {
 
     /// A source address we must not accept datagrams from (RFC 1122 3.2.1.3: broadcast,
     /// multicast, 0/8, loopback, and our own address).
+    #[inline(always)]
     fn is_bad_source(&self, src: Ipv4Addr) -> bool {
         src.is_broadcast()
             || src.is_multicast()
@@ -524,7 +525,7 @@ impl Interface {
     /// entry refreshed as [`Interface::receive`] would. Anything else is `None` with
     /// nothing counted or changed, and goes through [`Interface::receive`] (which also
     /// counts what this rejects for a bad checksum).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn receive_predicted(&mut self, now: Instant, frame: &[u8]) -> Option<Predicted> {
         const TCP_AT: usize = ETH + IP;
         let h = frame.first_chunk::<{ ETH + IP + tcpwire::HEADER_LEN }>()?;
@@ -572,7 +573,7 @@ impl Interface {
             let ip = h[ETH..TCP_AT].first_chunk::<IP>()?;
             let tcp = frame.get(TCP_AT..ip_end)?;
             let tcp_len = u16::try_from(tcp.len()).ok()?;
-            if crate::wire::checksum::header_checksum(ip) != 0
+            if !crate::wire::checksum::ipv4_header_verifies(ip)
                 || crate::wire::checksum::pseudo_header_and_sum(
                     src,
                     self.config.addr,
@@ -588,7 +589,12 @@ impl Interface {
         self.stats.rx_frames += 1;
         self.stats.tcp_rx += 1;
         let src_mac = EthernetAddress([h[6], h[7], h[8], h[9], h[10], h[11]]);
-        if self.is_on_link(src) && src_mac.is_unicast() && src_mac != self.config.mac {
+        if self.is_on_link(src)
+            && src_mac.is_unicast()
+            && src_mac != self.config.mac
+            && !(self.neighbors.is_fresh(src, src_mac, now) && self.pending.resolutions.is_empty())
+        {
+            // (`learn` would change nothing for the entry filled last, while fresh.)
             self.learn(now, src, src_mac, true);
         }
         Some(Predicted {

@@ -70,6 +70,14 @@ impl NeighborCache {
         }
     }
 
+    /// Whether `ip -> mac` is the entry filled last and still before its refresh time:
+    /// [`NeighborCache::fill`] would then change nothing.
+    #[inline]
+    pub(crate) fn is_fresh(&self, ip: Ipv4Addr, mac: EthernetAddress, now: Instant) -> bool {
+        matches!(self.recent, Some((rip, rmac, refresh_after))
+            if rip == ip && rmac == mac && now < refresh_after)
+    }
+
     /// Records `ip -> mac`, refreshing its lifetime. Creates an entry only with `create`
     /// (RFC 826 "merge" vs. "add"). Returns what happened and whether an entry was evicted.
     pub(crate) fn fill(

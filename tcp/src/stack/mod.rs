@@ -365,6 +365,8 @@ pub struct Stack {
     challenge: TokenBucket,
     /// Closed-port RSTs and ICMP port-unreachables.
     reply_limit: TokenBucket,
+    /// `cfg.conn`'s RTO bounds in microseconds.
+    rto_bounds: crate::conn::RtoBounds,
 }
 
 impl Stack {
@@ -400,6 +402,7 @@ impl Stack {
             expired: Vec::new(),
             challenge: TokenBucket::new(cfg.challenge_ack_limit, seed.rotate_left(17)),
             reply_limit: TokenBucket::new(cfg.closed_port_reply_limit, seed.rotate_left(41)),
+            rto_bounds: crate::conn::RtoBounds::of(&cfg.conn),
             cfg,
         }
     }
@@ -579,6 +582,7 @@ impl Stack {
     /// ([`Tcb::on_predicted`]) takes it with one table lookup and the rest of `sync`
     /// (events, transmit list, timer) inline; anything else goes through the general
     /// path ([`Stack::on_tcp`]), parsed from the already verified bytes.
+    #[inline]
     fn on_predicted(
         &mut self,
         now: Instant,
@@ -593,14 +597,15 @@ impl Stack {
             remote_addr: seg.src,
             remote_port: seg.src_port,
         };
-        let found = self.table.lookup(&tuple);
-        if let Some(id) = found {
+        let mut found = None;
+        if let Some((id, e)) = self.table.lookup_mut(&tuple) {
+            found = Some(id);
             let cfg = &self.cfg.conn;
-            if let Some(e) = self.table.get_mut(id) {
+            {
                 const MASK: u16 = F_ANNOUNCED | F_RELEASED | F_HALF_OPEN | F_TIME_WAIT;
                 let payload = frame.get(seg.payload_at..seg.end).unwrap_or_default();
                 let predicted = if e.flags & MASK == F_ANNOUNCED {
-                    e.tcb.on_predicted(cfg, now, seg, payload)
+                    e.tcb.on_predicted(cfg, self.rto_bounds, now, seg, payload)
                 } else {
                     None
                 };

@@ -197,6 +197,7 @@ impl RingBuffer {
     /// readable, so the next writes are contiguous from there. Only for a ring that holds
     /// nothing past its readable bytes (a send ring; never a receive ring, which keeps
     /// out-of-order data there).
+    #[inline]
     pub fn rewind_if_empty(&mut self) {
         if self.length == 0 {
             self.read_at = 0;
@@ -204,6 +205,7 @@ impl RingBuffer {
     }
 
     /// Drops up to `n` readable bytes from the front; returns the number dropped.
+    #[inline]
     pub fn dequeue_allocated(&mut self, n: usize) -> usize {
         let n = n.min(self.len());
         if n > 0 {

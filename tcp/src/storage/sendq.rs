@@ -186,6 +186,7 @@ impl SendQueue {
     }
 
     /// Drops up to `n` bytes from the front (acknowledged); returns the number dropped.
+    #[inline]
     pub fn dequeue_allocated(&mut self, n: usize) -> usize {
         let n = n.min(self.len());
         if self.extents.is_empty() {
@@ -195,6 +196,11 @@ impl SendQueue {
             self.ring.rewind_if_empty();
             return n;
         }
+        self.dequeue_extents(n)
+    }
+
+    /// [`SendQueue::dequeue_allocated`] with shared chunks queued.
+    fn dequeue_extents(&mut self, n: usize) -> usize {
         let mut left = n;
         while left > 0 {
             let Some(front) = self.extents.front_mut() else {

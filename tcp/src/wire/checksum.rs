@@ -162,6 +162,15 @@ pub fn header_checksum(data: &[u8]) -> u16 {
     }
 }
 
+/// Whether a received 20-byte IPv4 header (checksum field included) verifies: its sum
+/// is `0xffff` (RFC 1071). [`header_checksum`] of it is 0 exactly then; this is the
+/// receive fast path's inline form.
+#[inline(always)]
+pub fn ipv4_header_verifies(h: &[u8; 20]) -> bool {
+    let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    fold64(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff
+}
+
 /// One's-complement addition of two folded sums.
 #[inline]
 pub fn combine(a: u16, b: u16) -> u16 {
@@ -345,6 +354,21 @@ mod tests {
             prop_assert_eq!(header_checksum(&data), reference_checksum(&data));
             let h = &data[..data.len().min(20)];
             prop_assert_eq!(header_checksum(h), reference_checksum(h));
+        }
+
+        #[test]
+        fn ipv4_header_verifies_matches_reference(
+            mut h in any::<[u8; 20]>(),
+            fix in any::<bool>(),
+        ) {
+            if fix {
+                // A correct checksum field half the time.
+                h[10] = 0;
+                h[11] = 0;
+                let c = reference_checksum(&h);
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+            prop_assert_eq!(ipv4_header_verifies(&h), reference_checksum(&h) == 0);
         }
 
         #[test]
