@@ -13,8 +13,11 @@
 //! side (`Stack::handle_frame`). The frames come from `tcp::testing::fastpath`, the same
 //! harness as `bench/benches/stack.rs`: the peer stack's own segment replayed with patched
 //! sequence / acknowledgment numbers (checksum updated per RFC 1624), and every frame is
-//! asserted accepted. Divide the inclusive instruction count of `feed_data` (resp.
-//! `feed_ack`) by N.
+//! asserted accepted. `burst`: N in-order 64 B data segments in bursts of 32, one
+//! segment on each of 32 connections per burst (so every segment needs its own
+//! connection lookup), the frames handed over back to back as a worker does with an RX
+//! batch, one `poll_transmit` per burst outside the count. Divide the inclusive
+//! instruction count of `feed_data` (resp. `feed_ack`, `feed_burst`) by N.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,6 +34,15 @@ const BATCH: usize = 256;
 #[inline(never)]
 fn feed_data(s: &mut Stack, now: Instant, frames: &mut [Vec<u8>]) {
     for f in frames {
+        s.handle_frame_with(now, f, &mut |_, d| d.len());
+    }
+}
+
+/// The measured part: one burst of data frames on many connections.
+#[inline(never)]
+fn feed_burst(s: &mut Stack, now: Instant, frames: &mut [Vec<u8>]) {
+    // (`black_box` keeps the linker from folding this copy of `feed_data` into it.)
+    for f in std::hint::black_box(frames) {
         s.handle_frame_with(now, f, &mut |_, d| d.len());
     }
 }
@@ -65,6 +77,45 @@ fn data(n: u64) {
     assert_eq!(p.b.iface_stats().tcp_bad_checksum, 0);
 }
 
+/// Connections (and segments) per burst.
+const BURST: usize = 32;
+
+fn burst(n: u64) {
+    let mut p = Pair::new();
+    let conns: Vec<_> = (0..BURST).map(|_| p.establish()).collect();
+    let mut made: Vec<DataFrames> = conns
+        .iter()
+        .map(|&(ha, _)| DataFrames::new(&mut p, ha))
+        .collect();
+    let bytes_in = |p: &Pair| -> u64 {
+        conns
+            .iter()
+            .map(|&(_, hb)| p.b.stats(hb).expect("conn").bytes_in)
+            .sum()
+    };
+    let mut frames: Vec<Vec<u8>> = Vec::with_capacity(BURST);
+    let mut one: Vec<Vec<u8>> = Vec::with_capacity(1);
+    for _ in 0..n / BURST as u64 {
+        frames.clear();
+        for m in &mut made {
+            m.fill(&mut one, 1);
+            frames.append(&mut one);
+        }
+        let before = bytes_in(&p);
+        feed_burst(&mut p.b, p.now, &mut frames);
+        assert_eq!(
+            bytes_in(&p) - before,
+            (SEGMENT * BURST) as u64,
+            "frames not accepted"
+        );
+        p.now += Duration::from_micros(50);
+        p.b.handle_timeout(p.now);
+        p.b.poll_transmit(p.now, &mut p.tx);
+        p.tx.frames.clear();
+    }
+    assert_eq!(p.b.iface_stats().tcp_bad_checksum, 0);
+}
+
 fn ack(n: u64) {
     let mut p = Pair::new();
     let (_ha, hb) = p.establish();
@@ -91,7 +142,8 @@ fn main() {
     match mode.as_str() {
         "data" => data(n),
         "ack" => ack(n),
-        other => panic!("mode {other:?}: expected data or ack"),
+        "burst" => burst(n),
+        other => panic!("mode {other:?}: expected data, ack or burst"),
     }
     println!("{mode}: {n} frames accepted");
 }
