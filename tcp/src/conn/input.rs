@@ -725,7 +725,7 @@ impl Tcb {
 
     /// RFC 9293 3.10.7.4: update the send window if the segment is newer (SND.WL1,
     /// SND.WL2), shared by the general path and header prediction.
-    #[inline]
+    #[inline(always)]
     fn update_send_window(&mut self, seq: SeqNumber, ack: SeqNumber, wnd: u32) {
         if self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack) {
             let opened = wnd > self.snd_wnd;

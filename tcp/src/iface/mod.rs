@@ -549,21 +549,23 @@ impl Interface {
         if be32(30) != self.config.addr.to_bits() || self.is_bad_source(src) {
             return None;
         }
-        // TCP: ACK, or ACK and PSH; a 20-byte header or NOP NOP TS (RFC 7323 App. A).
-        let flags = TcpFlags::from_bits(h[47]);
-        if flags.bits() & !TcpFlags::PSH.bits() != TcpFlags::ACK.bits() {
-            return None;
-        }
-        let payload_at = TCP_AT + usize::from(h[46] >> 4) * 4;
-        let ts = match payload_at - TCP_AT {
-            tcpwire::HEADER_LEN => None,
-            32 => match frame.get(TCP_AT + tcpwire::HEADER_LEN..payload_at) {
-                Some(&[1, 1, 8, 10, a0, a1, a2, a3, b0, b1, b2, b3]) => Some(TcpTimestamps {
-                    tsval: u32::from_be_bytes([a0, a1, a2, a3]),
-                    tsecr: u32::from_be_bytes([b0, b1, b2, b3]),
-                }),
-                _ => return None,
-            },
+        // TCP: ACK, or ACK and PSH, and a 20-byte header or one with NOP NOP TS
+        // (RFC 7323 App. A): the data offset and flags read as one word (the reserved
+        // bits and PSH masked out).
+        let (payload_at, ts) = match be16(46) & 0xf0f7 {
+            0x5010 => (TCP_AT + tcpwire::HEADER_LEN, None),
+            0x8010 => {
+                let o = frame.get(TCP_AT + tcpwire::HEADER_LEN..TCP_AT + 32)?;
+                let word = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+                if word(0) != 0x0101_080a {
+                    return None;
+                }
+                let ts = TcpTimestamps {
+                    tsval: word(4),
+                    tsecr: word(8),
+                };
+                (TCP_AT + 32, Some(ts))
+            }
             _ => return None,
         };
         if payload_at > ip_end {
