@@ -16,7 +16,8 @@
 //! asserted accepted. `burst`: N in-order 64 B data segments in bursts of 32, one
 //! segment on each of 32 connections per burst (so every segment needs its own
 //! connection lookup), the frames handed over back to back as a worker does with an RX
-//! batch, one `poll_transmit` per burst outside the count. Divide the inclusive
+//! batch, one `poll_transmit` per burst outside the count. A third argument `general`
+//! turns header prediction off (every segment through the general path). Divide the inclusive
 //! instruction count of `feed_data` (resp. `feed_ack`, `feed_burst`) by N.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -55,8 +56,8 @@ fn feed_ack(s: &mut Stack, now: Instant, frames: &mut [Vec<u8>]) {
     }
 }
 
-fn data(n: u64) {
-    let mut p = Pair::new();
+fn data(n: u64, prediction: bool) {
+    let mut p = Pair::with_prediction(prediction);
     let (ha, hb) = p.establish();
     let mut made = DataFrames::new(&mut p, ha);
     let mut frames: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
@@ -80,8 +81,8 @@ fn data(n: u64) {
 /// Connections (and segments) per burst.
 const BURST: usize = 32;
 
-fn burst(n: u64) {
-    let mut p = Pair::new();
+fn burst(n: u64, prediction: bool) {
+    let mut p = Pair::with_prediction(prediction);
     let conns: Vec<_> = (0..BURST).map(|_| p.establish()).collect();
     let mut made: Vec<DataFrames> = conns
         .iter()
@@ -116,8 +117,8 @@ fn burst(n: u64) {
     assert_eq!(p.b.iface_stats().tcp_bad_checksum, 0);
 }
 
-fn ack(n: u64) {
-    let mut p = Pair::new();
+fn ack(n: u64, prediction: bool) {
+    let mut p = Pair::with_prediction(prediction);
     let (_ha, hb) = p.establish();
     let mut made = AckFrames::new(&mut p, hb);
     let mut frames: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
@@ -139,10 +140,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "data".into());
     let n: u64 = args.next().map_or(100_000, |s| s.parse().expect("N"));
+    let prediction = args.next().as_deref() != Some("general");
     match mode.as_str() {
-        "data" => data(n),
-        "ack" => ack(n),
-        "burst" => burst(n),
+        "data" => data(n, prediction),
+        "ack" => ack(n, prediction),
+        "burst" => burst(n, prediction),
         other => panic!("mode {other:?}: expected data, ack or burst"),
     }
     println!("{mode}: {n} frames accepted");

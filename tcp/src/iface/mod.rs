@@ -591,12 +591,11 @@ impl Interface {
         self.stats.rx_frames += 1;
         self.stats.tcp_rx += 1;
         let src_mac = EthernetAddress([h[6], h[7], h[8], h[9], h[10], h[11]]);
-        if self.is_on_link(src)
-            && src_mac.is_unicast()
-            && src_mac != self.config.mac
-            && !(self.neighbors.is_fresh(src, src_mac, now) && self.pending.resolutions.is_empty())
-        {
-            // (`learn` would change nothing for the entry filled last, while fresh.)
+        // (`learn` would change nothing for the entry filled last while it is fresh and
+        // no resolution waits: checked first, the common case.)
+        let fresh =
+            self.neighbors.is_fresh(src, src_mac, now) && self.pending.resolutions.is_empty();
+        if !fresh && self.is_on_link(src) && src_mac.is_unicast() && src_mac != self.config.mac {
             self.learn(now, src, src_mac, true);
         }
         Some(Predicted {

@@ -32,7 +32,7 @@ fn mac(n: u8) -> EthernetAddress {
     EthernetAddress([0x02, 0, 0, 0, 0, n])
 }
 
-fn stack(addr: Ipv4Addr, n: u8) -> Stack {
+fn stack(addr: Ipv4Addr, n: u8, prediction: bool) -> Stack {
     let iface = InterfaceConfig::new(mac(n), addr, 24);
     let mut secret = [0u8; 16];
     secret[0] = n;
@@ -40,6 +40,7 @@ fn stack(addr: Ipv4Addr, n: u8) -> Stack {
     let mut cfg = StackConfig::new(iface, secret);
     cfg.conn.rcv_buf = 4 << 20;
     cfg.conn.snd_buf = 4 << 20;
+    cfg.header_prediction = prediction;
     Stack::new(cfg)
 }
 
@@ -67,9 +68,15 @@ impl Default for Pair {
 impl Pair {
     /// Two fresh stacks.
     pub fn new() -> Pair {
+        Pair::with_prediction(true)
+    }
+
+    /// As [`Pair::new`], with header prediction on or off in both stacks (off: every
+    /// segment through the general receive path, for comparison).
+    pub fn with_prediction(prediction: bool) -> Pair {
         let now = Instant::from_millis(1000);
-        let mut a = stack(ADDR_A, 1);
-        let mut b = stack(ADDR_B, 2);
+        let mut a = stack(ADDR_A, 1, prediction);
+        let mut b = stack(ADDR_B, 2, prediction);
         a.iface_mut().insert_neighbor(now, ADDR_B, mac(2));
         b.iface_mut().insert_neighbor(now, ADDR_A, mac(1));
         b.listen(PORT, 0).expect("listen");
