@@ -809,3 +809,44 @@ fn stack_copy_count_echo_from_sink_two_copies_rx_frame_send_buffer_tx_frame() {
     assert_eq!(c.total(), 2, "{c:?}");
     assert_eq!((c.send_buffer_bytes, c.tx_frame_bytes), (64, 64));
 }
+
+/// Batch-aware ACKs: a burst of in-order full-sized segments, handed over back to back
+/// as a worker does with an RX batch, is answered by one ACK at the end of the burst
+/// (RFC 1122 4.2.3.2 allows one ACK for every second full segment or more) carrying the
+/// final acknowledgment number: taken by header prediction or by the general path alike.
+#[test]
+fn stack_burst_of_segments_gets_one_ack() {
+    for prediction in [true, false] {
+        let mut a = mk(A, 1, |c| c.header_prediction = prediction);
+        let mut b = mk(B, 2, |c| c.header_prediction = prediction);
+        b.listen(80, 0).unwrap();
+        let ha = a.connect(t(0), B, 80).unwrap();
+        exchange(&mut a, &mut b, t(0));
+        let hb = accepted(&events(&mut b)).expect("accepted");
+        let _ = events(&mut a);
+        // Full-sized segments: the MSS less the timestamps option.
+        let mss = usize::from(b.config().conn.mss) - 12;
+        assert_eq!(a.send(ha, &vec![7u8; 8 * mss]).unwrap(), 8 * mss);
+        let burst = out(&mut a, t(1));
+        assert_eq!(burst.len(), 8, "eight full segments in the initial window");
+        for mut f in burst {
+            b.handle_frame(t(1), &mut f);
+        }
+        let acks = out(&mut b, t(1));
+        assert_eq!(
+            acks.len(),
+            1,
+            "one ACK for the burst (prediction {prediction})"
+        );
+        let tcp = &acks[0][34..];
+        let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+        let snd_nxt = a.table.get(ha.0).unwrap().tcb.snd_nxt();
+        assert_eq!(ack, snd_nxt.0, "the final ACK");
+        assert_eq!(read_all(&mut b, hb).len(), 8 * mss);
+        assert_eq!(
+            b.counters().header_predicted > 0,
+            prediction,
+            "prediction {prediction}"
+        );
+    }
+}
