@@ -1005,7 +1005,7 @@ impl Tcb {
     /// RFC 9293 3.8.6.3 / RFC 1122 4.2.3.2: after in-order data, ACK at least every
     /// second full-sized segment, else within the delayed-ACK timeout.
     /// Returns the deadline it set, if any.
-    #[inline]
+    #[inline(always)]
     fn schedule_data_ack(&mut self, cfg: &ConnConfig, now: Instant) -> Option<Instant> {
         if !cfg.delayed_ack || self.rcv_unacked >= 2 * u32::from(self.rcv_mss) {
             self.pending |= P_ACK;
