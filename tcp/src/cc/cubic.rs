@@ -131,6 +131,19 @@ impl Cubic {
         self.set_segments(next.max(cwnd));
     }
 
+    /// `on_ack`'s window growth once the window is in use: slow start, then congestion
+    /// avoidance. Out of line: an ACK to a sender that is not cwnd-limited stops before.
+    #[inline(never)]
+    fn grow(&mut self, now: Instant, acked: u32) {
+        let mut acked = acked;
+        if self.w.in_slow_start() {
+            acked = self.w.slow_start(acked);
+        }
+        if acked > 0 && !self.w.in_slow_start() {
+            self.congestion_avoidance(now, acked);
+        }
+    }
+
     /// RFC 9438 4.6/4.7: remember W_max (reduced further under fast convergence) and
     /// return the new ssthresh in bytes.
     fn reduce_w_max(&mut self) -> u32 {
@@ -166,6 +179,7 @@ impl CongestionControl for Cubic {
         self.w.set_mss(mss);
     }
 
+    #[inline]
     fn on_ack(&mut self, now: Instant, acked: u32, in_flight_before: u32, srtt_us: u32) {
         self.w.pristine = false;
         self.w.in_loss = false;
@@ -175,13 +189,7 @@ impl CongestionControl for Cubic {
         if !self.w.cwnd_limited(in_flight_before) {
             return;
         }
-        let mut acked = acked;
-        if self.w.in_slow_start() {
-            acked = self.w.slow_start(acked);
-        }
-        if acked > 0 && !self.w.in_slow_start() {
-            self.congestion_avoidance(now, acked);
-        }
+        self.grow(now, acked);
     }
 
     fn on_congestion_event(&mut self, _now: Instant, _in_flight: u32) {

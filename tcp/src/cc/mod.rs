@@ -118,6 +118,7 @@ impl Window {
     }
 
     /// The sender is using its window (flight at least half of cwnd).
+    #[inline]
     pub(crate) fn cwnd_limited(&self, in_flight_before: u32) -> bool {
         u64::from(in_flight_before) * 2 >= u64::from(self.cwnd)
     }
@@ -222,6 +223,7 @@ impl CongestionControl for Congestion {
     fn set_mss(&mut self, mss: u32) {
         dispatch!(self, cc => cc.set_mss(mss))
     }
+    #[inline]
     fn on_ack(&mut self, now: Instant, acked: u32, in_flight_before: u32, srtt_us: u32) {
         dispatch!(self, cc => cc.on_ack(now, acked, in_flight_before, srtt_us))
     }

@@ -11,6 +11,24 @@ pub struct NewReno {
 }
 
 impl NewReno {
+    /// `on_ack`'s window growth once the window is in use. Out of line: an ACK to a
+    /// sender that is not cwnd-limited stops before.
+    #[inline(never)]
+    fn grow(&mut self, acked: u32) {
+        let mut acked = acked;
+        if self.w.in_slow_start() {
+            acked = self.w.slow_start(acked);
+        }
+        if acked > 0 && !self.w.in_slow_start() {
+            // RFC 5681 3.1 / RFC 3465 2.1: one SMSS per cwnd's worth of bytes acknowledged.
+            self.w.bytes_acked = self.w.bytes_acked.saturating_add(acked);
+            if self.w.bytes_acked >= self.w.cwnd {
+                self.w.bytes_acked -= self.w.cwnd;
+                self.w.cwnd = self.w.cwnd.saturating_add(self.w.mss);
+            }
+        }
+    }
+
     /// A controller with the RFC 6928 initial window for `mss`.
     pub fn new(mss: u32) -> Self {
         NewReno {
@@ -41,24 +59,14 @@ impl CongestionControl for NewReno {
         self.w.set_mss(mss);
     }
 
+    #[inline]
     fn on_ack(&mut self, _now: Instant, acked: u32, in_flight_before: u32, _srtt_us: u32) {
         self.w.pristine = false;
         self.w.in_loss = false;
         if !self.w.cwnd_limited(in_flight_before) {
             return;
         }
-        let mut acked = acked;
-        if self.w.in_slow_start() {
-            acked = self.w.slow_start(acked);
-        }
-        if acked > 0 && !self.w.in_slow_start() {
-            // RFC 5681 3.1 / RFC 3465 2.1: one SMSS per cwnd's worth of bytes acknowledged.
-            self.w.bytes_acked = self.w.bytes_acked.saturating_add(acked);
-            if self.w.bytes_acked >= self.w.cwnd {
-                self.w.bytes_acked -= self.w.cwnd;
-                self.w.cwnd = self.w.cwnd.saturating_add(self.w.mss);
-            }
-        }
+        self.grow(acked);
     }
 
     fn on_congestion_event(&mut self, _now: Instant, in_flight: u32) {
