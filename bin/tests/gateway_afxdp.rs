@@ -267,6 +267,28 @@ fn gateway_afxdp_two_thousand_clients_ten_topics_in_order() {
         metric_value(&text, "sluice_tcp_retransmits_total{worker=\"0\"}"),
         metric_value(&text, "sluice_tcp_retransmits_total{worker=\"1\"}")
     );
+    // Header prediction took part of the Linux clients' segments (their ACKs of the
+    // deliveries and their in-order frames), and never more than were received.
+    let (received, predicted): (f64, f64) = ["0", "1"]
+        .iter()
+        .map(|w| {
+            (
+                metric_value(
+                    &text,
+                    &format!("sluice_tcp_segments_received_total{{worker=\"{w}\"}}"),
+                ),
+                metric_value(
+                    &text,
+                    &format!("sluice_tcp_header_predicted_total{{worker=\"{w}\"}}"),
+                ),
+            )
+        })
+        .fold((0.0, 0.0), |(r, p), (a, b)| (r + a, p + b));
+    assert!(
+        predicted > 0.0 && predicted <= received,
+        "{predicted} of {received}"
+    );
+    println!("segments received {received}, predicted {predicted}");
     sluice.stop();
 }
 

@@ -237,6 +237,8 @@ pub struct WorkerStats {
     syn_cookies_validated: Cell,
     challenge_acks: Cell,
     table_full_drops: Cell,
+    segments_in: Cell,
+    header_predicted: Cell,
     stack: Cell,
 }
 
@@ -253,6 +255,10 @@ pub struct TcpTotals {
     pub challenge_acks: u64,
     /// SYNs dropped because the connection table was full.
     pub table_full_drops: u64,
+    /// TCP segments received.
+    pub segments_in: u64,
+    /// Of those, segments taken by header prediction (the receive fast path).
+    pub header_predicted: u64,
 }
 
 impl WorkerStats {
@@ -283,6 +289,8 @@ impl WorkerStats {
             syn_cookies_validated: Cell::default(),
             challenge_acks: Cell::default(),
             table_full_drops: Cell::default(),
+            segments_in: Cell::default(),
+            header_predicted: Cell::default(),
             stack: Cell::default(),
         }
     }
@@ -376,6 +384,8 @@ impl WorkerStats {
         self.syn_cookies_validated.set(totals.syn_cookies_validated);
         self.challenge_acks.set(totals.challenge_acks);
         self.table_full_drops.set(totals.table_full_drops);
+        self.segments_in.set(totals.segments_in);
+        self.header_predicted.set(totals.header_predicted);
         self.stack.set(1);
     }
 }
@@ -604,7 +614,7 @@ impl Collector for WorkerSet {
                 }
             }
             type Pick = fn(&WorkerStats) -> u64;
-            let series: [(&str, &str, Pick); 5] = [
+            let series: [(&str, &str, Pick); 7] = [
                 (
                     "tcp_retransmits",
                     "TCP segments retransmitted by the AF_XDP stacks",
@@ -629,6 +639,16 @@ impl Collector for WorkerSet {
                     "tcp_table_full_drops",
                     "SYNs dropped because the connection table was full",
                     |b| b.table_full_drops.get(),
+                ),
+                (
+                    "tcp_segments_received",
+                    "TCP segments received by the AF_XDP stacks",
+                    |b| b.segments_in.get(),
+                ),
+                (
+                    "tcp_header_predicted",
+                    "Of the segments received, those taken by header prediction (the receive fast path)",
+                    |b| b.header_predicted.get(),
                 ),
             ];
             for (name, help, pick) in series {

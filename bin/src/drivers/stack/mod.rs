@@ -740,6 +740,8 @@ impl<A: App> Conns<A> {
             syn_cookies_validated: c.syn_cookies_validated,
             challenge_acks: c.conn.challenge_acks,
             table_full_drops: c.table_full_drops,
+            segments_in: c.segments_in,
+            header_predicted: c.header_predicted,
         };
         self.stats.set_tcp(
             &counts,
