@@ -127,6 +127,16 @@ pub struct RunArgs {
     /// writer cannot keep up with are dropped and counted, never waited for.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<String>,
+    /// wss://: serve TLS on PORT (repeatable; added to the --port list) with --tls-cert and
+    /// --tls-key (gateway and ws-echo; a `[[listen.tls]]` entry of --config does the same).
+    #[arg(long = "tls-port", value_name = "PORT", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ports: Vec<u16>,
+    /// PEM certificate chain (leaf first) for --tls-port.
+    #[arg(long, value_name = "FILE", requires = "tls_ports")]
+    pub tls_cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_ports")]
+    pub tls_key: Option<String>,
     /// Application to serve.
     #[arg(long, value_enum)]
     pub app: App,

@@ -266,6 +266,42 @@ pub struct Listen {
     pub proxy_protocol: bool,
     /// Proxies (CIDRs) whose PROXY header and `X-Forwarded-For` are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `[[listen.tls]]`: ports served as wss:// (TLS), one entry per port.
+    pub tls: Vec<TlsListener>,
+}
+
+/// `[[listen.tls]]`: one TLS listening port (one of `listen.ports`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListener {
+    /// The port (must be one of `listen.ports`).
+    pub port: u16,
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key of the leaf (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// Oldest TLS version accepted: "1.2" (default) or "1.3".
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// Session resumption (TLS 1.3 tickets, TLS 1.2 session IDs); on by default.
+    #[serde(default = "yes")]
+    pub resumption: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A TLS protocol version (`min_version`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246) and 1.3.
+    #[default]
+    #[serde(rename = "1.2")]
+    V12,
+    /// TLS 1.3 (RFC 8446) only.
+    #[serde(rename = "1.3")]
+    V13,
 }
 
 impl Default for Listen {
@@ -275,6 +311,7 @@ impl Default for Listen {
             ports: vec![8080],
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
+            tls: Vec::new(),
         }
     }
 }
@@ -880,6 +917,7 @@ impl Config {
         if self.listen.ports.is_empty() {
             return Err(invalid("listen.ports", "needs at least one port"));
         }
+        self.check_tls()?;
         if self.routes.is_empty() {
             return Err(invalid("route", "needs at least one [[route]]"));
         }
@@ -915,6 +953,38 @@ impl Config {
 
     /// The control plane's token rules: readable, not empty, and set whenever the control
     /// address is not loopback (ingest and `/stat` would be open to the network).
+    /// `[[listen.tls]]`: one entry per port, each loadable (files readable and parsed, the
+    /// key matching the leaf certificate).
+    fn check_tls(&self) -> Result<(), ConfigError> {
+        for (i, t) in self.listen.tls.iter().enumerate() {
+            let key = |k: &str| format!("listen.tls[{i}].{k}");
+            if t.port == 0 {
+                return Err(invalid(key("port"), "must be a fixed port (not 0)"));
+            }
+            if self.listen.tls[..i].iter().any(|o| o.port == t.port) {
+                return Err(invalid(
+                    key("port"),
+                    format!("port {} has two entries", t.port),
+                ));
+            }
+            crate::app::tls::server_config(t).map_err(|(k, m)| invalid(key(k), m))?;
+        }
+        Ok(())
+    }
+
+    /// Checks that every TLS port is one the gateway listens on (after `--port`).
+    pub fn check_tls_ports(&self) -> Result<(), ConfigError> {
+        for (i, t) in self.listen.tls.iter().enumerate() {
+            if !self.listen.ports.contains(&t.port) {
+                return Err(invalid(
+                    format!("listen.tls[{i}].port"),
+                    format!("{} is not one of the listening ports", t.port),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_control_token(&self) -> Result<(), ConfigError> {
         let token = self.control.bearer()?;
         if token.as_deref().is_some_and(str::is_empty) {
@@ -1003,7 +1073,9 @@ pub fn ws_echo_for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Config> {
         max_queued_bytes: args.max_output_queue.max(1),
         ..Route::default()
     }];
+    apply_tls_flags(&mut c, args);
     c.validate()
+        .and_then(|()| c.check_tls_ports())
         .map_err(|e| anyhow::anyhow!("ws-echo options: {e}"))?;
     Ok(c)
 }
@@ -1052,9 +1124,32 @@ pub fn for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Config> {
             r.compression = args.compression == crate::cli::Switch::On;
         }
     }
+    apply_tls_flags(&mut c, args);
     c.validate()
+        .and_then(|()| c.check_tls_ports())
         .map_err(|e| anyhow::anyhow!("after applying flags: {e}"))?;
     Ok(c)
+}
+
+/// `--tls-port P --tls-cert F --tls-key K`: P joins the listening ports, served as TLS
+/// with that certificate (replacing a `[[listen.tls]]` entry for P).
+fn apply_tls_flags(c: &mut Config, args: &crate::cli::RunArgs) {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return;
+    };
+    for &port in &args.tls_ports {
+        if !c.listen.ports.contains(&port) {
+            c.listen.ports.push(port);
+        }
+        c.listen.tls.retain(|t| t.port != port);
+        c.listen.tls.push(TlsListener {
+            port,
+            cert: cert.clone(),
+            key: key.clone(),
+            min_version: TlsVersion::default(),
+            resumption: true,
+        });
+    }
 }
 
 #[cfg(test)]

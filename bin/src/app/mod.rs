@@ -1,6 +1,6 @@
 //! The application layer's one sans-IO trait, [`App`], and the applications that are not
 //! the gateway ([`tcp`]: tcp-echo, tcp-discard, tcp-source). The gateway and ws-echo
-//! implement it in `crate::gateway`.
+//! implement it in `crate::gateway`; [`tls::Tls`] puts TLS (wss://) in front of any of them.
 //!
 //! An application serves every connection of one worker. It owns no socket, no stack and
 //! no clock: a driver (`crate::drivers`: the stack driver over any `dataplane::Device`, or
@@ -34,6 +34,7 @@
 //! the application's own queue until the next [`App::flush`].
 
 pub mod tcp;
+pub mod tls;
 
 use ::tcp::Instant;
 use bytes::Bytes;
@@ -212,6 +213,19 @@ pub trait App {
     /// A new connection in slot `id` (unused since its last [`App::remove`]), from `peer`.
     /// On `Err` the driver closes it at once and the slot stays free.
     fn accept(&mut self, id: ConnId, peer: SocketAddr, now: Instant) -> Result<(), Refusal>;
+
+    /// [`App::accept`] with the local port the connection came in on (drivers call this
+    /// one; a layer that serves ports differently, like [`tls::Tls`], overrides it).
+    fn accept_on(
+        &mut self,
+        id: ConnId,
+        local_port: u16,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let _ = local_port;
+        self.accept(id, peer, now)
+    }
 
     /// Forget slot `id`: the driver has closed or lost the connection. Called once per
     /// accepted connection, whatever ended it.

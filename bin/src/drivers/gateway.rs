@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
+use crate::app::tls::{Listeners, Tls};
 use crate::cluster;
 use crate::config::Config;
 use crate::control;
@@ -39,6 +40,8 @@ pub struct Shared {
     /// Where the control plane listens (`None`: disabled).
     pub control: Option<SocketAddr>,
     any_path: bool,
+    /// The wss:// ports (`[[listen.tls]]`), certificates loaded once.
+    tls: Listeners,
     /// XDP counters as last recorded.
     xdp_seen: dataplane::XdpCounters,
 }
@@ -53,6 +56,7 @@ impl Shared {
         health: control::health::Health,
     ) -> anyhow::Result<Shared> {
         let config = Arc::new(config);
+        let tls = Listeners::from_config(&config)?;
         let metrics = Arc::new(Metrics::build(config.cluster.enabled));
         let mut handles = Vec::new();
         let mut receivers = Vec::new();
@@ -93,6 +97,7 @@ impl Shared {
             receivers,
             control,
             any_path,
+            tls,
             xdp_seen: dataplane::XdpCounters::default(),
         })
     }
@@ -123,6 +128,7 @@ impl Shared {
             interest: self.interest.get(index).cloned(),
             rx: self.receivers.get_mut(index).and_then(Option::take),
             any_path: self.any_path,
+            tls: self.tls.for_worker(),
         }
     }
 }
@@ -137,11 +143,13 @@ pub struct Part {
     interest: Option<cluster::InterestTx>,
     rx: Option<Receiver<WorkerMsg>>,
     any_path: bool,
+    tls: Listeners,
 }
 
 impl Part {
-    /// The worker's gateway application and its inbound queue.
-    pub fn into_worker(self) -> (Worker, Option<Receiver<WorkerMsg>>) {
+    /// The worker's gateway application (behind TLS on the wss:// ports) and its inbound
+    /// queue.
+    pub fn into_worker(self) -> (Tls<Worker>, Option<Receiver<WorkerMsg>>) {
         let mut worker = Worker::new(self.index, self.config, self.metrics, Some(self.publisher));
         if self.any_path {
             worker.serve_any_path();
@@ -149,7 +157,8 @@ impl Part {
         if let Some(i) = self.interest {
             worker.set_interest(i);
         }
-        (worker, self.rx)
+        let stats = worker.stats();
+        (Tls::new(worker, self.tls, Some(stats)), self.rx)
     }
 }
 

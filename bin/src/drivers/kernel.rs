@@ -216,6 +216,7 @@ pub fn run_gateway(settings: Settings) -> anyhow::Result<()> {
         None => (None, None),
     };
 
+    let tls = crate::app::tls::Listeners::from_config(&config)?;
     let (listeners, bound) = bind(&poll, config.listen.ip, &config.listen.ports)?;
     let bound: Vec<String> = bound.iter().map(u16::to_string).collect();
     let control_addr = if config.control.enabled {
@@ -253,10 +254,12 @@ pub fn run_gateway(settings: Settings) -> anyhow::Result<()> {
     if let Some(i) = interest {
         worker.set_interest(i);
     }
+    let stats = worker.stats();
+    let mut app = crate::app::tls::Tls::new(worker, tls.for_worker(), Some(stats));
     let result = serve(
         poll,
         listeners,
-        &mut worker,
+        &mut app,
         Some(&rx),
         &stop,
         config.limits.shutdown_timeout(),
@@ -497,7 +500,8 @@ impl Driver {
                 self.conns.push(None);
                 self.conns.len() - 1
             });
-            if let Err(why) = worker.accept(idx, peer, now) {
+            let local_port = listener.local_addr().map_or(0, |a| a.port());
+            if let Err(why) = worker.accept_on(idx, local_port, peer, now) {
                 debug!(%peer, ?why, "connection refused");
                 self.free.push(idx);
                 continue;

@@ -91,6 +91,11 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// This worker's metrics block.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        Arc::clone(&self.stats)
+    }
+
     /// Worker number `index` for `config`; client publishes go to `publisher`.
     pub fn new(
         index: usize,

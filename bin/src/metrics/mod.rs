@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-pub use worker::{Auth, Drop, Handshake, Refused, TcpTotals, WorkerSet, WorkerStats};
+pub use worker::{Auth, Drop, Handshake, Refused, TcpTotals, Tls, WorkerSet, WorkerStats};
 
 /// Labels `{route="/ws"}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -128,6 +128,49 @@ impl Auth {
     ];
 }
 
+/// TLS outcomes on wss:// ports: handshakes (`sluice_tls_handshakes_total{result}`) and
+/// errors on established connections (`sluice_tls_errors_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tls {
+    /// A full handshake completed.
+    Ok,
+    /// A resumed handshake (session ticket or ID) completed.
+    Resumed,
+    /// Not TLS, or a malformed record or message (e.g. garbage instead of a ClientHello,
+    /// a record larger than allowed).
+    BadMessage,
+    /// The client offers no version we accept (e.g. TLS 1.1: alert protocol_version).
+    ProtocolVersion,
+    /// No cipher suite, key exchange group or signature scheme in common.
+    NoSharedParameters,
+    /// The client offers ALPN without `http/1.1`.
+    NoApplicationProtocol,
+    /// The peer sent a fatal alert.
+    AlertReceived,
+    /// A record failed to decrypt or authenticate.
+    DecryptError,
+    /// The handshake did not complete within `limits.handshake_timeout_ms`.
+    Timeout,
+    /// Any other protocol error (the peer misbehaved, an unexpected message...).
+    Other,
+}
+
+impl Tls {
+    /// Every result and its label.
+    pub const ALL: [(Tls, &'static str); 10] = [
+        (Tls::Ok, "ok"),
+        (Tls::Resumed, "resumed"),
+        (Tls::BadMessage, "bad_message"),
+        (Tls::ProtocolVersion, "protocol_version"),
+        (Tls::NoSharedParameters, "no_shared_parameters"),
+        (Tls::NoApplicationProtocol, "no_application_protocol"),
+        (Tls::AlertReceived, "alert_received"),
+        (Tls::DecryptError, "decrypt_error"),
+        (Tls::Timeout, "timeout"),
+        (Tls::Other, "other"),
+    ];
+}
+
 /// Refusals at accept (`sluice_connections_refused_total{reason}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refused {
@@ -221,6 +264,8 @@ pub struct WorkerStats {
     refused: [Cell; Refused::ALL.len()],
     handshakes: [Cell; Handshake::ALL.len()],
     auth: [Cell; Auth::ALL.len()],
+    tls_handshakes: [Cell; Tls::ALL.len()],
+    tls_errors: [Cell; Tls::ALL.len()],
     drops: [Cell; Drop::ALL.len()],
     /// Processing time per batch: counts per bucket (the last is +Inf), sum in ns.
     processing: [Cell; 11],
@@ -277,6 +322,8 @@ impl WorkerStats {
             refused: Default::default(),
             handshakes: Default::default(),
             auth: Default::default(),
+            tls_handshakes: Default::default(),
+            tls_errors: Default::default(),
             drops: Default::default(),
             processing: Default::default(),
             processing_sum_ns: Cell::default(),
@@ -332,6 +379,27 @@ impl WorkerStats {
     #[inline]
     pub fn auth(&self, result: Auth) {
         self.auth[result as usize].add(1);
+    }
+
+    /// A TLS handshake ended with `result`.
+    #[inline]
+    pub fn tls_handshake(&self, result: Tls) {
+        self.tls_handshakes[result as usize].add(1);
+    }
+
+    /// TLS handshakes (`handshake`) or established-connection errors counted as `result`.
+    pub fn tls_count(&self, handshake: bool, result: Tls) -> u64 {
+        if handshake {
+            self.tls_handshakes[result as usize].get()
+        } else {
+            self.tls_errors[result as usize].get()
+        }
+    }
+
+    /// A TLS error on an established connection (the connection is closed).
+    #[inline]
+    pub fn tls_error(&self, result: Tls) {
+        self.tls_errors[result as usize].add(1);
     }
 
     /// A drop (or policy close) for `reason`.
@@ -496,6 +564,29 @@ impl Collector for WorkerSet {
             "WebSocket upgrade handshakes by result",
             &handshakes,
         )?;
+        for (name, help, pick) in [
+            (
+                "tls_handshakes",
+                "TLS handshakes on wss:// ports by result",
+                (|b: &WorkerStats, i: usize| b.tls_handshakes[i].get())
+                    as fn(&WorkerStats, usize) -> u64,
+            ),
+            (
+                "tls_errors",
+                "TLS errors that closed established wss:// connections, by result",
+                |b: &WorkerStats, i: usize| b.tls_errors[i].get(),
+            ),
+        ] {
+            let rows: Vec<(ResultLabel, u64)> = Tls::ALL
+                .iter()
+                .map(|(t, label)| {
+                    let result = label.to_string();
+                    (ResultLabel { result }, sum(&|b| pick(b, *t as usize)))
+                })
+                .filter(|(_, v)| *v > 0)
+                .collect();
+            counter_family(&mut encoder, name, help, &rows)?;
+        }
         let auth: Vec<(ResultLabel, u64)> = Auth::ALL
             .iter()
             .map(|(a, name)| {

@@ -456,7 +456,7 @@ impl<A: App> Conns<A> {
             self.slots.push(None);
             self.slots.len() - 1
         });
-        if let Err(why) = self.app.accept(id, peer, self.now) {
+        if let Err(why) = self.app.accept_on(id, tuple.local_port, peer, self.now) {
             debug!(%peer, ?why, "connection refused");
             self.free.push(id);
             let _ = stack.close(conn);

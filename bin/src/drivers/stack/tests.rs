@@ -91,7 +91,7 @@ fn worker_stop_connections_closed_and_drained() {
 }
 
 /// A worker serving ws-echo (the gateway `Worker` with one echo route) on port 7.
-fn ws_echo_pair() -> Loopback<Worker> {
+fn ws_echo_pair() -> Loopback<crate::app::tls::Tls<Worker>> {
     use crate::config::{Config, Route, RouteKind};
     let mut config = Config::default();
     config.listen.ports = vec![7];
