@@ -286,6 +286,22 @@ pub struct TlsListener {
     /// Session resumption (TLS 1.3 tickets, TLS 1.2 session IDs); on by default.
     #[serde(default = "yes")]
     pub resumption: bool,
+    /// Further certificates, each served to clients that ask for its name (SNI); the
+    /// others get `cert`.
+    #[serde(default)]
+    pub sni: Vec<SniCert>,
+}
+
+/// `[[listen.tls.sni]]`: a certificate served for one SNI name.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SniCert {
+    /// The DNS name (the certificate must be valid for it).
+    pub name: String,
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key of the leaf.
+    pub key: String,
 }
 
 fn yes() -> bool {
@@ -1148,6 +1164,7 @@ fn apply_tls_flags(c: &mut Config, args: &crate::cli::RunArgs) {
             key: key.clone(),
             min_version: TlsVersion::default(),
             resumption: true,
+            sni: Vec::new(),
         });
     }
 }

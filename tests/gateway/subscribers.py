@@ -2,15 +2,19 @@
 """Pub/sub clients for the gateway tests.
 
 usage: subscribers.py PORT PATH CLIENTS TOPICS PER_TOPIC [--expect-close CODE] [--compress]
+                      [--ca FILE]
 
 Client i subscribes to topics t{i % TOPICS} and t{(i + 1) % TOPICS}, prints `ready`
 once every client is subscribed, then expects PER_TOPIC messages on each of its topics
 with data `{topic}:{k}` for k = 0, 1, ... in order. With --expect-close, each client then
-waits for the server's close and checks its code. Prints `ok ...` and exits 0 on success.
+waits for the server's close and checks its code. With --ca, the clients connect with
+wss:// (TLS), trusting only the CA in FILE, and verify the server as `sluice.test` (SNI).
+Prints `ok ...` and exits 0 on success.
 """
 import asyncio
 import json
 import os
+import ssl
 import sys
 
 import websockets
@@ -34,9 +38,15 @@ async def client(i, args, ready, go):
     port, path, _, topics, per_topic = args["pos"]
     mine = sorted({f"t{i % topics}", f"t{(i + 1) % topics}"})
     compression = "deflate" if args["compress"] else None
+    tls = {}
+    scheme = "ws"
+    if args["ca"]:
+        ctx = ssl.create_default_context(cafile=args["ca"])
+        tls = {"ssl": ctx, "server_hostname": "sluice.test"}
+        scheme = "wss"
     async with websockets.connect(
-        f"ws://{HOST}:{port}{path}", compression=compression, max_size=None,
-        ping_interval=None, open_timeout=READ_TIMEOUT, close_timeout=READ_TIMEOUT,
+        f"{scheme}://{HOST}:{port}{path}", compression=compression, max_size=None,
+        ping_interval=None, open_timeout=READ_TIMEOUT, close_timeout=READ_TIMEOUT, **tls,
     ) as ws:
         for t in mine:
             await ws.send(json.dumps({"op": "subscribe", "topic": t}))
@@ -81,11 +91,17 @@ async def main():
     if "--compress" in argv:
         argv.remove("--compress")
         compress = True
+    ca = None
+    if "--ca" in argv:
+        j = argv.index("--ca")
+        ca = argv[j + 1]
+        del argv[j : j + 2]
     port, path, clients, topics, per_topic = argv
     args = {
         "pos": (int(port), path, int(clients), int(topics), int(per_topic)),
         "expect_close": expect_close,
         "compress": compress,
+        "ca": ca,
     }
     ready = []
     results = await asyncio.gather(

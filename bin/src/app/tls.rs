@@ -43,19 +43,25 @@ const LEND: usize = 16 * 1024;
 ///
 /// Errors name the key that is wrong (`cert` or `key`) and why.
 pub fn server_config(t: &TlsListener) -> Result<ServerConfig, (&'static str, String)> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&t.cert)
-        .map_err(|e| ("cert", format!("{}: {e}", t.cert)))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| ("cert", format!("{}: {e}", t.cert)))?;
-    if certs.is_empty() {
-        return Err(("cert", format!("{}: no PEM certificate in it", t.cert)));
-    }
-    let key =
-        PrivateKeyDer::from_pem_file(&t.key).map_err(|e| ("key", format!("{}: {e}", t.key)))?;
     // ring, as the NATS client already builds it (no cmake at build time); rustls marks it
     // deprecated for lacking post-quantum key exchange (docs/decisions/0010).
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let default = certified_key(&t.cert, &t.key, &provider)?;
+    let mut by_name = Vec::new();
+    for s in &t.sni {
+        let ck = certified_key(&s.cert, &s.key, &provider).map_err(|(_, m)| ("sni", m))?;
+        // The certificate must be valid for the name (rustls checks as it would at SNI).
+        rustls::server::ResolvesServerCertUsingSni::new()
+            .add(&s.name, ck.clone())
+            .map_err(|e| {
+                (
+                    "sni",
+                    format!("{}: not valid for `{}`: {e}", s.cert, s.name),
+                )
+            })?;
+        by_name.push((s.name.to_ascii_lowercase(), Arc::new(ck)));
+    }
     let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version {
         TlsVersion::V12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V13 => &[&rustls::version::TLS13],
@@ -64,8 +70,10 @@ pub fn server_config(t: &TlsListener) -> Result<ServerConfig, (&'static str, Str
         .with_protocol_versions(versions)
         .map_err(|e| ("min_version", e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ("key", format!("{}: {e}", t.key)))?;
+        .with_cert_resolver(Arc::new(BySni {
+            by_name,
+            default: Arc::new(default),
+        }));
     // WebSocket upgrades are HTTP/1.1 requests (RFC 6455 4.1).
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     if t.resumption {
@@ -76,6 +84,45 @@ pub fn server_config(t: &TlsListener) -> Result<ServerConfig, (&'static str, Str
         cfg.send_tls13_tickets = 0;
     }
     Ok(cfg)
+}
+
+/// A certificate chain and its key from PEM files; the key must match the leaf.
+fn certified_key(
+    cert: &str,
+    key: &str,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<rustls::sign::CertifiedKey, (&'static str, String)> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| ("cert", format!("{cert}: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| ("cert", format!("{cert}: {e}")))?;
+    if certs.is_empty() {
+        return Err(("cert", format!("{cert}: no PEM certificate in it")));
+    }
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| ("key", format!("{key}: {e}")))?;
+    rustls::sign::CertifiedKey::from_der(certs, der, provider)
+        .map_err(|e| ("key", format!("{key}: {e}")))
+}
+
+/// The certificate for the client's SNI name, else the port's default one.
+#[derive(Debug)]
+struct BySni {
+    by_name: Vec<(String, Arc<rustls::sign::CertifiedKey>)>,
+    default: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl rustls::server::ResolvesServerCert for BySni {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let chosen = hello.server_name().and_then(|name| {
+            self.by_name
+                .iter()
+                .find_map(|(n, ck)| n.eq_ignore_ascii_case(name).then_some(ck))
+        });
+        Some(Arc::clone(chosen.unwrap_or(&self.default)))
+    }
 }
 
 /// The TLS ports of one process, built once from the configuration (files read and checked
@@ -145,6 +192,8 @@ struct Conn {
     fin: bool,
     /// Plaintext or backlog waits for the application to read again.
     stalled: bool,
+    /// The first bytes were looked at ([`screen_hello`]).
+    hello_checked: bool,
 }
 
 /// TLS termination around an application `A` (see the module docs).
@@ -217,6 +266,13 @@ impl<A: App> Tls<A> {
         let Some(Some(c)) = self.conns.get_mut(id) else {
             return;
         };
+        if !c.hello_checked {
+            match screen_hello(c, data, tx) {
+                Hello::Wait => return,
+                Hello::Refused => return self.count(true, Outcome::ProtocolVersion),
+                Hello::Pass => {}
+            }
+        }
         let mut backlog = std::mem::take(&mut c.backlog);
         let mut failure = None;
         let mut from_backlog = 0;
@@ -295,6 +351,55 @@ impl<A: App> Tls<A> {
             self.count(!was_established, classify(&e));
         }
     }
+}
+
+/// What the first bytes of a connection say.
+enum Hello {
+    /// Fewer than the 11 bytes needed (kept in the backlog).
+    Wait,
+    /// A ClientHello of a version older than TLS 1.2: answered, connection failed.
+    Refused,
+    /// Anything else: rustls judges it.
+    Pass,
+}
+
+/// RFC 5246 E.1 and RFC 8446 D: a client whose ClientHello offers only versions older
+/// than the server accepts gets a protocol_version alert. rustls answers such a hello
+/// (TLS 1.1 has no signature_algorithms extension) with handshake_failure, from the
+/// certificate choice it makes first; the record header and the hello's
+/// `legacy_version` (bytes 9-10: TLS 1.2 and 1.3 clients both send 3.3) decide it here.
+fn screen_hello<T: Tx>(c: &mut Conn, data: &[u8], tx: &mut T) -> Hello {
+    const HEAD: usize = 11;
+    let mut first = c.backlog.iter().chain(data);
+    let (kind, len) = (first.next(), first.nth(2).zip(first.next()));
+    let plausible_hello = match (kind, len) {
+        (Some(&22), Some((&hi, &lo))) => u16::from_be_bytes([hi, lo]) <= 1 << 14,
+        (Some(&22), None) => true,
+        _ => false,
+    };
+    if !plausible_hello {
+        c.hello_checked = true;
+        return Hello::Pass;
+    }
+    if c.backlog.len() + data.len() < HEAD {
+        c.backlog.extend_from_slice(data);
+        return Hello::Wait;
+    }
+    c.hello_checked = true;
+    let mut head = [0u8; HEAD];
+    for (h, b) in head.iter_mut().zip(c.backlog.iter().chain(data)) {
+        *h = *b;
+    }
+    let handshake_record = head[0] == 22;
+    let client_hello = head[5] == 1;
+    if handshake_record && client_hello && u16::from_be_bytes([head[9], head[10]]) < 0x0303 {
+        // A fatal (2) protocol_version (70) alert in the client's record version.
+        let _ = tx.write(&[21, head[1], head[2], 0, 2, 2, 70]);
+        c.failed = true;
+        c.backlog = Vec::new();
+        return Hello::Refused;
+    }
+    Hello::Pass
 }
 
 /// Hands rustls' plaintext to the application while it reads; false when it stopped
@@ -483,6 +588,7 @@ impl<A: App> App for Tls<A> {
                 eof_told: false,
                 fin: false,
                 stalled: false,
+                hello_checked: false,
             });
         }
         Ok(())
@@ -558,7 +664,7 @@ impl<A: App> App for Tls<A> {
             None => self.inner.wants_read(id),
             Some(c) => {
                 !c.failed
-                    && c.backlog.is_empty()
+                    && (c.backlog.is_empty() || !c.hello_checked)
                     && (c.tls.is_handshaking() || self.inner.wants_read(id))
             }
         }
@@ -746,6 +852,7 @@ mod tests {
             key: key.to_str().unwrap().to_string(),
             min_version: TlsVersion::V12,
             resumption: true,
+            sni: Vec::new(),
         }];
         config.validate().unwrap();
         let listeners = Listeners::from_config(&config).unwrap();
@@ -964,6 +1071,7 @@ mod tests {
             key: key.to_str().unwrap().to_string(),
             min_version: TlsVersion::V12,
             resumption: true,
+            sni: Vec::new(),
         };
         let (k, m) = server_config(&t).unwrap_err();
         assert_eq!(k, "key");
