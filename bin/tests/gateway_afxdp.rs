@@ -1,6 +1,7 @@
 //! Root lab tests: the WebSocket gateway (and ws-echo) on the AF_XDP backend over a 2-queue
-//! veth, with real clients in the peer namespace (tungstenite threads, Python `websockets`)
-//! and the control plane on the stack namespace's loopback. The lab and every process are
+//! veth, with real clients in the peer namespace (tungstenite threads, Python `websockets`,
+//! also over wss://, and `openssl s_client`) and the control plane on the stack
+//! namespace's loopback. The lab and every process are
 //! removed on drop, even when an assertion fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,6 +9,8 @@
 mod gw;
 #[path = "common/lab.rs"]
 mod lab;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::net::{SocketAddrV4, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -323,6 +326,87 @@ fn gateway_afxdp_proxy_python_upstream_echoes_every_message() {
         metric_value(&text, "sluice_messages_out_total{route=\"/p\"}"),
         300.0
     );
+    sluice.stop();
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn gateway_afxdp_wss_python_subscribers_and_openssl_tls13() {
+    const TLS_PORT: u16 = 8443;
+    let _serial = lab::serial();
+    let lab = Lab::up(2);
+    let pki = tls::TestPki::new(&[&STACK_IP.to_string()]);
+    let path = std::env::temp_dir().join(format!(
+        "sluice-gwx-tls-{}-{}.toml",
+        std::process::id(),
+        lab.prefix
+    ));
+    std::fs::write(
+        &path,
+        format!(
+            "[[listen.tls]]\nport = {TLS_PORT}\ncert = {:?}\nkey = {:?}\n\
+             [[route]]\npath = \"/ws\"\nkind = \"pubsub\"\n",
+            tls::TestPki::arg(&pki.cert),
+            tls::TestPki::arg(&pki.key),
+        ),
+    )
+    .unwrap();
+    let sluice = lab.sluice(
+        "gateway",
+        &[PORT, TLS_PORT],
+        &[
+            "--queues",
+            "2",
+            "--config",
+            path.to_str().unwrap(),
+            "--control",
+            CONTROL,
+        ],
+    );
+    let _ = std::fs::remove_file(&path);
+    let mut subs = python_in(
+        Some(&lab.peer_ns),
+        Some(&STACK_IP.to_string()),
+        "subscribers.py",
+        &[TLS_PORT.to_string(), "/ws".into()]
+            .into_iter()
+            .chain(["20", "4", "50", "--ca"].map(String::from))
+            .chain([tls::TestPki::arg(&pki.ca)])
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(subs.line().trim(), "ready");
+    let delivered = publish(&lab, 4, 50, 200);
+    assert!(delivered.iter().all(|&d| d == 10), "{delivered:?}");
+    let out = subs.wait_ok();
+    assert!(out.contains("ok clients=20 received=2000"), "{out}");
+
+    // openssl s_client from the peer namespace: TLS 1.3, ALPN http/1.1, the certificate
+    // verified against the test CA.
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.peer_ns,
+            "openssl",
+            "s_client",
+            "-connect",
+        ])
+        .arg(format!("{STACK_IP}:{TLS_PORT}"))
+        .args(["-servername", "sluice.test", "-alpn", "http/1.1", "-CAfile"])
+        .arg(&pki.ca)
+        .arg("-verify_return_error")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("New, TLSv1.3,"), "{text}");
+    assert!(text.contains("ALPN protocol: http/1.1"), "{text}");
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+
+    let metrics = get(&lab, "/metrics");
+    let ok = metric_value(&metrics, "sluice_tls_handshakes_total{result=\"ok\"}")
+        + metric_value(&metrics, "sluice_tls_handshakes_total{result=\"resumed\"}");
+    assert!(ok >= 21.0, "{metrics}");
     sluice.stop();
 }
 
