@@ -4,16 +4,30 @@
 // The browser's own WebSocket sends text and binary messages of 1 B .. 1 MiB and compares
 // every echo byte for byte. Chromium always offers permessage-deflate; run the server with
 // --compression off to test without it. Prints the negotiated extensions. Exit 0 on success.
+// With SLUICE_CERT=FILE (the server's PEM chain) in the environment: wss://, the server's
+// key pinned with --ignore-certificate-errors-spki-list (the browser's own CA store is left
+// alone; the pin is the SHA-256 of the leaf's SubjectPublicKeyInfo, as Chromium wants).
 'use strict';
+const crypto = require('crypto');
+const fs = require('fs');
 const { chromium } = require('playwright-core');
+
+function spkiPin(pemFile) {
+  const leaf = new crypto.X509Certificate(fs.readFileSync(pemFile));
+  const spki = leaf.publicKey.export({ type: 'spki', format: 'der' });
+  return crypto.createHash('sha256').update(spki).digest('base64');
+}
 
 (async () => {
   const port = process.argv[2];
+  const cert = process.env.SLUICE_CERT;
+  const pin = cert ? [`--ignore-certificate-errors-spki-list=${spkiPin(cert)}`] : [];
   const browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ...pin,
     ],
   });
   try {
@@ -47,10 +61,10 @@ const { chromium } = require('playwright-core');
       const closed = new Promise((ok) => { ws.onclose = (e) => ok(e.code); });
       ws.close(1000);
       return { ok: true, count, ext, code: await bounded(closed, 'close') };
-    }, `ws://127.0.0.1:${port}/`);
+    }, `${cert ? 'wss' : 'ws'}://127.0.0.1:${port}/`);
     if (!result.ok) throw new Error(`mismatch: ${result.why}`);
     if (result.code !== 1000) throw new Error(`close code ${result.code}`);
-    console.log(`chromium: ${result.count} messages echoed, extensions=${JSON.stringify(result.ext)}`);
+    console.log(`chromium: ${result.count} messages echoed, extensions=${JSON.stringify(result.ext)}${cert ? ' over wss' : ''}`);
   } finally {
     await browser.close();
   }

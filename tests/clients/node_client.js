@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // Echo check with Node `ws` against a sluice ws-echo endpoint.
 // usage: node node_client.js PORT on|off
+// With SLUICE_CA=FILE in the environment: wss:// (TLS), trusting only that CA, the server
+// verified as `sluice.test` (SNI).
 // Text and binary messages of 1 B .. 1 MiB, whole and fragmented (fin: false frames),
 // permessage-deflate on or off; every echo is compared byte for byte. Exit 0 on success.
 'use strict';
 const WebSocket = require('ws');
 const crypto = require('crypto');
+const fs = require('fs');
 
 const [port, comp] = process.argv.slice(2);
 const compression = comp === 'on';
@@ -28,14 +31,20 @@ function fail(msg) {
   process.exit(1);
 }
 
-const ws = new WebSocket(`ws://127.0.0.1:${port}/`, {
+const ca = process.env.SLUICE_CA;
+const tls = ca ? { ca: fs.readFileSync(ca), servername: 'sluice.test' } : {};
+const ws = new WebSocket(`${ca ? 'wss' : 'ws'}://127.0.0.1:${port}/`, {
   perMessageDeflate: compression,
   maxPayload: 0,
   handshakeTimeout: READ_TIMEOUT_MS,
+  ...tls,
 });
 const queue = [];
 ws.on('message', (data, isBinary) => queue.shift()(data, isBinary));
 ws.on('error', (e) => fail(`error: ${e.message}`));
+// The negotiated TLS version (wss://), read while the socket is open.
+let proto = null;
+ws.on('open', () => { if (ca) proto = ws._socket.getProtocol(); });
 
 function echo(data, binary, fragmented) {
   return new Promise((resolve) => {
@@ -83,7 +92,7 @@ ws.on('open', async () => {
   setTimeout(() => fail(`timeout: no close within ${READ_TIMEOUT_MS} ms`), READ_TIMEOUT_MS).unref();
   ws.on('close', (code) => {
     if (code !== 1000) fail(`close code ${code}`);
-    console.log(`node ws: ${count} messages echoed, compression=${compression}`);
+    console.log(`node ws: ${count} messages echoed, compression=${compression}${proto ? `, tls=${proto}` : ''}`);
     process.exit(0);
   });
 });

@@ -8,6 +8,7 @@ permessage-deflate on or off, and asserts each echo is byte-exact. Exit 0 on suc
 import asyncio
 import os
 import random
+import ssl
 import sys
 
 from websockets.asyncio.client import connect
@@ -43,8 +44,18 @@ def fragments(data, parts=4):
 async def main(port, compression):
     rng = random.Random(6455)
     count = 0
+    tls = {}
+    scheme = "ws"
+    if os.environ.get("SLUICE_CA"):
+        # wss://, trusting only the test CA, the server verified as `sluice.test` (SNI).
+        tls = {
+            "ssl": ssl.create_default_context(cafile=os.environ["SLUICE_CA"]),
+            "server_hostname": "sluice.test",
+        }
+        scheme = "wss"
     async with connect(
-        f"ws://{HOST}:{port}/",
+        f"{scheme}://{HOST}:{port}/",
+        **tls,
         compression="deflate" if compression else None,
         max_size=None,
         open_timeout=READ_TIMEOUT,
@@ -62,8 +73,10 @@ async def main(port, compression):
                     if echo != data:
                         raise SystemExit(f"mismatch: {kind} {n} B fragmented={fragmented}")
                     count += 1
+        ssl_object = ws.transport.get_extra_info("ssl_object")
+        version = f", tls={ssl_object.version()}" if ssl_object else ""
         await ws.close()
-    print(f"python websockets: {count} messages echoed, compression={compression}")
+    print(f"python websockets: {count} messages echoed, compression={compression}{version}")
 
 
 if __name__ == "__main__":

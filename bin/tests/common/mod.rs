@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 /// A running `sluice run --backend kernel` child; killed on drop.
 pub struct Server {
     child: Child,
-    /// The port it listens on (picked by the kernel: `--port 0`).
+    /// The port it listens on (picked by the kernel: `--port 0`; the first one when
+    /// `extra` adds more).
     pub port: u16,
 }
 
@@ -56,6 +57,7 @@ impl Server {
         let port = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("port="))
+            .and_then(|p| p.split(',').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| {
                 let _ = child.kill();
