@@ -42,6 +42,9 @@ apt_pkgs=(
   hping3
   # deploy/fresh-check.sh (a minimal Debian root to check this script and the demo in)
   debootstrap
+  # wss:// tests: openssl s_client as a TLS peer, and socat as the TLS relay in front of
+  # kosoku (which has no TLS) for the Autobahn cases over wss
+  openssl socat
 )
 skip_node=0
 if [ "${SLUICE_SETUP_SKIP_CLIENTS:-0}" = 1 ] || [ "${SLUICE_SETUP_SKIP_NODE:-0}" = 1 ]; then

@@ -1049,8 +1049,34 @@ pub fn check_file(path: &str) -> anyhow::Result<()> {
     for w in c.warnings() {
         println!("{path}: warning: {w}");
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let mut tls = String::new();
+    for (i, t) in c.listen.tls.iter().enumerate() {
+        let (_, expiries) = crate::app::tls::server_config_at(t, now)
+            .map_err(|(k, m)| anyhow::anyhow!("{path}: listen.tls[{i}].{k}: {m}"))?;
+        for e in &expiries {
+            let days = (e.not_after - now) / 86_400;
+            if days < TLS_EXPIRY_WARNING_DAYS {
+                println!(
+                    "{path}: warning: listen.tls[{i}] ({} on port {}): the certificate expires on {} ({days} day(s) left)",
+                    e.name,
+                    e.port,
+                    crate::app::tls::utc_date(e.not_after)
+                );
+            }
+        }
+        let first = expiries.iter().map(|e| e.not_after).min().unwrap_or(now);
+        tls.push_str(&format!(
+            "; wss on port {} ({} certificate(s), earliest expiry {})",
+            t.port,
+            expiries.len(),
+            crate::app::tls::utc_date(first)
+        ));
+    }
     println!(
-        "{path}: ok ({} route(s): {})",
+        "{path}: ok ({} route(s): {}{tls})",
         c.routes.len(),
         c.routes
             .iter()
@@ -1060,6 +1086,9 @@ pub fn check_file(path: &str) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `check-config` warns when a TLS certificate expires within this many days.
+const TLS_EXPIRY_WARNING_DAYS: i64 = 30;
 
 /// The configuration `--app ws-echo` runs with: one echo route (served on every path),
 /// no control plane unless `--control` is given, no pings or idle timeout, and the

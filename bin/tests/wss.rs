@@ -4,7 +4,9 @@
 //! for its SNI name, and a TLS 1.1 client refused with a protocol_version alert; bad input
 //! (garbage instead of a ClientHello, a truncated handshake, a handshake that never ends,
 //! an oversized record) answered with an alert or a close, counted, while other
-//! connections carry on. Everything started here is killed on drop.
+//! connections carry on; SIGHUP reloading the certificates while subscribers stay
+//! connected (and a failed reload changing nothing). Everything started here is killed on
+//! drop.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/gateway.rs"]
@@ -21,10 +23,10 @@ use gw::{http, python, Proc};
 use tls::{free_port, TestPki};
 
 struct Gateway {
-    _proc: Proc,
+    proc: Proc,
     tls_port: u16,
     control: String,
-    _pki: TestPki,
+    pki: TestPki,
     ca: String,
 }
 
@@ -111,9 +113,9 @@ impl Gateway {
         let ca = TestPki::arg(&pki.ca);
         Gateway {
             control: field("control="),
-            _proc: proc,
+            proc,
             tls_port,
-            _pki: pki,
+            pki,
             ca,
         }
     }
@@ -203,6 +205,89 @@ fn wss_tls11_client_gets_protocol_version_alert() {
     assert!(gw.metric("sluice_tls_handshakes_total{result=\"protocol_version\"}") >= 1.0);
 }
 
+/// The subject's CN line `openssl s_client` printed for the certificate it got.
+fn served_cn(out: &str) -> &str {
+    out.lines()
+        .find_map(|l| {
+            l.strip_prefix("subject=CN = ")
+                .or_else(|| l.strip_prefix("subject=CN="))
+        })
+        .unwrap_or_else(|| panic!("no subject in {out}"))
+}
+
+#[test]
+fn wss_sighup_reloads_certificates_without_dropping_connections() {
+    let gw = Gateway::start(false);
+    let pid = gw.proc.child.id().to_string();
+    let s_client = |gw: &Gateway| gw.s_client(&["-servername", "sluice.test", "-alpn", "http/1.1"]);
+    assert_eq!(served_cn(&s_client(&gw)), "sluice.test");
+    let expiry = format!(
+        "sluice_tls_certificate_expiry_timestamp_seconds{{port=\"{}\",name=\"default\"}}",
+        gw.tls_port
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(gw.metric(&expiry) > now, "expiry gauge");
+
+    // 20 wss subscribers connected with the first certificate.
+    let args: Vec<String> = [
+        gw.tls_port.to_string(),
+        "/ws".into(),
+        "20".into(),
+        "4".into(),
+        "25".into(),
+        "--ca".into(),
+        gw.ca.clone(),
+    ]
+    .into();
+    let mut subs = python("subscribers.py", &args);
+    assert_eq!(subs.line().trim(), "ready");
+
+    // The default certificate's files now hold other.test's; SIGHUP.
+    std::fs::copy(&gw.pki.other_cert, &gw.pki.cert).unwrap();
+    std::fs::copy(&gw.pki.other_key, &gw.pki.key).unwrap();
+    let hup = |pid: &str| {
+        let st = Command::new("kill").args(["-HUP", pid]).status().unwrap();
+        assert!(st.success());
+    };
+    let wait_for = |gw: &Gateway, sample: &str, value: f64| {
+        for _ in 0..200 {
+            if gw.metric(sample) >= value {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{sample} never reached {value}");
+    };
+    hup(&pid);
+    wait_for(&gw, "sluice_tls_reloads_total{result=\"ok\"}", 1.0);
+    // New handshakes get the new certificate...
+    assert_eq!(served_cn(&s_client(&gw)), "other.test");
+    // ...and the subscribers connected before the reload get every publication.
+    for k in 0..25 {
+        for t in 0..4 {
+            let (status, body) = http(
+                &gw.control,
+                "POST",
+                &format!("/publish/t{t}"),
+                &format!("t{t}:{k}"),
+            );
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    let out = subs.wait_ok();
+    assert!(out.contains("ok clients=20 received=1000"), "{out}");
+
+    // A reload that fails (not a certificate) changes nothing and is counted.
+    std::fs::write(&gw.pki.cert, "not a certificate\n").unwrap();
+    hup(&pid);
+    wait_for(&gw, "sluice_tls_reloads_total{result=\"failed\"}", 1.0);
+    assert_eq!(served_cn(&s_client(&gw)), "other.test");
+    assert_eq!(gw.metric("sluice_tls_reloads_total{result=\"ok\"}"), 1.0);
+}
+
 /// Reads until EOF or an error (bounded by a read timeout); returns what came.
 fn read_all(s: &mut TcpStream) -> Vec<u8> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -279,4 +364,97 @@ fn wss_bad_input_alert_or_close_counted_others_unaffected() {
     );
     assert!(gw.metric("sluice_tls_handshakes_total{result=\"bad_message\"}") >= 2.0);
     assert!(gw.metric("sluice_tls_handshakes_total{result=\"timeout\"}") >= 1.0);
+}
+
+/// `sluice check-config FILE` on a configuration whose `[[listen.tls]]` entry uses `cert`
+/// and `key`: (success, stdout, stderr).
+fn check_config(
+    dir: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> (bool, String, String) {
+    let path = dir.join("check.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[listen]\nports = [8443]\n[[listen.tls]]\nport = 8443\ncert = {:?}\nkey = {:?}\n{PUBSUB}",
+            TestPki::arg(cert),
+            TestPki::arg(key)
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn wss_check_config_validates_the_certificates_and_reports_expiry() {
+    let pki = TestPki::new(&[]);
+    let ok = check_config(&pki.dir, &pki.cert, &pki.key);
+    assert!(ok.0, "{ok:?}");
+    assert!(
+        ok.1.contains("; wss on port 8443 (1 certificate(s), earliest expiry 4096-01-01))"),
+        "{ok:?}"
+    );
+    assert!(!ok.1.contains("expires on"), "{ok:?}");
+
+    // A self-signed certificate valid until `not_after` (seconds after the epoch).
+    let self_signed = |name: &str, not_after: u64| {
+        let mut p = rcgen::CertificateParams::new(vec!["sluice.test".to_string()]).unwrap();
+        p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        p.not_after = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(not_after);
+        let k = rcgen::KeyPair::generate().unwrap();
+        let c = p.self_signed(&k).unwrap();
+        let (cert, key) = (
+            pki.dir.join(format!("{name}.pem")),
+            pki.dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, c.pem()).unwrap();
+        std::fs::write(&key, k.serialize_pem()).unwrap();
+        (cert, key)
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (cert, key) = self_signed("soon", now + 10 * 86_400 + 3_600);
+    let soon = check_config(&pki.dir, &cert, &key);
+    assert!(soon.0, "{soon:?}");
+    assert!(
+        soon.1
+            .contains("warning: listen.tls[0] (default on port 8443): the certificate expires on")
+            && soon.1.contains("(10 day(s) left)"),
+        "{soon:?}"
+    );
+
+    // 2021-01-01: expired; the error names the key and the date.
+    let (cert, key) = self_signed("old", 1_609_459_200);
+    let expired = check_config(&pki.dir, &cert, &key);
+    assert!(!expired.0, "{expired:?}");
+    assert!(
+        expired.2.contains("listen.tls[0].cert: ")
+            && expired.2.contains("expired on")
+            && expired.2.contains("2021"),
+        "{expired:?}"
+    );
+
+    // The key of another certificate.
+    let mismatch = check_config(&pki.dir, &pki.cert, &pki.other_key);
+    assert!(!mismatch.0, "{mismatch:?}");
+    assert!(mismatch.2.contains("listen.tls[0].key: "), "{mismatch:?}");
+
+    // A file that is not there.
+    let missing = check_config(&pki.dir, &pki.dir.join("nope.pem"), &pki.key);
+    assert!(!missing.0, "{missing:?}");
+    assert!(
+        missing.2.contains("listen.tls[0].cert: ") && missing.2.contains("nope.pem"),
+        "{missing:?}"
+    );
 }

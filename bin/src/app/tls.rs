@@ -19,7 +19,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ::tcp::Instant;
 use bytes::Bytes;
@@ -30,7 +31,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::{App, ConnId, Refusal, TcpView, Tx};
 use crate::config::{Config, TlsListener, TlsVersion};
-use crate::metrics::{Tls as Outcome, WorkerStats};
+use crate::metrics::{Tls as Outcome, TlsMetrics, WorkerStats};
 
 /// TLS sessions a worker remembers for TLS 1.2 session-ID resumption (TLS 1.3 resumes with
 /// stateless tickets, which any worker can open).
@@ -43,14 +44,58 @@ const LEND: usize = 16 * 1024;
 ///
 /// Errors name the key that is wrong (`cert` or `key`) and why.
 pub fn server_config(t: &TlsListener) -> Result<ServerConfig, (&'static str, String)> {
+    server_config_at(t, unix_now()).map(|(cfg, _)| cfg)
+}
+
+/// When one loaded certificate expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiry {
+    /// The TLS port.
+    pub port: u16,
+    /// `default`, or the SNI name it is served for.
+    pub name: String,
+    /// Its notAfter, Unix seconds.
+    pub not_after: i64,
+}
+
+impl Expiry {
+    fn labelled(self) -> (u16, String, i64) {
+        (self.port, self.name, self.not_after)
+    }
+}
+
+/// Seconds since the Unix epoch now (0 if the clock is before it).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// [`server_config`] with the certificates judged valid at `now` (Unix seconds), and
+/// when each of them expires.
+pub fn server_config_at(
+    t: &TlsListener,
+    now: i64,
+) -> Result<(ServerConfig, Vec<Expiry>), (&'static str, String)> {
     // ring, as the NATS client already builds it (no cmake at build time); rustls marks it
     // deprecated for lacking post-quantum key exchange (docs/decisions/0010).
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let default = certified_key(&t.cert, &t.key, &provider)?;
+    let (default, not_after) = certified_key(&t.cert, &t.key, &provider, now)?;
+    let mut expiries = vec![Expiry {
+        port: t.port,
+        name: "default".to_string(),
+        not_after,
+    }];
     let mut by_name = Vec::new();
     for s in &t.sni {
-        let ck = certified_key(&s.cert, &s.key, &provider).map_err(|(_, m)| ("sni", m))?;
+        let (ck, not_after) =
+            certified_key(&s.cert, &s.key, &provider, now).map_err(|(_, m)| ("sni", m))?;
+        expiries.push(Expiry {
+            port: t.port,
+            name: s.name.to_ascii_lowercase(),
+            not_after,
+        });
         // The certificate must be valid for the name (rustls checks as it would at SNI).
         rustls::server::ResolvesServerCertUsingSni::new()
             .add(&s.name, ck.clone())
@@ -83,25 +128,49 @@ pub fn server_config(t: &TlsListener) -> Result<ServerConfig, (&'static str, Str
         cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         cfg.send_tls13_tickets = 0;
     }
-    Ok(cfg)
+    Ok((cfg, expiries))
 }
 
-/// A certificate chain and its key from PEM files; the key must match the leaf.
+/// A certificate chain and its key from PEM files, and the leaf's notAfter (Unix
+/// seconds): the key must match the leaf, and the leaf must be valid at `now`.
 fn certified_key(
     cert: &str,
     key: &str,
     provider: &rustls::crypto::CryptoProvider,
-) -> Result<rustls::sign::CertifiedKey, (&'static str, String)> {
+    now: i64,
+) -> Result<(rustls::sign::CertifiedKey, i64), (&'static str, String)> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| ("cert", format!("{cert}: {e}")))?
         .collect::<Result<_, _>>()
         .map_err(|e| ("cert", format!("{cert}: {e}")))?;
-    if certs.is_empty() {
+    let Some(leaf) = certs.first() else {
         return Err(("cert", format!("{cert}: no PEM certificate in it")));
-    }
+    };
+    let not_after = validity(leaf, now).map_err(|m| ("cert", format!("{cert}: {m}")))?;
     let der = PrivateKeyDer::from_pem_file(key).map_err(|e| ("key", format!("{key}: {e}")))?;
-    rustls::sign::CertifiedKey::from_der(certs, der, provider)
-        .map_err(|e| ("key", format!("{key}: {e}")))
+    let ck = rustls::sign::CertifiedKey::from_der(certs, der, provider)
+        .map_err(|e| ("key", format!("{key}: {e}")))?;
+    Ok((ck, not_after))
+}
+
+/// The leaf certificate's notAfter (Unix seconds), or why it is not valid at `now`.
+fn validity(leaf: &CertificateDer<'_>, now: i64) -> Result<i64, String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let v = parsed.validity();
+    if now < v.not_before.timestamp() {
+        return Err(format!("not valid before {} (notBefore)", v.not_before));
+    }
+    if now > v.not_after.timestamp() {
+        return Err(format!("expired on {} (notAfter)", v.not_after));
+    }
+    Ok(v.not_after.timestamp())
+}
+
+/// A Unix time as `YYYY-MM-DD` (UTC), for messages.
+pub fn utc_date(unix: i64) -> String {
+    x509_parser::time::ASN1Time::from_timestamp(unix)
+        .map_or_else(|_| unix.to_string(), |t| t.to_datetime().date().to_string())
 }
 
 /// The certificate for the client's SNI name, else the port's default one.
@@ -125,23 +194,55 @@ impl rustls::server::ResolvesServerCert for BySni {
     }
 }
 
-/// The TLS ports of one process, built once from the configuration (files read and checked
-/// then) and shared by its workers; each worker takes its own copy ([`Listeners::for_worker`]).
+/// The TLS ports of one process, built from the configuration (files read and checked
+/// then, and again at each [`Listeners::reload`]) and shared by its workers; each worker
+/// takes its own copy ([`Listeners::for_worker`]) and follows reloads at its next accept.
 #[derive(Debug, Clone, Default)]
 pub struct Listeners {
     by_port: Vec<(u16, Arc<ServerConfig>)>,
+    /// The process-wide state (`None`: no TLS port).
+    shared: Option<Arc<Loaded>>,
+    /// The generation `by_port` was taken from.
+    seen: u64,
+}
+
+/// What every worker's [`Listeners`] shares: the current configurations, bumped by a
+/// reload.
+#[derive(Debug)]
+struct Loaded {
+    /// Incremented by each successful reload (workers compare it at accept).
+    generation: AtomicU64,
+    current: Mutex<Current>,
+    /// The entries the configurations are built from (files re-read on reload).
+    sources: Vec<TlsListener>,
+}
+
+#[derive(Debug)]
+struct Current {
+    by_port: Vec<(u16, Arc<ServerConfig>)>,
+    expiries: Vec<Expiry>,
 }
 
 impl Listeners {
     /// Every `[[listen.tls]]` port of `config` (empty when there is none).
     pub fn from_config(config: &Config) -> anyhow::Result<Listeners> {
-        let mut by_port = Vec::new();
-        for (i, t) in config.listen.tls.iter().enumerate() {
-            let cfg =
-                server_config(t).map_err(|(k, m)| anyhow::anyhow!("listen.tls[{i}].{k}: {m}"))?;
-            by_port.push((t.port, Arc::new(cfg)));
+        let (by_port, expiries) = build(&config.listen.tls, None)?;
+        if by_port.is_empty() {
+            return Ok(Listeners::default());
         }
-        Ok(Listeners { by_port })
+        let shared = Arc::new(Loaded {
+            generation: AtomicU64::new(0),
+            current: Mutex::new(Current {
+                by_port: by_port.clone(),
+                expiries,
+            }),
+            sources: config.listen.tls.clone(),
+        });
+        Ok(Listeners {
+            by_port,
+            shared: Some(shared),
+            seen: 0,
+        })
     }
 
     /// Whether no port serves TLS.
@@ -149,29 +250,154 @@ impl Listeners {
         self.by_port.is_empty()
     }
 
+    /// When each loaded certificate expires (the default one and the SNI ones per port).
+    pub fn expiries(&self) -> Vec<Expiry> {
+        self.shared
+            .as_ref()
+            .map(|s| lock(&s.current).expiries.clone())
+            .unwrap_or_default()
+    }
+
+    /// Reads every certificate and key file again (the same ports and SNI names) and
+    /// publishes the new configurations to the workers: new handshakes use them, live
+    /// connections keep theirs. The ticket keys and TLS 1.2 session caches carry over, so
+    /// sessions resume across a reload. On any error nothing changes. Returns the new
+    /// expiries.
+    pub fn reload(&self) -> anyhow::Result<Vec<Expiry>> {
+        let Some(shared) = &self.shared else {
+            return Ok(Vec::new());
+        };
+        let mut current = lock(&shared.current);
+        let (by_port, expiries) = build(&shared.sources, Some(&current.by_port))?;
+        *current = Current {
+            by_port,
+            expiries: expiries.clone(),
+        };
+        shared.generation.fetch_add(1, Ordering::Release);
+        Ok(expiries)
+    }
+
+    /// Records the certificates' expiries in `metrics`, and from a thread of its own
+    /// reloads them ([`Listeners::reload`]) on every SIGHUP (`systemctl reload`), counting
+    /// each reload and logging the outcome. Installed even without TLS ports, so a stray
+    /// SIGHUP never ends the gateway.
+    pub fn reload_on_sighup(&self, metrics: Arc<TlsMetrics>) -> anyhow::Result<()> {
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+            .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
+        metrics.loaded(self.expiries().into_iter().map(Expiry::labelled));
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("sluice-reload".to_string())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    if me.shared.is_none() {
+                        tracing::info!("SIGHUP: no TLS port, nothing to reload");
+                        continue;
+                    }
+                    match me.reload() {
+                        Ok(expiries) => {
+                            metrics.reloaded(true);
+                            let first = expiries.iter().map(|e| e.not_after).min();
+                            metrics.loaded(expiries.into_iter().map(Expiry::labelled));
+                            tracing::info!(
+                                earliest_expiry = first.map(utc_date).unwrap_or_default(),
+                                "SIGHUP: TLS certificates reloaded"
+                            );
+                        }
+                        Err(e) => {
+                            metrics.reloaded(false);
+                            tracing::error!(
+                                "SIGHUP: TLS reload failed, certificates unchanged: {e:#}"
+                            );
+                        }
+                    }
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("starting the reload thread: {e}"))?;
+        Ok(())
+    }
+
     /// One worker's copy: the same certificates and ticket keys (a ticket any worker
     /// issued resumes on every worker), and its own TLS 1.2 session cache, so handshakes
     /// on different workers share no lock but the ticket keys' read lock.
     pub fn for_worker(&self) -> Listeners {
-        let by_port = self
+        let Some(shared) = &self.shared else {
+            return Listeners::default();
+        };
+        let mut own = Listeners {
+            by_port: Vec::new(),
+            shared: Some(Arc::clone(shared)),
+            seen: 0,
+        };
+        own.refresh();
+        own
+    }
+
+    /// Takes the current configurations, keeping this worker's session caches.
+    fn refresh(&mut self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let current = lock(&shared.current);
+        self.seen = shared.generation.load(Ordering::Acquire);
+        let by_port = current
             .by_port
             .iter()
             .map(|(port, cfg)| {
                 let mut own = ServerConfig::clone(cfg);
                 if cfg.send_tls13_tickets > 0 || cfg.ticketer.enabled() {
-                    own.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+                    own.session_storage = self.by_port.iter().find(|(p, _)| p == port).map_or_else(
+                        || -> Arc<dyn rustls::server::StoresServerSessions> {
+                            ServerSessionMemoryCache::new(SESSION_CACHE)
+                        },
+                        |(_, old)| Arc::clone(&old.session_storage),
+                    );
                 }
                 (*port, Arc::new(own))
             })
             .collect();
-        Listeners { by_port }
+        drop(current);
+        self.by_port = by_port;
     }
 
-    fn get(&self, port: u16) -> Option<&Arc<ServerConfig>> {
+    fn get(&mut self, port: u16) -> Option<Arc<ServerConfig>> {
+        if let Some(shared) = &self.shared {
+            if shared.generation.load(Ordering::Acquire) != self.seen {
+                self.refresh();
+            }
+        }
         self.by_port
             .iter()
-            .find_map(|(p, c)| (*p == port).then_some(c))
+            .find_map(|(p, c)| (*p == port).then(|| Arc::clone(c)))
     }
+}
+
+/// The configurations of `entries`; with `previous`, each port keeps its ticket keys and
+/// session store.
+#[allow(clippy::type_complexity)]
+fn build(
+    entries: &[TlsListener],
+    previous: Option<&[(u16, Arc<ServerConfig>)]>,
+) -> anyhow::Result<(Vec<(u16, Arc<ServerConfig>)>, Vec<Expiry>)> {
+    let now = unix_now();
+    let mut by_port = Vec::new();
+    let mut expiries = Vec::new();
+    for (i, t) in entries.iter().enumerate() {
+        let (mut cfg, exp) = server_config_at(t, now)
+            .map_err(|(k, m)| anyhow::anyhow!("listen.tls[{i}].{k}: {m}"))?;
+        if let Some(old) = previous.and_then(|p| p.iter().find(|(port, _)| *port == t.port)) {
+            cfg.ticketer = Arc::clone(&old.1.ticketer);
+            cfg.session_storage = Arc::clone(&old.1.session_storage);
+        }
+        by_port.push((t.port, Arc::new(cfg)));
+        expiries.extend(exp);
+    }
+    Ok((by_port, expiries))
+}
+
+/// The lock's content, also after a panic elsewhere (the data is replaced whole).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One TLS connection.
@@ -561,7 +787,7 @@ impl<A: App> App for Tls<A> {
         now: Instant,
     ) -> Result<(), Refusal> {
         self.now = now;
-        let Some(cfg) = self.listeners.get(local_port).cloned() else {
+        let Some(cfg) = self.listeners.get(local_port) else {
             return self.inner.accept_on(id, local_port, peer, now);
         };
         self.inner.accept_on(id, local_port, peer, now)?;
@@ -829,7 +1055,27 @@ mod tests {
         server: Tls<Echo>,
         stats: Arc<WorkerStats>,
         client_cfg: Arc<ClientConfig>,
+        listeners: Listeners,
+        /// The certificate loaded at start.
+        first: CertificateDer<'static>,
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
         _dir: std::path::PathBuf,
+    }
+
+    /// A client configuration (with its own session cache) that trusts only `cert`.
+    fn trusting(cert: &CertificateDer<'static>) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.clone()).unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut client_cfg = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client_cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(client_cfg)
     }
 
     fn world() -> World {
@@ -865,20 +1111,14 @@ mod tests {
             listeners.for_worker(),
             Some(Arc::clone(&stats)),
         );
-        let mut roots = RootCertStore::empty();
-        roots.add(ck.cert.der().clone()).unwrap();
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut client_cfg = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        client_cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         World {
             server,
             stats,
-            client_cfg: Arc::new(client_cfg),
+            client_cfg: trusting(ck.cert.der()),
+            first: ck.cert.der().clone(),
+            listeners,
+            cert,
+            key,
             _dir: dir,
         }
     }
@@ -889,14 +1129,15 @@ mod tests {
 
     impl World {
         fn client(&mut self, id: ConnId) -> ClientConnection {
+            let cfg = Arc::clone(&self.client_cfg);
+            self.client_with(id, cfg)
+        }
+
+        fn client_with(&mut self, id: ConnId, cfg: Arc<ClientConfig>) -> ClientConnection {
             self.server
                 .accept_on(id, PORT, peer(), Instant::ZERO)
                 .unwrap();
-            ClientConnection::new(
-                Arc::clone(&self.client_cfg),
-                ServerName::try_from("localhost").unwrap(),
-            )
-            .unwrap()
+            ClientConnection::new(cfg, ServerName::try_from("localhost").unwrap()).unwrap()
         }
 
         /// Moves bytes both ways until neither side has anything to say; returns the
@@ -1077,5 +1318,94 @@ mod tests {
         assert_eq!(k, "key");
         assert!(m.contains("b.key"), "{m}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn tls_reload_new_certificate_for_new_handshakes_live_connection_and_tickets_kept() {
+        let mut w = world();
+        let mut live = w.client(0);
+        live.writer().write_all(b"before").unwrap();
+        assert_eq!(w.run(0, &mut live), b"before");
+
+        // The files now hold another certificate for the same name.
+        let new = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(&w.cert, new.cert.pem()).unwrap();
+        std::fs::write(&w.key, new.signing_key.serialize_pem()).unwrap();
+        let expiries = w.listeners.reload().unwrap();
+        assert_eq!(expiries.len(), 1);
+        assert_eq!(expiries[0].name, "default");
+
+        // The live connection goes on with its session.
+        live.writer().write_all(b" after").unwrap();
+        assert_eq!(w.run(0, &mut live), b" after");
+        // A client that had the old certificate's session resumes (the ticket key is kept).
+        let mut resumed = w.client(1);
+        resumed.writer().write_all(b"r").unwrap();
+        assert_eq!(w.run(1, &mut resumed), b"r");
+        assert_eq!(w.stats.tls_count(true, Outcome::Resumed), 1);
+        // A new client trusting only the new certificate completes a full handshake...
+        let mut fresh = w.client_with(2, trusting(new.cert.der()));
+        fresh.writer().write_all(b"new").unwrap();
+        assert_eq!(w.run(2, &mut fresh), b"new");
+        assert_eq!(w.stats.tls_count(true, Outcome::Ok), 2);
+        // ...and one trusting only the old certificate (no session) no longer does.
+        let old_only = trusting(&w.first);
+        let mut refused = w.client_with(3, old_only);
+        refused.writer().write_all(b"x").unwrap();
+        let mut wire = Vec::new();
+        refused.write_tls(&mut wire).unwrap();
+        let mut back = Vec::new();
+        w.server.receive(
+            3,
+            &mut wire,
+            &mut BufTx::new(&mut back, 1 << 20),
+            Instant::ZERO,
+        );
+        let mut rd = back.as_slice();
+        refused.read_tls(&mut rd).unwrap();
+        assert!(refused.process_new_packets().is_err());
+    }
+
+    #[test]
+    fn tls_failed_reload_changes_nothing() {
+        let mut w = world();
+        std::fs::write(&w.cert, "not a certificate").unwrap();
+        let e = w.listeners.reload().unwrap_err().to_string();
+        assert!(e.starts_with("listen.tls[0].cert: "), "{e}");
+        // New handshakes still get the certificate loaded before.
+        let mut c = w.client(0);
+        c.writer().write_all(b"same").unwrap();
+        assert_eq!(w.run(0, &mut c), b"same");
+        assert_eq!(w.stats.tls_count(true, Outcome::Ok), 1);
+    }
+
+    #[test]
+    fn tls_certificate_outside_its_validity_is_refused_with_the_date() {
+        let w = world();
+        let t = TlsListener {
+            port: PORT,
+            cert: w.cert.to_str().unwrap().to_string(),
+            key: w.key.to_str().unwrap().to_string(),
+            min_version: TlsVersion::V12,
+            resumption: true,
+            sni: Vec::new(),
+        };
+        // rcgen's default validity: 1975-01-01 to 4096-01-01.
+        let (_, expiries) = server_config_at(&t, unix_now()).unwrap();
+        assert_eq!(utc_date(expiries[0].not_after), "4096-01-01");
+        let year_5000 = 95_617_584_000;
+        let (k, m) = server_config_at(&t, year_5000).unwrap_err();
+        assert_eq!(k, "cert");
+        assert!(m.contains("expired on") && m.contains("4096"), "{m}");
+        let (k, m) = server_config_at(&t, 0).unwrap_err();
+        assert_eq!(k, "cert");
+        assert!(m.contains("not valid before") && m.contains("1975"), "{m}");
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc_date(0), "1970-01-01");
+        assert_eq!(utc_date(951_782_400), "2000-02-29");
+        assert_eq!(utc_date(1_798_761_599), "2026-12-31");
     }
 }

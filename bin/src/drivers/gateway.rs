@@ -58,6 +58,7 @@ impl Shared {
         let config = Arc::new(config);
         let tls = Listeners::from_config(&config)?;
         let metrics = Arc::new(Metrics::build(config.cluster.enabled));
+        tls.reload_on_sighup(Arc::clone(&metrics.tls))?;
         let mut handles = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..workers {

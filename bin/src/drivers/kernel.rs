@@ -217,6 +217,7 @@ pub fn run_gateway(settings: Settings) -> anyhow::Result<()> {
     };
 
     let tls = crate::app::tls::Listeners::from_config(&config)?;
+    tls.reload_on_sighup(Arc::clone(&metrics.tls))?;
     let (listeners, bound) = bind(&poll, config.listen.ip, &config.listen.ports)?;
     let bound: Vec<String> = bound.iter().map(u16::to_string).collect();
     let control_addr = if config.control.enabled {

@@ -60,6 +60,50 @@ pub struct ActionLabel {
     pub action: String,
 }
 
+/// Labels `{port="8443",name="default"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabel {
+    /// The TLS port.
+    pub port: String,
+    /// `default` or the SNI name.
+    pub name: String,
+}
+
+/// The wss:// certificates' series (written by the thread that loads them).
+#[derive(Debug, Default)]
+pub struct TlsMetrics {
+    /// Certificate reloads (SIGHUP), by result (`ok`, `failed`).
+    pub reloads: Family<ResultLabel, Counter>,
+    /// notAfter of each loaded certificate, Unix seconds.
+    pub expiry: Family<CertLabel, Gauge>,
+}
+
+impl TlsMetrics {
+    /// Counts a reload.
+    pub fn reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records the loaded certificates' expiries (`(port, name, notAfter)`), replacing
+    /// the previous ones.
+    pub fn loaded(&self, certs: impl IntoIterator<Item = (u16, String, i64)>) {
+        self.expiry.clear();
+        for (port, name, not_after) in certs {
+            self.expiry
+                .get_or_create(&CertLabel {
+                    port: port.to_string(),
+                    name,
+                })
+                .set(not_after);
+        }
+    }
+}
+
 /// All gateway metrics: the per-worker blocks ([`WorkerSet`], merged on scrape) and the
 /// few process-wide ones written by threads that are not workers.
 #[derive(Debug)]
@@ -75,6 +119,8 @@ pub struct Metrics {
     pub xdp_packets: Family<ActionLabel, Counter>,
     /// Cluster mode only (`[cluster]`): the NATS link's series.
     pub cluster: Option<Arc<ClusterMetrics>>,
+    /// The wss:// certificates (reloads, expiry).
+    pub tls: Arc<TlsMetrics>,
 }
 
 /// The cluster link's series (written by the cluster thread and the broker).
@@ -187,6 +233,17 @@ impl Metrics {
             xdp_packets.clone(),
         );
         registry.register_collector(Box::new(Arc::clone(&workers)));
+        let tls = Arc::new(TlsMetrics::default());
+        registry.register(
+            "tls_reloads",
+            "TLS certificate reloads (SIGHUP), by result",
+            tls.reloads.clone(),
+        );
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "notAfter of each loaded TLS certificate (Unix time)",
+            tls.expiry.clone(),
+        );
         let cluster = cluster.then(|| Arc::new(ClusterMetrics::register(&mut registry)));
         Metrics {
             registry,
@@ -194,6 +251,7 @@ impl Metrics {
             published,
             xdp_packets,
             cluster,
+            tls,
         }
     }
 
