@@ -4,7 +4,8 @@
 # gateway` on the stack side (no kernel IP there: Sluice answers ARP, ICMP and TCP itself,
 # one worker per queue), has real WebSocket clients (Python `websockets`) in the peer
 # namespace subscribe to topics, has a backend publish through the control plane's ingest
-# endpoint (POST /publish/{topic}), prints what each client received, `sluice stat` and a few
+# endpoint (POST /publish/{topic}) (two of the clients over wss://, with a throw-away
+# self-signed certificate made on the fly), prints what each client received, `sluice stat` and a few
 # metrics, then stops the gateway with SIGTERM and tears everything down, also on failure or
 # Ctrl-C.
 #
@@ -65,9 +66,14 @@ kind = "pubsub"
 path = "/echo"
 kind = "echo"
 EOF
-echo "==> the gateway on AF_XDP: $STACK_IP port 8080, one worker per queue, control on 127.0.0.1:9100"
+echo "==> a throw-away self-signed certificate for wss:// (made now, removed at the end)"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+  -subj /CN=sluice-demo -addext "subjectAltName=IP:$STACK_IP" \
+  -keyout "$work/wss.key" -out "$work/wss.pem" 2>/dev/null
+echo "==> the gateway on AF_XDP: $STACK_IP ports 8080 (ws) and 8443 (wss), one worker per queue, control on 127.0.0.1:9100"
 ip netns exec "$STACK_NS" "$sluice" run --backend afxdp --iface "$STACK_IF" \
   --ip "$STACK_IP/$PREFIX_LEN" --port 8080 --queues 2 --app gateway \
+  --tls-port 8443 --tls-cert "$work/wss.pem" --tls-key "$work/wss.key" \
   --config "$work/gateway.toml" --control 127.0.0.1:9100 \
   >"$work/gateway.out" 2>"$work/gateway.log" &
 gw_pid=$!
@@ -77,19 +83,22 @@ wait_line "$work/gateway.out" '^listening' "the gateway"
 echo "==> the kernel pings Sluice (ARP answered by Sluice)"
 ip netns exec "$PEER_NS" ping -c 2 -i 0.2 "$STACK_IP" | sed -n '1,3p'
 
-echo "==> 6 Python websockets clients subscribe (clients 0-2: news, 3-5: prices, 5 also news)"
+echo "==> 6 Python websockets clients subscribe (clients 0-2: news, 3-5: prices, 5 also news;"
+echo "    clients 4 and 5 over wss://$STACK_IP:8443, trusting the throw-away certificate)"
 # Each client records every message it receives and the close code into received.json.
-ip netns exec "$PEER_NS" python3 - "$STACK_IP" "$work/received.json" >"$work/clients.out" 2>&1 <<'EOF' &
-import asyncio, json, sys
+ip netns exec "$PEER_NS" python3 - "$STACK_IP" "$work/received.json" "$work/wss.pem" >"$work/clients.out" 2>&1 <<'EOF' &
+import asyncio, json, ssl, sys
 import websockets
 
-host, out = sys.argv[1], sys.argv[2]
+host, out, ca = sys.argv[1], sys.argv[2], sys.argv[3]
 topics = {0: ["news"], 1: ["news"], 2: ["news"], 3: ["prices"], 4: ["prices"], 5: ["prices", "news"]}
+tls = ssl.create_default_context(cafile=ca)
 ready = 0
 
 async def client(i):
     global ready
-    async with websockets.connect(f"ws://{host}:8080/ws", ping_interval=None) as ws:
+    url, ctx = (f"wss://{host}:8443/ws", tls) if i >= 4 else (f"ws://{host}:8080/ws", None)
+    async with websockets.connect(url, ssl=ctx, ping_interval=None) as ws:
         for t in topics[i]:
             await ws.send(json.dumps({"op": "subscribe", "topic": t}))
             reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
@@ -117,7 +126,7 @@ async def main():
     with open(out, "w") as f:
         json.dump(results, f)
     for r in results:
-        print(f"client {r['client']} ({'+'.join(r['topics'])}) received {len(r['received'])}, "
+        print(f"client {r['client']} ({'+'.join(r['topics'])}{', wss' if r['client'] >= 4 else ''}) received {len(r['received'])}, "
               f"then close {r['close']}:")
         for op, topic, data in r["received"]:
             print(f"    {topic}: {data}" if op == "message" else f"    (op {op}) {topic}: {data}")
@@ -152,7 +161,7 @@ ip netns exec "$STACK_NS" "$sluice" stat --control 127.0.0.1:9100 |
 echo "==> a few metrics (GET /metrics)"
 sleep 0.6 # XDP counters are folded in every 0.5 s
 ip netns exec "$STACK_NS" curl -sS http://127.0.0.1:9100/metrics |
-  grep -E '^sluice_(published_total|messages_out_total|connections_open|xdp_packets_total|tcp_connections|worker_busy_ratio)' |
+  grep -E '^sluice_(published_total|messages_out_total|connections_open|tls_handshakes_total\{result="ok"|xdp_packets_total|tcp_connections|worker_busy_ratio)' |
   sed 's/^/    /'
 
 echo "==> SIGTERM: the gateway stops accepting, flushes, closes every client with 1001"

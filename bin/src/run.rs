@@ -110,6 +110,11 @@ fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
             (Kind::Echo, Some(gw))
         }
     };
+    // The gateway listens on its configuration's ports: `--port` plus those `--tls-port`
+    // added.
+    let ports = websocket
+        .as_ref()
+        .map_or_else(|| args.ports.clone(), |g| g.config.listen.ports.clone());
     // `--config` also carries the `[dataplane]` tuning section, so the TCP applications take it.
     Ok(afxdp::Options {
         iface,
@@ -119,7 +124,7 @@ fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
         mac,
         queues: args.queues.clone(),
         cores: args.cores.clone(),
-        ports: args.ports.clone(),
+        ports,
         app,
         max_connections: args.max_connections,
         max_output: args.max_output_queue,
