@@ -4,7 +4,7 @@
 #
 # Installs: the C toolchain for the BPF parts (clang llvm m4 libelf-dev zlib1g-dev pkg-config
 # make gcc libpcap-dev), the lab tools (iproute2 ethtool nftables ping tcpdump), the real
-# peers the tests start (iperf3, Python `websockets` and `kosoku` in a venv at .venv/, Node
+# peers the tests start (iperf3, openssl and socat for wss://, Python `websockets` and `kosoku` in a venv at .venv/, Node
 # `ws` and `playwright-core` in tests/clients/node_modules, Debian's chromium), debootstrap
 # (for deploy/fresh-check.sh), and checks the kernel (XDP sockets, BPF syscall, veth, network
 # namespaces) and the Rust toolchain (which it does not install).

@@ -2,7 +2,9 @@
 //! driven by `kosoku -m fuzzingclient`, on both backends: the kernel backend on loopback,
 //! and (root) the AF_XDP backend in a lab, kosoku in the peer namespace. Each report is
 //! compared with the one expectations file, `tests/autobahn/expected.json`; any regression
-//! fails the test.
+//! fails the test. The same cases also run over wss:// on the kernel backend: kosoku has
+//! no TLS, so `socat` relays its plain connections into TLS (verifying the server against
+//! a throwaway test CA), and the report must match the same expectations.
 //!
 //! The server binary is `$SLUICE_BIN` when set (deploy/test.sh points it at the release
 //! build, so the two runs do not each pay for the slower test-profile build), else the
@@ -12,6 +14,8 @@
 mod common;
 #[path = "common/lab.rs"]
 mod lab;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -136,6 +140,68 @@ fn run_kosoku(label: &str, netns: Option<&str>, target: &str) {
 fn autobahn_ws_echo_matches_expected() {
     let server = Server::start_bin(&sluice_bin(), "ws-echo", &[]);
     run_kosoku("kernel", None, &format!("127.0.0.1:{}", server.port));
+    drop(server);
+}
+
+/// A child process killed on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn autobahn_wss_ws_echo_through_a_tls_relay_matches_expected() {
+    assert!(
+        common::have("socat", &["-V"]),
+        "socat not found: deploy/setup.sh installs it"
+    );
+    let pki = tls::TestPki::new(&["127.0.0.1"]);
+    let tls_port = tls::free_port();
+    let server = Server::start_bin(
+        &sluice_bin(),
+        "ws-echo",
+        &[
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert",
+            &tls::TestPki::arg(&pki.cert),
+            "--tls-key",
+            &tls::TestPki::arg(&pki.key),
+        ],
+    );
+    let relay_port = tls::free_port();
+    let relay = Killed(
+        // No Nagle on either side (small frames would wait for delayed ACKs), 64 KiB
+        // transfers.
+        Command::new("socat")
+            .args(["-b", "65536"])
+            .arg(format!(
+                "TCP-LISTEN:{relay_port},bind=127.0.0.1,reuseaddr,fork,nodelay"
+            ))
+            .arg(format!(
+                "OPENSSL:127.0.0.1:{tls_port},cafile={},commonname=sluice.test,verify=1,nodelay",
+                tls::TestPki::arg(&pki.ca)
+            ))
+            .spawn()
+            .expect("run socat"),
+    );
+    // Until the relay listens.
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", relay_port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    run_kosoku(
+        "kernel, wss via socat",
+        None,
+        &format!("127.0.0.1:{relay_port}"),
+    );
+    drop(relay);
     drop(server);
 }
 

@@ -80,7 +80,16 @@ pub fn server_config_at(
     // ring, as the NATS client already builds it (no cmake at build time); rustls marks it
     // deprecated for lacking post-quantum key exchange (docs/decisions/0010).
     #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    // X25519 first (ring's default list leads with P-384, several times the cost): the
+    // group of a client's key share is taken in this order, so a client offering shares
+    // for both gets X25519, as browsers ask for.
+    provider.kx_groups = vec![
+        rustls::crypto::ring::kx_group::X25519,
+        rustls::crypto::ring::kx_group::SECP256R1,
+        rustls::crypto::ring::kx_group::SECP384R1,
+    ];
+    let provider = Arc::new(provider);
     let (default, not_after) = certified_key(&t.cert, &t.key, &provider, now)?;
     let mut expiries = vec![Expiry {
         port: t.port,
