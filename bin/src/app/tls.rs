@@ -79,17 +79,10 @@ pub fn server_config_at(
 ) -> Result<(ServerConfig, Vec<Expiry>), (&'static str, String)> {
     // ring, as the NATS client already builds it (no cmake at build time); rustls marks it
     // deprecated for lacking post-quantum key exchange (docs/decisions/0010).
+    // The key-exchange group follows the client's order of preference (rustls), so the
+    // order of ring's list here does not matter.
     #[allow(deprecated)]
-    let mut provider = rustls::crypto::ring::default_provider();
-    // X25519 first (ring's default list leads with P-384, several times the cost): the
-    // group of a client's key share is taken in this order, so a client offering shares
-    // for both gets X25519, as browsers ask for.
-    provider.kx_groups = vec![
-        rustls::crypto::ring::kx_group::X25519,
-        rustls::crypto::ring::kx_group::SECP256R1,
-        rustls::crypto::ring::kx_group::SECP384R1,
-    ];
-    let provider = Arc::new(provider);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let (default, not_after) = certified_key(&t.cert, &t.key, &provider, now)?;
     let mut expiries = vec![Expiry {
         port: t.port,
