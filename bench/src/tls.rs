@@ -2,16 +2,20 @@
 //! `http/1.1`) and the server name a connection verifies. Connections drive
 //! `rustls::ClientConnection` sans-IO over their own non-blocking sockets (see `client`).
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::Resumption;
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
+    Tls13ClientSessionValue,
+};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore, SignatureScheme};
 use serde::Serialize;
 
 /// How the generator speaks TLS to the target.
@@ -35,10 +39,22 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The client's provider: ring, with X25519 first among the key exchange groups. rustls
+/// 0.23.48's ring provider lists P-384 first, and a client sends a key share for its first
+/// group only; browsers, curl and OpenSSL lead with X25519, so the benchmark does too (a
+/// P-384 share costs both ends several times an X25519 one in ring).
+#[allow(deprecated)]
+fn client_provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::kx_group;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    Arc::new(p)
+}
+
 /// Builds the client configuration for `opts`: TLS 1.3 and 1.2, ALPN `http/1.1`, trust
 /// from `--ca` or none (`--insecure`), resumption as asked.
 pub fn client_config(opts: &TlsOptions) -> anyhow::Result<Arc<ClientConfig>> {
-    let builder = ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(client_provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?;
     let mut config = match (&opts.ca, opts.insecure) {
@@ -61,13 +77,15 @@ pub fn client_config(opts: &TlsOptions) -> anyhow::Result<Arc<ClientConfig>> {
         }
         (None, true) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(client_provider())))
             .with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    if !opts.resume {
-        config.resumption = Resumption::disabled();
-    }
+    config.resumption = if opts.resume {
+        Resumption::store(Arc::new(TicketStore::default()))
+    } else {
+        Resumption::disabled()
+    };
     Ok(Arc::new(config))
 }
 
@@ -90,6 +108,72 @@ fn host_part(target: &str) -> &str {
     match target.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') && p.parse::<u16>().is_ok() => h,
         _ => target,
+    }
+}
+
+/// Most TLS 1.3 tickets kept (one target per run, so no per-server split is needed).
+const MAX_TICKETS: usize = 4096;
+
+/// The session store of `--resume`: rustls's in-memory cache keeps at most 8 TLS 1.3
+/// tickets per server, fewer than the connections a run opens at once, so some handshakes
+/// would be full only because the cache ran dry. This one keeps up to [`MAX_TICKETS`] (each
+/// ticket used at most once, newest first) and leaves the rest to rustls's cache.
+#[derive(Debug)]
+struct TicketStore {
+    other: ClientSessionMemoryCache,
+    tls13: Mutex<VecDeque<(ServerName<'static>, Tls13ClientSessionValue)>>,
+}
+
+impl Default for TicketStore {
+    fn default() -> Self {
+        Self {
+            other: ClientSessionMemoryCache::new(256),
+            tls13: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl ClientSessionStore for TicketStore {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.other.set_kx_hint(server_name, group);
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.other.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.other.set_tls12_session(server_name, value);
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.other.tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.other.remove_tls12_session(server_name);
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        if let Ok(mut q) = self.tls13.lock() {
+            if q.len() >= MAX_TICKETS {
+                q.pop_front();
+            }
+            q.push_back((server_name, value));
+        }
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        let mut q = self.tls13.lock().ok()?;
+        let i = q.iter().rposition(|(n, _)| n == server_name)?;
+        q.remove(i).map(|(_, v)| v)
     }
 }
 
