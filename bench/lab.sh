@@ -488,7 +488,7 @@ run_tls() {
   # Handshake churn: the client closes first, so its ports sit in TIME_WAIT.
   ip netns exec "$PEER_NS" sysctl -qw net.ipv4.tcp_tw_reuse=1 || true
   ip netns exec "$PEER_NS" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" || true
-  machine_header "veth $STACK_IF/$PEER_IF, peer offloads off (tx tso gso gro), AF_XDP copy mode; TLS 1.3, ring provider on both ends, P-256 ECDSA certificate" \
+  machine_header "veth $STACK_IF/$PEER_IF, peer offloads off (tx tso gso gro), AF_XDP copy mode; TLS 1.3, ring provider on both ends, X25519 (the client offers it first), P-256 ECDSA certificate" \
     "server on CPU $SERVER_CPU, client (sluice-load --tls, peer namespace) on CPU $CLIENT_CPU; $ROUNDS rounds A B C" \
     >"$TLS_DIR/machine.txt"
   cat "$TLS_DIR/machine.txt" >&2
