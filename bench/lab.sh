@@ -494,8 +494,8 @@ run_tls() {
   cat "$TLS_DIR/machine.txt" >&2
   for r in $(seq 1 "$ROUNDS"); do
     echo "== tls round $r/$ROUNDS: A sluice ws-echo on AF_XDP (spin)" >&2
-    # The AF_XDP driver listens on the --port list only (bin/src/run.rs takes args.ports,
-    # without the --tls-port ones), so the TLS port is given as --port too.
+    # The TLS port is given as --port too: before 7ad8982 the AF_XDP driver listened on
+    # the --port list only (harmless after it: the port is not added twice).
     kernel_ip del "$STACK"
     if start_server "tls-sluice-afxdp.r$r" "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
         --ip "$STACK/24" --port "$TLS_WS_PORT" --port "$TLS_PORT" --tls-port "$TLS_PORT" \
