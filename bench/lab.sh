@@ -23,6 +23,17 @@
 #   fanout  gateway broadcast: 1 publisher (POST /publish on the control endpoint) ->
 #           1,000 subscribers; Sluice gateway on the kernel backend and on AF_XDP
 #   ceiling the load generator's own ceiling on loopback (rows in the ws/tcp tables)
+#   tls     wss (issue 15), not in the default list: A = Sluice ws-echo on AF_XDP, B = Sluice
+#           ws-echo --backend kernel (both with --tls-port), C = ref-tungstenite --tls-cert
+#           (tokio-rustls); the same rustls client (sluice-load --tls --ca, SNI localhost)
+#           for all. Scenarios: 1 conn 64 B ping-pong (spinning client), 100 conns 64 B
+#           pipeline 16, full handshakes/s and resumed handshakes/s (`sluice-load
+#           handshakes`, 16 slots: connect, TLS, upgrade, close). Rounds A B C A B C ...
+#           (--rounds, default 3); medians (min..max), ratios to C, each side's core busy.
+#           A P-256 test certificate (CN localhost, SAN localhost + the stack's address) is
+#           generated with openssl into RESULTS/tls (no committed key). The peer namespace
+#           gets tcp_tw_reuse=1 and a wide port range for the handshake churn. Writes
+#           RESULTS/tls/summary.md; does not touch the docs (`--only tls` runs only this).
 # Every target is labelled by how its server waits: "spin" (busy-polls: AF_XDP workers,
 # the --spin references) or "block" (sleeps in epoll/tokio). Only one server runs at a time.
 #
@@ -103,7 +114,7 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || die "must run as root (network namespaces, AF_XDP)"
 for g in ${ONLY//,/ }; do
-  case "$g" in ws|tcp|bulk|fanout|ceiling) ;; *) die "unknown group '$g'" ;; esac
+  case "$g" in ws|tcp|bulk|fanout|ceiling|tls) ;; *) die "unknown group '$g'" ;; esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive number"
@@ -440,8 +451,144 @@ PY
   echo "results: $RESULTS (cluster/summary.txt)" >&2
 }
 
+# ---- tls (wss) ---------------------------------------------------------------------------
+TLS_WS_PORT=9011
+TLS_PORT=9443
+TLS_HS_SLOTS=16
+# tls_client DIR NAME ARGS...: sluice-load over TLS in the peer namespace, pinned.
+tls_client() {
+  local dir=$1 name=$2; shift 2
+  echo "-- tls / $name" >&2
+  ip netns exec "$PEER_NS" "$BIN/sluice-load" "$@" --tls --ca "$TLS_DIR/cert.pem" \
+    --sni localhost --pin "$CLIENT_CPU" --connect-timeout 20 \
+    --warmup "$WARMUP" -d "$DURATION" --json "$dir/$name.json" >&2 ||
+    echo "   (sluice-load reported errors; kept in the JSON)" >&2
+  [ -s "$dir/$name.json" ] || echo "sluice-load wrote no report" >"$dir/$name.error"
+}
+tls_runs() { # TARGET ROUND
+  local t="$STACK:$TLS_PORT"
+  tls_client "$TLS_DIR/1-pingpong" "$1.r$2" "$t" -c 1 -s 64 --spin
+  tls_client "$TLS_DIR/2-c100" "$1.r$2" "$t" -c 100 -s 64 -k 16
+  tls_client "$TLS_DIR/3-hs-full" "$1.r$2" handshakes "$t" -c "$TLS_HS_SLOTS"
+  tls_client "$TLS_DIR/4-hs-resumed" "$1.r$2" handshakes "$t" -c "$TLS_HS_SLOTS" --resume
+}
+run_tls() {
+  command -v openssl >/dev/null 2>&1 || die "the tls group needs openssl (deploy/setup.sh installs it)"
+  TLS_DIR="$RESULTS/tls"
+  local r d t
+  for d in 1-pingpong 2-c100 3-hs-full 4-hs-resumed; do mkdir -p "$TLS_DIR/$d"; done
+  [ "$LAB_UP" = 1 ] || lab_up 1
+  # A throwaway P-256 certificate for this run only; basicConstraints CA:FALSE, since
+  # webpki refuses a CA certificate as the server's own.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:$STACK" \
+    -addext "basicConstraints=critical,CA:FALSE" \
+    -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null ||
+    die "openssl could not make the test certificate"
+  # Handshake churn: the client closes first, so its ports sit in TIME_WAIT.
+  ip netns exec "$PEER_NS" sysctl -qw net.ipv4.tcp_tw_reuse=1 || true
+  ip netns exec "$PEER_NS" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" || true
+  machine_header "veth $STACK_IF/$PEER_IF, peer offloads off (tx tso gso gro), AF_XDP copy mode; TLS 1.3, ring provider on both ends, X25519 (the client offers it first), P-256 ECDSA certificate" \
+    "server on CPU $SERVER_CPU, client (sluice-load --tls, peer namespace) on CPU $CLIENT_CPU; $ROUNDS rounds A B C" \
+    >"$TLS_DIR/machine.txt"
+  cat "$TLS_DIR/machine.txt" >&2
+  for r in $(seq 1 "$ROUNDS"); do
+    echo "== tls round $r/$ROUNDS: A sluice ws-echo on AF_XDP (spin)" >&2
+    # The TLS port is given as --port too: before 7ad8982 the AF_XDP driver listened on
+    # the --port list only (harmless after it: the port is not added twice).
+    kernel_ip del "$STACK"
+    if start_server "tls-sluice-afxdp.r$r" "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
+        --ip "$STACK/24" --port "$TLS_WS_PORT" --port "$TLS_PORT" --tls-port "$TLS_PORT" \
+        --tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem" --app ws-echo \
+        --compression off --cores "$SERVER_CPU" --log-level warn; then
+      tls_runs a-sluice-afxdp "$r"; stop_server
+    else
+      for d in 1-pingpong 2-c100 3-hs-full 4-hs-resumed; do echo "$ERROR_LINE" >"$TLS_DIR/$d/a-sluice-afxdp.r$r.error"; done
+      echo "   not available: $ERROR_LINE" >&2
+    fi
+    kernel_ip add "$STACK"
+    echo "== tls round $r/$ROUNDS: B sluice ws-echo --backend kernel (block)" >&2
+    if start_server "tls-sluice-kernel.r$r" "$SLUICE" run --backend kernel --ip "$STACK" \
+        --port "$TLS_WS_PORT" --tls-port "$TLS_PORT" --tls-cert "$TLS_DIR/cert.pem" \
+        --tls-key "$TLS_DIR/key.pem" --app ws-echo --compression off --log-level warn; then
+      tls_runs b-sluice-kernel "$r"; stop_server
+    else
+      for d in 1-pingpong 2-c100 3-hs-full 4-hs-resumed; do echo "$ERROR_LINE" >"$TLS_DIR/$d/b-sluice-kernel.r$r.error"; done
+      echo "   not available: $ERROR_LINE" >&2
+    fi
+    echo "== tls round $r/$ROUNDS: C ref-tungstenite + tokio-rustls (block)" >&2
+    if start_server "tls-ref-tungstenite.r$r" "$BIN/ref-tungstenite" --addr "$STACK:$TLS_PORT" \
+        --tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem"; then
+      tls_runs c-ref-tungstenite "$r"; stop_server
+    else
+      for d in 1-pingpong 2-c100 3-hs-full 4-hs-resumed; do echo "$ERROR_LINE" >"$TLS_DIR/$d/c-ref-tungstenite.r$r.error"; done
+      echo "   not available: $ERROR_LINE" >&2
+    fi
+    kernel_ip del "$STACK"
+  done
+  rm -f "$TLS_DIR/key.pem"
+  echo "== tls report" >&2
+  python3 - "$TLS_DIR" "$SERVER_CPU" "$CLIENT_CPU" <<'PY' | tee "$TLS_DIR/summary.md"
+import json, os, statistics, sys
+d, scpu, ccpu = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+scen = [("1-pingpong", "1 conn, 64 B ping-pong (spinning client)"),
+        ("2-c100", "100 conns, 64 B, pipeline 16"),
+        ("3-hs-full", "full handshakes (16 slots)"),
+        ("4-hs-resumed", "resumed handshakes (16 slots, --resume)")]
+targets = [("a-sluice-afxdp", "A Sluice ws-echo, AF_XDP", "spin"),
+           ("b-sluice-kernel", "B Sluice ws-echo, kernel backend", "block"),
+           ("c-ref-tungstenite", "C tokio-tungstenite + tokio-rustls", "block")]
+def busy(j, cpu):
+    for c in j.get("cpu_busy", []):
+        if c["cpu"] == cpu:
+            return c["busy"] * 100
+    return float("nan")
+def cell(v, f):
+    if not v:
+        return "n/a"
+    return f"{f(statistics.median(v))} ({f(min(v))}..{f(max(v))})"
+us = lambda v: f"{v:.1f}"
+rate = lambda v: f"{v/1e3:.2f}k" if v >= 1e4 else f"{v:.0f}"
+pct = lambda v: f"{v:.0f}"
+print("| scenario | target | wait | rounds | p50 us | p99 us | msgs/s or handshakes/s | / C | server core busy % | client core busy % | resumed | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for sd, stitle in scen:
+    runs = {}
+    for key, _, _ in targets:
+        rs = []
+        for f in sorted(os.listdir(os.path.join(d, sd))):
+            if f.startswith(key + ".r") and f.endswith(".json"):
+                rs.append(json.load(open(os.path.join(d, sd, f))))
+        runs[key] = rs
+    base = runs["c-ref-tungstenite"]
+    for key, title, wait in targets:
+        rs = runs[key]
+        if not rs:
+            errs = [open(os.path.join(d, sd, f)).read().strip() for f in sorted(os.listdir(os.path.join(d, sd))) if f.startswith(key) and f.endswith(".error")]
+            print(f"| {stitle} | {title} | {wait} | 0 | not available: {errs[0] if errs else 'no run'} |||||||| ")
+            continue
+        m = [j["msgs_per_s"] for j in rs]
+        ratio = "-"
+        if base and key != "c-ref-tungstenite":
+            ratio = f"{statistics.median(m) / statistics.median([j['msgs_per_s'] for j in base]):.2f}x"
+        resumed = "-"
+        if sd.startswith("3") or sd.startswith("4"):
+            tot = sum(j["tls_full"] + j["tls_resumed"] for j in rs)
+            resumed = f"{sum(j['tls_resumed'] for j in rs)}/{tot}"
+        print(f"| {stitle} | {title} | {wait} | {len(rs)} | {cell([j['latency_us']['p50'] for j in rs], us)} "
+              f"| {cell([j['latency_us']['p99'] for j in rs], us)} | {cell(m, rate)} | {ratio} "
+              f"| {cell([busy(j, scpu) for j in rs], pct)} | {cell([busy(j, ccpu) for j in rs], pct)} "
+              f"| {resumed} | {sum(j['error_total'] for j in rs)} |")
+PY
+  echo "results: $RESULTS (tls/summary.md)" >&2
+}
+
 if [ "$SCALE" = 1 ]; then
   run_scale
+  exit 0
+fi
+if [ "$ONLY" = tls ]; then
+  run_tls
   exit 0
 fi
 if [ "$CLUSTER" = 1 ]; then
@@ -658,3 +805,6 @@ if [ "$DOC" = 1 ]; then
 fi
 "$BIN/lab-report" "${REPORT_ARGS[@]}"
 echo "results: $RESULTS" >&2
+if want tls; then
+  run_tls
+fi

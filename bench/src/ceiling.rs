@@ -22,6 +22,9 @@ pub struct CeilingOptions {
 /// protocol started on its own thread, and returns the report of kind `ceiling`.
 pub fn ceiling(settings: &Settings, opts: &CeilingOptions) -> anyhow::Result<Report> {
     settings.validate()?;
+    if settings.tls.is_some() {
+        anyhow::bail!("the ceiling responder speaks no TLS");
+    }
     let mut cfg = ResponderConfig::new(settings.proto);
     cfg.spin = opts.responder_spin;
     let stop = Arc::new(AtomicBool::new(false));

@@ -19,6 +19,8 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, HandshakeKind};
 
 use crate::report::{ErrorKind, Report, WorkerStats};
 use crate::settings::{Mode, Proto, Settings};
@@ -41,6 +43,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Report> {
 
 pub(crate) fn run_kind(kind: &str, settings: &Settings) -> anyhow::Result<Report> {
     settings.validate()?;
+    let tls = tls_setup(settings)?;
     // Each connection is one descriptor; make room for them if the hard limit allows.
     let _ = rlimit::increase_nofile_limit(settings.connections as u64 + 256);
     let threads = settings.threads;
@@ -51,9 +54,10 @@ pub(crate) fn run_kind(kind: &str, settings: &Settings) -> anyhow::Result<Report
         let s = settings.clone();
         let barrier = Arc::clone(&barrier);
         let start = Arc::clone(&start);
+        let tls = tls.clone();
         let h = std::thread::Builder::new()
             .name(format!("load-{t}"))
-            .spawn(move || worker_main(t, &s, &barrier, &start))?;
+            .spawn(move || worker_main(t, &s, tls, &barrier, &start))?;
         handles.push(h);
     }
     let cpu_busy = sample_cpu_window(settings, &start, &handles);
@@ -70,9 +74,23 @@ pub(crate) fn run_kind(kind: &str, settings: &Settings) -> anyhow::Result<Report
     Ok(report)
 }
 
+/// The client configuration and server name every TLS connection of the run shares (one
+/// configuration, so with resumption on its session store is shared by all threads).
+pub(crate) type TlsClient = Option<(Arc<ClientConfig>, ServerName<'static>)>;
+
+pub(crate) fn tls_setup(settings: &Settings) -> anyhow::Result<TlsClient> {
+    match &settings.tls {
+        None => Ok(None),
+        Some(o) => Ok(Some((
+            crate::tls::client_config(o)?,
+            crate::tls::server_name(o.sni.as_deref(), &settings.host)?,
+        ))),
+    }
+}
+
 /// Samples `/proc/stat` when the measurement window opens (warm-up over) and when it
 /// closes, and returns what every CPU did in between; empty if the threads end first.
-fn sample_cpu_window<T>(
+pub(crate) fn sample_cpu_window<T>(
     settings: &Settings,
     start: &OnceLock<Instant>,
     handles: &[std::thread::JoinHandle<T>],
@@ -99,20 +117,24 @@ fn sample_cpu_window<T>(
 
 /// A failure that ends one connection.
 #[derive(Debug)]
-struct ConnError {
-    kind: ErrorKind,
-    msg: String,
+pub(crate) struct ConnError {
+    pub(crate) kind: ErrorKind,
+    pub(crate) msg: String,
 }
 
 impl ConnError {
-    fn new(kind: ErrorKind, msg: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, msg: impl Into<String>) -> Self {
         Self {
             kind,
             msg: msg.into(),
         }
     }
 
-    fn io(e: &io::Error) -> Self {
+    pub(crate) fn tls(e: &rustls::Error) -> Self {
+        Self::new(ErrorKind::Tls, e.to_string())
+    }
+
+    pub(crate) fn io(e: &io::Error) -> Self {
         let kind = match e.kind() {
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
@@ -128,7 +150,11 @@ impl ConnError {
 enum Phase {
     Idle,
     Connecting,
-    Upgrading { key: String },
+    /// `--proto tcp` over TLS: waiting for the handshake (ws waits in `Upgrading`).
+    TlsHandshake,
+    Upgrading {
+        key: String,
+    },
     Open,
     Failed,
 }
@@ -150,6 +176,7 @@ struct Ctx {
     sched_start: Instant,
     interval_ns: f64,
     conns_here: u64,
+    tls: TlsClient,
 }
 
 impl Ctx {
@@ -164,6 +191,8 @@ struct Conn {
     /// Index within this thread (its slot in the open-loop schedule).
     local: u64,
     stream: Option<TcpStream>,
+    /// The TLS session between the socket and the framing (`--tls`).
+    tls: Option<ClientConnection>,
     phase: Phase,
     rbuf: Box<[u8]>,
     rlen: usize,
@@ -211,6 +240,7 @@ impl Conn {
             id,
             local,
             stream: None,
+            tls: None,
             phase: Phase::Idle,
             rbuf: vec![0u8; RECV_BUF].into_boxed_slice(),
             rlen: 0,
@@ -272,7 +302,10 @@ impl Conn {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(());
         };
-        while self.wpos < self.wbuf.len() {
+        if let Some(tls) = self.tls.as_mut() {
+            tls_flush(tls, stream, &self.wbuf, &mut self.wpos)?;
+        }
+        while self.tls.is_none() && self.wpos < self.wbuf.len() {
             match stream.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(ConnError::new(ErrorKind::Reset, "write returned 0")),
                 Ok(n) => self.wpos += n,
@@ -311,7 +344,14 @@ impl Conn {
         stream
             .set_nodelay(true)
             .map_err(|e| ConnError::new(ErrorKind::ConnectFailed, e.to_string()))?;
+        if let Some((config, name)) = &ctx.tls {
+            let c = ClientConnection::new(Arc::clone(config), name.clone())
+                .map_err(|e| ConnError::tls(&e))?;
+            self.tls = Some(c);
+        }
         match ctx.proto {
+            // Over TLS the connection opens when the handshake is done (see `on_readable`).
+            Proto::Tcp if self.tls.is_some() => self.phase = Phase::TlsHandshake,
             Proto::Tcp => self.phase = Phase::Open,
             Proto::Ws => {
                 let key = wsframe::new_key(ctx.rng.gen());
@@ -325,6 +365,9 @@ impl Conn {
 
     /// Reads until the socket would block, checking every reply.
     fn on_readable(&mut self, ctx: &mut Ctx, now: Instant) -> Result<(), ConnError> {
+        if self.tls.is_some() {
+            return self.on_readable_tls(ctx, now);
+        }
         loop {
             let Some(stream) = self.stream.as_mut() else {
                 return Ok(());
@@ -349,6 +392,83 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(ConnError::io(&e)),
             }
+        }
+    }
+
+    /// TLS: reads records until the socket would block, decrypts them and feeds the
+    /// plaintext through `process` as `on_readable` does with the socket's bytes.
+    fn on_readable_tls(&mut self, ctx: &mut Ctx, now: Instant) -> Result<(), ConnError> {
+        loop {
+            let (Some(stream), Some(tls)) = (self.stream.as_mut(), self.tls.as_mut()) else {
+                return Ok(());
+            };
+            let mut eof = false;
+            let mut drained = false;
+            match tls.read_tls(stream) {
+                Ok(0) => eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ConnError::io(&e)),
+            }
+            let state = match tls.process_new_packets() {
+                Ok(st) => st,
+                Err(e) => {
+                    // Send the alert rustls queued, then fail.
+                    let _ = tls.write_tls(stream);
+                    return Err(ConnError::tls(&e));
+                }
+            };
+            let closed = state.peer_has_closed();
+            if self.phase == Phase::TlsHandshake && !tls.is_handshaking() {
+                // --proto tcp over TLS: open once the handshake is done.
+                self.phase = Phase::Open;
+            }
+            self.drain_plaintext(ctx, now)?;
+            if closed {
+                return Err(ConnError::new(
+                    ErrorKind::PeerClosed,
+                    "peer closed (TLS close_notify)",
+                ));
+            }
+            if eof {
+                return Err(ConnError::new(ErrorKind::PeerClosed, "peer closed (FIN)"));
+            }
+            if drained {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Moves the session's decrypted bytes into the receive buffer and checks them.
+    fn drain_plaintext(&mut self, ctx: &mut Ctx, now: Instant) -> Result<(), ConnError> {
+        loop {
+            let Some(tls) = self.tls.as_mut() else {
+                return Ok(());
+            };
+            if self.rlen == self.rbuf.len() {
+                return Err(ConnError::new(
+                    ErrorKind::Protocol,
+                    "receive buffer stuck full",
+                ));
+            }
+            match tls.reader().read(&mut self.rbuf[self.rlen..]) {
+                // 0: close_notify; UnexpectedEof: FIN without it. The caller sees both.
+                Ok(0) => return Ok(()),
+                Ok(n) => self.rlen += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    return Ok(())
+                }
+                Err(e) => return Err(ConnError::new(ErrorKind::Tls, e.to_string())),
+            }
+            let used = self.process(ctx, now)?;
+            self.rbuf.copy_within(used..self.rlen, 0);
+            self.rlen -= used;
         }
     }
 
@@ -542,6 +662,41 @@ impl Conn {
     }
 }
 
+/// Hands the pending plaintext `wbuf[*wpos..]` to the TLS session and writes its records
+/// until the socket would block. Before the handshake ends rustls holds the plaintext (up to
+/// its buffer limit) and sends it once the session is up.
+pub(crate) fn tls_flush(
+    tls: &mut ClientConnection,
+    stream: &mut TcpStream,
+    wbuf: &[u8],
+    wpos: &mut usize,
+) -> Result<(), ConnError> {
+    loop {
+        let mut took = 0;
+        if *wpos < wbuf.len() {
+            took = tls
+                .writer()
+                .write(&wbuf[*wpos..])
+                .map_err(|e| ConnError::new(ErrorKind::Tls, e.to_string()))?;
+            *wpos += took;
+        }
+        let wrote = tls.wants_write();
+        while tls.wants_write() {
+            match tls.write_tls(stream) {
+                Ok(0) => return Err(ConnError::new(ErrorKind::Reset, "write returned 0")),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ConnError::io(&e)),
+            }
+        }
+        // Done, or rustls takes no more plaintext until the handshake is over.
+        if *wpos == wbuf.len() || (took == 0 && !wrote) {
+            return Ok(());
+        }
+    }
+}
+
 /// epoll waits in whole milliseconds (mio rounds up), which would make open-loop sends up to
 /// a millisecond late. Before a scheduled send, block for the whole milliseconds that end at
 /// least 200 us (timer slack and wake-up) short of it and busy-poll the rest; other
@@ -567,6 +722,7 @@ struct Worker<'a> {
 fn worker_main(
     t: usize,
     settings: &Settings,
+    tls: TlsClient,
     barrier: &Barrier,
     start: &OnceLock<Instant>,
 ) -> anyhow::Result<WorkerStats> {
@@ -619,6 +775,7 @@ fn worker_main(
             sched_start: now,
             interval_ns,
             conns_here,
+            tls,
         },
         settled: 0,
         connecting: 0,
@@ -641,11 +798,15 @@ impl Worker<'_> {
         if conn.phase == Phase::Failed {
             return;
         }
-        let was_connecting = matches!(conn.phase, Phase::Connecting | Phase::Upgrading { .. });
+        let was_connecting = matches!(
+            conn.phase,
+            Phase::Connecting | Phase::TlsHandshake | Phase::Upgrading { .. }
+        );
         if let Some(mut s) = conn.stream.take() {
             let _ = self.poll.registry().deregister(&mut s);
         }
         conn.phase = Phase::Failed;
+        conn.tls = None;
         conn.inflight.clear();
         conn.wbuf = Vec::new();
         conn.rbuf = Box::default();
@@ -704,12 +865,13 @@ impl Worker<'_> {
                 for c in 0..n {
                     if matches!(
                         self.conns[c].phase,
-                        Phase::Connecting | Phase::Upgrading { .. }
+                        Phase::Connecting | Phase::TlsHandshake | Phase::Upgrading { .. }
                     ) {
-                        let what = if self.conns[c].phase == Phase::Connecting {
-                            "connect"
-                        } else {
-                            "upgrade"
+                        let conn = &self.conns[c];
+                        let what = match (&conn.phase, &conn.tls) {
+                            (Phase::Connecting, _) => "connect",
+                            (_, Some(t)) if t.is_handshaking() => "TLS handshake",
+                            _ => "upgrade",
                         };
                         self.fail(
                             c,
@@ -761,7 +923,7 @@ impl Worker<'_> {
                 return Ok(());
             }
             match conn.phase {
-                Phase::Upgrading { .. } | Phase::Open => {
+                Phase::TlsHandshake | Phase::Upgrading { .. } | Phase::Open => {
                     conn.flush()?;
                     conn.on_readable(&mut self.ctx, now)?;
                     conn.flush()
@@ -774,6 +936,11 @@ impl Worker<'_> {
             self.settled += 1;
             self.connecting -= 1;
             self.ctx.stats.connected += 1;
+            match conn.tls.as_ref().and_then(|t| t.handshake_kind()) {
+                Some(HandshakeKind::Resumed) => self.ctx.stats.tls_resumed += 1,
+                Some(_) => self.ctx.stats.tls_full += 1,
+                None => {}
+            }
         }
         if let Err(e) = res {
             if !(conn.closing && e.kind == ErrorKind::PeerClosed) {
@@ -876,6 +1043,10 @@ impl Worker<'_> {
                 );
             }
             let _ = conn.flush();
+            if let Some(tls) = conn.tls.as_mut() {
+                tls.send_close_notify();
+                let _ = conn.flush();
+            }
             if let Some(s) = conn.stream.as_ref() {
                 let _ = s.shutdown(Shutdown::Write);
             }
@@ -904,6 +1075,7 @@ mod tests {
             sched_start: now,
             interval_ns: 1e6,
             conns_here: 1,
+            tls: None,
         }
     }
 

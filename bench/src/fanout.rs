@@ -88,6 +88,9 @@ pub fn fanout(settings: &Settings, opts: &FanoutOptions) -> anyhow::Result<Repor
     if settings.connections == 0 || settings.connections > 60_000 {
         bail!("--connections must be 1..=60000");
     }
+    if settings.tls.is_some() {
+        bail!("fanout speaks no TLS (yet)");
+    }
     if let Some(&cpu) = settings.pin.first() {
         // Best effort, like the load run: the caller asked for one CPU for the client.
         let _ = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });

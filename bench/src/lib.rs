@@ -6,10 +6,12 @@ pub mod ceiling;
 pub mod client;
 pub mod cpustat;
 pub mod fanout;
+pub mod handshakes;
 pub mod report;
 pub mod responder;
 pub mod scale;
 pub mod settings;
+pub mod tls;
 pub mod wsframe;
 
 pub use ceiling::{ceiling, CeilingOptions};

@@ -35,6 +35,8 @@ pub enum ErrorKind {
     Protocol,
     /// An echo did not match what was sent (content, length or type).
     EchoMismatch,
+    /// TLS failed: handshake (certificate, alert, protocol) or a bad record later.
+    Tls,
     /// Any other I/O error.
     Io,
 }
@@ -51,6 +53,7 @@ impl ErrorKind {
             Self::HandshakeRejected => "handshake_rejected",
             Self::Protocol => "protocol",
             Self::EchoMismatch => "echo_mismatch",
+            Self::Tls => "tls",
             Self::Io => "io",
         }
     }
@@ -73,6 +76,10 @@ pub struct WorkerStats {
     /// Open loop: messages that were due by the end of the measurement but never sent
     /// because their connection's pipeline stayed full.
     pub unsent: u64,
+    /// TLS connections whose handshake was full.
+    pub tls_full: u64,
+    /// TLS connections whose handshake resumed an earlier session.
+    pub tls_resumed: u64,
     /// Failures by kind.
     pub errors: BTreeMap<ErrorKind, u64>,
     /// The first few failure messages.
@@ -89,6 +96,8 @@ impl WorkerStats {
             replies: 0,
             unanswered: 0,
             unsent: 0,
+            tls_full: 0,
+            tls_resumed: 0,
             errors: BTreeMap::new(),
             error_samples: Vec::new(),
         }
@@ -112,6 +121,8 @@ impl WorkerStats {
         self.replies += other.replies;
         self.unanswered += other.unanswered;
         self.unsent += other.unsent;
+        self.tls_full += other.tls_full;
+        self.tls_resumed += other.tls_resumed;
         for (k, v) in other.errors {
             *self.errors.entry(k).or_insert(0) += v;
         }
@@ -196,6 +207,10 @@ pub struct Report {
     pub unanswered: u64,
     /// Open loop: messages due but never sent (pipeline full).
     pub unsent: u64,
+    /// TLS handshakes completed in full (warm-up and drain included; 0 without TLS).
+    pub tls_full: u64,
+    /// TLS handshakes that resumed a session (ticket or session id).
+    pub tls_resumed: u64,
     /// Failures by kind.
     pub errors: BTreeMap<String, u64>,
     /// Total failures.
@@ -257,6 +272,8 @@ impl Report {
             replies: total.replies,
             unanswered: total.unanswered,
             unsent: total.unsent,
+            tls_full: total.tls_full,
+            tls_resumed: total.tls_resumed,
             errors: total
                 .errors
                 .iter()
@@ -323,6 +340,19 @@ impl Report {
             self.unanswered,
             self.unsent
         );
+        if s.tls.is_some() {
+            let _ = writeln!(
+                out,
+                "tls handshakes: {} full, {} resumed",
+                self.tls_full, self.tls_resumed
+            );
+        }
+        if self.kind == "handshakes" {
+            out.push_str(
+                "msgs/s here = handshakes/s (connect, TLS, upgrade, close); latency = connect \
+                 to 101; tls counts cover the recorded cycles\n",
+            );
+        }
         // The client's own CPUs (all of them when unpinned and few).
         let shown: Vec<&CpuBusy> = self
             .cpu_busy

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::tls::TlsOptions;
+
 /// Most connections one run may open.
 pub const MAX_CONNECTIONS: usize = 60_000;
 /// Largest message, in bytes.
@@ -76,6 +78,8 @@ pub struct Settings {
     pub connect_timeout_s: f64,
     /// Seconds allowed after the measurement for in-flight replies to come back.
     pub drain_timeout_s: f64,
+    /// TLS (wss, or TLS under `--proto tcp`); `None`: plain TCP.
+    pub tls: Option<TlsOptions>,
 }
 
 /// A setting outside its bounds.
@@ -113,6 +117,7 @@ impl Settings {
             spin: false,
             connect_timeout_s: 5.0,
             drain_timeout_s: 2.0,
+            tls: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! `sluice-load [OPTIONS] HOST:PORT` runs the load against a target;
 //! `sluice-load ceiling [OPTIONS]` measures the generator's own ceiling on loopback.
 //! `sluice-load fanout [OPTIONS] HOST:PORT --ingest ADDR` measures gateway broadcast fan-out;
+//! `sluice-load handshakes HOST:PORT --tls` measures the TLS + upgrade connection rate;
 //! `sluice-load bulk HOST:PORT` measures bulk TCP throughput to a discard server and
 //! `sluice-load sink --addr A` is such a server on kernel sockets.
 //! Exits 1 if any connection failed or any echo did not match, 2 on bad usage.
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use sluice_bench::settings::{parse_cpu_list, Mode, Proto, Settings};
+use sluice_bench::tls::TlsOptions;
 use sluice_bench::{CeilingOptions, Report};
 
 #[derive(Debug, Parser)]
@@ -65,6 +67,15 @@ enum Cmd {
         /// Bearer token for the ingest (the gateway's `[control] token`).
         #[arg(long)]
         ingest_token: Option<String>,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Connection-setup rate over TLS: each of -c slots connects, does the TLS handshake
+    /// (full, or resumed with --resume) and the WebSocket upgrade, closes, and starts again;
+    /// reports handshakes/s and connect-to-101 latency.
+    Handshakes {
+        /// Target HOST:PORT (a wss echo server).
+        target: String,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -162,6 +173,41 @@ struct LoadArgs {
     /// Write the report (settings, figures, percentiles) as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// Speak TLS (wss with --proto ws): rustls, ring provider, TLS 1.3/1.2, ALPN http/1.1.
+    #[arg(long)]
+    tls: bool,
+    /// PEM file of trust anchors for the server certificate.
+    #[arg(long, requires = "tls", conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// Accept any server certificate (FOR BENCHMARKS ONLY; handshake signatures are still
+    /// checked).
+    #[arg(long, requires = "tls")]
+    insecure: bool,
+    /// Server name to verify and send as SNI (default: the target's host; an IP address is
+    /// checked against the certificate's IP SAN and sends no SNI).
+    #[arg(long, requires = "tls")]
+    sni: Option<String>,
+    /// Share one TLS session store between the connections so TLS 1.3 tickets resume
+    /// later handshakes (default: every handshake is full).
+    #[arg(long, requires = "tls")]
+    resume: bool,
+}
+
+impl TlsArgs {
+    fn options(&self) -> Option<TlsOptions> {
+        self.tls.then(|| TlsOptions {
+            ca: self.ca.clone(),
+            insecure: self.insecure,
+            sni: self.sni.clone(),
+            resume: self.resume,
+        })
+    }
 }
 
 /// A parsed `--pin` list (a newtype so clap takes it as one value, not many).
@@ -190,6 +236,7 @@ impl LoadArgs {
         s.spin = self.spin;
         s.connect_timeout_s = self.connect_timeout;
         s.drain_timeout_s = self.drain_timeout;
+        s.tls = self.tls.options();
         s
     }
 }
@@ -255,6 +302,14 @@ fn main() -> ExitCode {
                 token: ingest_token,
             };
             finish(sluice_bench::fanout::fanout(&s, &opts), load.json.as_ref())
+        }
+        Some(Cmd::Handshakes { target, load }) => {
+            let Some(addr) = resolve(&target) else {
+                eprintln!("sluice-load: cannot resolve {target}");
+                return ExitCode::from(2);
+            };
+            let s = load.settings(addr, target);
+            finish(sluice_bench::handshakes::handshakes(&s), load.json.as_ref())
         }
         Some(Cmd::Bulk {
             target,
