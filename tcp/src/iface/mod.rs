@@ -576,13 +576,13 @@ impl Interface {
             let tcp = frame.get(TCP_AT..ip_end)?;
             let tcp_len = u16::try_from(tcp.len()).ok()?;
             if !crate::wire::checksum::ipv4_header_verifies(ip)
-                || crate::wire::checksum::pseudo_header_and_sum(
+                || !crate::wire::checksum::pseudo_header_and_data_verify(
                     src,
                     self.config.addr,
                     tcpwire::IP_PROTOCOL_TCP,
                     tcp_len,
                     tcp,
-                ) != 0xffff
+                )
             {
                 return None;
             }
