@@ -744,6 +744,23 @@ impl Tcb {
         }
     }
 
+    /// [`Tcb::update_send_window`] for a predicted segment, whose window is SND.WND
+    /// already (checked by [`Tcb::on_predicted`]): the window cannot have opened, so the
+    /// window store and the "opened" test go.
+    #[inline(always)]
+    fn update_send_window_predicted(&mut self, seq: SeqNumber, ack: SeqNumber, wnd: u32) {
+        debug_assert_eq!(wnd, self.snd_wnd);
+        if self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack) {
+            self.max_snd_wnd = self.max_snd_wnd.max(wnd);
+            self.snd_wl1 = seq;
+            self.snd_wl2 = ack;
+            if wnd > 0 {
+                self.persist_at = None;
+                self.persist_backoff = 0;
+            }
+        }
+    }
+
     /// RFC 6582 3.2 step 2 / RFC 6675 5 (4): enter fast recovery.
     fn enter_recovery(&mut self, now: Instant, ctr: &mut Counters) {
         // RFC 6582 4.1: only if the cumulative ACK covers the previous recovery point.
@@ -976,7 +993,7 @@ impl Tcb {
         if new_ack {
             armed = self.ack_advance(bounds, now, seg.ack, ts);
         }
-        self.update_send_window(seg.seq, seg.ack, wnd);
+        self.update_send_window_predicted(seg.seq, seg.ack, wnd);
         if len == 0 {
             return Some(Prediction { offer: None, armed });
         }
