@@ -639,6 +639,21 @@ impl Tcb {
         ack: SeqNumber,
         ts: Option<TcpTimestamps>,
     ) -> Option<Instant> {
+        self.ack_advance_in::<false>(bounds, now, ack, ts)
+    }
+
+    /// [`Tcb::ack_advance`]; `PREDICTED` for [`Tcb::on_predicted`], which calls it only
+    /// outside recovery with an empty SACK scoreboard: the scoreboard trim and the
+    /// recovery branch compile away there.
+    #[inline]
+    fn ack_advance_in<const PREDICTED: bool>(
+        &mut self,
+        bounds: RtoBounds,
+        now: Instant,
+        ack: SeqNumber,
+        ts: Option<TcpTimestamps>,
+    ) -> Option<Instant> {
+        debug_assert!(!PREDICTED || (!self.in_recovery && self.sacked.is_empty()));
         let mut armed = None;
         let acked = ack.distance(self.snd_una) as u32;
         self.snd_una = ack;
@@ -663,7 +678,9 @@ impl Tcb {
                 armed = Some(at);
             }
         }
-        self.trim_scoreboard();
+        if !PREDICTED {
+            self.trim_scoreboard();
+        }
         // RTT measurement (RFC 7323 4 RTTM, else one timed segment, Karn), in integer
         // microseconds.
         let (rto_min, rto_max) = (bounds.min, bounds.max);
@@ -697,7 +714,7 @@ impl Tcb {
             armed = Some(armed.map_or(at, |a: Instant| a.min(at)));
         }
         // Congestion control.
-        if self.in_recovery {
+        if !PREDICTED && self.in_recovery {
             if ack >= self.recover {
                 // RFC 6582 3.2 step 3: full acknowledgment, leave recovery.
                 self.in_recovery = false;
@@ -991,7 +1008,7 @@ impl Tcb {
         }
         let mut armed = None;
         if new_ack {
-            armed = self.ack_advance(bounds, now, seg.ack, ts);
+            armed = self.ack_advance_in::<true>(bounds, now, seg.ack, ts);
         }
         self.update_send_window_predicted(seg.seq, seg.ack, wnd);
         if len == 0 {
