@@ -367,6 +367,9 @@ const ARP_FRAME_LEN: usize = ETH + 28;
 pub struct Interface {
     config: InterfaceConfig,
     netmask: u32,
+    /// The subnet's directed broadcast address, computed once; for /31 and /32, which
+    /// have none (RFC 3021), the limited broadcast address, rejected as a source anyway.
+    subnet_broadcast: Ipv4Addr,
     neighbors: NeighborCache,
     pending: PendingQueue,
     /// ARP and ICMP replies waiting for `poll_transmit`.
@@ -396,6 +399,11 @@ impl Interface {
             next_ident: 0,
             stats: InterfaceStats::default(),
             netmask,
+            subnet_broadcast: if config.prefix_len < 31 {
+                Ipv4Addr::from(u32::from(config.addr) | !netmask)
+            } else {
+                Ipv4Addr::BROADCAST
+            },
             config,
         }
     }
@@ -455,11 +463,6 @@ impl Interface {
         self.learn(now, ip, mac, true);
     }
 
-    /// The subnet's directed broadcast address.
-    fn subnet_broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.config.addr) | !self.netmask)
-    }
-
     /// A source address we must not accept datagrams from (RFC 1122 3.2.1.3: broadcast,
     /// multicast, 0/8, loopback, and our own address).
     #[inline(always)]
@@ -469,7 +472,7 @@ impl Interface {
             || src.is_loopback()
             || src.octets()[0] == 0
             || src == self.config.addr
-            || (self.config.prefix_len < 31 && src == self.subnet_broadcast())
+            || src == self.subnet_broadcast
     }
 
     fn learn(&mut self, now: Instant, ip: Ipv4Addr, mac: EthernetAddress, create: bool) -> Fill {
