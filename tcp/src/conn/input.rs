@@ -763,12 +763,13 @@ impl Tcb {
 
     /// [`Tcb::update_send_window`] for a predicted segment, whose window is SND.WND
     /// already (checked by [`Tcb::on_predicted`]): the window cannot have opened, so the
-    /// window store and the "opened" test go.
+    /// window store and the "opened" test go, and so does the maximum's update (every
+    /// store of SND.WND keeps the maximum at or above it).
     #[inline(always)]
     fn update_send_window_predicted(&mut self, seq: SeqNumber, ack: SeqNumber, wnd: u32) {
         debug_assert_eq!(wnd, self.snd_wnd);
+        debug_assert!(self.max_snd_wnd >= wnd);
         if self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack) {
-            self.max_snd_wnd = self.max_snd_wnd.max(wnd);
             self.snd_wl1 = seq;
             self.snd_wl2 = ack;
             if wnd > 0 {
