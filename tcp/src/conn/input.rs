@@ -983,8 +983,12 @@ impl Tcb {
             return None;
         }
         let len = payload.len();
+        // `len` is below 2^17 (the payload ends within an IPv4 datagram): above the
+        // receive window (`rcv_wnd`, 0 when RCV.ADV is behind RCV.NXT) is one signed
+        // compare with RCV.ADV - RCV.NXT.
+        debug_assert!(len <= usize::from(u16::MAX));
         if len > 0
-            && (len > self.rcv_wnd() as usize
+            && (len as i32 > self.rcv_adv.distance(self.rcv_nxt)
                 || self.rd_closed
                 || !self.ooo.is_empty()
                 || self.ooo_fin.is_some())
