@@ -467,12 +467,11 @@ impl Interface {
     /// multicast, 0/8, loopback, and our own address).
     #[inline(always)]
     fn is_bad_source(&self, src: Ipv4Addr) -> bool {
-        src.is_broadcast()
-            || src.is_multicast()
-            || src.is_loopback()
-            || src.octets()[0] == 0
-            || src == self.config.addr
-            || src == self.subnet_broadcast
+        // 0/8, loopback (127/8) and multicast (224/4) by the first octet in one match.
+        match src.octets()[0] {
+            0 | 127 | 224..=239 => true,
+            _ => src.is_broadcast() || src == self.config.addr || src == self.subnet_broadcast,
+        }
     }
 
     fn learn(&mut self, now: Instant, ip: Ipv4Addr, mac: EthernetAddress, create: bool) -> Fill {
