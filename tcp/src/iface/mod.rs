@@ -359,6 +359,18 @@ pub(crate) struct Predicted {
 }
 
 const ETH: usize = ethernet::HEADER_LEN;
+
+/// The source classes known by the first octet (RFC 1122 3.2.1.3): 0/8, loopback
+/// (127/8), multicast (224/4), one table load instead of the range tests.
+static BAD_FIRST_OCTET: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = matches!(i, 0 | 127 | 224..=239);
+        i += 1;
+    }
+    t
+};
 const IP: usize = ipv4::HEADER_LEN;
 const ARP_FRAME_LEN: usize = ETH + 28;
 
@@ -467,11 +479,10 @@ impl Interface {
     /// multicast, 0/8, loopback, and our own address).
     #[inline(always)]
     fn is_bad_source(&self, src: Ipv4Addr) -> bool {
-        // 0/8, loopback (127/8) and multicast (224/4) by the first octet in one match.
-        match src.octets()[0] {
-            0 | 127 | 224..=239 => true,
-            _ => src.is_broadcast() || src == self.config.addr || src == self.subnet_broadcast,
-        }
+        BAD_FIRST_OCTET[usize::from(src.octets()[0])]
+            || src.is_broadcast()
+            || src == self.config.addr
+            || src == self.subnet_broadcast
     }
 
     fn learn(&mut self, now: Instant, ip: Ipv4Addr, mac: EthernetAddress, create: bool) -> Fill {
