@@ -553,7 +553,6 @@ impl Interface {
             || h[23] != tcpwire::IP_PROTOCOL_TCP
             || h[20] & 0x3f != 0
             || h[21] != 0
-            || ip_end < TCP_AT + tcpwire::HEADER_LEN
             || ip_end > frame.len()
         {
             return None;
@@ -581,6 +580,7 @@ impl Interface {
             }
             _ => return None,
         };
+        // (Also the datagram's minimum: `payload_at` is at least a TCP header in.)
         if payload_at > ip_end {
             return None;
         }
