@@ -654,6 +654,7 @@ impl Tcb {
         ts: Option<TcpTimestamps>,
     ) -> Option<Instant> {
         debug_assert!(!PREDICTED || (!self.in_recovery && self.sacked.is_empty()));
+        debug_assert!(!PREDICTED || self.ts_on || ts.is_none());
         let mut armed = None;
         let acked = ack.distance(self.snd_una) as u32;
         self.snd_una = ack;
@@ -685,7 +686,8 @@ impl Tcb {
         // microseconds.
         let (rto_min, rto_max) = (bounds.min, bounds.max);
         let mut sampled = false;
-        if let (true, Some(ts)) = (self.ts_on, ts) {
+        // (Predicted: `ts` is `Some` only with timestamps on.)
+        if let (true, Some(ts)) = (PREDICTED || self.ts_on, ts) {
             if ts.tsecr != 0 {
                 let ms = self.ts_now(now).wrapping_sub(ts.tsecr);
                 if ms < 60_000 {
