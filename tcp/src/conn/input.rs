@@ -639,6 +639,22 @@ impl Tcb {
         ack: SeqNumber,
         ts: Option<TcpTimestamps>,
     ) -> Option<Instant> {
+        self.ack_advance_in::<false>(bounds, now, ack, ts)
+    }
+
+    /// [`Tcb::ack_advance`]; `PREDICTED` for [`Tcb::on_predicted`], which calls it only
+    /// outside recovery with an empty SACK scoreboard: the scoreboard trim and the
+    /// recovery branch compile away there.
+    #[inline]
+    fn ack_advance_in<const PREDICTED: bool>(
+        &mut self,
+        bounds: RtoBounds,
+        now: Instant,
+        ack: SeqNumber,
+        ts: Option<TcpTimestamps>,
+    ) -> Option<Instant> {
+        debug_assert!(!PREDICTED || (!self.in_recovery && self.sacked.is_empty()));
+        debug_assert!(!PREDICTED || self.ts_on || ts.is_none());
         let mut armed = None;
         let acked = ack.distance(self.snd_una) as u32;
         self.snd_una = ack;
@@ -663,12 +679,15 @@ impl Tcb {
                 armed = Some(at);
             }
         }
-        self.trim_scoreboard();
+        if !PREDICTED {
+            self.trim_scoreboard();
+        }
         // RTT measurement (RFC 7323 4 RTTM, else one timed segment, Karn), in integer
         // microseconds.
         let (rto_min, rto_max) = (bounds.min, bounds.max);
         let mut sampled = false;
-        if let (true, Some(ts)) = (self.ts_on, ts) {
+        // (Predicted: `ts` is `Some` only with timestamps on.)
+        if let (true, Some(ts)) = (PREDICTED || self.ts_on, ts) {
             if ts.tsecr != 0 {
                 let ms = self.ts_now(now).wrapping_sub(ts.tsecr);
                 if ms < 60_000 {
@@ -697,7 +716,7 @@ impl Tcb {
             armed = Some(armed.map_or(at, |a: Instant| a.min(at)));
         }
         // Congestion control.
-        if self.in_recovery {
+        if !PREDICTED && self.in_recovery {
             if ack >= self.recover {
                 // RFC 6582 3.2 step 3: full acknowledgment, leave recovery.
                 self.in_recovery = false;
@@ -740,6 +759,24 @@ impl Tcb {
             if opened && self.write_blocked && !self.snd_buf.is_empty() {
                 self.write_blocked = false;
                 self.add_event(Events::WRITABLE);
+            }
+        }
+    }
+
+    /// [`Tcb::update_send_window`] for a predicted segment, whose window is SND.WND
+    /// already (checked by [`Tcb::on_predicted`]): the window cannot have opened, so the
+    /// window store and the "opened" test go, and so does the maximum's update (every
+    /// store of SND.WND keeps the maximum at or above it).
+    #[inline(always)]
+    fn update_send_window_predicted(&mut self, seq: SeqNumber, ack: SeqNumber, wnd: u32) {
+        debug_assert_eq!(wnd, self.snd_wnd);
+        debug_assert!(self.max_snd_wnd >= wnd);
+        if self.snd_wl1 < seq || (self.snd_wl1 == seq && self.snd_wl2 <= ack) {
+            self.snd_wl1 = seq;
+            self.snd_wl2 = ack;
+            if wnd > 0 {
+                self.persist_at = None;
+                self.persist_backoff = 0;
             }
         }
     }
@@ -948,8 +985,12 @@ impl Tcb {
             return None;
         }
         let len = payload.len();
+        // `len` is below 2^17 (the payload ends within an IPv4 datagram): above the
+        // receive window (`rcv_wnd`, 0 when RCV.ADV is behind RCV.NXT) is one signed
+        // compare with RCV.ADV - RCV.NXT.
+        debug_assert!(len <= usize::from(u16::MAX));
         if len > 0
-            && (len > self.rcv_wnd() as usize
+            && (len as i32 > self.rcv_adv.distance(self.rcv_nxt)
                 || self.rd_closed
                 || !self.ooo.is_empty()
                 || self.ooo_fin.is_some())
@@ -974,9 +1015,9 @@ impl Tcb {
         }
         let mut armed = None;
         if new_ack {
-            armed = self.ack_advance(bounds, now, seg.ack, ts);
+            armed = self.ack_advance_in::<true>(bounds, now, seg.ack, ts);
         }
-        self.update_send_window(seg.seq, seg.ack, wnd);
+        self.update_send_window_predicted(seg.seq, seg.ack, wnd);
         if len == 0 {
             return Some(Prediction { offer: None, armed });
         }

@@ -359,6 +359,18 @@ pub(crate) struct Predicted {
 }
 
 const ETH: usize = ethernet::HEADER_LEN;
+
+/// The source classes known by the first octet (RFC 1122 3.2.1.3): 0/8, loopback
+/// (127/8), multicast (224/4), one table load instead of the range tests.
+static BAD_FIRST_OCTET: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = matches!(i, 0 | 127 | 224..=239);
+        i += 1;
+    }
+    t
+};
 const IP: usize = ipv4::HEADER_LEN;
 const ARP_FRAME_LEN: usize = ETH + 28;
 
@@ -367,6 +379,9 @@ const ARP_FRAME_LEN: usize = ETH + 28;
 pub struct Interface {
     config: InterfaceConfig,
     netmask: u32,
+    /// The subnet's directed broadcast address, computed once; for /31 and /32, which
+    /// have none (RFC 3021), the limited broadcast address, rejected as a source anyway.
+    subnet_broadcast: Ipv4Addr,
     neighbors: NeighborCache,
     pending: PendingQueue,
     /// ARP and ICMP replies waiting for `poll_transmit`.
@@ -396,6 +411,11 @@ impl Interface {
             next_ident: 0,
             stats: InterfaceStats::default(),
             netmask,
+            subnet_broadcast: if config.prefix_len < 31 {
+                Ipv4Addr::from(u32::from(config.addr) | !netmask)
+            } else {
+                Ipv4Addr::BROADCAST
+            },
             config,
         }
     }
@@ -455,21 +475,14 @@ impl Interface {
         self.learn(now, ip, mac, true);
     }
 
-    /// The subnet's directed broadcast address.
-    fn subnet_broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.config.addr) | !self.netmask)
-    }
-
     /// A source address we must not accept datagrams from (RFC 1122 3.2.1.3: broadcast,
     /// multicast, 0/8, loopback, and our own address).
     #[inline(always)]
     fn is_bad_source(&self, src: Ipv4Addr) -> bool {
-        src.is_broadcast()
-            || src.is_multicast()
-            || src.is_loopback()
-            || src.octets()[0] == 0
+        BAD_FIRST_OCTET[usize::from(src.octets()[0])]
+            || src.is_broadcast()
             || src == self.config.addr
-            || (self.config.prefix_len < 31 && src == self.subnet_broadcast())
+            || src == self.subnet_broadcast
     }
 
     fn learn(&mut self, now: Instant, ip: Ipv4Addr, mac: EthernetAddress, create: bool) -> Fill {
@@ -540,7 +553,6 @@ impl Interface {
             || h[23] != tcpwire::IP_PROTOCOL_TCP
             || h[20] & 0x3f != 0
             || h[21] != 0
-            || ip_end < TCP_AT + tcpwire::HEADER_LEN
             || ip_end > frame.len()
         {
             return None;
@@ -568,6 +580,7 @@ impl Interface {
             }
             _ => return None,
         };
+        // (Also the datagram's minimum: `payload_at` is at least a TCP header in.)
         if payload_at > ip_end {
             return None;
         }
@@ -576,13 +589,13 @@ impl Interface {
             let tcp = frame.get(TCP_AT..ip_end)?;
             let tcp_len = u16::try_from(tcp.len()).ok()?;
             if !crate::wire::checksum::ipv4_header_verifies(ip)
-                || crate::wire::checksum::pseudo_header_and_sum(
+                || !crate::wire::checksum::pseudo_header_and_data_verify(
                     src,
                     self.config.addr,
                     tcpwire::IP_PROTOCOL_TCP,
                     tcp_len,
                     tcp,
-                ) != 0xffff
+                )
             {
                 return None;
             }

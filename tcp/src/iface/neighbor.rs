@@ -25,12 +25,22 @@ pub(crate) struct NeighborCache {
     entries: HashMap<Ipv4Addr, Neighbor, FixedState>,
     capacity: usize,
     ttl: Duration,
-    /// The entry filled last, `(ip, mac, refresh_after)`: a fill that repeats it before
-    /// `refresh_after` (an eighth of the TTL after its refresh) is skipped without hashing,
-    /// so a busy peer's every frame costs two compares. The entry still expires no
-    /// earlier than 7/8 of the TTL after the peer's last frame. Cleared when that entry is
-    /// evicted.
-    recent: Option<(Ipv4Addr, EthernetAddress, Instant)>,
+    /// The entry filled last, `ip -> mac` as one word ([`memo_key`], 0: none), and
+    /// `recent_refresh`: a fill that repeats it before `recent_refresh` (an eighth of the
+    /// TTL after its refresh) is skipped without hashing, so a busy peer's every frame
+    /// costs two compares. The entry still expires no earlier than 7/8 of the TTL after
+    /// the peer's last frame. Cleared when that entry is evicted.
+    recent: u128,
+    recent_refresh: Instant,
+}
+
+/// `ip -> mac` as one word, for the memo of the entry filled last: a marker bit, the
+/// address, the MAC's six bytes. Never 0.
+#[inline(always)]
+fn memo_key(ip: Ipv4Addr, mac: EthernetAddress) -> u128 {
+    let [a, b, c, d, e, f] = mac.0;
+    let mac = u64::from_le_bytes([a, b, c, d, e, f, 0, 0]);
+    1 << 127 | u128::from(ip.to_bits()) << 64 | u128::from(mac)
 }
 
 /// What [`NeighborCache::fill`] did.
@@ -50,7 +60,8 @@ impl NeighborCache {
             entries: HashMap::with_capacity_and_hasher(capacity, FixedState::with_seed(HASH_SEED)),
             capacity,
             ttl,
-            recent: None,
+            recent: 0,
+            recent_refresh: Instant::ZERO,
         }
     }
 
@@ -59,10 +70,12 @@ impl NeighborCache {
     /// than 7/8 of the TTL later, and `recent` is cleared whenever it is evicted).
     #[inline]
     pub(crate) fn lookup(&self, ip: Ipv4Addr, now: Instant) -> Option<EthernetAddress> {
-        if let Some((rip, rmac, refresh_after)) = self.recent {
-            if rip == ip && now < refresh_after {
-                return Some(rmac);
-            }
+        if self.recent != 0
+            && (self.recent >> 64) as u32 == ip.to_bits()
+            && now < self.recent_refresh
+        {
+            let [a, b, c, d, e, f, _, _] = (self.recent as u64).to_le_bytes();
+            return Some(EthernetAddress([a, b, c, d, e, f]));
         }
         match self.entries.get(&ip) {
             Some(n) if now < n.expires_at => Some(n.mac),
@@ -74,8 +87,7 @@ impl NeighborCache {
     /// [`NeighborCache::fill`] would then change nothing.
     #[inline]
     pub(crate) fn is_fresh(&self, ip: Ipv4Addr, mac: EthernetAddress, now: Instant) -> bool {
-        matches!(self.recent, Some((rip, rmac, refresh_after))
-            if rip == ip && rmac == mac && now < refresh_after)
+        self.recent == memo_key(ip, mac) && now < self.recent_refresh
     }
 
     /// Records `ip -> mac`, refreshing its lifetime. Creates an entry only with `create`
@@ -87,17 +99,16 @@ impl NeighborCache {
         now: Instant,
         create: bool,
     ) -> (Fill, bool) {
-        if let Some((rip, rmac, refresh_after)) = self.recent {
-            if rip == ip && rmac == mac && now < refresh_after {
-                return (Fill::Updated, false);
-            }
+        if self.is_fresh(ip, mac, now) {
+            return (Fill::Updated, false);
         }
         let expires_at = now + self.ttl;
         let refresh_after = now + self.ttl / 8;
         if let Some(n) = self.entries.get_mut(&ip) {
             n.mac = mac;
             n.expires_at = expires_at;
-            self.recent = Some((ip, mac, refresh_after));
+            self.recent = memo_key(ip, mac);
+            self.recent_refresh = refresh_after;
             return (Fill::Updated, false);
         }
         if !create || self.capacity == 0 {
@@ -113,14 +124,15 @@ impl NeighborCache {
                 .map(|(ip, _)| *ip);
             if let Some(v) = victim {
                 self.entries.remove(&v);
-                if self.recent.is_some_and(|(rip, _, _)| rip == v) {
-                    self.recent = None;
+                if self.recent != 0 && (self.recent >> 64) as u32 == v.to_bits() {
+                    self.recent = 0;
                 }
                 evicted = true;
             }
         }
         self.entries.insert(ip, Neighbor { mac, expires_at });
-        self.recent = Some((ip, mac, refresh_after));
+        self.recent = memo_key(ip, mac);
+        self.recent_refresh = refresh_after;
         (Fill::Inserted, evicted)
     }
 

@@ -388,6 +388,33 @@ fn ipv4_broadcast_source_bad_source() {
 }
 
 #[test]
+fn bad_source_matches_the_plain_definition() {
+    // RFC 1122 3.2.1.3's classes as written before the first-octet table, for every first
+    // octet (with host parts that hit our address and the subnet broadcast too).
+    let i = iface();
+    let ours = i.addr();
+    let bcast = Ipv4Addr::from(u32::from(ours) | !i.netmask);
+    for o in 0..=255u8 {
+        for rest in [
+            [0, 0, 0],
+            [0, 0, 1],
+            [255, 255, 255],
+            ours.octets()[1..].try_into().unwrap(),
+        ] {
+            let src = Ipv4Addr::new(o, rest[0], rest[1], rest[2]);
+            let plain = src.is_broadcast()
+                || src.is_multicast()
+                || src.is_loopback()
+                || src.octets()[0] == 0
+                || src == ours
+                || (i.config.prefix_len < 31 && src == bcast);
+            assert_eq!(i.is_bad_source(src), plain, "{src}");
+        }
+    }
+    assert!(i.is_bad_source(bcast));
+}
+
+#[test]
 fn ipv4_udp_unsupported_protocol() {
     let mut i = iface();
     let f = ipv4_frame(PEER_MAC, PEER_IP, OUR_IP, IpProtocol::Udp, &[0u8; 8]);

@@ -467,6 +467,7 @@ impl Stack {
 
     /// Processes one received frame. Payload is copied into receive buffers; see
     /// [`Stack::handle_frame_with`] for the zero-copy path.
+    #[inline]
     pub fn handle_frame(&mut self, now: Instant, frame: &mut [u8]) {
         self.handle_frame_with(now, frame, &mut |_, _| 0);
     }

@@ -59,9 +59,47 @@ pub fn pseudo_header_and_sum(
     sum_from(init, data)
 }
 
+/// Whether the IPv4 pseudo-header (as in [`pseudo_header_and_sum`]) followed by a
+/// received segment `data` (checksum field included) verifies: its sum is `0xffff`.
+/// Equal to `pseudo_header_and_sum(..) == 0xffff`, without the fold: see
+/// [`folds_to_ffff`].
+#[inline(always)]
+pub fn pseudo_header_and_data_verify(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    len: u16,
+    data: &[u8],
+) -> bool {
+    let [lh, ll] = len.to_be_bytes();
+    let init = u64::from(u32::from_ne_bytes(src.octets()))
+        + u64::from(u32::from_ne_bytes(dst.octets()))
+        + u64::from(u32::from_ne_bytes([0, protocol, lh, ll]));
+    folds_to_ffff(acc_from(init, data))
+}
+
+/// Whether a one's-complement accumulator folds ([`fold64`]) to `0xffff`, in either byte
+/// order (`0xffff` is its own byte swap). Folding keeps the value modulo `0xffff` (2^16
+/// is 1 modulo `0xffff`) and yields 0 only from 0, so the fold is `0xffff` exactly when
+/// the accumulator is a non-zero multiple of `0xffff`: a multiply by the inverse of
+/// `0xffff` modulo 2^64 and a compare (the compiler's divisibility test) instead of the
+/// fold's five steps.
+#[inline(always)]
+fn folds_to_ffff(acc: u64) -> bool {
+    acc != 0 && acc.is_multiple_of(0xffff)
+}
+
 /// The folded sum of `data` with `init` (native-order words, < 2^63) already added.
 #[inline(always)]
 fn sum_from(init: u64, data: &[u8]) -> u16 {
+    // The words were read in native order; the folded sum of byte-swapped words is the
+    // byte-swapped sum (RFC 1071 2(B)), so convert back to network order.
+    u16::from_be(fold64(acc_from(init, data)))
+}
+
+/// The unfolded one's-complement accumulator of `init` and `data` (native-order words).
+#[inline(always)]
+fn acc_from(init: u64, data: &[u8]) -> u64 {
     let (mut acc, mut tail) = sum_words(init, data);
     if let Some((w, r)) = tail.split_first_chunk::<4>() {
         acc = add64(acc, u64::from(u32::from_ne_bytes(*w)));
@@ -76,10 +114,7 @@ fn sum_from(init: u64, data: &[u8]) -> u16 {
         // a word whose second byte is zero.
         acc = add64(acc, u64::from(u16::from_ne_bytes([b, 0])));
     }
-
-    // The words were read in native order; the folded sum of byte-swapped words is the
-    // byte-swapped sum (RFC 1071 2(B)), so convert back to network order.
-    u16::from_be(fold64(acc))
+    acc
 }
 
 /// The one's-complement sum of `init` and the whole 8-byte words of `data`, and the
@@ -168,7 +203,7 @@ pub fn header_checksum(data: &[u8]) -> u16 {
 #[inline(always)]
 pub fn ipv4_header_verifies(h: &[u8; 20]) -> bool {
     let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
-    fold64(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff
+    folds_to_ffff(w(0) + w(4) + w(8) + w(12) + w(16))
 }
 
 /// One's-complement addition of two folded sums.
@@ -333,6 +368,51 @@ mod tests {
                 pseudo_header_and_sum(src, dst, protocol, len, &data),
                 combine(pseudo_header_sum(src, dst, protocol, len), ones_complement_sum(&data))
             );
+        }
+
+        #[test]
+        fn pseudo_header_verify_matches_reference(
+            mut data in proptest::collection::vec(any::<u8>(), 0..300),
+            src in any::<u32>(), dst in any::<u32>(), protocol in any::<u8>(),
+            fix in any::<bool>(), at in any::<prop::sample::Index>(),
+        ) {
+            // The receive check against the plain RFC 1071 checksum over the
+            // pseudo-header and the data; half the time with a checksum that verifies
+            // (stored in an even-aligned word of the data, as a TCP header's is).
+            let (src, dst) = (Ipv4Addr::from(src), Ipv4Addr::from(dst));
+            let len = data.len() as u16;
+            let bytes = |data: &[u8]| {
+                let mut b = Vec::new();
+                b.extend_from_slice(&src.octets());
+                b.extend_from_slice(&dst.octets());
+                b.extend_from_slice(&[0, protocol]);
+                b.extend_from_slice(&len.to_be_bytes());
+                b.extend_from_slice(data);
+                b
+            };
+            if fix && data.len() >= 2 {
+                let i = at.index(data.len() / 2) * 2;
+                data[i] = 0;
+                data[i + 1] = 0;
+                let c = reference_checksum(&bytes(&data));
+                data[i..i + 2].copy_from_slice(&c.to_be_bytes());
+            }
+            let reference = reference_checksum(&bytes(&data)) == 0;
+            prop_assert_eq!(
+                pseudo_header_and_data_verify(src, dst, protocol, len, &data),
+                reference
+            );
+            prop_assert_eq!(
+                pseudo_header_and_sum(src, dst, protocol, len, &data) == 0xffff,
+                reference
+            );
+        }
+
+        #[test]
+        fn folds_to_ffff_matches_fold(acc in any::<u64>(), k in 0u64..(u64::MAX / 0xffff)) {
+            // Random accumulators (almost never multiples) and multiples of 0xffff.
+            prop_assert_eq!(folds_to_ffff(acc), fold64(acc) == 0xffff);
+            prop_assert_eq!(folds_to_ffff(k * 0xffff), fold64(k * 0xffff) == 0xffff);
         }
 
         #[test]

@@ -547,7 +547,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         let Ok(len) = u16::try_from(data.len()) else {
             return false;
         };
-        checksum::pseudo_header_and_sum(src, dst, IP_PROTOCOL_TCP, len, data) == 0xffff
+        checksum::pseudo_header_and_data_verify(src, dst, IP_PROTOCOL_TCP, len, data)
     }
 }
 
@@ -722,7 +722,7 @@ impl<'a> TcpRepr<'a> {
         let (head, payload) = bytes.split_at_checked(hl).ok_or(WireError::Truncated)?;
         if verify_checksum {
             let len = u16::try_from(bytes.len()).map_err(|_| WireError::BadChecksum)?;
-            if checksum::pseudo_header_and_sum(src, dst, IP_PROTOCOL_TCP, len, bytes) != 0xffff {
+            if !checksum::pseudo_header_and_data_verify(src, dst, IP_PROTOCOL_TCP, len, bytes) {
                 return Err(WireError::BadChecksum);
             }
         }
