@@ -513,6 +513,16 @@ impl Stack {
                 return;
             }
         }
+        self.handle_frame_general(now, frame, sink);
+    }
+
+    /// [`Stack::handle_frame_with_tx`] past header prediction: the general path.
+    fn handle_frame_general(
+        &mut self,
+        now: Instant,
+        frame: &mut [u8],
+        sink: &mut impl FnMut(ConnHandle, &mut [u8], &mut ConnTx<'_>) -> usize,
+    ) {
         let offered = match self.iface.receive(now, frame) {
             Inbound::Tcp {
                 src,
