@@ -635,11 +635,12 @@ impl Stack {
                         }
                     }
                     // `sync` for an established, announced connection.
-                    if e.flags & F_IN_EVENTS == 0 && !e.tcb.peek_events().is_empty() {
+                    let flags = e.flags;
+                    if flags & F_IN_EVENTS == 0 && !e.tcb.peek_events().is_empty() {
                         e.flags |= F_IN_EVENTS;
                         self.events.push_back(id);
                     }
-                    if e.flags & F_IN_TX == 0 {
+                    if flags & F_IN_TX == 0 {
                         e.flags |= F_IN_TX;
                         self.tx_ready.push(id);
                     }
