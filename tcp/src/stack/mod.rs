@@ -351,7 +351,7 @@ pub struct Stack {
     listeners: HashMap<u16, Listener>,
     timers: TimerWheel<ConnId>,
     events: VecDeque<ConnId>,
-    tx_ready: VecDeque<ConnId>,
+    tx_ready: Vec<ConnId>,
     replies: VecDeque<Reply>,
     isn: IsnGenerator,
     cookies: SynCookies,
@@ -391,7 +391,7 @@ impl Stack {
             listeners: HashMap::new(),
             timers: TimerWheel::with_tick(cfg.timer_tick),
             events: VecDeque::new(),
-            tx_ready: VecDeque::new(),
+            tx_ready: Vec::new(),
             replies: VecDeque::new(),
             isn: IsnGenerator::new(cfg.secret),
             cookies: SynCookies::new(cookie_key),
@@ -513,6 +513,16 @@ impl Stack {
                 return;
             }
         }
+        self.handle_frame_general(now, frame, sink);
+    }
+
+    /// [`Stack::handle_frame_with_tx`] past header prediction: the general path.
+    fn handle_frame_general(
+        &mut self,
+        now: Instant,
+        frame: &mut [u8],
+        sink: &mut impl FnMut(ConnHandle, &mut [u8], &mut ConnTx<'_>) -> usize,
+    ) {
         let offered = match self.iface.receive(now, frame) {
             Inbound::Tcp {
                 src,
@@ -625,13 +635,14 @@ impl Stack {
                         }
                     }
                     // `sync` for an established, announced connection.
-                    if e.flags & F_IN_EVENTS == 0 && !e.tcb.peek_events().is_empty() {
+                    let flags = e.flags;
+                    if flags & F_IN_EVENTS == 0 && !e.tcb.peek_events().is_empty() {
                         e.flags |= F_IN_EVENTS;
                         self.events.push_back(id);
                     }
-                    if e.flags & F_IN_TX == 0 {
+                    if flags & F_IN_TX == 0 {
                         e.flags |= F_IN_TX;
-                        self.tx_ready.push_back(id);
+                        self.tx_ready.push(id);
                     }
                     // The wheel entry is no later than every deadline the TCB had (see
                     // `rearm_entry`); the segment moved deadlines only later, except
@@ -1016,7 +1027,7 @@ impl Stack {
         }
         if e.flags & F_IN_TX == 0 {
             e.flags |= F_IN_TX;
-            self.tx_ready.push_back(id);
+            self.tx_ready.push(id);
         }
         self.rearm(id);
         self.maybe_free(id);
@@ -1118,16 +1129,20 @@ impl Stack {
             }
             self.replies.pop_front();
         }
-        while let Some(&id) = self.tx_ready.front() {
+        // In list order; nothing below adds to the list, so the done prefix goes at the
+        // end (a `Vec`: the receive path's push is cheaper than a `VecDeque`'s).
+        let mut done = 0;
+        while let Some(&id) = self.tx_ready.get(done) {
             let full = self.dispatch_conn(now, id, tx);
             if full {
                 // It stays on the list; its timer follows what it sent meanwhile.
                 self.rearm(id);
                 break;
             }
-            self.tx_ready.pop_front();
+            done += 1;
             self.sync_after_tx(id);
         }
+        self.tx_ready.drain(..done);
     }
 
     /// Sends everything one connection has, building each segment straight into a TX
