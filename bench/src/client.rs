@@ -329,17 +329,8 @@ impl Conn {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(false);
         };
-        if let Ok(Some(e)) | Err(e) = stream.take_error() {
-            let mut err = ConnError::io(&e);
-            if err.kind != ErrorKind::ConnectRefused {
-                err.kind = ErrorKind::ConnectFailed;
-            }
-            return Err(err);
-        }
-        match stream.peer_addr() {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
-            Err(e) => return Err(ConnError::new(ErrorKind::ConnectFailed, e.to_string())),
+        if !connect_done(stream)? {
+            return Ok(false);
         }
         stream
             .set_nodelay(true)
@@ -1051,6 +1042,23 @@ impl Worker<'_> {
                 let _ = s.shutdown(Shutdown::Write);
             }
         }
+    }
+}
+
+/// Whether a non-blocking connect has completed (false: still in progress); its failure
+/// as a counted error (`ConnectRefused`, else `ConnectFailed`).
+pub(crate) fn connect_done(stream: &TcpStream) -> Result<bool, ConnError> {
+    if let Ok(Some(e)) | Err(e) = stream.take_error() {
+        let mut err = ConnError::io(&e);
+        if err.kind != ErrorKind::ConnectRefused {
+            err.kind = ErrorKind::ConnectFailed;
+        }
+        return Err(err);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(ConnError::new(ErrorKind::ConnectFailed, e.to_string())),
     }
 }
 

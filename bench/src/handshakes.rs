@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rustls::{ClientConnection, HandshakeKind};
 
-use crate::client::{tls_flush, tls_setup, ConnError, TlsClient};
+use crate::client::{connect_done, tls_flush, tls_setup, ConnError, TlsClient};
 use crate::report::{ErrorKind, Report, WorkerStats};
 use crate::settings::{Mode, Proto, Settings};
 use crate::wsframe::{self, Opcode};
@@ -260,17 +260,8 @@ impl Worker<'_> {
             return Ok(false);
         };
         if s.st == St::Connecting {
-            if let Ok(Some(e)) | Err(e) = stream.take_error() {
-                let mut err = ConnError::io(&e);
-                if err.kind != ErrorKind::ConnectRefused {
-                    err.kind = ErrorKind::ConnectFailed;
-                }
-                return Err(err);
-            }
-            match stream.peer_addr() {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
-                Err(e) => return Err(ConnError::new(ErrorKind::ConnectFailed, e.to_string())),
+            if !connect_done(stream)? {
+                return Ok(false);
             }
             let _ = stream.set_nodelay(true);
             let Some((config, name)) = &self.tls else {

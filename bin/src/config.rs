@@ -1049,9 +1049,7 @@ pub fn check_file(path: &str) -> anyhow::Result<()> {
     for w in c.warnings() {
         println!("{path}: warning: {w}");
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = crate::app::tls::unix_now();
     let mut tls = String::new();
     for (i, t) in c.listen.tls.iter().enumerate() {
         let (_, expiries) = crate::app::tls::server_config_at(t, now)

@@ -120,6 +120,41 @@ impl Gateway {
         }
     }
 
+    /// 20 Python wss subscribers on topics t0..t3 (trusting the test CA), subscribed.
+    fn subscribers(&self) -> Proc {
+        let args: Vec<String> = [
+            self.tls_port.to_string(),
+            "/ws".into(),
+            "20".into(),
+            "4".into(),
+            "25".into(),
+            "--ca".into(),
+            self.ca.clone(),
+        ]
+        .into();
+        let mut subs = python("subscribers.py", &args);
+        assert_eq!(subs.line().trim(), "ready");
+        subs
+    }
+
+    /// Publishes 25 messages on each of t0..t3 and checks that every one of `subs`
+    /// received all of its topics' messages, in order.
+    fn publish_to(&self, mut subs: Proc) {
+        for k in 0..25 {
+            for t in 0..4 {
+                let (status, body) = http(
+                    &self.control,
+                    "POST",
+                    &format!("/publish/t{t}"),
+                    &format!("t{t}:{k}"),
+                );
+                assert_eq!(status, 200, "{body}");
+            }
+        }
+        let out = subs.wait_ok();
+        assert!(out.contains("ok clients=20 received=1000"), "{out}");
+    }
+
     fn metric(&self, sample: &str) -> f64 {
         let (status, body) = http(&self.control, "GET", "/metrics", "");
         assert_eq!(status, 200);
@@ -145,31 +180,8 @@ impl Gateway {
 #[test]
 fn wss_python_subscribers_receive_published_messages_in_order() {
     let gw = Gateway::start(true);
-    let args: Vec<String> = [
-        gw.tls_port.to_string(),
-        "/ws".into(),
-        "20".into(),
-        "4".into(),
-        "25".into(),
-        "--ca".into(),
-        gw.ca.clone(),
-    ]
-    .into();
-    let mut subs = python("subscribers.py", &args);
-    assert_eq!(subs.line().trim(), "ready");
-    for k in 0..25 {
-        for t in 0..4 {
-            let (status, body) = http(
-                &gw.control,
-                "POST",
-                &format!("/publish/t{t}"),
-                &format!("t{t}:{k}"),
-            );
-            assert_eq!(status, 200, "{body}");
-        }
-    }
-    let out = subs.wait_ok();
-    assert!(out.contains("ok clients=20 received=1000"), "{out}");
+    let subs = gw.subscribers();
+    gw.publish_to(subs);
     assert!(gw.metric("sluice_tls_handshakes_total{result=\"ok\"}") >= 20.0);
 }
 
@@ -232,18 +244,7 @@ fn wss_sighup_reloads_certificates_without_dropping_connections() {
     assert!(gw.metric(&expiry) > now, "expiry gauge");
 
     // 20 wss subscribers connected with the first certificate.
-    let args: Vec<String> = [
-        gw.tls_port.to_string(),
-        "/ws".into(),
-        "20".into(),
-        "4".into(),
-        "25".into(),
-        "--ca".into(),
-        gw.ca.clone(),
-    ]
-    .into();
-    let mut subs = python("subscribers.py", &args);
-    assert_eq!(subs.line().trim(), "ready");
+    let subs = gw.subscribers();
 
     // The default certificate's files now hold other.test's; SIGHUP.
     std::fs::copy(&gw.pki.other_cert, &gw.pki.cert).unwrap();
@@ -266,19 +267,7 @@ fn wss_sighup_reloads_certificates_without_dropping_connections() {
     // New handshakes get the new certificate...
     assert_eq!(served_cn(&s_client(&gw)), "other.test");
     // ...and the subscribers connected before the reload get every publication.
-    for k in 0..25 {
-        for t in 0..4 {
-            let (status, body) = http(
-                &gw.control,
-                "POST",
-                &format!("/publish/t{t}"),
-                &format!("t{t}:{k}"),
-            );
-            assert_eq!(status, 200, "{body}");
-        }
-    }
-    let out = subs.wait_ok();
-    assert!(out.contains("ok clients=20 received=1000"), "{out}");
+    gw.publish_to(subs);
 
     // A reload that fails (not a certificate) changes nothing and is counted.
     std::fs::write(&gw.pki.cert, "not a certificate\n").unwrap();
