@@ -17,7 +17,6 @@
 //! counted (`sluice_tls_handshakes_total`, `sluice_tls_errors_total`) and answered with the
 //! alert rustls chooses, then the connection is closed; other connections never notice.
 
-use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,20 +24,21 @@ use std::sync::{Arc, Mutex};
 use ::tcp::Instant;
 use bytes::Bytes;
 use rustls::server::{ServerConfig, ServerSessionMemoryCache};
-use rustls::ServerConnection;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::ConnectionState;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::{App, ConnId, Refusal, TcpView, Tx};
+use record::{Alert, Fault, Opened, Records};
+
+mod record;
 use crate::config::{Config, TlsListener, TlsVersion};
 use crate::metrics::{Tls as Outcome, TlsMetrics, WorkerStats};
 
 /// TLS sessions a worker remembers for TLS 1.2 session-ID resumption (TLS 1.3 resumes with
 /// stateless tickets, which any worker can open).
 const SESSION_CACHE: usize = 1024;
-
-/// Largest plaintext the application is lent at once by [`Tx::write_with`].
-const LEND: usize = 16 * 1024;
 
 /// The TLS settings of one listening port, as rustls takes them.
 ///
@@ -121,6 +121,8 @@ pub fn server_config_at(
             by_name,
             default: Arc::new(default),
         }));
+    // The record layer takes the traffic keys at the end of the handshake (record.rs).
+    cfg.enable_secret_extraction = true;
     // WebSocket upgrades are HTTP/1.1 requests (RFC 6455 4.1).
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     if t.resumption {
@@ -402,26 +404,125 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Where a TLS connection is.
+enum Phase {
+    /// rustls runs the handshake.
+    Handshake(Box<UnbufferedServerConnection>),
+    /// Established: records are protected here ([`Records`]).
+    Traffic(Box<Records>),
+    /// Failed (its alert is queued) or the record layer could not start: nothing more is
+    /// read or written but what `pending` holds.
+    Over,
+}
+
+/// Records the transport had no room for (sent before anything else): handshake flights,
+/// a chunk that must go whole, alerts.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.at >= self.buf.len()
+    }
+
+    /// Writes what waits into the transport; true when nothing is left.
+    fn drain<T: Tx>(&mut self, tx: &mut T) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        self.at += tx.write(self.buf.get(self.at..).unwrap_or_default());
+        if self.is_empty() {
+            self.buf.clear();
+            self.at = 0;
+            return true;
+        }
+        false
+    }
+
+    /// Room for a record of `len` bytes at the end; seals it there with `seal` (which
+    /// returns its length).
+    fn seal(
+        &mut self,
+        len: usize,
+        seal: impl FnOnce(&mut [u8]) -> Result<usize, Alert>,
+    ) -> Result<(), Alert> {
+        let start = self.buf.len();
+        self.buf.resize(start + len, 0);
+        let n = self.buf.get_mut(start..).map_or(Ok(0), seal);
+        self.buf.truncate(start + *n.as_ref().unwrap_or(&0));
+        n.map(|_| ())
+    }
+}
+
+/// Seals one record with `seal` straight into the transport's send buffer when the
+/// transport has `len` bytes of room and nothing waits before it, else into `pending`.
+fn seal_out<T: Tx>(
+    tx: &mut T,
+    pending: &mut Pending,
+    len: usize,
+    seal: impl FnOnce(&mut [u8]) -> Result<usize, Alert>,
+) -> Result<(), Alert> {
+    let mut seal = Some(seal);
+    let mut failed = None;
+    if pending.is_empty() {
+        let n = tx.write_with(len, |buf| match seal.take().map(|s| s(buf)) {
+            Some(Ok(n)) => n,
+            Some(Err(a)) => {
+                failed = Some(a);
+                0
+            }
+            None => 0,
+        });
+        if let Some(a) = failed {
+            return Err(a);
+        }
+        if n > 0 {
+            return Ok(());
+        }
+    }
+    match seal {
+        Some(s) => pending.seal(len, s),
+        None => Err(Alert::InternalError),
+    }
+}
+
 /// One TLS connection.
 struct Conn {
-    tls: ServerConnection,
-    /// Ciphertext taken from the transport that rustls could not hold yet (its received
-    /// plaintext was full because the application was not reading): fed first.
-    backlog: Vec<u8>,
+    phase: Phase,
+    /// Received bytes not processed yet: the handshake's, a record that spans two
+    /// receives, or records the application did not read yet (from `rx_at` on).
+    rx: Vec<u8>,
+    rx_at: usize,
+    /// Plaintext rustls decrypted itself: application data that came with the client's
+    /// Finished, before the record layer took over (delivered first).
+    early: Vec<u8>,
+    pending: Pending,
     /// The handshake completed (and was counted).
     established: bool,
     /// A fatal TLS error: its alert is written, the connection closes, nothing more is read.
     failed: bool,
     /// close_notify queued (the application finished).
     close_sent: bool,
+    /// The peer's close_notify came: nothing more is read.
+    close_received: bool,
     /// The application was told the peer closed.
     eof_told: bool,
-    /// TCP FIN from the peer, not yet passed on (plaintext still waits).
+    /// TCP FIN from the peer, not yet passed on (received bytes still wait).
     fin: bool,
-    /// Plaintext or backlog waits for the application to read again.
+    /// Received bytes wait for the application to read again.
     stalled: bool,
     /// The first bytes were looked at ([`screen_hello`]).
     hello_checked: bool,
+}
+
+impl Conn {
+    /// Nothing received waits here for the application.
+    fn drained(&self) -> bool {
+        self.early.is_empty() && self.rx_at >= self.rx.len()
+    }
 }
 
 /// TLS termination around an application `A` (see the module docs).
@@ -429,9 +530,7 @@ pub struct Tls<A> {
     inner: A,
     listeners: Listeners,
     conns: Vec<Option<Conn>>,
-    /// Decrypted bytes handed to the application (rustls copies them out of its buffer).
-    plain: Vec<u8>,
-    /// The application's [`Tx::write_with`] space.
+    /// The application's [`Tx::write_with`] space when it asks for more than one record.
     lend: Vec<u8>,
     /// Connections whose reading stalled (see [`Conn::stalled`]).
     stalled: Vec<ConnId>,
@@ -448,6 +547,14 @@ impl<A> std::fmt::Debug for Tls<A> {
     }
 }
 
+/// How a connection's TLS went wrong (counted, then closed).
+enum Failure {
+    /// rustls refused the handshake (its alert is queued).
+    Handshake(rustls::Error),
+    /// The record layer: our alert was sent, or the peer's came.
+    Record(Fault),
+}
+
 impl<A: App> Tls<A> {
     /// `inner` behind TLS on the ports of `listeners` (a worker's copy); outcomes are
     /// counted in `stats` when given.
@@ -456,7 +563,6 @@ impl<A: App> Tls<A> {
             inner,
             listeners,
             conns: Vec::new(),
-            plain: vec![0; LEND],
             lend: Vec::new(),
             stalled: Vec::new(),
             stats,
@@ -488,9 +594,11 @@ impl<A: App> Tls<A> {
         }
     }
 
-    /// Feeds ciphertext (the backlog first, then `data`) to rustls and the plaintext to the
-    /// application while it reads; keeps what rustls cannot take yet; writes rustls' output.
-    fn pump<T: Tx>(&mut self, id: ConnId, data: &[u8], tx: &mut T, now: Instant) {
+    /// Takes received ciphertext `data` (mutable: records are decrypted where they lie):
+    /// the handshake's bytes go to rustls; records of an established connection are
+    /// opened in place and their plaintext handed to the application while it reads;
+    /// what it does not read now, and a record's first part, wait in the connection.
+    fn pump<T: Tx>(&mut self, id: ConnId, data: &mut [u8], tx: &mut T, now: Instant) {
         let Some(Some(c)) = self.conns.get_mut(id) else {
             return;
         };
@@ -501,70 +609,81 @@ impl<A: App> Tls<A> {
                 Hello::Pass => {}
             }
         }
-        let mut backlog = std::mem::take(&mut c.backlog);
         let mut failure = None;
-        let mut from_backlog = 0;
-        let mut from_data = 0;
-        let inner = &mut self.inner;
-        let plain = &mut self.plain;
-        let lend = &mut self.lend;
-        loop {
-            // Plaintext first: rustls refuses more ciphertext while 16 KiB of it wait.
-            if !deliver(inner, id, c, plain, lend, tx, now) {
-                break;
-            }
-            let input = if from_backlog < backlog.len() {
-                backlog.get(from_backlog..).unwrap_or_default()
-            } else if from_data < data.len() {
-                data.get(from_data..).unwrap_or_default()
-            } else {
-                break;
-            };
-            let mut rd = input;
-            match c.tls.read_tls(&mut rd) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if from_backlog < backlog.len() {
-                        from_backlog += n;
-                    } else {
-                        from_data += n;
+        let mut handshake_done = None;
+        let mut data = data;
+        if let Phase::Handshake(hs) = &mut c.phase {
+            c.rx.extend_from_slice(data);
+            data = &mut [];
+            match handshake(hs, &mut c.rx, &mut c.early, &mut c.pending) {
+                Ok(Progress::Blocked) => {}
+                Ok(Progress::Done { peer_closed }) => {
+                    c.close_received |= peer_closed;
+                    handshake_done = Some(matches!(
+                        hs.handshake_kind(),
+                        Some(rustls::HandshakeKind::Resumed)
+                    ));
+                    c.established = true;
+                    let Phase::Handshake(hs) = std::mem::replace(&mut c.phase, Phase::Over) else {
+                        return;
+                    };
+                    match hs
+                        .dangerous_into_kernel_connection()
+                        .map_err(|_| Alert::InternalError)
+                        .and_then(|(secrets, kernel)| Records::new(secrets, kernel))
+                    {
+                        Ok(r) => c.phase = Phase::Traffic(Box::new(r)),
+                        Err(_) => {
+                            tracing::warn!(conn = id, "TLS record layer could not start");
+                            failure = Some(Failure::Record(Fault::Send(Alert::InternalError)));
+                            c.failed = true;
+                        }
                     }
                 }
-                // Received plaintext full: the application must read first.
-                Err(_) => break,
+                Err(e) => {
+                    c.failed = true;
+                    c.phase = Phase::Over;
+                    failure = Some(Failure::Handshake(e));
+                }
             }
-            if let Err(e) = c.tls.process_new_packets() {
-                failure = Some(e);
-                break;
+            let _ = c.pending.drain(tx);
+            if handshake_done.is_some() && !c.failed {
+                // A server-first application may write now.
+                if let Phase::Traffic(r) = &mut c.phase {
+                    let mut out = TlsTx {
+                        records: r,
+                        pending: &mut c.pending,
+                        out: tx,
+                        lend: &mut self.lend,
+                        fault: None,
+                    };
+                    self.inner.flush(id, &mut out);
+                    if let Some(f) = out.fault {
+                        failure = Some(Failure::Record(f));
+                    }
+                }
             }
         }
-        let handshake_done = !c.established && !c.tls.is_handshaking() && failure.is_none();
-        if handshake_done {
-            c.established = true;
+        if failure.is_none() && matches!(c.phase, Phase::Traffic(_)) {
+            if let Err(f) = read(&mut self.inner, id, c, data, tx, &mut self.lend, now) {
+                failure = Some(Failure::Record(f));
+            }
         }
-        // What rustls did not take waits, in order, for the application to read again.
-        let mut rest = backlog.split_off(from_backlog.min(backlog.len()));
-        rest.extend_from_slice(data.get(from_data..).unwrap_or_default());
-        c.backlog = rest;
-        if failure.is_some() {
-            c.failed = true;
-            c.backlog = Vec::new();
+        if let Some(Failure::Record(f)) = &failure {
+            fail(c, *f, tx);
         }
-        let stall = !c.failed && (!c.backlog.is_empty() || !inner.wants_read(id));
+        let stall = !c.failed && !c.drained();
         if stall && !c.stalled {
             c.stalled = true;
             self.stalled.push(id);
         }
-        let fin_now = c.fin && c.backlog.is_empty() && !c.eof_told && !c.failed;
-        if fin_now && inner.wants_read(id) {
+        let closed = (c.fin || c.close_received) && c.drained();
+        if closed && !c.eof_told && !c.failed && self.inner.wants_read(id) {
             c.eof_told = true;
-            inner.peer_closed(id);
+            self.inner.peer_closed(id);
         }
-        // The alert of a failure, handshake messages, session tickets.
-        drain(&mut c.tls, tx);
-        let was_established = c.established;
-        let resumed = matches!(c.tls.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
-        if handshake_done {
+        let _ = c.pending.drain(tx);
+        if let Some(resumed) = handshake_done {
             self.count(
                 true,
                 if resumed {
@@ -574,16 +693,266 @@ impl<A: App> Tls<A> {
                 },
             );
         }
-        if let Some(e) = failure {
-            tracing::debug!(conn = id, error = %e, "TLS failure");
-            self.count(!was_established, classify(&e));
+        match failure {
+            None => {}
+            Some(Failure::Handshake(e)) => {
+                tracing::debug!(conn = id, error = %e, "TLS handshake failure");
+                self.count(true, classify(&e));
+            }
+            Some(Failure::Record(f)) => {
+                tracing::debug!(conn = id, fault = ?f, "TLS failure");
+                self.count(
+                    false,
+                    match f {
+                        Fault::Received(_) => Outcome::AlertReceived,
+                        Fault::Send(Alert::BadRecordMac) => Outcome::DecryptError,
+                        Fault::Send(Alert::RecordOverflow | Alert::DecodeError) => {
+                            Outcome::BadMessage
+                        }
+                        Fault::Send(_) => Outcome::Other,
+                    },
+                );
+            }
         }
     }
 }
 
+/// Ends an established connection at a record-layer fault: our alert (when the peer did
+/// not send one), then nothing more.
+fn fail<T: Tx>(c: &mut Conn, fault: Fault, tx: &mut T) {
+    if let (Phase::Traffic(r), Fault::Send(alert)) = (&mut c.phase, fault) {
+        let len = r.overhead() + 2;
+        let _ = seal_out(tx, &mut c.pending, len, |buf| r.alert(alert, buf));
+    }
+    c.failed = true;
+    c.phase = Phase::Over;
+    c.rx = Vec::new();
+    c.rx_at = 0;
+    c.early = Vec::new();
+}
+
+/// Where a handshake stands after the bytes received so far.
+enum Progress {
+    /// rustls waits for more bytes.
+    Blocked,
+    /// Complete: the record layer takes over (`peer_closed`: a close_notify came with it).
+    Done { peer_closed: bool },
+}
+
+/// Runs rustls' unbuffered handshake over the bytes in `rx` (consumed as rustls takes
+/// them); its records go to `pending`, application data decrypted by rustls (with the
+/// client's Finished) to `early`.
+fn handshake(
+    hs: &mut UnbufferedServerConnection,
+    rx: &mut Vec<u8>,
+    early: &mut Vec<u8>,
+    pending: &mut Pending,
+) -> Result<Progress, rustls::Error> {
+    let mut failure: Option<rustls::Error> = None;
+    let mut peer_closed = false;
+    // Bounded: each round consumes input or emits a record; after a failure, a few rounds
+    // collect the alert rustls queued.
+    for _ in 0..64 {
+        // Once the handshake is complete, no more input: the rest is the record layer's.
+        let end = if hs.is_handshaking() && failure.is_none() {
+            rx.len()
+        } else {
+            0
+        };
+        let status = hs.process_tls_records(rx.get_mut(..end).unwrap_or_default());
+        let discard = status.discard;
+        let mut stop = None;
+        match status.state {
+            Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                let mut room = 2048;
+                loop {
+                    let start = pending.buf.len();
+                    pending.buf.resize(start + room, 0);
+                    let r = e.encode(pending.buf.get_mut(start..).unwrap_or_default());
+                    match r {
+                        Ok(n) => {
+                            pending.buf.truncate(start + n);
+                            break;
+                        }
+                        Err(rustls::unbuffered::EncodeError::InsufficientSize(s)) => {
+                            pending.buf.truncate(start);
+                            room = s.required_size;
+                        }
+                        Err(rustls::unbuffered::EncodeError::AlreadyEncoded) => {
+                            pending.buf.truncate(start);
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+            Ok(ConnectionState::ReadTraffic(mut r)) => {
+                while let Some(Ok(rec)) = r.next_record() {
+                    early.extend_from_slice(rec.payload);
+                }
+            }
+            Ok(ConnectionState::PeerClosed) => peer_closed = true,
+            Ok(ConnectionState::WriteTraffic(_)) => {
+                stop = Some(match failure.take() {
+                    Some(e) => Err(e),
+                    None => Ok(Progress::Done { peer_closed }),
+                });
+            }
+            Ok(ConnectionState::BlockedHandshake | ConnectionState::Closed) => {
+                stop = Some(match failure.take() {
+                    Some(e) => Err(e),
+                    None => Ok(Progress::Blocked),
+                });
+            }
+            Ok(_) => {
+                // Early data is not enabled: nothing else can come.
+                stop = Some(Err(failure.take().unwrap_or(rustls::Error::General(
+                    "unexpected TLS state".into(),
+                ))));
+            }
+            Err(e) => match failure {
+                // The second error: the alert, if any, is out.
+                Some(_) => stop = Some(Err(e)),
+                None => failure = Some(e),
+            },
+        }
+        rx.drain(..discard.min(rx.len()));
+        if let Some(s) = stop {
+            return s;
+        }
+    }
+    Err(failure.unwrap_or(rustls::Error::General("TLS handshake made no progress".into())))
+}
+
+/// Opens the records received (those waiting in the connection first, then `data` in
+/// place) while the application reads, and hands it their plaintext.
+fn read<A: App, T: Tx>(
+    inner: &mut A,
+    id: ConnId,
+    c: &mut Conn,
+    data: &mut [u8],
+    tx: &mut T,
+    lend: &mut Vec<u8>,
+    now: Instant,
+) -> Result<(), Fault> {
+    let reading = |c: &Conn, inner: &A| !c.failed && !c.close_received && inner.wants_read(id);
+    if !c.early.is_empty() && inner.wants_read(id) {
+        let mut early = std::mem::take(&mut c.early);
+        deliver(inner, id, c, &mut early, tx, lend, now)?;
+    }
+    let mut at = 0;
+    let mut rx = std::mem::take(&mut c.rx);
+    let mut rx_at = c.rx_at;
+    let result = (|| {
+        // What waits here first, topped up from `data` to a whole record.
+        while rx_at < rx.len() && c.early.is_empty() && reading(c, inner) {
+            let Phase::Traffic(r) = &c.phase else { break };
+            let held = rx.get(rx_at..).unwrap_or_default();
+            let want = match r.record_len(held) {
+                None => record::HEADER,
+                Some(Ok(n)) => n,
+                Some(Err(a)) => return Err(Fault::Send(a)),
+            };
+            if held.len() < want {
+                let take = (want - held.len()).min(data.len() - at);
+                rx.extend_from_slice(data.get(at..at + take).unwrap_or_default());
+                at += take;
+                if rx.len() - rx_at < want {
+                    break;
+                }
+                continue;
+            }
+            let rec = rx.get_mut(rx_at..rx_at + want).unwrap_or_default();
+            rx_at += want;
+            open(inner, id, c, rec, tx, lend, now)?;
+        }
+        if rx_at >= rx.len() {
+            rx.clear();
+            rx_at = 0;
+            // Then the records of `data`, each decrypted where it lies.
+            while at < data.len() && c.early.is_empty() && reading(c, inner) {
+                let Phase::Traffic(r) = &c.phase else { break };
+                let rest = data.get(at..).unwrap_or_default();
+                let n = match r.record_len(rest) {
+                    Some(Ok(n)) if n <= rest.len() => n,
+                    Some(Err(a)) => return Err(Fault::Send(a)),
+                    _ => break,
+                };
+                let rec = data.get_mut(at..at + n).unwrap_or_default();
+                at += n;
+                open(inner, id, c, rec, tx, lend, now)?;
+            }
+        }
+        Ok(())
+    })();
+    // A record's first part, and what the application did not read, wait here.
+    if !c.close_received {
+        rx.extend_from_slice(data.get(at..).unwrap_or_default());
+    }
+    c.rx = rx;
+    c.rx_at = rx_at;
+    result
+}
+
+/// Opens one whole record in place and acts on it.
+fn open<A: App, T: Tx>(
+    inner: &mut A,
+    id: ConnId,
+    c: &mut Conn,
+    rec: &mut [u8],
+    tx: &mut T,
+    lend: &mut Vec<u8>,
+    now: Instant,
+) -> Result<(), Fault> {
+    let Phase::Traffic(r) = &mut c.phase else {
+        return Ok(());
+    };
+    match r.open(rec)? {
+        Opened::Data(range) => {
+            if let Some(plain) = rec.get_mut(range) {
+                if !plain.is_empty() {
+                    deliver(inner, id, c, plain, tx, lend, now)?;
+                }
+            }
+        }
+        Opened::Closed => c.close_received = true,
+        Opened::Nothing => {}
+        Opened::Renegotiation => {
+            let len = r.overhead() + 2;
+            seal_out(tx, &mut c.pending, len, |buf| r.no_renegotiation(buf))
+                .map_err(Fault::Send)?;
+        }
+    }
+    Ok(())
+}
+
+/// Hands decrypted bytes to the application with a [`Tx`] that seals what it writes.
+fn deliver<A: App, T: Tx>(
+    inner: &mut A,
+    id: ConnId,
+    c: &mut Conn,
+    plain: &mut [u8],
+    tx: &mut T,
+    lend: &mut Vec<u8>,
+    now: Instant,
+) -> Result<(), Fault> {
+    let Phase::Traffic(r) = &mut c.phase else {
+        return Ok(());
+    };
+    let mut out = TlsTx {
+        records: r,
+        pending: &mut c.pending,
+        out: tx,
+        lend,
+        fault: None,
+    };
+    inner.receive(id, plain, &mut out, now);
+    out.fault.map_or(Ok(()), Err)
+}
+
 /// What the first bytes of a connection say.
 enum Hello {
-    /// Fewer than the 11 bytes needed (kept in the backlog).
+    /// Fewer than the 11 bytes needed (kept in the connection).
     Wait,
     /// A ClientHello of a version older than TLS 1.2: answered, connection failed.
     Refused,
@@ -598,7 +967,7 @@ enum Hello {
 /// `legacy_version` (bytes 9-10: TLS 1.2 and 1.3 clients both send 3.3) decide it here.
 fn screen_hello<T: Tx>(c: &mut Conn, data: &[u8], tx: &mut T) -> Hello {
     const HEAD: usize = 11;
-    let mut first = c.backlog.iter().chain(data);
+    let mut first = c.rx.iter().chain(data);
     let (kind, len) = (first.next(), first.nth(2).zip(first.next()));
     let plausible_hello = match (kind, len) {
         (Some(&22), Some((&hi, &lo))) => u16::from_be_bytes([hi, lo]) <= 1 << 14,
@@ -609,13 +978,13 @@ fn screen_hello<T: Tx>(c: &mut Conn, data: &[u8], tx: &mut T) -> Hello {
         c.hello_checked = true;
         return Hello::Pass;
     }
-    if c.backlog.len() + data.len() < HEAD {
-        c.backlog.extend_from_slice(data);
+    if c.rx.len() + data.len() < HEAD {
+        c.rx.extend_from_slice(data);
         return Hello::Wait;
     }
     c.hello_checked = true;
     let mut head = [0u8; HEAD];
-    for (h, b) in head.iter_mut().zip(c.backlog.iter().chain(data)) {
+    for (h, b) in head.iter_mut().zip(c.rx.iter().chain(data)) {
         *h = *b;
     }
     let handshake_record = head[0] == 22;
@@ -624,63 +993,11 @@ fn screen_hello<T: Tx>(c: &mut Conn, data: &[u8], tx: &mut T) -> Hello {
         // A fatal (2) protocol_version (70) alert in the client's record version.
         let _ = tx.write(&[21, head[1], head[2], 0, 2, 2, 70]);
         c.failed = true;
-        c.backlog = Vec::new();
+        c.phase = Phase::Over;
+        c.rx = Vec::new();
         return Hello::Refused;
     }
     Hello::Pass
-}
-
-/// Hands rustls' plaintext to the application while it reads; false when it stopped
-/// reading (or the peer's close_notify came).
-fn deliver<A: App, T: Tx>(
-    inner: &mut A,
-    id: ConnId,
-    c: &mut Conn,
-    plain: &mut [u8],
-    lend: &mut Vec<u8>,
-    tx: &mut T,
-    now: Instant,
-) -> bool {
-    loop {
-        if c.failed || c.eof_told {
-            return false;
-        }
-        if !inner.wants_read(id) {
-            return false;
-        }
-        match c.tls.reader().read(plain) {
-            Ok(0) => {
-                // close_notify: every byte the peer sent was read.
-                c.eof_told = true;
-                inner.peer_closed(id);
-                return false;
-            }
-            Ok(n) => {
-                let mut out = TlsTx {
-                    tls: &mut c.tls,
-                    out: tx,
-                    lend,
-                };
-                if let Some(data) = plain.get_mut(..n) {
-                    inner.receive(id, data, &mut out, now);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            // The peer closed TCP without close_notify: the FIN path tells the application.
-            Err(_) => return true,
-        }
-    }
-}
-
-/// Writes rustls' pending ciphertext into the transport; true when nothing is left.
-fn drain<T: Tx>(tls: &mut ServerConnection, out: &mut T) -> bool {
-    while tls.wants_write() {
-        match tls.write_tls(&mut TxWriter(out)) {
-            Ok(n) if n > 0 => {}
-            _ => return false,
-        }
-    }
-    true
 }
 
 /// Which counter a rustls error goes to.
@@ -705,70 +1022,139 @@ fn classify(e: &rustls::Error) -> Outcome {
     }
 }
 
-/// The transport's [`Tx`] as the `io::Write` rustls writes ciphertext to.
-struct TxWriter<'a, T>(&'a mut T);
-
-impl<T: Tx> Write for TxWriter<'_, T> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.0.write(buf) {
-            0 if !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The application's [`Tx`] on a TLS connection: plaintext in, records out. Room is offered
-/// only when rustls holds no ciphertext the transport has not taken, so what waits in
-/// rustls is bounded by one write.
+/// The application's [`Tx`] on an established TLS connection: what it writes becomes
+/// records sealed in place in the transport's send buffer. Room is offered only when no
+/// record waits in `pending`, so what waits there is bounded by one write.
 struct TlsTx<'a, T> {
-    tls: &'a mut ServerConnection,
+    records: &'a mut Records,
+    pending: &'a mut Pending,
     out: &'a mut T,
     lend: &'a mut Vec<u8>,
+    /// Sealing failed, or the key is used up (TLS 1.2): the connection ends.
+    fault: Option<Fault>,
 }
 
 impl<T: Tx> TlsTx<'_, T> {
-    fn send(&mut self, plain: &[u8]) {
-        // Unbounded inside rustls (`set_buffer_limit(None)`): the whole write is taken.
-        let _ = self.tls.writer().write_all(plain);
-        drain(self.tls, self.out);
+    /// False (and the connection ends) when nothing may be sent any more; a TLS 1.3 key
+    /// update goes out first when due.
+    fn ready(&mut self) -> bool {
+        if self.fault.is_some() {
+            return false;
+        }
+        match self.records.needs_key_update() {
+            Ok(false) => true,
+            Ok(true) => {
+                let len = self.records.overhead() + 5;
+                let r = &mut *self.records;
+                match seal_out(self.out, self.pending, len, |buf| r.key_update(buf)) {
+                    Ok(()) => true,
+                    Err(a) => {
+                        self.fault = Some(Fault::Send(a));
+                        false
+                    }
+                }
+            }
+            Err(a) => {
+                self.fault = Some(Fault::Send(a));
+                false
+            }
+        }
+    }
+
+    /// Seals `plain` whole, record by record, straight into the transport while it has
+    /// room, the rest into `pending`.
+    fn send_all(&mut self, plain: &[u8]) {
+        for part in plain.chunks(record::MAX_FRAGMENT) {
+            if !self.ready() {
+                return;
+            }
+            let (p, len) = (self.records.prefix(), part.len() + self.records.overhead());
+            let r = &mut *self.records;
+            let sealed = seal_out(self.out, self.pending, len, |buf| {
+                buf.get_mut(p..p + part.len())
+                    .ok_or(Alert::InternalError)?
+                    .copy_from_slice(part);
+                r.seal(record::APPLICATION_DATA, buf, part.len())
+            });
+            if let Err(a) = sealed {
+                self.fault = Some(Fault::Send(a));
+                return;
+            }
+        }
     }
 }
 
 impl<T: Tx> Tx for TlsTx<'_, T> {
     fn write_with(&mut self, min_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> usize {
-        if !drain(self.tls, self.out) {
+        if !self.pending.drain(self.out) || !self.ready() {
             return 0;
         }
-        let len = min_len.max(1).max(LEND);
-        self.lend.clear();
-        self.lend.resize(len, 0);
-        let n = fill(self.lend.as_mut_slice()).min(len);
-        if n > 0 {
+        let min_len = min_len.max(1);
+        if min_len > record::MAX_FRAGMENT {
+            // More than one record: written aside, then sealed record by record.
+            self.lend.clear();
+            self.lend.resize(min_len, 0);
+            let n = fill(self.lend.as_mut_slice()).min(min_len);
             let lend = std::mem::take(self.lend);
-            self.send(lend.get(..n).unwrap_or_default());
+            self.send_all(lend.get(..n).unwrap_or_default());
             *self.lend = lend;
+            return n;
         }
-        n
+        let (p, over) = (self.records.prefix(), self.records.overhead());
+        let r = &mut *self.records;
+        let mut taken = 0;
+        let mut failed = None;
+        self.out.write_with(min_len + over, |buf| {
+            let room = buf.len().saturating_sub(over).min(record::MAX_FRAGMENT);
+            let n = buf.get_mut(p..p + room).map_or(0, fill).min(room);
+            if n == 0 {
+                return 0;
+            }
+            match r.seal(record::APPLICATION_DATA, buf, n) {
+                Ok(len) => {
+                    taken = n;
+                    len
+                }
+                Err(a) => {
+                    failed = Some(a);
+                    0
+                }
+            }
+        });
+        if let Some(a) = failed {
+            self.fault = Some(Fault::Send(a));
+            return 0;
+        }
+        taken
     }
 
     fn write(&mut self, data: &[u8]) -> usize {
-        if data.is_empty() || !drain(self.tls, self.out) {
+        if data.is_empty() || !self.pending.drain(self.out) {
             return 0;
         }
-        let n = data.len().min(4 * LEND);
-        self.send(data.get(..n).unwrap_or_default());
-        n
+        let mut done = 0;
+        while done < data.len() && self.ready() {
+            let rest = data.get(done..).unwrap_or_default();
+            let n = self.write_with(rest.len().min(512), |buf| {
+                let n = buf.len().min(rest.len());
+                if let (Some(to), Some(from)) = (buf.get_mut(..n), rest.get(..n)) {
+                    to.copy_from_slice(from);
+                }
+                n
+            });
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        done
     }
 
     fn write_chunk(&mut self, chunk: Bytes) -> Result<(), Bytes> {
-        if !drain(self.tls, self.out) {
+        if !self.pending.drain(self.out) || self.fault.is_some() {
             return Err(chunk);
         }
-        self.send(&chunk);
+        self.send_all(&chunk);
         Ok(())
     }
 }
@@ -793,7 +1179,7 @@ impl<A: App> App for Tls<A> {
             return self.inner.accept_on(id, local_port, peer, now);
         };
         self.inner.accept_on(id, local_port, peer, now)?;
-        let mut tls = match ServerConnection::new(cfg) {
+        let hs = match UnbufferedServerConnection::new(cfg) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "TLS connection setup failed");
@@ -801,18 +1187,20 @@ impl<A: App> App for Tls<A> {
                 return Err(Refusal::MaxConnections);
             }
         };
-        // Bounded by this layer instead (see `TlsTx`).
-        tls.set_buffer_limit(None);
         if self.conns.len() <= id {
             self.conns.resize_with(id + 1, || None);
         }
         if let Some(slot) = self.conns.get_mut(id) {
             *slot = Some(Conn {
-                tls,
-                backlog: Vec::new(),
+                phase: Phase::Handshake(Box::new(hs)),
+                rx: Vec::new(),
+                rx_at: 0,
+                early: Vec::new(),
+                pending: Pending::default(),
                 established: false,
                 failed: false,
                 close_sent: false,
+                close_received: false,
                 eof_told: false,
                 fin: false,
                 stalled: false,
@@ -847,7 +1235,7 @@ impl<A: App> App for Tls<A> {
                     return;
                 }
                 c.fin = true;
-                if c.backlog.is_empty() && inner_reads {
+                if c.drained() && inner_reads {
                     c.eof_told = true;
                     self.inner.peer_closed(id);
                 }
@@ -860,41 +1248,50 @@ impl<A: App> App for Tls<A> {
         let Some(c) = self.conn(id) else {
             return self.inner.flush(id, tx);
         };
-        if !drain(&mut c.tls, tx) || c.failed {
+        if !c.pending.drain(tx) || c.failed {
             return;
         }
         if c.stalled && !c.eof_told {
             c.stalled = false;
-            self.pump(id, &[], tx, now);
+            self.pump(id, &mut [], tx, now);
         }
         let Some(Some(c)) = self.conns.get_mut(id) else {
             return;
         };
-        if c.failed {
+        let Phase::Traffic(r) = &mut c.phase else {
             return;
-        }
+        };
         let mut out = TlsTx {
-            tls: &mut c.tls,
+            records: r,
+            pending: &mut c.pending,
             out: tx,
             lend: &mut self.lend,
+            fault: None,
         };
         self.inner.flush(id, &mut out);
+        if let Some(f) = out.fault {
+            fail(c, f, tx);
+            self.count(false, Outcome::Other);
+            return;
+        }
         if !c.close_sent && self.inner.is_finished(id) {
             // RFC 8446 6.1: close_notify before closing the write side.
             c.close_sent = true;
-            c.tls.send_close_notify();
+            let len = r.overhead() + 2;
+            let _ = seal_out(tx, &mut c.pending, len, |buf| r.close_notify(buf));
         }
-        drain(&mut c.tls, tx);
     }
 
     fn wants_read(&self, id: ConnId) -> bool {
         match self.conns.get(id).and_then(Option::as_ref) {
             None => self.inner.wants_read(id),
-            Some(c) => {
-                !c.failed
-                    && (c.backlog.is_empty() || !c.hello_checked)
-                    && (c.tls.is_handshaking() || self.inner.wants_read(id))
-            }
+            Some(c) => match c.phase {
+                Phase::Over => false,
+                Phase::Handshake(_) => true,
+                Phase::Traffic(_) => {
+                    !c.close_received && !c.stalled && self.inner.wants_read(id)
+                }
+            },
         }
     }
 
@@ -902,7 +1299,7 @@ impl<A: App> App for Tls<A> {
         match self.conns.get(id).and_then(Option::as_ref) {
             None => self.inner.is_finished(id),
             Some(c) => {
-                (c.failed || (c.close_sent && self.inner.is_finished(id))) && !c.tls.wants_write()
+                (c.failed || (c.close_sent && self.inner.is_finished(id))) && c.pending.is_empty()
             }
         }
     }
@@ -910,7 +1307,7 @@ impl<A: App> App for Tls<A> {
     fn settled(&self, id: ConnId) -> bool {
         match self.conns.get(id).and_then(Option::as_ref) {
             None => self.inner.settled(id),
-            Some(c) => !c.failed && !c.stalled && !c.tls.wants_write() && self.inner.settled(id),
+            Some(c) => !c.failed && !c.stalled && c.pending.is_empty() && self.inner.settled(id),
         }
     }
 
@@ -950,7 +1347,7 @@ impl<A: App> App for Tls<A> {
                 .conns
                 .get(id)
                 .and_then(Option::as_ref)
-                .is_some_and(|c| !c.failed && c.tls.is_handshaking());
+                .is_some_and(|c| matches!(c.phase, Phase::Handshake(_)));
             if handshaking {
                 self.count(true, Outcome::Timeout);
             }
@@ -1014,6 +1411,7 @@ mod tests {
     use crate::config::TlsListener;
     use rustls::pki_types::ServerName;
     use rustls::{ClientConfig, ClientConnection, RootCertStore};
+    use std::io::{Read, Write};
 
     const PORT: u16 = 8443;
 
