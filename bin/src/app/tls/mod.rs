@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 
 use ::tcp::Instant;
 use bytes::Bytes;
-use rustls::server::{ServerConfig, ServerSessionMemoryCache};
 use rustls::server::UnbufferedServerConnection;
+use rustls::server::{ServerConfig, ServerSessionMemoryCache};
 use rustls::unbuffered::ConnectionState;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -519,9 +519,17 @@ struct Conn {
 }
 
 impl Conn {
-    /// Nothing received waits here for the application.
-    fn drained(&self) -> bool {
-        self.early.is_empty() && self.rx_at >= self.rx.len()
+    /// Received plaintext, or a whole record, waits here for the application (a
+    /// record's first part alone waits for the transport, not for it).
+    fn waiting(&self) -> bool {
+        let held = self.rx.get(self.rx_at..).unwrap_or_default();
+        !self.early.is_empty()
+            || match &self.phase {
+                Phase::Traffic(r) => {
+                    matches!(r.record_len(held), Some(Ok(n)) if n <= held.len())
+                }
+                _ => false,
+            }
     }
 }
 
@@ -672,12 +680,12 @@ impl<A: App> Tls<A> {
         if let Some(Failure::Record(f)) = &failure {
             fail(c, *f, tx);
         }
-        let stall = !c.failed && !c.drained();
+        let stall = !c.failed && c.waiting();
         if stall && !c.stalled {
             c.stalled = true;
             self.stalled.push(id);
         }
-        let closed = (c.fin || c.close_received) && c.drained();
+        let closed = (c.fin || c.close_received) && !c.waiting();
         if closed && !c.eof_told && !c.failed && self.inner.wants_read(id) {
             c.eof_told = true;
             self.inner.peer_closed(id);
@@ -709,7 +717,7 @@ impl<A: App> Tls<A> {
                         Fault::Send(Alert::RecordOverflow | Alert::DecodeError) => {
                             Outcome::BadMessage
                         }
-                        Fault::Send(_) => Outcome::Other,
+                        Fault::Send(_) | Fault::Exhausted => Outcome::Other,
                     },
                 );
             }
@@ -720,9 +728,13 @@ impl<A: App> Tls<A> {
 /// Ends an established connection at a record-layer fault: our alert (when the peer did
 /// not send one), then nothing more.
 fn fail<T: Tx>(c: &mut Conn, fault: Fault, tx: &mut T) {
-    if let (Phase::Traffic(r), Fault::Send(alert)) = (&mut c.phase, fault) {
+    if let Phase::Traffic(r) = &mut c.phase {
         let len = r.overhead() + 2;
-        let _ = seal_out(tx, &mut c.pending, len, |buf| r.alert(alert, buf));
+        let _ = match fault {
+            Fault::Send(alert) => seal_out(tx, &mut c.pending, len, |buf| r.alert(alert, buf)),
+            Fault::Exhausted => seal_out(tx, &mut c.pending, len, |buf| r.close_notify(buf)),
+            Fault::Received(_) => Ok(()),
+        };
     }
     c.failed = true;
     c.phase = Phase::Over;
@@ -806,9 +818,9 @@ fn handshake(
             }
             Ok(_) => {
                 // Early data is not enabled: nothing else can come.
-                stop = Some(Err(failure.take().unwrap_or(rustls::Error::General(
-                    "unexpected TLS state".into(),
-                ))));
+                stop = Some(Err(failure
+                    .take()
+                    .unwrap_or(rustls::Error::General("unexpected TLS state".into()))));
             }
             Err(e) => match failure {
                 // The second error: the alert, if any, is out.
@@ -821,7 +833,9 @@ fn handshake(
             return s;
         }
     }
-    Err(failure.unwrap_or(rustls::Error::General("TLS handshake made no progress".into())))
+    Err(failure.unwrap_or(rustls::Error::General(
+        "TLS handshake made no progress".into(),
+    )))
 }
 
 /// Opens the records received (those waiting in the connection first, then `data` in
@@ -1054,8 +1068,8 @@ impl<T: Tx> TlsTx<'_, T> {
                     }
                 }
             }
-            Err(a) => {
-                self.fault = Some(Fault::Send(a));
+            Err(f) => {
+                self.fault = Some(f);
                 false
             }
         }
@@ -1235,7 +1249,7 @@ impl<A: App> App for Tls<A> {
                     return;
                 }
                 c.fin = true;
-                if c.drained() && inner_reads {
+                if !c.waiting() && inner_reads {
                     c.eof_told = true;
                     self.inner.peer_closed(id);
                 }
@@ -1288,9 +1302,7 @@ impl<A: App> App for Tls<A> {
             Some(c) => match c.phase {
                 Phase::Over => false,
                 Phase::Handshake(_) => true,
-                Phase::Traffic(_) => {
-                    !c.close_received && !c.stalled && self.inner.wants_read(id)
-                }
+                Phase::Traffic(_) => !c.close_received && !c.stalled && self.inner.wants_read(id),
             },
         }
     }
@@ -1421,6 +1433,8 @@ mod tests {
         reading: bool,
         eof: Vec<ConnId>,
         received: Vec<u8>,
+        /// Where each received slice lay (start address, length).
+        at: Vec<(usize, usize)>,
     }
 
     impl App for Echo {
@@ -1431,7 +1445,9 @@ mod tests {
         fn remove(&mut self, _: ConnId) {}
         fn receive<T: Tx>(&mut self, _: ConnId, data: &mut [u8], tx: &mut T, _: Instant) {
             self.received.extend_from_slice(data);
-            assert_eq!(tx.write(data), data.len());
+            self.at.push((data.as_ptr() as usize, data.len()));
+            // Short only once the connection failed (the tests check what arrives).
+            let _ = tx.write(data);
         }
         fn peer_closed(&mut self, id: ConnId) {
             self.eof.push(id);
@@ -1543,6 +1559,17 @@ mod tests {
         /// Moves bytes both ways until neither side has anything to say; returns the
         /// plaintext the client read.
         fn run(&mut self, id: ConnId, client: &mut ClientConnection) -> Vec<u8> {
+            self.run_split(id, client, usize::MAX)
+        }
+
+        /// [`World::run`] with the client's bytes handed over in receives of at most
+        /// `piece` bytes (TCP segments cut records anywhere).
+        fn run_split(
+            &mut self,
+            id: ConnId,
+            client: &mut ClientConnection,
+            piece: usize,
+        ) -> Vec<u8> {
             let mut got = Vec::new();
             for _ in 0..50 {
                 let mut wire = Vec::new();
@@ -1550,13 +1577,15 @@ mod tests {
                     client.write_tls(&mut wire).unwrap();
                 }
                 let mut back = Vec::new();
-                if !wire.is_empty() && self.server.wants_read(id) {
-                    self.server.receive(
-                        id,
-                        &mut wire,
-                        &mut BufTx::new(&mut back, 1 << 20),
-                        Instant::ZERO,
-                    );
+                for part in wire.chunks_mut(piece.max(1)) {
+                    if self.server.wants_read(id) {
+                        self.server.receive(
+                            id,
+                            part,
+                            &mut BufTx::new(&mut back, 1 << 20),
+                            Instant::ZERO,
+                        );
+                    }
                 }
                 let mut dirty = Vec::new();
                 self.server.take_dirty(&mut dirty);
@@ -1565,18 +1594,18 @@ mod tests {
                     break;
                 }
                 let mut rd = back.as_slice();
-                while !rd.is_empty() {
-                    if client.read_tls(&mut rd).unwrap() == 0 {
+                loop {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = client.reader().read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    if rd.is_empty() || client.read_tls(&mut rd).unwrap() == 0 {
                         break;
                     }
                     client.process_new_packets().unwrap();
-                }
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = client.reader().read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    got.extend_from_slice(&buf[..n]);
                 }
             }
             got
@@ -1764,6 +1793,350 @@ mod tests {
         let mut rd = back.as_slice();
         refused.read_tls(&mut rd).unwrap();
         assert!(refused.process_new_packets().is_err());
+    }
+
+    impl Tls<Echo> {
+        fn records(&self, id: ConnId) -> &Records {
+            match self.conns.get(id) {
+                Some(Some(Conn {
+                    phase: Phase::Traffic(r),
+                    ..
+                })) => r,
+                _ => panic!("{id} not established"),
+            }
+        }
+    }
+
+    /// A client that offers only `version` and `suite`.
+    fn client_only(
+        cert: &CertificateDer<'static>,
+        version: &'static rustls::SupportedProtocolVersion,
+        suite: rustls::SupportedCipherSuite,
+    ) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.clone()).unwrap();
+        #[allow(deprecated)]
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = vec![suite];
+        let mut cfg = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(cfg)
+    }
+
+    /// The established connection `id` with `client`: messages of several sizes, whole and
+    /// cut into small receives, echoed byte-exact.
+    fn echo_sizes(w: &mut World, id: ConnId, c: &mut ClientConnection) {
+        w.run(id, c);
+        assert!(!c.is_handshaking());
+        let mut expect = Vec::new();
+        for (i, len) in [1usize, 64, 1000, 16_384, 16_385, 40_000]
+            .into_iter()
+            .enumerate()
+        {
+            let msg: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
+            c.writer().write_all(&msg).unwrap();
+            let got = w.run_split(id, c, [usize::MAX, 1, 5, 1448][i % 4]);
+            assert_eq!(got, msg, "message {i} ({len} bytes)");
+            expect.extend_from_slice(&msg);
+        }
+        assert_eq!(w.server.inner().received, expect);
+    }
+
+    #[test]
+    fn tls_records_every_suite_both_versions_echo_byte_exact_in_any_cut() {
+        use rustls::crypto::ring::cipher_suite as cs;
+        let cases = [
+            (&rustls::version::TLS13, cs::TLS13_AES_128_GCM_SHA256),
+            (&rustls::version::TLS13, cs::TLS13_AES_256_GCM_SHA384),
+            (&rustls::version::TLS13, cs::TLS13_CHACHA20_POLY1305_SHA256),
+            (
+                &rustls::version::TLS12,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ),
+            (
+                &rustls::version::TLS12,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            ),
+            (
+                &rustls::version::TLS12,
+                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            ),
+        ];
+        for (i, (version, suite)) in cases.into_iter().enumerate() {
+            let mut w = world();
+            let cfg = client_only(&w.first, version, suite);
+            let mut c = w.client_with(i, cfg);
+            echo_sizes(&mut w, i, &mut c);
+            assert_eq!(c.negotiated_cipher_suite(), Some(suite));
+            // A close_notify each way ends it cleanly.
+            c.send_close_notify();
+            w.run(i, &mut c);
+            assert_eq!(w.server.inner().eof, vec![i], "{suite:?}");
+            assert!(w.server.is_finished(i));
+        }
+    }
+
+    #[test]
+    fn tls_records_in_one_receive_are_decrypted_where_they_lie() {
+        let mut w = world();
+        let mut c = w.client(0);
+        w.run(0, &mut c);
+        c.writer().write_all(b"first record").unwrap();
+        let mut wire = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut wire).unwrap();
+        }
+        c.writer().write_all(b"second").unwrap();
+        while c.wants_write() {
+            c.write_tls(&mut wire).unwrap();
+        }
+        let range = wire.as_ptr() as usize..wire.as_ptr() as usize + wire.len();
+        let mut out = Vec::new();
+        w.server.inner_mut().at.clear();
+        w.server.receive(
+            0,
+            &mut wire,
+            &mut BufTx::new(&mut out, 1 << 20),
+            Instant::ZERO,
+        );
+        let at = &w.server.inner().at;
+        assert_eq!(at.len(), 2);
+        for &(start, len) in at {
+            // The plaintext the application read lies inside the received buffer.
+            assert!(range.contains(&start) && range.contains(&(start + len - 1)));
+        }
+        assert_eq!(w.server.inner().received, b"first recordsecond");
+    }
+
+    #[test]
+    fn tls_key_update_from_the_client_asking_ours_both_directions_renewed() {
+        let mut w = world();
+        let mut c = w.client(0);
+        c.writer().write_all(b"before").unwrap();
+        assert_eq!(w.run(0, &mut c), b"before");
+        for round in 0..3u8 {
+            // rustls' client sends KeyUpdate(update_requested): we renew ours too.
+            c.refresh_traffic_keys().unwrap();
+            let msg = vec![round; 3000];
+            c.writer().write_all(&msg).unwrap();
+            assert_eq!(w.run(0, &mut c), msg, "round {round}");
+        }
+        assert_eq!(w.server.records(0).key_updates(), (3, 3));
+        assert_eq!(w.stats.tls_count(false, Outcome::Other), 0);
+    }
+
+    #[test]
+    fn tls_sending_key_renewed_before_its_limit() {
+        let mut w = world();
+        let mut c = w.client(0);
+        w.run(0, &mut c);
+        if let Some(Some(Conn {
+            phase: Phase::Traffic(r),
+            ..
+        })) = w.server.conns.get_mut(0)
+        {
+            r.set_limit_for_test(3);
+        } else {
+            panic!("not established");
+        }
+        let mut expect = Vec::new();
+        for i in 0..10u8 {
+            c.writer().write_all(&[i; 100]).unwrap();
+            expect.extend_from_slice(&[i; 100]);
+        }
+        // Each message is a record; a KeyUpdate goes out every 3: the client follows.
+        assert_eq!(w.run(0, &mut c), expect);
+        assert_eq!(w.server.records(0).key_updates(), (0, 3));
+    }
+
+    #[test]
+    fn tls12_sending_key_at_its_limit_close_notify_and_closed() {
+        use rustls::crypto::ring::cipher_suite as cs;
+        let mut w = world();
+        let cfg = client_only(
+            &w.first,
+            &rustls::version::TLS12,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        );
+        let mut c = w.client_with(0, cfg);
+        w.run(0, &mut c);
+        let Some(Some(Conn {
+            phase: Phase::Traffic(r),
+            ..
+        })) = w.server.conns.get_mut(0)
+        else {
+            panic!("not established")
+        };
+        r.set_limit_for_test(3);
+        c.writer().write_all(b"one").unwrap();
+        assert_eq!(w.run(0, &mut c), b"one");
+        c.writer().write_all(b"two").unwrap();
+        assert_eq!(w.run(0, &mut c), b"two");
+        c.writer().write_all(b"three").unwrap();
+        // Records 0 (Finished), 1 and 2 were sent with this key; a fourth would pass the
+        // limit: a close_notify instead, then closed.
+        assert_eq!(w.run(0, &mut c), b"");
+        assert!(w.server.is_finished(0));
+        let mut buf = [0u8; 8];
+        assert_eq!(c.reader().read(&mut buf).unwrap(), 0);
+        assert_eq!(w.stats.tls_count(false, Outcome::Other), 1);
+    }
+
+    #[test]
+    fn tls_bad_records_fatal_alert_counted_others_unaffected() {
+        // A flipped ciphertext byte: bad_record_mac. An oversized length: record_overflow.
+        // A plaintext handshake record after the handshake: unexpected_message.
+        let cases: [(fn(&mut Vec<u8>), u8, Outcome); 3] = [
+            (|w| *w.last_mut().unwrap() ^= 1, 20, Outcome::DecryptError),
+            (
+                |w| w.splice(3..5, [0x50, 0x00]).for_each(drop),
+                22,
+                Outcome::BadMessage,
+            ),
+            (|w| w[0] = 22, 10, Outcome::Other),
+        ];
+        for (i, (spoil, alert, outcome)) in cases.into_iter().enumerate() {
+            let mut w = world();
+            let mut c = w.client(0);
+            w.run(0, &mut c);
+            c.writer().write_all(b"spoilt").unwrap();
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).unwrap();
+            }
+            spoil(&mut wire);
+            let mut out = Vec::new();
+            w.server.receive(
+                0,
+                &mut wire,
+                &mut BufTx::new(&mut out, 1 << 20),
+                Instant::ZERO,
+            );
+            assert!(w.server.inner().received.is_empty(), "case {i}");
+            assert!(
+                !w.server.wants_read(0) && w.server.is_finished(0),
+                "case {i}"
+            );
+            assert_eq!(w.stats.tls_count(false, outcome), 1, "case {i}");
+            // The client reads our alert.
+            let mut rd = out.as_slice();
+            c.read_tls(&mut rd).unwrap();
+            let err = c.process_new_packets().unwrap_err();
+            assert_eq!(
+                err,
+                rustls::Error::AlertReceived(rustls::AlertDescription::from(alert)),
+                "case {i}"
+            );
+            // Another connection is unaffected.
+            let mut c2 = w.client(1);
+            c2.writer().write_all(b"fine").unwrap();
+            assert_eq!(w.run(1, &mut c2), b"fine", "case {i}");
+        }
+    }
+
+    #[test]
+    fn tls_published_chunk_sealed_straight_into_the_transport() {
+        /// Counts how the layer writes into the transport.
+        struct Probe<'a> {
+            inner: BufTx<'a>,
+            write_with: usize,
+            write: usize,
+        }
+        impl Tx for Probe<'_> {
+            fn write_with(&mut self, min: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> usize {
+                self.write_with += 1;
+                self.inner.write_with(min, fill)
+            }
+            fn write(&mut self, data: &[u8]) -> usize {
+                self.write += 1;
+                self.inner.write(data)
+            }
+            fn write_chunk(&mut self, chunk: Bytes) -> Result<(), Bytes> {
+                self.inner.write_chunk(chunk)
+            }
+        }
+        let mut w = world();
+        let mut c = w.client(0);
+        w.run(0, &mut c);
+        let Some(Some(conn)) = w.server.conns.get_mut(0) else {
+            panic!()
+        };
+        let Phase::Traffic(r) = &mut conn.phase else {
+            panic!()
+        };
+        let mut out = Vec::new();
+        let mut probe = Probe {
+            inner: BufTx::new(&mut out, 1 << 20),
+            write_with: 0,
+            write: 0,
+        };
+        let mut lend = Vec::new();
+        let mut tx = TlsTx {
+            records: r,
+            pending: &mut conn.pending,
+            out: &mut probe,
+            lend: &mut lend,
+            fault: None,
+        };
+        tx.write_chunk(Bytes::from_static(&[7; 64])).unwrap();
+        assert!(tx.fault.is_none());
+        // One record sealed in the transport's own space: no write of a copy, no lend.
+        assert_eq!((probe.write_with, probe.write), (1, 0));
+        assert!(conn.pending.is_empty() && lend.capacity() == 0);
+        assert_eq!(out.len(), 64 + 22);
+        let mut rd = out.as_slice();
+        c.read_tls(&mut rd).unwrap();
+        c.process_new_packets().unwrap();
+        let mut got = [0u8; 64];
+        c.reader().read_exact(&mut got).unwrap();
+        assert_eq!(got, [7; 64]);
+    }
+
+    #[test]
+    fn tls_full_transport_keeps_a_chunk_whole_then_sends_it_in_order() {
+        let mut w = world();
+        let mut c = w.client(0);
+        w.run(0, &mut c);
+        let Some(Some(conn)) = w.server.conns.get_mut(0) else {
+            panic!()
+        };
+        let Phase::Traffic(r) = &mut conn.phase else {
+            panic!()
+        };
+        let mut out = Vec::new();
+        let mut lend = Vec::new();
+        let chunk: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+        {
+            // Room for one record only: the rest waits, sealed, and no more is offered.
+            let mut small = BufTx::new(&mut out, 20_000);
+            let mut tx = TlsTx {
+                records: r,
+                pending: &mut conn.pending,
+                out: &mut small,
+                lend: &mut lend,
+                fault: None,
+            };
+            tx.write_chunk(Bytes::from(chunk.clone())).unwrap();
+            assert!(tx.write_chunk(Bytes::from_static(b"later")).is_err());
+            assert_eq!(tx.write(b"later"), 0);
+        }
+        assert!(!conn.pending.is_empty());
+        assert!(conn.pending.drain(&mut BufTx::new(&mut out, 1 << 20)));
+        let mut rd = out.as_slice();
+        let mut got = Vec::new();
+        while !rd.is_empty() {
+            c.read_tls(&mut rd).unwrap();
+            c.process_new_packets().unwrap();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = c.reader().read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert_eq!(got, chunk);
     }
 
     #[test]

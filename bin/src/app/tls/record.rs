@@ -63,6 +63,9 @@ pub enum Fault {
     Send(Alert),
     /// The peer sent a fatal alert (its description): close without one.
     Received(u8),
+    /// A TLS 1.2 key reached its limit (TLS 1.2 cannot renew keys): close_notify, close,
+    /// as rustls does; the client reconnects.
+    Exhausted,
 }
 
 /// What one received record held.
@@ -132,6 +135,8 @@ pub struct Records {
     handshake: Vec<u8>,
     /// Empty or ignored records in a row.
     idle: u8,
+    /// Keys renewed so far: received, sent.
+    renewed: (u32, u32),
 }
 
 impl std::fmt::Debug for Records {
@@ -173,7 +178,19 @@ impl Records {
             update_asked: false,
             handshake: Vec::new(),
             idle: 0,
+            renewed: (0, 0),
         })
+    }
+
+    /// A key renews (or the connection closes) after `records` records (tests).
+    #[cfg(test)]
+    pub fn set_limit_for_test(&mut self, records: u64) {
+        self.limit = records;
+    }
+
+    /// Keys renewed so far (TLS 1.3 KeyUpdate): the peer's, ours.
+    pub fn key_updates(&self) -> (u32, u32) {
+        self.renewed
     }
 
     /// Bytes before a record's plaintext (header, and TLS 1.2 GCM's explicit nonce).
@@ -201,15 +218,15 @@ impl Records {
 
     /// Before sealing application data: the records this key may still protect are used
     /// up, or the peer asked for a key update. TLS 1.3 needs a KeyUpdate message sent
-    /// first ([`Records::key_update`]); TLS 1.2 cannot renew and must close (Err).
-    pub fn needs_key_update(&self) -> Result<bool, Alert> {
+    /// first ([`Records::key_update`]); TLS 1.2 cannot renew and must close.
+    pub fn needs_key_update(&self) -> Result<bool, Fault> {
         if self.tx.seq < self.limit {
             return Ok(self.update_asked);
         }
         if self.tls13 {
             Ok(true)
         } else {
-            Err(Alert::InternalError)
+            Err(Fault::Exhausted)
         }
     }
 
@@ -228,6 +245,7 @@ impl Records {
             .map_err(|_| Alert::InternalError)?;
         self.tx = Key::new(seq, secrets)?;
         self.update_asked = false;
+        self.renewed.1 += 1;
         Ok(n)
     }
 
@@ -481,6 +499,7 @@ impl Records {
             .update_rx_secret()
             .map_err(|_| Fault::Send(Alert::InternalError))?;
         self.rx = Key::new(seq, secrets).map_err(Fault::Send)?;
+        self.renewed.0 += 1;
         Ok(Opened::Nothing)
     }
 }
