@@ -145,6 +145,7 @@ impl std::fmt::Debug for Records {
             .field("tls13", &self.tls13)
             .field("tx_seq", &self.tx.seq)
             .field("rx_seq", &self.rx.seq)
+            .field("key_updates", &self.renewed)
             .finish_non_exhaustive()
     }
 }
@@ -189,6 +190,7 @@ impl Records {
     }
 
     /// Keys renewed so far (TLS 1.3 KeyUpdate): the peer's, ours.
+    #[cfg(test)]
     pub fn key_updates(&self) -> (u32, u32) {
         self.renewed
     }
