@@ -1990,7 +1990,8 @@ mod tests {
     fn tls_bad_records_fatal_alert_counted_others_unaffected() {
         // A flipped ciphertext byte: bad_record_mac. An oversized length: record_overflow.
         // A plaintext handshake record after the handshake: unexpected_message.
-        let cases: [(fn(&mut Vec<u8>), u8, Outcome); 3] = [
+        type Spoil = fn(&mut Vec<u8>);
+        let cases: [(Spoil, u8, Outcome); 3] = [
             (|w| *w.last_mut().unwrap() ^= 1, 20, Outcome::DecryptError),
             (
                 |w| w.splice(3..5, [0x50, 0x00]).for_each(drop),
