@@ -2,20 +2,23 @@
 //! [`App`] (the gateway, ws-echo), the same on both drivers.
 //!
 //! [`Tls`] wraps the application. A connection accepted on a port of `[[listen.tls]]` gets
-//! a rustls [`ServerConnection`], driven sans-IO from the worker with rustls' buffered API
-//! (`read_tls`, `process_new_packets`, `reader`, `writer`, `write_tls`;
-//! docs/decisions/0010-tls-rustls-buffered.md says why). Connections on other ports pass
-//! straight through. The application sees plaintext only: [`App::receive`] gets decrypted
-//! bytes and a [`Tx`] that encrypts what it writes into the connection's transport.
+//! a rustls [`UnbufferedServerConnection`] for the handshake, driven sans-IO from the
+//! worker; once the handshake is complete, rustls hands over the traffic keys and the
+//! [`record`] layer protects the records in place: received records are decrypted where
+//! they lie and the application reads them there; what it writes is sealed into the
+//! transport's own send buffer (docs/decisions/0010-tls-rustls-handshake-own-records.md
+//! says why). Connections on other ports pass straight through. The application sees
+//! plaintext only: [`App::receive`] gets decrypted bytes and a [`Tx`] that seals what it
+//! writes.
 //!
 //! Limits: the handshake shares the application's handshake deadline
 //! (`limits.handshake_timeout_ms` counts from accept, so a TLS handshake that never ends is
-//! dropped like a slow HTTP upgrade); rustls keeps at most 16 KiB of received plaintext
-//! the application has not read (beyond it the layer stops taking TCP bytes, so TCP flow
-//! control holds the peer); outgoing ciphertext waits in rustls only while the transport
-//! is full, and the application is offered no room until it has drained. Every failure is
-//! counted (`sluice_tls_handshakes_total`, `sluice_tls_errors_total`) and answered with the
-//! alert rustls chooses, then the connection is closed; other connections never notice.
+//! dropped like a slow HTTP upgrade); while the application does not read, the layer keeps
+//! what the current receive handed it and takes no more TCP bytes (TCP flow control holds
+//! the peer); outgoing records wait in the connection only while the transport is full,
+//! and the application is offered no room until they have gone. Every failure is counted
+//! (`sluice_tls_handshakes_total`, `sluice_tls_errors_total`) and answered with its alert,
+//! then the connection is closed; other connections never notice.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
