@@ -4,11 +4,16 @@
 //! delivered message into the DOM. The test publishes through the control plane
 //! (`POST /publish/{topic}`) and asserts the page's rendered list equals what it sent, in order.
 //! The gateway's Origin allowlist holds the page's origin; a page from another origin is
-//! refused. Everything started here is killed on drop, and the lab is removed.
+//! refused. The `_wss_` variants connect with `wss://` to the gateway's TLS port (a
+//! throw-away test PKI; Chromium pins the test key with
+//! `--ignore-certificate-errors-spki-list`). Everything started here is killed on drop, and
+//! the lab is removed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/lab.rs"]
 mod lab;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -21,6 +26,8 @@ use lab::{Lab, Sluice, STACK_IP};
 
 /// The WebSocket port the gateway serves.
 const WS_PORT: u16 = 8080;
+/// Its wss:// port (the `_wss_` variants).
+const WSS_PORT: u16 = 8443;
 /// The control plane, inside the stack namespace.
 const CONTROL: &str = "127.0.0.1:9100";
 /// The port the page is served from in the peer namespace (its origin is allowlisted).
@@ -38,7 +45,12 @@ fn repo() -> PathBuf {
 /// Starts `sluice run --app gateway` on `backend` (`"kernel"`: kernel sockets on the stack
 /// side's address; `"afxdp"`: the userspace stack on the stack side's veth) in the lab's
 /// stack namespace.
-fn start_gateway(lab: &Lab, config: &std::path::Path, backend: &str) -> Sluice {
+fn start_gateway(
+    lab: &Lab,
+    config: &std::path::Path,
+    backend: &str,
+    pki: Option<&tls::TestPki>,
+) -> Sluice {
     let mut args: Vec<String> = vec![
         "netns".into(),
         "exec".into(),
@@ -60,6 +72,16 @@ fn start_gateway(lab: &Lab, config: &std::path::Path, backend: &str) -> Sluice {
         "--log-level".into(),
         "warn".into(),
     ];
+    if let Some(pki) = pki {
+        args.extend([
+            "--tls-port".into(),
+            WSS_PORT.to_string(),
+            "--tls-cert".into(),
+            tls::TestPki::arg(&pki.cert),
+            "--tls-key".into(),
+            tls::TestPki::arg(&pki.key),
+        ]);
+    }
     match backend {
         // Kernel sockets need the address on the stack side's interface.
         "kernel" => {
@@ -113,12 +135,24 @@ struct Browser {
 }
 
 impl Browser {
-    fn start(lab: &Lab, topic: &str, count: usize, page_port: u16) -> Browser {
+    fn start(
+        lab: &Lab,
+        pki: Option<&tls::TestPki>,
+        topic: &str,
+        count: usize,
+        page_port: u16,
+    ) -> Browser {
         use std::os::unix::process::CommandExt;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &lab.peer_ns, "node"])
-            .arg(repo().join("tests/clients/chromium_gateway.js"))
-            .arg(format!("ws://{STACK_IP}:{WS_PORT}/ws"))
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &lab.peer_ns, "node"])
+            .arg(repo().join("tests/clients/chromium_gateway.js"));
+        match pki {
+            Some(pki) => cmd
+                .arg(format!("wss://{STACK_IP}:{WSS_PORT}/ws"))
+                .env("SLUICE_CERT", &pki.cert),
+            None => cmd.arg(format!("ws://{STACK_IP}:{WS_PORT}/ws")),
+        };
+        let mut child = cmd
             .arg(topic)
             .arg(count.to_string())
             .args(["--http-port", &page_port.to_string()])
@@ -204,23 +238,36 @@ fn config_file(lab: &Lab) -> PathBuf {
 #[test]
 #[ignore = "needs root: run by deploy/test.sh"]
 fn chromium_page_renders_published_messages_in_order_afxdp() {
-    chromium_page_renders_published_messages_in_order("afxdp");
+    chromium_page_renders_published_messages_in_order("afxdp", false);
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn chromium_page_renders_published_messages_in_order_wss_afxdp() {
+    chromium_page_renders_published_messages_in_order("afxdp", true);
+}
+
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn chromium_page_renders_published_messages_in_order_wss_kernel() {
+    chromium_page_renders_published_messages_in_order("kernel", true);
 }
 
 #[test]
 #[ignore = "needs root: run by deploy/test.sh"]
 fn chromium_page_renders_published_messages_in_order_kernel() {
-    chromium_page_renders_published_messages_in_order("kernel");
+    chromium_page_renders_published_messages_in_order("kernel", false);
 }
 
-fn chromium_page_renders_published_messages_in_order(backend: &str) {
+fn chromium_page_renders_published_messages_in_order(backend: &str, wss: bool) {
     let _serial = lab::serial();
     let lab = Lab::up(1);
     let config = config_file(&lab);
-    let gateway = start_gateway(&lab, &config, backend);
+    let pki = wss.then(|| tls::TestPki::new(&[&STACK_IP.to_string()]));
+    let gateway = start_gateway(&lab, &config, backend, pki.as_ref());
     let _ = std::fs::remove_file(&config);
 
-    let browser = Browser::start(&lab, "news", COUNT, PAGE_PORT);
+    let browser = Browser::start(&lab, pki.as_ref(), "news", COUNT, PAGE_PORT);
     let first = browser.line(Duration::from_secs(60));
     if first
         .as_deref()
@@ -281,7 +328,7 @@ fn chromium_page_renders_published_messages_in_order(backend: &str) {
     assert!(ok, "chromium_gateway.js failed: {stderr}");
 
     // The same page from an origin not on the allowlist is refused at the handshake.
-    let stranger = Browser::start(&lab, "news", 1, PAGE_PORT + 1);
+    let stranger = Browser::start(&lab, pki.as_ref(), "news", 1, PAGE_PORT + 1);
     let line = stranger.line(Duration::from_secs(60));
     let (ok, stderr) = stranger.finish();
     assert!(!ok && line.is_none(), "{line:?} {stderr}");
@@ -291,5 +338,14 @@ fn chromium_page_renders_published_messages_in_order(backend: &str) {
         metrics.contains("sluice_handshakes_total{result=\"origin\"} 1"),
         "{metrics}"
     );
+    if wss {
+        // Both pages came over TLS.
+        assert!(
+            metric(&metrics, "sluice_tls_handshakes_total{result=\"ok\"}")
+                + metric(&metrics, "sluice_tls_handshakes_total{result=\"resumed\"}")
+                >= 2.0,
+            "{metrics}"
+        );
+    }
     gateway.stop();
 }

@@ -1,6 +1,6 @@
 //! Root lab tests: the WebSocket gateway (and ws-echo) on the AF_XDP backend over a 2-queue
 //! veth, with real clients in the peer namespace (tungstenite threads, Python `websockets`,
-//! also over wss://, and `openssl s_client`) and the control plane on the stack
+//! also over wss:// with Node `ws`, and `openssl s_client`) and the control plane on the stack
 //! namespace's loopback. The lab and every process are
 //! removed on drop, even when an assertion fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gw::{check_exposition, http, metric_value, python_in};
+use gw::{check_exposition, http, metric_value, node_in, python_in};
 use lab::{Lab, Sluice, STACK_IP};
 
 /// The gateway's WebSocket port.
@@ -331,7 +331,7 @@ fn gateway_afxdp_proxy_python_upstream_echoes_every_message() {
 
 #[test]
 #[ignore = "needs root: run by deploy/test.sh"]
-fn gateway_afxdp_wss_python_subscribers_and_openssl_tls13() {
+fn gateway_afxdp_wss_python_and_node_subscribers_and_openssl_tls13() {
     const TLS_PORT: u16 = 8443;
     let _serial = lab::serial();
     let lab = Lab::up(2);
@@ -364,20 +364,27 @@ fn gateway_afxdp_wss_python_subscribers_and_openssl_tls13() {
         ],
     );
     let _ = std::fs::remove_file(&path);
-    let mut subs = python_in(
-        Some(&lab.peer_ns),
-        Some(&STACK_IP.to_string()),
-        "subscribers.py",
-        &[TLS_PORT.to_string(), "/ws".into()]
-            .into_iter()
-            .chain(["20", "4", "50", "--ca"].map(String::from))
-            .chain([tls::TestPki::arg(&pki.ca)])
-            .collect::<Vec<_>>(),
-    );
+    // 20 Python `websockets` and 20 Node `ws` subscribers at once, each trusting the CA.
+    let args = [TLS_PORT.to_string(), "/ws".into()]
+        .into_iter()
+        .chain(["20", "4", "50", "--ca"].map(String::from))
+        .chain([tls::TestPki::arg(&pki.ca)])
+        .collect::<Vec<_>>();
+    let host = STACK_IP.to_string();
+    let mut subs = python_in(Some(&lab.peer_ns), Some(&host), "subscribers.py", &args);
     assert_eq!(subs.line().trim(), "ready");
+    let mut node = node_in(
+        Some(&lab.peer_ns),
+        Some(&host),
+        "node_subscribers.js",
+        &args,
+    );
+    assert_eq!(node.line().trim(), "ready");
     let delivered = publish(&lab, 4, 50, 200);
-    assert!(delivered.iter().all(|&d| d == 10), "{delivered:?}");
+    assert!(delivered.iter().all(|&d| d == 20), "{delivered:?}");
     let out = subs.wait_ok();
+    assert!(out.contains("ok clients=20 received=2000"), "{out}");
+    let out = node.wait_ok();
     assert!(out.contains("ok clients=20 received=2000"), "{out}");
 
     // openssl s_client from the peer namespace: TLS 1.3, ALPN http/1.1, the certificate
@@ -406,7 +413,7 @@ fn gateway_afxdp_wss_python_subscribers_and_openssl_tls13() {
     let metrics = get(&lab, "/metrics");
     let ok = metric_value(&metrics, "sluice_tls_handshakes_total{result=\"ok\"}")
         + metric_value(&metrics, "sluice_tls_handshakes_total{result=\"resumed\"}");
-    assert!(ok >= 21.0, "{metrics}");
+    assert!(ok >= 41.0, "{metrics}");
     sluice.stop();
 }
 

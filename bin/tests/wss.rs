@@ -1,6 +1,6 @@
 //! wss:// on the kernel backend with real TLS clients: Python `websockets` (an `ssl`
-//! context trusting a throwaway test CA) subscribing and receiving published messages in
-//! order; `openssl s_client` negotiating TLS 1.3 with ALPN http/1.1 and the certificate
+//! context trusting a throwaway test CA) and Node `ws` (the same CA) subscribing and
+//! receiving published messages in order; `openssl s_client` negotiating TLS 1.3 with ALPN http/1.1 and the certificate
 //! for its SNI name, and a TLS 1.1 client refused with a protocol_version alert; bad input
 //! (garbage instead of a ClientHello, a truncated handshake, a handshake that never ends,
 //! an oversized record) answered with an alert or a close, counted, while other
@@ -19,7 +19,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use gw::{http, python, Proc};
+use gw::{http, node_in, python, Proc};
 use tls::{free_port, TestPki};
 
 struct Gateway {
@@ -122,6 +122,11 @@ impl Gateway {
 
     /// 20 Python wss subscribers on topics t0..t3 (trusting the test CA), subscribed.
     fn subscribers(&self) -> Proc {
+        self.subscribers_with(python, "subscribers.py")
+    }
+
+    /// 20 wss subscribers of `script` (run by `run`) on topics t0..t3, subscribed.
+    fn subscribers_with(&self, run: fn(&str, &[String]) -> Proc, script: &str) -> Proc {
         let args: Vec<String> = [
             self.tls_port.to_string(),
             "/ws".into(),
@@ -132,7 +137,7 @@ impl Gateway {
             self.ca.clone(),
         ]
         .into();
-        let mut subs = python("subscribers.py", &args);
+        let mut subs = run(script, &args);
         assert_eq!(subs.line().trim(), "ready");
         subs
     }
@@ -181,6 +186,14 @@ impl Gateway {
 fn wss_python_subscribers_receive_published_messages_in_order() {
     let gw = Gateway::start(true);
     let subs = gw.subscribers();
+    gw.publish_to(subs);
+    assert!(gw.metric("sluice_tls_handshakes_total{result=\"ok\"}") >= 20.0);
+}
+
+#[test]
+fn wss_node_subscribers_receive_published_messages_in_order() {
+    let gw = Gateway::start(true);
+    let subs = gw.subscribers_with(|s, a| node_in(None, None, s, a), "node_subscribers.js");
     gw.publish_to(subs);
     assert!(gw.metric("sluice_tls_handshakes_total{result=\"ok\"}") >= 20.0);
 }

@@ -8,7 +8,11 @@
 // `rendered [JSON array of the <li> texts, in page order]`, closes the WebSocket with 1000,
 // prints `closed CODE extensions=...` and exits 0. Exit 1 with a message on stderr on any
 // failure (not subscribed within 30 s, messages not rendered within 60 s, connection closed).
+// For a wss:// URL, SLUICE_CERT=FILE (the server's PEM chain) pins the server's key with
+// --ignore-certificate-errors-spki-list (the SHA-256 of the leaf's SubjectPublicKeyInfo);
+// any other certificate still fails the page.
 'use strict';
+const crypto = require('crypto');
 const fs = require('fs');
 const http = require('http');
 const os = require('os');
@@ -25,6 +29,14 @@ if (!wsUrl || !topic || !Number.isInteger(count) || count < 0 || (flag && flag !
 setTimeout(() => { console.error('chromium_gateway.js: overall timeout'); process.exit(1); }, 150000).unref();
 
 const page = fs.readFileSync(path.join(__dirname, 'gateway_page.html'));
+
+function spkiPin(pemFile) {
+  const leaf = new crypto.X509Certificate(fs.readFileSync(pemFile));
+  const spki = leaf.publicKey.export({ type: 'spki', format: 'der' });
+  return crypto.createHash('sha256').update(spki).digest('base64');
+}
+const cert = process.env.SLUICE_CERT;
+const pin = cert ? [`--ignore-certificate-errors-spki-list=${spkiPin(cert)}`] : [];
 
 function serve(port) {
   const server = http.createServer((req, res) => {
@@ -54,6 +66,7 @@ function serve(port) {
       args: [
         '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
         '--disable-background-networking', '--disable-component-update', '--disable-sync',
+        ...pin,
       ],
     });
     const tab = context.pages()[0] || await context.newPage();

@@ -123,6 +123,26 @@ pub fn python_in(netns: Option<&str>, host: Option<&str>, script: &str, args: &[
     Proc::spawn(&mut cmd)
 }
 
+/// Runs `tests/clients/SCRIPT ARGS` with `node` (inside `netns` when given), with
+/// `SLUICE_HOST=host` when given.
+#[allow(dead_code)]
+pub fn node_in(netns: Option<&str>, host: Option<&str>, script: &str, args: &[String]) -> Proc {
+    let path = repo().join("tests/clients").join(script);
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "node"]);
+            c
+        }
+        None => Command::new("node"),
+    };
+    cmd.arg(path).args(args);
+    if let Some(h) = host {
+        cmd.env("SLUICE_HOST", h);
+    }
+    Proc::spawn(&mut cmd)
+}
+
 /// Runs `tests/gateway/SCRIPT ARGS` with `python3` here.
 pub fn python(script: &str, args: &[String]) -> Proc {
     python_in(None, None, script, args)
