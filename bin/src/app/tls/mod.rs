@@ -1150,9 +1150,13 @@ impl<T: Tx> Tx for TlsTx<'_, T> {
             return 0;
         }
         let mut done = 0;
+        // Whole records while they fit; then smaller ones down to 64 bytes (a transport
+        // lends exactly what is asked for).
+        let mut want = data.len().min(record::MAX_FRAGMENT);
         while done < data.len() && self.ready() {
             let rest = data.get(done..).unwrap_or_default();
-            let n = self.write_with(rest.len().min(512), |buf| {
+            want = want.min(rest.len());
+            let n = self.write_with(want, |buf| {
                 let n = buf.len().min(rest.len());
                 if let (Some(to), Some(from)) = (buf.get_mut(..n), rest.get(..n)) {
                     to.copy_from_slice(from);
@@ -1160,7 +1164,11 @@ impl<T: Tx> Tx for TlsTx<'_, T> {
                 n
             });
             if n == 0 {
-                break;
+                if want <= 64 || self.fault.is_some() {
+                    break;
+                }
+                want /= 2;
+                continue;
             }
             done += n;
         }
@@ -2098,6 +2106,71 @@ mod tests {
         let mut got = [0u8; 64];
         c.reader().read_exact(&mut got).unwrap();
         assert_eq!(got, [7; 64]);
+    }
+
+    #[test]
+    fn tls_write_to_an_exactly_lending_transport_makes_whole_records() {
+        /// Lends exactly what is asked for, as the stack's `send_with` does.
+        struct Exact<'a>(&'a mut Vec<u8>, usize);
+        impl Tx for Exact<'_> {
+            fn write_with(&mut self, min: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> usize {
+                let min = min.max(1);
+                if self.1 - self.0.len() < min {
+                    return 0;
+                }
+                let start = self.0.len();
+                self.0.resize(start + min, 0);
+                let n = fill(&mut self.0[start..]).min(min);
+                self.0.truncate(start + n);
+                n
+            }
+            fn write_chunk(&mut self, chunk: Bytes) -> Result<(), Bytes> {
+                Err(chunk)
+            }
+        }
+        let mut w = world();
+        let mut c = w.client(0);
+        w.run(0, &mut c);
+        let Some(Some(conn)) = w.server.conns.get_mut(0) else {
+            panic!()
+        };
+        let Phase::Traffic(r) = &mut conn.phase else {
+            panic!()
+        };
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 241) as u8).collect();
+        let mut out = Vec::new();
+        let mut lend = Vec::new();
+        // Room for two whole records and a part: 16384 + 16384 + what is left.
+        let mut tx = TlsTx {
+            records: r,
+            pending: &mut conn.pending,
+            out: &mut Exact(&mut out, 2 * (16_384 + 22) + 1_000),
+            lend: &mut lend,
+            fault: None,
+        };
+        let n = tx.write(&data);
+        // Then smaller records into the last 1,000 bytes, down to 64-byte halvings.
+        assert!(n > 2 * 16_384 && n < 2 * 16_384 + 1_000, "{n}");
+        let mut lens = Vec::new();
+        let mut at = 0;
+        while at < out.len() {
+            let len = u16::from_be_bytes([out[at + 3], out[at + 4]]) as usize;
+            lens.push(len - 17);
+            at += 5 + len;
+        }
+        assert_eq!(lens[..2], [16_384, 16_384]);
+        assert_eq!(lens.iter().sum::<usize>(), n);
+        let mut rd = out.as_slice();
+        let mut got = Vec::new();
+        while !rd.is_empty() {
+            c.read_tls(&mut rd).unwrap();
+            c.process_new_packets().unwrap();
+            let mut buf = [0u8; 4096];
+            while let Ok(k) = c.reader().read(&mut buf) {
+                got.extend_from_slice(&buf[..k]);
+            }
+        }
+        assert_eq!(got, data[..n]);
     }
 
     #[test]
