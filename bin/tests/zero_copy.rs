@@ -7,7 +7,12 @@
 //!   RX frame, or not): a 64 B WebSocket echo costs 2 copies (RX frame -> send buffer ->
 //!   TX frame), a publication 1 per subscriber (its shared frame -> TX frame);
 //! - heap allocations with a counting global allocator (`dhat`): none per echoed message
-//!   after warm-up; for a publication to 100 subscribers, none per subscriber.
+//!   after warm-up; for a publication to 100 subscribers, none per subscriber;
+//! - the same over wss:// (the gateway behind the TLS layer, a rustls client): the echo's
+//!   plaintext decrypted inside the RX frame, the answer written in its record's place in
+//!   the send buffer and sealed there (the same 2 copies), a publication copied into each
+//!   subscriber's record and sealed there (one lend each) then into the TX frame, and no
+//!   allocation either way.
 //!
 //! Each count is exact, so a copy or an allocation added on these paths fails the test.
 //!
@@ -22,8 +27,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
+use std::io::{Read, Write};
+
+use sluice::app::tls::{Listeners, Tls};
 use sluice::app::{App, ConnId, Refusal, TcpView, Tx};
-use sluice::config::Config;
+use sluice::config::{Config, TlsListener, TlsVersion};
 use sluice::drivers::loopback::{Loopback, Meter};
 use sluice::gateway::worker::Worker;
 use sluice::gateway::{Publication, WorkerMsg};
@@ -420,8 +428,358 @@ fn publish_to_100_subscribers_no_allocation_per_subscriber() {
     assert_eq!(allocations.blocks, 0, "allocations in {N} publications");
 }
 
+// ---- wss:// -------------------------------------------------------------------------------
+
+/// The wss port's TLS settings (a throw-away certificate made here), on the wire's port.
+fn tls_listeners() -> (Listeners, rustls::pki_types::CertificateDer<'static>) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("sluice-zc-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let mut config = Config::parse(CONFIG).unwrap();
+    config.listen.tls = vec![TlsListener {
+        port: sluice::drivers::loopback::PORT,
+        cert: cert.to_str().unwrap().to_string(),
+        key: key.to_str().unwrap().to_string(),
+        min_version: TlsVersion::V12,
+        resumption: true,
+        sni: Vec::new(),
+    }];
+    config.validate().unwrap();
+    let listeners = Listeners::from_config(&config).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (listeners, ck.cert.der().clone())
+}
+
+/// The gateway of [`CONFIG`] behind TLS on the wire's port, with its message queue, and
+/// the certificate a client must trust.
+fn wss_gateway() -> (
+    Loopback<Tls<Probe>>,
+    Sender<WorkerMsg>,
+    rustls::pki_types::CertificateDer<'static>,
+) {
+    let config = Arc::new(Config::parse(CONFIG).unwrap());
+    let worker = Worker::new(0, config, Arc::new(Metrics::new()), None);
+    let (tx, rx) = crossbeam_channel::bounded(1024);
+    let probe = Probe {
+        inner: worker,
+        inputs: Vec::with_capacity(4096),
+    };
+    let (listeners, cert) = tls_listeners();
+    let app = Tls::new(probe, listeners.for_worker(), None);
+    (Loopback::new(app, Some(rx)).unwrap(), tx, cert)
+}
+
+/// A wss client on the wire: rustls (TLS 1.3, AES-128-GCM) under the `ws` client engine.
+struct WssClient {
+    conn: ConnHandle,
+    tls: rustls::ClientConnection,
+    ws: ws::Connection,
+}
+
+impl WssClient {
+    /// Connects, completes the TLS handshake and the upgrade to `path`.
+    fn open(
+        lb: &mut Loopback<Tls<Probe>>,
+        cert: &rustls::pki_types::CertificateDer<'static>,
+        path: &str,
+    ) -> WssClient {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.clone()).unwrap();
+        #[allow(deprecated)]
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = vec![rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256];
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+        let conn = lb.connect().unwrap();
+        let hs = ws::ClientHandshake::new(
+            [3; 16],
+            Vec::new(),
+            ws::DeflateConfig {
+                enabled: false,
+                ..ws::DeflateConfig::default()
+            },
+        );
+        let mut tls = tls;
+        tls.writer().write_all(&hs.request("sluice", path)).unwrap();
+        let mut head = Vec::new();
+        for _ in 0..5_000 {
+            head.extend(tls_step(lb, conn, &mut tls, &mut ()));
+            if let Some(acc) = hs.parse_response(&head).unwrap() {
+                let mut engine = ws::Connection::new(
+                    ws::Role::Client,
+                    ws::Config {
+                        max_frame_size: 1 << 20,
+                        max_message_size: 1 << 20,
+                    },
+                    acc.deflate,
+                    5,
+                );
+                let mut rest = head[acc.head_len..].to_vec();
+                engine.read(&mut rest);
+                return WssClient {
+                    conn,
+                    tls,
+                    ws: engine,
+                };
+            }
+        }
+        panic!("no wss upgrade");
+    }
+
+    /// Sends what rustls has, steps the wire once, and returns the plaintext received.
+    fn step<M: Meter>(&mut self, lb: &mut Loopback<Tls<Probe>>, meter: &mut M) -> Vec<u8> {
+        tls_step(lb, self.conn, &mut self.tls, meter)
+    }
+
+    /// Hands the engine's pending frames to rustls.
+    fn send_pending(&mut self) {
+        let out = self.ws.pending_output().to_vec();
+        self.tls.writer().write_all(&out).unwrap();
+        self.ws.consume_output(out.len());
+    }
+
+    /// Steps until `want` whole messages arrived; returns them.
+    fn messages<M: Meter>(
+        &mut self,
+        lb: &mut Loopback<Tls<Probe>>,
+        want: usize,
+        meter: &mut M,
+    ) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        for _ in 0..2_000 {
+            let mut bytes = self.step(lb, meter);
+            let mut pos = 0;
+            while pos < bytes.len() {
+                pos += self.ws.read(&mut bytes[pos..]);
+                while let Some(ev) = self.ws.poll_event() {
+                    if let Event::Message { data, .. } = ev {
+                        got.push(data);
+                    }
+                }
+            }
+            if got.len() >= want {
+                return got;
+            }
+        }
+        panic!("only {} of {want} messages arrived over wss", got.len());
+    }
+}
+
+/// Sends what `tls` has on `conn`, steps the wire once (metered), and returns the
+/// plaintext received.
+fn tls_step<M: Meter>(
+    lb: &mut Loopback<Tls<Probe>>,
+    conn: ConnHandle,
+    tls: &mut rustls::ClientConnection,
+    meter: &mut M,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    while tls.wants_write() {
+        tls.write_tls(&mut out).unwrap();
+    }
+    if !out.is_empty() {
+        assert_eq!(lb.client.send(conn, &out).unwrap(), out.len());
+    }
+    lb.step_metered(meter);
+    let mut buf = vec![0u8; 65536];
+    let bytes = lb.take_received(conn, &mut buf);
+    let mut rd = bytes.as_slice();
+    let mut plain = Vec::new();
+    loop {
+        let mut chunk = [0u8; 16384];
+        while let Ok(n) = tls.reader().read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            plain.extend_from_slice(&chunk[..n]);
+        }
+        if rd.is_empty() {
+            return plain;
+        }
+        tls.read_tls(&mut rd).unwrap();
+        tls.process_new_packets().unwrap();
+    }
+}
+
+/// One 64 B binary message to the wss echo route and its answer.
+fn wss_echo_round<M: Meter>(
+    lb: &mut Loopback<Tls<Probe>>,
+    c: &mut WssClient,
+    round: usize,
+    meter: &mut M,
+) {
+    let payload = [round as u8; 64];
+    c.ws.send(MessageKind::Binary, &payload).unwrap();
+    c.send_pending();
+    let got = c.messages(lb, 1, meter);
+    assert_eq!(got, vec![payload.to_vec()], "wss echo differs");
+}
+
+/// A wss echo connection, upgraded and warmed up.
+fn wss_echo_conn() -> (Loopback<Tls<Probe>>, WssClient) {
+    let (mut lb, _, cert) = wss_gateway();
+    let mut c = WssClient::open(&mut lb, &cert, "/echo");
+    let warm = lb.now + WARM_UP;
+    let mut round = 0;
+    while lb.now < warm {
+        wss_echo_round(&mut lb, &mut c, round, &mut ());
+        round += 1;
+    }
+    lb.server.app_mut().inner_mut().inputs.clear();
+    (lb, c)
+}
+
+fn wss_echo_64b_decrypted_in_the_rx_frame_two_copies() {
+    let (mut lb, mut c) = wss_echo_conn();
+    const N: usize = 200;
+    let mut copies = Copies::default();
+    for round in 0..N {
+        wss_echo_round(&mut lb, &mut c, round, &mut copies);
+        // The plaintext the gateway read lies inside an RX frame: decrypted in place.
+        let inputs = std::mem::take(&mut lb.server.app_mut().inner_mut().inputs);
+        assert!(!inputs.is_empty());
+        for (start, end) in &inputs {
+            assert!(
+                copies
+                    .frames
+                    .iter()
+                    .any(|(fs, fe)| fs <= start && end <= fe),
+                "wss input {start:#x}..{end:#x} is not inside an RX frame: it was copied"
+            );
+        }
+        copies.frames.clear();
+        lb.server.app_mut().inner_mut().inputs = Vec::with_capacity(4096);
+    }
+    let n = N as u64;
+    // The answer (2-byte header, 64 B) written in place in its record's place in the send
+    // buffer and sealed there (5 + 66 + 1 + 16 bytes), then the TX frame copy: as for ws.
+    assert_eq!(copies.tcp.send_buffer, n, "{:?}", copies.tcp);
+    assert_eq!(copies.tcp.send_buffer_bytes, n * 88);
+    assert_eq!(copies.tcp.tx_frame, n, "{:?}", copies.tcp);
+    assert_eq!(copies.tcp.tx_frame_bytes, n * 88);
+    assert_eq!(copies.tcp.recv_buffer + copies.tcp.recv_read, 0);
+    assert_eq!(copies.ws.total(), 0, "{:?}", copies.ws);
+}
+
+fn wss_echo_64b_no_allocation_per_message() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let (mut lb, mut c) = wss_echo_conn();
+    let mut allocations = Allocations::default();
+    for round in 0..200 {
+        wss_echo_round(&mut lb, &mut c, round, &mut allocations);
+    }
+    assert_eq!(allocations.blocks, 0, "allocations in 200 wss echoes");
+}
+
+/// `subscribers` wss clients on `/ps`, each subscribed to topic `t`, warmed up.
+fn wss_subscribed(subscribers: usize) -> (Loopback<Tls<Probe>>, Sender<WorkerMsg>, Vec<WssClient>) {
+    let (mut lb, tx, cert) = wss_gateway();
+    let mut conns = Vec::new();
+    for _ in 0..subscribers {
+        let mut c = WssClient::open(&mut lb, &cert, "/ps");
+        c.ws.send(MessageKind::Text, br#"{"op":"subscribe","topic":"t"}"#)
+            .unwrap();
+        c.send_pending();
+        let reply = c.messages(&mut lb, 1, &mut ());
+        assert!(String::from_utf8_lossy(&reply[0]).contains("subscribed"));
+        conns.push(c);
+    }
+    let warm = lb.now + WARM_UP;
+    let mut round = 0;
+    while lb.now < warm || round < 3 {
+        wss_publish_round(&mut lb, &tx, &mut conns, publication(round), &mut ());
+        round += 1;
+    }
+    (lb, tx, conns)
+}
+
+/// Delivers one publication and steps until every wss subscriber has it.
+fn wss_publish_round<M: Meter>(
+    lb: &mut Loopback<Tls<Probe>>,
+    tx: &Sender<WorkerMsg>,
+    conns: &mut [WssClient],
+    p: Arc<Publication>,
+    meter: &mut M,
+) {
+    tx.send(WorkerMsg::Deliver(p, None)).unwrap();
+    let mut pending: Vec<usize> = (0..conns.len()).collect();
+    for _ in 0..2_000 {
+        lb.step_metered(meter);
+        pending.retain(|&i| {
+            let c = &mut conns[i];
+            let mut buf = vec![0u8; 65536];
+            let bytes = lb.take_received(c.conn, &mut buf);
+            let mut rd = bytes.as_slice();
+            while !rd.is_empty() {
+                c.tls.read_tls(&mut rd).unwrap();
+                c.tls.process_new_packets().unwrap();
+            }
+            let mut plain = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = c.tls.reader().read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                plain.extend_from_slice(&chunk[..n]);
+            }
+            c.ws.read(&mut plain);
+            !matches!(c.ws.poll_event(), Some(Event::Message { .. }))
+        });
+        if pending.is_empty() {
+            return;
+        }
+    }
+    panic!("{} wss subscribers missed the publication", pending.len());
+}
+
+fn wss_publish_to_100_subscribers_one_encryption_pass_each() {
+    let (mut lb, tx, mut conns) = wss_subscribed(100);
+    const N: usize = 10;
+    let mut copies = Copies::default();
+    let mut frame_len = 0;
+    for round in 0..N {
+        let p = publication(round);
+        frame_len = p.frame(None).len() as u64;
+        wss_publish_round(&mut lb, &tx, &mut conns, p, &mut copies);
+    }
+    let n = N as u64;
+    let record = 5 + frame_len + 17;
+    // The shared frame copied into each subscriber's record in its send buffer and
+    // sealed there (one lend each: the encryption pass), then the TX frame copy.
+    assert_eq!(copies.tcp.send_buffer, 100 * n, "{:?}", copies.tcp);
+    assert_eq!(copies.tcp.send_buffer_bytes, 100 * n * record);
+    assert_eq!(copies.tcp.tx_frame, 100 * n, "{:?}", copies.tcp);
+    assert_eq!(copies.tcp.tx_frame_bytes, 100 * n * record);
+    assert_eq!(copies.ws.total(), 0, "{:?}", copies.ws);
+}
+
+fn wss_publish_to_100_subscribers_no_allocation_per_subscriber() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let (mut lb, tx, mut conns) = wss_subscribed(100);
+    const N: usize = 10;
+    let mut allocations = Allocations::default();
+    for round in 0..N {
+        wss_publish_round(
+            &mut lb,
+            &tx,
+            &mut conns,
+            publication(round),
+            &mut allocations,
+        );
+    }
+    assert_eq!(allocations.blocks, 0, "allocations in {N} wss publications");
+}
+
 fn main() {
-    let cases: [(&str, fn()); 5] = [
+    let cases: [(&str, fn()); 9] = [
         (
             "ws_echo_64b_two_payload_copies_input_in_rx_frame",
             ws_echo_64b_two_payload_copies_input_in_rx_frame,
@@ -441,6 +799,22 @@ fn main() {
         (
             "publish_to_100_subscribers_no_allocation_per_subscriber",
             publish_to_100_subscribers_no_allocation_per_subscriber,
+        ),
+        (
+            "wss_echo_64b_decrypted_in_the_rx_frame_two_copies",
+            wss_echo_64b_decrypted_in_the_rx_frame_two_copies,
+        ),
+        (
+            "wss_echo_64b_no_allocation_per_message",
+            wss_echo_64b_no_allocation_per_message,
+        ),
+        (
+            "wss_publish_to_100_subscribers_one_encryption_pass_each",
+            wss_publish_to_100_subscribers_one_encryption_pass_each,
+        ),
+        (
+            "wss_publish_to_100_subscribers_no_allocation_per_subscriber",
+            wss_publish_to_100_subscribers_no_allocation_per_subscriber,
         ),
     ];
     // `cargo test` passes libtest's flags (e.g. --include-ignored); a plain word filters.
