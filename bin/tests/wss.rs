@@ -4,7 +4,8 @@
 //! for its SNI name, and a TLS 1.1 client refused with a protocol_version alert; bad input
 //! (garbage instead of a ClientHello, a truncated handshake, a handshake that never ends,
 //! an oversized record) answered with an alert or a close, counted, while other
-//! connections carry on; SIGHUP reloading the certificates while subscribers stay
+//! connections carry on; OpenSSL's client against the record layer after the handshake
+//! (TLS 1.3 KeyUpdates, the TLS 1.2 suites, a refused renegotiation); SIGHUP reloading the certificates while subscribers stay
 //! connected (and a failed reload changing nothing). Everything started here is killed on
 //! drop.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -228,6 +229,108 @@ fn wss_tls11_client_gets_protocol_version_alert() {
     let out = gw.s_client(&["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"]);
     assert!(out.contains("alert protocol version"), "{out}");
     assert!(gw.metric("sluice_tls_handshakes_total{result=\"protocol_version\"}") >= 1.0);
+}
+
+/// A masked WebSocket text frame (client to server).
+fn ws_text(text: &str) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![0x81, 0x80 | text.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// `openssl s_client ARGS` on the TLS port as a WebSocket client driven line by line:
+/// the upgrade to `/ws`, then for each of `commands` a subscribe frame, the command (an
+/// s_client command letter on a line of its own: `K` is a KeyUpdate asking for ours, `k`
+/// one that does not, `R` a TLS 1.2 renegotiation), and a last subscribe frame. Returns
+/// (stdout from the 101 on, stderr).
+fn s_client_ws(gw: &Gateway, args: &[&str], commands: &[&str]) -> (String, String) {
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect"])
+        .arg(format!("127.0.0.1:{}", gw.tls_port))
+        .args([
+            "-servername",
+            "sluice.test",
+            "-CAfile",
+            &gw.ca,
+            "-verify_return_error",
+        ])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let pause = || std::thread::sleep(Duration::from_millis(400));
+    let _ = stdin.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: sluice.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    pause();
+    for (i, c) in commands.iter().enumerate() {
+        let _ = stdin.write_all(&ws_text(&format!(r#"{{"op":"subscribe","topic":"k{i}"}}"#)));
+        pause();
+        let _ = stdin.write_all(format!("{c}\n").as_bytes());
+        pause();
+    }
+    let _ = stdin.write_all(&ws_text(r#"{"op":"subscribe","topic":"last"}"#));
+    pause();
+    pause();
+    let _ = child.kill();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let from = stdout.find("HTTP/1.1 101").unwrap_or(0);
+    (
+        stdout[from..].to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn wss_openssl_key_updates_tls12_suites_and_renegotiation_refused() {
+    // The record layer after the handshake is Sluice's own (decision 0010): OpenSSL, an
+    // implementation other than rustls, checks it. TLS 1.3 with each suite: KeyUpdates
+    // both kinds, every frame before and after answered.
+    let gw = Gateway::start(true);
+    for suite in [
+        "TLS_AES_128_GCM_SHA256",
+        "TLS_AES_256_GCM_SHA384",
+        "TLS_CHACHA20_POLY1305_SHA256",
+    ] {
+        let (out, err) = s_client_ws(&gw, &["-tls1_3", "-ciphersuites", suite], &["K", "k", "K"]);
+        assert_eq!(err.matches("KEYUPDATE").count(), 3, "{suite}: {err}");
+        for topic in ["k0", "k1", "k2", "last"] {
+            assert!(
+                out.contains(&format!(r#""op":"subscribed","topic":"{topic}""#)),
+                "{suite}: no reply for {topic} in {out:?} {err}"
+            );
+        }
+    }
+    // TLS 1.2 with each suite; a renegotiation is refused with a no_renegotiation warning
+    // (OpenSSL then gives up the connection itself), and nothing else breaks.
+    for suite in [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+    ] {
+        let (out, err) = s_client_ws(&gw, &["-tls1_2", "-cipher", suite], &["R"]);
+        assert!(
+            out.contains(r#""op":"subscribed","topic":"k0""#),
+            "{suite}: {out:?} {err}"
+        );
+        assert!(err.contains("RENEGOTIATING"), "{suite}: {err}");
+        assert!(err.contains("no renegotiation"), "{suite}: {err}");
+    }
+    // The gateway still serves.
+    let subs = gw.subscribers();
+    gw.publish_to(subs);
+    assert_eq!(
+        gw.metric("sluice_tls_errors_total{result=\"decrypt_error\"}"),
+        0.0
+    );
 }
 
 /// The subject's CN line `openssl s_client` printed for the certificate it got.
