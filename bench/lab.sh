@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sluice side-by-side benchmark on the network-namespace lab, in one command (issue 7).
 #
-#   bench/lab.sh [--quick] [--only GROUPS] [--results DIR] [--no-build] [--no-doc]
-#                [--server-cpu N] [--client-cpu N] [--rate R]
+#   bench/lab.sh [--quick] [--only GROUPS] [--rounds N] [--results DIR] [--no-build]
+#                [--no-doc] [--server-cpu N] [--client-cpu N] [--rate R]
 #   bench/lab.sh --scale [--quick] [--rounds N] [--max-queues N] [--results DIR] [--no-build]
 #   bench/lab.sh --cluster [--quick] [--rounds N] [--cluster-rate R] [--results DIR] [--no-build]
 #
@@ -36,6 +36,10 @@
 #           RESULTS/tls/summary.md; does not touch the docs (`--only tls` runs only this).
 # Every target is labelled by how its server waits: "spin" (busy-polls: AF_XDP workers,
 # the --spin references) or "block" (sleeps in epoll/tokio). Only one server runs at a time.
+# Rounds (issue 13): every group runs its targets in turn, A B C ... A B C ..., for
+# --rounds rounds (default 3); lab-report shows each figure's median with its range
+# (min..max), marks a ratio "~" when the two ranges overlap, and labels client-bound rows
+# (a blocking client's core >= 90 % busy, or within 10 % of the generator's ceiling).
 #
 # --scale (issue 12): for Q = 1, 2, 4, ... up to nproc/2 (or --max-queues), a lab with Q
 # veth queues; per round, A = Sluice ws-echo on AF_XDP (--queues Q, workers pinned to cores
@@ -598,7 +602,7 @@ fi
 
 lab_up 1
 machine_header "veth $STACK_IF/$PEER_IF, peer offloads off (tx tso gso gro), AF_XDP copy mode" \
-  "server on CPU $SERVER_CPU, client (sluice-load, peer namespace) on CPU $CLIENT_CPU" \
+  "server on CPU $SERVER_CPU, client (sluice-load, peer namespace) on CPU $CLIENT_CPU; $ROUNDS rounds, each group's targets in turn per round" \
   >"$RESULTS/machine.txt"
 cat "$RESULTS/machine.txt" >&2
 
@@ -636,48 +640,50 @@ if want ws; then
   scenario 1-ws-pingpong "WebSocket, 1 connection, 64 B ping-pong (spinning client)"
   scenario 2-ws-c100 "WebSocket, 100 connections, 64 B, pipeline 16 (saturation)"
   scenario 3-ws-open1000 "WebSocket, 1,000 connections, 1 KiB, open loop at $RATE msgs/s"
-  echo "== ws: sluice ws-echo on AF_XDP" >&2
-  if start_server sluice-afxdp-ws "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
+  for r in $(seq 1 "$ROUNDS"); do
+  echo "== ws round $r/$ROUNDS: sluice ws-echo on AF_XDP" >&2
+  if start_server sluice-afxdp-ws.r$r "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
       --ip "$STACK/24" --port "$WS_PORT" --app ws-echo --compression off --cores "$SERVER_CPU" \
       --log-level warn; then
-    ws_runs 1-sluice-afxdp; stop_server
+    ws_runs 1-sluice-afxdp.r$r; stop_server
   else
-    unavailable "${WS_SCENARIOS[@]}" 1-sluice-afxdp
+    unavailable "${WS_SCENARIOS[@]}" 1-sluice-afxdp.r$r
   fi
   kernel_ip add "$STACK"
-  echo "== ws: sluice ws-echo on the kernel backend" >&2
-  if start_server sluice-kernel-ws "$SLUICE" run --backend kernel --ip "$STACK" \
+  echo "== ws round $r/$ROUNDS: sluice ws-echo on the kernel backend" >&2
+  if start_server sluice-kernel-ws.r$r "$SLUICE" run --backend kernel --ip "$STACK" \
       --port "$WS_PORT" --app ws-echo --compression off --log-level warn; then
-    ws_runs 2-sluice-kernel; stop_server
+    ws_runs 2-sluice-kernel.r$r; stop_server
   else
-    unavailable "${WS_SCENARIOS[@]}" 2-sluice-kernel
+    unavailable "${WS_SCENARIOS[@]}" 2-sluice-kernel.r$r
   fi
-  echo "== ws: ref-tungstenite" >&2
-  if start_server ref-tungstenite "$BIN/ref-tungstenite" --addr "$STACK:$WS_PORT"; then
-    ws_runs 3-ref-tungstenite; stop_server
+  echo "== ws round $r/$ROUNDS: ref-tungstenite" >&2
+  if start_server ref-tungstenite.r$r "$BIN/ref-tungstenite" --addr "$STACK:$WS_PORT"; then
+    ws_runs 3-ref-tungstenite.r$r; stop_server
   else
-    unavailable "${WS_SCENARIOS[@]}" 3-ref-tungstenite
+    unavailable "${WS_SCENARIOS[@]}" 3-ref-tungstenite.r$r
   fi
-  echo "== ws: ref-fastwebsockets" >&2
-  if start_server ref-fastwebsockets "$BIN/ref-fastwebsockets" --addr "$STACK:$WS_PORT"; then
-    ws_runs 4-ref-fastwebsockets; stop_server
+  echo "== ws round $r/$ROUNDS: ref-fastwebsockets" >&2
+  if start_server ref-fastwebsockets.r$r "$BIN/ref-fastwebsockets" --addr "$STACK:$WS_PORT"; then
+    ws_runs 4-ref-fastwebsockets.r$r; stop_server
   else
-    unavailable "${WS_SCENARIOS[@]}" 4-ref-fastwebsockets
+    unavailable "${WS_SCENARIOS[@]}" 4-ref-fastwebsockets.r$r
   fi
-  echo "== ws: ref-ws-echo --spin (busy-polling epoll)" >&2
-  if start_server ref-ws-echo-spin "$BIN/ref-ws-echo" --spin --addr "$STACK:$WS_PORT"; then
-    ws_runs 5-ref-ws-echo-spin; stop_server
+  echo "== ws round $r/$ROUNDS: ref-ws-echo --spin (busy-polling epoll)" >&2
+  if start_server ref-ws-echo-spin.r$r "$BIN/ref-ws-echo" --spin --addr "$STACK:$WS_PORT"; then
+    ws_runs 5-ref-ws-echo-spin.r$r; stop_server
   else
-    unavailable "${WS_SCENARIOS[@]}" 5-ref-ws-echo-spin
+    unavailable "${WS_SCENARIOS[@]}" 5-ref-ws-echo-spin.r$r
   fi
   kernel_ip del "$STACK"
   if want ceiling; then
-    echo "== ws: load generator ceiling (loopback in the peer namespace)" >&2
+    echo "== ws round $r/$ROUNDS: load generator ceiling (loopback in the peer namespace)" >&2
     C=(ceiling --responder-pin "$SERVER_CPU")
-    client 1-ws-pingpong 9-load-generator-ceiling "${C[@]}" --proto ws -c 1 -s 64 --spin
-    client 2-ws-c100 9-load-generator-ceiling "${C[@]}" --proto ws -c 100 -s 64 -k 16
-    client 3-ws-open1000 9-load-generator-ceiling "${C[@]}" --proto ws -c 1000 -s 1024 --mode open --rate "$RATE" -k 4
+    client 1-ws-pingpong 9-load-generator-ceiling.r$r "${C[@]}" --proto ws -c 1 -s 64 --spin
+    client 2-ws-c100 9-load-generator-ceiling.r$r "${C[@]}" --proto ws -c 100 -s 64 -k 16
+    client 3-ws-open1000 9-load-generator-ceiling.r$r "${C[@]}" --proto ws -c 1000 -s 1024 --mode open --rate "$RATE" -k 4
   fi
+  done
 fi
 
 TCP_PORT=9002
@@ -689,39 +695,41 @@ tcp_runs() {
 if want tcp; then
   scenario 5-tcp-pingpong "TCP echo, 1 connection, 64 B ping-pong (spinning client)"
   scenario 6-tcp-c100 "TCP echo, 100 connections, 64 B, pipeline 16 (saturation)"
-  echo "== tcp: sluice tcp-echo on AF_XDP" >&2
-  if start_server sluice-afxdp-tcp "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
+  for r in $(seq 1 "$ROUNDS"); do
+  echo "== tcp round $r/$ROUNDS: sluice tcp-echo on AF_XDP" >&2
+  if start_server sluice-afxdp-tcp.r$r "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
       --ip "$STACK/24" --port "$TCP_PORT" --app tcp-echo --cores "$SERVER_CPU" --log-level warn; then
-    tcp_runs 1-sluice-afxdp; stop_server
+    tcp_runs 1-sluice-afxdp.r$r; stop_server
   else
-    unavailable "${TCP_SCENARIOS[@]}" 1-sluice-afxdp
+    unavailable "${TCP_SCENARIOS[@]}" 1-sluice-afxdp.r$r
   fi
   kernel_ip add "$STACK"
-  echo "== tcp: sluice tcp-echo on the kernel backend" >&2
-  if start_server sluice-kernel-tcp "$SLUICE" run --backend kernel --ip "$STACK" \
+  echo "== tcp round $r/$ROUNDS: sluice tcp-echo on the kernel backend" >&2
+  if start_server sluice-kernel-tcp.r$r "$SLUICE" run --backend kernel --ip "$STACK" \
       --port "$TCP_PORT" --app tcp-echo --log-level warn; then
-    tcp_runs 2-sluice-kernel; stop_server
+    tcp_runs 2-sluice-kernel.r$r; stop_server
   else
-    unavailable "${TCP_SCENARIOS[@]}" 2-sluice-kernel
+    unavailable "${TCP_SCENARIOS[@]}" 2-sluice-kernel.r$r
   fi
-  echo "== tcp: ref-tcp-echo" >&2
-  if start_server ref-tcp-echo "$BIN/ref-tcp-echo" --addr "$STACK:$TCP_PORT"; then
-    tcp_runs 3-ref-tcp-echo; stop_server
+  echo "== tcp round $r/$ROUNDS: ref-tcp-echo" >&2
+  if start_server ref-tcp-echo.r$r "$BIN/ref-tcp-echo" --addr "$STACK:$TCP_PORT"; then
+    tcp_runs 3-ref-tcp-echo.r$r; stop_server
   else
-    unavailable "${TCP_SCENARIOS[@]}" 3-ref-tcp-echo
+    unavailable "${TCP_SCENARIOS[@]}" 3-ref-tcp-echo.r$r
   fi
-  echo "== tcp: ref-tcp-echo --spin (busy-polling epoll)" >&2
-  if start_server ref-tcp-echo-spin "$BIN/ref-tcp-echo" --spin --addr "$STACK:$TCP_PORT"; then
-    tcp_runs 4-ref-tcp-echo-spin; stop_server
+  echo "== tcp round $r/$ROUNDS: ref-tcp-echo --spin (busy-polling epoll)" >&2
+  if start_server ref-tcp-echo-spin.r$r "$BIN/ref-tcp-echo" --spin --addr "$STACK:$TCP_PORT"; then
+    tcp_runs 4-ref-tcp-echo-spin.r$r; stop_server
   else
-    unavailable "${TCP_SCENARIOS[@]}" 4-ref-tcp-echo-spin
+    unavailable "${TCP_SCENARIOS[@]}" 4-ref-tcp-echo-spin.r$r
   fi
   kernel_ip del "$STACK"
   if want ceiling; then
-    echo "== tcp: load generator ceiling" >&2
-    client 5-tcp-pingpong 9-load-generator-ceiling ceiling --responder-pin "$SERVER_CPU" --proto tcp -c 1 -s 64 --spin
-    client 6-tcp-c100 9-load-generator-ceiling ceiling --responder-pin "$SERVER_CPU" --proto tcp -c 100 -s 64 -k 16
+    echo "== tcp round $r/$ROUNDS: load generator ceiling" >&2
+    client 5-tcp-pingpong 9-load-generator-ceiling.r$r ceiling --responder-pin "$SERVER_CPU" --proto tcp -c 1 -s 64 --spin
+    client 6-tcp-c100 9-load-generator-ceiling.r$r ceiling --responder-pin "$SERVER_CPU" --proto tcp -c 100 -s 64 -k 16
   fi
+  done
 fi
 
 BULK_PORT=9003
@@ -733,21 +741,23 @@ bulk_run() { # TARGETFILE
 }
 if want bulk; then
   scenario 7-bulk "Bulk TCP, 1 connection, peer -> server over one veth (offloads off), $BULK_S s"
-  echo "== bulk: sluice tcp-discard on AF_XDP" >&2
-  if start_server sluice-afxdp-bulk "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
+  for r in $(seq 1 "$ROUNDS"); do
+  echo "== bulk round $r/$ROUNDS: sluice tcp-discard on AF_XDP" >&2
+  if start_server sluice-afxdp-bulk.r$r "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
       --ip "$STACK/24" --port "$BULK_PORT" --app tcp-discard --cores "$SERVER_CPU" --log-level warn; then
-    bulk_run 1-sluice-afxdp; stop_server
+    bulk_run 1-sluice-afxdp.r$r; stop_server
   else
-    unavailable 7-bulk 1-sluice-afxdp
+    unavailable 7-bulk 1-sluice-afxdp.r$r
   fi
   kernel_ip add "$STACK"
-  echo "== bulk: kernel discard (sluice-load sink)" >&2
-  if start_server kernel-sink "$BIN/sluice-load" sink --addr "$STACK:$BULK_PORT"; then
-    bulk_run 2-kernel-to-kernel; stop_server
+  echo "== bulk round $r/$ROUNDS: kernel discard (sluice-load sink)" >&2
+  if start_server kernel-sink.r$r "$BIN/sluice-load" sink --addr "$STACK:$BULK_PORT"; then
+    bulk_run 2-kernel-to-kernel.r$r; stop_server
   else
-    unavailable 7-bulk 2-kernel-to-kernel
+    unavailable 7-bulk 2-kernel-to-kernel.r$r
   fi
   kernel_ip del "$STACK"
+  done
 fi
 
 GW_PORT=9004
@@ -777,24 +787,26 @@ EOF
   # The control plane is kernel sockets on a second address of the stack's interface
   # (frames for it pass the XDP filter to the kernel).
   kernel_ip add "$CONTROL_IP"
-  echo "== fanout: sluice gateway on AF_XDP" >&2
-  if start_server sluice-afxdp-gw "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
+  for r in $(seq 1 "$ROUNDS"); do
+  echo "== fanout round $r/$ROUNDS: sluice gateway on AF_XDP" >&2
+  if start_server sluice-afxdp-gw.r$r "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
       --ip "$STACK/24" --port "$GW_PORT" --app gateway --config "$CONFIG" \
       --control "$CONTROL_IP:9100" --cores "$SERVER_CPU" --log-level warn; then
-    fanout_run 1-sluice-afxdp; stop_server
+    fanout_run 1-sluice-afxdp.r$r; stop_server
   else
-    unavailable 8-fanout 1-sluice-afxdp
+    unavailable 8-fanout 1-sluice-afxdp.r$r
   fi
   kernel_ip add "$STACK"
-  echo "== fanout: sluice gateway on the kernel backend" >&2
-  if start_server sluice-kernel-gw "$SLUICE" run --backend kernel --ip "$STACK" \
+  echo "== fanout round $r/$ROUNDS: sluice gateway on the kernel backend" >&2
+  if start_server sluice-kernel-gw.r$r "$SLUICE" run --backend kernel --ip "$STACK" \
       --port "$GW_PORT" --app gateway --config "$CONFIG" --control "$CONTROL_IP:9100" \
       --log-level warn; then
-    fanout_run 2-sluice-kernel; stop_server
+    fanout_run 2-sluice-kernel.r$r; stop_server
   else
-    unavailable 8-fanout 2-sluice-kernel
+    unavailable 8-fanout 2-sluice-kernel.r$r
   fi
   kernel_ip del "$STACK"
+  done
   kernel_ip del "$CONTROL_IP"
 fi
 

@@ -4,9 +4,18 @@
 //! section of `docs/BENCHMARKS.md` (hand-written prose outside the markers stays).
 //!
 //! Layout read: `RESULTS/machine.txt`, `RESULTS/<scenario>/title.txt`,
-//! `RESULTS/<scenario>/<target>.json` (a `sluice-load` report, or a `bulk` report) and
-//! `RESULTS/<scenario>/<target>.error` (the target was not available: one line why).
-//! Scenario and target directories are read in name order (lab.sh prefixes them).
+//! `RESULTS/<scenario>/<target>[.r<N>].json` (a `sluice-load` report, or a `bulk` report,
+//! one per round N) and `RESULTS/<scenario>/<target>[.r<N>].error` (the target was not
+//! available: one line why). Scenario and target files are read in name order (lab.sh
+//! prefixes them); the rounds of one target make one row: the median of each figure with
+//! its range (min..max over the rounds).
+//!
+//! Honest ratios (issue 13): each is the ratio of medians to the best kernel-socket
+//! target's; it is marked `~` when the two targets' ranges overlap (inside the
+//! run-to-run spread: not a difference). A row whose blocking client's core was 90 % busy
+//! or more, or whose msgs/s is within 10 % of the load generator's own ceiling in the same
+//! table, is labelled client-bound: its msgs/s is a floor for the server, and its ratio
+//! is not a win.
 //! `RESULTS/waits.txt` (`<target> spin|block` lines) says how each target's server waits
 //! for work; every table shows it.
 //!
@@ -72,7 +81,115 @@ struct Target {
     /// How its server waits for work: `spin`, `block` or `-` (the generator's ceiling row
     /// is labelled by its responder).
     wait: String,
-    outcome: Outcome,
+    /// One per round, in round order.
+    runs: Vec<Outcome>,
+}
+
+impl Target {
+    /// The load reports of the rounds that ran.
+    fn loads(&self) -> Vec<&Value> {
+        self.runs
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Load(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The bulk reports of the rounds that ran.
+    fn bulks(&self) -> Vec<&Value> {
+        self.runs
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Bulk(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Why it did not run (the first round's reason), when no round ran.
+    fn unavailable(&self) -> Option<&str> {
+        if self.loads().is_empty() && self.bulks().is_empty() {
+            self.runs.iter().find_map(|o| match o {
+                Outcome::Unavailable(e) => Some(e.as_str()),
+                _ => None,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// The round whose p50 is the median one (for the plot).
+    fn representative(&self) -> Option<&Value> {
+        let mut loads = self.loads();
+        loads.sort_by(|a, b| num(&a["latency_us"]["p50"]).total_cmp(&num(&b["latency_us"]["p50"])));
+        loads.get(loads.len() / 2).copied()
+    }
+}
+
+/// A figure over the rounds: median and range.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        })
+    }
+
+    fn overlaps(&self, other: &Spread) -> bool {
+        self.min <= other.max && other.min <= self.max
+    }
+
+    /// `median (min..max)`, or the median alone for one round.
+    fn cell(&self, f: impl Fn(f64) -> String) -> String {
+        if self.min == self.max {
+            f(self.median)
+        } else {
+            format!("{} ({}..{})", f(self.median), f(self.min), f(self.max))
+        }
+    }
+}
+
+/// Median busy share (%) of the cores a report's client was pinned to.
+fn client_busy(v: &Value) -> f64 {
+    let pins: Vec<u64> = v["settings"]["pin"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    let busy: Vec<f64> = v["cpu_busy"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|c| c["cpu"].as_u64().is_some_and(|cpu| pins.contains(&cpu)))
+                .map(|c| num(&c["busy"]) * 100.0)
+                .collect()
+        })
+        .unwrap_or_default();
+    if busy.is_empty() {
+        f64::NAN
+    } else {
+        busy.iter().sum::<f64>() / busy.len() as f64
+    }
 }
 
 /// `RESULTS/waits.txt`: target (display name) -> `spin` or `block`.
@@ -97,6 +214,14 @@ struct Scenario {
 /// generator's own ceiling is a reference row, not a server).
 fn is_kernel(name: &str) -> bool {
     !name.contains("afxdp") && !name.contains("ceiling")
+}
+
+/// `1-sluice-afxdp.r2` -> `1-sluice-afxdp` (lab.sh names a round's file `<target>.r<N>`).
+fn without_round(stem: &str) -> &str {
+    match stem.rsplit_once(".r") {
+        Some((base, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => base,
+        _ => stem,
+    }
 }
 
 fn display_name(file_stem: &str) -> String {
@@ -134,7 +259,7 @@ fn load(results: &Path) -> anyhow::Result<Vec<Scenario>> {
             })
             .collect();
         files.sort();
-        let mut targets = Vec::new();
+        let mut targets: Vec<Target> = Vec::new();
         for f in files {
             let stem = f
                 .file_stem()
@@ -152,12 +277,15 @@ fn load(results: &Path) -> anyhow::Result<Vec<Scenario>> {
                     Outcome::Load(v)
                 }
             };
-            let name = display_name(&stem);
-            targets.push(Target {
-                wait: waits.get(&name).cloned().unwrap_or_else(|| "?".into()),
-                name,
-                outcome,
-            });
+            let name = display_name(without_round(&stem));
+            match targets.iter_mut().find(|t| t.name == name) {
+                Some(t) => t.runs.push(outcome),
+                None => targets.push(Target {
+                    wait: waits.get(&name).cloned().unwrap_or_else(|| "?".into()),
+                    name,
+                    runs: vec![outcome],
+                }),
+            }
         }
         if !targets.is_empty() {
             out.push(Scenario { title, targets });
@@ -196,129 +324,198 @@ fn ratio(x: f64, best: Option<f64>) -> String {
     }
 }
 
+/// A ratio of medians, marked `~` when the ranges overlap the best kernel target's.
+fn ratio_marked(x: &Spread, best: Option<&Spread>) -> String {
+    match best {
+        Some(b) => {
+            let r = ratio(x.median, Some(b.median));
+            if r != "-" && x.overlaps(b) {
+                format!("{r} ~")
+            } else {
+                r
+            }
+        }
+        None => "-".into(),
+    }
+}
+
+/// The kernel-socket target with the best median (`higher`: larger is better).
+fn best_kernel<'a>(rows: &'a [(&Target, Option<Spread>)], higher: bool) -> Option<&'a Spread> {
+    rows.iter()
+        .filter(|(t, _)| is_kernel(&t.name))
+        .filter_map(|(_, s)| s.as_ref())
+        .fold(None, |best: Option<&Spread>, s| match best {
+            Some(b) if (higher && b.median >= s.median) || (!higher && b.median <= s.median) => {
+                Some(b)
+            }
+            _ => Some(s),
+        })
+}
+
 fn table(s: &Scenario) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "### {}\n", s.title);
-    let bulk = s
-        .targets
-        .iter()
-        .any(|x| matches!(x.outcome, Outcome::Bulk(_)));
+    let bulk = s.targets.iter().any(|x| !x.bulks().is_empty());
     if bulk {
-        let best = s
+        let rows: Vec<(&Target, Option<Spread>)> = s
             .targets
             .iter()
-            .filter(|x| is_kernel(&x.name))
-            .filter_map(|x| match &x.outcome {
-                Outcome::Bulk(v) => Some(num(&v["gbit_per_s"])),
-                _ => None,
+            .map(|x| {
+                let g = Spread::of(x.bulks().iter().map(|v| num(&v["gbit_per_s"])));
+                (x, g)
             })
-            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+            .collect();
+        let best = best_kernel(&rows, true);
         t.push_str(
-            "| target | server | Gbit/s | bytes | seconds | vs best kernel |\n|---|---|---:|---:|---:|---:|\n",
+            "| target | server | rounds | Gbit/s | vs best kernel |\n|---|---|---:|---:|---:|\n",
         );
-        for x in &s.targets {
-            match &x.outcome {
-                Outcome::Bulk(v) => {
-                    let g = num(&v["gbit_per_s"]);
+        for (x, g) in &rows {
+            match (g, x.unavailable()) {
+                (Some(g), _) => {
                     let _ = writeln!(
                         t,
-                        "| {} | {} | {:.2} | {} | {:.2} | {} |",
+                        "| {} | {} | {} | {} | {} |",
                         x.name,
                         x.wait,
-                        g,
-                        fmt_num(num(&v["bytes"])),
-                        num(&v["seconds"]),
-                        ratio(g, best)
+                        x.bulks().len(),
+                        g.cell(|v| format!("{v:.2}")),
+                        ratio_marked(g, best)
                     );
                 }
-                Outcome::Unavailable(e) => {
+                (None, reason) => {
                     let _ = writeln!(
                         t,
-                        "| {} | {} | not available ({}) | | | |",
-                        x.name, x.wait, e
+                        "| {} | {} | 0 | not available ({}) | |",
+                        x.name,
+                        x.wait,
+                        reason.unwrap_or("no run").replace('|', "/")
                     );
                 }
-                Outcome::Load(_) => {}
             }
         }
         t.push('\n');
         return t;
     }
-    let loads: Vec<(&Target, &Value)> = s
+    // Per target: p50, p99, p99.9, msgs/s and client busy over its error-free rounds (all
+    // rounds when none is error-free).
+    struct Row<'a> {
+        x: &'a Target,
+        p50: Option<Spread>,
+        p99: Option<Spread>,
+        p999: Option<Spread>,
+        rate: Option<Spread>,
+        busy: Option<Spread>,
+        errors: u64,
+        unsent: u64,
+        blocking_client: bool,
+    }
+    let rows: Vec<Row<'_>> = s
         .targets
         .iter()
-        .filter_map(|x| match &x.outcome {
-            Outcome::Load(v) => Some((x, v)),
-            _ => None,
+        .map(|x| {
+            let all = x.loads();
+            let clean: Vec<&Value> = all
+                .iter()
+                .copied()
+                .filter(|v| v["error_total"].as_u64() == Some(0))
+                .collect();
+            let use_ = if clean.is_empty() { all.clone() } else { clean };
+            let f = |k: &str| Spread::of(use_.iter().map(|v| num(&v["latency_us"][k])));
+            Row {
+                x,
+                p50: f("p50"),
+                p99: f("p99"),
+                p999: f("p999"),
+                rate: Spread::of(use_.iter().map(|v| num(&v["msgs_per_s"]))),
+                busy: Spread::of(use_.iter().map(|v| client_busy(v))),
+                errors: all
+                    .iter()
+                    .map(|v| v["error_total"].as_u64().unwrap_or(0))
+                    .sum(),
+                unsent: all.iter().map(|v| v["unsent"].as_u64().unwrap_or(0)).sum(),
+                blocking_client: use_
+                    .first()
+                    .is_some_and(|v| v["client_wait"].as_str() == Some("blocking")),
+            }
         })
         .collect();
-    let kernel = || {
-        loads
-            .iter()
-            .filter(|(x, v)| is_kernel(&x.name) && v["error_total"].as_u64() == Some(0))
+    // The best kernel target: error-free rounds only.
+    let pick = |f: &dyn Fn(&Row<'_>) -> Option<Spread>| -> Vec<(&Target, Option<Spread>)> {
+        rows.iter()
+            .map(|r| (r.x, if r.errors == 0 { f(r) } else { None }))
+            .collect()
     };
-    let best_p50 = kernel()
-        .map(|(_, v)| num(&v["latency_us"]["p50"]))
-        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x))));
-    let best_p99 = kernel()
-        .map(|(_, v)| num(&v["latency_us"]["p99"]))
-        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x))));
-    let best_rate = kernel()
-        .map(|(_, v)| num(&v["msgs_per_s"]))
-        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let p50s = pick(&|r| r.p50);
+    let p99s = pick(&|r| r.p99);
+    let rates = pick(&|r| r.rate);
+    let (best_p50, best_p99, best_rate) = (
+        best_kernel(&p50s, false),
+        best_kernel(&p99s, false),
+        best_kernel(&rates, true),
+    );
+    let ceiling = rows
+        .iter()
+        .find(|r| r.x.name.contains("ceiling"))
+        .and_then(|r| r.rate);
     t.push_str(
-        "| target | server | p50 us | p90 us | p99 us | p99.9 us | max us | msgs/s | p50 vs best kernel | \
-         p99 vs best kernel | msgs/s vs best kernel | errors |\n\
+        "| target | server | rounds | p50 us | p99 us | p99.9 us | msgs/s | p50 vs best kernel | \
+         p99 vs best kernel | msgs/s vs best kernel | client core busy % | errors |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for x in &s.targets {
-        match &x.outcome {
-            Outcome::Load(v) => {
-                // The generator's ceiling is a reference row: no ratios.
-                let reference = x.name.contains("ceiling");
-                let r = |val: f64, best: Option<f64>| {
-                    if reference {
-                        "-".to_string()
-                    } else {
-                        ratio(val, best)
-                    }
-                };
-                let l = &v["latency_us"];
-                let rate = num(&v["msgs_per_s"]);
-                let mut errors = v["error_total"].as_u64().unwrap_or(0).to_string();
-                if let Some(u) = v["unsent"].as_u64().filter(|&u| u > 0) {
-                    let _ = write!(errors, " ({u} unsent)");
-                }
-                let _ = writeln!(
-                    t,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    x.name,
-                    x.wait,
-                    fmt_num(num(&l["p50"])),
-                    fmt_num(num(&l["p90"])),
-                    fmt_num(num(&l["p99"])),
-                    fmt_num(num(&l["p999"])),
-                    fmt_num(num(&l["max"])),
-                    fmt_num(rate),
-                    r(num(&l["p50"]), best_p50),
-                    r(num(&l["p99"]), best_p99),
-                    r(rate, best_rate),
-                    errors
-                );
-            }
-            Outcome::Unavailable(e) => {
-                let _ = writeln!(
-                    t,
-                    "| {} | {} | not available ({}) | | | | | | | | | |",
-                    x.name,
-                    x.wait,
-                    e.replace('|', "/")
-                );
-            }
-            Outcome::Bulk(_) => {}
+    for r in &rows {
+        let x = r.x;
+        if let Some(reason) = x.unavailable() {
+            let _ = writeln!(
+                t,
+                "| {} | {} | 0 | not available ({}) | | | | | | | | |",
+                x.name,
+                x.wait,
+                reason.replace('|', "/")
+            );
+            continue;
         }
+        // The generator's ceiling is a reference row: no ratios.
+        let reference = x.name.contains("ceiling");
+        let client_bound = !reference
+            && ((r.blocking_client && r.busy.is_some_and(|b| b.median >= 90.0))
+                || matches!((r.rate, ceiling), (Some(a), Some(c)) if a.median >= 0.9 * c.median));
+        let rr = |v: &Option<Spread>, best: Option<&Spread>| match v {
+            Some(v) if !reference => ratio_marked(v, best),
+            _ => "-".to_string(),
+        };
+        let cell = |v: &Option<Spread>| v.map_or("-".to_string(), |v| v.cell(fmt_num));
+        let mut rate_ratio = rr(&r.rate, best_rate);
+        if client_bound && rate_ratio != "-" {
+            rate_ratio.push_str(" (client-bound)");
+        }
+        let mut errors = r.errors.to_string();
+        if r.unsent > 0 {
+            let _ = write!(errors, " ({} unsent)", r.unsent);
+        }
+        let name = if client_bound {
+            format!("{} (client-bound)", x.name)
+        } else {
+            x.name.clone()
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            name,
+            x.wait,
+            x.loads().len(),
+            cell(&r.p50),
+            cell(&r.p99),
+            cell(&r.p999),
+            cell(&r.rate),
+            rr(&r.p50, best_p50),
+            rr(&r.p99, best_p99),
+            rate_ratio,
+            r.busy
+                .map_or("-".to_string(), |b| b.cell(|v| format!("{v:.0}"))),
+            errors
+        );
     }
-    if let Some((_, v)) = loads.first() {
+    if let Some(v) = rows.iter().find_map(|r| r.x.loads().first().copied()) {
         let st = &v["settings"];
         let _ = writeln!(
             t,
@@ -346,11 +543,7 @@ fn nines(percentile: f64) -> f64 {
 fn plot(scenarios: &[Scenario], path: &Path) -> anyhow::Result<()> {
     let panels: Vec<&Scenario> = scenarios
         .iter()
-        .filter(|s| {
-            s.targets
-                .iter()
-                .any(|t| matches!(t.outcome, Outcome::Load(_)))
-        })
+        .filter(|s| s.targets.iter().any(|t| !t.loads().is_empty()))
         .collect();
     if panels.is_empty() {
         return Ok(());
@@ -373,8 +566,8 @@ fn plot(scenarios: &[Scenario], path: &Path) -> anyhow::Result<()> {
         let series: Vec<(&str, Vec<(f64, f64)>)> = s
             .targets
             .iter()
-            .filter_map(|t| match &t.outcome {
-                Outcome::Load(v) => {
+            .filter_map(|t| match t.representative() {
+                Some(v) => {
                     let pts: Vec<(f64, f64)> = v["percentiles"]
                         .as_array()
                         .map(|a| {
@@ -388,7 +581,7 @@ fn plot(scenarios: &[Scenario], path: &Path) -> anyhow::Result<()> {
                         .unwrap_or_default();
                     (!pts.is_empty()).then_some((t.name.as_str(), pts))
                 }
-                _ => None,
+                None => None,
             })
             .collect();
         if series.is_empty() {
@@ -470,10 +663,16 @@ fn main() -> anyhow::Result<()> {
         md.push_str("\n```\n\n");
     }
     md.push_str(
-        "Ratios: each figure divided by the best kernel-socket target of the same table \
-         (every target not on AF_XDP, spinning or blocking; lower is better for latency, higher \
-         for msgs/s and Gbit/s). Server: `spin` busy-polls (AF_XDP workers, `--spin` \
-         references), `block` sleeps in epoll/tokio between events.\n\n",
+        "Each row: the median over the rounds, with the range (min..max) when there were \
+         several. Ratios: a target's median divided by the best kernel-socket target's median \
+         in the same table (every target not on AF_XDP, spinning or blocking; lower is better \
+         for latency, higher for msgs/s and Gbit/s); `~` marks a ratio whose two ranges \
+         overlap (inside the run-to-run spread: not a difference). Server: `spin` busy-polls \
+         (AF_XDP workers, `--spin` references), `block` sleeps in epoll/tokio between \
+         events. `(client-bound)`: a blocking client's core was 90 % busy or more, or the \
+         msgs/s is within 10 % of the load generator's own ceiling: a floor for the server, \
+         not a win (a spinning client is always 100 % busy, so ping-pong rows are not \
+         judged by it).\n\n",
     );
     for s in &scenarios {
         md.push_str(&table(s));
@@ -503,4 +702,106 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(doc, new).with_context(|| format!("writing {}", doc.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// A `sluice-load` report with these figures (client pinned to CPU 1).
+    fn report(p50: f64, rate: f64, client_busy: f64, client_wait: &str) -> String {
+        serde_json::json!({
+            "kind": "run",
+            "settings": {"connections": 100, "message_size": 64, "pipeline": 16, "mode": "closed",
+                         "rate": null, "duration_s": 5.0, "warmup_s": 1.0, "pin": [1]},
+            "client_wait": client_wait,
+            "msgs_per_s": rate,
+            "latency_us": {"p50": p50, "p99": p50 * 2.0, "p999": p50 * 3.0},
+            "percentiles": [],
+            "error_total": 0,
+            "unsent": 0,
+            "cpu_busy": [{"cpu": 0, "busy": 1.0}, {"cpu": 1, "busy": client_busy}],
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn rounds_become_medians_with_ranges_overlap_marked_client_bound_labelled() {
+        let dir = std::env::temp_dir().join(format!("lab-report-test-{}", std::process::id()));
+        let sc = dir.join("2-ws-c100");
+        std::fs::create_dir_all(&sc).unwrap();
+        std::fs::write(sc.join("title.txt"), "WebSocket, 100 connections").unwrap();
+        std::fs::write(
+            dir.join("waits.txt"),
+            "sluice-afxdp spin\nref-tungstenite block\nref-ws-echo-spin spin\n",
+        )
+        .unwrap();
+        // AF_XDP: clearly faster than one kernel server, inside the other's spread, and
+        // its blocking client was busy: client-bound.
+        for (r, (p50, rate)) in [(10.0, 2.0e6), (11.0, 2.1e6), (12.0, 1.9e6)]
+            .iter()
+            .enumerate()
+        {
+            std::fs::write(
+                sc.join(format!("1-sluice-afxdp.r{}.json", r + 1)),
+                report(*p50, *rate, 0.95, "blocking"),
+            )
+            .unwrap();
+        }
+        for (r, (p50, rate)) in [(40.0, 0.3e6), (41.0, 0.31e6), (42.0, 0.29e6)]
+            .iter()
+            .enumerate()
+        {
+            std::fs::write(
+                sc.join(format!("3-ref-tungstenite.r{}.json", r + 1)),
+                report(*p50, *rate, 0.5, "blocking"),
+            )
+            .unwrap();
+        }
+        for (r, (p50, rate)) in [(11.5, 1.95e6), (12.5, 2.05e6), (13.0, 1.8e6)]
+            .iter()
+            .enumerate()
+        {
+            std::fs::write(
+                sc.join(format!("5-ref-ws-echo-spin.r{}.json", r + 1)),
+                report(*p50, *rate, 0.5, "blocking"),
+            )
+            .unwrap();
+        }
+        std::fs::write(sc.join("4-ref-fastwebsockets.r1.error"), "exited").unwrap();
+        let scenarios = load(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(scenarios.len(), 1);
+        assert_eq!(scenarios[0].targets.len(), 4);
+        let t = table(&scenarios[0]);
+        let row = |name: &str| {
+            t.lines()
+                .find(|l| l.starts_with(&format!("| {name}")))
+                .unwrap_or_else(|| panic!("no {name} row in\n{t}"))
+                .to_string()
+        };
+        let afxdp = row("sluice-afxdp");
+        // Three rounds: median and range; best kernel = ref-ws-echo-spin (medians 12.5 us,
+        // 1.95 M), whose ranges overlap AF_XDP's: marked.
+        assert!(afxdp.contains("| 3 | 11.0 (10.0..12.0) |"), "{afxdp}");
+        assert!(
+            afxdp.contains("2,000,000 (1,900,000..2,100,000)"),
+            "{afxdp}"
+        );
+        assert!(afxdp.contains("0.88x ~"), "{afxdp}");
+        assert!(afxdp.contains("1.03x ~ (client-bound)"), "{afxdp}");
+        assert!(
+            afxdp.starts_with("| sluice-afxdp (client-bound) |"),
+            "{afxdp}"
+        );
+        assert!(afxdp.contains("| 95 |"), "{afxdp}");
+        let tung = row("ref-tungstenite");
+        // Against the best kernel target, ranges apart: no mark.
+        assert!(tung.contains("3.28x |"), "{tung}");
+        assert!(!tung.contains('~'), "{tung}");
+        assert!(row("ref-fastwebsockets").contains("not available (exited)"));
+        assert_eq!(without_round("1-sluice-afxdp.r12"), "1-sluice-afxdp");
+        assert_eq!(without_round("2-kernel.rx"), "2-kernel.rx");
+    }
 }
