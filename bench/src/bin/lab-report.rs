@@ -329,7 +329,8 @@ fn ratio_marked(x: &Spread, best: Option<&Spread>) -> String {
     match best {
         Some(b) => {
             let r = ratio(x.median, Some(b.median));
-            if r != "-" && x.overlaps(b) {
+            let itself = x.median == b.median && x.min == b.min && x.max == b.max;
+            if r != "-" && !itself && x.overlaps(b) {
                 format!("{r} ~")
             } else {
                 r
@@ -408,6 +409,7 @@ fn table(s: &Scenario) -> String {
         errors: u64,
         unsent: u64,
         blocking_client: bool,
+        closed_loop: bool,
     }
     let rows: Vec<Row<'_>> = s
         .targets
@@ -436,6 +438,9 @@ fn table(s: &Scenario) -> String {
                 blocking_client: use_
                     .first()
                     .is_some_and(|v| v["client_wait"].as_str() == Some("blocking")),
+                closed_loop: use_
+                    .first()
+                    .is_some_and(|v| v["settings"]["mode"].as_str() != Some("open")),
             }
         })
         .collect();
@@ -476,8 +481,12 @@ fn table(s: &Scenario) -> String {
         }
         // The generator's ceiling is a reference row: no ratios.
         let reference = x.name.contains("ceiling");
+        // Throughput rows only: a closed loop with a blocking client (a spinning client is
+        // always busy, and an open loop's rate is the offered load).
         let client_bound = !reference
-            && ((r.blocking_client && r.busy.is_some_and(|b| b.median >= 90.0))
+            && r.blocking_client
+            && r.closed_loop
+            && (r.busy.is_some_and(|b| b.median >= 90.0)
                 || matches!((r.rate, ceiling), (Some(a), Some(c)) if a.median >= 0.9 * c.median));
         let rr = |v: &Option<Spread>, best: Option<&Spread>| match v {
             Some(v) if !reference => ratio_marked(v, best),
@@ -669,10 +678,11 @@ fn main() -> anyhow::Result<()> {
          for latency, higher for msgs/s and Gbit/s); `~` marks a ratio whose two ranges \
          overlap (inside the run-to-run spread: not a difference). Server: `spin` busy-polls \
          (AF_XDP workers, `--spin` references), `block` sleeps in epoll/tokio between \
-         events. `(client-bound)`: a blocking client's core was 90 % busy or more, or the \
-         msgs/s is within 10 % of the load generator's own ceiling: a floor for the server, \
-         not a win (a spinning client is always 100 % busy, so ping-pong rows are not \
-         judged by it).\n\n",
+         events. `(client-bound)`, closed-loop rows with a blocking client only: its core \
+         was 90 % busy or more, or the msgs/s is within 10 % of the load generator's own \
+         ceiling: a floor for the server, not a win (a spinning client is always 100 % busy, \
+         so ping-pong rows are not judged by it; an open loop's msgs/s is the offered \
+         rate).\n\n",
     );
     for s in &scenarios {
         md.push_str(&table(s));
@@ -724,6 +734,32 @@ mod tests {
             "cpu_busy": [{"cpu": 0, "busy": 1.0}, {"cpu": 1, "busy": client_busy}],
         })
         .to_string()
+    }
+
+    #[test]
+    fn spinning_or_open_loop_clients_are_never_labelled_client_bound() {
+        let dir = std::env::temp_dir().join(format!("lab-report-spin-{}", std::process::id()));
+        let sc = dir.join("1-ws-pingpong");
+        std::fs::create_dir_all(&sc).unwrap();
+        std::fs::write(
+            sc.join("1-sluice-afxdp.json"),
+            report(5.0, 2.0e5, 1.0, "spin"),
+        )
+        .unwrap();
+        std::fs::write(
+            sc.join("2-ref-ws-echo-spin.json"),
+            report(6.0, 1.6e5, 1.0, "spin"),
+        )
+        .unwrap();
+        let mut open: Value = serde_json::from_str(&report(7.0, 5e3, 1.0, "blocking")).unwrap();
+        open["settings"]["mode"] = "open".into();
+        std::fs::write(sc.join("3-ref-tungstenite.json"), open.to_string()).unwrap();
+        let scenarios = load(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let t = table(&scenarios[0]);
+        assert!(!t.contains("client-bound"), "{t}");
+        // One round: the median alone, no range.
+        assert!(t.contains("| sluice-afxdp | ? | 1 | 5.0 |"), "{t}");
     }
 
     #[test]
@@ -801,6 +837,8 @@ mod tests {
         assert!(tung.contains("3.28x |"), "{tung}");
         assert!(!tung.contains('~'), "{tung}");
         assert!(row("ref-fastwebsockets").contains("not available (exited)"));
+        // The best kernel target against itself: 1.00x, no mark.
+        assert!(row("ref-ws-echo-spin").contains("| 1.00x | 1.00x |"), "{t}");
         assert_eq!(without_round("1-sluice-afxdp.r12"), "1-sluice-afxdp");
         assert_eq!(without_round("2-kernel.rx"), "2-kernel.rx");
     }
