@@ -10,9 +10,10 @@
 //! callgrind_annotate callgrind.out.<pid> | grep 'PROGRAM TOTALS'
 //! ```
 //!
-//! `SIZE N`: N rounds of one SIZE-byte message (one TLS 1.3 record, AES-128-GCM, up to
-//! 16384 bytes) sent by the client in one receive, echoed by the server and read back by
-//! the client before the next. The handshake is counted too: run twice (N and 2N) and
+//! `SIZE N [buftx]`: N rounds of one SIZE-byte message (one TLS 1.3 record, AES-128-GCM,
+//! up to 16384 bytes) sent by the client in one receive, echoed by the server and read
+//! back by the client before the next. With `buftx`, the transport is the kernel driver's
+//! write buffer (`sluice::app::BufTx`) instead of a send buffer lent in place. The handshake is counted too: run twice (N and 2N) and
 //! divide the difference by N. `bench/callgrind/tls.sh` does that.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use sluice::app::tls::{Listeners, Tls};
-use sluice::app::{App, ConnId, Refusal, Tx};
+use sluice::app::{App, BufTx, ConnId, Refusal, Tx};
 use sluice::config::{Config, TlsListener, TlsVersion};
 use tcp::Instant;
 
@@ -104,8 +105,21 @@ impl Tx for Wire {
 
 /// The server's whole share of one exchange: the received bytes in, its answer out.
 #[inline(never)]
-fn serve(server: &mut Tls<Echo>, wire: &mut [u8], out: &mut Wire) {
+fn serve(server: &mut Tls<Echo>, wire: &mut [u8], out: &mut Wire, kernel: &mut Option<Vec<u8>>) {
     out.len = 0;
+    if let Some(buf) = kernel {
+        // The kernel driver's write buffer, emptied by its socket write each time.
+        buf.clear();
+        let mut tx = BufTx::new(buf, 256 * 1024);
+        if !wire.is_empty() {
+            server.receive(0, wire, &mut tx, Instant::ZERO);
+        }
+        server.flush(0, &mut tx);
+        let n = buf.len();
+        out.buf[..n].copy_from_slice(buf);
+        out.len = n;
+        return;
+    }
     if !wire.is_empty() {
         server.receive(0, wire, out, Instant::ZERO);
     }
@@ -123,6 +137,7 @@ fn main() -> Result<(), String> {
         .next()
         .and_then(|n| n.parse().ok())
         .ok_or("ROUNDS: a number")?;
+    let mut kernel = (args.next().as_deref() == Some("buftx")).then(Vec::new);
 
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = std::env::temp_dir().join(format!("sluice-tls-count-{}", std::process::id()));
@@ -174,7 +189,7 @@ fn main() -> Result<(), String> {
         while client.wants_write() {
             client.write_tls(&mut wire).unwrap();
         }
-        serve(&mut server, &mut wire, &mut out);
+        serve(&mut server, &mut wire, &mut out, &mut kernel);
         let mut rd = out.sent();
         while !rd.is_empty() {
             client.read_tls(&mut rd).unwrap();
@@ -194,7 +209,7 @@ fn main() -> Result<(), String> {
         while client.wants_write() {
             client.write_tls(&mut wire).unwrap();
         }
-        serve(&mut server, &mut wire, &mut out);
+        serve(&mut server, &mut wire, &mut out, &mut kernel);
         let mut rd = out.sent();
         let mut got = 0;
         while got < size {

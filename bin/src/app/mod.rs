@@ -85,8 +85,11 @@ pub struct BufTx<'a> {
 }
 
 impl<'a> BufTx<'a> {
-    /// Most bytes [`Tx::write_with`] lends beyond `min_len` at once.
-    const LEND: usize = 16 * 1024;
+    /// What [`Tx::write_with`] lends for a `min_len` of 0 or 1 ("as much as you can"), at
+    /// most; any other `min_len` gets exactly that, as the stack's send buffer lends. The
+    /// lent bytes are zeroed first (safe code cannot lend uninitialised memory), so a
+    /// lend the size of the answer costs the answer, not 16 KiB.
+    const LEND: usize = 1024;
 
     /// Appends to `buf` while it holds at most `limit` bytes.
     pub fn new(buf: &'a mut Vec<u8>, limit: usize) -> BufTx<'a> {
@@ -106,7 +109,11 @@ impl Tx for BufTx<'_> {
         if room < min_len {
             return 0;
         }
-        let lend = room.min(min_len.max(Self::LEND));
+        let lend = if min_len > 1 {
+            min_len
+        } else {
+            room.min(Self::LEND)
+        };
         let start = self.buf.len();
         self.buf.resize(start + lend, 0);
         let n = self.buf.get_mut(start..).map_or(0, fill).min(lend);
