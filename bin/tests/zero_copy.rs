@@ -589,6 +589,15 @@ fn tls_step<M: Meter>(
         assert_eq!(lb.client.send(conn, &out).unwrap(), out.len());
     }
     lb.step_metered(meter);
+    tls_read(lb, conn, tls)
+}
+
+/// What the client received on `conn` so far, decrypted by `tls`.
+fn tls_read(
+    lb: &mut Loopback<Tls<Probe>>,
+    conn: ConnHandle,
+    tls: &mut rustls::ClientConnection,
+) -> Vec<u8> {
     let mut buf = vec![0u8; 65536];
     let bytes = lb.take_received(conn, &mut buf);
     let mut rd = bytes.as_slice();
@@ -715,21 +724,7 @@ fn wss_publish_round<M: Meter>(
         lb.step_metered(meter);
         pending.retain(|&i| {
             let c = &mut conns[i];
-            let mut buf = vec![0u8; 65536];
-            let bytes = lb.take_received(c.conn, &mut buf);
-            let mut rd = bytes.as_slice();
-            while !rd.is_empty() {
-                c.tls.read_tls(&mut rd).unwrap();
-                c.tls.process_new_packets().unwrap();
-            }
-            let mut plain = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = c.tls.reader().read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                plain.extend_from_slice(&chunk[..n]);
-            }
+            let mut plain = tls_read(lb, c.conn, &mut c.tls);
             c.ws.read(&mut plain);
             !matches!(c.ws.poll_event(), Some(Event::Message { .. }))
         });

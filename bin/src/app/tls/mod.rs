@@ -503,8 +503,6 @@ struct Conn {
     /// Finished, before the record layer took over (delivered first).
     early: Vec<u8>,
     pending: Pending,
-    /// The handshake completed (and was counted).
-    established: bool,
     /// A fatal TLS error: its alert is written, the connection closes, nothing more is read.
     failed: bool,
     /// close_notify queued (the application finished).
@@ -634,7 +632,6 @@ impl<A: App> Tls<A> {
                         hs.handshake_kind(),
                         Some(rustls::HandshakeKind::Resumed)
                     ));
-                    c.established = true;
                     let Phase::Handshake(hs) = std::mem::replace(&mut c.phase, Phase::Over) else {
                         return;
                     };
@@ -661,13 +658,7 @@ impl<A: App> Tls<A> {
             if handshake_done.is_some() && !c.failed {
                 // A server-first application may write now.
                 if let Phase::Traffic(r) = &mut c.phase {
-                    let mut out = TlsTx {
-                        records: r,
-                        pending: &mut c.pending,
-                        out: tx,
-                        lend: &mut self.lend,
-                        fault: None,
-                    };
+                    let mut out = TlsTx::new(r, &mut c.pending, tx, &mut self.lend);
                     self.inner.flush(id, &mut out);
                     if let Some(f) = out.fault {
                         failure = Some(Failure::Record(f));
@@ -956,13 +947,7 @@ fn deliver<A: App, T: Tx>(
     let Phase::Traffic(r) = &mut c.phase else {
         return Ok(());
     };
-    let mut out = TlsTx {
-        records: r,
-        pending: &mut c.pending,
-        out: tx,
-        lend,
-        fault: None,
-    };
+    let mut out = TlsTx::new(r, &mut c.pending, tx, lend);
     inner.receive(id, plain, &mut out, now);
     out.fault.map_or(Ok(()), Err)
 }
@@ -1051,7 +1036,23 @@ struct TlsTx<'a, T> {
     fault: Option<Fault>,
 }
 
-impl<T: Tx> TlsTx<'_, T> {
+impl<'a, T: Tx> TlsTx<'a, T> {
+    /// The application's `Tx` over `out` for the connection of `records` and `pending`.
+    fn new(
+        records: &'a mut Records,
+        pending: &'a mut Pending,
+        out: &'a mut T,
+        lend: &'a mut Vec<u8>,
+    ) -> TlsTx<'a, T> {
+        TlsTx {
+            records,
+            pending,
+            out,
+            lend,
+            fault: None,
+        }
+    }
+
     /// False (and the connection ends) when nothing may be sent any more; a TLS 1.3 key
     /// update goes out first when due.
     fn ready(&mut self) -> bool {
@@ -1222,7 +1223,6 @@ impl<A: App> App for Tls<A> {
                 rx_at: 0,
                 early: Vec::new(),
                 pending: Pending::default(),
-                established: false,
                 failed: false,
                 close_sent: false,
                 close_received: false,
@@ -1286,13 +1286,7 @@ impl<A: App> App for Tls<A> {
         let Phase::Traffic(r) = &mut c.phase else {
             return;
         };
-        let mut out = TlsTx {
-            records: r,
-            pending: &mut c.pending,
-            out: tx,
-            lend: &mut self.lend,
-            fault: None,
-        };
+        let mut out = TlsTx::new(r, &mut c.pending, tx, &mut self.lend);
         self.inner.flush(id, &mut out);
         if let Some(f) = out.fault {
             fail(c, f, tx);
@@ -1604,20 +1598,7 @@ mod tests {
                 if back.is_empty() && wire.is_empty() {
                     break;
                 }
-                let mut rd = back.as_slice();
-                loop {
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = client.reader().read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        got.extend_from_slice(&buf[..n]);
-                    }
-                    if rd.is_empty() || client.read_tls(&mut rd).unwrap() == 0 {
-                        break;
-                    }
-                    client.process_new_packets().unwrap();
-                }
+                got.extend(client_reads(client, &back));
             }
             got
         }
@@ -1804,6 +1785,25 @@ mod tests {
         let mut rd = back.as_slice();
         refused.read_tls(&mut rd).unwrap();
         assert!(refused.process_new_packets().is_err());
+    }
+
+    /// Feeds `bytes` to the client, reading its plaintext as it goes (its buffer is 16 KiB).
+    fn client_reads(c: &mut ClientConnection, bytes: &[u8]) -> Vec<u8> {
+        let mut rd = bytes;
+        let mut got = Vec::new();
+        loop {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = c.reader().read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            if rd.is_empty() || c.read_tls(&mut rd).unwrap() == 0 {
+                return got;
+            }
+            c.process_new_packets().unwrap();
+        }
     }
 
     impl Tls<Echo> {
@@ -2087,13 +2087,7 @@ mod tests {
             write: 0,
         };
         let mut lend = Vec::new();
-        let mut tx = TlsTx {
-            records: r,
-            pending: &mut conn.pending,
-            out: &mut probe,
-            lend: &mut lend,
-            fault: None,
-        };
+        let mut tx = TlsTx::new(r, &mut conn.pending, &mut probe, &mut lend);
         tx.write_chunk(Bytes::from_static(&[7; 64])).unwrap();
         assert!(tx.fault.is_none());
         // One record sealed in the transport's own space: no write of a copy, no lend.
@@ -2141,13 +2135,8 @@ mod tests {
         let mut out = Vec::new();
         let mut lend = Vec::new();
         // Room for two whole records and a part: 16384 + 16384 + what is left.
-        let mut tx = TlsTx {
-            records: r,
-            pending: &mut conn.pending,
-            out: &mut Exact(&mut out, 2 * (16_384 + 22) + 1_000),
-            lend: &mut lend,
-            fault: None,
-        };
+        let mut exact = Exact(&mut out, 2 * (16_384 + 22) + 1_000);
+        let mut tx = TlsTx::new(r, &mut conn.pending, &mut exact, &mut lend);
         let n = tx.write(&data);
         // Then smaller records into the last 1,000 bytes, down to 64-byte halvings.
         assert!(n > 2 * 16_384 && n < 2 * 16_384 + 1_000, "{n}");
@@ -2160,17 +2149,7 @@ mod tests {
         }
         assert_eq!(lens[..2], [16_384, 16_384]);
         assert_eq!(lens.iter().sum::<usize>(), n);
-        let mut rd = out.as_slice();
-        let mut got = Vec::new();
-        while !rd.is_empty() {
-            c.read_tls(&mut rd).unwrap();
-            c.process_new_packets().unwrap();
-            let mut buf = [0u8; 4096];
-            while let Ok(k) = c.reader().read(&mut buf) {
-                got.extend_from_slice(&buf[..k]);
-            }
-        }
-        assert_eq!(got, data[..n]);
+        assert_eq!(client_reads(&mut c, &out), data[..n]);
     }
 
     #[test]
@@ -2190,30 +2169,14 @@ mod tests {
         {
             // Room for one record only: the rest waits, sealed, and no more is offered.
             let mut small = BufTx::new(&mut out, 20_000);
-            let mut tx = TlsTx {
-                records: r,
-                pending: &mut conn.pending,
-                out: &mut small,
-                lend: &mut lend,
-                fault: None,
-            };
+            let mut tx = TlsTx::new(r, &mut conn.pending, &mut small, &mut lend);
             tx.write_chunk(Bytes::from(chunk.clone())).unwrap();
             assert!(tx.write_chunk(Bytes::from_static(b"later")).is_err());
             assert_eq!(tx.write(b"later"), 0);
         }
         assert!(!conn.pending.is_empty());
         assert!(conn.pending.drain(&mut BufTx::new(&mut out, 1 << 20)));
-        let mut rd = out.as_slice();
-        let mut got = Vec::new();
-        while !rd.is_empty() {
-            c.read_tls(&mut rd).unwrap();
-            c.process_new_packets().unwrap();
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = c.reader().read(&mut buf) {
-                got.extend_from_slice(&buf[..n]);
-            }
-        }
-        assert_eq!(got, chunk);
+        assert_eq!(client_reads(&mut c, &out), chunk);
     }
 
     #[test]

@@ -276,20 +276,12 @@ impl Records {
         if let Some(h) = rec.get_mut(..HEADER) {
             h.copy_from_slice(&header);
         }
-        let aad = if self.tls13 {
-            let mut a = [0u8; 13];
-            if let Some(x) = a.get_mut(..HEADER) {
-                x.copy_from_slice(&header);
+        if self.explicit {
+            if let (Some(e), Some(n)) = (rec.get_mut(HEADER..p), nonce.get(4..)) {
+                e.copy_from_slice(n);
             }
-            (a, HEADER)
-        } else {
-            if self.explicit {
-                if let (Some(e), Some(n)) = (rec.get_mut(HEADER..p), nonce.get(4..)) {
-                    e.copy_from_slice(n);
-                }
-            }
-            (tls12_aad(self.tx.seq, typ, len), 13)
-        };
+        }
+        let aad = self.aad(&header, self.tx.seq, typ, len);
         let body = rec.get_mut(p..).ok_or(Alert::InternalError)?;
         let (plain, tag_at) = body.split_at_mut(body_len);
         let tag = self
@@ -386,15 +378,12 @@ impl Records {
             self.rx.nonce()
         };
         let cipher_len = rec.len() - p;
-        let aad = if self.tls13 {
-            let mut a = [0u8; 13];
-            if let (Some(to), Some(from)) = (a.get_mut(..HEADER), rec.get(..HEADER)) {
-                to.copy_from_slice(from);
-            }
-            (a, HEADER)
-        } else {
-            (tls12_aad(self.rx.seq, typ, cipher_len - TAG), 13)
-        };
+        let aad = self.aad(
+            rec.get(..HEADER).unwrap_or_default(),
+            self.rx.seq,
+            typ,
+            cipher_len - TAG,
+        );
         let body = rec.get_mut(p..).ok_or(Fault::Send(Alert::BadRecordMac))?;
         let plain_len = self
             .rx
@@ -503,6 +492,23 @@ impl Records {
         self.rx = Key::new(seq, secrets).map_err(Fault::Send)?;
         self.renewed.0 += 1;
         Ok(Opened::Nothing)
+    }
+}
+
+impl Records {
+    /// A record's additional data, and how many of the 13 bytes it is: TLS 1.3 its
+    /// header (RFC 8446 5.2); TLS 1.2 the sequence number, type, version and plaintext
+    /// length `len` (RFC 5246 6.2.3.3).
+    fn aad(&self, header: &[u8], seq: u64, typ: u8, len: usize) -> ([u8; 13], usize) {
+        if self.tls13 {
+            let mut a = [0u8; 13];
+            if let (Some(to), Some(from)) = (a.get_mut(..HEADER), header.get(..HEADER)) {
+                to.copy_from_slice(from);
+            }
+            (a, HEADER)
+        } else {
+            (tls12_aad(seq, typ, len), 13)
+        }
     }
 }
 
