@@ -61,6 +61,9 @@ pub enum StartError {
         queue: u32,
     },
     /// A configuration value was rejected before touching the system.
+    /// Starting DPDK, its mbuf pool, port or a queue failed (the DPDK backend).
+    #[error("{0}")]
+    Dpdk(String),
     #[error("invalid dataplane configuration: {0}")]
     Config(String),
     /// Any other system error, with what was being done.
@@ -133,6 +136,7 @@ mod tests {
                 queue: 0,
             },
             StartError::Config("c".into()),
+            StartError::Dpdk("DPDK port p: rte_eth_dev_start failed: x".into()),
             StartError::Os {
                 what: "w",
                 source: io::Error::from_raw_os_error(libc::EIO),

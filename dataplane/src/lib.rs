@@ -2,12 +2,14 @@
 //! ([`XskDevice`]) and the XDP steering program ([`XdpProgram`]), an in-memory device for
 //! tests ([`MemDevice`]), pinned per-queue workers ([`worker`]), RSS-aware source-port
 //! choice ([`rss`]) with software steering as its fallback ([`steer`]), and packet capture
-//! ([`PcapDevice`]).
+//! ([`PcapDevice`]); with the cargo feature `dpdk`, a DPDK device (`dpdk::DpdkDevice`).
 //!
 //! This is the only crate of the workspace allowed `unsafe`; every block states its
 //! `// SAFETY:` reason. See `docs/AFXDP.md` for how the layer fits together.
 
 pub mod device;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod error;
 pub mod health;
 pub mod mem;
