@@ -55,6 +55,9 @@ pub enum Backend {
     Afxdp,
     /// Linux kernel sockets driven by mio (epoll), one thread: the baseline.
     Kernel,
+    /// DPDK poll-mode driver with the userspace TCP stack, one pinned worker per queue
+    /// (`--dpdk-port`, `[dpdk]`; needs a build with the cargo feature `dpdk`).
+    Dpdk,
 }
 
 /// Application served on every port.
@@ -169,6 +172,33 @@ pub struct RunArgs {
     /// AF_XDP tuning (override `[dataplane]` of --config; docs/CONFIG.md).
     #[command(flatten)]
     pub tuning: Tuning,
+    /// DPDK backend (override `[dpdk]` of --config; docs/CONFIG.md).
+    #[command(flatten)]
+    pub dpdk: DpdkFlags,
+}
+
+/// DPDK backend flags (`--backend dpdk`). Each overrides the `[dpdk]` key of the same name
+/// in the `--config` file.
+#[derive(Debug, Default, clap::Args)]
+#[command(next_help_heading = "DPDK (--backend dpdk)")]
+pub struct DpdkFlags {
+    /// The port: a PCI address (0000:3b:00.0, bound to vfio-pci) or a virtual device spec
+    /// (net_af_packet0,iface=eth1). Sluice adds `-a ADDR` or `--vdev SPEC` to the EAL arguments.
+    #[arg(long, value_name = "PCI|VDEV")]
+    pub dpdk_port: Option<String>,
+    /// EAL arguments, whitespace-separated [default: --in-memory], e.g.
+    /// "--no-huge --no-pci -m 512 --file-prefix lab1" for a machine without hugepages.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub eal_args: Option<String>,
+    /// Mbufs in the pool [default: 0, sized from queues and rings; else 1024..=16777215].
+    #[arg(long, value_name = "N")]
+    pub mbufs: Option<u32>,
+    /// Receive descriptors per queue [default: 1024; 32..=16384].
+    #[arg(long, value_name = "N")]
+    pub rx_ring: Option<u16>,
+    /// Transmit descriptors per queue [default: 1024; 32..=16384].
+    #[arg(long, value_name = "N")]
+    pub tx_ring: Option<u16>,
 }
 
 /// AF_XDP backend tuning flags. Each overrides the `[dataplane]` key of the same name in

@@ -23,6 +23,9 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// AF_XDP backend tuning: idle backoff, stop grace, UMEM and ring sizes.
     pub dataplane: Dataplane,
+    /// DPDK backend (`--backend dpdk`, cargo feature `dpdk`): EAL arguments, port, pool
+    /// and ring sizes.
+    pub dpdk: Dpdk,
     /// Pub/sub across several gateway nodes over NATS (off by default).
     pub cluster: Cluster,
     /// How `auth = "jwt"` routes verify connection tokens.
@@ -40,6 +43,7 @@ impl Default for Config {
                 ..Route::default()
             }],
             dataplane: Dataplane::default(),
+            dpdk: Dpdk::default(),
             cluster: Cluster::default(),
             auth: Auth::default(),
         }
@@ -576,6 +580,105 @@ pub fn dataplane_for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Dataplane
     Ok(d)
 }
 
+/// `[dpdk]`: the DPDK backend (`--backend dpdk`, built with the cargo feature `dpdk`).
+/// Each key has a `sluice run` flag that overrides it (see [`dpdk_for_run`]); the idle
+/// backoff and stop grace come from `[dataplane]` as for AF_XDP.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dpdk {
+    /// Arguments for DPDK's environment (EAL), before those Sluice adds (`--eal-args`,
+    /// split at whitespace). Default `["--in-memory"]`: hugepages, no runtime files, so
+    /// several processes never share state. Sluice adds `-a ADDR` for a PCI `port`, or
+    /// `--vdev SPEC` for a virtual one, and `-l CPU` (the EAL's own main lcore, not a
+    /// worker core) unless the arguments choose cores (`-l`, `-c`, `--lcores`).
+    pub eal_args: Vec<String>,
+    /// The port (`--dpdk-port`): a PCI address (`0000:3b:00.0`; its NIC bound to vfio-pci)
+    /// or a virtual device spec (`net_af_packet0,iface=eth1`, `net_af_xdp0,iface=eth1`).
+    pub port: Option<String>,
+    /// Mbufs in the pool (`--mbufs`); 0 sizes it from the queues and rings:
+    /// queues x (rx_ring + 2 x tx_ring) + queues x 256 (per-core caches) + 1024, at least 4095.
+    pub mbufs: u32,
+    /// Receive descriptors per queue (`--rx-ring`), adjusted to the driver's limits.
+    pub rx_ring: u16,
+    /// Transmit descriptors per queue (`--tx-ring`), adjusted to the driver's limits; also
+    /// the most frames a worker queues between two bursts.
+    pub tx_ring: u16,
+    /// Receive frames for every destination MAC (needed when --mac is not the port's own;
+    /// set automatically then).
+    pub promiscuous: bool,
+}
+
+impl Default for Dpdk {
+    fn default() -> Self {
+        Dpdk {
+            eal_args: vec!["--in-memory".to_string()],
+            port: None,
+            mbufs: 0,
+            rx_ring: 1024,
+            tx_ring: 1024,
+            promiscuous: false,
+        }
+    }
+}
+
+impl Dpdk {
+    /// Checks every key's range; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (k, v) in [("dpdk.rx_ring", self.rx_ring), ("dpdk.tx_ring", self.tx_ring)] {
+            if !(32..=16_384).contains(&v) {
+                return Err(invalid(k, format!("{v} is outside 32..=16384")));
+            }
+        }
+        if self.mbufs != 0 && !(1_024..=16_777_215).contains(&self.mbufs) {
+            return Err(invalid(
+                "dpdk.mbufs",
+                format!("{} is outside 1024..=16777215 (or 0: sized from the rings)", self.mbufs),
+            ));
+        }
+        if let Some(p) = &self.port {
+            if p.trim().is_empty() || p.contains(char::is_whitespace) {
+                return Err(invalid("dpdk.port", format!("invalid port `{p}`")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pool size for `queues` workers: `mbufs`, or sized from the rings when 0.
+    pub fn pool_size(&self, queues: u32) -> u32 {
+        if self.mbufs != 0 {
+            return self.mbufs;
+        }
+        let per_queue = u32::from(self.rx_ring) + 2 * u32::from(self.tx_ring) + 256;
+        (queues * per_queue + 1_024).max(4_095)
+    }
+}
+
+/// The `[dpdk]` section of `--config` (when given) with `sluice run`'s DPDK flags applied.
+pub fn dpdk_for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Dpdk> {
+    let mut d = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?.dpdk,
+        None => Dpdk::default(),
+    };
+    let f = &args.dpdk;
+    if let Some(p) = &f.dpdk_port {
+        d.port = Some(p.clone());
+    }
+    if let Some(a) = &f.eal_args {
+        d.eal_args = a.split_whitespace().map(str::to_string).collect();
+    }
+    if let Some(v) = f.mbufs {
+        d.mbufs = v;
+    }
+    if let Some(v) = f.rx_ring {
+        d.rx_ring = v;
+    }
+    if let Some(v) = f.tx_ring {
+        d.tx_ring = v;
+    }
+    d.validate().map_err(anyhow::Error::new)?;
+    Ok(d)
+}
+
 /// `[control]`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -883,6 +986,7 @@ impl Config {
     /// Checks ranges and cross-key consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.dataplane.validate()?;
+        self.dpdk.validate()?;
         self.cluster.validate()?;
         let l = &self.limits;
         let positive = [

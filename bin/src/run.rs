@@ -10,6 +10,14 @@ use crate::drivers::{afxdp, gateway, kernel};
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     match (args.backend, args.app) {
         (Backend::Afxdp, _) => afxdp::run(&afxdp_options(&args)?),
+        // The DPDK backend runs the same workers on DPDK queue pairs.
+        (Backend::Dpdk, _) => {
+            let mut opts = afxdp_options(&args)?;
+            let dpdk = config::dpdk_for_run(&args)?;
+            opts.iface = dpdk.port.clone().unwrap_or_default();
+            opts.dpdk = Some(dpdk);
+            afxdp::run(&opts)
+        }
         // One kernel-socket driver serves the gateway and ws-echo (an echo route).
         (Backend::Kernel, App::Gateway | App::WsEcho) => {
             if args.pcap.is_some() {
@@ -72,15 +80,21 @@ fn app_name(app: App) -> &'static str {
 
 /// The AF_XDP backend's options from `sluice run` (the `afxdp` module owns the rest).
 fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
-    let iface = args
-        .iface
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("--backend afxdp needs --iface"))?;
+    let backend = if args.backend == Backend::Dpdk {
+        "dpdk"
+    } else {
+        "afxdp"
+    };
+    let iface = match (&args.iface, args.backend) {
+        (Some(i), _) => i.clone(),
+        (None, Backend::Dpdk) => String::new(),
+        (None, _) => anyhow::bail!("--backend afxdp needs --iface"),
+    };
     let std::net::IpAddr::V4(addr) = args.ip.addr else {
-        anyhow::bail!("--backend afxdp needs an IPv4 --ip");
+        anyhow::bail!("--backend {backend} needs an IPv4 --ip");
     };
     if addr.is_unspecified() {
-        anyhow::bail!("--backend afxdp needs --ip ADDR/PREFIX (the stack's own address)");
+        anyhow::bail!("--backend {backend} needs --ip ADDR/PREFIX (the stack's own address)");
     }
     // `--ip ADDR` without `/PREFIX`: the subnet is the address alone (docs/AFXDP.md).
     let prefix_len = args.ip.prefix.unwrap_or(32);
@@ -133,5 +147,6 @@ fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
         dataplane: config::dataplane_for_run(args)?,
         pcap: args.pcap.clone().map(std::path::PathBuf::from),
         websocket,
+        dpdk: None,
     })
 }

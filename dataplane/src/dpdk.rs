@@ -180,6 +180,18 @@ impl Eal {
         Ok(())
     }
 
+    /// Releases the EAL's resources at the end of the process (`rte_eal_cleanup`), when it
+    /// runs; every pool and port must be dropped before. Later DPDK calls are not allowed.
+    pub fn cleanup() {
+        let mut running = EAL.lock().unwrap_or_else(|p| p.into_inner());
+        if running.is_some() {
+            // SAFETY: the EAL was initialised; the caller dropped every port and pool, and
+            // `running` is marked so that no later `init` starts it again (DPDK forbids it).
+            unsafe { sys::rte_eal_cleanup() };
+            *running = Some(vec!["(cleaned up)".to_string()]);
+        }
+    }
+
     /// The arguments of the running EAL, if it runs.
     pub fn running() -> Option<Vec<String>> {
         EAL.lock().unwrap_or_else(|p| p.into_inner()).clone()

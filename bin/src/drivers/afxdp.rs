@@ -71,6 +71,20 @@ pub struct Options {
     pub pcap: Option<std::path::PathBuf>,
     /// Serve the WebSocket gateway or ws-echo instead of `app`.
     pub websocket: Option<gateway::GatewayOptions>,
+    /// `--backend dpdk`: the DPDK port and EAL set-up (`iface` is then only a label: the
+    /// port's name). `None`: AF_XDP on `iface`.
+    pub dpdk: Option<crate::config::Dpdk>,
+}
+
+impl Options {
+    /// The backend's name as `sluice run --backend` spells it.
+    pub fn backend(&self) -> &'static str {
+        if self.dpdk.is_some() {
+            "dpdk"
+        } else {
+            "afxdp"
+        }
+    }
 }
 
 /// The capture file of `queue`: `file` itself when it is the only queue, otherwise `file`
@@ -216,12 +230,97 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
     }
+    let backend = opts.backend();
     if opts.ports.is_empty() {
-        anyhow::bail!("--backend afxdp needs at least one --port");
+        anyhow::bail!("--backend {backend} needs at least one --port");
     }
     if opts.ports.contains(&0) {
-        anyhow::bail!("--backend afxdp needs explicit ports (port 0 is not supported)");
+        anyhow::bail!("--backend {backend} needs explicit ports (port 0 is not supported)");
     }
+    // Active opens: every worker may connect, from a local port whose answers reach its
+    // own queue (docs/AFXDP.md, "RSS and source ports").
+    let local_ports = {
+        let (lo, hi) = StackConfig::new(
+            InterfaceConfig::new(EthernetAddress([0; 6]), opts.addr, opts.prefix_len),
+            [0; 16],
+        )
+        .ephemeral_ports;
+        lo..=hi
+    };
+    let opened = match &opts.dpdk {
+        None => open_xdp(opts, &local_ports)?,
+        #[cfg(feature = "dpdk")]
+        Some(d) => open_dpdk(opts, d)?,
+        #[cfg(not(feature = "dpdk"))]
+        Some(_) => anyhow::bail!(
+            "--backend dpdk: this sluice was built without DPDK; rebuild with \
+             `cargo build --release -p sluice --features dpdk` (needs apt libdpdk-dev)"
+        ),
+    };
+    let Opened {
+        queues,
+        mac,
+        rss,
+        io,
+    } = opened;
+    let available = core_count();
+    let cores: Vec<usize> = match &opts.cores {
+        Some(c) => {
+            let list = parse_list(c).map_err(anyhow::Error::msg)?;
+            if list.len() < queues.len() {
+                anyhow::bail!(
+                    "--cores lists {} core(s) for {} queue(s)",
+                    list.len(),
+                    queues.len()
+                );
+            }
+            list.into_iter().map(|c| c as usize).collect()
+        }
+        None => (0..queues.len()).map(|i| i % available).collect(),
+    };
+    let secret = secret()?;
+    let mut steering = match (&rss, queues.len()) {
+        (None, n) if n > 1 => dataplane::steer::group(n, opts.addr, local_ports.clone())
+            .into_iter()
+            .map(Some)
+            .collect(),
+        _ => Vec::new(),
+    };
+    steering.resize_with(queues.len(), || None);
+    run_on(opts, stop, queues, cores, mac, secret, local_ports, rss, steering, io)
+}
+
+/// What opening a backend's packet I/O gives the workers.
+struct Opened {
+    /// Queue numbers, one worker each.
+    queues: Vec<u32>,
+    /// The stack's MAC address.
+    mac: EthernetAddress,
+    /// The NIC's RSS configuration, when it has a readable one.
+    rss: Option<dataplane::RssTable>,
+    /// The XDP program or the DPDK port.
+    io: Io,
+}
+
+/// The backend-specific half of the packet I/O: what every worker's device is opened on.
+#[derive(Debug)]
+enum Io {
+    /// AF_XDP sockets, fed by this XDP program.
+    Xdp(Arc<XdpProgram>),
+    /// DPDK queue pairs of this port; `tx_limit` frames at most queued per burst.
+    #[cfg(feature = "dpdk")]
+    Dpdk {
+        port: Arc<dataplane::dpdk::Port>,
+        tx_limit: usize,
+    },
+}
+
+/// AF_XDP: checks the interface and privileges, reads queues, MAC and RSS, attaches the XDP
+/// program with the port filter.
+fn open_xdp(
+    opts: &Options,
+    local_ports: &std::ops::RangeInclusive<u16>,
+) -> anyhow::Result<Opened> {
     dataplane::sys::ifindex(&opts.iface)
         .map_err(|e| anyhow::Error::new(StartError::from_os("look up", &opts.iface, e)))?;
     if !is_root() {
@@ -240,47 +339,13 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             (0..n).collect()
         }
     };
-    let available = core_count();
-    let cores: Vec<usize> = match &opts.cores {
-        Some(c) => {
-            let list = parse_list(c).map_err(anyhow::Error::msg)?;
-            if list.len() < queues.len() {
-                anyhow::bail!(
-                    "--cores lists {} core(s) for {} queue(s)",
-                    list.len(),
-                    queues.len()
-                );
-            }
-            list.into_iter().map(|c| c as usize).collect()
-        }
-        None => (0..queues.len()).map(|i| i % available).collect(),
-    };
     let mac = match opts.mac {
         Some(mac) => mac,
         None => EthernetAddress(dataplane::sys::mac_address(&opts.iface).map_err(|e| {
             anyhow::Error::new(StartError::from_os("read the MAC of", &opts.iface, e))
         })?),
     };
-    let secret = secret()?;
-    // Active opens: every worker may connect, from a local port whose answers reach its
-    // own queue (docs/AFXDP.md, "RSS and source ports").
-    let local_ports = {
-        let (lo, hi) = StackConfig::new(
-            InterfaceConfig::new(mac, opts.addr, opts.prefix_len),
-            secret,
-        )
-        .ephemeral_ports;
-        lo..=hi
-    };
     let rss = dataplane::sys::rss_config(&opts.iface).ok();
-    let mut steering = match (&rss, queues.len()) {
-        (None, n) if n > 1 => dataplane::steer::group(n, opts.addr, local_ports.clone())
-            .into_iter()
-            .map(Some)
-            .collect(),
-        _ => Vec::new(),
-    };
-    steering.resize_with(queues.len(), || None);
 
     // Every TCP port, or only Sluice's own (the kernel keeps the others); an empty list
     // redirects every port.
@@ -297,8 +362,110 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             mode: XdpModeRequest::Auto,
         },
     )?);
+    Ok(Opened {
+        queues,
+        mac,
+        rss,
+        io: Io::Xdp(program),
+    })
+}
 
+/// DPDK: starts the EAL, the mbuf pool and the port (`--queues` queue pairs), reads its MAC
+/// and RSS configuration.
+#[cfg(feature = "dpdk")]
+fn open_dpdk(opts: &Options, d: &crate::config::Dpdk) -> anyhow::Result<Opened> {
+    use dataplane::dpdk::{Eal, Pool, Port, PortConfig};
+    let spec = d.port.as_deref().ok_or_else(|| {
+        anyhow::anyhow!("--backend dpdk needs --dpdk-port (or `port` in [dpdk] of --config)")
+    })?;
+    let queues: u16 = match &opts.queues {
+        None => 1,
+        Some(q) => match q.trim().parse::<u16>() {
+            Ok(n) if (1..=128).contains(&n) => n,
+            _ => anyhow::bail!("--backend dpdk: --queues takes a count, 1..=128 (got `{q}`)"),
+        },
+    };
+    let (name, added) = dpdk_port_args(spec);
+    let mut eal = d.eal_args.clone();
+    eal.extend(added);
+    Eal::init(&eal)?;
+    let mbufs = d.pool_size(u32::from(queues));
+    let pool = Pool::create("sluice_mbufs", mbufs)?;
+    let port = Port::open(
+        &PortConfig {
+            name: name.clone(),
+            queues,
+            rx_ring: d.rx_ring,
+            tx_ring: d.tx_ring,
+            promiscuous: d.promiscuous || opts.mac.is_some(),
+        },
+        pool,
+    )?;
+    let mac = opts.mac.unwrap_or(EthernetAddress(port.mac()));
+    let rss = port.rss();
+    info!(
+        port = %name,
+        driver = port.driver(),
+        queues,
+        mbufs,
+        rss = rss.is_some(),
+        eal = %eal.join(" "),
+        "DPDK port started"
+    );
+    Ok(Opened {
+        queues: (0..u32::from(queues)).collect(),
+        mac,
+        rss,
+        io: Io::Dpdk {
+            port,
+            tx_limit: usize::from(d.tx_ring),
+        },
+    })
+}
+
+/// The ethdev name of a `--dpdk-port` spec and the EAL arguments that make DPDK probe it:
+/// a virtual device (`net_af_packet0,iface=eth1`: name `net_af_packet0`, `--vdev SPEC`) or a
+/// PCI address (`3b:00.0` or `0000:3b:00.0`, devargs after a comma: name `0000:3b:00.0`,
+/// `-a 0000:3b:00.0[,devargs]`).
+pub fn dpdk_port_args(spec: &str) -> (String, Vec<String>) {
+    let name = spec.split(',').next().unwrap_or(spec).trim().to_string();
+    let is_pci = name.contains(':')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
+    if is_pci {
+        let full = if name.matches(':').count() == 1 {
+            format!("0000:{name}")
+        } else {
+            name
+        };
+        let allow = match spec.split_once(',') {
+            Some((_, devargs)) => format!("{full},{devargs}"),
+            None => full.clone(),
+        };
+        (full, vec!["-a".into(), allow])
+    } else {
+        (name, vec!["--vdev".into(), spec.to_string()])
+    }
+}
+
+/// Everything from the opened packet I/O on: workers, the `listening` line, the main loop
+/// until SIGINT/SIGTERM, the drain.
+#[allow(clippy::too_many_arguments)]
+fn run_on(
+    opts: &Options,
+    stop: Arc<AtomicBool>,
+    queues: Vec<u32>,
+    cores: Vec<usize>,
+    mac: EthernetAddress,
+    secret: [u8; 16],
+    local_ports: std::ops::RangeInclusive<u16>,
+    rss: Option<dataplane::RssTable>,
+    steering: Vec<Option<dataplane::steer::Steering>>,
+    io: Io,
+) -> anyhow::Result<()> {
     let clock = Clock::new();
+
     // One heartbeat per queue's worker: `/healthz` (gateway, ws-echo) reads them, and the
     // main loop below logs when one stalls or dies (every app). An idle worker beats once
     // per idle sleep, so the stall threshold is at least twice that sleep.
@@ -324,7 +491,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         local_ports,
         rss,
         steering,
-        program,
+        io,
         clock,
         health,
         fault,
@@ -399,7 +566,8 @@ struct Setup {
     local_ports: std::ops::RangeInclusive<u16>,
     rss: Option<dataplane::RssTable>,
     steering: Vec<Option<dataplane::steer::Steering>>,
-    program: Arc<XdpProgram>,
+    /// What the workers' devices are opened on.
+    io: Io,
     /// The workers' one clock.
     clock: Clock,
     /// The workers' heartbeats (`/healthz`, and the stall log of the main loop).
@@ -441,7 +609,7 @@ where
         local_ports,
         rss,
         steering,
-        program,
+        io,
         clock,
         health,
         fault,
@@ -470,8 +638,6 @@ where
         stack_cfg.max_connections = stack_cfg
             .max_connections
             .max(app_max.saturating_add(app_max / 4));
-        let program = Arc::clone(&program);
-        let name = opts.iface.clone();
         let ports = opts.ports.clone();
         let chooser = match &rss {
             Some(table) => PortChooser::Toeplitz {
@@ -497,7 +663,6 @@ where
             );
             (remote, port)
         });
-        let (mode_tx, mode_rx) = crossbeam_channel::bounded(1);
         let config = WorkerConfig {
             core: Some(core),
             stop_grace,
@@ -507,42 +672,53 @@ where
             fault: fault.filter(|f| f.worker == index),
             ..WorkerConfig::new(&format!("sluice-q{queue}"))
         };
-        let xsk = XskConfig {
-            ring_size: opts.dataplane.ring_size,
-            frame_size: opts.dataplane.frame_size,
-            rx_frames: opts.dataplane.umem_frames,
-            tx_frames: opts.dataplane.umem_frames,
-            ..XskConfig::new(&name, queue)
-        };
         let pcap = opts
             .pcap
             .as_deref()
             .map(|file| pcap_path(file, queue, queues.len()));
-        let handle = worker::spawn(config, move || {
-            let device = XskDevice::open(&xsk, &program)?;
-            let _ = mode_tx.send(device.copy_mode());
-            let device = match pcap {
-                None => PcapDevice::passthrough(device),
-                Some(path) => PcapDevice::create(device, &path).map_err(|e| StartError::Os {
-                    what: "create the --pcap file",
-                    source: std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
-                })?,
-            };
-            let device = SteerDevice::new(device, steering);
-            let mut worker = StackDriver::new(Stack::new(stack_cfg), app, rx, &ports)
-                .map_err(StartError::Config)?
-                .with_metrics(index, metrics)
-                .with_clock(clock)
-                .with_shutdown_timeout(shutdown);
-            if let Some((remote, port)) = connect {
-                worker.connect_to(Some(remote));
-                worker.connect_from_port(port);
+        let part = WorkerPart {
+            pcap,
+            steering,
+            stack: stack_cfg,
+            app,
+            rx,
+            ports,
+            index,
+            metrics,
+            clock,
+            shutdown,
+            connect,
+        };
+        let handle = match &io {
+            Io::Xdp(program) => {
+                let xsk = XskConfig {
+                    ring_size: opts.dataplane.ring_size,
+                    frame_size: opts.dataplane.frame_size,
+                    rx_frames: opts.dataplane.umem_frames,
+                    tx_frames: opts.dataplane.umem_frames,
+                    ..XskConfig::new(&opts.iface, queue)
+                };
+                let program = Arc::clone(program);
+                let (mode_tx, mode_rx) = crossbeam_channel::bounded(1);
+                let handle = start_worker(config, part, move || {
+                    let device = XskDevice::open(&xsk, &program)?;
+                    let _ = mode_tx.send(device.copy_mode());
+                    Ok(device)
+                })?;
+                if let Ok(mode) = mode_rx.recv() {
+                    copy_modes.push(mode);
+                }
+                handle
             }
-            Ok((device, worker))
-        })?;
-        if let Ok(mode) = mode_rx.recv() {
-            copy_modes.push(mode);
-        }
+            #[cfg(feature = "dpdk")]
+            Io::Dpdk { port, tx_limit } => {
+                let (port, tx_limit) = (Arc::clone(port), *tx_limit);
+                let queue = u16::try_from(queue).map_err(|_| anyhow::anyhow!("queue {queue}"))?;
+                start_worker(config, part, move || {
+                    Ok(dataplane::dpdk::DpdkDevice::open(port, queue, tx_limit)?)
+                })?
+            }
+        };
         workers.push(handle);
     }
 
@@ -560,21 +736,35 @@ where
     let control = run
         .control
         .map_or_else(String::new, |a| format!(" control={a}"));
+    // What the line says about the I/O: the interface and XDP mode, or the DPDK port.
+    let io_line = match &io {
+        Io::Xdp(program) => format!(
+            "iface={} queues={} xdp={} mode={copy}",
+            opts.iface,
+            queue_list.join(","),
+            program.mode()
+        ),
+        #[cfg(feature = "dpdk")]
+        Io::Dpdk { port, .. } => format!(
+            "dpdk_port={} driver={} queues={} rss={} mode=zero-copy",
+            port.name(),
+            port.driver(),
+            queue_list.join(","),
+            if port.rss_enabled() { "on" } else { "off" }
+        ),
+    };
     println!(
-        "listening ip={} port={} ports={} backend=afxdp app={app_name} iface={} queues={} xdp={} mode={copy}{control}",
+        "listening ip={} port={} ports={} backend={} app={app_name} {io_line}{control}",
         opts.addr,
         opts.ports.first().copied().unwrap_or(0),
         ports.join(","),
-        opts.iface,
-        queue_list.join(","),
-        program.mode(),
+        opts.backend(),
     );
     info!(
         ip = %opts.addr,
         ports = %ports.join(","),
-        queues = %queue_list.join(","),
-        xdp = %program.mode(),
-        mode = copy,
+        backend = opts.backend(),
+        io = %io_line,
         "listening"
     );
 
@@ -584,8 +774,14 @@ where
         std::thread::sleep(Duration::from_millis(50));
         polls = polls.wrapping_add(1);
         if let (Some(shared), 0) = (run.shared.as_deref_mut(), polls % 10) {
-            if let Ok(c) = program.counters() {
-                shared.record_xdp(c);
+            match &io {
+                Io::Xdp(program) => {
+                    if let Ok(c) = program.counters() {
+                        shared.record_xdp(c);
+                    }
+                }
+                #[cfg(feature = "dpdk")]
+                Io::Dpdk { port, .. } => shared.record_dpdk(&dpdk_counters(port)),
             }
         }
         // Log when `/healthz` turns (the report names the worker and since when).
@@ -628,20 +824,140 @@ where
             Err(e) => failed = Some(e),
         }
     }
-    if let Ok(c) = program.counters() {
-        info!(
-            redirected = c.redirected,
-            passed = c.passed,
-            dropped = c.dropped,
-            "XDP counters"
-        );
+    match io {
+        Io::Xdp(program) => {
+            if let Ok(c) = program.counters() {
+                info!(
+                    redirected = c.redirected,
+                    passed = c.passed,
+                    dropped = c.dropped,
+                    "XDP counters"
+                );
+            }
+            drop(program);
+        }
+        #[cfg(feature = "dpdk")]
+        Io::Dpdk { port, .. } => {
+            if let Some(s) = port.stats() {
+                info!(
+                    ipackets = s.ipackets,
+                    opackets = s.opackets,
+                    imissed = s.imissed,
+                    ierrors = s.ierrors,
+                    oerrors = s.oerrors,
+                    rx_nombuf = s.rx_nombuf,
+                    "DPDK port counters"
+                );
+            }
+            // The workers are joined: this is the last owner. Stopping the port returns
+            // the mbufs its queues held; every mbuf must then be back in the pool.
+            let pool = Arc::clone(port.pool());
+            drop(port);
+            let in_use = pool.in_use();
+            if in_use == 0 {
+                info!(mbufs = pool.size(), "DPDK port closed, every mbuf returned");
+            } else {
+                tracing::error!(in_use, mbufs = pool.size(), "DPDK port closed with mbufs missing");
+            }
+            drop(pool);
+            dataplane::dpdk::Eal::cleanup();
+        }
     }
-    drop(program);
     if let Some(e) = failed {
         return Err(e).context("a worker failed");
     }
     info!("stopped");
     Ok(())
+}
+
+/// The port's counters for `/metrics`: `rte_eth_stats` by field name, then the driver's
+/// extended statistics as `xstat_NAME`.
+#[cfg(feature = "dpdk")]
+fn dpdk_counters(port: &dataplane::dpdk::Port) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    if let Some(s) = port.stats() {
+        for (name, v) in [
+            ("ipackets", s.ipackets),
+            ("opackets", s.opackets),
+            ("ibytes", s.ibytes),
+            ("obytes", s.obytes),
+            ("imissed", s.imissed),
+            ("ierrors", s.ierrors),
+            ("oerrors", s.oerrors),
+            ("rx_nombuf", s.rx_nombuf),
+        ] {
+            out.push((name.to_string(), v));
+        }
+    }
+    out.extend(
+        port.xstats()
+            .into_iter()
+            .map(|(name, v)| (format!("xstat_{name}"), v)),
+    );
+    out
+}
+
+/// The parts of one worker that do not depend on the device kind.
+struct WorkerPart<A: App> {
+    pcap: Option<std::path::PathBuf>,
+    steering: Option<dataplane::steer::Steering>,
+    stack: StackConfig,
+    app: A,
+    rx: Option<crossbeam_channel::Receiver<A::Message>>,
+    ports: Vec<u16>,
+    index: usize,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    shutdown: Duration,
+    connect: Option<(std::net::SocketAddrV4, Option<u16>)>,
+}
+
+/// Spawns one pinned worker: on its own thread, `open` gives the device, wrapped for
+/// `--pcap` and software steering, serving a [`StackDriver`] of `part`'s application.
+fn start_worker<A, D, O>(
+    config: WorkerConfig,
+    part: WorkerPart<A>,
+    open: O,
+) -> Result<worker::WorkerHandle<StackDriver<A>>, StartError>
+where
+    A: App + Send + std::fmt::Debug + 'static,
+    D: dataplane::Device + 'static,
+    O: FnOnce() -> Result<D, StartError> + Send + 'static,
+{
+    worker::spawn(config, move || {
+        let WorkerPart {
+            pcap,
+            steering,
+            stack,
+            app,
+            rx,
+            ports,
+            index,
+            metrics,
+            clock,
+            shutdown,
+            connect,
+        } = part;
+        let device = open()?;
+        let device = match pcap {
+            None => PcapDevice::passthrough(device),
+            Some(path) => PcapDevice::create(device, &path).map_err(|e| StartError::Os {
+                what: "create the --pcap file",
+                source: std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+            })?,
+        };
+        let device = SteerDevice::new(device, steering);
+        let mut worker = StackDriver::new(Stack::new(stack), app, rx, &ports)
+            .map_err(StartError::Config)?
+            .with_metrics(index, metrics)
+            .with_clock(clock)
+            .with_shutdown_timeout(shutdown);
+        if let Some((remote, port)) = connect {
+            worker.connect_to(Some(remote));
+            worker.connect_from_port(port);
+        }
+        Ok((device, worker))
+    })
 }
 
 fn core_count() -> usize {

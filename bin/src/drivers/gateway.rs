@@ -44,6 +44,8 @@ pub struct Shared {
     tls: Listeners,
     /// XDP counters as last recorded.
     xdp_seen: dataplane::XdpCounters,
+    /// The DPDK port's counters at the last `record_dpdk`.
+    dpdk_seen: std::collections::HashMap<String, u64>,
 }
 
 impl Shared {
@@ -100,6 +102,7 @@ impl Shared {
             any_path,
             tls,
             xdp_seen: dataplane::XdpCounters::default(),
+            dpdk_seen: std::collections::HashMap::new(),
         })
     }
 
@@ -116,6 +119,19 @@ impl Shared {
             });
             counter.inc_by(new.saturating_sub(*old));
             *old = new.max(*old);
+        }
+    }
+
+    /// Adds what the DPDK port counted since the last call (absolute counters by name, as
+    /// the port reports them) to the metrics.
+    pub fn record_dpdk(&mut self, now: &[(String, u64)]) {
+        for (name, value) in now {
+            let old = self.dpdk_seen.entry(name.clone()).or_insert(0);
+            let counter = self.metrics.dpdk_port.get_or_create(&crate::metrics::StatLabel {
+                stat: name.clone(),
+            });
+            counter.inc_by(value.saturating_sub(*old));
+            *old = (*value).max(*old);
         }
     }
 

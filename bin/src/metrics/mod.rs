@@ -60,6 +60,13 @@ pub struct ActionLabel {
     pub action: String,
 }
 
+/// Labels `{stat="ipackets"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatLabel {
+    /// A DPDK port counter: an `rte_eth_stats` field, or `xstat_` and the driver's name.
+    pub stat: String,
+}
+
 /// Labels `{port="8443",name="default"}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabel {
@@ -117,6 +124,9 @@ pub struct Metrics {
     /// AF_XDP: frames the XDP program redirected to the sockets, passed to the kernel, or
     /// dropped (written by the main thread).
     pub xdp_packets: Family<ActionLabel, Counter>,
+    /// DPDK: the port's counters (`rte_eth_stats` fields and the driver's xstats), by name
+    /// (written by the main thread).
+    pub dpdk_port: Family<StatLabel, Counter>,
     /// Cluster mode only (`[cluster]`): the NATS link's series.
     pub cluster: Option<Arc<ClusterMetrics>>,
     /// The wss:// certificates (reloads, expiry).
@@ -232,6 +242,12 @@ impl Metrics {
             "Frames handled by the XDP program, by action",
             xdp_packets.clone(),
         );
+        let dpdk_port = Family::<StatLabel, Counter>::default();
+        registry.register(
+            "dpdk_port",
+            "DPDK backend: the port's counters (rte_eth_stats fields, xstat_* from the driver)",
+            dpdk_port.clone(),
+        );
         registry.register_collector(Box::new(Arc::clone(&workers)));
         let tls = Arc::new(TlsMetrics::default());
         registry.register(
@@ -250,6 +266,7 @@ impl Metrics {
             workers,
             published,
             xdp_packets,
+            dpdk_port,
             cluster,
             tls,
         }
