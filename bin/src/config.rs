@@ -624,7 +624,10 @@ impl Default for Dpdk {
 impl Dpdk {
     /// Checks every key's range; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (k, v) in [("dpdk.rx_ring", self.rx_ring), ("dpdk.tx_ring", self.tx_ring)] {
+        for (k, v) in [
+            ("dpdk.rx_ring", self.rx_ring),
+            ("dpdk.tx_ring", self.tx_ring),
+        ] {
             if !(32..=16_384).contains(&v) {
                 return Err(invalid(k, format!("{v} is outside 32..=16384")));
             }
@@ -632,7 +635,10 @@ impl Dpdk {
         if self.mbufs != 0 && !(1_024..=16_777_215).contains(&self.mbufs) {
             return Err(invalid(
                 "dpdk.mbufs",
-                format!("{} is outside 1024..=16777215 (or 0: sized from the rings)", self.mbufs),
+                format!(
+                    "{} is outside 1024..=16777215 (or 0: sized from the rings)",
+                    self.mbufs
+                ),
             ));
         }
         if let Some(p) = &self.port {
@@ -656,7 +662,11 @@ impl Dpdk {
 /// The `[dpdk]` section of `--config` (when given) with `sluice run`'s DPDK flags applied.
 pub fn dpdk_for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Dpdk> {
     let mut d = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?.dpdk,
+        Some(path) => {
+            Config::load(path)
+                .map_err(|e| anyhow::anyhow!("{path}: {e}"))?
+                .dpdk
+        }
         None => Dpdk::default(),
     };
     let f = &args.dpdk;

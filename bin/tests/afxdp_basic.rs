@@ -10,6 +10,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
+#[cfg(feature = "dpdk")]
+use lab::Sluice;
 use lab::{Lab, STACK_IP};
 
 #[test]
@@ -28,7 +30,12 @@ fn afxdp_ping_answered_arp_resolved_dynamically() {
         "{}",
         sluice.listening
     );
+    ping_arp(&lab);
+}
 
+/// The peer pings the stack with no static neighbour entry: ARP resolves to the stack's MAC
+/// and every echo request is answered.
+fn ping_arp(lab: &Lab) {
     // No static neighbour entry: the kernel must ARP for the stack's address.
     let neigh = lab.peer_ok(&["ip", "neigh", "show", &STACK_IP.to_string()]);
     assert!(!neigh.contains("PERMANENT"), "{neigh}");
@@ -58,6 +65,12 @@ fn afxdp_kernel_client_echo_options_negotiated() {
     let _serial = lab::serial();
     let lab = Lab::up(1);
     let _sluice = lab.sluice("tcp-echo", &[7], &[]);
+    echo_options(&lab);
+}
+
+/// A kernel client of tcp-echo on port 7: the echo, MSS 1448 with window scaling,
+/// timestamps and SACK in the kernel's view, and a half-close finished by the echo.
+fn echo_options(lab: &Lab) {
     let mut conn = lab.connect(7).expect("connect to tcp-echo");
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -208,4 +221,89 @@ fn afxdp_active_open_to_kernel_listener_echoes() {
     let mut rest = Vec::new();
     conn.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
+}
+
+/// The DPDK backend (`net_af_packet` on the lab's veth) against the kernel: ARP and ping,
+/// the handshake's options, RST for closed ports; at stop every mbuf is back in the pool.
+#[cfg(feature = "dpdk")]
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn dpdk_ping_arp_options_negotiated_closed_port_rst() {
+    let _serial = lab::serial();
+    let lab = Lab::up_dpdk(1);
+    let sluice = lab.sluice("tcp-echo", &[7], &[]);
+    assert!(
+        sluice.listening.contains("backend=dpdk")
+            && sluice.listening.contains("driver=net_af_packet"),
+        "{}",
+        sluice.listening
+    );
+    ping_arp(&lab);
+    echo_options(&lab);
+    let (class, secs) = peer_connect_outcome(&lab, 9, 3.0);
+    assert_eq!(class, "ConnectionRefusedError", "port 9 after {secs} s");
+    assert!(secs < 1.0, "port 9 refused only after {secs} s");
+    let err = lab.connect(40_000).expect_err("port 40000 is closed");
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    let log = sluice.stop();
+    assert!(
+        log.contains("DPDK port closed, every mbuf returned"),
+        "{log}"
+    );
+    assert!(Sluice::log_sum(&log, "ipackets") > 0, "{log}");
+}
+
+/// Start failures on the DPDK backend exit non-zero with one clear line, and a port that
+/// fails after the mbuf pool exists gives every mbuf back.
+#[cfg(feature = "dpdk")]
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn dpdk_failed_starts_clear_errors_every_mbuf_returned() {
+    let _serial = lab::serial();
+    let lab = Lab::up_dpdk(1);
+    let run = |extra: &[&str]| -> (Option<i32>, String) {
+        let mut args: Vec<String> = vec![
+            "netns".into(),
+            "exec".into(),
+            lab.stack_ns.clone(),
+            env!("CARGO_BIN_EXE_sluice").into(),
+            "run".into(),
+            "--backend".into(),
+            "dpdk".into(),
+            "--ip".into(),
+            format!("{STACK_IP}/24"),
+            "--app".into(),
+            "tcp-echo".into(),
+            "--port".into(),
+            "7".into(),
+            "--log-level".into(),
+            "info".into(),
+            "--eal-args".into(),
+            "--no-huge --no-shconf --no-pci -m 256".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = std::process::Command::new("ip")
+            .args(&args)
+            .output()
+            .expect("run sluice");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("needs --dpdk-port"), "{err}");
+    // Two queues on a one-queue-pair port: the pool exists, the port set-up fails.
+    let spec = format!("net_af_packet0,iface={},qpairs=1", lab.stack_if);
+    let (code, err) = run(&["--dpdk-port", &spec, "--queues", "2"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("queue count"), "{err}");
+    assert!(
+        err.contains("DPDK start failed, every mbuf returned"),
+        "{err}"
+    );
+    let (code, err) = run(&["--dpdk-port", "net_af_packet0,iface=nosuchif0"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("net_af_packet0"), "{err}");
 }

@@ -77,14 +77,17 @@ fn echo_64_mib(lab: &Lab) -> (u64, u64, usize) {
 
 fn lossy_echo(peer_sack_and_ts: bool) {
     let _serial = lab::serial();
-    let lab = Lab::up(1);
+    lossy_echo_on(&Lab::up(1), peer_sack_and_ts);
+}
+
+fn lossy_echo_on(lab: &Lab, peer_sack_and_ts: bool) {
     if !peer_sack_and_ts {
         lab.peer_ok(&["sysctl", "-qw", "net.ipv4.tcp_sack=0"]);
         lab.peer_ok(&["sysctl", "-qw", "net.ipv4.tcp_timestamps=0"]);
     }
-    drop_five_percent(&lab);
+    drop_five_percent(lab);
     let sluice = lab.sluice("tcp-echo", &[7], &[]);
-    let (sent, got, len) = echo_64_mib(&lab);
+    let (sent, got, len) = echo_64_mib(lab);
     assert_eq!(len, TOTAL);
     assert_eq!(got, sent, "echo differs");
     let log = sluice.stop();
@@ -117,4 +120,14 @@ fn afxdp_loss_5_percent_64_mib_each_way_byte_exact() {
 #[ignore = "needs root: run by deploy/test.sh"]
 fn afxdp_loss_5_percent_peer_without_sack_and_timestamps_byte_exact() {
     lossy_echo(false);
+}
+
+/// The same on the DPDK backend (`net_af_packet` on the veth; the loss is the peer's
+/// nftables, as for AF_XDP).
+#[cfg(feature = "dpdk")]
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn dpdk_loss_5_percent_64_mib_each_way_byte_exact() {
+    let _serial = lab::serial();
+    lossy_echo_on(&Lab::up_dpdk(1), true);
 }

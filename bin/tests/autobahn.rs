@@ -226,6 +226,31 @@ fn autobahn_afxdp_ws_echo_matches_expected() {
     sluice.stop();
 }
 
+/// ws-echo on the DPDK backend (`net_af_packet` on the lab's veth): the same expected
+/// report. `$SLUICE_BIN` must then be a build with the `dpdk` feature (deploy/test.sh builds
+/// one); without it the test-profile build is used.
+#[cfg(feature = "dpdk")]
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn autobahn_dpdk_ws_echo_matches_expected() {
+    let _serial = lab::serial();
+    let lab = Lab::up_dpdk(1);
+    let bin = sluice_bin();
+    let sluice = lab.sluice_bin(bin.to_str().unwrap(), "ws-echo", &[LAB_PORT], &[]);
+    assert!(
+        sluice.listening.contains("app=ws-echo") && sluice.listening.contains("backend=dpdk"),
+        "{}",
+        sluice.listening
+    );
+    run_kosoku(
+        "dpdk",
+        Some(&lab.peer_ns),
+        &format!("{STACK_IP}:{LAB_PORT}"),
+    );
+    let log = sluice.stop();
+    assert!(log.contains("every mbuf returned"), "{log}");
+}
+
 #[test]
 fn ranking_informational_and_non_strict_not_interchangeable() {
     // OK is better than both.

@@ -421,9 +421,25 @@ fn gateway_afxdp_wss_python_and_node_subscribers_and_openssl_tls13() {
 #[ignore = "needs root: run by deploy/test.sh"]
 fn gateway_afxdp_sigterm_flushes_then_closes_1001() {
     let _serial = lab::serial();
-    let lab = Lab::up(2);
+    sigterm_flushes_then_closes_1001(&Lab::up(2));
+}
+
+/// The gateway's pub/sub smoke on the DPDK backend (`net_af_packet`, two queue pairs):
+/// Python subscribers get every acknowledged publication, then 1001 at SIGTERM; the port's
+/// counters are in `/metrics`.
+#[cfg(feature = "dpdk")]
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn gateway_dpdk_python_pubsub_sigterm_closes_1001_port_metrics() {
+    let _serial = lab::serial();
+    sigterm_flushes_then_closes_1001(&Lab::up_dpdk(2));
+}
+
+/// 20 Python subscribers on two topics, 400 acknowledged publications, SIGTERM while they
+/// are delivered: every client gets all 400, then close 1001; exit 0.
+fn sigterm_flushes_then_closes_1001(lab: &Lab) {
     let mut sluice = start(
-        &lab,
+        lab,
         "[[route]]\npath = \"/ws\"\nkind = \"pubsub\"\nmax_queued_bytes = 8388608\n",
     );
     let mut subs = python_in(
@@ -438,8 +454,17 @@ fn gateway_afxdp_sigterm_flushes_then_closes_1001() {
     assert_eq!(subs.line().trim(), "ready");
     // Every publish is acknowledged (queued to all subscribers) before the signal; the
     // signal comes while they are still being delivered.
-    let delivered = publish(&lab, 2, 200, 1000);
+    let delivered = publish(lab, 2, 200, 1000);
     assert!(delivered.iter().all(|&d| d == 20), "{delivered:?}");
+    if lab.backend == "dpdk" {
+        // The main thread copies the port's counters into /metrics every half second.
+        std::thread::sleep(Duration::from_millis(700));
+        let metrics = get(lab, "/metrics");
+        assert!(
+            metric_value(&metrics, "sluice_dpdk_port_total{stat=\"ipackets\"}") > 0.0,
+            "{metrics}"
+        );
+    }
     sluice.signal("TERM");
     assert!(subs.wait_ok().contains("ok clients=20 received=8000"));
     let status = sluice.wait_exit(Duration::from_secs(20));

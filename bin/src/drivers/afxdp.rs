@@ -287,7 +287,18 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         _ => Vec::new(),
     };
     steering.resize_with(queues.len(), || None);
-    run_on(opts, stop, queues, cores, mac, secret, local_ports, rss, steering, io)
+    run_on(
+        opts,
+        stop,
+        queues,
+        cores,
+        mac,
+        secret,
+        local_ports,
+        rss,
+        steering,
+        io,
+    )
 }
 
 /// What opening a backend's packet I/O gives the workers.
@@ -317,10 +328,7 @@ enum Io {
 
 /// AF_XDP: checks the interface and privileges, reads queues, MAC and RSS, attaches the XDP
 /// program with the port filter.
-fn open_xdp(
-    opts: &Options,
-    local_ports: &std::ops::RangeInclusive<u16>,
-) -> anyhow::Result<Opened> {
+fn open_xdp(opts: &Options, local_ports: &std::ops::RangeInclusive<u16>) -> anyhow::Result<Opened> {
     dataplane::sys::ifindex(&opts.iface)
         .map_err(|e| anyhow::Error::new(StartError::from_os("look up", &opts.iface, e)))?;
     if !is_root() {
@@ -399,8 +407,22 @@ fn open_dpdk(opts: &Options, d: &crate::config::Dpdk) -> anyhow::Result<Opened> 
             tx_ring: d.tx_ring,
             promiscuous: d.promiscuous || opts.mac.is_some(),
         },
-        pool,
-    )?;
+        Arc::clone(&pool),
+    );
+    let port = match port {
+        Ok(port) => port,
+        Err(e) => {
+            // The port is closed again: whatever its queues took must be back.
+            match pool.in_use() {
+                0 => info!(mbufs, "DPDK start failed, every mbuf returned"),
+                n => tracing::error!(in_use = n, mbufs, "DPDK start failed with mbufs missing"),
+            }
+            drop(pool);
+            dataplane::dpdk::Eal::cleanup();
+            return Err(e.into());
+        }
+    };
+    drop(pool);
     let mac = opts.mac.unwrap_or(EthernetAddress(port.mac()));
     let rss = port.rss();
     info!(
@@ -857,7 +879,11 @@ where
             if in_use == 0 {
                 info!(mbufs = pool.size(), "DPDK port closed, every mbuf returned");
             } else {
-                tracing::error!(in_use, mbufs = pool.size(), "DPDK port closed with mbufs missing");
+                tracing::error!(
+                    in_use,
+                    mbufs = pool.size(),
+                    "DPDK port closed with mbufs missing"
+                );
             }
             drop(pool);
             dataplane::dpdk::Eal::cleanup();

@@ -127,9 +127,10 @@ impl Shared {
     pub fn record_dpdk(&mut self, now: &[(String, u64)]) {
         for (name, value) in now {
             let old = self.dpdk_seen.entry(name.clone()).or_insert(0);
-            let counter = self.metrics.dpdk_port.get_or_create(&crate::metrics::StatLabel {
-                stat: name.clone(),
-            });
+            let counter = self
+                .metrics
+                .dpdk_port
+                .get_or_create(&crate::metrics::StatLabel { stat: name.clone() });
             counter.inc_by(value.saturating_sub(*old));
             *old = (*value).max(*old);
         }

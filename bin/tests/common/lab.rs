@@ -62,6 +62,9 @@ pub struct Lab {
     pub stack_mac: String,
     /// Receive queues of the stack side.
     pub queues: u32,
+    /// `sluice run --backend` of [`Lab::sluice`]: `afxdp` ([`Lab::up`]) or `dpdk`
+    /// ([`Lab::up_dpdk`]: DPDK's `net_af_packet` on the stack's veth, no hugepages or PCI).
+    pub backend: &'static str,
 }
 
 impl Lab {
@@ -91,6 +94,7 @@ impl Lab {
             peer_if: String::new(),
             stack_mac: String::new(),
             queues,
+            backend: "afxdp",
         };
         assert!(
             out.status.success(),
@@ -112,6 +116,40 @@ impl Lab {
         assert_eq!(value("STACK_IP"), STACK_IP.to_string());
         assert_eq!(value("PEER_IP"), PEER_IP.to_string());
         lab
+    }
+
+    /// [`Lab::up`] for the DPDK backend: [`Lab::sluice`] then runs `--backend dpdk` on a
+    /// `net_af_packet` port over the stack's veth (`queues` queue pairs, a fan-out of packet
+    /// sockets; pass `--queues N` to use them all), with EAL arguments for a machine without
+    /// hugepages or PCI devices.
+    pub fn up_dpdk(queues: u32) -> Lab {
+        let mut lab = Lab::up(queues);
+        lab.backend = "dpdk";
+        lab
+    }
+
+    /// `--backend ...` and the backend's port arguments for this lab.
+    pub fn backend_args(&self) -> Vec<String> {
+        if self.backend == "dpdk" {
+            vec![
+                "--backend".into(),
+                "dpdk".into(),
+                "--dpdk-port".into(),
+                format!(
+                    "net_af_packet0,iface={},qpairs={}",
+                    self.stack_if, self.queues
+                ),
+                "--eal-args".into(),
+                "--no-huge --no-shconf --no-pci -m 512 --log-level=*:warning".into(),
+            ]
+        } else {
+            vec![
+                "--backend".into(),
+                "afxdp".into(),
+                "--iface".into(),
+                self.stack_if.clone(),
+            ]
+        }
     }
 
     /// Runs `cmd` in the peer namespace.
@@ -152,7 +190,8 @@ impl Lab {
         })
     }
 
-    /// Starts `sluice run --backend afxdp` in the stack namespace on this lab's interface
+    /// Starts `sluice run --backend afxdp` (or `dpdk`, see [`Lab::up_dpdk`]) in the stack
+    /// namespace on this lab's interface
     /// and waits for its `listening` line.
     pub fn sluice(&self, app: &str, ports: &[u16], extra: &[&str]) -> Sluice {
         self.sluice_bin_with_env(env!("CARGO_BIN_EXE_sluice"), app, ports, extra, &[])
@@ -191,13 +230,9 @@ impl Lab {
             "env".into(),
         ];
         args.extend(env.iter().map(|s| s.to_string()));
+        args.extend([bin.into(), "run".into()]);
+        args.extend(self.backend_args());
         args.extend([
-            bin.into(),
-            "run".into(),
-            "--backend".into(),
-            "afxdp".into(),
-            "--iface".into(),
-            self.stack_if.clone(),
             "--ip".into(),
             format!("{STACK_IP}/24"),
             "--app".into(),
