@@ -13,11 +13,14 @@
 #
 # Groups (--only takes a comma list; default all):
 #   ws      WebSocket echo: Sluice ws-echo on AF_XDP, Sluice ws-echo on --backend kernel,
-#           ref-tungstenite, ref-fastwebsockets, ref-ws-echo --spin; scenarios 1 conn 64 B
+#           ref-tungstenite, ref-fastwebsockets, ref-ws-echo --spin, Sluice ws-echo on DPDK
+#           (net_af_packet on the same veth; "not available" unless sluice was built with
+#           the `dpdk` feature, which the build here adds when pkg-config finds libdpdk);
+#           scenarios 1 conn 64 B
 #           ping-pong (spinning client), 100 conns 64 B saturation (pipeline 16), 1,000
 #           conns 1 KiB open loop at --rate msgs/s (default 20,000)
-#   tcp     TCP echo ping-pong: Sluice tcp-echo on AF_XDP and on the kernel backend vs
-#           ref-tcp-echo, blocking and --spin (1 conn and 100 conns)
+#   tcp     TCP echo ping-pong: Sluice tcp-echo on AF_XDP, on the kernel backend and on
+#           DPDK (as for ws) vs ref-tcp-echo, blocking and --spin (1 conn and 100 conns)
 #   bulk    bulk throughput, `sluice-load bulk`: Sluice tcp-discard on AF_XDP vs a kernel
 #           discard server (`sluice-load sink`), over the same veth, offloads off
 #   fanout  gateway broadcast: 1 publisher (POST /publish on the control endpoint) ->
@@ -141,7 +144,10 @@ fi
 
 if [ "$BUILD" = 1 ]; then
   echo "== building release binaries" >&2
-  (cd "$ROOT" && cargo build --release --locked -p sluice -p sluice-bench --bins) >&2
+  # The DPDK target needs the `dpdk` feature, and that needs libdpdk-dev.
+  features=()
+  if pkg-config --exists libdpdk 2>/dev/null; then features=(--features sluice/dpdk); fi
+  (cd "$ROOT" && cargo build --release --locked -p sluice -p sluice-bench --bins "${features[@]}") >&2
 fi
 [ -x "$SLUICE" ] || die "missing $SLUICE (build it, or set SLUICE_BIN)"
 for b in sluice-load ref-tungstenite ref-fastwebsockets ref-tcp-echo ref-ws-echo lab-report; do
@@ -213,6 +219,7 @@ machine_header() { # LAB-LINE PINNING-LINE
 # How each target's server waits for work, for the tables (lab-report reads it).
 cat >"$RESULTS/waits.txt" <<WAITS
 sluice-afxdp spin
+sluice-dpdk spin
 sluice-kernel block
 ref-tungstenite block
 ref-fastwebsockets block
@@ -629,6 +636,8 @@ unavailable() { # SCENARIO... TARGETFILE: records why a target did not run
 }
 
 WS_PORT=9001
+# The DPDK target's EAL: no hugepages, no PCI, no runtime files (the lab has none of them).
+DPDK_EAL="--no-huge --no-shconf --no-pci -m 512 --log-level=*:warning"
 WS_SCENARIOS=(1-ws-pingpong 2-ws-c100 3-ws-open1000)
 ws_runs() { # TARGETFILE
   client 1-ws-pingpong "$1" "$STACK:$WS_PORT" --proto ws -c 1 -s 64 --spin
@@ -648,6 +657,15 @@ if want ws; then
     ws_runs 1-sluice-afxdp.r$r; stop_server
   else
     unavailable "${WS_SCENARIOS[@]}" 1-sluice-afxdp.r$r
+  fi
+  echo "== ws round $r/$ROUNDS: sluice ws-echo on DPDK (net_af_packet on the veth)" >&2
+  if start_server sluice-dpdk-ws.r$r "$SLUICE" run --backend dpdk \
+      --dpdk-port "net_af_packet0,iface=$STACK_IF" --eal-args "$DPDK_EAL" \
+      --ip "$STACK/24" --port "$WS_PORT" --app ws-echo --compression off --cores "$SERVER_CPU" \
+      --log-level warn; then
+    ws_runs 6-sluice-dpdk.r$r; stop_server
+  else
+    unavailable "${WS_SCENARIOS[@]}" 6-sluice-dpdk.r$r
   fi
   kernel_ip add "$STACK"
   echo "== ws round $r/$ROUNDS: sluice ws-echo on the kernel backend" >&2
@@ -702,6 +720,14 @@ if want tcp; then
     tcp_runs 1-sluice-afxdp.r$r; stop_server
   else
     unavailable "${TCP_SCENARIOS[@]}" 1-sluice-afxdp.r$r
+  fi
+  echo "== tcp round $r/$ROUNDS: sluice tcp-echo on DPDK (net_af_packet on the veth)" >&2
+  if start_server sluice-dpdk-tcp.r$r "$SLUICE" run --backend dpdk \
+      --dpdk-port "net_af_packet0,iface=$STACK_IF" --eal-args "$DPDK_EAL" \
+      --ip "$STACK/24" --port "$TCP_PORT" --app tcp-echo --cores "$SERVER_CPU" --log-level warn; then
+    tcp_runs 6-sluice-dpdk.r$r; stop_server
+  else
+    unavailable "${TCP_SCENARIOS[@]}" 6-sluice-dpdk.r$r
   fi
   kernel_ip add "$STACK"
   echo "== tcp round $r/$ROUNDS: sluice tcp-echo on the kernel backend" >&2

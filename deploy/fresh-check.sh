@@ -8,11 +8,13 @@
 # settings lowered to save minutes, the gateway demo with its own check of what the clients
 # received). Any failure fails the command. CI runs it as a stage of deploy/test.sh.
 #
-#   deploy/fresh-check.sh           lean (CI): set-up without Node, npm and Chromium
-#                                   (SLUICE_SETUP_SKIP_NODE=1), which only the Node and
-#                                   Chromium client tests use, not the demo; instead apt must
-#                                   show, by simulating it, that they install in the root
-#   deploy/fresh-check.sh --full    full set-up: Node, npm, Chromium and `npm install` too
+#   deploy/fresh-check.sh           lean (CI): set-up without Node, npm, Chromium and DPDK
+#                                   (SLUICE_SETUP_SKIP_NODE=1 SLUICE_SETUP_SKIP_DPDK=1), which
+#                                   only the Node/Chromium client tests and the `dpdk` feature
+#                                   use, not the demo (this also shows that the default build
+#                                   and the demo need no DPDK); instead apt must show, by
+#                                   simulating it, that they install in the root
+#   deploy/fresh-check.sh --full    full set-up: Node, npm, Chromium, DPDK and `npm install` too
 #
 # What it covers: every Debian package, Python client and kernel feature that setup.sh,
 # the release build and the demo need, starting from a root that has only Debian's
@@ -111,12 +113,12 @@ if [ "${1:-}" = --inside ]; then
   if [ "$full" = 1 ]; then
     script='deploy/setup.sh'
   else
-    envs+=(SLUICE_SETUP_SKIP_NODE=1)
+    envs+=(SLUICE_SETUP_SKIP_NODE=1 SLUICE_SETUP_SKIP_DPDK=1)
     script='deploy/setup.sh || exit
-      echo "fresh-check: apt simulates installing nodejs npm chromium"
-      apt-get -q -s install --no-install-recommends nodejs npm chromium >/tmp/simulate.log || {
+      echo "fresh-check: apt simulates installing nodejs npm chromium dpdk libdpdk-dev"
+      apt-get -q -s install --no-install-recommends nodejs npm chromium dpdk libdpdk-dev >/tmp/simulate.log || {
         tail -n 20 /tmp/simulate.log >&2
-        echo "fresh-check: FAIL: apt cannot install nodejs npm chromium" >&2
+        echo "fresh-check: FAIL: apt cannot install nodejs npm chromium dpdk libdpdk-dev" >&2
         exit 1
       }'
   fi

@@ -6,7 +6,7 @@
 # make gcc libpcap-dev), the lab tools (iproute2 ethtool nftables ping tcpdump), the real
 # peers the tests start (iperf3, openssl and socat for wss://, Python `websockets` and `kosoku` in a venv at .venv/, Node
 # `ws` and `playwright-core` in tests/clients/node_modules, Debian's chromium), debootstrap
-# (for deploy/fresh-check.sh), and checks the kernel (XDP sockets, BPF syscall, veth, network
+# (for deploy/fresh-check.sh), DPDK (dpdk libdpdk-dev, for the `dpdk` feature), and checks the kernel (XDP sockets, BPF syscall, veth, network
 # namespaces) and the Rust toolchain (which it does not install).
 #
 # Exit status is non-zero, with one line per problem, if anything is missing.
@@ -14,6 +14,9 @@
 #   SLUICE_SETUP_SKIP_CLIENTS=1   skip the Python/Node/Chromium test clients
 #   SLUICE_SETUP_SKIP_NODE=1      skip only Node, npm, Chromium and the npm install (only the
 #                                 Node/Chromium client tests use them; deploy/demo.sh does not)
+#   SLUICE_SETUP_SKIP_DPDK=1      skip DPDK (dpdk, libdpdk-dev): only the `dpdk` cargo feature
+#                                 (--backend dpdk) and its tests need it; the default build
+#                                 and deploy/demo.sh do not
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,6 +55,12 @@ if [ "${SLUICE_SETUP_SKIP_CLIENTS:-0}" = 1 ] || [ "${SLUICE_SETUP_SKIP_NODE:-0}"
 fi
 if [ "$skip_node" != 1 ]; then
   apt_pkgs+=(nodejs npm chromium)
+fi
+if [ "${SLUICE_SETUP_SKIP_DPDK:-0}" != 1 ]; then
+  # The DPDK backend (cargo feature `dpdk`): DPDK 22.11's headers and libraries (bindgen and
+  # the C shim build against them; pkg-config finds them), its poll-mode drivers
+  # (net_af_packet for the lab) and tools (dpdk-devbind.py, dpdk-testpmd)
+  apt_pkgs+=(dpdk libdpdk-dev)
 fi
 
 missing=()

@@ -2,18 +2,22 @@
 # Sluice's whole test suite, as a newcomer or CI runs it on a fresh machine (root):
 #   1. deploy/setup.sh           installs what the build and the tests need
 #   2. cargo fmt --check         formatting gate
-#   3. cargo clippy -D warnings  lint gate (all targets)
-#   4. cargo build --release     the release binary, then
+#   3. cargo clippy -D warnings  lint gate (all targets), for the default build and again
+#                                with the `dpdk` feature
+#   4. cargo build --release     the release binary (default features: no DPDK), then
 #   5. deploy/demo.sh            the README's first command against it (it checks that every
 #                                client received exactly its topics' messages, then 1001)
-#   6. cargo test --workspace    unit, property, simulation, real-client and root lab tests
-#                                (root-only tests are #[ignore]d for plain `cargo test` and
-#                                included here with --include-ignored); the Autobahn runs
-#                                use the release binary ($SLUICE_BIN)
-#   7. deploy/fuzz-smoke.sh      builds the cargo-fuzz crates; every target >= 20 s and
+#   6. cargo build --release --features dpdk   the release binary with the DPDK backend
+#   7. cargo test --workspace    unit, property, simulation, real-client and root lab tests,
+#                                with the `dpdk` feature (its lab tests run --backend dpdk
+#                                on DPDK's net_af_packet over the lab veth); root-only tests
+#                                are #[ignore]d for plain `cargo test` and included here
+#                                with --include-ignored; the Autobahn runs use the release
+#                                binary of step 6 ($SLUICE_BIN)
+#   8. deploy/fuzz-smoke.sh      builds the cargo-fuzz crates; every target >= 20 s and
 #                                >= 10,000 runs from its committed seeds
-#   8. deploy/fresh-check.sh     setup.sh and the demo in a fresh minimal Debian bookworm root
-#   9. leftover check            no network namespace left behind
+#   9. deploy/fresh-check.sh     setup.sh and the demo in a fresh minimal Debian bookworm root
+#  10. leftover check            no network namespace left behind
 # Any failing step fails the command. Each stage prints its start (UTC, seconds since the
 # start) and its duration; a table of all durations is printed at the end, pass or fail.
 set -euo pipefail
@@ -66,8 +70,9 @@ netns_before=$(ip netns list | awk '{print $1}' | sort)
 step "format (cargo fmt --check)"
 cargo fmt --all -- --check
 
-step "lints (cargo clippy --all-targets -D warnings)"
+step "lints (cargo clippy --all-targets -D warnings; default features, then --features sluice/dpdk)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features sluice/dpdk -- -D warnings
 
 step "release build (cargo build --release -p sluice; the demo and the Autobahn runs use it)"
 cargo build --release --locked -p sluice --bin sluice
@@ -76,8 +81,11 @@ export SLUICE_BIN="$repo/target/release/sluice"
 step "demo (SLUICE_BIN=target/release/sluice deploy/demo.sh)"
 deploy/demo.sh
 
-step "tests (cargo test --workspace, root lab tests included)"
-cargo test --workspace --locked -- --include-ignored
+step "DPDK release build (cargo build --release -p sluice --features dpdk; the tests' \$SLUICE_BIN)"
+cargo build --release --locked -p sluice --bin sluice --features dpdk
+
+step "tests (cargo test --workspace --features sluice/dpdk, root lab tests included)"
+cargo test --workspace --locked --features sluice/dpdk -- --include-ignored
 
 step "fuzz smoke (deploy/fuzz-smoke.sh: every target >= 20 s and >= 10,000 runs)"
 deploy/fuzz-smoke.sh

@@ -1315,6 +1315,46 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    #[test]
+    fn dpdk_section_parsed_validated_and_pool_sized() {
+        let c = Config::parse(
+            "[dpdk]\nport = \"0000:3b:00.0\"\neal_args = [\"--in-memory\", \"-l\", \"0\"]\nrx_ring = 512\n",
+        )
+        .unwrap();
+        assert_eq!(c.dpdk.port.as_deref(), Some("0000:3b:00.0"));
+        assert_eq!(c.dpdk.eal_args, ["--in-memory", "-l", "0"]);
+        assert_eq!(c.dpdk.rx_ring, 512);
+        assert_eq!(c.dpdk.tx_ring, 1024);
+        // Sized from the rings: 2 x (512 + 2 x 1024 + 256) + 1024.
+        assert_eq!(c.dpdk.pool_size(2), 2 * (512 + 2048 + 256) + 1024);
+        // Never below 4095; an explicit size wins.
+        assert_eq!(Dpdk::default().pool_size(1), 1024 + 2048 + 256 + 1024);
+        let small = Dpdk {
+            rx_ring: 32,
+            tx_ring: 32,
+            ..Dpdk::default()
+        };
+        assert_eq!(small.pool_size(1), 4095);
+        let explicit = Dpdk {
+            mbufs: 20_000,
+            ..Dpdk::default()
+        };
+        assert_eq!(explicit.pool_size(8), 20_000);
+        for bad in [
+            "[dpdk]\nrx_ring = 16\n",
+            "[dpdk]\ntx_ring = 20000\n",
+            "[dpdk]\nmbufs = 100\n",
+            "[dpdk]\nport = \"a b\"\n",
+            "[dpdk]\nqueues = 2\n",
+        ] {
+            let err = Config::parse(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("dpdk") || err.contains("queues"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
     /// `dataplane_for_run` for `sluice run --port 7 --app tcp-echo EXTRA...`.
     fn dataplane_for_args(extra: &[&str]) -> anyhow::Result<Dataplane> {
         use clap::Parser;

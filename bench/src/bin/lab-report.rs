@@ -54,7 +54,7 @@ struct Cli {
 }
 
 /// Plot colours follow this order.
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 9] = [
     "sluice-afxdp",
     "sluice-kernel",
     "ref-tungstenite",
@@ -63,6 +63,7 @@ const KNOWN: [&str; 8] = [
     "load-generator-ceiling",
     "ref-ws-echo-spin",
     "ref-tcp-echo-spin",
+    "sluice-dpdk",
 ];
 
 const BEGIN: &str = "<!-- lab:begin -->";

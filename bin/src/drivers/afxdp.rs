@@ -1029,6 +1029,37 @@ mod tests {
     }
 
     #[test]
+    fn dpdk_port_args_vdev_or_pci_allow_listed() {
+        assert_eq!(
+            dpdk_port_args("net_af_packet0,iface=eth1,qpairs=2"),
+            (
+                "net_af_packet0".to_string(),
+                vec![
+                    "--vdev".to_string(),
+                    "net_af_packet0,iface=eth1,qpairs=2".to_string()
+                ]
+            )
+        );
+        assert_eq!(
+            dpdk_port_args("3b:00.0"),
+            (
+                "0000:3b:00.0".to_string(),
+                vec!["-a".to_string(), "0000:3b:00.0".to_string()]
+            )
+        );
+        assert_eq!(
+            dpdk_port_args("0000:3b:00.1,rxq_cqe_comp_en=0"),
+            (
+                "0000:3b:00.1".to_string(),
+                vec![
+                    "-a".to_string(),
+                    "0000:3b:00.1,rxq_cqe_comp_en=0".to_string()
+                ]
+            )
+        );
+    }
+
+    #[test]
     fn parse_mac_colons_accepted_short_rejected() {
         assert_eq!(
             parse_mac("02:00:00:00:00:0a").unwrap(),
