@@ -100,22 +100,25 @@ pub struct RunArgs {
     /// Network interface for the AF_XDP backend.
     #[arg(long, value_name = "IF")]
     pub iface: Option<String>,
-    /// NIC queues for the AF_XDP backend: a count or a list (e.g. `2` or `0,1`).
+    /// NIC queues: AF_XDP a count or a list (e.g. `2` or `0,1`); DPDK a count of queue
+    /// pairs (overrides `[dpdk] queues`).
     #[arg(long, value_name = "N|LIST")]
     pub queues: Option<String>,
-    /// Cores to pin workers to (e.g. `0,1`).
+    /// Cores to pin workers to, one per queue in order (e.g. `0,1`; DPDK: overrides
+    /// `[dpdk] lcores`).
     #[arg(long, value_name = "LIST")]
     pub cores: Option<String>,
-    /// Address to serve on. AF_XDP backend: the stack's own address and its on-link subnet
+    /// Address to serve on. AF_XDP and DPDK backends: the stack's own address and its on-link subnet
     /// (`/PREFIX`; without one the subnet is the address alone, /32, and every other
     /// address is reached through --gateway-ip). Kernel backend: the bind address (a
     /// prefix is accepted and ignored).
     #[arg(long, value_name = "ADDR[/PREFIX]", value_parser = parse_ip, default_value = "0.0.0.0")]
     pub ip: IpArg,
-    /// Default gateway for the AF_XDP backend.
+    /// Default gateway for the AF_XDP and DPDK backends.
     #[arg(long, value_name = "ADDR")]
     pub gateway_ip: Option<IpAddr>,
-    /// MAC address for the AF_XDP backend.
+    /// MAC address for the AF_XDP and DPDK backends (default: the interface's or port's;
+    /// DPDK then receives promiscuously).
     #[arg(long, value_name = "MAC")]
     pub mac: Option<String>,
     /// Packet I/O backend.
@@ -124,7 +127,7 @@ pub struct RunArgs {
     /// TCP port to serve (repeatable; 0 picks a free port, shown in the `listening` line).
     #[arg(long = "port", value_name = "PORT", required = true)]
     pub ports: Vec<u16>,
-    /// AF_XDP backend: write every frame each worker receives and sends to FILE (pcap,
+    /// AF_XDP and DPDK backends: write every frame each worker receives and sends to FILE (pcap,
     /// readable by `tcpdump -r`); with several queues, one file per queue with `.qN`
     /// before the extension (`cap.pcap` -> `cap.q0.pcap`, docs/AFXDP.md). Frames the
     /// writer cannot keep up with are dropped and counted, never waited for.
@@ -143,7 +146,7 @@ pub struct RunArgs {
     /// Application to serve.
     #[arg(long, value_enum)]
     pub app: App,
-    /// AF_XDP backend: every queue's worker also opens one connection to ADDR:PORT (from a
+    /// AF_XDP and DPDK backends: every queue's worker also opens one connection to ADDR:PORT (from a
     /// local port whose answers reach its own queue) and serves the application on it.
     #[arg(long, value_name = "ADDR:PORT")]
     pub connect: Option<std::net::SocketAddrV4>,

@@ -595,6 +595,13 @@ pub struct Dpdk {
     /// The port (`--dpdk-port`): a PCI address (`0000:3b:00.0`; its NIC bound to vfio-pci)
     /// or a virtual device spec (`net_af_packet0,iface=eth1`, `net_af_xdp0,iface=eth1`).
     pub port: Option<String>,
+    /// Queue pairs, one worker each (`--queues N`, which overrides it). Default 1.
+    pub queues: u16,
+    /// The workers' cores, one per queue pair in order, e.g. `"2,3"` or `"2-5"` (`--cores`,
+    /// which overrides it). Default: queue i on core i mod (available cores). The workers
+    /// are Sluice's threads registered with the EAL (docs/decisions/0011), not EAL-launched
+    /// lcores; `eal_args` choose only the EAL's own main lcore.
+    pub lcores: Option<String>,
     /// Mbufs in the pool (`--mbufs`); 0 sizes it from the queues and rings:
     /// queues x (rx_ring + 2 x tx_ring) + queues x 256 (per-core caches) + 1024, at least 4095.
     pub mbufs: u32,
@@ -613,6 +620,8 @@ impl Default for Dpdk {
         Dpdk {
             eal_args: vec!["--in-memory".to_string()],
             port: None,
+            queues: 1,
+            lcores: None,
             mbufs: 0,
             rx_ring: 1024,
             tx_ring: 1024,
@@ -631,6 +640,12 @@ impl Dpdk {
             if !(32..=16_384).contains(&v) {
                 return Err(invalid(k, format!("{v} is outside 32..=16384")));
             }
+        }
+        if !(1..=128).contains(&self.queues) {
+            return Err(invalid(
+                "dpdk.queues",
+                format!("{} is outside 1..=128", self.queues),
+            ));
         }
         if self.mbufs != 0 && !(1_024..=16_777_215).contains(&self.mbufs) {
             return Err(invalid(
@@ -1325,6 +1340,8 @@ mod tests {
         assert_eq!(c.dpdk.eal_args, ["--in-memory", "-l", "0"]);
         assert_eq!(c.dpdk.rx_ring, 512);
         assert_eq!(c.dpdk.tx_ring, 1024);
+        assert_eq!(c.dpdk.queues, 1);
+        assert_eq!(c.dpdk.lcores, None);
         // Sized from the rings: 2 x (512 + 2 x 1024 + 256) + 1024.
         assert_eq!(c.dpdk.pool_size(2), 2 * (512 + 2048 + 256) + 1024);
         // Never below 4095; an explicit size wins.
@@ -1345,7 +1362,8 @@ mod tests {
             "[dpdk]\ntx_ring = 20000\n",
             "[dpdk]\nmbufs = 100\n",
             "[dpdk]\nport = \"a b\"\n",
-            "[dpdk]\nqueues = 2\n",
+            "[dpdk]\nqueues = 0\n",
+            "[dpdk]\nlcore = \"1\"\n",
         ] {
             let err = Config::parse(bad).unwrap_err().to_string();
             assert!(

@@ -15,13 +15,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             let mut opts = afxdp_options(&args)?;
             let dpdk = config::dpdk_for_run(&args)?;
             opts.iface = dpdk.port.clone().unwrap_or_default();
+            // `--queues` and `--cores` override `[dpdk] queues` and `lcores`.
+            opts.queues = opts.queues.or_else(|| Some(dpdk.queues.to_string()));
+            opts.cores = opts.cores.or_else(|| dpdk.lcores.clone());
             opts.dpdk = Some(dpdk);
             afxdp::run(&opts)
         }
         // One kernel-socket driver serves the gateway and ws-echo (an echo route).
         (Backend::Kernel, App::Gateway | App::WsEcho) => {
             if args.pcap.is_some() {
-                anyhow::bail!("--pcap needs --backend afxdp (use tcpdump for kernel sockets)");
+                anyhow::bail!(
+                    "--pcap needs --backend afxdp or dpdk (use tcpdump for kernel sockets)"
+                );
             }
             kernel::run_gateway(kernel::Settings {
                 config: gateway_config(&args)?,
@@ -34,7 +39,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 anyhow::bail!("--config applies to --app gateway and to --backend afxdp");
             }
             if args.pcap.is_some() {
-                anyhow::bail!("--pcap needs --backend afxdp (use tcpdump for kernel sockets)");
+                anyhow::bail!(
+                    "--pcap needs --backend afxdp or dpdk (use tcpdump for kernel sockets)"
+                );
             }
             let kind = match args.app {
                 App::TcpEcho => Kind::Echo,
