@@ -4,22 +4,22 @@
 use crate::app::tcp::Kind;
 use crate::cli::{App, Backend, RunArgs};
 use crate::config;
-use crate::drivers::{afxdp, gateway, kernel};
+use crate::drivers::{bypass, gateway, kernel};
 
 /// Runs `sluice run`: the chosen backend and application, until SIGINT/SIGTERM.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     match (args.backend, args.app) {
-        (Backend::Afxdp, _) => afxdp::run(&afxdp_options(&args)?),
+        (Backend::Afxdp, _) => bypass::run(&bypass_options(&args)?),
         // The DPDK backend runs the same workers on DPDK queue pairs.
         (Backend::Dpdk, _) => {
-            let mut opts = afxdp_options(&args)?;
+            let mut opts = bypass_options(&args)?;
             let dpdk = config::dpdk_for_run(&args)?;
             opts.iface = dpdk.port.clone().unwrap_or_default();
             // `--queues` and `--cores` override `[dpdk] queues` and `lcores`.
             opts.queues = opts.queues.or_else(|| Some(dpdk.queues.to_string()));
             opts.cores = opts.cores.or_else(|| dpdk.lcores.clone());
             opts.dpdk = Some(dpdk);
-            afxdp::run(&opts)
+            bypass::run(&opts)
         }
         // One kernel-socket driver serves the gateway and ws-echo (an echo route).
         (Backend::Kernel, App::Gateway | App::WsEcho) => {
@@ -36,7 +36,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         (Backend::Kernel, _) => {
             if args.config.is_some() {
-                anyhow::bail!("--config applies to --app gateway and to --backend afxdp");
+                anyhow::bail!("--config applies to --app gateway and to --backend afxdp or dpdk");
             }
             if args.pcap.is_some() {
                 anyhow::bail!(
@@ -85,8 +85,9 @@ fn app_name(app: App) -> &'static str {
     }
 }
 
-/// The AF_XDP backend's options from `sluice run` (the `afxdp` module owns the rest).
-fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
+/// The kernel-bypass backends' options from `sluice run` (the `bypass` module owns the
+/// rest; `--backend dpdk` adds its `[dpdk]` part).
+fn bypass_options(args: &RunArgs) -> anyhow::Result<bypass::Options> {
     let backend = if args.backend == Backend::Dpdk {
         "dpdk"
     } else {
@@ -111,7 +112,7 @@ fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
         Some(_) => anyhow::bail!("--gateway-ip must be IPv4"),
     };
     let mac = match &args.mac {
-        Some(m) => Some(afxdp::parse_mac(m).map_err(anyhow::Error::msg)?),
+        Some(m) => Some(bypass::parse_mac(m).map_err(anyhow::Error::msg)?),
         None => None,
     };
     let (app, websocket) = match args.app {
@@ -137,7 +138,7 @@ fn afxdp_options(args: &RunArgs) -> anyhow::Result<afxdp::Options> {
         .as_ref()
         .map_or_else(|| args.ports.clone(), |g| g.config.listen.ports.clone());
     // `--config` also carries the `[dataplane]` tuning section, so the TCP applications take it.
-    Ok(afxdp::Options {
+    Ok(bypass::Options {
         iface,
         addr,
         prefix_len,

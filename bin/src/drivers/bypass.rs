@@ -1,14 +1,21 @@
-//! The AF_XDP backend: Sluice's XDP program on one interface, one AF_XDP socket and one
-//! pinned worker per queue, each worker a [`StackDriver`] (its own [`tcp::stack::Stack`])
-//! serving the application: a TCP application ([`TcpApp`]) or the gateway / ws-echo.
+//! The kernel-bypass backends: one pinned worker per queue, each worker a [`StackDriver`]
+//! (its own [`tcp::stack::Stack`]) serving the application, a TCP application ([`TcpApp`])
+//! or the gateway / ws-echo, over that queue's device. The backends differ only in how the
+//! devices are opened ([`Io`]):
 //!
-//! Startup: attach the XDP program (native, else generic) with a port filter of the
-//! listening ports and the active-open range, open one socket per queue (zero-copy, else
-//! copy), wrap it for `--pcap` ([`dataplane::PcapDevice`]) and, without a readable RSS
-//! configuration on several queues, for steering ([`dataplane::SteerDevice`]), listen, then
-//! print one `listening` line on stdout. SIGINT or
-//! SIGTERM stops it: workers stop accepting, close their connections and drain (bounded by a
-//! grace period), the sockets close and the program detaches with its bpf_link; exit 0.
+//! - AF_XDP (`--backend afxdp`): attach the XDP program (native, else generic) with a port
+//!   filter of the listening ports and the active-open range, open one AF_XDP socket per
+//!   queue (zero-copy, else copy);
+//! - DPDK (`--backend dpdk`, cargo feature `dpdk`): start the EAL, the mbuf pool and the
+//!   port with one queue pair per worker; each worker registers its thread and opens its
+//!   queue pair (`dataplane::dpdk`).
+//!
+//! Then: wrap each device for `--pcap` ([`dataplane::PcapDevice`]) and, without a readable
+//! RSS configuration on several queues, for steering ([`dataplane::SteerDevice`]), listen,
+//! print one `listening` line on stdout. SIGINT or SIGTERM stops it: workers stop
+//! accepting, close their connections and drain (bounded by a grace period); then the
+//! sockets close and the XDP program detaches with its bpf_link, or the DPDK port stops and
+//! closes, every mbuf is checked back in the pool and the EAL is released; exit 0.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +39,8 @@ use crate::app::tcp::{Kind, TcpApp};
 use crate::app::App;
 use crate::metrics::Metrics;
 
-/// Everything `sluice run --backend afxdp` needs, as parsed from the command line.
+/// Everything `sluice run --backend afxdp` (or `dpdk`) needs, as parsed from the command
+/// line.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Interface to attach to.
@@ -224,7 +232,7 @@ fn redirects_all_tcp(opts: &Options) -> bool {
     all
 }
 
-/// Runs the AF_XDP backend until SIGINT/SIGTERM.
+/// Runs the AF_XDP or DPDK backend (see [`Options::dpdk`]) until SIGINT/SIGTERM.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
