@@ -211,10 +211,10 @@ struct Scenario {
     targets: Vec<Target>,
 }
 
-/// A target counts as a kernel-socket server unless it runs on AF_XDP (the load
-/// generator's own ceiling is a reference row, not a server).
+/// A target counts as a kernel-socket server unless it bypasses the kernel (AF_XDP, DPDK;
+/// the load generator's own ceiling is a reference row, not a server).
 fn is_kernel(name: &str) -> bool {
-    !name.contains("afxdp") && !name.contains("ceiling")
+    !name.contains("afxdp") && !name.contains("dpdk") && !name.contains("ceiling")
 }
 
 /// `1-sluice-afxdp.r2` -> `1-sluice-afxdp` (lab.sh names a round's file `<target>.r<N>`).
@@ -841,6 +841,9 @@ mod tests {
         // The best kernel target against itself: 1.00x, no mark.
         assert!(row("ref-ws-echo-spin").contains("| 1.00x | 1.00x |"), "{t}");
         assert_eq!(without_round("1-sluice-afxdp.r12"), "1-sluice-afxdp");
+        // Both kernel-bypass backends are compared with the kernel, never the reference.
+        assert!(!is_kernel("sluice-afxdp") && !is_kernel("sluice-dpdk"));
+        assert!(is_kernel("ref-ws-echo-spin") && is_kernel("sluice-kernel"));
         assert_eq!(without_round("2-kernel.rx"), "2-kernel.rx");
     }
 }
