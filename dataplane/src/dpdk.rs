@@ -164,9 +164,14 @@ impl Eal {
             .collect();
         argv.push(std::ptr::null_mut());
         // SAFETY: argv holds argc valid NUL-terminated strings followed by NULL; the strings
-        // (`cstrings`) outlive the call. rte_eal_init may permute argv's pointers but does not
-        // write through them. It runs once per process (guarded by EAL's lock).
+        // (`cstrings`) are never freed (leaked below). rte_eal_init may permute argv's
+        // pointers but does not write through them. It runs once per process (guarded by
+        // EAL's lock).
         let ret = unsafe { sys::rte_eal_init(full.len() as i32, argv.as_mut_ptr()) };
+        // The EAL may keep pointers into its arguments for the life of the process (it runs
+        // once per process): leak them rather than free what it may still read.
+        std::mem::forget(cstrings);
+        std::mem::forget(argv);
         if let Some(set) = before {
             set_affinity(&set);
         }
