@@ -295,9 +295,26 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         _ => Vec::new(),
     };
     steering.resize_with(queues.len(), || None);
-    run_on(
-        opts,
-        stop,
+    let clock = Clock::new();
+
+    // One heartbeat per queue's worker: `/healthz` (gateway, ws-echo) reads them, and the
+    // main loop below logs when one stalls or dies (every app). An idle worker beats once
+    // per idle sleep, so the stall threshold is at least twice that sleep.
+    let stall_after = opts
+        .websocket
+        .as_ref()
+        .map_or_else(
+            || crate::config::Control::default().worker_stall(),
+            |g| g.config.control.worker_stall(),
+        )
+        .max(opts.dataplane.backoff().sleep * 2);
+    let health = crate::control::health::Health::new(
+        queues.iter().map(|q| format!("sluice-q{q}")).collect(),
+        clock,
+        stall_after,
+    );
+    let fault = crate::control::health::fault_from_env()?;
+    let setup = Setup {
         queues,
         cores,
         mac,
@@ -306,7 +323,69 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         rss,
         steering,
         io,
-    )
+        clock,
+        health,
+        fault,
+    };
+    match &opts.websocket {
+        Some(g) => {
+            let mut shared = gateway::Shared::start(
+                g.config.clone(),
+                setup.queues.len(),
+                g.any_path,
+                setup.health.clone(),
+            )?;
+            // The gateway flushes and closes with 1001 within its shutdown timeout: the
+            // workers get at least that long (plus a margin) to drain.
+            let shutdown = shared.config.limits.shutdown_timeout();
+            let stop_grace = opts
+                .dataplane
+                .stop_grace()
+                .max(shutdown + Duration::from_secs(1));
+            let metrics = Arc::clone(&shared.metrics);
+            let apps = (0..setup.queues.len())
+                .map(|i| shared.part(i).into_worker())
+                .collect();
+            let control = shared.control;
+            serve(
+                opts,
+                setup,
+                apps,
+                Workers {
+                    name: g.app_name,
+                    stop_grace,
+                    shutdown,
+                    metrics,
+                    control,
+                    shared: Some(&mut shared),
+                },
+                &stop,
+            )
+        }
+        None => {
+            let apps = (0..setup.queues.len())
+                .map(|_| {
+                    let app = TcpApp::new(opts.app, opts.max_connections, opts.max_output)
+                        .with_idle_timeout(opts.tcp_idle_timeout);
+                    (app, None)
+                })
+                .collect();
+            serve(
+                opts,
+                setup,
+                apps,
+                Workers {
+                    name: opts.app.name(),
+                    stop_grace: opts.dataplane.stop_grace(),
+                    shutdown: opts.dataplane.stop_grace(),
+                    metrics: Arc::new(Metrics::new()),
+                    control: None,
+                    shared: None,
+                },
+                &stop,
+            )
+        }
+    }
 }
 
 /// What opening a backend's packet I/O gives the workers.
@@ -476,114 +555,6 @@ pub fn dpdk_port_args(spec: &str) -> (String, Vec<String>) {
         (full, vec!["-a".into(), allow])
     } else {
         (name, vec!["--vdev".into(), spec.to_string()])
-    }
-}
-
-/// Everything from the opened packet I/O on: workers, the `listening` line, the main loop
-/// until SIGINT/SIGTERM, the drain.
-#[allow(clippy::too_many_arguments)]
-fn run_on(
-    opts: &Options,
-    stop: Arc<AtomicBool>,
-    queues: Vec<u32>,
-    cores: Vec<usize>,
-    mac: EthernetAddress,
-    secret: [u8; 16],
-    local_ports: std::ops::RangeInclusive<u16>,
-    rss: Option<dataplane::RssTable>,
-    steering: Vec<Option<dataplane::steer::Steering>>,
-    io: Io,
-) -> anyhow::Result<()> {
-    let clock = Clock::new();
-
-    // One heartbeat per queue's worker: `/healthz` (gateway, ws-echo) reads them, and the
-    // main loop below logs when one stalls or dies (every app). An idle worker beats once
-    // per idle sleep, so the stall threshold is at least twice that sleep.
-    let stall_after = opts
-        .websocket
-        .as_ref()
-        .map_or_else(
-            || crate::config::Control::default().worker_stall(),
-            |g| g.config.control.worker_stall(),
-        )
-        .max(opts.dataplane.backoff().sleep * 2);
-    let health = crate::control::health::Health::new(
-        queues.iter().map(|q| format!("sluice-q{q}")).collect(),
-        clock,
-        stall_after,
-    );
-    let fault = crate::control::health::fault_from_env()?;
-    let setup = Setup {
-        queues,
-        cores,
-        mac,
-        secret,
-        local_ports,
-        rss,
-        steering,
-        io,
-        clock,
-        health,
-        fault,
-    };
-    match &opts.websocket {
-        Some(g) => {
-            let mut shared = gateway::Shared::start(
-                g.config.clone(),
-                setup.queues.len(),
-                g.any_path,
-                setup.health.clone(),
-            )?;
-            // The gateway flushes and closes with 1001 within its shutdown timeout: the
-            // workers get at least that long (plus a margin) to drain.
-            let shutdown = shared.config.limits.shutdown_timeout();
-            let stop_grace = opts
-                .dataplane
-                .stop_grace()
-                .max(shutdown + Duration::from_secs(1));
-            let metrics = Arc::clone(&shared.metrics);
-            let apps = (0..setup.queues.len())
-                .map(|i| shared.part(i).into_worker())
-                .collect();
-            let control = shared.control;
-            serve(
-                opts,
-                setup,
-                apps,
-                Workers {
-                    name: g.app_name,
-                    stop_grace,
-                    shutdown,
-                    metrics,
-                    control,
-                    shared: Some(&mut shared),
-                },
-                &stop,
-            )
-        }
-        None => {
-            let apps = (0..setup.queues.len())
-                .map(|_| {
-                    let app = TcpApp::new(opts.app, opts.max_connections, opts.max_output)
-                        .with_idle_timeout(opts.tcp_idle_timeout);
-                    (app, None)
-                })
-                .collect();
-            serve(
-                opts,
-                setup,
-                apps,
-                Workers {
-                    name: opts.app.name(),
-                    stop_grace: opts.dataplane.stop_grace(),
-                    shutdown: opts.dataplane.stop_grace(),
-                    metrics: Arc::new(Metrics::new()),
-                    control: None,
-                    shared: None,
-                },
-                &stop,
-            )
-        }
     }
 }
 
