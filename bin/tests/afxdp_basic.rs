@@ -183,7 +183,22 @@ fn afxdp_closed_port_connect_refused() {
 #[ignore = "needs root: run by deploy/test.sh"]
 fn afxdp_active_open_to_kernel_listener_echoes() {
     let _serial = lab::serial();
-    let lab = Lab::up(1);
+    active_open_echo(&Lab::up(1));
+}
+
+/// `--connect` on the DPDK backend: the worker's active open (source port chosen by the
+/// partition chooser: `net_af_packet` has no RSS) to a kernel listener echoes.
+#[cfg(feature = "dpdk")]
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn dpdk_active_open_to_kernel_listener_echoes() {
+    let _serial = lab::serial();
+    active_open_echo(&Lab::up_dpdk(1));
+}
+
+/// tcp-echo with `--connect 198.18.0.1:5005`: Sluice connects to a kernel listener, with
+/// its options, and echoes what the kernel sends; half-close ends it.
+fn active_open_echo(lab: &Lab) {
     let listener = lab.listen(5005);
     let _sluice = lab.sluice("tcp-echo", &[7], &["--connect", "198.18.0.1:5005"]);
     listener.set_nonblocking(true).unwrap();

@@ -35,7 +35,21 @@ fn tcpdump_lines(file: &std::path::Path) -> Vec<String> {
 #[ignore = "needs root: run by deploy/test.sh"]
 fn afxdp_pcap_file_has_syn_synack_data_and_fins() {
     let _serial = lab::serial();
-    let lab = Lab::up(1);
+    pcap_one_connection(&Lab::up(1));
+}
+
+/// `--pcap` on the DPDK backend: the same capture (frames taken from the mbufs).
+#[cfg(feature = "dpdk")]
+#[test]
+#[ignore = "needs root: run by deploy/test.sh"]
+fn dpdk_pcap_file_has_syn_synack_data_and_fins() {
+    let _serial = lab::serial();
+    pcap_one_connection(&Lab::up_dpdk(1));
+}
+
+/// One echoed connection under `--pcap`: the file shows its SYN, SYN-ACK, data both ways
+/// and both FINs, nothing dropped.
+fn pcap_one_connection(lab: &Lab) {
     let file = std::env::temp_dir().join(format!("sluice-pcap-{}.pcap", std::process::id()));
     let _ = std::fs::remove_file(&file);
     let sluice = lab.sluice("tcp-echo", &[7], &["--pcap", file.to_str().unwrap()]);
