@@ -643,7 +643,7 @@ impl Dpdk {
         }
         if !(1..=128).contains(&self.queues) {
             return Err(invalid(
-                "dpdk.queues",
+                "dpdk.queues (--queues)",
                 format!("{} is outside 1..=128", self.queues),
             ));
         }
@@ -699,6 +699,16 @@ pub fn dpdk_for_run(args: &crate::cli::RunArgs) -> anyhow::Result<Dpdk> {
     }
     if let Some(v) = f.tx_ring {
         d.tx_ring = v;
+    }
+    // `--queues` and `--cores` are shared with AF_XDP; for DPDK they are `queues` (a count)
+    // and `lcores`.
+    if let Some(q) = &args.queues {
+        d.queues = q.trim().parse().map_err(|_| {
+            anyhow::anyhow!("--backend dpdk: --queues takes a count, 1..=128 (got `{q}`)")
+        })?;
+    }
+    if let Some(c) = &args.cores {
+        d.lcores = Some(c.clone());
     }
     d.validate().map_err(anyhow::Error::new)?;
     Ok(d)

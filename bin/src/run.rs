@@ -14,10 +14,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         (Backend::Dpdk, _) => {
             let mut opts = bypass_options(&args)?;
             let dpdk = config::dpdk_for_run(&args)?;
-            opts.iface = dpdk.port.clone().unwrap_or_default();
-            // `--queues` and `--cores` override `[dpdk] queues` and `lcores`.
-            opts.queues = opts.queues.or_else(|| Some(dpdk.queues.to_string()));
-            opts.cores = opts.cores.or_else(|| dpdk.lcores.clone());
+            // (`--cores` over `[dpdk] lcores`, resolved by `dpdk_for_run`.)
+            opts.cores.clone_from(&dpdk.lcores);
             opts.dpdk = Some(dpdk);
             bypass::run(&opts)
         }

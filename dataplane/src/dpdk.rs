@@ -145,7 +145,7 @@ impl Eal {
         full.extend(args.iter().cloned());
         let chooses_cores = args
             .iter()
-            .any(|a| a == "-l" || a == "-c" || a.starts_with("--lcores") || a.starts_with("-l"));
+            .any(|a| a.starts_with("-l") || a == "-c" || a.starts_with("--lcores"));
         if !chooses_cores {
             let first = before
                 .as_ref()

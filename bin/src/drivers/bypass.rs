@@ -79,8 +79,8 @@ pub struct Options {
     pub pcap: Option<std::path::PathBuf>,
     /// Serve the WebSocket gateway or ws-echo instead of `app`.
     pub websocket: Option<gateway::GatewayOptions>,
-    /// `--backend dpdk`: the DPDK port and EAL set-up (`iface` is then only a label: the
-    /// port's name). `None`: AF_XDP on `iface`.
+    /// `--backend dpdk`: the DPDK port, queue count and EAL set-up (`iface` and `queues` are
+    /// then unused; `cores` holds `[dpdk] lcores` or `--cores`). `None`: AF_XDP on `iface`.
     pub dpdk: Option<crate::config::Dpdk>,
 }
 
@@ -473,13 +473,8 @@ fn open_dpdk(opts: &Options, d: &crate::config::Dpdk) -> anyhow::Result<Opened> 
     let spec = d.port.as_deref().ok_or_else(|| {
         anyhow::anyhow!("--backend dpdk needs --dpdk-port (or `port` in [dpdk] of --config)")
     })?;
-    let queues: u16 = match &opts.queues {
-        None => 1,
-        Some(q) => match q.trim().parse::<u16>() {
-            Ok(n) if (1..=128).contains(&n) => n,
-            _ => anyhow::bail!("--backend dpdk: --queues takes a count, 1..=128 (got `{q}`)"),
-        },
-    };
+    // `--queues` over `[dpdk] queues`, checked by `config::dpdk_for_run`.
+    let queues = d.queues;
     let (name, added) = dpdk_port_args(spec);
     let mut eal = d.eal_args.clone();
     eal.extend(added);
@@ -499,13 +494,8 @@ fn open_dpdk(opts: &Options, d: &crate::config::Dpdk) -> anyhow::Result<Opened> 
     let port = match port {
         Ok(port) => port,
         Err(e) => {
-            // The port is closed again: whatever its queues took must be back.
-            match pool.in_use() {
-                0 => info!(mbufs, "DPDK start failed, every mbuf returned"),
-                n => tracing::error!(in_use = n, mbufs, "DPDK start failed with mbufs missing"),
-            }
-            drop(pool);
-            dataplane::dpdk::Eal::cleanup();
+            // `open` closed the port again.
+            release_dpdk(pool, "DPDK start failed");
             return Err(e.into());
         }
     };
@@ -851,21 +841,10 @@ where
                 );
             }
             // The workers are joined: this is the last owner. Stopping the port returns
-            // the mbufs its queues held; every mbuf must then be back in the pool.
+            // the mbufs its queues held.
             let pool = Arc::clone(port.pool());
             drop(port);
-            let in_use = pool.in_use();
-            if in_use == 0 {
-                info!(mbufs = pool.size(), "DPDK port closed, every mbuf returned");
-            } else {
-                tracing::error!(
-                    in_use,
-                    mbufs = pool.size(),
-                    "DPDK port closed with mbufs missing"
-                );
-            }
-            drop(pool);
-            dataplane::dpdk::Eal::cleanup();
+            release_dpdk(pool, "DPDK port closed");
         }
     }
     if let Some(e) = failed {
@@ -873,6 +852,19 @@ where
     }
     info!("stopped");
     Ok(())
+}
+
+/// After the port is closed (at stop, or when its start failed): logs whether every mbuf
+/// is back in `pool` (`WHEN, every mbuf returned`, else an error naming how many are
+/// missing), frees the pool (its last owner) and releases the EAL.
+#[cfg(feature = "dpdk")]
+fn release_dpdk(pool: Arc<dataplane::dpdk::Pool>, when: &str) {
+    match pool.in_use() {
+        0 => info!(mbufs = pool.size(), "{when}, every mbuf returned"),
+        n => tracing::error!(in_use = n, mbufs = pool.size(), "{when} with mbufs missing"),
+    }
+    drop(pool);
+    dataplane::dpdk::Eal::cleanup();
 }
 
 /// The port's counters for `/metrics`: `rte_eth_stats` by field name, then the driver's
