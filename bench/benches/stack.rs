@@ -9,7 +9,9 @@
 //!   batch, outside the timed loop.
 //! - `fast_path/pure_ack`: the sender's side: the stack under test has sent 64 B segments
 //!   (untimed) and the timed loop feeds it the pure ACKs that acknowledge them one by one
-//!   (new data acknowledged every time: RTT sample, retransmit queue, cwnd).
+//!   (new data acknowledged every time: RTT sample, retransmit queue, cwnd), up to 64 in a
+//!   burst, coalesced (`ConnConfig::coalesce_acks`). Every timed loop ends with
+//!   `Stack::end_burst`, so the work left for the end of a burst is timed too.
 //! - `fast_path/burst_32x64B`: as `data_64B`, in bursts of 32 segments, one on each of 32
 //!   connections (a lookup per segment), as a worker hands over an RX batch; per segment.
 //! - `conn/setup_teardown`: full 3-way handshake + FIN exchange between two stacks.
@@ -57,6 +59,7 @@ fn fast_path(c: &mut Criterion) {
                             d.len()
                         });
                     }
+                    p.b.end_burst();
                     spent += t.elapsed();
                     // Outside the timed loop: every frame must have been taken in order.
                     let after = p.b.stats(hb).expect("conn").bytes_in;
@@ -107,6 +110,7 @@ fn fast_path(c: &mut Criterion) {
                     for f in &mut frames {
                         p.b.handle_frame_with(p.now, f, &mut |_, d| d.len());
                     }
+                    p.b.end_burst();
                     spent += t.elapsed();
                     assert_eq!(
                         bytes_in(&p) - before,
@@ -148,6 +152,8 @@ fn fast_path(c: &mut Criterion) {
                     for f in &mut frames {
                         p.b.handle_frame(p.now, f);
                     }
+                    // The burst's coalesced ACKs settled: timed too.
+                    p.b.end_burst();
                     spent += t.elapsed();
                     let after = p.b.stats(hb).expect("conn").bytes_out;
                     assert_eq!(after - before, acked, "ACKs not accepted");

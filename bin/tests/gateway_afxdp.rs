@@ -292,6 +292,22 @@ fn gateway_afxdp_two_thousand_clients_ten_topics_in_order() {
         "{predicted} of {received}"
     );
     println!("segments received {received}, predicted {predicted}");
+    // ACK coalescing's series (a coalesced ACK is a predicted one).
+    let coalesced: f64 = ["0", "1"]
+        .iter()
+        .map(|w| {
+            metric_value(
+                &text,
+                &format!("sluice_tcp_acks_coalesced_total{{worker=\"{w}\"}}"),
+            )
+        })
+        .sum();
+    assert!(
+        text.contains("sluice_tcp_acks_coalesced_total{worker=\"0\"}"),
+        "{text}"
+    );
+    assert!(coalesced <= predicted, "{coalesced} of {predicted}");
+    println!("ACKs coalesced {coalesced}");
     sluice.stop();
 }
 

@@ -16,8 +16,12 @@
 //! asserted accepted. `burst`: N in-order 64 B data segments in bursts of 32, one
 //! segment on each of 32 connections per burst (so every segment needs its own
 //! connection lookup), the frames handed over back to back as a worker does with an RX
-//! batch, one `poll_transmit` per burst outside the count. A third argument `general`
-//! turns header prediction off (every segment through the general path). Divide the inclusive
+//! batch, one `poll_transmit` per burst outside the count. Every measured function ends
+//! with `Stack::end_burst` (the work left for the end of a burst: the coalesced pure
+//! ACKs), so the count holds all of it. The ACKs come in bursts of up to 64 of one
+//! connection, as a sender's RX batch holds them under load. A third argument `general`
+//! turns header prediction off (every segment through the general path); `single` turns
+//! ACK coalescing off (every pure ACK processed whole on its own). Divide the inclusive
 //! instruction count of `feed_data` (resp. `feed_ack`, `feed_burst`) by N.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -37,6 +41,7 @@ fn feed_data(s: &mut Stack, now: Instant, frames: &mut [Vec<u8>]) {
     for f in frames {
         s.handle_frame_with(now, f, &mut |_, d| d.len());
     }
+    s.end_burst();
 }
 
 /// The measured part: one burst of data frames on many connections.
@@ -46,6 +51,7 @@ fn feed_burst(s: &mut Stack, now: Instant, frames: &mut [Vec<u8>]) {
     for f in std::hint::black_box(frames) {
         s.handle_frame_with(now, f, &mut |_, d| d.len());
     }
+    s.end_burst();
 }
 
 /// The measured part: pure ACKs.
@@ -54,10 +60,11 @@ fn feed_ack(s: &mut Stack, now: Instant, frames: &mut [Vec<u8>]) {
     for f in frames {
         s.handle_frame(now, f);
     }
+    s.end_burst();
 }
 
-fn data(n: u64, prediction: bool) {
-    let mut p = Pair::with_prediction(prediction);
+fn data(n: u64, prediction: bool, coalesce: bool) {
+    let mut p = Pair::with_options(prediction, coalesce);
     let (ha, hb) = p.establish();
     let mut made = DataFrames::new(&mut p, ha);
     let mut frames: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
@@ -81,8 +88,8 @@ fn data(n: u64, prediction: bool) {
 /// Connections (and segments) per burst.
 const BURST: usize = 32;
 
-fn burst(n: u64, prediction: bool) {
-    let mut p = Pair::with_prediction(prediction);
+fn burst(n: u64, prediction: bool, coalesce: bool) {
+    let mut p = Pair::with_options(prediction, coalesce);
     let conns: Vec<_> = (0..BURST).map(|_| p.establish()).collect();
     let mut made: Vec<DataFrames> = conns
         .iter()
@@ -117,8 +124,8 @@ fn burst(n: u64, prediction: bool) {
     assert_eq!(p.b.iface_stats().tcp_bad_checksum, 0);
 }
 
-fn ack(n: u64, prediction: bool) {
-    let mut p = Pair::with_prediction(prediction);
+fn ack(n: u64, prediction: bool, coalesce: bool) {
+    let mut p = Pair::with_options(prediction, coalesce);
     let (_ha, hb) = p.establish();
     let mut made = AckFrames::new(&mut p, hb);
     let mut frames: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
@@ -140,11 +147,13 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "data".into());
     let n: u64 = args.next().map_or(100_000, |s| s.parse().expect("N"));
-    let prediction = args.next().as_deref() != Some("general");
+    let variant = args.next();
+    let prediction = variant.as_deref() != Some("general");
+    let coalesce = variant.as_deref() != Some("single");
     match mode.as_str() {
-        "data" => data(n, prediction),
-        "ack" => ack(n, prediction),
-        "burst" => burst(n, prediction),
+        "data" => data(n, prediction, coalesce),
+        "ack" => ack(n, prediction, coalesce),
+        "burst" => burst(n, prediction, coalesce),
         other => panic!("mode {other:?}: expected data, ack or burst"),
     }
     println!("{mode}: {n} frames accepted");

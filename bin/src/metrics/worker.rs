@@ -284,6 +284,7 @@ pub struct WorkerStats {
     table_full_drops: Cell,
     segments_in: Cell,
     header_predicted: Cell,
+    acks_coalesced: Cell,
     stack: Cell,
 }
 
@@ -304,6 +305,8 @@ pub struct TcpTotals {
     pub segments_in: u64,
     /// Of those, segments taken by header prediction (the receive fast path).
     pub header_predicted: u64,
+    /// Pure ACKs taken by ACK coalescing (processed once per connection and burst).
+    pub acks_coalesced: u64,
 }
 
 impl WorkerStats {
@@ -338,6 +341,7 @@ impl WorkerStats {
             table_full_drops: Cell::default(),
             segments_in: Cell::default(),
             header_predicted: Cell::default(),
+            acks_coalesced: Cell::default(),
             stack: Cell::default(),
         }
     }
@@ -454,6 +458,7 @@ impl WorkerStats {
         self.table_full_drops.set(totals.table_full_drops);
         self.segments_in.set(totals.segments_in);
         self.header_predicted.set(totals.header_predicted);
+        self.acks_coalesced.set(totals.acks_coalesced);
         self.stack.set(1);
     }
 }
@@ -705,7 +710,7 @@ impl Collector for WorkerSet {
                 }
             }
             type Pick = fn(&WorkerStats) -> u64;
-            let series: [(&str, &str, Pick); 7] = [
+            let series: [(&str, &str, Pick); 8] = [
                 (
                     "tcp_retransmits",
                     "TCP segments retransmitted by the AF_XDP stacks",
@@ -740,6 +745,11 @@ impl Collector for WorkerSet {
                     "tcp_header_predicted",
                     "Of the segments received, those taken by header prediction (the receive fast path)",
                     |b| b.header_predicted.get(),
+                ),
+                (
+                    "tcp_acks_coalesced",
+                    "Pure ACKs taken by ACK coalescing: processed once per connection and receive burst, with the last of them",
+                    |b| b.acks_coalesced.get(),
                 ),
             ];
             for (name, help, pick) in series {

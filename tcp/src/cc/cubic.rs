@@ -134,10 +134,10 @@ impl Cubic {
     /// `on_ack`'s window growth once the window is in use: slow start, then congestion
     /// avoidance. Out of line: an ACK to a sender that is not cwnd-limited stops before.
     #[inline(never)]
-    fn grow(&mut self, now: Instant, acked: u32) {
+    fn grow(&mut self, now: Instant, acked: u32, acks: u32) {
         let mut acked = acked;
         if self.w.in_slow_start() {
-            acked = self.w.slow_start(acked);
+            acked = self.w.slow_start(acked, acks);
         }
         if acked > 0 && !self.w.in_slow_start() {
             self.congestion_avoidance(now, acked);
@@ -180,7 +180,7 @@ impl CongestionControl for Cubic {
     }
 
     #[inline]
-    fn on_ack(&mut self, now: Instant, acked: u32, in_flight_before: u32, srtt_us: u32) {
+    fn on_ack(&mut self, now: Instant, acked: u32, acks: u32, in_flight_before: u32, srtt_us: u32) {
         self.w.pristine = false;
         self.w.in_loss = false;
         if srtt_us != 0 {
@@ -189,7 +189,7 @@ impl CongestionControl for Cubic {
         if !self.w.cwnd_limited(in_flight_before) {
             return;
         }
-        self.grow(now, acked);
+        self.grow(now, acked, acks);
     }
 
     fn on_congestion_event(&mut self, _now: Instant, _in_flight: u32) {
@@ -256,7 +256,7 @@ mod tests {
         let acks = (cc.cwnd() / MSS).max(1);
         for i in 0..acks {
             let now = Instant::from_micros(t + rtt_us * u64::from(i) / u64::from(acks));
-            cc.on_ack(now, MSS, cc.cwnd(), rtt_us as u32);
+            cc.on_ack(now, MSS, 1, cc.cwnd(), rtt_us as u32);
         }
         t + rtt_us
     }

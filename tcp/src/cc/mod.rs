@@ -53,10 +53,12 @@ pub trait CongestionControl {
     fn mss(&self) -> u32;
     /// Sets SMSS; before any data is acknowledged this also re-derives the initial window.
     fn set_mss(&mut self, mss: u32);
-    /// New data acknowledged outside recovery: `acked` bytes, `in_flight_before` bytes
-    /// outstanding before this ACK, `srtt_us` the current smoothed RTT in microseconds
-    /// (0 while unknown: integers on the per-ACK path).
-    fn on_ack(&mut self, now: Instant, acked: u32, in_flight_before: u32, srtt_us: u32);
+    /// New data acknowledged outside recovery: `acked` bytes by `acks` ACKs (more than
+    /// one when the stack coalesced a burst's pure ACKs of the connection into its last:
+    /// slow start's per-ACK limit applies to each), `in_flight_before` bytes outstanding
+    /// before the first of them, `srtt_us` the current smoothed RTT in microseconds (0
+    /// while unknown: integers on the per-ACK path).
+    fn on_ack(&mut self, now: Instant, acked: u32, acks: u32, in_flight_before: u32, srtt_us: u32);
     /// Loss detected by duplicate ACKs or SACK: enter fast recovery (sets ssthresh,
     /// cwnd = ssthresh).
     fn on_congestion_event(&mut self, now: Instant, in_flight: u32);
@@ -127,10 +129,12 @@ impl Window {
         self.cwnd < self.ssthresh
     }
 
-    /// Slow start (RFC 5681 3.1, RFC 3465 2.2 with L = 2 SMSS), capped at ssthresh;
-    /// returns the acknowledged bytes left over for congestion avoidance.
-    pub(crate) fn slow_start(&mut self, acked: u32) -> u32 {
-        let grow = acked.min(ABC_L * self.mss).min(self.ssthresh - self.cwnd);
+    /// Slow start (RFC 5681 3.1, RFC 3465 2.2 with L = 2 SMSS per ACK, for `acks`
+    /// ACKs), capped at ssthresh; returns the acknowledged bytes left over for
+    /// congestion avoidance.
+    pub(crate) fn slow_start(&mut self, acked: u32, acks: u32) -> u32 {
+        let limit = acks.saturating_mul(ABC_L).saturating_mul(self.mss);
+        let grow = acked.min(limit).min(self.ssthresh - self.cwnd);
         self.cwnd = self.cwnd.saturating_add(grow);
         acked - grow.min(acked)
     }
@@ -224,8 +228,8 @@ impl CongestionControl for Congestion {
         dispatch!(self, cc => cc.set_mss(mss))
     }
     #[inline]
-    fn on_ack(&mut self, now: Instant, acked: u32, in_flight_before: u32, srtt_us: u32) {
-        dispatch!(self, cc => cc.on_ack(now, acked, in_flight_before, srtt_us))
+    fn on_ack(&mut self, now: Instant, acked: u32, acks: u32, in_flight_before: u32, srtt_us: u32) {
+        dispatch!(self, cc => cc.on_ack(now, acked, acks, in_flight_before, srtt_us))
     }
     fn on_congestion_event(&mut self, now: Instant, in_flight: u32) {
         dispatch!(self, cc => cc.on_congestion_event(now, in_flight))
@@ -277,7 +281,7 @@ mod tests {
         let mut cc = Congestion::new(Algorithm::NewReno, 536);
         cc.set_mss(1460);
         assert_eq!(cc.cwnd(), 14_600);
-        cc.on_ack(Instant::ZERO, 1460, 14_600, 0);
+        cc.on_ack(Instant::ZERO, 1460, 1, 14_600, 0);
         cc.set_mss(1000);
         assert_eq!(cc.mss(), 1000);
         assert_eq!(cc.cwnd(), 14_600 + 1460);

@@ -14,10 +14,10 @@ impl NewReno {
     /// `on_ack`'s window growth once the window is in use. Out of line: an ACK to a
     /// sender that is not cwnd-limited stops before.
     #[inline(never)]
-    fn grow(&mut self, acked: u32) {
+    fn grow(&mut self, acked: u32, acks: u32) {
         let mut acked = acked;
         if self.w.in_slow_start() {
-            acked = self.w.slow_start(acked);
+            acked = self.w.slow_start(acked, acks);
         }
         if acked > 0 && !self.w.in_slow_start() {
             // RFC 5681 3.1 / RFC 3465 2.1: one SMSS per cwnd's worth of bytes acknowledged.
@@ -60,13 +60,20 @@ impl CongestionControl for NewReno {
     }
 
     #[inline]
-    fn on_ack(&mut self, _now: Instant, acked: u32, in_flight_before: u32, _srtt_us: u32) {
+    fn on_ack(
+        &mut self,
+        _now: Instant,
+        acked: u32,
+        acks: u32,
+        in_flight_before: u32,
+        _srtt_us: u32,
+    ) {
         self.w.pristine = false;
         self.w.in_loss = false;
         if !self.w.cwnd_limited(in_flight_before) {
             return;
         }
-        self.grow(acked);
+        self.grow(acked, acks);
     }
 
     fn on_congestion_event(&mut self, _now: Instant, in_flight: u32) {
@@ -116,7 +123,7 @@ mod tests {
         let cwnd = cc.cwnd();
         let mut flight = cwnd;
         while flight >= MSS {
-            cc.on_ack(T, MSS, flight.max(cc.cwnd()), 0);
+            cc.on_ack(T, MSS, 1, flight.max(cc.cwnd()), 0);
             flight -= MSS;
         }
     }
@@ -134,7 +141,7 @@ mod tests {
     #[test]
     fn newreno_stretch_ack_growth_limited_to_two_smss() {
         let mut cc = NewReno::new(MSS);
-        cc.on_ack(T, 8 * MSS, 10 * MSS, 0);
+        cc.on_ack(T, 8 * MSS, 1, 10 * MSS, 0);
         // RFC 3465 2.2: L = 2*SMSS.
         assert_eq!(cc.cwnd(), 12 * MSS);
     }
@@ -142,7 +149,7 @@ mod tests {
     #[test]
     fn newreno_app_limited_ack_no_growth() {
         let mut cc = NewReno::new(MSS);
-        cc.on_ack(T, MSS, 2 * MSS, 0);
+        cc.on_ack(T, MSS, 1, 2 * MSS, 0);
         assert_eq!(cc.cwnd(), 10 * MSS);
     }
 
@@ -193,7 +200,7 @@ mod tests {
         // A second timeout of the retransmission keeps ssthresh.
         cc.on_rto(T, MSS);
         assert_eq!(cc.ssthresh(), 15 * MSS);
-        cc.on_ack(T, MSS, MSS, 0);
+        cc.on_ack(T, MSS, 1, MSS, 0);
         assert_eq!(cc.cwnd(), 2 * MSS);
     }
 

@@ -639,12 +639,13 @@ impl Tcb {
         ack: SeqNumber,
         ts: Option<TcpTimestamps>,
     ) -> Option<Instant> {
-        self.ack_advance_in::<false>(bounds, now, ack, ts)
+        self.ack_advance_in::<false>(bounds, now, ack, ts, 1)
     }
 
-    /// [`Tcb::ack_advance`]; `PREDICTED` for [`Tcb::on_predicted`], which calls it only
-    /// outside recovery with an empty SACK scoreboard: the scoreboard trim and the
-    /// recovery branch compile away there.
+    /// [`Tcb::ack_advance`]; `PREDICTED` for [`Tcb::on_predicted`] and
+    /// [`Tcb::settle_acks`], which call it only outside recovery with an empty SACK
+    /// scoreboard: the scoreboard trim and the recovery branch compile away there.
+    /// `acks`: how many ACKs the advance stands for (1 but for coalesced ACKs).
     #[inline]
     fn ack_advance_in<const PREDICTED: bool>(
         &mut self,
@@ -652,6 +653,7 @@ impl Tcb {
         now: Instant,
         ack: SeqNumber,
         ts: Option<TcpTimestamps>,
+        acks: u32,
     ) -> Option<Instant> {
         debug_assert!(!PREDICTED || (!self.in_recovery && self.sacked.is_empty()));
         debug_assert!(!PREDICTED || self.ts_on || ts.is_none());
@@ -737,7 +739,7 @@ impl Tcb {
         } else {
             self.dupacks = 0;
             let before = (self.snd_max.distance(self.snd_una).max(0) as u32).saturating_add(acked);
-            self.cc.on_ack(now, acked, before, self.rtt.srtt_us());
+            self.cc.on_ack(now, acked, acks, before, self.rtt.srtt_us());
         }
         armed
     }
@@ -970,6 +972,7 @@ impl Tcb {
         now: Instant,
         seg: &Predicted,
         payload: &[u8],
+        coalesced: &mut u64,
     ) -> Option<Prediction> {
         if self.state != State::Established || seg.seq != self.rcv_nxt {
             return None;
@@ -1002,8 +1005,20 @@ impl Tcb {
             if seg.ack > self.snd_max || self.in_recovery || !self.sacked.is_empty() {
                 return None;
             }
+            if len == 0 && cfg.coalesce_acks {
+                self.take_coalesced(now, seg, ts, wnd, coalesced);
+                return Some(Prediction {
+                    offer: None,
+                    armed: None,
+                });
+            }
         } else if seg.ack != self.snd_una || len == 0 {
             // Old ACKs, duplicate ACKs and window updates: the general path.
+            return None;
+        }
+        if self.acks_coalesced != 0 {
+            // Anything but another pure ACK after coalesced ones: the general path
+            // settles them first.
             return None;
         }
         // Predicted. The general path's steps for this segment, in its order.
@@ -1015,7 +1030,7 @@ impl Tcb {
         }
         let mut armed = None;
         if new_ack {
-            armed = self.ack_advance_in::<true>(bounds, now, seg.ack, ts);
+            armed = self.ack_advance_in::<true>(bounds, now, seg.ack, ts, 1);
         }
         self.update_send_window_predicted(seg.seq, seg.ack, wnd);
         if len == 0 {
@@ -1041,6 +1056,86 @@ impl Tcb {
             armed = Some(armed.map_or(at, |a: Instant| a.min(at)));
         }
         Some(Prediction { offer, armed })
+    }
+
+    /// ACK coalescing, for a pure ACK (no payload, ACK and maybe PSH its only flags, no
+    /// SACK block) that header prediction would take and that acknowledges new data,
+    /// on either path (so that both give the same result): takes it now (TS.Recent,
+    /// the send window's WL1/WL2, SND.UNA) and leaves the rest of
+    /// [`Tcb::ack_advance`] (the send buffer, RTT, RTO, congestion control) to
+    /// [`Tcb::settle_acks`], which the stack runs at the end of the burst: a run of
+    /// such ACKs then costs one advance, the last one's. Counts the ACK in
+    /// `*coalesced`. Returns whether it took the segment (else nothing changed).
+    #[inline]
+    pub(crate) fn coalesce_ack(
+        &mut self,
+        cfg: &ConnConfig,
+        bounds: RtoBounds,
+        now: Instant,
+        seg: &Predicted,
+        coalesced: &mut u64,
+    ) -> bool {
+        // Without payload, `on_predicted` takes a segment only to coalesce it.
+        cfg.coalesce_acks
+            && self
+                .on_predicted(cfg, bounds, now, seg, &[], coalesced)
+                .is_some()
+    }
+
+    /// [`Tcb::coalesce_ack`]'s work once the segment qualified.
+    #[inline(always)]
+    fn take_coalesced(
+        &mut self,
+        now: Instant,
+        seg: &Predicted,
+        ts: Option<TcpTimestamps>,
+        wnd: u32,
+        coalesced: &mut u64,
+    ) {
+        self.last_recv = now;
+        self.keepalive_probes = 0;
+        if self.acks_coalesced == 0 {
+            self.coalesced_una = self.snd_una;
+        }
+        *coalesced += 1;
+        self.acks_coalesced = self.acks_coalesced.saturating_add(1);
+        self.coalesced_tsecr = 0;
+        if let Some(ts) = ts {
+            // RFC 7323 4.3 (R3): SEG.SEQ = RCV.NXT.
+            self.ts_recent = ts.tsval;
+            self.coalesced_tsecr = ts.tsecr;
+        }
+        self.snd_una = seg.ack;
+        self.update_send_window_predicted(seg.seq, seg.ack, wnd);
+    }
+
+    /// Whether pure ACKs taken by [`Tcb::coalesce_ack`] wait for [`Tcb::settle_acks`].
+    #[inline(always)]
+    pub(crate) fn has_coalesced_acks(&self) -> bool {
+        self.acks_coalesced != 0
+    }
+
+    /// Finishes the pure ACKs [`Tcb::coalesce_ack`] took since the last settle, as the
+    /// general path finishes the last of them alone, at its arrival (`last_recv`): the
+    /// send buffer released to it, one RTT sample (its TSecr; RFC 6298 asks for at
+    /// least one per RTT), the RTO restarted, and congestion control told of every
+    /// acknowledged byte and of how many ACKs there were (slow start's per-ACK limit,
+    /// RFC 3465, applies to each). A no-op without any. Returns the earliest deadline it
+    /// set (see [`Prediction::armed`]).
+    #[inline(never)]
+    pub(crate) fn settle_acks(&mut self, bounds: RtoBounds) -> Option<Instant> {
+        let acks = core::mem::take(&mut self.acks_coalesced);
+        if acks == 0 {
+            return None;
+        }
+        let ack = self.snd_una;
+        self.snd_una = core::mem::take(&mut self.coalesced_una);
+        let tsecr = core::mem::take(&mut self.coalesced_tsecr);
+        let ts = (tsecr != 0).then_some(TcpTimestamps {
+            tsval: self.ts_recent,
+            tsecr,
+        });
+        self.ack_advance_in::<true>(bounds, self.last_recv, ack, ts, acks)
     }
 
     /// RFC 9293 3.8.6.3 / RFC 1122 4.2.3.2: after in-order data, ACK at least every

@@ -129,6 +129,13 @@ pub struct ConnConfig {
     pub delayed_ack: bool,
     /// Upper bound of the ACK delay (RFC 9293: less than 0.5 s; 40 ms default).
     pub delayed_ack_timeout: Duration,
+    /// Coalesce a burst's pure ACKs of one connection: the ACKs that only acknowledge
+    /// new data (in sequence, window unchanged, no SACK block, outside recovery) are
+    /// taken as they come, and the rest of their processing (send buffer, RTT, RTO,
+    /// congestion control) is done once, at the end of the burst (the next call of any
+    /// `Stack` method but `handle_frame*`), as for the last of them alone, with slow
+    /// start counting every ACK. One RTT sample per burst instead of one per ACK.
+    pub coalesce_acks: bool,
     /// Nagle's algorithm on new connections (RFC 9293 3.7.4).
     pub nagle: bool,
     /// Keepalive: idle time before the first probe, `None` = off (RFC 9293 3.8.4).
@@ -158,6 +165,7 @@ impl Default for ConnConfig {
             syn_retries: 6,
             delayed_ack: true,
             delayed_ack_timeout: Duration::from_millis(40),
+            coalesce_acks: true,
             nagle: true,
             keepalive_idle: None,
             keepalive_interval: Duration::from_secs(75),
@@ -386,6 +394,15 @@ pub struct Tcb {
     persist_backoff: u8,
     keepalive_probes: u8,
 
+    // --- pure ACKs coalesced within a burst ([`Tcb::coalesce_ack`], [`Tcb::settle_acks`])
+    /// How many are waiting (0: none). SND.UNA already holds the last one's
+    /// acknowledgment; the rest of their processing waits for the settle.
+    acks_coalesced: u32,
+    /// SND.UNA before the first of them (0 outside a run).
+    coalesced_una: SeqNumber,
+    /// The last one's TSecr (0: none, no RTT sample; 0 outside a run).
+    coalesced_tsecr: u32,
+
     // --- congestion
     cc: Congestion,
     dupacks: u8,
@@ -461,6 +478,9 @@ impl Tcb {
             retries: 0,
             persist_backoff: 0,
             keepalive_probes: 0,
+            acks_coalesced: 0,
+            coalesced_una: SeqNumber(0),
+            coalesced_tsecr: 0,
             cc: Congestion::new(cfg.congestion, 536),
             dupacks: 0,
             in_recovery: false,

@@ -207,7 +207,11 @@ impl Tcb {
     fn advertise(&mut self, cfg: &ConnConfig) -> u16 {
         let candidate = self.rcv_nxt + self.window_space(cfg);
         if candidate > self.rcv_adv {
-            let threshold = (cfg.rcv_buf as u32 / 2).min(u32::from(self.mss)).max(1);
+            // Eff.snd.MSS (RFC 9293 3.7.1): the MSS less the timestamps option every
+            // segment carries with them on, so that each full-sized segment read moves
+            // the edge and the window field stays put (ACKs the peer can predict).
+            let eff_mss = u32::from(self.mss) - if self.ts_on { 12 } else { 0 };
+            let threshold = (cfg.rcv_buf as u32 / 2).min(eff_mss).max(1);
             let grow = candidate.distance(self.rcv_adv) as u32;
             if grow >= threshold {
                 self.rcv_adv = candidate;

@@ -189,6 +189,9 @@ pub struct InterfaceStats {
     pub fragments_dropped: u64,
     /// TCP segments handed up.
     pub tcp_rx: u64,
+    /// Of those, the ones header prediction's receive path took (counted once there,
+    /// and added to `rx_frames` and `tcp_rx` by [`Interface::stats`]).
+    pub tcp_rx_predicted: u64,
     /// TCP segments transmitted (including RSTs and frames released by ARP).
     pub tcp_tx: u64,
     /// ARP requests received for our address.
@@ -440,9 +443,17 @@ impl Interface {
         self.config.mtu
     }
 
-    /// The counters.
-    pub fn stats(&self) -> &InterfaceStats {
-        &self.stats
+    /// The counters (a copy).
+    pub fn stats(&self) -> InterfaceStats {
+        let mut s = self.stats.clone();
+        s.rx_frames += s.tcp_rx_predicted;
+        s.tcp_rx += s.tcp_rx_predicted;
+        s
+    }
+
+    /// Segments header prediction's receive path took ([`InterfaceStats::tcp_rx_predicted`]).
+    pub(crate) fn tcp_rx_predicted(&self) -> u64 {
+        self.stats.tcp_rx_predicted
     }
 
     /// `ip` is in our subnet.
@@ -600,9 +611,9 @@ impl Interface {
                 return None;
             }
         }
-        // Accepted: counted, and the sender's MAC learnt, as `receive` does.
-        self.stats.rx_frames += 1;
-        self.stats.tcp_rx += 1;
+        // Accepted: counted (in `rx_frames` and `tcp_rx` too, by `stats`), and the
+        // sender's MAC learnt, as `receive` does.
+        self.stats.tcp_rx_predicted += 1;
         let src_mac = EthernetAddress([h[6], h[7], h[8], h[9], h[10], h[11]]);
         // (`learn` would change nothing for the entry filled last while it is fresh and
         // no resolution waits: checked first, the common case.)

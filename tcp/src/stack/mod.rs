@@ -303,6 +303,9 @@ pub struct StackStats {
     /// Segments taken by header prediction ([`StackConfig::header_prediction`]); the
     /// rest of `segments_in` went through the general path.
     pub header_predicted: u64,
+    /// Pure ACKs taken by ACK coalescing ([`ConnConfig::coalesce_acks`]): their
+    /// processing was done once per connection and burst, with the last of them.
+    pub acks_coalesced: u64,
 }
 
 /// Ethernet and IPv4 headers of a frame header prediction accepted (no IP options).
@@ -356,6 +359,9 @@ pub struct Stack {
     isn: IsnGenerator,
     cookies: SynCookies,
     next_port: u16,
+    /// The latest `now` the stack was given, for the socket calls that take none (a
+    /// segment header prediction takes does not move it: it changes no deadline of
+    /// theirs, and `poll_transmit` follows every burst).
     now: Instant,
     stats: StackStats,
     /// Largest TCP payload the MTU allows (the TCB caps it further by the MSS).
@@ -367,6 +373,12 @@ pub struct Stack {
     reply_limit: TokenBucket,
     /// `cfg.conn`'s RTO bounds in microseconds.
     rto_bounds: crate::conn::RtoBounds,
+    /// `stats.acks_coalesced` at the last [`Stack::end_burst`]: when it has moved since,
+    /// some connection holds coalesced ACKs to settle.
+    acks_settled_at: u64,
+    /// Segments the interface's predicted path accepted that the stack's prediction
+    /// gave to the general path (see [`Stack::counters`]).
+    prediction_fallbacks: u64,
 }
 
 impl Stack {
@@ -403,6 +415,8 @@ impl Stack {
             challenge: TokenBucket::new(cfg.challenge_ack_limit, seed.rotate_left(17)),
             reply_limit: TokenBucket::new(cfg.closed_port_reply_limit, seed.rotate_left(41)),
             rto_bounds: crate::conn::RtoBounds::of(&cfg.conn),
+            acks_settled_at: 0,
+            prediction_fallbacks: 0,
             cfg,
         }
     }
@@ -412,13 +426,19 @@ impl Stack {
         &self.cfg
     }
 
-    /// Stack-wide counters.
-    pub fn counters(&self) -> &StackStats {
-        &self.stats
+    /// Stack-wide counters (a copy).
+    pub fn counters(&self) -> StackStats {
+        let mut c = self.stats.clone();
+        // A predicted segment is counted once, by the interface: the segments its
+        // predicted path accepted, less those the stack's prediction gave back to the
+        // general path (counted in `segments_in` there).
+        c.header_predicted = self.iface.tcp_rx_predicted() - self.prediction_fallbacks;
+        c.segments_in += c.header_predicted;
+        c
     }
 
     /// L2/L3 counters (malformed frames, bad checksums, ARP, ICMP).
-    pub fn iface_stats(&self) -> &InterfaceStats {
+    pub fn iface_stats(&self) -> InterfaceStats {
         self.iface.stats()
     }
 
@@ -506,7 +526,7 @@ impl Stack {
         frame: &mut [u8],
         sink: &mut impl FnMut(ConnHandle, &mut [u8], &mut ConnTx<'_>) -> usize,
     ) {
-        self.now = self.now.max(now);
+        // (`self.now` moves here only off the predicted path: see `Stack::now`.)
         if self.cfg.header_prediction {
             if let Some(seg) = self.iface.receive_predicted(now, frame) {
                 self.on_predicted(now, &seg, frame, sink);
@@ -523,6 +543,7 @@ impl Stack {
         frame: &mut [u8],
         sink: &mut impl FnMut(ConnHandle, &mut [u8], &mut ConnTx<'_>) -> usize,
     ) {
+        self.now = self.now.max(now);
         let offered = match self.iface.receive(now, frame) {
             Inbound::Tcp {
                 src,
@@ -550,6 +571,7 @@ impl Stack {
             } => {
                 self.stats.icmp_errors += 1;
                 if reason == DstUnreachable::FragRequired {
+                    self.end_burst();
                     self.on_frag_needed(next_hop_mtu, &original);
                 }
                 None
@@ -601,22 +623,26 @@ impl Stack {
         frame: &mut [u8],
         sink: &mut impl FnMut(ConnHandle, &mut [u8], &mut ConnTx<'_>) -> usize,
     ) {
-        self.stats.segments_in += 1;
         let tuple = FourTuple {
             local_addr: self.iface.addr(),
             local_port: seg.dst_port,
             remote_addr: seg.src,
             remote_port: seg.src_port,
         };
-        let mut found = None;
-        if let Some((id, e)) = self.table.lookup_mut(&tuple) {
-            found = Some(id);
+        let found = if let Some((id, e)) = self.table.lookup_mut(&tuple) {
             let cfg = &self.cfg.conn;
             {
                 const MASK: u16 = F_ANNOUNCED | F_RELEASED | F_HALF_OPEN | F_TIME_WAIT;
                 let payload = frame.get(seg.payload_at..seg.end).unwrap_or_default();
                 let predicted = if e.flags & MASK == F_ANNOUNCED {
-                    e.tcb.on_predicted(cfg, self.rto_bounds, now, seg, payload)
+                    e.tcb.on_predicted(
+                        cfg,
+                        self.rto_bounds,
+                        now,
+                        seg,
+                        payload,
+                        &mut self.stats.acks_coalesced,
+                    )
                 } else {
                     None
                 };
@@ -656,11 +682,16 @@ impl Stack {
                         entry_early_enough(cfg, e),
                         "header prediction left a timer entry later than a deadline"
                     );
-                    self.stats.header_predicted += 1;
                     return;
                 }
             }
-        }
+            Some(id)
+        } else {
+            None
+        };
+        self.now = self.now.max(now);
+        self.stats.segments_in += 1;
+        self.prediction_fallbacks += 1;
         let tcp = frame.get(ETH_IP_HEADERS..seg.end).unwrap_or_default();
         let Ok(repr) = TcpRepr::parse_bytes(tcp, seg.src, tuple.local_addr, false) else {
             return;
@@ -689,6 +720,39 @@ impl Stack {
             } else {
                 let cfg = &self.cfg.conn;
                 let e = self.table.get_mut(id)?;
+                // ACK coalescing decides as header prediction would, on either path.
+                const MASK: u16 = F_ANNOUNCED | F_RELEASED | F_HALF_OPEN | F_TIME_WAIT;
+                if e.flags & MASK == F_ANNOUNCED
+                    && repr.payload.is_empty()
+                    && repr.flags.bits() & !TcpFlags::PSH.bits() == TcpFlags::ACK.bits()
+                    && repr.options.sack_blocks.is_empty()
+                {
+                    let seg = crate::iface::Predicted {
+                        src: tuple.remote_addr,
+                        src_port: tuple.remote_port,
+                        dst_port: tuple.local_port,
+                        seq: repr.seq,
+                        ack: repr.ack,
+                        window: repr.window,
+                        ts: repr.options.timestamps,
+                        payload_at: 0,
+                        end: 0,
+                    };
+                    if e.tcb.coalesce_ack(
+                        cfg,
+                        self.rto_bounds,
+                        now,
+                        &seg,
+                        &mut self.stats.acks_coalesced,
+                    ) {
+                        self.sync(id);
+                        return None;
+                    }
+                }
+                if e.tcb.has_coalesced_acks() {
+                    // Anything else on the connection: its coalesced ACKs first.
+                    let _ = e.tcb.settle_acks(self.rto_bounds);
+                }
                 // Only connections the application has heard of are offered payload.
                 let announced = e.flags & F_ANNOUNCED != 0 && e.flags & F_RELEASED == 0;
                 let arrival = e.tcb.on_segment_offer(
@@ -944,6 +1008,52 @@ impl Stack {
         self.replies.push_back(r);
     }
 
+    // ---- the end of a burst ---------------------------------------------------------
+
+    /// Finishes what [`Stack::handle_frame`] and its variants leave for the end of a
+    /// burst of frames: the pure ACKs coalesced per connection
+    /// ([`ConnConfig::coalesce_acks`]). Every other method of the stack does this first
+    /// (and [`Stack::poll_timeout`] answers "now" while it is due), so a driver need not
+    /// call it; it is for a caller that wants a burst's effects complete at once.
+    #[inline]
+    pub fn end_burst(&mut self) {
+        if self.acks_pending() {
+            self.settle_coalesced();
+        }
+    }
+
+    /// Whether some connection holds coalesced ACKs.
+    #[inline(always)]
+    fn acks_pending(&self) -> bool {
+        self.stats.acks_coalesced != self.acks_settled_at
+    }
+
+    /// [`Stack::end_burst`]'s work: every connection holding coalesced ACKs is in the
+    /// transmit list (the segment that started its run was synced, and only
+    /// `poll_transmit`, which settles first, empties the list).
+    #[inline(never)]
+    fn settle_coalesced(&mut self) {
+        self.acks_settled_at = self.stats.acks_coalesced;
+        let cfg = &self.cfg.conn;
+        for &id in &self.tx_ready {
+            let Some(e) = self.table.get_mut(id) else {
+                continue;
+            };
+            if !e.tcb.has_coalesced_acks() {
+                continue;
+            }
+            let armed = e.tcb.settle_acks(self.rto_bounds);
+            if e.flags & F_IN_EVENTS == 0 && !e.tcb.peek_events().is_empty() {
+                e.flags |= F_IN_EVENTS;
+                self.events.push_back(id);
+            }
+            if armed.is_some_and(|at| e.timer.is_none_or(|(_, have)| at < have)) {
+                rearm_entry(&mut self.timers, cfg, id, e);
+            }
+            debug_assert!(entry_early_enough(cfg, e));
+        }
+    }
+
     // ---- bookkeeping after any change to a connection ---------------------------------
 
     /// Re-arms the connection's timer, queues it for events and transmission, does the
@@ -1075,6 +1185,10 @@ impl Stack {
     /// The next instant at which [`Stack::handle_timeout`] has work (connection timers,
     /// ARP retries). Call after every batch.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.acks_pending() {
+            // Coalesced ACKs to settle: `handle_timeout` does it.
+            return Some(self.now);
+        }
         match (self.timers.next_deadline(), self.iface.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1083,6 +1197,7 @@ impl Stack {
 
     /// Runs every timer due by `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.end_burst();
         self.now = self.now.max(now);
         self.iface.handle_timeout(now);
         let mut expired = core::mem::take(&mut self.expired);
@@ -1105,6 +1220,7 @@ impl Stack {
     /// buffers from `tx`. Call after a batch of input, timeouts or socket calls, and
     /// again when `tx` has room if it ran out.
     pub fn poll_transmit(&mut self, now: Instant, tx: &mut impl TxQueue) {
+        self.end_burst();
         self.now = self.now.max(now);
         self.iface.poll_transmit(now, tx);
         while let Some(reply) = self.replies.front() {
@@ -1224,6 +1340,7 @@ impl Stack {
     /// The next event, if any. Events are coalesced per connection, so the queue never
     /// holds more than one entry per connection.
     pub fn poll_event(&mut self) -> Option<Event> {
+        self.end_burst();
         while let Some(&id) = self.events.front() {
             let Some(e) = self.table.get_mut(id) else {
                 self.events.pop_front();
@@ -1367,6 +1484,7 @@ impl Stack {
 
     /// Queues data; returns how much fit in the send buffer.
     pub fn send(&mut self, h: ConnHandle, data: &[u8]) -> Result<usize, SocketError> {
+        self.end_burst();
         let cfg = &self.cfg.conn;
         let e = match self.table.get_mut(h.0) {
             Some(e) if e.flags & F_RELEASED == 0 => e,
@@ -1397,6 +1515,7 @@ impl Stack {
         min_len: usize,
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<usize, SocketError> {
+        self.end_burst();
         let e = self.entry(h)?;
         let n = e.tcb.send_with(min_len, fill)?;
         if n > 0 {
@@ -1417,6 +1536,7 @@ impl Stack {
     /// reference is dropped once the peer acknowledged the chunk's last byte (or the
     /// connection closed).
     pub fn send_chunk(&mut self, h: ConnHandle, chunk: Bytes) -> Result<(), ChunkRefused> {
+        self.end_burst();
         let e = match self.table.get_mut(h.0) {
             Some(e) if e.flags & F_RELEASED == 0 => e,
             _ => {
@@ -1438,6 +1558,7 @@ impl Stack {
 
     /// Free space in the send buffer.
     pub fn send_capacity(&mut self, h: ConnHandle) -> Result<usize, SocketError> {
+        self.end_burst();
         let cap = self.cfg.conn.snd_buf;
         let e = self.entry(h)?;
         Ok(cap.saturating_sub(e.tcb.send_queue()))
@@ -1446,6 +1567,7 @@ impl Stack {
     /// Copies received data into `buf`; `Ok(0)` means nothing buffered (check
     /// [`Stack::at_eof`] for end of stream).
     pub fn recv(&mut self, h: ConnHandle, buf: &mut [u8]) -> Result<usize, SocketError> {
+        self.end_burst();
         let cfg = &self.cfg.conn;
         let e = match self.table.get_mut(h.0) {
             Some(e) if e.flags & F_RELEASED == 0 => e,
@@ -1464,6 +1586,7 @@ impl Stack {
         h: ConnHandle,
         f: impl FnMut(&[u8]) -> usize,
     ) -> Result<usize, SocketError> {
+        self.end_burst();
         let cfg = &self.cfg.conn;
         let e = match self.table.get_mut(h.0) {
             Some(e) if e.flags & F_RELEASED == 0 => e,
@@ -1478,11 +1601,13 @@ impl Stack {
 
     /// The peer closed and everything it sent has been read.
     pub fn at_eof(&mut self, h: ConnHandle) -> Result<bool, SocketError> {
+        self.end_burst();
         Ok(self.entry(h)?.tcb.at_eof())
     }
 
     /// Closes the sending side (FIN after queued data); reading continues.
     pub fn shutdown(&mut self, h: ConnHandle) -> Result<(), SocketError> {
+        self.end_burst();
         let now = self.now;
         self.entry(h)?.tcb.shutdown(now);
         self.sync(h.0);
@@ -1493,6 +1618,7 @@ impl Stack {
     /// and FIN sent; unread received data turns this into an abort (RST). No more
     /// events arrive for this handle.
     pub fn close(&mut self, h: ConnHandle) -> Result<(), SocketError> {
+        self.end_burst();
         let now = self.now;
         let e = self.entry(h)?;
         e.tcb.close(now);
@@ -1503,6 +1629,7 @@ impl Stack {
 
     /// Resets the connection (RST to the peer) and releases the handle.
     pub fn abort(&mut self, h: ConnHandle) -> Result<(), SocketError> {
+        self.end_burst();
         let now = self.now;
         let e = self.entry(h)?;
         e.tcb.abort(now);
@@ -1513,12 +1640,16 @@ impl Stack {
 
     /// Turns Nagle's algorithm off (`true`) or on.
     pub fn set_nodelay(&mut self, h: ConnHandle, nodelay: bool) -> Result<(), SocketError> {
+        self.end_burst();
         self.entry(h)?.tcb.set_nodelay(nodelay);
         self.sync(h.0);
         Ok(())
     }
 
-    /// Protocol statistics of one connection (state, windows, cwnd, RTT, bytes).
+    /// Protocol statistics of one connection (state, windows, cwnd, RTT, bytes). Within
+    /// a burst (after `handle_frame*`, before any other `&mut` call or
+    /// [`Stack::end_burst`]) the send side's figures (bytes out, cwnd, RTT) may not yet
+    /// include the pure ACKs coalesced in it.
     pub fn stats(&self, h: ConnHandle) -> Result<ConnStats, SocketError> {
         self.table
             .get(h.0)

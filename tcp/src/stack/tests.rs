@@ -850,3 +850,184 @@ fn stack_burst_of_segments_gets_one_ack() {
         );
     }
 }
+
+/// A connection from `a` (ACK coalescing `coalesce`) to `b` (delayed ACK off, so one
+/// pure ACK per segment), established, with `b`'s application consuming what it is
+/// offered (so its window stays put and its ACKs are predicted at `a`).
+fn coalescing_pair(coalesce: bool, tweak: impl Fn(&mut StackConfig)) -> (Stack, Stack, ConnHandle) {
+    let mut a = mk(A, 1, |c| {
+        c.conn.coalesce_acks = coalesce;
+        tweak(c);
+    });
+    let mut b = mk(B, 2, |c| c.conn.delayed_ack = false);
+    b.listen(80, 0).unwrap();
+    let ha = a.connect(t(0), B, 80).unwrap();
+    exchange(&mut a, &mut b, t(0));
+    accepted(&events(&mut b)).expect("accepted");
+    let _ = events(&mut a);
+    a.set_nodelay(ha, true).unwrap();
+    // One segment and its ACK first: the window field of b's ACKs is scaled from now on
+    // (the SYN-ACK's was not), so the next ACKs leave the send window as it is.
+    assert_eq!(a.send(ha, b"hello").unwrap(), 5);
+    for mut f in acks_of(&mut a, &mut b, t(0)) {
+        a.handle_frame(t(0), &mut f);
+    }
+    a.end_burst();
+    (a, b, ha)
+}
+
+/// `b`'s pure ACK of each segment `a` sends now, one ACK per segment.
+fn acks_of(a: &mut Stack, b: &mut Stack, now: Instant) -> Vec<Vec<u8>> {
+    let mut acks = Vec::new();
+    for mut f in out(a, now) {
+        b.handle_frame_with(now, &mut f, &mut |_, d| d.len());
+        acks.extend(out(b, now));
+    }
+    acks
+}
+
+/// ACK coalescing (`ConnConfig::coalesce_acks`): a burst of pure ACKs of one connection
+/// leaves its TCB exactly as the last of them alone leaves it without coalescing (send
+/// buffer, SND.UNA, RTT sample, RTO, window, congestion control while slow start's
+/// per-ACK limit does not bind), and the same frames go out next. Counted.
+#[test]
+fn stack_coalesced_pure_acks_end_as_the_last_ack_alone() {
+    for prediction in [true, false] {
+        let tweak = |c: &mut StackConfig| c.header_prediction = prediction;
+        let (mut x, mut bx, hx) = coalescing_pair(true, tweak);
+        let (mut y, mut by, hy) = coalescing_pair(false, tweak);
+        let mut burst_x = Vec::new();
+        let mut burst_y = Vec::new();
+        // Full-sized segments (the MSS less the timestamps option), four: less than
+        // half of the initial window in flight, so congestion control leaves cwnd as it
+        // is in both worlds (not cwnd-limited).
+        let seg = usize::from(x.config().conn.mss) - 12;
+        for i in 0..4u8 {
+            assert_eq!(x.send(hx, &vec![i; seg]).unwrap(), seg);
+            assert_eq!(y.send(hy, &vec![i; seg]).unwrap(), seg);
+            burst_x.extend(acks_of(&mut x, &mut bx, t(1)));
+            burst_y.extend(acks_of(&mut y, &mut by, t(1)));
+        }
+        assert_eq!(burst_x, burst_y, "the same ACKs in both worlds");
+        assert_eq!(burst_x.len(), 4);
+        for mut f in burst_x {
+            x.handle_frame(t(2), &mut f);
+        }
+        let mut last = burst_y.pop().unwrap();
+        y.handle_frame(t(2), &mut last);
+        assert_eq!(x.counters().acks_coalesced, 4, "prediction {prediction}");
+        assert!(
+            x.poll_timeout().is_some_and(|at| at <= t(2)),
+            "settling is due at once"
+        );
+        x.end_burst();
+        assert_eq!(y.counters().acks_coalesced, 0);
+        let tcb = |s: &Stack, h: ConnHandle| format!("{:?}", s.table.get(h.0).unwrap().tcb);
+        assert_eq!(tcb(&x, hx), tcb(&y, hy), "prediction {prediction}");
+        assert_eq!(x.stats(hx).unwrap().bytes_out, 5 + 4 * seg as u64);
+        assert_eq!(events(&mut x), events(&mut y));
+        assert_eq!(x.poll_timeout(), y.poll_timeout());
+        assert_eq!(x.send(hx, b"next").unwrap(), 4);
+        assert_eq!(y.send(hy, b"next").unwrap(), 4);
+        assert_eq!(out(&mut x, t(3)), out(&mut y, t(3)));
+    }
+}
+
+/// Slow start counts every coalesced ACK (RFC 3465's limit L applies per ACK): a burst
+/// of one ACK per full segment of the initial window grows cwnd by every acknowledged
+/// byte, as the same ACKs one by one would from a sender that refills the window
+/// between them; the last ACK alone, a stretch ACK, grows it by at most L = 2 SMSS.
+#[test]
+fn stack_coalesced_acks_grow_slow_start_per_ack() {
+    let (mut x, mut bx, hx) = coalescing_pair(true, |_| {});
+    let (mut y, mut by, hy) = coalescing_pair(false, |_| {});
+    let cwnd0 = x.stats(hx).unwrap().cwnd;
+    assert_eq!(cwnd0, y.stats(hy).unwrap().cwnd);
+    let data = vec![5u8; 64 * 1024];
+    let _ = x.send(hx, &data).unwrap();
+    let _ = y.send(hy, &data).unwrap();
+    let mut burst = acks_of(&mut x, &mut bx, t(1));
+    let burst_y = acks_of(&mut y, &mut by, t(1));
+    assert_eq!(burst, burst_y);
+    assert!(
+        burst.len() >= 8,
+        "one ACK per segment of the initial window"
+    );
+    let acked = x.stats(hx).unwrap().bytes_out;
+    for f in &mut burst {
+        x.handle_frame(t(2), f);
+    }
+    let mut last = burst.pop().unwrap();
+    y.handle_frame(t(2), &mut last);
+    x.end_burst();
+    y.end_burst();
+    let sent = x.stats(hx).unwrap().bytes_out - acked;
+    assert_eq!(sent, y.stats(hy).unwrap().bytes_out - acked);
+    assert!(sent > 8 * 1000);
+    let mss = u32::from(x.stats(hx).unwrap().mss);
+    assert_eq!(
+        x.stats(hx).unwrap().cwnd - cwnd0,
+        sent as u32,
+        "every byte counted"
+    );
+    assert_eq!(
+        y.stats(hy).unwrap().cwnd - cwnd0,
+        2 * mss,
+        "a stretch ACK: L = 2 SMSS"
+    );
+}
+
+/// Coalesced ACKs are settled before anything else touches the connection: a write
+/// finds the send buffer space they freed, the WRITABLE they raise is the next event,
+/// and a data segment after them in the same burst is taken after them.
+#[test]
+fn stack_coalesced_acks_settle_before_any_other_use() {
+    let small = |c: &mut StackConfig| c.conn.snd_buf = 4096;
+    let (mut x, mut bx, hx) = coalescing_pair(true, small);
+    let (mut y, mut by, hy) = coalescing_pair(false, small);
+    for (s, h) in [(&mut x, hx), (&mut y, hy)] {
+        // Fill the send buffer: the writer is blocked.
+        assert_eq!(s.send(h, &[1u8; 5000]).unwrap(), 4096);
+        assert_eq!(s.send(h, &[1u8; 10]).unwrap(), 0);
+    }
+    let mut burst_x = acks_of(&mut x, &mut bx, t(1));
+    let burst_y = acks_of(&mut y, &mut by, t(1));
+    assert!(burst_x.len() >= 2);
+    // Data from b after its ACKs, in the same burst: taken after them.
+    let hbx = x_peer(&mut bx);
+    let hby = x_peer(&mut by);
+    assert_eq!(bx.send(hbx, b"reply").unwrap(), 5);
+    assert_eq!(by.send(hby, b"reply").unwrap(), 5);
+    burst_x.extend(out(&mut bx, t(1)));
+    let mut burst_y = burst_y;
+    burst_y.extend(out(&mut by, t(1)));
+    assert_eq!(burst_x, burst_y);
+    for mut f in burst_x {
+        x.handle_frame(t(2), &mut f);
+    }
+    for mut f in burst_y {
+        y.handle_frame(t(2), &mut f);
+    }
+    assert!(x.counters().acks_coalesced >= 2);
+    assert_eq!(events(&mut x), events(&mut y));
+    assert_eq!(
+        x.send(hx, &[2u8; 4096]).unwrap(),
+        y.send(hy, &[2u8; 4096]).unwrap()
+    );
+    assert_eq!(read_all(&mut x, hx), b"reply");
+    let (sx, sy) = (x.stats(hx).unwrap(), y.stats(hy).unwrap());
+    assert_eq!(
+        (sx.state, sx.bytes_out, sx.bytes_in, sx.cwnd, sx.snd_wnd),
+        (sy.state, sy.bytes_out, sy.bytes_in, sy.cwnd, sy.snd_wnd)
+    );
+    assert_eq!(out(&mut x, t(3)), out(&mut y, t(3)));
+}
+
+/// The accepted connection of `b` (its only one).
+fn x_peer(b: &mut Stack) -> ConnHandle {
+    b.table
+        .iter()
+        .map(|(id, _, _)| ConnHandle(id))
+        .next()
+        .expect("one connection")
+}

@@ -32,7 +32,7 @@ fn mac(n: u8) -> EthernetAddress {
     EthernetAddress([0x02, 0, 0, 0, 0, n])
 }
 
-fn stack(addr: Ipv4Addr, n: u8, prediction: bool) -> Stack {
+fn stack(addr: Ipv4Addr, n: u8, prediction: bool, coalesce_acks: bool) -> Stack {
     let iface = InterfaceConfig::new(mac(n), addr, 24);
     let mut secret = [0u8; 16];
     secret[0] = n;
@@ -41,6 +41,7 @@ fn stack(addr: Ipv4Addr, n: u8, prediction: bool) -> Stack {
     cfg.conn.rcv_buf = 4 << 20;
     cfg.conn.snd_buf = 4 << 20;
     cfg.header_prediction = prediction;
+    cfg.conn.coalesce_acks = coalesce_acks;
     Stack::new(cfg)
 }
 
@@ -74,9 +75,15 @@ impl Pair {
     /// As [`Pair::new`], with header prediction on or off in both stacks (off: every
     /// segment through the general receive path, for comparison).
     pub fn with_prediction(prediction: bool) -> Pair {
+        Pair::with_options(prediction, true)
+    }
+
+    /// As [`Pair::with_prediction`], with ACK coalescing
+    /// ([`crate::conn::ConnConfig::coalesce_acks`]) on or off in both stacks.
+    pub fn with_options(prediction: bool, coalesce_acks: bool) -> Pair {
         let now = Instant::from_millis(1000);
-        let mut a = stack(ADDR_A, 1, prediction);
-        let mut b = stack(ADDR_B, 2, prediction);
+        let mut a = stack(ADDR_A, 1, prediction, coalesce_acks);
+        let mut b = stack(ADDR_B, 2, prediction, coalesce_acks);
         a.iface_mut().insert_neighbor(now, ADDR_B, mac(2));
         b.iface_mut().insert_neighbor(now, ADDR_A, mac(1));
         b.listen(PORT, 0).expect("listen");

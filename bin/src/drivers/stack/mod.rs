@@ -742,6 +742,7 @@ impl<A: App> Conns<A> {
             table_full_drops: c.table_full_drops,
             segments_in: c.segments_in,
             header_predicted: c.header_predicted,
+            acks_coalesced: c.acks_coalesced,
         };
         self.stats.set_tcp(
             &counts,
