@@ -493,7 +493,7 @@ impl Tcb {
         match self.state {
             State::FinWait1 if fin_acked => {
                 self.state = State::FinWait2;
-                if self.rd_closed {
+                if self.rd_closed() {
                     self.close_at = Some(now + cfg.fin_wait_2_timeout);
                 }
             }
@@ -525,7 +525,7 @@ impl Tcb {
             }
             match self.state {
                 State::Established | State::FinWait1 | State::FinWait2 => {
-                    if self.rd_closed && !seg.payload.is_empty() {
+                    if self.rd_closed() && !seg.payload.is_empty() {
                         // Data after close: the application will never read it.
                         self.pending = P_RST;
                         ctr.resets_sent += 1;
@@ -882,7 +882,7 @@ impl Tcb {
             fin = false;
         }
         if data.len() > self.rcv_mss as usize {
-            self.rcv_mss = u16::try_from(data.len()).unwrap_or(u16::MAX);
+            self.set_rcv_mss(cfg, data.len());
         }
         if seq != self.rcv_nxt {
             // Out of order: keep it, quick-ACK (RFC 5681 4.2: immediately ACK an
@@ -994,7 +994,7 @@ impl Tcb {
         debug_assert!(len <= usize::from(u16::MAX));
         if len > 0
             && (len as i32 > self.rcv_adv.distance(self.rcv_nxt)
-                || self.rd_closed
+                || self.rd_block != 0
                 || !self.ooo.is_empty()
                 || self.ooo_fin.is_some())
         {
@@ -1016,11 +1016,6 @@ impl Tcb {
             // Old ACKs, duplicate ACKs and window updates: the general path.
             return None;
         }
-        if self.acks_coalesced != 0 {
-            // Anything but another pure ACK after coalesced ones: the general path
-            // settles them first.
-            return None;
-        }
         // Predicted. The general path's steps for this segment, in its order.
         self.last_recv = now;
         self.keepalive_probes = 0;
@@ -1037,7 +1032,7 @@ impl Tcb {
             return Some(Prediction { offer: None, armed });
         }
         if len > self.rcv_mss as usize {
-            self.rcv_mss = u16::try_from(len).unwrap_or(u16::MAX);
+            self.set_rcv_mss(cfg, len);
         }
         let offer = if self.rcv_buf.is_empty() {
             Some(Offer {
@@ -1096,6 +1091,9 @@ impl Tcb {
         self.keepalive_probes = 0;
         if self.acks_coalesced == 0 {
             self.coalesced_una = self.snd_una;
+            // Text after them takes the general path, which settles them first (a
+            // pure segment is predicted only as another ACK to coalesce).
+            self.rd_block |= RD_ACKS_COALESCED;
         }
         *coalesced += 1;
         self.acks_coalesced = self.acks_coalesced.saturating_add(1);
@@ -1128,6 +1126,7 @@ impl Tcb {
         if acks == 0 {
             return None;
         }
+        self.rd_block &= !RD_ACKS_COALESCED;
         let ack = self.snd_una;
         self.snd_una = core::mem::take(&mut self.coalesced_una);
         let tsecr = core::mem::take(&mut self.coalesced_tsecr);
@@ -1143,7 +1142,7 @@ impl Tcb {
     /// Returns the deadline it set, if any.
     #[inline(always)]
     fn schedule_data_ack(&mut self, cfg: &ConnConfig, now: Instant) -> Option<Instant> {
-        if !cfg.delayed_ack || self.rcv_unacked >= 2 * u32::from(self.rcv_mss) {
+        if self.rcv_unacked >= self.ack_after {
             self.pending |= P_ACK;
         } else if self.delack_at.is_none() {
             let at = now + cfg.delayed_ack_timeout;
@@ -1151,6 +1150,13 @@ impl Tcb {
             return Some(at);
         }
         None
+    }
+
+    /// A larger segment seen from the peer: the delayed-ACK "full segment" grows.
+    #[cold]
+    fn set_rcv_mss(&mut self, cfg: &ConnConfig, len: usize) {
+        self.rcv_mss = u16::try_from(len).unwrap_or(u16::MAX);
+        self.ack_after = ack_after(cfg, self.rcv_mss);
     }
 
     /// Appends in-order bytes to the receive buffer (one copy) and reports readable.

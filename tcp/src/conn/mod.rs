@@ -328,8 +328,11 @@ pub struct Tcb {
     /// Opened by a passive OPEN (for the SYN-RECEIVED RST/SYN rules).
     passive: bool,
     nodelay: bool,
-    /// The application will not read any more (close, not shutdown).
-    rd_closed: bool,
+    /// Why in-order text may not take header prediction: [`RD_CLOSED`] (the
+    /// application will not read any more: close, not shutdown) and
+    /// [`RD_ACKS_COALESCED`] (pure ACKs wait for [`Tcb::settle_acks`]); one byte, so the
+    /// predicted path tests both at once.
+    rd_block: u8,
     /// The application shut down its sending side: a FIN follows the queued data.
     fin_queued: bool,
     pending: u8,
@@ -371,6 +374,9 @@ pub struct Tcb {
     fin_received: bool,
     /// Largest segment seen from the peer (delayed-ACK "full segment").
     rcv_mss: u16,
+    /// Unacknowledged bytes that call for an ACK at once: two full segments, 0 without
+    /// delayed ACKs ([`ack_after`]).
+    ack_after: u32,
     rcv_unacked: u32,
 
     // --- options
@@ -432,13 +438,34 @@ pub struct Tcb {
     bytes_out: u64,
 }
 
+/// RFC 9293 3.8.6.3 / RFC 1122 4.2.3.2: ACK at least every second full-sized segment
+/// (`rcv_mss`), or every segment without delayed ACKs: the unacknowledged bytes that call
+/// for an ACK at once.
+fn ack_after(cfg: &ConnConfig, rcv_mss: u16) -> u32 {
+    if cfg.delayed_ack {
+        2 * u32::from(rcv_mss)
+    } else {
+        0
+    }
+}
+
+/// [`Tcb::rd_block`]: the application closed its reading side.
+const RD_CLOSED: u8 = 1;
+/// [`Tcb::rd_block`]: coalesced pure ACKs wait to be settled.
+const RD_ACKS_COALESCED: u8 = 2;
+
 impl Tcb {
+    /// The application will not read any more (close, not shutdown).
+    fn rd_closed(&self) -> bool {
+        self.rd_block & RD_CLOSED != 0
+    }
+
     fn blank(cfg: &ConnConfig, now: Instant, iss: SeqNumber, state: State) -> Tcb {
         Tcb {
             state,
             passive: false,
             nodelay: !cfg.nagle,
-            rd_closed: false,
+            rd_block: 0,
             fin_queued: false,
             pending: 0,
             events: Events::default(),
@@ -465,6 +492,7 @@ impl Tcb {
             ooo_fin: None,
             fin_received: false,
             rcv_mss: 536,
+            ack_after: ack_after(cfg, 536),
             rcv_unacked: 0,
             ts_on: false,
             ts_recent: 0,
@@ -795,7 +823,7 @@ impl Tcb {
     /// RFC 2525 2.17 recommends; otherwise it is a [`Tcb::shutdown`] plus a promise
     /// not to read (data arriving afterwards is answered with RST).
     pub fn close(&mut self, now: Instant) {
-        self.rd_closed = true;
+        self.rd_block |= RD_CLOSED;
         if !self.rcv_buf.is_empty() && self.state.is_synchronized() {
             self.abort(now);
             return;
