@@ -19,7 +19,8 @@
 //! batch, one `poll_transmit` per burst outside the count. Every measured function ends
 //! with `Stack::end_burst` (the work left for the end of a burst: the coalesced pure
 //! ACKs), so the count holds all of it. The ACKs come in bursts of up to 64 of one
-//! connection, as a sender's RX batch holds them under load. A third argument `general`
+//! connection, as a sender's RX batch holds them under load. `ackburst`: pure ACKs in
+//! bursts of 32, one on each of 32 connections (coalescing's worst case: runs of one). A third argument `general`
 //! turns header prediction off (every segment through the general path); `single` turns
 //! ACK coalescing off (every pure ACK processed whole on its own). Divide the inclusive
 //! instruction count of `feed_data` (resp. `feed_ack`, `feed_burst`) by N.
@@ -58,6 +59,15 @@ fn feed_burst(s: &mut Stack, now: Instant, frames: &mut [Vec<u8>]) {
 #[inline(never)]
 fn feed_ack(s: &mut Stack, now: Instant, frames: &mut [Vec<u8>]) {
     for f in frames {
+        s.handle_frame(now, f);
+    }
+    s.end_burst();
+}
+
+/// The measured part: one burst of pure ACKs on many connections.
+#[inline(never)]
+fn feed_ackburst(s: &mut Stack, now: Instant, frames: &mut [Vec<u8>]) {
+    for f in std::hint::black_box(frames) {
         s.handle_frame(now, f);
     }
     s.end_burst();
@@ -143,6 +153,41 @@ fn ack(n: u64, prediction: bool, coalesce: bool) {
     assert_eq!(p.b.iface_stats().tcp_bad_checksum, 0);
 }
 
+/// Pure ACKs in bursts of 32, one on each of 32 connections: every ACK is a run of one
+/// for coalescing (its worst case).
+fn ackburst(n: u64, prediction: bool, coalesce: bool) {
+    let mut p = Pair::with_options(prediction, coalesce);
+    let conns: Vec<_> = (0..BURST).map(|_| p.establish()).collect();
+    let mut made: Vec<AckFrames> = conns
+        .iter()
+        .map(|&(_, hb)| AckFrames::new(&mut p, hb))
+        .collect();
+    let bytes_out = |p: &Pair| -> u64 {
+        conns
+            .iter()
+            .map(|&(_, hb)| p.b.stats(hb).expect("conn").bytes_out)
+            .sum()
+    };
+    let mut frames: Vec<Vec<u8>> = Vec::with_capacity(BURST);
+    let mut one: Vec<Vec<u8>> = Vec::with_capacity(1);
+    for _ in 0..n / BURST as u64 {
+        frames.clear();
+        let mut acked = 0;
+        for (m, &(_, hb)) in made.iter_mut().zip(&conns) {
+            acked += m.fill(&mut p, hb, &mut one, 1);
+            frames.append(&mut one);
+        }
+        assert_eq!(frames.len(), BURST);
+        let before = bytes_out(&p);
+        p.now += Duration::from_micros(20);
+        feed_ackburst(&mut p.b, p.now, &mut frames);
+        assert_eq!(bytes_out(&p) - before, acked, "ACKs not accepted");
+        p.b.poll_transmit(p.now, &mut p.tx);
+        p.tx.frames.clear();
+    }
+    assert_eq!(p.b.iface_stats().tcp_bad_checksum, 0);
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "data".into());
@@ -154,7 +199,8 @@ fn main() {
         "data" => data(n, prediction, coalesce),
         "ack" => ack(n, prediction, coalesce),
         "burst" => burst(n, prediction, coalesce),
-        other => panic!("mode {other:?}: expected data, ack or burst"),
+        "ackburst" => ackburst(n, prediction, coalesce),
+        other => panic!("mode {other:?}: expected data, ack, burst or ackburst"),
     }
     println!("{mode}: {n} frames accepted");
 }

@@ -1005,7 +1005,10 @@ impl Tcb {
             if seg.ack > self.snd_max || self.in_recovery || !self.sacked.is_empty() {
                 return None;
             }
-            if len == 0 && cfg.coalesce_acks {
+            if len == 0 && cfg.coalesce_acks && self.last_recv == now {
+                // Not the connection's first segment of this burst (a burst's frames
+                // share one `now`): coalesced. The first is taken whole, below, so an
+                // ACK alone in its burst pays nothing for coalescing.
                 self.take_coalesced(now, seg, ts, wnd, coalesced);
                 return Some(Prediction {
                     offer: None,
@@ -1054,10 +1057,11 @@ impl Tcb {
     }
 
     /// ACK coalescing, for a pure ACK (no payload, ACK and maybe PSH its only flags, no
-    /// SACK block) that header prediction would take and that acknowledges new data,
-    /// on either path (so that both give the same result): takes it now (TS.Recent,
-    /// the send window's WL1/WL2, SND.UNA) and leaves the rest of
-    /// [`Tcb::ack_advance`] (the send buffer, RTT, RTO, congestion control) to
+    /// SACK block) that header prediction would take, that acknowledges new data and
+    /// that is not the connection's first segment of the burst (the one before it
+    /// arrived at the same `now`), on either path (so that both give the same result):
+    /// takes it now (TS.Recent, the send window's WL1/WL2, SND.UNA) and leaves the rest
+    /// of [`Tcb::ack_advance`] (the send buffer, RTT, RTO, congestion control) to
     /// [`Tcb::settle_acks`], which the stack runs at the end of the burst: a run of
     /// such ACKs then costs one advance, the last one's. Counts the ACK in
     /// `*coalesced`. Returns whether it took the segment (else nothing changed).
@@ -1070,8 +1074,10 @@ impl Tcb {
         seg: &Predicted,
         coalesced: &mut u64,
     ) -> bool {
-        // Without payload, `on_predicted` takes a segment only to coalesce it.
+        // Without payload, and not first in its burst, `on_predicted` takes a segment
+        // only to coalesce it.
         cfg.coalesce_acks
+            && self.last_recv == now
             && self
                 .on_predicted(cfg, bounds, now, seg, &[], coalesced)
                 .is_some()

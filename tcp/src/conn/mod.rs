@@ -130,11 +130,13 @@ pub struct ConnConfig {
     /// Upper bound of the ACK delay (RFC 9293: less than 0.5 s; 40 ms default).
     pub delayed_ack_timeout: Duration,
     /// Coalesce a burst's pure ACKs of one connection: the ACKs that only acknowledge
-    /// new data (in sequence, window unchanged, no SACK block, outside recovery) are
-    /// taken as they come, and the rest of their processing (send buffer, RTT, RTO,
-    /// congestion control) is done once, at the end of the burst (the next call of any
-    /// `Stack` method but `handle_frame*`), as for the last of them alone, with slow
-    /// start counting every ACK. One RTT sample per burst instead of one per ACK.
+    /// new data (in sequence, window unchanged, no SACK block, outside recovery), after
+    /// the connection's first segment of the burst (the frames handed over with one
+    /// `now`), are taken as they come, and the rest of their processing (send buffer,
+    /// RTT, RTO, congestion control) is done once, at the end of the burst (the next
+    /// call of any `Stack` method but `handle_frame*`), as for the last of them alone,
+    /// with slow start counting every ACK. One RTT sample per burst after the first
+    /// ACK's instead of one per ACK.
     pub coalesce_acks: bool,
     /// Nagle's algorithm on new connections (RFC 9293 3.7.4).
     pub nagle: bool,
