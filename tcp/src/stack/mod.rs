@@ -338,6 +338,11 @@ const F_HALF_OPEN: u16 = 64; // counted in its listener's half_open
 const F_TIME_WAIT: u16 = 128; // counted in time_wait
 const F_ACCEPT_QUEUED: u16 = 256; // counted in its listener's unannounced
 
+/// The flags an entry's `flags & PREDICTABLE` must equal `F_ANNOUNCED` under for header
+/// prediction and ACK coalescing: a connection the application knows, not released,
+/// half-open or in TIME_WAIT (so none of `Stack::sync`'s accounting can apply).
+const PREDICTABLE: u16 = F_ANNOUNCED | F_RELEASED | F_HALF_OPEN | F_TIME_WAIT;
+
 #[derive(Debug)]
 struct Entry {
     tcb: Tcb,
@@ -526,7 +531,7 @@ impl Stack {
         frame: &mut [u8],
         sink: &mut impl FnMut(ConnHandle, &mut [u8], &mut ConnTx<'_>) -> usize,
     ) {
-        // (`self.now` moves here only off the predicted path: see `Stack::now`.)
+        // (`self.now` is not moved here: only off the predicted path, see `Stack::now`.)
         if self.cfg.header_prediction {
             if let Some(seg) = self.iface.receive_predicted(now, frame) {
                 self.on_predicted(now, &seg, frame, sink);
@@ -632,9 +637,8 @@ impl Stack {
         let found = if let Some((id, e)) = self.table.lookup_mut(&tuple) {
             let cfg = &self.cfg.conn;
             {
-                const MASK: u16 = F_ANNOUNCED | F_RELEASED | F_HALF_OPEN | F_TIME_WAIT;
                 let payload = frame.get(seg.payload_at..seg.end).unwrap_or_default();
-                let predicted = if e.flags & MASK == F_ANNOUNCED {
+                let predicted = if e.flags & PREDICTABLE == F_ANNOUNCED {
                     e.tcb.on_predicted(
                         cfg,
                         self.rto_bounds,
@@ -721,8 +725,7 @@ impl Stack {
                 let cfg = &self.cfg.conn;
                 let e = self.table.get_mut(id)?;
                 // ACK coalescing decides as header prediction would, on either path.
-                const MASK: u16 = F_ANNOUNCED | F_RELEASED | F_HALF_OPEN | F_TIME_WAIT;
-                if e.flags & MASK == F_ANNOUNCED
+                if e.flags & PREDICTABLE == F_ANNOUNCED
                     && repr.payload.is_empty()
                     && repr.flags.bits() & !TcpFlags::PSH.bits() == TcpFlags::ACK.bits()
                     && repr.options.sack_blocks.is_empty()
@@ -735,6 +738,7 @@ impl Stack {
                         ack: repr.ack,
                         window: repr.window,
                         ts: repr.options.timestamps,
+                        // (Frame offsets: unused by the TCB, which gets no payload.)
                         payload_at: 0,
                         end: 0,
                     };
