@@ -60,7 +60,9 @@ pub(crate) fn run_kind(kind: &str, settings: &Settings) -> anyhow::Result<Report
             .spawn(move || worker_main(t, &s, tls, &barrier, &start))?;
         handles.push(h);
     }
-    let cpu_busy = sample_cpu_window(settings, &start, &handles);
+    let cpu_busy = sample_cpu_window(settings, &start, || {
+        handles.iter().all(std::thread::JoinHandle::is_finished)
+    });
     let mut stats = Vec::with_capacity(threads);
     for h in handles {
         match h.join() {
@@ -90,12 +92,11 @@ pub(crate) fn tls_setup(settings: &Settings) -> anyhow::Result<TlsClient> {
 
 /// Samples `/proc/stat` when the measurement window opens (warm-up over) and when it
 /// closes, and returns what every CPU did in between; empty if the threads end first.
-pub(crate) fn sample_cpu_window<T>(
+pub(crate) fn sample_cpu_window(
     settings: &Settings,
     start: &OnceLock<Instant>,
-    handles: &[std::thread::JoinHandle<T>],
+    finished: impl Fn() -> bool,
 ) -> Vec<crate::cpustat::CpuBusy> {
-    let finished = || handles.iter().all(std::thread::JoinHandle::is_finished);
     // The threads set `start` once every connection is open (or failed).
     let t0 = loop {
         if let Some(t) = start.get() {
@@ -147,7 +148,7 @@ impl ConnError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     Idle,
     Connecting,
     /// `--proto tcp` over TLS: waiting for the handshake (ws waits in `Upgrading`).
@@ -160,18 +161,18 @@ enum Phase {
 }
 
 /// The thread-wide state every connection touches.
-struct Ctx {
-    proto: Proto,
+pub(crate) struct Ctx {
+    pub(crate) proto: Proto,
     mode: Mode,
     size: usize,
-    pipeline: usize,
+    pub(crate) pipeline: usize,
     /// Random payload; the first STAMP_LEN bytes of each message are replaced by its stamp.
     template: Vec<u8>,
-    rng: StdRng,
-    stats: WorkerStats,
-    measure_start: Instant,
-    measure_end: Instant,
-    sending: bool,
+    pub(crate) rng: StdRng,
+    pub(crate) stats: WorkerStats,
+    pub(crate) measure_start: Instant,
+    pub(crate) measure_end: Instant,
+    pub(crate) sending: bool,
     /// Open loop: start of the schedule and the gap between two sends of this thread.
     sched_start: Instant,
     interval_ns: f64,
@@ -180,25 +181,53 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The context of one generator thread with `conns_here` of the connections; the
+    /// measurement window and the schedule are set when the load starts.
+    pub(crate) fn new(settings: &Settings, tls: TlsClient, conns_here: u64) -> Ctx {
+        let mut rng = StdRng::from_entropy();
+        let mut template = vec![0u8; settings.message_size];
+        rng.fill_bytes(&mut template);
+        let now = Instant::now();
+        let rate = settings.rate.unwrap_or(1.0);
+        // This thread's share of the rate, spread evenly over its connections.
+        let interval_ns = 1e9 * settings.connections as f64 / (rate * conns_here.max(1) as f64);
+        Ctx {
+            proto: settings.proto,
+            mode: settings.mode,
+            size: settings.message_size,
+            pipeline: settings.pipeline,
+            template,
+            rng,
+            stats: WorkerStats::new(),
+            measure_start: now,
+            measure_end: now,
+            sending: false,
+            sched_start: now,
+            interval_ns,
+            conns_here,
+            tls,
+        }
+    }
+
     fn intended(&self, g: u64) -> Instant {
         self.sched_start + Duration::from_nanos((g as f64 * self.interval_ns) as u64)
     }
 }
 
-struct Conn {
+pub(crate) struct Conn {
     /// Global connection index (stamped into payloads).
-    id: u32,
+    pub(crate) id: u32,
     /// Index within this thread (its slot in the open-loop schedule).
     local: u64,
     stream: Option<TcpStream>,
     /// The TLS session between the socket and the framing (`--tls`).
     tls: Option<ClientConnection>,
-    phase: Phase,
+    pub(crate) phase: Phase,
     rbuf: Box<[u8]>,
     rlen: usize,
-    wbuf: Vec<u8>,
-    wpos: usize,
-    inflight: VecDeque<(u64, Instant)>,
+    pub(crate) wbuf: Vec<u8>,
+    pub(crate) wpos: usize,
+    pub(crate) inflight: VecDeque<(u64, Instant)>,
     next_seq: u64,
     due: u64,
     // Receive state: offset in the current reply message; WebSocket frame state.
@@ -206,7 +235,7 @@ struct Conn {
     in_msg: bool,
     frame_left: usize,
     frame_fin: bool,
-    closing: bool,
+    pub(crate) closing: bool,
 }
 
 fn stamp(conn: u32, seq: u64) -> [u8; STAMP_LEN] {
@@ -235,7 +264,7 @@ fn chunk_matches(template: &[u8], conn: u32, seq: u64, off: usize, chunk: &[u8])
 }
 
 impl Conn {
-    fn new(id: u32, local: u64, pipeline: usize) -> Self {
+    pub(crate) fn new(id: u32, local: u64, pipeline: usize) -> Self {
         Self {
             id,
             local,
@@ -258,7 +287,7 @@ impl Conn {
     }
 
     /// Queues one message stamped `stamp_at`.
-    fn send_one(&mut self, ctx: &mut Ctx, stamp_at: Instant) {
+    pub(crate) fn send_one(&mut self, ctx: &mut Ctx, stamp_at: Instant) {
         let seq = self.next_seq;
         let start = self.wbuf.len();
         let mask = match ctx.proto {
@@ -335,6 +364,13 @@ impl Conn {
         stream
             .set_nodelay(true)
             .map_err(|e| ConnError::new(ErrorKind::ConnectFailed, e.to_string()))?;
+        self.connected(ctx, host)?;
+        Ok(true)
+    }
+
+    /// The TCP connection is up: starts TLS (`--tls`), queues the WebSocket upgrade
+    /// request (`--proto ws`) or opens at once (plain `--proto tcp`).
+    pub(crate) fn connected(&mut self, ctx: &mut Ctx, host: &str) -> Result<(), ConnError> {
         if let Some((config, name)) = &ctx.tls {
             let c = ClientConnection::new(Arc::clone(config), name.clone())
                 .map_err(|e| ConnError::tls(&e))?;
@@ -351,7 +387,51 @@ impl Conn {
                 self.phase = Phase::Upgrading { key };
             }
         }
-        Ok(true)
+        Ok(())
+    }
+
+    /// Checks `data`, received on a transport without a socket here (the bypass
+    /// generator's stack hands it in), as `on_readable` checks what it reads.
+    pub(crate) fn feed(
+        &mut self,
+        ctx: &mut Ctx,
+        mut data: &[u8],
+        now: Instant,
+    ) -> Result<(), ConnError> {
+        while !data.is_empty() {
+            let room = self.rbuf.len() - self.rlen;
+            if room == 0 {
+                return Err(ConnError::new(
+                    ErrorKind::Protocol,
+                    "receive buffer stuck full",
+                ));
+            }
+            let n = room.min(data.len());
+            self.rbuf[self.rlen..self.rlen + n].copy_from_slice(&data[..n]);
+            self.rlen += n;
+            data = &data[n..];
+            let used = self.process(ctx, now)?;
+            self.rbuf.copy_within(used..self.rlen, 0);
+            self.rlen -= used;
+        }
+        Ok(())
+    }
+
+    /// Output queued and not yet taken by the transport.
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.wbuf[self.wpos..]
+    }
+
+    /// The transport took `n` bytes of [`Conn::pending`].
+    pub(crate) fn wrote(&mut self, n: usize) {
+        self.wpos = (self.wpos + n).min(self.wbuf.len());
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+        } else if self.wpos > RECV_BUF {
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
+        }
     }
 
     /// Reads until the socket would block, checking every reply.
@@ -725,18 +805,11 @@ fn worker_main(
             anyhow::bail!("could not pin thread {t} to CPU {cpu}");
         }
     }
-    let mut rng = StdRng::from_entropy();
-    let mut template = vec![0u8; settings.message_size];
-    rng.fill_bytes(&mut template);
     let ids: Vec<u32> = (t..settings.connections)
         .step_by(settings.threads)
         .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
         .collect();
     let conns_here = ids.len() as u64;
-    let now = Instant::now();
-    let rate = settings.rate.unwrap_or(1.0);
-    // This thread's share of the rate, spread evenly over its connections.
-    let interval_ns = 1e9 * settings.connections as f64 / (rate * conns_here.max(1) as f64);
     let poll = match Poll::new() {
         Ok(p) => p,
         Err(e) => {
@@ -752,22 +825,7 @@ fn worker_main(
             .enumerate()
             .map(|(i, &id)| Conn::new(id, i as u64, settings.pipeline))
             .collect(),
-        ctx: Ctx {
-            proto: settings.proto,
-            mode: settings.mode,
-            size: settings.message_size,
-            pipeline: settings.pipeline,
-            template,
-            rng,
-            stats: WorkerStats::new(),
-            measure_start: now,
-            measure_end: now,
-            sending: false,
-            sched_start: now,
-            interval_ns,
-            conns_here,
-            tls,
-        },
+        ctx: Ctx::new(settings, tls, conns_here),
         settled: 0,
         connecting: 0,
     };
@@ -778,7 +836,7 @@ fn worker_main(
     w.ctx.measure_end = w.ctx.measure_start + settings.duration();
     // Threads interleave their schedules: thread t starts t/T of an interval later.
     w.ctx.sched_start =
-        t0 + Duration::from_nanos((interval_ns * t as f64 / settings.threads as f64) as u64);
+        t0 + Duration::from_nanos((w.ctx.interval_ns * t as f64 / settings.threads as f64) as u64);
     w.run_load();
     Ok(w.ctx.stats)
 }

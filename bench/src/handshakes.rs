@@ -47,7 +47,9 @@ pub fn handshakes(settings: &Settings) -> anyhow::Result<Report> {
                 .spawn(move || worker(t, &s, tls, t0))?,
         );
     }
-    let cpu_busy = crate::client::sample_cpu_window(settings, &start, &handles);
+    let cpu_busy = crate::client::sample_cpu_window(settings, &start, || {
+        handles.iter().all(std::thread::JoinHandle::is_finished)
+    });
     let mut stats = Vec::with_capacity(handles.len());
     for h in handles {
         match h.join() {

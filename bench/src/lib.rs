@@ -2,6 +2,7 @@
 //! `sluice-load` with its loopback responder and the kernel-socket reference servers.
 
 pub mod bulk;
+pub mod bypass;
 pub mod ceiling;
 pub mod client;
 pub mod cpustat;

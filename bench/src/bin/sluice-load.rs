@@ -6,6 +6,8 @@
 //! `sluice-load handshakes HOST:PORT --tls` measures the TLS + upgrade connection rate;
 //! `sluice-load bulk HOST:PORT` measures bulk TCP throughput to a discard server and
 //! `sluice-load sink --addr A` is such a server on kernel sockets.
+//! `sluice-load bypass HOST:PORT --iface IF --ip ADDR/LEN` runs the load from Sluice's own
+//! stack over AF_XDP (kernel bypass on the client side too; root).
 //! Exits 1 if any connection failed or any echo did not match, 2 on bad usage.
 
 use std::net::ToSocketAddrs;
@@ -93,6 +95,28 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The load from Sluice's own TCP/IP stack on an AF_XDP queue of IFACE instead of
+    /// kernel sockets (root): both ends bypass the kernel. One busy-polling worker pinned
+    /// to the first --pin CPU; closed loop, plain ws or tcp. Same report as a plain run.
+    Bypass {
+        /// Target HOST:PORT (IPv4).
+        target: String,
+        /// The client's interface.
+        #[arg(long)]
+        iface: String,
+        /// The client stack's own address and prefix, e.g. 198.18.0.5/24: an address the
+        /// kernel does not use (the XDP program takes its ARP, ICMP and TCP).
+        #[arg(long, value_parser = parse_cidr)]
+        ip: (std::net::Ipv4Addr, u8),
+        /// Default gateway (for a target off the subnet).
+        #[arg(long)]
+        gateway: Option<std::net::Ipv4Addr>,
+        /// The interface's receive queue to serve.
+        #[arg(long, default_value_t = 0)]
+        queue: u32,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// A kernel-socket discard server (prints `listening ADDR`).
     Sink {
         /// Address to listen on.
@@ -102,6 +126,18 @@ enum Cmd {
         #[arg(long)]
         pin: Option<usize>,
     },
+}
+
+fn parse_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let (addr, len) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s}: expected ADDR/PREFIX, e.g. 198.18.0.5/24"))?;
+    let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let len: u8 = len.parse().map_err(|e| format!("{len}: {e}"))?;
+    if len == 0 || len > 32 {
+        return Err(format!("prefix length {len} out of 1..=32"));
+    }
+    Ok((addr, len))
 }
 
 fn resolve(target: &str) -> Option<std::net::SocketAddr> {
@@ -342,6 +378,28 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Some(Cmd::Bypass {
+            target,
+            iface,
+            ip,
+            gateway,
+            queue,
+            load,
+        }) => {
+            let Some(addr) = resolve(&target) else {
+                eprintln!("sluice-load: cannot resolve {target}");
+                return ExitCode::from(2);
+            };
+            let s = load.settings(addr, target);
+            let opts = sluice_bench::bypass::BypassOptions {
+                iface,
+                addr: ip.0,
+                prefix_len: ip.1,
+                gateway,
+                queue,
+            };
+            finish(sluice_bench::bypass::run(&s, &opts), load.json.as_ref())
         }
         Some(Cmd::Sink { addr, pin }) => {
             if let Some(cpu) = pin {

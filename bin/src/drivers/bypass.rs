@@ -950,8 +950,7 @@ where
             .with_clock(clock)
             .with_shutdown_timeout(shutdown);
         if let Some((remote, port)) = connect {
-            worker.connect_to(Some(remote));
-            worker.connect_from_port(port);
+            worker.connect_to(remote, port);
         }
         Ok((device, worker))
     })

@@ -270,11 +270,10 @@ fn tcp_info(stack: &Stack, slots: &[Option<Slot>], id: ConnId) -> Option<TcpInfo
 pub struct StackDriver<A: App> {
     stack: Stack,
     conns: Conns<A>,
-    /// An active open still to make on the next poll.
-    connect: Option<SocketAddrV4>,
-    /// Its local port, chosen so the answers reach this worker's queue (`None`: the
-    /// stack's next ephemeral port).
-    connect_port: Option<u16>,
+    /// Active opens still to make on the next poll: the remote end and the local port,
+    /// chosen so the answers reach this worker's queue (`None`: the stack's next
+    /// ephemeral port).
+    connects: Vec<(SocketAddrV4, Option<u16>)>,
 }
 
 impl<A: App> StackDriver<A> {
@@ -317,8 +316,7 @@ impl<A: App> StackDriver<A> {
                 busy: 0,
                 frame_seen: false,
             },
-            connect: None,
-            connect_port: None,
+            connects: Vec::new(),
         })
     }
 
@@ -341,14 +339,12 @@ impl<A: App> StackDriver<A> {
         self
     }
 
-    /// Opens one connection to `remote` on the next poll and serves the application on it.
-    pub fn connect_to(&mut self, remote: Option<SocketAddrV4>) {
-        self.connect = remote;
-    }
-
-    /// Makes that active open from `port` (see `dataplane::PortChooser`).
-    pub fn connect_from_port(&mut self, port: Option<u16>) {
-        self.connect_port = port;
+    /// Opens a connection to `remote` on the next poll, from `local_port` (see
+    /// `dataplane::PortChooser`; `None`: the stack's next ephemeral port), and serves the
+    /// application on it like an accepted one ([`App::accept_on`] once it is
+    /// established). Each call adds one active open; a failed open is logged and dropped.
+    pub fn connect_to(&mut self, remote: SocketAddrV4, local_port: Option<u16>) {
+        self.connects.push((remote, local_port));
     }
 
     /// The stack, e.g. for its counters.
@@ -793,18 +789,16 @@ impl<A: App> Handler for StackDriver<A> {
         if self.conns.last_tick == Instant::ZERO {
             self.conns.last_tick = now;
         }
-        if let Some(remote) = self.connect.take() {
-            let opened = match self.connect_port {
+        for (remote, local_port) in std::mem::take(&mut self.connects) {
+            let opened = match local_port {
                 Some(port) => self
                     .stack
                     .connect_from(now, port, *remote.ip(), remote.port()),
                 None => self.stack.connect(now, *remote.ip(), remote.port()),
             };
             match opened {
-                Ok(conn) => {
-                    tracing::info!(%remote, local_port = ?self.connect_port, ?conn, "connecting")
-                }
-                Err(e) => tracing::warn!(%remote, error = ?e, "cannot connect"),
+                Ok(conn) => tracing::info!(%remote, ?local_port, ?conn, "connecting"),
+                Err(e) => warn!(%remote, error = ?e, "cannot connect"),
             }
             worked = true;
         }
