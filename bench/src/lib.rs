@@ -7,6 +7,7 @@ pub mod ceiling;
 pub mod client;
 pub mod cpustat;
 pub mod fanout;
+pub mod floor;
 pub mod handshakes;
 pub mod report;
 pub mod responder;

@@ -7,7 +7,9 @@
 //! `sluice-load bulk HOST:PORT` measures bulk TCP throughput to a discard server and
 //! `sluice-load sink --addr A` is such a server on kernel sockets.
 //! `sluice-load bypass HOST:PORT --iface IF --ip ADDR/LEN` runs the load from Sluice's own
-//! stack over AF_XDP (kernel bypass on the client side too; root).
+//! stack over AF_XDP (kernel bypass on the client side too; root);
+//! `sluice-load reflect` and `sluice-load floor` measure the floor under it: bare frames
+//! from one AF_XDP socket to another and back, no TCP/IP (root).
 //! Exits 1 if any connection failed or any echo did not match, 2 on bad usage.
 
 use std::net::ToSocketAddrs;
@@ -117,6 +119,39 @@ enum Cmd {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// The floor's far end: sends back every TCP/IPv4 frame for ADDR:PORT that Sluice's XDP
+    /// program steers to its AF_XDP socket (IFACE queue 0), addresses and ports swapped,
+    /// no protocol processing; busy-polls (root). Prints `listening ...`; runs until
+    /// SIGINT/SIGTERM.
+    Reflect {
+        /// Interface to serve.
+        #[arg(long)]
+        iface: String,
+        /// The address and TCP port to reflect (an address the kernel does not use).
+        #[arg(long)]
+        addr: std::net::SocketAddrV4,
+        /// CPU to pin the worker to.
+        #[arg(long)]
+        pin: Option<usize>,
+    },
+    /// The floor: frames of a TCP/IPv4 header and -s bytes of payload from an AF_XDP socket
+    /// on IFACE to a `sluice-load reflect` at HOST:PORT and back, timed, -k in flight, every
+    /// payload checked; busy-polls (root). Same report as a load run.
+    Floor {
+        /// The reflector's ADDR:PORT.
+        target: String,
+        /// The pinger's interface (queue 0).
+        #[arg(long)]
+        iface: String,
+        /// The pinger's own address (an address the kernel does not use).
+        #[arg(long)]
+        ip: std::net::Ipv4Addr,
+        /// The reflector's MAC address, e.g. 02:00:00:00:00:0a (frames go to it directly).
+        #[arg(long, value_parser = parse_mac)]
+        dst_mac: [u8; 6],
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// A kernel-socket discard server (prints `listening ADDR`).
     Sink {
         /// Address to listen on.
@@ -138,6 +173,18 @@ fn parse_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
         return Err(format!("prefix length {len} out of 1..=32"));
     }
     Ok((addr, len))
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let mut mac = [0u8; 6];
+    if parts.len() != 6 {
+        return Err(format!("{s}: expected six hex bytes separated by ':'"));
+    }
+    for (b, p) in mac.iter_mut().zip(parts) {
+        *b = u8::from_str_radix(p, 16).map_err(|e| format!("{s}: {e}"))?;
+    }
+    Ok(mac)
 }
 
 fn resolve(target: &str) -> Option<std::net::SocketAddr> {
@@ -400,6 +447,52 @@ fn main() -> ExitCode {
                 queue,
             };
             finish(sluice_bench::bypass::run(&s, &opts), load.json.as_ref())
+        }
+        Some(Cmd::Reflect { iface, addr, pin }) => {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                if let Err(e) = signal_hook::flag::register(sig, std::sync::Arc::clone(&stop)) {
+                    eprintln!("sluice-load: reflect: installing a signal handler: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            let r = sluice_bench::floor::reflect(&iface, addr, pin, &stop, || {
+                println!(
+                    "listening ip={} port={} app=reflect iface={iface}",
+                    addr.ip(),
+                    addr.port()
+                );
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            });
+            match r {
+                Ok(n) => {
+                    println!("reflected {n} frames");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sluice-load: reflect: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Some(Cmd::Floor {
+            target,
+            iface,
+            ip,
+            dst_mac,
+            load,
+        }) => {
+            let Some(addr) = resolve(&target) else {
+                eprintln!("sluice-load: cannot resolve {target}");
+                return ExitCode::from(2);
+            };
+            let s = load.settings(addr, target);
+            let opts = sluice_bench::floor::FloorOptions {
+                iface,
+                addr: ip,
+                dst_mac,
+            };
+            finish(sluice_bench::floor::floor(&s, &opts), load.json.as_ref())
         }
         Some(Cmd::Sink { addr, pin }) => {
             if let Some(cpu) = pin {
