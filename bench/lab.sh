@@ -11,7 +11,18 @@
 # way: the server under test on --server-cpu (default 0), the client (sluice-load, in the
 # peer namespace) on --client-cpu (default 1).
 #
-# Groups (--only takes a comma list; default all):
+# Groups (--only takes a comma list; default all but tls):
+#   bypass  both ends spinning, the honest latency comparison (issue 13): A = the bypass
+#           client (`sluice-load bypass`: Sluice's own stack on an AF_XDP socket of the
+#           peer's veth, address 198.18.0.5) against Sluice on AF_XDP (ws-echo, tcp-echo);
+#           B = the kernel client (`sluice-load --spin`) against the busy-polling kernel
+#           servers (ref-ws-echo --spin, ref-tcp-echo --spin); C = the floor: bare frames
+#           from an AF_XDP socket on the peer's veth to one on the stack's and back, no
+#           TCP/IP (`sluice-load floor` -> `sluice-load reflect`; 70 B of payload beside
+#           the 64 B WebSocket message, 64 B beside TCP). Scenarios: 1 conn 64 B ping-pong
+#           and 100 conns 64 B pipeline 16, WebSocket and TCP; the floor in the ping-pong
+#           tables only (one frame per message: not a throughput floor for TCP, which packs
+#           many messages into a segment)
 #   ws      WebSocket echo: Sluice ws-echo on AF_XDP, Sluice ws-echo on --backend kernel,
 #           ref-tungstenite, ref-fastwebsockets, ref-ws-echo --spin, Sluice ws-echo on DPDK
 #           (net_af_packet on the same veth; "not available" unless sluice was built with
@@ -84,7 +95,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 QUICK=0
-ONLY="ws,tcp,bulk,fanout,ceiling"
+ONLY="bypass,ws,tcp,bulk,fanout,ceiling"
 RESULTS=""
 BUILD=1
 SCALE=0
@@ -121,7 +132,7 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" = 0 ] || die "must run as root (network namespaces, AF_XDP)"
 for g in ${ONLY//,/ }; do
-  case "$g" in ws|tcp|bulk|fanout|ceiling|tls) ;; *) die "unknown group '$g'" ;; esac
+  case "$g" in bypass|ws|tcp|bulk|fanout|ceiling|tls) ;; *) die "unknown group '$g'" ;; esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive number"
@@ -229,6 +240,10 @@ ref-tcp-echo-spin spin
 load-generator-ceiling block
 kernel-to-kernel block
 kernel-ws-spin spin
+bypass-to-sluice-afxdp spin
+kernel-to-ref-ws-echo-spin spin
+kernel-to-ref-tcp-echo-spin spin
+floor-afxdp-reflect spin
 WAITS
 
 kernel_ip() { # add|del ADDR
@@ -636,6 +651,68 @@ unavailable() { # SCENARIO... TARGETFILE: records why a target did not run
 }
 
 WS_PORT=9001
+TCP_PORT=9002
+FLOOR_PORT=9009
+# The bypass client's and the floor pinger's own addresses on the peer's veth (the kernel
+# keeps 198.18.0.1; the XDP programs take only these).
+BYPASS_IP=198.18.0.5
+FLOOR_IP=198.18.0.6
+BYPASS_SCENARIOS=(0a-bypass-ws-pingpong 0b-bypass-ws-c100 0c-bypass-tcp-pingpong 0d-bypass-tcp-c100)
+if want bypass; then
+  scenario 0a-bypass-ws-pingpong "Both ends spinning: WebSocket, 1 connection, 64 B ping-pong (bypass client -> Sluice on AF_XDP; kernel client -> ref-ws-echo --spin; floor: 70 B frames AF_XDP to AF_XDP, no TCP/IP)"
+  scenario 0b-bypass-ws-c100 "Both ends spinning: WebSocket, 100 connections, 64 B, pipeline 16 (bypass client -> Sluice on AF_XDP; kernel client -> ref-ws-echo --spin)"
+  scenario 0c-bypass-tcp-pingpong "Both ends spinning: TCP echo, 1 connection, 64 B ping-pong (bypass client -> Sluice on AF_XDP; kernel client -> ref-tcp-echo --spin; floor: 64 B frames AF_XDP to AF_XDP, no TCP/IP)"
+  scenario 0d-bypass-tcp-c100 "Both ends spinning: TCP echo, 100 connections, 64 B, pipeline 16 (bypass client -> Sluice on AF_XDP; kernel client -> ref-tcp-echo --spin)"
+  BP=(--iface "$PEER_IF" --ip "$BYPASS_IP/24")
+  for r in $(seq 1 "$ROUNDS"); do
+  echo "== bypass round $r/$ROUNDS: A bypass client -> sluice on AF_XDP" >&2
+  if start_server sluice-afxdp-ws-bp.r$r "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
+      --ip "$STACK/24" --port "$WS_PORT" --app ws-echo --compression off --cores "$SERVER_CPU" \
+      --log-level warn; then
+    client 0a-bypass-ws-pingpong 1-bypass-to-sluice-afxdp.r$r bypass "$STACK:$WS_PORT" "${BP[@]}" --proto ws -c 1 -s 64
+    client 0b-bypass-ws-c100 1-bypass-to-sluice-afxdp.r$r bypass "$STACK:$WS_PORT" "${BP[@]}" --proto ws -c 100 -s 64 -k 16
+    stop_server
+  else
+    unavailable 0a-bypass-ws-pingpong 0b-bypass-ws-c100 1-bypass-to-sluice-afxdp.r$r
+  fi
+  if start_server sluice-afxdp-tcp-bp.r$r "$SLUICE" run --backend afxdp --iface "$STACK_IF" \
+      --ip "$STACK/24" --port "$TCP_PORT" --app tcp-echo --cores "$SERVER_CPU" --log-level warn; then
+    client 0c-bypass-tcp-pingpong 1-bypass-to-sluice-afxdp.r$r bypass "$STACK:$TCP_PORT" "${BP[@]}" --proto tcp -c 1 -s 64
+    client 0d-bypass-tcp-c100 1-bypass-to-sluice-afxdp.r$r bypass "$STACK:$TCP_PORT" "${BP[@]}" --proto tcp -c 100 -s 64 -k 16
+    stop_server
+  else
+    unavailable 0c-bypass-tcp-pingpong 0d-bypass-tcp-c100 1-bypass-to-sluice-afxdp.r$r
+  fi
+  kernel_ip add "$STACK"
+  echo "== bypass round $r/$ROUNDS: B kernel client (spin) -> busy-polling kernel servers" >&2
+  if start_server ref-ws-echo-spin-bp.r$r "$BIN/ref-ws-echo" --spin --addr "$STACK:$WS_PORT"; then
+    client 0a-bypass-ws-pingpong 2-kernel-to-ref-ws-echo-spin.r$r "$STACK:$WS_PORT" --proto ws -c 1 -s 64 --spin
+    client 0b-bypass-ws-c100 2-kernel-to-ref-ws-echo-spin.r$r "$STACK:$WS_PORT" --proto ws -c 100 -s 64 -k 16 --spin
+    stop_server
+  else
+    unavailable 0a-bypass-ws-pingpong 0b-bypass-ws-c100 2-kernel-to-ref-ws-echo-spin.r$r
+  fi
+  if start_server ref-tcp-echo-spin-bp.r$r "$BIN/ref-tcp-echo" --spin --addr "$STACK:$TCP_PORT"; then
+    client 0c-bypass-tcp-pingpong 2-kernel-to-ref-tcp-echo-spin.r$r "$STACK:$TCP_PORT" --proto tcp -c 1 -s 64 --spin
+    client 0d-bypass-tcp-c100 2-kernel-to-ref-tcp-echo-spin.r$r "$STACK:$TCP_PORT" --proto tcp -c 100 -s 64 -k 16 --spin
+    stop_server
+  else
+    unavailable 0c-bypass-tcp-pingpong 0d-bypass-tcp-c100 2-kernel-to-ref-tcp-echo-spin.r$r
+  fi
+  kernel_ip del "$STACK"
+  echo "== bypass round $r/$ROUNDS: C the floor (AF_XDP frames there and back, no TCP/IP)" >&2
+  if start_server reflect.r$r "$BIN/sluice-load" reflect --iface "$STACK_IF" \
+      --addr "$STACK:$FLOOR_PORT" --pin "$SERVER_CPU"; then
+    FL=(floor "$STACK:$FLOOR_PORT" --iface "$PEER_IF" --ip "$FLOOR_IP" --dst-mac "$STACK_MAC")
+    client 0a-bypass-ws-pingpong 9-floor-afxdp-reflect.r$r "${FL[@]}" -s 70
+    client 0c-bypass-tcp-pingpong 9-floor-afxdp-reflect.r$r "${FL[@]}" -s 64
+    stop_server
+  else
+    unavailable 0a-bypass-ws-pingpong 0c-bypass-tcp-pingpong 9-floor-afxdp-reflect.r$r
+  fi
+  done
+fi
+
 # The DPDK target's EAL: no hugepages, no PCI, no runtime files (the lab has none of them).
 DPDK_EAL="--no-huge --no-shconf --no-pci -m 512 --log-level=*:warning"
 WS_SCENARIOS=(1-ws-pingpong 2-ws-c100 3-ws-open1000)
@@ -704,7 +781,6 @@ if want ws; then
   done
 fi
 
-TCP_PORT=9002
 TCP_SCENARIOS=(5-tcp-pingpong 6-tcp-c100)
 tcp_runs() {
   client 5-tcp-pingpong "$1" "$STACK:$TCP_PORT" --proto tcp -c 1 -s 64 --spin

@@ -525,11 +525,46 @@ fn table(s: &Scenario) -> String {
             errors
         );
     }
+    // The bypass tables carry the floor: bare AF_XDP frames there and back.
+    if let Some(floor) = rows.iter().find(|r| r.x.name.starts_with("floor")) {
+        let parts: Vec<String> = rows
+            .iter()
+            .filter(|r| {
+                !is_kernel(&r.x.name)
+                    && !r.x.name.starts_with("floor")
+                    && !r.x.name.contains("ceiling")
+            })
+            .filter_map(|r| match (r.p50, r.p99, floor.p50, floor.p99) {
+                (Some(a), Some(b), Some(fa), Some(fb)) if fa.median > 0.0 && fb.median > 0.0 => {
+                    Some(format!(
+                        "{} p50 {:.2}x, p99 {:.2}x",
+                        r.x.name,
+                        a.median / fa.median,
+                        b.median / fb.median
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        if !parts.is_empty() {
+            let _ = writeln!(
+                t,
+                "\nAgainst the floor (`{}`: bare frames from one AF_XDP socket to the other \
+                 and back, no TCP/IP): {}.",
+                floor.x.name,
+                parts.join("; ")
+            );
+        }
+    }
     if let Some(v) = rows.iter().find_map(|r| r.x.loads().first().copied()) {
         let st = &v["settings"];
         let _ = writeln!(
             t,
-            "\nClient: `sluice-load` {} connections, {} B, pipeline {}, {} loop{}, {} s measured after {} s warm-up, {} client.",
+            "\nClient: `{}` {} connections, {} B, pipeline {}, {} loop{}, {} s measured after {} s warm-up, {} client.",
+            match v["kind"].as_str() {
+                Some(k) if k != "run" => format!("sluice-load {k}"),
+                _ => "sluice-load".to_string(),
+            },
             st["connections"],
             st["message_size"],
             st["pipeline"],
