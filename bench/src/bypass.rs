@@ -414,6 +414,33 @@ impl App for LoadApp {
 /// to the first CPU of `settings.pin`, always busy-polling. Closed loop, plain WebSocket
 /// or TCP, one thread; the target must be IPv4.
 pub fn run(settings: &Settings, opts: &BypassOptions) -> anyhow::Result<Report> {
+    let targets = check(settings)?;
+    let mac = dataplane::sys::mac_address(&opts.iface)
+        .map_err(|e| anyhow::Error::new(StartError::from_os("read the MAC of", &opts.iface, e)))?;
+    let mut iface = InterfaceConfig::new(EthernetAddress(mac), opts.addr, opts.prefix_len);
+    iface.gateway = opts.gateway;
+    let stack_cfg = stack_config(iface, targets.len());
+    let (lo, hi) = stack_cfg.ephemeral_ports;
+    let program = Arc::new(XdpProgram::attach(
+        &opts.iface,
+        &XdpConfig {
+            ipv4: opts.addr,
+            tcp_ports: vec![lo..=hi],
+            mode: XdpModeRequest::Auto,
+        },
+    )?);
+    let xsk = XskConfig::new(&opts.iface, opts.queue);
+    let worker_program = Arc::clone(&program);
+    let report = run_with(settings, targets, stack_cfg, move || {
+        XskDevice::open(&xsk, &worker_program)
+    });
+    // The worker is gone: detach the program.
+    drop(program);
+    report
+}
+
+/// What the bypass generator runs: the settings it supports, and connection i's target.
+fn check(settings: &Settings) -> anyhow::Result<Vec<SocketAddrV4>> {
     settings.validate()?;
     if settings.tls.is_some() {
         anyhow::bail!("bypass: --tls is not supported (plain ws and tcp only)");
@@ -424,39 +451,46 @@ pub fn run(settings: &Settings, opts: &BypassOptions) -> anyhow::Result<Report> 
     if settings.threads != 1 {
         anyhow::bail!("bypass: one worker (-t 1) on one queue");
     }
-    let n = settings.connections;
-    let mut targets = Vec::with_capacity(n);
-    for i in 0..n {
-        match settings.target_of(u32::try_from(i).unwrap_or(u32::MAX)) {
-            SocketAddr::V4(a) => targets.push(a),
-            SocketAddr::V6(a) => anyhow::bail!("bypass: IPv4 targets only ({a})"),
-        }
-    }
-    let mac = dataplane::sys::mac_address(&opts.iface)
-        .map_err(|e| anyhow::Error::new(StartError::from_os("read the MAC of", &opts.iface, e)))?;
-    let mut iface = InterfaceConfig::new(EthernetAddress(mac), opts.addr, opts.prefix_len);
-    iface.gateway = opts.gateway;
-    let mut rng = rand::thread_rng();
+    (0..settings.connections)
+        .map(
+            |i| match settings.target_of(u32::try_from(i).unwrap_or(u32::MAX)) {
+                SocketAddr::V4(a) => Ok(a),
+                SocketAddr::V6(a) => Err(anyhow::anyhow!("bypass: IPv4 targets only ({a})")),
+            },
+        )
+        .collect()
+}
+
+/// The client stack on `iface`, with room for `connections`.
+fn stack_config(iface: InterfaceConfig, connections: usize) -> StackConfig {
     let mut secret = [0u8; 16];
-    rng.fill_bytes(&mut secret);
-    let mut stack_cfg = StackConfig::new(iface, secret);
-    stack_cfg.max_connections = stack_cfg.max_connections.max(n.saturating_mul(2));
+    rand::thread_rng().fill_bytes(&mut secret);
+    let mut cfg = StackConfig::new(iface, secret);
+    cfg.max_connections = cfg.max_connections.max(connections.saturating_mul(2));
+    cfg
+}
+
+/// [`run`] on the device `open` gives (on the worker's thread), with the stack
+/// `stack_cfg`; connection i goes to `targets[i]`.
+fn run_with<D, O>(
+    settings: &Settings,
+    targets: Vec<SocketAddrV4>,
+    stack_cfg: StackConfig,
+    open: O,
+) -> anyhow::Result<Report>
+where
+    D: dataplane::Device + 'static,
+    O: FnOnce() -> Result<D, StartError> + Send + 'static,
+{
+    let n = targets.len();
     let (lo, hi) = stack_cfg.ephemeral_ports;
-    let span = usize::from(hi - lo) + 1;
+    let span = usize::from(hi.saturating_sub(lo)) + 1;
     if n > span {
         anyhow::bail!("bypass: at most {span} connections (the stack's ephemeral ports)");
     }
-    // Local ports lo+start .. in order, from a random start, so a rerun does not meet its
-    // previous connections in the server's TIME_WAIT.
-    let start = rng.gen_range(0..=span - n);
-    let program = Arc::new(XdpProgram::attach(
-        &opts.iface,
-        &XdpConfig {
-            ipv4: opts.addr,
-            tcp_ports: vec![lo..=hi],
-            mode: XdpModeRequest::Auto,
-        },
-    )?);
+    // Local ports from a random start, in order, so a rerun does not meet its previous
+    // connections in the server's TIME_WAIT.
+    let start = rand::thread_rng().gen_range(0..=span - n);
     let progress = Arc::new(Progress::default());
     let app = LoadApp::new(settings, Arc::clone(&progress));
     let config = WorkerConfig {
@@ -471,15 +505,13 @@ pub fn run(settings: &Settings, opts: &BypassOptions) -> anyhow::Result<Report> 
         stop_grace: Duration::from_secs(2),
         ..WorkerConfig::new("sluice-load-bypass")
     };
-    let xsk = XskConfig::new(&opts.iface, opts.queue);
-    let worker_program = Arc::clone(&program);
     let handle = worker::spawn(config, move || {
-        let device = XskDevice::open(&xsk, &worker_program)?;
+        let device = open()?;
         let mut driver =
             StackDriver::new(Stack::new(stack_cfg), app, None, &[]).map_err(StartError::Config)?;
         for (i, remote) in targets.into_iter().enumerate() {
             let port = u16::try_from(usize::from(lo) + start + i).unwrap_or(hi);
-            driver.connect_to(SocketAddrV4::new(*remote.ip(), remote.port()), Some(port));
+            driver.connect_to(remote, Some(port));
         }
         Ok((device, driver))
     })
@@ -504,10 +536,155 @@ pub fn run(settings: &Settings, opts: &BypassOptions) -> anyhow::Result<Report> 
     }
     let stats = std::mem::take(&mut app.ctx.stats);
     drop(exit);
-    drop(program);
     let mut spinning = settings.clone();
     spinning.spin = true;
     let mut report = Report::from_stats("bypass", &spinning, vec![stats]);
     report.cpu_busy = cpu_busy;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    //! The bypass generator against Sluice's own servers over an in-memory link: two
+    //! stack drivers, each on its own spinning worker thread.
+
+    use super::*;
+    use dataplane::{MemConfig, MemDevice};
+    use sluice::app::tcp::{Kind, TcpApp};
+    use std::sync::Mutex;
+
+    /// Two spinning workers per test: one test at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 5);
+
+    fn iface(last: u8, addr: Ipv4Addr) -> InterfaceConfig {
+        InterfaceConfig::new(EthernetAddress([2, 0, 0, 0, 0, last]), addr, 24)
+    }
+
+    /// Serves `app` on port 7 of the server end of a fresh link; returns the client end.
+    fn serve<A>(
+        app: A,
+        rx: Option<crossbeam_channel::Receiver<A::Message>>,
+    ) -> (MemDevice, dataplane::WorkerHandle<StackDriver<A>>)
+    where
+        A: App + Send + std::fmt::Debug + 'static,
+    {
+        let (client, server) = MemDevice::pair(MemConfig::default());
+        let cfg = stack_config(iface(2, SERVER), 16);
+        let handle = worker::spawn(WorkerConfig::new("test-server"), move || {
+            let driver =
+                StackDriver::new(Stack::new(cfg), app, rx, &[7]).map_err(StartError::Config)?;
+            Ok((server, driver))
+        })
+        .unwrap();
+        (client, handle)
+    }
+
+    fn settings(proto: Proto, connections: usize, size: usize, pipeline: usize) -> Settings {
+        let mut s = Settings::new(SocketAddr::V4(SocketAddrV4::new(SERVER, 7)));
+        s.host = "198.18.0.2:7".to_string();
+        s.proto = proto;
+        s.connections = connections;
+        s.message_size = size;
+        s.pipeline = pipeline;
+        s.warmup_s = 0.1;
+        s.duration_s = 0.4;
+        s
+    }
+
+    fn load(s: &Settings, client: MemDevice) -> Report {
+        let targets = check(s).unwrap();
+        let cfg = stack_config(iface(5, CLIENT), targets.len());
+        run_with(s, targets, cfg, move || Ok(client)).unwrap()
+    }
+
+    #[test]
+    fn tcp_echo_every_reply_checked_none_lost() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (client, server) = serve(TcpApp::new(Kind::Echo, 100, 1 << 20), None);
+        // Messages of several segments each, several in flight on every connection.
+        let s = settings(Proto::Tcp, 4, 3000, 4);
+        let r = load(&s, client);
+        server.stop().unwrap();
+        assert!(r.is_ok(), "{}", r.human());
+        assert_eq!(r.connected, 4);
+        assert!(r.messages > 100, "{}", r.human());
+        assert_eq!(r.sent, r.replies, "{}", r.human());
+        assert_eq!(r.unanswered, 0);
+        assert_eq!(r.kind, "bypass");
+        assert_eq!(r.client_wait, "spin");
+    }
+
+    #[test]
+    fn ws_echo_upgraded_every_reply_checked_closed_with_1000() {
+        use sluice::config::{Config, Route, RouteKind};
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut config = Config::default();
+        config.listen.ports = vec![7];
+        config.control.enabled = false;
+        config.routes = vec![Route {
+            path: "/".to_string(),
+            kind: RouteKind::Echo,
+            compression: false,
+            ..Route::default()
+        }];
+        let health = sluice::control::health::Health::new(
+            vec!["q0".to_string()],
+            Clock::new(),
+            config.control.worker_stall(),
+        );
+        let mut shared = sluice::drivers::gateway::Shared::start(config, 1, true, health).unwrap();
+        let (worker, rx) = shared.part(0).into_worker();
+        let (client, server) = serve(worker, rx);
+        let s = settings(Proto::Ws, 3, 200, 2);
+        let r = load(&s, client);
+        let exit = server.stop().unwrap();
+        assert!(r.is_ok(), "{}", r.human());
+        assert_eq!(r.connected, 3);
+        assert!(r.messages > 100, "{}", r.human());
+        assert_eq!(r.sent, r.replies);
+        // The generator closed every connection (Close 1000, then FIN): none left open.
+        assert_eq!(exit.handler.app().live(), 0);
+    }
+
+    #[test]
+    fn unasked_bytes_are_an_echo_mismatch() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A source server sends a pattern nobody asked for: not the echo of a message.
+        let (client, server) = serve(TcpApp::new(Kind::Source, 100, 1 << 20), None);
+        let s = settings(Proto::Tcp, 1, 64, 1);
+        let r = load(&s, client);
+        server.stop().unwrap();
+        assert!(!r.is_ok());
+        assert!(
+            r.errors.get("echo_mismatch").is_some_and(|&n| n >= 1),
+            "{}",
+            r.human()
+        );
+    }
+
+    #[test]
+    fn nobody_listening_connect_timeout_counted() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (client, server) = serve(TcpApp::new(Kind::Echo, 100, 1 << 20), None);
+        let mut s = settings(Proto::Tcp, 2, 64, 1);
+        s.target = SocketAddr::V4(SocketAddrV4::new(SERVER, 8));
+        s.connect_timeout_s = 0.3;
+        let r = load(&s, client);
+        server.stop().unwrap();
+        assert_eq!(r.connected, 0);
+        assert_eq!(r.errors.get("connect_timeout"), Some(&2), "{}", r.human());
+        assert_eq!(r.messages, 0);
+    }
 }
