@@ -912,6 +912,7 @@ EOF
   kernel_ip del "$CONTROL_IP"
 fi
 
+echo "load avg: $(cut -d' ' -f1-3 /proc/loadavg) at end" >>"$RESULTS/machine.txt"
 echo "== report" >&2
 REPORT_ARGS=("$RESULTS" --svg "$RESULTS/bench-lab.svg")
 if [ "$DOC" = 1 ]; then
