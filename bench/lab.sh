@@ -88,9 +88,9 @@
 # kernel-socket target), JSON under the results dir (default target/bench-lab/<time>),
 # docs/bench-lab.svg (percentile plot) and the lab section of docs/BENCHMARKS.md
 # (between <!-- lab:begin --> and <!-- lab:end -->) unless --no-doc.
-# Runtime after the build: ~3 min by default, ~55 s with --quick (estimated from the groups
-# measured here before the --spin targets were added); --scale --quick on 2
-# cores ~15 s, a default --scale ~45 s per Q.
+# Runtime after the build: ~15 min by default (3 rounds of every group; measured on the
+# 2-core VM, 2026-12-07), a few minutes with --quick (one short round); --scale --quick on
+# 2 cores ~15 s, a default --scale ~45 s per Q.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -710,8 +710,8 @@ fn main() -> anyhow::Result<()> {
     md.push_str(
         "Each row: the median over the rounds, with the range (min..max) when there were \
          several. Ratios: a target's median divided by the best kernel-socket target's median \
-         in the same table (every target not on AF_XDP, spinning or blocking; lower is better \
-         for latency, higher for msgs/s and Gbit/s); `~` marks a ratio whose two ranges \
+         in the same table (every target on kernel sockets, spinning or blocking, never \
+         AF_XDP, DPDK, the floor or the generator's ceiling; lower is better for latency, higher for msgs/s and Gbit/s); `~` marks a ratio whose two ranges \
          overlap (inside the run-to-run spread: not a difference). Server: `spin` busy-polls \
          (AF_XDP workers, `--spin` references), `block` sleeps in epoll/tokio between \
          events. `(client-bound)`, closed-loop rows with a blocking client only: its core \
