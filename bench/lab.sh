@@ -33,9 +33,11 @@
 #   tcp     TCP echo ping-pong: Sluice tcp-echo on AF_XDP, on the kernel backend and on
 #           DPDK (as for ws) vs ref-tcp-echo, blocking and --spin (1 conn and 100 conns)
 #   bulk    bulk throughput, `sluice-load bulk`: Sluice tcp-discard on AF_XDP vs a kernel
-#           discard server (`sluice-load sink`), over the same veth, offloads off
+#           discard server (`sluice-load sink`, blocking and --spin), over the same veth,
+#           offloads off
 #   fanout  gateway broadcast: 1 publisher (POST /publish on the control endpoint) ->
-#           1,000 subscribers; Sluice gateway on the kernel backend and on AF_XDP
+#           1,000 subscribers; Sluice gateway on AF_XDP and on the kernel backend
+#           (blocking, and busy-polling with --busy-poll)
 #   ceiling the load generator's own ceiling on loopback (rows in the ws/tcp tables)
 #   tls     wss (issue 15), not in the default list: A = Sluice ws-echo on AF_XDP, B = Sluice
 #           ws-echo --backend kernel (both with --tls-port), C = ref-tungstenite --tls-cert
@@ -239,6 +241,8 @@ ref-tcp-echo block
 ref-tcp-echo-spin spin
 load-generator-ceiling block
 kernel-to-kernel block
+kernel-to-kernel-spin spin
+sluice-kernel-spin spin
 kernel-ws-spin spin
 bypass-to-sluice-afxdp spin
 kernel-to-ref-ws-echo-spin spin
@@ -858,6 +862,12 @@ if want bulk; then
   else
     unavailable 7-bulk 2-kernel-to-kernel.r$r
   fi
+  echo "== bulk round $r/$ROUNDS: kernel discard, busy-polling (sluice-load sink --spin)" >&2
+  if start_server kernel-sink-spin.r$r "$BIN/sluice-load" sink --spin --addr "$STACK:$BULK_PORT"; then
+    bulk_run 3-kernel-to-kernel-spin.r$r; stop_server
+  else
+    unavailable 7-bulk 3-kernel-to-kernel-spin.r$r
+  fi
   kernel_ip del "$STACK"
   done
 fi
@@ -906,6 +916,14 @@ EOF
     fanout_run 2-sluice-kernel.r$r; stop_server
   else
     unavailable 8-fanout 2-sluice-kernel.r$r
+  fi
+  echo "== fanout round $r/$ROUNDS: sluice gateway on the kernel backend, busy-polling" >&2
+  if start_server sluice-kernel-spin-gw.r$r "$SLUICE" run --backend kernel --busy-poll \
+      --ip "$STACK" --port "$GW_PORT" --app gateway --config "$CONFIG" \
+      --control "$CONTROL_IP:9100" --log-level warn; then
+    fanout_run 3-sluice-kernel-spin.r$r; stop_server
+  else
+    unavailable 8-fanout 3-sluice-kernel-spin.r$r
   fi
   kernel_ip del "$STACK"
   done

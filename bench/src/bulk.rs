@@ -55,15 +55,54 @@ pub fn bulk(target: SocketAddr, duration: Duration, chunk: usize) -> anyhow::Res
 }
 
 /// A discard server: reads every connection to its end, then closes it. Never returns
-/// unless accepting fails.
-pub fn sink(addr: SocketAddr, ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+/// unless accepting fails. `spin`: each reader busy-polls its non-blocking socket instead
+/// of sleeping in `read`.
+pub fn sink(addr: SocketAddr, spin: bool, ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
     ready(listener.local_addr()?);
     loop {
         let (mut conn, _) = listener.accept()?;
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 256 * 1024];
-            while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
-        });
+        if spin {
+            conn.set_nonblocking(true)?;
+        }
+        std::thread::spawn(move || discard(&mut conn));
+    }
+}
+
+/// Reads `conn` to its end (or its first error); a would-block read is retried at once.
+fn discard(conn: &mut TcpStream) {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Both sink modes read every byte to the end and close: the client's run completes
+    /// (it waits for the server's close) with what it wrote.
+    #[test]
+    fn sink_blocking_and_spinning_read_to_the_end_and_close() {
+        for spin in [false, true] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = sink("127.0.0.1:0".parse().unwrap(), spin, |a| {
+                    tx.send(a).unwrap();
+                });
+            });
+            let addr = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            let report = bulk(addr, Duration::from_millis(200), 64 * 1024).unwrap();
+            assert!(report.bytes >= 64 * 1024, "spin={spin}: {report:?}");
+            assert!(report.seconds < 30.0, "spin={spin}: {report:?}");
+        }
     }
 }

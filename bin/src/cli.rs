@@ -124,6 +124,12 @@ pub struct RunArgs {
     /// Packet I/O backend.
     #[arg(long, value_enum, default_value = "afxdp")]
     pub backend: Backend,
+    /// Kernel backend: busy-poll. The event loop calls epoll_wait with a zero timeout and
+    /// never sleeps, so its core is always 100 % busy; a wake-up no longer costs a
+    /// scheduler round trip (the AF_XDP and DPDK workers spin by --idle-spin instead).
+    /// For dedicated cores and like-for-like benchmarks against spinning servers.
+    #[arg(long)]
+    pub busy_poll: bool,
     /// TCP port to serve (repeatable; 0 picks a free port, shown in the `listening` line).
     #[arg(long = "port", value_name = "PORT", required = true)]
     pub ports: Vec<u16>,

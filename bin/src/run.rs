@@ -8,6 +8,11 @@ use crate::drivers::{bypass, gateway, kernel};
 
 /// Runs `sluice run`: the chosen backend and application, until SIGINT/SIGTERM.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.busy_poll && args.backend != Backend::Kernel {
+        anyhow::bail!(
+            "--busy-poll applies to --backend kernel (the AF_XDP and DPDK workers spin by --idle-spin)"
+        );
+    }
     match (args.backend, args.app) {
         (Backend::Afxdp, _) => bypass::run(&bypass_options(&args)?),
         // The DPDK backend runs the same workers on DPDK queue pairs.
@@ -30,6 +35,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 config: gateway_config(&args)?,
                 app_name: app_name(args.app),
                 any_path: args.app == App::WsEcho,
+                busy_poll: args.busy_poll,
             })
         }
         (Backend::Kernel, _) => {
@@ -54,6 +60,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 args.max_connections,
                 args.max_output_queue,
                 tcp_idle(&args),
+                args.busy_poll,
             )
         }
     }

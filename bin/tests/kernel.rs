@@ -250,3 +250,90 @@ fn tcp_idle_connection_reset_after_timeout_active_one_kept() {
     busy.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"more");
 }
+
+/// User plus system CPU time of process `pid` so far (`/proc/PID/stat`, clock ticks at
+/// the usual 100 per second).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (in parentheses): state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// `--busy-poll`: the event loop never sleeps (an idle server burns CPU, a default one
+/// does not), and it still serves tcp-echo and ws-echo and stops on SIGTERM with exit 0.
+#[test]
+fn busy_poll_spins_while_idle_serves_and_stops() {
+    let spinning = Server::start("tcp-echo", &["--busy-poll"]);
+    let sleeping = Server::start("tcp-echo", &[]);
+    let before = (cpu_seconds(spinning.pid()), cpu_seconds(sleeping.pid()));
+    std::thread::sleep(Duration::from_secs(2));
+    let used = (
+        cpu_seconds(spinning.pid()) - before.0,
+        cpu_seconds(sleeping.pid()) - before.1,
+    );
+    // A spinning loop takes its share of a core even on a busy test machine; the
+    // blocking one wakes every 100 ms for its tick.
+    assert!(
+        used.0 >= 0.3,
+        "busy-polling server used only {used:?} s of CPU in 2 s idle"
+    );
+    assert!(
+        used.1 <= 0.2,
+        "the default server used {used:?} s of CPU in 2 s idle"
+    );
+    let mut s = connect(spinning.port);
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        let data = data.clone();
+        std::thread::spawn(move || {
+            w.write_all(&data).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    writer.join().unwrap();
+    assert_eq!(got, data);
+    assert!(spinning.terminate().success());
+
+    let ws = Server::start("ws-echo", &["--busy-poll"]);
+    let (mut s, mut c) = ws_client(ws.port);
+    c.send(MessageKind::Text, "spin".as_bytes()).unwrap();
+    s.write_all(c.pending_output()).unwrap();
+    c.consume_output(c.pending_output().len());
+    assert_eq!(
+        next_event(&mut s, &mut c),
+        Event::Message {
+            kind: MessageKind::Text,
+            data: b"spin".to_vec()
+        }
+    );
+    assert!(ws.terminate().success());
+}
+
+#[test]
+fn busy_poll_on_afxdp_refused_with_one_line() {
+    let out = sluice(&[
+        "run",
+        "--backend",
+        "afxdp",
+        "--iface",
+        "lo",
+        "--port",
+        "1",
+        "--app",
+        "tcp-echo",
+        "--busy-poll",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--busy-poll applies to --backend kernel"),
+        "{err}"
+    );
+}

@@ -160,6 +160,10 @@ enum Cmd {
         /// CPU to pin the accepting thread (and its readers) to.
         #[arg(long)]
         pin: Option<usize>,
+        /// Busy-poll: each reader spins on a non-blocking socket instead of sleeping in
+        /// `read` (the spinning kernel baseline for bulk runs).
+        #[arg(long)]
+        spin: bool,
     },
 }
 
@@ -494,11 +498,11 @@ fn main() -> ExitCode {
             };
             finish(sluice_bench::floor::floor(&s, &opts), load.json.as_ref())
         }
-        Some(Cmd::Sink { addr, pin }) => {
+        Some(Cmd::Sink { addr, pin, spin }) => {
             if let Some(cpu) = pin {
                 let _ = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
             }
-            let r = sluice_bench::bulk::sink(addr, |a| {
+            let r = sluice_bench::bulk::sink(addr, spin, |a| {
                 println!("listening {a}");
                 let _ = std::io::Write::flush(&mut std::io::stdout());
             });

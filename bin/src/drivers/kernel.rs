@@ -73,6 +73,8 @@ pub struct Liveness {
 /// Serves `svc` on `listeners` (registered on `poll` by [`bind`]) until `stop` is set,
 /// then shuts down gracefully within `shutdown_timeout`. `rx` carries broker and control
 /// messages for a gateway worker; `liveness`, when given, is beaten every iteration.
+/// `busy_poll`: wait in epoll_wait with a zero timeout (never sleep) instead of up to
+/// [`TICK`].
 #[allow(clippy::too_many_arguments)]
 pub fn serve<S: App>(
     poll: Poll,
@@ -83,7 +85,11 @@ pub fn serve<S: App>(
     shutdown_timeout: Duration,
     metrics: Arc<Metrics>,
     liveness: Option<Liveness>,
+    busy_poll: bool,
 ) -> anyhow::Result<()> {
+    if busy_poll {
+        info!("busy-polling: epoll_wait with a zero timeout, the event loop never sleeps");
+    }
     let mut driver = Driver {
         poll,
         base: listeners.len(),
@@ -98,6 +104,7 @@ pub fn serve<S: App>(
             .map_or_else(dataplane::Clock::new, |l| l.clock),
         now: Instant::ZERO,
         ids: Vec::new(),
+        wait: if busy_poll { Duration::ZERO } else { TICK },
     };
     if let Some(l) = &liveness {
         l.heartbeat.start(l.clock.now());
@@ -121,6 +128,8 @@ pub struct Settings {
     pub app_name: &'static str,
     /// Serve every request path with the first route (ws-echo).
     pub any_path: bool,
+    /// Busy-poll: never sleep in epoll_wait (`--busy-poll`).
+    pub busy_poll: bool,
 }
 
 /// Most bytes a connection's write buffer holds (what the socket did not take yet).
@@ -266,6 +275,7 @@ pub fn run_gateway(settings: Settings) -> anyhow::Result<()> {
         config.limits.shutdown_timeout(),
         metrics,
         liveness,
+        settings.busy_poll,
     );
     drop(workers);
     result
@@ -300,6 +310,7 @@ pub fn run_tcp(
     max_connections: usize,
     max_output: usize,
     idle: Option<Duration>,
+    busy_poll: bool,
 ) -> anyhow::Result<()> {
     let name = kind.name();
     let stop = Arc::new(AtomicBool::new(false));
@@ -325,6 +336,7 @@ pub fn run_tcp(
         TCP_SHUTDOWN_GRACE,
         Arc::new(Metrics::new()),
         None,
+        busy_poll,
     )
 }
 
@@ -346,6 +358,8 @@ struct Driver {
     now: Instant,
     /// Reused list of connection ids (dirty, expired).
     ids: Vec<usize>,
+    /// Longest wait in epoll_wait: [`TICK`], or zero when busy-polling.
+    wait: Duration,
 }
 
 impl Driver {
@@ -365,7 +379,7 @@ impl Driver {
         // Time spent outside epoll_wait since the last tick (the busy ratio).
         let mut busy = Duration::ZERO;
         loop {
-            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
+            if let Err(e) = self.poll.poll(&mut events, Some(self.wait)) {
                 if e.kind() != ErrorKind::Interrupted {
                     return Err(e).context("epoll_wait");
                 }
