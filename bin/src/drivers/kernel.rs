@@ -74,7 +74,7 @@ pub struct Liveness {
 /// then shuts down gracefully within `shutdown_timeout`. `rx` carries broker and control
 /// messages for a gateway worker; `liveness`, when given, is beaten every iteration.
 /// `busy_poll`: wait in epoll_wait with a zero timeout (never sleep) instead of up to
-/// [`TICK`].
+/// `TICK` (100 ms).
 #[allow(clippy::too_many_arguments)]
 pub fn serve<S: App>(
     poll: Poll,
@@ -358,7 +358,7 @@ struct Driver {
     now: Instant,
     /// Reused list of connection ids (dirty, expired).
     ids: Vec<usize>,
-    /// Longest wait in epoll_wait: [`TICK`], or zero when busy-polling.
+    /// Longest wait in epoll_wait: `TICK`, or zero when busy-polling.
     wait: Duration,
 }
 
