@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
@@ -207,95 +207,80 @@ fn bypass_client_against_sluice_afxdp_ws_and_tcp_every_echo_checked() {
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let lab = Lab::up();
     let bin = sluice_bin();
+    // Messages over several segments, several in flight on each connection.
+    let r = serve_and_load(
+        &lab,
+        &bin,
+        "ws-echo",
+        9001,
+        &["--compression", "off"],
+        "ws",
+        "8",
+        "3000",
+        "4",
+    );
+    assert_clean(&r, 8);
+    assert_eq!(r["kind"], "bypass");
+    assert_eq!(r["client_wait"], "spin");
+    let r = serve_and_load(&lab, &bin, "tcp-echo", 9002, &[], "tcp", "16", "64", "16");
+    assert_clean(&r, 16);
+}
+
+/// Serves `app` with Sluice on AF_XDP on the stack side (port `port`, `extra` flags) and
+/// runs `sluice-load bypass` against it from the peer side: `proto`, `conns` connections
+/// of `size`-byte messages, `in_flight` each. Returns the report; the server is stopped.
+#[allow(clippy::too_many_arguments)]
+fn serve_and_load(
+    lab: &Lab,
+    bin: &Path,
+    app: &str,
+    port: u16,
+    extra: &[&str],
+    proto: &str,
+    conns: &str,
+    size: &str,
+    in_flight: &str,
+) -> Value {
     let ip = format!("{STACK_IP}/24");
+    let port_text = port.to_string();
+    let mut args = vec![
+        "run",
+        "--backend",
+        "afxdp",
+        "--iface",
+        &lab.stack_if,
+        "--ip",
+        &ip,
+        "--port",
+        &port_text,
+        "--app",
+        app,
+        "--log-level",
+        "warn",
+    ];
+    args.extend_from_slice(extra);
+    let _server = lab.serve(bin, &args);
+    let target = format!("{STACK_IP}:{port}");
     let client_ip = format!("{BYPASS_IP}/24");
-    {
-        let _server = lab.serve(
-            &bin,
-            &[
-                "run",
-                "--backend",
-                "afxdp",
-                "--iface",
-                &lab.stack_if,
-                "--ip",
-                &ip,
-                "--port",
-                "9001",
-                "--app",
-                "ws-echo",
-                "--compression",
-                "off",
-                "--log-level",
-                "warn",
-            ],
-        );
-        // Messages over several segments, several in flight on each connection.
-        let target = format!("{STACK_IP}:9001");
-        let r = run_load(
-            &lab,
-            &[
-                "bypass",
-                &target,
-                "--iface",
-                &lab.peer_if,
-                "--ip",
-                &client_ip,
-                "--proto",
-                "ws",
-                "-c",
-                "8",
-                "-s",
-                "3000",
-                "-k",
-                "4",
-            ],
-        );
-        assert_clean(&r, 8);
-        assert_eq!(r["kind"], "bypass");
-        assert_eq!(r["client_wait"], "spin");
-    }
-    {
-        let _server = lab.serve(
-            &bin,
-            &[
-                "run",
-                "--backend",
-                "afxdp",
-                "--iface",
-                &lab.stack_if,
-                "--ip",
-                &ip,
-                "--port",
-                "9002",
-                "--app",
-                "tcp-echo",
-                "--log-level",
-                "warn",
-            ],
-        );
-        let target = format!("{STACK_IP}:9002");
-        let r = run_load(
-            &lab,
-            &[
-                "bypass",
-                &target,
-                "--iface",
-                &lab.peer_if,
-                "--ip",
-                &client_ip,
-                "--proto",
-                "tcp",
-                "-c",
-                "16",
-                "-s",
-                "64",
-                "-k",
-                "16",
-            ],
-        );
-        assert_clean(&r, 16);
-    }
+    run_load(
+        lab,
+        &[
+            "bypass",
+            &target,
+            "--iface",
+            &lab.peer_if,
+            "--ip",
+            &client_ip,
+            "--proto",
+            proto,
+            "-c",
+            conns,
+            "-s",
+            size,
+            "-k",
+            in_flight,
+        ],
+    )
 }
 
 #[test]

@@ -23,11 +23,17 @@ fn connect(port: u16) -> TcpStream {
 #[test]
 fn tcp_echo_bytes_echoed_until_half_close() {
     let server = Server::start("tcp-echo", &[]);
-    let mut s = connect(server.port);
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13) as u8).collect();
+    assert_echoed_until_half_close(server.port, &data);
+}
+
+/// Writes `data` to a tcp-echo server on `port` from one thread, then half-closes, while
+/// reading everything back to the server's close on this one; asserts it came back equal.
+fn assert_echoed_until_half_close(port: u16, data: &[u8]) {
+    let mut s = connect(port);
     let writer = {
         let mut w = s.try_clone().unwrap();
-        let data = data.clone();
+        let data = data.to_vec();
         std::thread::spawn(move || {
             w.write_all(&data).unwrap();
             w.shutdown(Shutdown::Write).unwrap();
@@ -36,7 +42,12 @@ fn tcp_echo_bytes_echoed_until_half_close() {
     let mut got = Vec::new();
     s.read_to_end(&mut got).unwrap();
     writer.join().unwrap();
-    assert_eq!(got, data);
+    assert!(
+        got == data,
+        "echo differs ({} of {} bytes)",
+        got.len(),
+        data.len()
+    );
 }
 
 #[test]
@@ -284,20 +295,8 @@ fn busy_poll_spins_while_idle_serves_and_stops() {
         used.1 <= 0.2,
         "the default server used {used:?} s of CPU in 2 s idle"
     );
-    let mut s = connect(spinning.port);
     let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
-    let writer = {
-        let mut w = s.try_clone().unwrap();
-        let data = data.clone();
-        std::thread::spawn(move || {
-            w.write_all(&data).unwrap();
-            w.shutdown(Shutdown::Write).unwrap();
-        })
-    };
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).unwrap();
-    writer.join().unwrap();
-    assert_eq!(got, data);
+    assert_echoed_until_half_close(spinning.port, &data);
     assert!(spinning.terminate().success());
 
     let ws = Server::start("ws-echo", &["--busy-poll"]);
