@@ -306,6 +306,16 @@ fn parse_pin(s: &str) -> Result<CpuList, String> {
 }
 
 impl LoadArgs {
+    /// [`LoadArgs::settings`] for `target` as given on the command line, resolved; an
+    /// address that does not resolve is reported and gives the exit code.
+    fn resolved(&self, target: String) -> Result<Settings, ExitCode> {
+        let Some(addr) = resolve(&target) else {
+            eprintln!("sluice-load: cannot resolve {target}");
+            return Err(ExitCode::from(2));
+        };
+        Ok(self.settings(addr, target))
+    }
+
     fn settings(&self, target: std::net::SocketAddr, host: String) -> Settings {
         let mut s = Settings::new(target);
         s.host = host;
@@ -391,11 +401,10 @@ fn main() -> ExitCode {
             finish(sluice_bench::fanout::fanout(&s, &opts), load.json.as_ref())
         }
         Some(Cmd::Handshakes { target, load }) => {
-            let Some(addr) = resolve(&target) else {
-                eprintln!("sluice-load: cannot resolve {target}");
-                return ExitCode::from(2);
+            let s = match load.resolved(target) {
+                Ok(s) => s,
+                Err(code) => return code,
             };
-            let s = load.settings(addr, target);
             finish(sluice_bench::handshakes::handshakes(&s), load.json.as_ref())
         }
         Some(Cmd::Bulk {
@@ -438,11 +447,10 @@ fn main() -> ExitCode {
             queue,
             load,
         }) => {
-            let Some(addr) = resolve(&target) else {
-                eprintln!("sluice-load: cannot resolve {target}");
-                return ExitCode::from(2);
+            let s = match load.resolved(target) {
+                Ok(s) => s,
+                Err(code) => return code,
             };
-            let s = load.settings(addr, target);
             let opts = sluice_bench::bypass::BypassOptions {
                 iface,
                 addr: ip.0,
@@ -486,11 +494,10 @@ fn main() -> ExitCode {
             dst_mac,
             load,
         }) => {
-            let Some(addr) = resolve(&target) else {
-                eprintln!("sluice-load: cannot resolve {target}");
-                return ExitCode::from(2);
+            let s = match load.resolved(target) {
+                Ok(s) => s,
+                Err(code) => return code,
             };
-            let s = load.settings(addr, target);
             let opts = sluice_bench::floor::FloorOptions {
                 iface,
                 addr: ip,
