@@ -195,9 +195,19 @@ fn sluice(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs `sluice ARGS`, requires a non-zero exit with exactly one line on stderr, and
+/// returns that line.
+fn fails_with_one_line(args: &[&str]) -> String {
+    let out = sluice(args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
 #[test]
 fn run_afxdp_backend_without_iface_fails_with_one_line() {
-    let out = sluice(&[
+    let err = fails_with_one_line(&[
         "run",
         "--backend",
         "afxdp",
@@ -206,16 +216,13 @@ fn run_afxdp_backend_without_iface_fails_with_one_line() {
         "--app",
         "tcp-echo",
     ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("afxdp"), "{err}");
 }
 
 #[test]
 fn run_gateway_app_fails_with_one_line() {
     // The gateway runs now; a missing config file is the one-line failure.
-    let out = sluice(&[
+    let err = fails_with_one_line(&[
         "run",
         "--backend",
         "kernel",
@@ -226,9 +233,6 @@ fn run_gateway_app_fails_with_one_line() {
         "--config",
         "/nonexistent/gateway.toml",
     ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("gateway"), "{err}");
 }
 
@@ -316,7 +320,7 @@ fn busy_poll_spins_while_idle_serves_and_stops() {
 
 #[test]
 fn busy_poll_on_afxdp_refused_with_one_line() {
-    let out = sluice(&[
+    let err = fails_with_one_line(&[
         "run",
         "--backend",
         "afxdp",
@@ -328,9 +332,6 @@ fn busy_poll_on_afxdp_refused_with_one_line() {
         "tcp-echo",
         "--busy-poll",
     ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.contains("--busy-poll applies to --backend kernel"),
         "{err}"
